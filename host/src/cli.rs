@@ -1,0 +1,216 @@
+//! The command line: clap definitions and the dispatch to one file per verb.
+//! Only this module and `main.rs` use `anyhow`.
+
+pub mod exec;
+pub mod plan;
+pub mod plugin;
+pub mod validate;
+
+use crate::diagnostic::Diagnostics;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes, as documented in `runbook --help`.
+pub mod exit {
+    /// Every step succeeded.
+    pub const SUCCESS: u8 = 0;
+    /// A step failed.
+    pub const STEP_FAILED: u8 = 1;
+    /// The runbook or the command line is invalid; nothing ran.
+    pub const INVALID: u8 = 2;
+    /// A step was denied a capability it was not granted.
+    pub const DENIED: u8 = 3;
+    /// The run was interrupted (Ctrl-C, SIGTERM).
+    pub const CANCELLED: u8 = 130;
+    /// runbook itself failed (a bug, or the machine: disk, memory).
+    pub const INTERNAL: u8 = 70;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  runbook validate runbooks/smoke.toml
+  runbook plan runbooks/smoke.toml --env staging --set version=1.2.3
+  runbook exec runbooks/smoke.toml --env staging --set version=1.2.3
+  runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm
+
+Exit codes:
+  0    every step succeeded
+  1    a step failed
+  2    the runbook or the command line is invalid; nothing ran
+  3    a step was denied a capability its runbook does not grant
+  70   runbook itself failed
+  130  interrupted (Ctrl-C)
+
+Secrets named `${{ secrets.NAME }}` in a runbook are read from the
+environment variable NAME and never reach a plugin: plugins get a sealed
+handle that the host swaps for the value only on requests to granted hosts.";
+
+/// Runs deployment runbooks whose every step is a sandboxed WebAssembly
+/// component, given only the capabilities its runbook grants.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// More detail: plugin debug logs and every HTTP request.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Where compiled plugins are cached [default: ~/.cache/runbook/components].
+    #[arg(long, global = true, env = "RUNBOOK_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a runbook's steps against an environment.
+    #[command(
+        after_help = "Example:\n  runbook exec deploy.toml --env production --set version=1.2.3"
+    )]
+    Exec(exec::ExecArgs),
+    /// Check a runbook without running anything: shape, references, plugins, parameters.
+    #[command(
+        after_help = "Example:\n  runbook validate deploy.toml\n  runbook validate deploy.toml --env production --set version=1.2.3"
+    )]
+    Validate(validate::ValidateArgs),
+    /// Show what each step would do, without doing it.
+    #[command(
+        after_help = "Example:\n  runbook plan deploy.toml --env production --set version=1.2.3"
+    )]
+    Plan(plan::PlanArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Output {
+    /// For people: progress on stderr.
+    #[default]
+    Text,
+    /// For machines: JSON on stdout.
+    Json,
+}
+
+/// The arguments that choose an environment and parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BindArgs {
+    /// The runbook file.
+    pub file: PathBuf,
+
+    /// The environment to run against (a key of `[environments]`).
+    #[arg(short, long, value_name = "NAME")]
+    pub env: Option<String>,
+
+    /// A parameter value; repeat for several.
+    #[arg(short, long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+
+    /// Who is running this, for the run log [default: $RUNBOOK_OPERATOR, else $USER].
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+impl BindArgs {
+    /// The operator's name.
+    pub fn operator(&self) -> String {
+        self.operator
+            .clone()
+            .or_else(|| std::env::var("RUNBOOK_OPERATOR").ok())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+/// How a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The runbook or the arguments are wrong; nothing ran.
+    Invalid(Diagnostics),
+    /// Something else went wrong.
+    Internal(anyhow::Error),
+}
+
+impl From<Diagnostics> for Failure {
+    fn from(diagnostics: Diagnostics) -> Self {
+        Failure::Invalid(diagnostics)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Internal(error)
+    }
+}
+
+impl From<crate::runbook::LoadError> for Failure {
+    fn from(error: crate::runbook::LoadError) -> Self {
+        match error {
+            crate::runbook::LoadError::Invalid(diagnostics) => Failure::Invalid(diagnostics),
+            other => Failure::Internal(other.into()),
+        }
+    }
+}
+
+/// Runs the parsed command line and returns the process's exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Exec(args) => exec::run(&cli, args).await,
+            Command::Validate(args) => validate::run(&cli, args).await,
+            Command::Plan(args) => plan::run(&cli, args).await,
+            Command::Plugin(command) => plugin::run(&cli, command).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Invalid(diagnostics)) => {
+            eprintln!("{diagnostics}");
+            ExitCode::from(exit::INVALID)
+        }
+        Err(Failure::Internal(error)) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit::INTERNAL)
+        }
+    }
+}
+
+/// A new run id: UTC time and a random suffix, sortable and unique enough.
+pub fn new_run_id() -> String {
+    let now = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S");
+    let mut bytes = [0_u8; 3];
+    let _ = getrandom::fill(&mut bytes);
+    format!("{now}-{}", hex::encode(bytes))
+}
+
+/// The runtime, with the cache folder from the command line.
+pub fn plugin_runtime(cli: &Cli) -> anyhow::Result<crate::plugin::PluginRuntime> {
+    crate::plugin::PluginRuntime::new(crate::plugin::RuntimeOptions {
+        cache_dir: cli.cache_dir.clone(),
+    })
+}

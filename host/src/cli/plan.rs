@@ -1,0 +1,181 @@
+//! `runbook plan`: asks every step's plugin what it would do, with the
+//! step's grants but read-only, and prints the actions. Nothing changes.
+
+use super::{BindArgs, Cli, Failure, Output, exit};
+use crate::capability::StepContext;
+use crate::capability::secrets::SecretStore;
+use crate::engine::preflight;
+use crate::engine::render::{Scope, StepOutputs, Unknown};
+use crate::events::EventSink;
+use crate::runbook::{self, Bindings, bind::bind};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// `runbook plan FILE --env NAME --set K=V...`
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+
+    /// `text` for people, `json` for machines.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Serialize)]
+struct PlannedStepView {
+    step: String,
+    name: String,
+    plugin: String,
+    digest: String,
+    grants: GrantsView,
+    actions: Vec<ActionView>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct GrantsView {
+    http: Vec<String>,
+    secrets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ActionView {
+    description: String,
+    mutates: bool,
+}
+
+/// Runs the command.
+pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
+    let runbook = Arc::new(runbook::load(&args.bind.file)?);
+    let plan = bind(
+        runbook,
+        Bindings {
+            environment: args.bind.env.clone(),
+            sets: args.bind.set.clone(),
+            operator: args.bind.operator(),
+            run_id: "plan".into(),
+            lenient: false,
+        },
+    )?;
+    let runtime = super::plugin_runtime(cli)?;
+    let plugins = preflight::load_plugins(&runtime, &plan).await?;
+    // Planning sends no secret anywhere: handles suffice, values are not read.
+    let secrets = SecretStore::new(Default::default());
+    preflight::check_params(&runtime, &plan, &plugins, &secrets).await?;
+
+    let outputs = StepOutputs::new();
+    let scope = Scope {
+        plan: &plan,
+        outputs: &outputs,
+        secrets: &secrets,
+        unknown: Unknown::Placeholder,
+    };
+    let mut views = Vec::new();
+    let mut failed = false;
+    for planned in &plan.steps {
+        let step = plan.step(planned);
+        let plugin = &plugins[&step.uses];
+        let params = scope
+            .render(&step.with)
+            .map_err(|error| anyhow::anyhow!("step `{}`: {error}", step.id))?;
+        let context = Arc::new(StepContext {
+            step_id: step.id.clone(),
+            grants: planned.grants.clone(),
+            secrets: secrets.clone(),
+            redactor: secrets.redactor(),
+            events: EventSink::new(),
+            deadline: tokio::time::Instant::now() + step.timeout,
+            cancel: CancellationToken::new(),
+            http: runtime.http_client(),
+            dry_run: true,
+        });
+        let result = runtime
+            .plan(plugin, context, step.memory_limit, &params.to_string())
+            .await;
+        let (actions, error) = match result {
+            Ok(Ok(actions)) => (
+                actions
+                    .into_iter()
+                    .map(|action| ActionView {
+                        description: action.description,
+                        mutates: action.mutates,
+                    })
+                    .collect(),
+                None,
+            ),
+            Ok(Err(error)) => (Vec::new(), Some(error.describe())),
+            Err(error) => (Vec::new(), Some(error.to_string())),
+        };
+        failed |= error.is_some();
+        views.push(PlannedStepView {
+            step: step.id.0.clone(),
+            name: step.name.clone(),
+            plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
+            digest: plugin.digest.clone(),
+            grants: GrantsView {
+                http: planned
+                    .grants
+                    .http
+                    .iter()
+                    .map(|grant| grant.as_str().to_owned())
+                    .collect(),
+                secrets: planned.grants.secrets.clone(),
+            },
+            actions,
+            error,
+        });
+    }
+
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runbook": plan.runbook.name,
+                "environment": plan.environment,
+                "params": plan.params,
+                "steps": views,
+            }))
+            .unwrap_or_default()
+        ),
+        Output::Text => print_text(&plan, &views),
+    }
+    Ok(if failed {
+        exit::STEP_FAILED
+    } else {
+        exit::SUCCESS
+    })
+}
+
+fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) {
+    let environment = plan
+        .environment
+        .as_ref()
+        .map(|name| format!(" for environment `{name}`"))
+        .unwrap_or_default();
+    println!(
+        "Plan of `{}`{environment}: {} steps, nothing is changed by planning",
+        plan.runbook.name,
+        views.len()
+    );
+    for (position, view) in views.iter().enumerate() {
+        println!();
+        println!("{}. {} ({})", position + 1, view.name, view.plugin);
+        for action in &view.actions {
+            let marker = if action.mutates { "~" } else { "·" };
+            println!("   {marker} {}", action.description);
+        }
+        if let Some(error) = &view.error {
+            println!("   ✗ cannot plan: {error}");
+        }
+        if !view.grants.http.is_empty() {
+            println!("   grants http: {}", view.grants.http.join(", "));
+        }
+        if !view.grants.secrets.is_empty() {
+            println!("   grants secrets: {}", view.grants.secrets.join(", "));
+        }
+    }
+    println!();
+    println!("· reads only    ~ changes something");
+}

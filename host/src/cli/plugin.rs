@@ -1,0 +1,188 @@
+//! `runbook plugin inspect`: what a component is, asks for and imports,
+//! read from the component itself.
+
+use super::{Cli, Failure, Output, exit};
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// `runbook plugin ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Show a plugin's name, version, digest, capabilities, imports and parameters.
+    #[command(
+        after_help = "Example:\n  runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm"
+    )]
+    Inspect {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Runs the command.
+pub async fn run(cli: &Cli, command: &PluginCommand) -> Result<u8, Failure> {
+    match command {
+        PluginCommand::Inspect { file, output } => inspect(cli, file, *output).await,
+    }
+}
+
+async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failure> {
+    let runtime = super::plugin_runtime(cli)?;
+    let plugin = runtime
+        .load(file, None)
+        .await
+        .with_context(|| format!("cannot inspect `{}`", file.display()))?;
+    let descriptor = &plugin.descriptor;
+    let schema: serde_json::Value =
+        serde_json::from_str(&descriptor.params_schema).unwrap_or_default();
+    let capabilities: Vec<&str> = descriptor
+        .capabilities
+        .iter()
+        .map(|capability| capability.name())
+        .collect();
+    let size = std::fs::metadata(file)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0);
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "file": file.display().to_string(),
+                "name": descriptor.name,
+                "version": descriptor.version,
+                "description": descriptor.description,
+                "sha256": plugin.digest,
+                "size": size,
+                "capabilities": capabilities,
+                "idempotent": descriptor.idempotent,
+                "imports": plugin.imports,
+                "params_schema": schema,
+            }))
+            .unwrap_or_default()
+        ),
+        Output::Text => {
+            println!("{} {}", descriptor.name, descriptor.version);
+            if !descriptor.description.is_empty() {
+                println!("  {}", descriptor.description);
+            }
+            println!();
+            println!(
+                "file          {} ({} KiB)",
+                file.display(),
+                size.div_ceil(1024)
+            );
+            println!("sha256        {}", plugin.digest);
+            println!(
+                "needs         {}",
+                if capabilities.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    capabilities.join(", ")
+                }
+            );
+            println!(
+                "idempotent    {}",
+                if descriptor.idempotent {
+                    "yes: may be re-run after a crash"
+                } else {
+                    "no"
+                }
+            );
+            println!();
+            println!("imports (what the component can call at all):");
+            for import in &plugin.imports {
+                println!("  {import}");
+            }
+            println!();
+            println!("parameters:");
+            print_schema(&schema);
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// Prints a JSON Schema's properties, one per line, nested objects indented.
+fn print_schema(schema: &serde_json::Value) {
+    let definitions = schema.get("$defs").cloned().unwrap_or_default();
+    print_properties(schema, &definitions, 1);
+}
+
+fn print_properties(schema: &serde_json::Value, definitions: &serde_json::Value, depth: usize) {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(|value| value.as_array())
+        .map(|items| items.iter().filter_map(|item| item.as_str()).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema.get("properties").and_then(|value| value.as_object()) else {
+        if depth == 1 {
+            println!("  (none)");
+        }
+        return;
+    };
+    for (name, property) in properties {
+        let resolved = resolve(property, definitions);
+        let kind = type_name(&resolved, definitions);
+        let description = property
+            .get("description")
+            .or_else(|| resolved.get("description"))
+            .and_then(|value| value.as_str())
+            .unwrap_or("")
+            .replace('\n', " ");
+        let requirement = if required.contains(&name.as_str()) {
+            " (required)"
+        } else {
+            ""
+        };
+        println!(
+            "{:indent$}{name}: {kind}{requirement}  {description}",
+            "",
+            indent = depth * 2
+        );
+        let item = resolved
+            .get("items")
+            .map(|items| resolve(items, definitions))
+            .unwrap_or(resolved.clone());
+        if item.get("properties").is_some() && depth < 4 {
+            print_properties(&item, definitions, depth + 1);
+        }
+    }
+}
+
+fn resolve(schema: &serde_json::Value, definitions: &serde_json::Value) -> serde_json::Value {
+    if let Some(reference) = schema.get("$ref").and_then(|value| value.as_str())
+        && let Some(name) = reference.strip_prefix("#/$defs/")
+        && let Some(definition) = definitions.get(name)
+    {
+        return definition.clone();
+    }
+    if let Some(variants) = schema.get("anyOf").and_then(|value| value.as_array())
+        && let Some(first) = variants
+            .iter()
+            .find(|variant| variant.get("type") != Some(&"null".into()))
+    {
+        return resolve(first, definitions);
+    }
+    schema.clone()
+}
+
+fn type_name(schema: &serde_json::Value, definitions: &serde_json::Value) -> String {
+    match schema.get("type") {
+        Some(serde_json::Value::String(kind)) if kind == "array" => {
+            let item = schema
+                .get("items")
+                .map(|items| resolve(items, definitions))
+                .unwrap_or_default();
+            format!("list of {}", type_name(&item, definitions))
+        }
+        Some(serde_json::Value::String(kind)) => kind.clone(),
+        Some(serde_json::Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(|kind| kind.as_str())
+            .filter(|kind| *kind != "null")
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "value".into(),
+    }
+}

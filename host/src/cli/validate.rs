@@ -1,0 +1,88 @@
+//! `runbook validate`: everything `exec` checks before it runs a step, for
+//! every environment, without running anything.
+
+use super::{Cli, Failure, exit};
+use crate::diagnostic::Diagnostics;
+use crate::engine::preflight;
+use crate::runbook::{self, Bindings, bind::bind};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `runbook validate FILE [--env NAME] [--set K=V...]`
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The runbook file.
+    file: PathBuf,
+
+    /// Check only this environment [default: every environment].
+    #[arg(short, long, value_name = "NAME")]
+    env: Option<String>,
+
+    /// A parameter value; parameters not given are checked as placeholders.
+    #[arg(short, long = "set", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    set: Vec<(String, String)>,
+}
+
+/// Runs the command.
+pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
+    let runbook = Arc::new(runbook::load(&args.file)?);
+    let environments: Vec<Option<String>> = match &args.env {
+        Some(name) => vec![Some(name.clone())],
+        None if runbook.environments.is_empty() => vec![None],
+        None => runbook.environments.keys().cloned().map(Some).collect(),
+    };
+    let runtime = super::plugin_runtime(cli)?;
+    let mut problems = Diagnostics::default();
+    let mut checked = Vec::new();
+    for environment in environments {
+        let plan = bind(
+            Arc::clone(&runbook),
+            Bindings {
+                environment: environment.clone(),
+                sets: args.set.clone(),
+                operator: "validate".into(),
+                run_id: "validate".into(),
+                lenient: true,
+            },
+        );
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(found) => {
+                problems.0.extend(found.0);
+                continue;
+            }
+        };
+        let plugins = match preflight::load_plugins(&runtime, &plan).await {
+            Ok(plugins) => plugins,
+            Err(found) => {
+                problems.0.extend(found.0);
+                break;
+            }
+        };
+        let secrets = crate::capability::secrets::SecretStore::new(Default::default());
+        if let Err(found) = preflight::check_params(&runtime, &plan, &plugins, &secrets).await {
+            problems.0.extend(found.0);
+        }
+        checked.push(environment.unwrap_or_else(|| "(no environment)".into()));
+    }
+    dedup(&mut problems);
+    if !problems.is_empty() {
+        return Err(Failure::Invalid(problems));
+    }
+    println!(
+        "✓ {} is valid: {} step{}, checked for {}",
+        args.file.display(),
+        runbook.steps.len(),
+        if runbook.steps.len() == 1 { "" } else { "s" },
+        checked.join(", ")
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// The same problem found in several environments is reported once.
+fn dedup(problems: &mut Diagnostics) {
+    let mut seen = std::collections::BTreeSet::new();
+    problems
+        .0
+        .retain(|diagnostic| seen.insert((diagnostic.message.clone(), diagnostic.location())));
+}

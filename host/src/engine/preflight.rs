@@ -1,0 +1,143 @@
+//! Everything checked before a step runs: the plugins load (digest, world),
+//! the secrets exist, and every step's parameters fit its plugin's schema.
+//! Problems are diagnostics at their place in the runbook.
+
+use super::render::{Scope, StepOutputs, Unknown};
+use crate::capability::secrets::SecretStore;
+use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
+use crate::plugin::bindings::PluginError;
+use crate::plugin::{LoadError, LoadedPlugin, PluginRuntime};
+use crate::runbook::{Plan, StepId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Plugins by the name steps `use`.
+pub type Plugins = BTreeMap<String, Arc<LoadedPlugin>>;
+
+/// Loads every plugin the runbook declares.
+pub async fn load_plugins(runtime: &PluginRuntime, plan: &Plan) -> Result<Plugins, Diagnostics> {
+    let runbook = &plan.runbook;
+    let mut problems = Diagnostics::default();
+    let mut plugins = Plugins::new();
+    for (name, source) in &runbook.plugins {
+        let at = ValuePath::default().key("plugins").key(name);
+        match runtime.load(&source.path, source.sha256.as_deref()).await {
+            Ok(plugin) => {
+                plugins.insert(name.clone(), Arc::new(plugin));
+            }
+            Err(error) => {
+                let hint = match &error {
+                    LoadError::Read { .. } => format!(
+                        "the path is relative to the runbook's folder; build the plugins with `scripts/build-plugins`{}",
+                        if source.path.exists() { "" } else { " (the file does not exist)" }
+                    ),
+                    LoadError::DigestMismatch { actual, .. } => format!(
+                        "if the new file is trusted, pin it: `sha256 = \"{actual}\"`"
+                    ),
+                    LoadError::Invalid { .. } => {
+                        "build it for wasm32-wasip2 with the runbook SDK (`runbook_sdk::export_step!`)".into()
+                    }
+                };
+                let mut message = error.to_string();
+                if let LoadError::Read { source, .. } = &error {
+                    message = format!("{message}: {source}");
+                }
+                problems.push(Diagnostic::new(message).at(&runbook.source, &at).hint(hint));
+            }
+        }
+    }
+    problems.into_result(plugins)
+}
+
+/// Reads the secrets the runbook uses from the environment.
+pub fn load_secrets(plan: &Plan) -> Result<SecretStore, Diagnostics> {
+    SecretStore::from_env(plan.secret_names()).map_err(|missing| {
+        Diagnostics(
+            missing
+                .into_iter()
+                .map(|error| {
+                    let name = match &error {
+                        crate::capability::secrets::SecretError::Missing(name) => name.clone(),
+                    };
+                    Diagnostic::new(error.to_string()).hint(format!(
+                        "secrets are read from the environment: `export {name}=...` before running"
+                    ))
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Asks each step's plugin whether its parameters are right. Outputs of
+/// earlier steps are not known yet and are checked as placeholder strings.
+pub async fn check_params(
+    runtime: &PluginRuntime,
+    plan: &Plan,
+    plugins: &Plugins,
+    secrets: &SecretStore,
+) -> Result<(), Diagnostics> {
+    let mut problems = Diagnostics::default();
+    let outputs = StepOutputs::new();
+    let scope = Scope {
+        plan,
+        outputs: &outputs,
+        secrets,
+        unknown: Unknown::Placeholder,
+    };
+    for planned in &plan.steps {
+        let step = plan.step(planned);
+        let Some(plugin) = plugins.get(&step.uses) else {
+            continue;
+        };
+        let with_path = step.path().key("with");
+        let params = match scope.render(&step.with) {
+            Ok(params) => params.to_string(),
+            Err(error) => {
+                problems
+                    .push(Diagnostic::new(error.to_string()).at(&plan.runbook.source, &with_path));
+                continue;
+            }
+        };
+        let context = runtime.bare_context(StepId(step.id.0.clone()), Duration::from_secs(10));
+        match runtime.check(plugin, context, &params).await {
+            Ok(Ok(())) => {}
+            Ok(Err(PluginError::InvalidParams(error))) => {
+                let at = with_path.join_dotted(&error.path);
+                let shown = if error.path.is_empty() {
+                    "with".to_owned()
+                } else {
+                    format!("with.{}", error.path)
+                };
+                problems.push(
+                    Diagnostic::new(format!("step `{}`: `{shown}`: {}", step.id, error.message))
+                        .at(&plan.runbook.source, &at)
+                        .hint(format!(
+                            "`runbook plugin inspect {}` shows the parameters `{}` takes",
+                            plugin.path.display(),
+                            step.uses
+                        )),
+                );
+            }
+            Ok(Err(other)) => problems.push(
+                Diagnostic::new(format!(
+                    "step `{}`: the plugin rejected its parameters: {}",
+                    step.id,
+                    other.describe()
+                ))
+                .at(&plan.runbook.source, &with_path),
+            ),
+            Err(error) => problems.push(
+                Diagnostic::new(format!(
+                    "step `{}`: checking its parameters failed: {error}",
+                    step.id
+                ))
+                .at(
+                    &plan.runbook.source,
+                    &ValuePath::step(step.index).key("uses"),
+                ),
+            ),
+        }
+    }
+    problems.into_result(())
+}

@@ -1,0 +1,382 @@
+//! The run's events: what happened, in order, as JSON lines in the run log,
+//! on stdout with `--output json`, and drawn for the operator. Every string
+//! passes the secret redactor on its way out.
+
+use crate::capability::secrets::Redactor;
+use crate::runbook::StepId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Very detailed.
+    Trace,
+    /// Shown with `-v`.
+    Debug,
+    /// Normal.
+    Info,
+    /// Worth reading.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Whether a capability call was let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Within the step's grants.
+    Allowed,
+    /// Outside them.
+    Denied,
+}
+
+/// How a step or run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It did what it should.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// A capability call was denied and the step failed because of it.
+    Denied,
+    /// It was cancelled (Ctrl-C).
+    Cancelled,
+    /// It did not run because an earlier step failed.
+    Skipped,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run began.
+    RunStarted {
+        /// The run's id.
+        run_id: String,
+        /// The runbook's name.
+        runbook: String,
+        /// The runbook file.
+        file: String,
+        /// The environment, if any.
+        environment: Option<String>,
+        /// Who started it.
+        operator: String,
+        /// Parameter values.
+        params: BTreeMap<String, String>,
+        /// How many steps will run.
+        steps: usize,
+    },
+    /// A step began.
+    StepStarted {
+        /// Display name.
+        name: String,
+        /// The plugin's name in the runbook.
+        plugin: String,
+        /// The component's sha256.
+        digest: String,
+    },
+    /// A plugin's log line, or a line it printed.
+    Log {
+        /// Severity.
+        level: Level,
+        /// The line.
+        message: String,
+    },
+    /// Progress on long work.
+    Progress {
+        /// What is happening.
+        message: String,
+        /// Between 0 and 1 when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fraction: Option<f32>,
+    },
+    /// An outbound HTTP request, allowed or denied.
+    Http {
+        /// Method.
+        method: String,
+        /// URL with the query hidden.
+        url: String,
+        /// Response status, when there was a response.
+        status: Option<u16>,
+        /// Body bytes received.
+        bytes: u64,
+        /// Time taken.
+        duration_ms: f64,
+        /// Allowed or denied.
+        decision: Decision,
+        /// The grant that allowed it.
+        grant: Option<String>,
+        /// Why it was denied or failed, or where it redirected.
+        reason: Option<String>,
+    },
+    /// A sealed secret was unsealed for a request, or refused.
+    SecretUsed {
+        /// The secret's name (never its value).
+        secret: String,
+        /// Where it was sent.
+        destination: String,
+        /// Allowed or denied.
+        decision: Decision,
+    },
+    /// A capability call outside the step's grants.
+    Denied {
+        /// Which capability.
+        capability: String,
+        /// What was asked.
+        requested: String,
+        /// Always denied.
+        decision: Decision,
+    },
+    /// A step ended.
+    StepFinished {
+        /// How.
+        status: Status,
+        /// One line.
+        summary: String,
+        /// Outputs, for later steps.
+        outputs: BTreeMap<String, String>,
+        /// Time taken.
+        elapsed_ms: f64,
+    },
+    /// The run ended.
+    RunFinished {
+        /// How.
+        status: Status,
+        /// Time taken.
+        elapsed_ms: f64,
+        /// The step that failed, if one did.
+        failed_step: Option<String>,
+    },
+}
+
+/// One event with its time and step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// When, RFC 3339.
+    pub time: String,
+    /// The step it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Something that receives events: a file, stdout, the terminal.
+pub trait EventWriter: Send {
+    /// Receives one event; `line` is its redacted JSON.
+    fn write(&mut self, event: &Event, line: &str);
+
+    /// The run is over: flush.
+    fn finish(&mut self) {}
+}
+
+/// Fans events out to writers, redacting secret values first.
+#[derive(Clone, Default)]
+pub struct EventSink {
+    inner: Arc<Mutex<SinkInner>>,
+}
+
+#[derive(Default)]
+struct SinkInner {
+    writers: Vec<Box<dyn EventWriter>>,
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("EventSink")
+    }
+}
+
+impl EventSink {
+    /// A sink with no writers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a writer.
+    pub fn add(&self, writer: impl EventWriter + 'static) {
+        self.lock().writers.push(Box::new(writer));
+    }
+
+    /// Sets the redactor every event passes.
+    pub fn set_redactor(&self, redactor: Redactor) {
+        self.lock().redactor = redactor;
+    }
+
+    /// Records a run-level event.
+    pub fn emit(&self, kind: EventKind) {
+        self.emit_for(None, kind);
+    }
+
+    /// Records an event, for a step or for the run.
+    pub fn emit_for(&self, step: Option<&StepId>, kind: EventKind) {
+        let event = Event {
+            time: jiff::Timestamp::now().to_string(),
+            step: step.cloned(),
+            kind,
+        };
+        let mut inner = self.lock();
+        let line = serde_json::to_string(&event).unwrap_or_default();
+        let redacted = inner.redactor.apply(&line);
+        let event = match &redacted {
+            std::borrow::Cow::Borrowed(_) => event,
+            // A secret's value reached an event: every writer gets the
+            // redacted text, and the terminal the redacted event.
+            std::borrow::Cow::Owned(text) => {
+                let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                redact_event(event, &value)
+            }
+        };
+        let line = redacted.into_owned();
+        for writer in &mut inner.writers {
+            writer.write(&event, &line);
+        }
+    }
+
+    /// Flushes every writer.
+    pub fn finish(&self) {
+        for writer in &mut self.lock().writers {
+            writer.finish();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Rebuilds the human-facing strings of an event from its redacted JSON.
+fn redact_event(mut event: Event, redacted: &serde_json::Value) -> Event {
+    let text = |key: &str| {
+        redacted
+            .get(key)
+            .and_then(|value| value.as_str())
+            .unwrap_or("[REDACTED]")
+            .to_owned()
+    };
+    match &mut event.kind {
+        EventKind::Log { message, .. } | EventKind::Progress { message, .. } => {
+            *message = text("message")
+        }
+        EventKind::StepFinished {
+            summary, outputs, ..
+        } => {
+            *summary = text("summary");
+            if let Some(map) = redacted.get("outputs").and_then(|value| value.as_object()) {
+                *outputs = map
+                    .iter()
+                    .map(|(key, value)| {
+                        (key.clone(), value.as_str().unwrap_or_default().to_owned())
+                    })
+                    .collect();
+            }
+        }
+        EventKind::Http { url, reason, .. } => {
+            *url = text("url");
+            *reason = redacted
+                .get("reason")
+                .and_then(|value| value.as_str())
+                .map(str::to_owned);
+        }
+        _ => {}
+    }
+    event
+}
+
+/// Appends events to the run log, `.runbook/runs/RUN/events.jsonl`.
+pub struct JsonlFile {
+    writer: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl JsonlFile {
+    /// Creates the run log (and its folder).
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(JsonlFile {
+            writer: std::io::BufWriter::new(file),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl EventWriter for JsonlFile {
+    fn write(&mut self, event: &Event, line: &str) {
+        let _ = writeln!(self.writer, "{line}");
+        // Step and run boundaries are flushed so that a crash loses little.
+        if matches!(
+            event.kind,
+            EventKind::StepFinished { .. }
+                | EventKind::RunFinished { .. }
+                | EventKind::StepStarted { .. }
+        ) {
+            let _ = self.writer.flush();
+        }
+    }
+
+    fn finish(&mut self) {
+        let _ = self.writer.flush();
+    }
+}
+
+/// Writes every event as a JSON line on stdout (`--output json`).
+pub struct JsonStdout;
+
+impl EventWriter for JsonStdout {
+    fn write(&mut self, _event: &Event, line: &str) {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        let _ = writeln!(lock, "{line}");
+    }
+}
+
+/// Keeps events in memory: for tests and for summaries.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    events: Arc<Mutex<Vec<(Event, String)>>>,
+}
+
+impl Recorder {
+    /// A new, empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every event so far with its JSON line.
+    pub fn events(&self) -> Vec<(Event, String)> {
+        self.events
+            .lock()
+            .map(|events| events.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl EventWriter for Recorder {
+    fn write(&mut self, event: &Event, line: &str) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push((event.clone(), line.to_owned()));
+        }
+    }
+}

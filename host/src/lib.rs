@@ -1,0 +1,13 @@
+//! `runbook`: deployment runbooks whose every step is a sandboxed
+//! WebAssembly component. The binary (`main.rs`, `cli/`) is a thin layer over
+//! this library, which the tests and benchmarks use directly.
+
+pub mod capability;
+pub mod cli;
+pub mod diagnostic;
+pub mod engine;
+pub mod events;
+pub mod plugin;
+pub mod progress;
+pub mod runbook;
+pub mod template;

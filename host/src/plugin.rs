@@ -1,0 +1,444 @@
+//! Loading and calling plugins: one wasmtime `Engine` per process, compiled
+//! components cached on disk, and a fresh `Store` for every call, from a
+//! pre-instantiated component, with a memory cap, a deadline and
+//! cancellation.
+
+pub mod bindings;
+pub mod cache;
+pub mod state;
+
+use crate::capability::StepContext;
+use crate::capability::http::HttpClient;
+use crate::capability::secrets::{Redactor, SecretStore};
+use crate::events::EventSink;
+use crate::runbook::{StepGrants, StepId};
+use bindings::{Descriptor, Outcome, PlannedAction, PluginError, StepPre};
+use sha2::{Digest, Sha256};
+use state::StepState;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+/// How often the epoch advances; a running guest notices a deadline or a
+/// cancellation within about this long.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin `{path}`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's digest is not the one the runbook pins.
+    #[error("plugin `{path}` has sha256 {actual}, but the runbook pins {expected}")]
+    DigestMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the runbook says.
+        expected: String,
+        /// What the file is.
+        actual: String,
+    },
+    /// The file is not a valid component, or does not fit the contract.
+    #[error("`{path}` is not a runbook step plugin: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why, from wasmtime.
+        reason: String,
+    },
+}
+
+/// Why a call into a plugin did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The step's deadline passed while the plugin ran.
+    #[error("the step took longer than its timeout of {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The plugin tried to grow its memory past the cap.
+    #[error("the plugin exceeded its memory limit of {} MiB and was stopped; raise it with `memory = \"...\"` on the step if it really needs more", .0 >> 20)]
+    MemoryExceeded(u64),
+    /// The plugin trapped (panicked, hit `unreachable`, divided by zero, ...).
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+}
+
+/// What a call returned: the plugin's own result.
+pub type CallResult<T> = Result<Result<T, PluginError>, CallError>;
+
+/// Where and how the runtime keeps compiled components.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// The compiled-component cache; `None` for the user's cache folder.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The process's plugin runtime.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: cache::ComponentCache,
+    http: HttpClient,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// A loaded, pre-instantiated plugin.
+pub struct LoadedPlugin {
+    /// The component file.
+    pub path: PathBuf,
+    /// The component's sha256, hex.
+    pub digest: String,
+    /// What the plugin says of itself.
+    pub descriptor: Descriptor,
+    /// The interfaces the component imports, read from the component.
+    pub imports: Vec<String>,
+    /// Whether this load compiled the component (a cache miss).
+    pub compiled: bool,
+    pre: StepPre<StepState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginRuntime {
+    /// Builds the engine, the linker and the cache, and starts the epoch ticker.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let engine = build_engine()?;
+        let mut linker = Linker::<StepState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|error| anyhow::anyhow!("linking WASI: {error}"))?;
+        bindings::Step::add_to_linker::<StepState, wasmtime::component::HasSelf<StepState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|error| anyhow::anyhow!("linking the runbook:plugin imports: {error}"))?;
+        let cache_dir = options.cache_dir.unwrap_or_else(cache::default_dir);
+        let cache = cache::ComponentCache::new(cache_dir, &engine);
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = Arc::clone(&ticker_stop);
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            cache,
+            http: HttpClient::new()?,
+            ticker_stop,
+        })
+    }
+
+    /// The shared HTTP client that capability calls use.
+    pub fn http_client(&self) -> HttpClient {
+        self.http.clone()
+    }
+
+    /// Loads a component: checks its digest, compiles it or maps it from the
+    /// cache, pre-instantiates it and asks it to describe itself.
+    pub async fn load(
+        &self,
+        path: &Path,
+        expected_sha256: Option<&str>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::DigestMismatch {
+                path: path.to_path_buf(),
+                expected: expected.to_owned(),
+                actual: digest,
+            });
+        }
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (component, compiled) = self
+            .cache
+            .get_or_compile(&self.engine, &digest, &bytes)
+            .map_err(|error| invalid(format!("{error:#}")))?;
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|error| invalid(format!("{error:#}")))?;
+        let pre = StepPre::new(instance_pre).map_err(|error| {
+            invalid(format!(
+                "it does not export the `runbook:plugin/step` world ({error:#})"
+            ))
+        })?;
+        let mut plugin = LoadedPlugin {
+            path: path.to_path_buf(),
+            digest,
+            descriptor: Descriptor {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                params_schema: String::new(),
+                capabilities: Vec::new(),
+                idempotent: false,
+            },
+            imports,
+            compiled,
+            pre,
+        };
+        let context = self.bare_context(StepId("describe".into()), Duration::from_secs(10));
+        plugin.descriptor = self
+            .describe(&plugin, context)
+            .await
+            .map_err(|error| invalid(format!("`describe` failed: {error}")))?;
+        Ok(plugin)
+    }
+
+    /// A context with no grants and no event writers: for `describe` and
+    /// for tools that only inspect.
+    pub fn bare_context(&self, step_id: StepId, timeout: Duration) -> Arc<StepContext> {
+        Arc::new(StepContext {
+            step_id,
+            grants: StepGrants::default(),
+            secrets: SecretStore::new(Default::default()),
+            redactor: Redactor::default(),
+            events: EventSink::new(),
+            deadline: tokio::time::Instant::now() + timeout,
+            cancel: CancellationToken::new(),
+            http: self.http.clone(),
+            dry_run: false,
+        })
+    }
+
+    /// Calls `describe`.
+    pub async fn describe(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+    ) -> Result<Descriptor, CallError> {
+        self.call(
+            plugin,
+            context,
+            crate::runbook::DEFAULT_MEMORY,
+            |step, store| Box::pin(async move { step.call_describe(store).await.map(Ok) }),
+        )
+        .await
+        .map(|result| result.unwrap_or_else(|never: PluginError| panic!("{never:?}")))
+    }
+
+    /// Calls `check` with the step's JSON parameters.
+    pub async fn check(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+        params: &str,
+    ) -> CallResult<()> {
+        let params = params.to_owned();
+        self.call(
+            plugin,
+            context,
+            crate::runbook::DEFAULT_MEMORY,
+            move |step, store| Box::pin(async move { step.call_check(store, &params).await }),
+        )
+        .await
+    }
+
+    /// Calls `plan`.
+    pub async fn plan(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+        memory_limit: u64,
+        params: &str,
+    ) -> CallResult<Vec<PlannedAction>> {
+        let params = params.to_owned();
+        self.call(plugin, context, memory_limit, move |step, store| {
+            Box::pin(async move { step.call_plan(store, &params).await })
+        })
+        .await
+    }
+
+    /// Calls `run`.
+    pub async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+        memory_limit: u64,
+        params: &str,
+    ) -> CallResult<Outcome> {
+        let params = params.to_owned();
+        self.call(plugin, context, memory_limit, move |step, store| {
+            Box::pin(async move { step.call_run(store, &params).await })
+        })
+        .await
+    }
+
+    /// Calls `rollback` with the outputs of an earlier `run`.
+    pub async fn rollback(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+        memory_limit: u64,
+        params: &str,
+        outputs: Vec<(String, String)>,
+    ) -> CallResult<String> {
+        let params = params.to_owned();
+        self.call(plugin, context, memory_limit, move |step, store| {
+            Box::pin(async move { step.call_rollback(store, &params, &outputs).await })
+        })
+        .await
+    }
+
+    /// Instantiates the plugin in a fresh store and runs one export, bounded
+    /// by the context's deadline and cancellation. The store is dropped
+    /// afterwards whatever happened, so a trap leaves nothing behind.
+    async fn call<T, F>(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+        memory_limit: u64,
+        export: F,
+    ) -> CallResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a bindings::Step,
+                &'a mut Store<StepState>,
+            ) -> std::pin::Pin<
+                Box<
+                    dyn std::future::Future<Output = wasmtime::Result<Result<T, PluginError>>>
+                        + Send
+                        + 'a,
+                >,
+            > + Send,
+    {
+        let deadline = context.deadline;
+        let cancel = context.cancel.clone();
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut store = Store::new(&self.engine, StepState::new(context, memory_limit));
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let outcome = {
+            let work = async {
+                let step = plugin.pre.instantiate_async(&mut store).await?;
+                export(&step, &mut store).await
+            };
+            tokio::select! {
+                result = tokio::time::timeout_at(deadline, work) => match result {
+                    Ok(result) => Ok(result),
+                    Err(_) => Err(CallError::Timeout(timeout)),
+                },
+                () = cancel.cancelled() => Err(CallError::Cancelled),
+            }
+        };
+        match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(error)) => {
+                if store.data().limiter.exceeded {
+                    Err(CallError::MemoryExceeded(store.data().limiter.limit()))
+                } else {
+                    Err(CallError::Trap(describe_trap(&error)))
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The trap's message and the guest frames, without wasmtime's noise.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    let mut message = error.to_string();
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        message = trap.to_string();
+    }
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if text.starts_with("error while executing at wasm backtrace") {
+            let frames: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .filter(|line| !line.trim().is_empty())
+                .take(6)
+                .collect();
+            if !frames.is_empty() {
+                message.push_str("\n  wasm backtrace:\n");
+                message.push_str(&frames.join("\n"));
+            }
+        } else if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+/// The engine: component model, async, epoch interruption, and the pooling
+/// allocator when the machine lets it reserve its address space.
+fn build_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(64)
+        .total_core_instances(512)
+        .total_memories(128)
+        .total_tables(256)
+        .total_stacks(64)
+        .max_memories_per_component(4)
+        .max_memory_size(crate::runbook::MAX_MEMORY as usize);
+    let mut pooled = config.clone();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    match Engine::new(&pooled) {
+        Ok(engine) => Ok(engine),
+        Err(error) => {
+            tracing::warn!(
+                "the pooling allocator is not available here ({error}); allocating instances on demand"
+            );
+            Engine::new(&config)
+                .map_err(|error| anyhow::anyhow!("creating the wasm engine: {error}"))
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! What the operator sees while a run goes: one line per finished step,
+//! plugin logs beneath it, and on a terminal a live line per running step
+//! with its elapsed time and latest progress message.
+
+use crate::events::{Decision, Event, EventKind, EventWriter, Level, Status};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Draws events on stderr for a person.
+pub struct Progress {
+    shared: Arc<Mutex<Screen>>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Screen {
+    live: bool,
+    color: bool,
+    verbose: bool,
+    running: BTreeMap<String, Running>,
+    drawn: usize,
+    frame: usize,
+}
+
+struct Running {
+    name: String,
+    plugin: String,
+    started: Instant,
+    message: String,
+}
+
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+impl Progress {
+    /// A reporter on stderr; live redraws only when stderr is a terminal.
+    pub fn stderr(verbose: bool) -> Self {
+        use std::io::IsTerminal;
+        let live = std::io::stderr().is_terminal();
+        let color = live && std::env::var_os("NO_COLOR").is_none();
+        let shared = Arc::new(Mutex::new(Screen {
+            live,
+            color,
+            verbose,
+            running: BTreeMap::new(),
+            drawn: 0,
+            frame: 0,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        if live {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            let _ = std::thread::Builder::new()
+                .name("progress".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if let Ok(mut screen) = shared.lock() {
+                            screen.frame += 1;
+                            screen.redraw(&[]);
+                        }
+                    }
+                });
+        }
+        Progress { shared, stop }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Screen {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Clears the live lines, prints `lines` for good, draws the live lines again.
+    fn redraw(&mut self, lines: &[String]) {
+        let mut out = String::new();
+        if self.live && self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}F\x1b[0J", self.drawn));
+        }
+        for line in lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        self.drawn = 0;
+        if self.live {
+            let width = terminal_width();
+            for running in self.running.values() {
+                let spinner = SPINNER[self.frame % SPINNER.len()];
+                let mut line = format!(
+                    "  {} {} {} {:>6}  {}",
+                    self.paint("36", spinner),
+                    running.name,
+                    self.paint("2", &format!("({})", running.plugin)),
+                    format_elapsed(running.started.elapsed()),
+                    running.message
+                );
+                truncate_visible(&mut line, width);
+                out.push_str(&line);
+                out.push('\n');
+                self.drawn += 1;
+            }
+        }
+        let stderr = std::io::stderr();
+        let mut lock = stderr.lock();
+        let _ = lock.write_all(out.as_bytes());
+        let _ = lock.flush();
+    }
+}
+
+impl EventWriter for Progress {
+    fn write(&mut self, event: &Event, _line: &str) {
+        let Ok(mut screen) = self.shared.lock() else {
+            return;
+        };
+        let step = event
+            .step
+            .as_ref()
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
+        let mut lines = Vec::new();
+        match &event.kind {
+            EventKind::RunStarted {
+                run_id,
+                runbook,
+                environment,
+                steps,
+                ..
+            } => {
+                let environment = environment
+                    .as_ref()
+                    .map(|name| format!(" · env {name}"))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{} {runbook}{environment} · {steps} step{} · run {run_id}",
+                    screen.paint("1", "▶"),
+                    if *steps == 1 { "" } else { "s" }
+                ));
+            }
+            EventKind::StepStarted { name, plugin, .. } => {
+                if !screen.live {
+                    lines.push(format!("  → {name} ({plugin})"));
+                }
+                screen.running.insert(
+                    step.clone(),
+                    Running {
+                        name: name.clone(),
+                        plugin: plugin.clone(),
+                        started: Instant::now(),
+                        message: String::new(),
+                    },
+                );
+            }
+            EventKind::Log { level, message } => {
+                if *level >= Level::Info || screen.verbose {
+                    let marker = match level {
+                        Level::Warn => screen.paint("33", "│ warning:"),
+                        Level::Error => screen.paint("31", "│ error:"),
+                        _ => screen.paint("2", "│"),
+                    };
+                    for line in message.lines() {
+                        lines.push(format!("      {marker} {line}"));
+                    }
+                }
+            }
+            EventKind::Progress { message, fraction } => {
+                let text = match fraction {
+                    Some(fraction) => format!("{message} ({:.0}%)", fraction * 100.0),
+                    None => message.clone(),
+                };
+                if screen.live {
+                    if let Some(running) = screen.running.get_mut(&step) {
+                        running.message = text;
+                    }
+                } else {
+                    lines.push(format!("      … {text}"));
+                }
+            }
+            EventKind::Http {
+                method,
+                url,
+                status,
+                decision,
+                reason,
+                duration_ms,
+                ..
+            } => {
+                if *decision == Decision::Denied {
+                    lines.push(format!(
+                        "      {} {method} {url}: {}",
+                        screen.paint("31", "✗ denied"),
+                        reason.clone().unwrap_or_default()
+                    ));
+                } else if screen.verbose {
+                    let status =
+                        status.map_or_else(|| "no response".to_owned(), |code| code.to_string());
+                    lines.push(format!(
+                        "      {} {method} {url} → {status} in {duration_ms:.1} ms",
+                        screen.paint("2", "http")
+                    ));
+                }
+            }
+            EventKind::SecretUsed {
+                secret,
+                destination,
+                decision: Decision::Denied,
+            } => lines.push(format!(
+                "      {} secret `{secret}` for {destination}",
+                screen.paint("31", "✗ denied")
+            )),
+            EventKind::Denied {
+                capability,
+                requested,
+                ..
+            } => lines.push(format!(
+                "      {} {capability}: {requested}",
+                screen.paint("31", "✗ denied")
+            )),
+            EventKind::StepFinished {
+                status,
+                summary,
+                elapsed_ms,
+                ..
+            } => {
+                let running = screen.running.remove(&step);
+                let name = running.map_or_else(|| step.clone(), |running| running.name);
+                let elapsed = format_elapsed(Duration::from_secs_f64(elapsed_ms / 1000.0));
+                let (mark, code) = match status {
+                    Status::Succeeded => ("✓", "32"),
+                    Status::Skipped => ("-", "2"),
+                    Status::Cancelled => ("⊘", "33"),
+                    Status::Failed | Status::Denied => ("✗", "31"),
+                };
+                let summary = summary.replace('\n', "\n      ");
+                lines.push(format!(
+                    "  {} {name} {elapsed:>6}  {summary}",
+                    screen.paint(code, mark)
+                ));
+            }
+            EventKind::RunFinished {
+                status,
+                elapsed_ms,
+                failed_step,
+            } => {
+                let elapsed = format_elapsed(Duration::from_secs_f64(elapsed_ms / 1000.0));
+                let line = match (status, failed_step) {
+                    (Status::Succeeded, _) => {
+                        screen.paint("32;1", &format!("✓ run succeeded in {elapsed}"))
+                    }
+                    (Status::Cancelled, _) => {
+                        screen.paint("33;1", &format!("⊘ run cancelled after {elapsed}"))
+                    }
+                    (_, Some(step)) => screen.paint(
+                        "31;1",
+                        &format!("✗ run failed at step `{step}` after {elapsed}"),
+                    ),
+                    (_, None) => screen.paint("31;1", &format!("✗ run failed after {elapsed}")),
+                };
+                lines.push(line);
+            }
+            EventKind::SecretUsed { .. } => {}
+        }
+        if !lines.is_empty()
+            || matches!(
+                event.kind,
+                EventKind::StepStarted { .. } | EventKind::Progress { .. }
+            )
+        {
+            screen.redraw(&lines);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut screen) = self.shared.lock() {
+            screen.running.clear();
+            screen.redraw(&[]);
+        }
+    }
+}
+
+/// `850ms`, `12.3s`, `4m05s`.
+pub fn format_elapsed(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    if seconds < 1.0 {
+        format!("{}ms", elapsed.as_millis())
+    } else if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else {
+        format!("{}m{:02}s", elapsed.as_secs() / 60, elapsed.as_secs() % 60)
+    }
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|columns| columns.parse().ok())
+        .unwrap_or(100)
+}
+
+/// Cuts a line to `width` visible characters, ignoring colour codes.
+fn truncate_visible(line: &mut String, width: usize) {
+    let mut visible = 0;
+    let mut in_escape = false;
+    for (index, character) in line.char_indices() {
+        if in_escape {
+            in_escape = character != 'm';
+            continue;
+        }
+        if character == '\x1b' {
+            in_escape = true;
+            continue;
+        }
+        visible += 1;
+        if visible > width.saturating_sub(1) {
+            line.truncate(index);
+            line.push('…');
+            line.push_str("\x1b[0m");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elapsed_times_read_naturally() {
+        assert_eq!(format_elapsed(Duration::from_millis(850)), "850ms");
+        assert_eq!(format_elapsed(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(format_elapsed(Duration::from_secs(245)), "4m05s");
+    }
+}

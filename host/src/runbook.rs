@@ -1,0 +1,258 @@
+//! Runbooks: TOML text -> raw model (`model`) -> checked [`Runbook`]
+//! (`validate`) -> a [`Plan`] bound to an environment and parameters
+//! (`bind`). The engine only ever sees a `Plan`.
+
+pub mod bind;
+pub mod model;
+pub mod validate;
+
+use crate::capability::http::UrlGrant;
+use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
+use crate::template::Template;
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bind::{Bindings, Plan, PlannedStep};
+
+/// A step's id, unique within its runbook.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct StepId(pub String);
+
+impl std::fmt::Display for StepId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// A runbook whose shape, names and references have been checked.
+#[derive(Debug)]
+pub struct Runbook {
+    /// The file it came from.
+    pub source: Arc<Source>,
+    /// `runbook.name`.
+    pub name: String,
+    /// `runbook.description`.
+    pub description: Option<String>,
+    /// Declared parameters, by name.
+    pub params: BTreeMap<String, ParamSpec>,
+    /// Environments, by name.
+    pub environments: BTreeMap<String, Environment>,
+    /// Plugins, by the name steps `use`.
+    pub plugins: BTreeMap<String, PluginSource>,
+    /// Steps in file order.
+    pub steps: Vec<Step>,
+}
+
+/// A declared parameter.
+#[derive(Debug)]
+pub struct ParamSpec {
+    /// What it is.
+    pub description: Option<String>,
+    /// Whether the run needs it.
+    pub required: bool,
+    /// Its value when not given.
+    pub default: Option<String>,
+    /// What the whole value must match.
+    pub pattern: Option<Regex>,
+}
+
+/// An environment: its variables, as JSON values.
+#[derive(Debug)]
+pub struct Environment {
+    /// What the environment is.
+    pub description: Option<String>,
+    /// `${{ vars.NAME }}` values.
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where a plugin's component file is.
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    /// Absolute or relative to the current directory (already joined to the
+    /// runbook's folder).
+    pub path: PathBuf,
+    /// The digest the runbook pins, in lower-case hex.
+    pub sha256: Option<String>,
+}
+
+/// A checked step.
+#[derive(Debug)]
+pub struct Step {
+    /// Position in the file, for diagnostics.
+    pub index: usize,
+    /// The step's id.
+    pub id: StepId,
+    /// Display name.
+    pub name: String,
+    /// Key of `[plugins]`.
+    pub uses: String,
+    /// How long the step may take.
+    pub timeout: Duration,
+    /// Linear memory cap in bytes.
+    pub memory_limit: u64,
+    /// The plugin's parameters with their expressions parsed.
+    pub with: ParamTree,
+    /// URL prefixes the step may call, still templated.
+    pub http_grants: Vec<(Template, ValuePath)>,
+    /// Secrets the step may send.
+    pub secret_grants: Vec<String>,
+}
+
+impl Step {
+    /// Where this step is in the file.
+    pub fn path(&self) -> ValuePath {
+        ValuePath::step(self.index)
+    }
+}
+
+/// Default step timeout when the runbook sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Largest memory cap a step may ask for.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Default linear-memory cap of a step.
+pub const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
+
+/// A step's parameters: the TOML tree with every string parsed as a template.
+#[derive(Debug, Clone)]
+pub enum ParamTree {
+    /// A string, maybe with expressions.
+    String(Template),
+    /// A number, boolean or date, copied as it is.
+    Scalar(serde_json::Value),
+    /// An array.
+    Array(Vec<ParamTree>),
+    /// A table, keys in file order.
+    Table(Vec<(String, ParamTree)>),
+}
+
+impl ParamTree {
+    /// Visits every template with its path relative to the tree.
+    pub fn templates(&self, path: &ValuePath, visit: &mut impl FnMut(&Template, &ValuePath)) {
+        match self {
+            ParamTree::String(template) => visit(template, path),
+            ParamTree::Scalar(_) => {}
+            ParamTree::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    item.templates(&path.index(index), visit);
+                }
+            }
+            ParamTree::Table(entries) => {
+                for (key, value) in entries {
+                    value.templates(&path.key(key), visit);
+                }
+            }
+        }
+    }
+}
+
+/// Why a runbook could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read runbook `{path}`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid runbook.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// Reads, parses and validates a runbook file.
+pub fn load(path: &Path) -> Result<Runbook, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(Source::new(path, text)).map_err(LoadError::Invalid)
+}
+
+/// Parses and validates a runbook's text.
+pub fn parse(source: Arc<Source>) -> Result<Runbook, Diagnostics> {
+    let raw: model::RawRunbook = toml::from_str(&source.text).map_err(|error| {
+        let message = error.message().trim().to_owned();
+        let (message, hint) = explain_toml_error(&message);
+        let mut diagnostic = Diagnostic::new(message);
+        if let Some(span) = error.span() {
+            diagnostic = diagnostic.at_span(&source, span);
+        }
+        if let Some(hint) = hint {
+            diagnostic = diagnostic.hint(hint);
+        }
+        Diagnostics(vec![diagnostic])
+    })?;
+    validate::validate(source, raw)
+}
+
+/// Turns serde's wording into the operator's, with a hint where one helps.
+fn explain_toml_error(message: &str) -> (String, Option<String>) {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let hint = if expected.is_empty() {
+            None
+        } else {
+            Some(format!("the keys allowed here are {expected}"))
+        };
+        return (format!("unknown key {field}"), hint);
+    }
+    if message.starts_with("data did not match any variant of untagged enum RawPluginSource") {
+        return (
+            "a plugin is a path or `{ path = \"...\", sha256 = \"...\" }`".into(),
+            Some("write `name = \"plugins/name.wasm\"`".into()),
+        );
+    }
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return (format!("missing key {field}"), None);
+    }
+    (message.to_owned(), None)
+}
+
+/// Parses a memory size such as `64MiB`, `1GiB` or `512KiB`.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..split].parse().ok()?;
+    let multiplier = match text[split..].trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// Grants that a bound step holds, with every template resolved.
+#[derive(Debug, Clone, Default)]
+pub struct StepGrants {
+    /// URL prefixes the step may call.
+    pub http: Vec<UrlGrant>,
+    /// Secret names the step may send.
+    pub secrets: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_memory("64MiB"), Some(64 << 20));
+        assert_eq!(parse_memory("1GiB"), Some(1 << 30));
+        assert_eq!(parse_memory("500 MB"), Some(500_000_000));
+        assert_eq!(parse_memory("lots"), None);
+    }
+}

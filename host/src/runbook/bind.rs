@@ -1,0 +1,280 @@
+//! Binds a checked runbook to an environment and parameter values: the
+//! result, a [`Plan`], is everything the engine needs and nothing it must
+//! check again.
+
+use super::{Runbook, Step, StepGrants};
+use crate::capability::http::UrlGrant;
+use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
+use crate::template::{Reference, RunField};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// What the operator chose on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Bindings {
+    /// `--env NAME`.
+    pub environment: Option<String>,
+    /// `--set KEY=VALUE`, in order; a later one wins.
+    pub sets: Vec<(String, String)>,
+    /// Who runs it.
+    pub operator: String,
+    /// The run's id, for `${{ run.id }}`.
+    pub run_id: String,
+    /// `validate`: parameters not given are placeholders, not errors.
+    pub lenient: bool,
+}
+
+/// A runbook bound to an environment and parameters: ready to plan or run.
+#[derive(Debug)]
+pub struct Plan {
+    /// The checked runbook.
+    pub runbook: Arc<Runbook>,
+    /// The chosen environment, when the runbook has any.
+    pub environment: Option<String>,
+    /// Every parameter's value.
+    pub params: BTreeMap<String, String>,
+    /// The environment's variables.
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Who runs it.
+    pub operator: String,
+    /// The run's id.
+    pub run_id: String,
+    /// The steps, in the order they run, with their grants resolved.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// A step with its grants resolved.
+#[derive(Debug)]
+pub struct PlannedStep {
+    /// Index into `runbook.steps`.
+    pub index: usize,
+    /// What it may touch.
+    pub grants: StepGrants,
+}
+
+impl Plan {
+    /// The checked step behind a planned one.
+    pub fn step(&self, planned: &PlannedStep) -> &Step {
+        &self.runbook.steps[planned.index]
+    }
+
+    /// The names of every secret the steps use.
+    pub fn secret_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for step in &self.runbook.steps {
+            step.with
+                .templates(&ValuePath::default(), &mut |template, _| {
+                    for (reference, _) in template.references() {
+                        if let Reference::Secret(name) = reference {
+                            names.insert(name.clone());
+                        }
+                    }
+                });
+            names.extend(step.secret_grants.iter().cloned());
+        }
+        names
+    }
+
+    /// The value of a reference that is known before the run starts.
+    pub fn static_value(&self, reference: &Reference) -> Option<serde_json::Value> {
+        match reference {
+            Reference::Param(name) => self
+                .params
+                .get(name)
+                .cloned()
+                .map(serde_json::Value::String),
+            Reference::Var(name) => self.vars.get(name).cloned(),
+            Reference::Run(RunField::Id) => Some(self.run_id.clone().into()),
+            Reference::Run(RunField::Environment) => {
+                Some(self.environment.clone().unwrap_or_default().into())
+            }
+            Reference::Run(RunField::Operator) => Some(self.operator.clone().into()),
+            Reference::StepOutput { .. } | Reference::Secret(_) => None,
+        }
+    }
+}
+
+/// Binds the runbook; every problem is reported.
+pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnostics> {
+    let mut problems = Diagnostics::default();
+    let source = &runbook.source;
+
+    let environment = match (&bindings.environment, runbook.environments.is_empty()) {
+        (Some(name), _) if runbook.environments.contains_key(name) => Some(name.clone()),
+        (Some(name), true) => {
+            problems.push(
+                Diagnostic::new(format!(
+                    "there is no environment `{name}`: the runbook defines none"
+                ))
+                .hint("drop `--env`, or add `[environments.NAME.vars]` to the runbook"),
+            );
+            None
+        }
+        (Some(name), false) => {
+            problems.push(
+                Diagnostic::new(format!("there is no environment `{name}`"))
+                    .at(source, &ValuePath::default().key("environments"))
+                    .hint(format!(
+                        "choose one of: {}",
+                        names(runbook.environments.keys())
+                    )),
+            );
+            None
+        }
+        (None, true) => None,
+        (None, false) => {
+            problems.push(
+                Diagnostic::new("choose an environment with `--env`").hint(format!(
+                    "this runbook defines: {}",
+                    names(runbook.environments.keys())
+                )),
+            );
+            None
+        }
+    };
+    let vars = environment
+        .as_ref()
+        .and_then(|name| runbook.environments.get(name))
+        .map(|environment| environment.vars.clone())
+        .unwrap_or_default();
+
+    let mut params = BTreeMap::new();
+    for (key, value) in &bindings.sets {
+        if runbook.params.contains_key(key) {
+            params.insert(key.clone(), value.clone());
+        } else {
+            problems.push(
+                Diagnostic::new(format!(
+                    "`--set {key}=...` names no parameter of this runbook"
+                ))
+                .hint(if runbook.params.is_empty() {
+                    "this runbook takes no parameters".to_owned()
+                } else {
+                    format!("its parameters are: {}", names(runbook.params.keys()))
+                }),
+            );
+        }
+    }
+    for (name, spec) in &runbook.params {
+        let path = ValuePath::default().key("params").key(name);
+        match params.get(name) {
+            Some(value) => {
+                if let Some(pattern) = &spec.pattern
+                    && !pattern.is_match(value)
+                {
+                    let shown = pattern.as_str();
+                    let shown = shown
+                        .strip_prefix("^(?:")
+                        .and_then(|rest| rest.strip_suffix(")$"))
+                        .unwrap_or(shown);
+                    problems.push(
+                        Diagnostic::new(format!(
+                            "parameter `{name}` = `{value}` does not match its pattern `{shown}`"
+                        ))
+                        .at(source, &path.key("pattern")),
+                    );
+                }
+            }
+            None => match &spec.default {
+                Some(default) => {
+                    params.insert(name.clone(), default.clone());
+                }
+                None if bindings.lenient => {
+                    params.insert(name.clone(), format!("<params.{name}>"));
+                }
+                None if spec.required => problems.push(
+                    Diagnostic::new(format!("missing required parameter `{name}`"))
+                        .at(source, &path)
+                        .hint(format!(
+                            "pass it with `--set {name}=VALUE`{}",
+                            spec.description
+                                .as_ref()
+                                .map(|description| format!(" ({description})"))
+                                .unwrap_or_default()
+                        )),
+                ),
+                None => {
+                    params.insert(name.clone(), String::new());
+                }
+            },
+        }
+    }
+
+    let mut plan = Plan {
+        runbook: Arc::clone(&runbook),
+        environment,
+        params,
+        vars,
+        operator: bindings.operator,
+        run_id: bindings.run_id,
+        steps: Vec::new(),
+    };
+
+    // Every `vars.X` must exist in the chosen environment.
+    if let Some(environment) = &plan.environment {
+        for step in &runbook.steps {
+            step.with
+                .templates(&step.path().key("with"), &mut |template, at| {
+                    for (reference, _) in template.references() {
+                        if let Reference::Var(name) = reference
+                            && !plan.vars.contains_key(name)
+                        {
+                            problems.push(
+                                Diagnostic::new(format!(
+                                    "environment `{environment}` does not define variable `{name}`"
+                                ))
+                                .at(source, at)
+                                .hint(format!(
+                                    "add `{name} = ...` under `[environments.{environment}.vars]`"
+                                )),
+                            );
+                        }
+                    }
+                });
+        }
+    }
+
+    for step in &runbook.steps {
+        let mut grants = StepGrants {
+            http: Vec::new(),
+            secrets: step.secret_grants.clone(),
+        };
+        for (template, at) in &step.http_grants {
+            let rendered = template.render(|reference| {
+                plan.static_value(reference)
+                    .map(|value| match value {
+                        serde_json::Value::String(text) => text,
+                        other => other.to_string(),
+                    })
+                    .ok_or(())
+            });
+            let Ok(rendered) = rendered else {
+                problems.push(
+                    Diagnostic::new("this grant refers to a value the environment does not define")
+                        .at(source, at),
+                );
+                continue;
+            };
+            match UrlGrant::parse(&rendered) {
+                Ok(grant) => grants.http.push(grant),
+                Err(error) => problems.push(
+                    Diagnostic::new(format!("`{rendered}` is not an HTTP grant: {error}"))
+                        .at(source, at)
+                        .hint("write `scheme://host[:port][/path-prefix]`, e.g. \"https://api.example.com/v1\""),
+                ),
+            }
+        }
+        plan.steps.push(super::PlannedStep {
+            index: step.index,
+            grants,
+        });
+    }
+
+    problems.into_result(plan)
+}
+
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    keys.map(|key| format!("`{key}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,206 @@
+//! The plugin author's crate: implement [`Step`] for a type, export it with
+//! [`export_step!`], build for `wasm32-wasip2`. Everything a plugin can do to
+//! the outside world goes through the host; this crate only makes that easy.
+
+pub mod duration;
+pub mod http;
+pub mod log;
+
+#[doc(hidden)]
+pub mod private;
+
+/// The generated bindings of the `runbook:plugin` WIT package.
+#[doc(hidden)]
+pub mod bindings {
+    #![allow(missing_docs, clippy::all, unsafe_code)]
+    wit_bindgen::generate!({
+        world: "step",
+        path: "../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "runbook_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::runbook::plugin::types::{
+    Capability, Denial, Error, Outcome, ParamError, PlannedAction,
+};
+pub use duration::HumanDuration;
+pub use schemars::{self, JsonSchema};
+pub use serde::{self, Deserialize};
+pub use serde_json;
+
+/// A step plugin. Implement it for a unit struct and export it with
+/// [`export_step!`]; the plugin's name, version and description come from its
+/// `Cargo.toml`.
+pub trait Step {
+    /// The step's parameters: the runbook's `with` table.
+    type Params: serde::de::DeserializeOwned + JsonSchema;
+
+    /// The capabilities the plugin needs. The host grants none that the
+    /// runbook does not, and the audit report shows this list.
+    const CAPABILITIES: &'static [Capability];
+
+    /// Whether `run` may be repeated with the same parameters to the same
+    /// effect. The host re-runs an idempotent step after a crash unasked.
+    const IDEMPOTENT: bool = false;
+
+    /// What `run` would do, without doing it.
+    fn plan(params: &Self::Params) -> Result<Vec<PlannedAction>, Error>;
+
+    /// Do the step.
+    fn run(params: Self::Params) -> Result<Outcome, Error>;
+
+    /// Undo a previous `run`, given its outputs. The default has nothing to
+    /// undo, which is right for steps that change nothing (checks, waits).
+    fn rollback(params: Self::Params, outputs: &Outputs) -> Result<String, Error> {
+        let _ = (params, outputs);
+        Ok("nothing to undo".to_owned())
+    }
+}
+
+/// The outputs of a previous `run`, as given to `rollback`.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs(pub Vec<(String, String)>);
+
+impl Outputs {
+    /// The value of one output, if the run produced it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+impl Outcome {
+    /// A successful outcome with a one-line summary and no outputs yet.
+    pub fn new(summary: impl Into<String>) -> Self {
+        Outcome {
+            outputs: Vec::new(),
+            summary: summary.into(),
+        }
+    }
+
+    /// Adds an output that later steps read as `${{ steps.ID.outputs.KEY }}`.
+    pub fn output(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.outputs.push((key.into(), value.into()));
+        self
+    }
+}
+
+impl PlannedAction {
+    /// An action that only reads.
+    pub fn read(description: impl Into<String>) -> Self {
+        PlannedAction {
+            description: description.into(),
+            mutates: false,
+        }
+    }
+
+    /// An action that changes something outside the runner.
+    pub fn write(description: impl Into<String>) -> Self {
+        PlannedAction {
+            description: description.into(),
+            mutates: true,
+        }
+    }
+}
+
+impl Error {
+    /// The step's work failed; the message says what differed.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Error::Failed(message.into())
+    }
+
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Error::Transient(message.into())
+    }
+
+    /// A parameter is wrong; `path` is where, for example `checks[0].url`.
+    pub fn invalid_param(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidParams(ParamError {
+            path: path.into(),
+            message: message.into(),
+        })
+    }
+
+    /// A short description for messages.
+    pub fn message(&self) -> String {
+        match self {
+            Error::InvalidParams(error) if error.path.is_empty() => error.message.clone(),
+            Error::InvalidParams(error) => format!("{}: {}", error.path, error.message),
+            Error::Denied(denial) => format!(
+                "{} denied: {} ({})",
+                denial.capability, denial.requested, denial.hint
+            ),
+            Error::Failed(message) | Error::Transient(message) | Error::Timeout(message) => {
+                message.clone()
+            }
+            Error::Cancelled => "cancelled".to_owned(),
+        }
+    }
+}
+
+/// Sleep on the host for `duration`. Returns [`Error::Cancelled`] or
+/// [`Error::Timeout`] when the run is cancelled or the step's time is up
+/// first, so a waiting loop ends promptly with `?`.
+pub fn sleep(duration: std::time::Duration) -> Result<(), Error> {
+    let milliseconds = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    bindings::runbook::plugin::clock::sleep(milliseconds)
+}
+
+/// Time left before the step's timeout.
+pub fn remaining() -> std::time::Duration {
+    std::time::Duration::from_millis(bindings::runbook::plugin::clock::remaining())
+}
+
+/// Exports a [`Step`] implementation as the component's `describe`, `check`,
+/// `plan`, `run` and `rollback`.
+///
+/// ```ignore
+/// struct Hello;
+/// impl runbook_sdk::Step for Hello { /* ... */ }
+/// runbook_sdk::export_step!(Hello);
+/// ```
+#[macro_export]
+macro_rules! export_step {
+    ($step:ty) => {
+        struct __RunbookStepExport;
+
+        impl $crate::bindings::Guest for __RunbookStepExport {
+            fn describe() -> $crate::bindings::runbook::plugin::types::Descriptor {
+                $crate::private::describe::<$step>(
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_PKG_VERSION"),
+                    env!("CARGO_PKG_DESCRIPTION"),
+                )
+            }
+
+            fn check(params: String) -> Result<(), $crate::Error> {
+                $crate::private::parse::<<$step as $crate::Step>::Params>(&params).map(|_| ())
+            }
+
+            fn plan(params: String) -> Result<Vec<$crate::PlannedAction>, $crate::Error> {
+                let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
+                <$step as $crate::Step>::plan(&params)
+            }
+
+            fn run(params: String) -> Result<$crate::Outcome, $crate::Error> {
+                let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
+                <$step as $crate::Step>::run(params)
+            }
+
+            fn rollback(
+                params: String,
+                outputs: Vec<(String, String)>,
+            ) -> Result<String, $crate::Error> {
+                let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
+                <$step as $crate::Step>::rollback(params, &$crate::Outputs(outputs))
+            }
+        }
+
+        $crate::bindings::export!(__RunbookStepExport with_types_in $crate::bindings);
+    };
+}

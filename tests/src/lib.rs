@@ -1,0 +1,31 @@
+//! The local test environment: a sample service that runbooks smoke-test,
+//! usable in-process from tests and as the `sample-service` binary for the
+//! README's demo. A small HTTP/1.1 server on loopback, no framework.
+
+pub mod http;
+pub mod sample;
+
+pub use sample::{SampleService, SampleState};
+
+/// The repository's top folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// A built plugin component. Panics with the command to build it when it
+/// is missing: a test that needs a plugin never passes without one.
+pub fn plugin_path(crate_name: &str) -> std::path::PathBuf {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let path = workspace_root()
+        .join("target/wasm32-wasip2/release")
+        .join(&file);
+    assert!(
+        path.exists(),
+        "plugin {} is not built: run `scripts/build-plugins` first",
+        path.display()
+    );
+    path
+}

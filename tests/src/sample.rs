@@ -1,0 +1,162 @@
+//! The sample service: the health and API endpoints the source runbooks
+//! smoke-test, with state a test can change (healthy or not, slow or not)
+//! and a record of every request it received.
+
+use crate::http::{Request, Response, bind_loopback, serve};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the service answers, changeable while it runs.
+#[derive(Debug, Clone)]
+pub struct SampleState {
+    /// `/health` says `healthy` (200) or `degraded` (503).
+    pub healthy: bool,
+    /// Extra latency on every answer.
+    pub delay: Duration,
+    /// The API key `/v1/decisions` requires in `X-API-Key`.
+    pub api_key: Option<String>,
+    /// The version `/health` reports.
+    pub version: String,
+    /// Requests received, in order.
+    pub received: Vec<Request>,
+}
+
+/// A running sample service.
+pub struct SampleService {
+    /// Where it listens.
+    pub address: SocketAddr,
+    state: Arc<Mutex<SampleState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SampleService {
+    /// Starts on a free loopback port.
+    pub async fn start(api_key: Option<&str>) -> std::io::Result<Self> {
+        Self::start_on(0, api_key).await
+    }
+
+    /// Starts on a given loopback port.
+    pub async fn start_on(port: u16, api_key: Option<&str>) -> std::io::Result<Self> {
+        let (listener, address) = bind_loopback(port).await?;
+        let state = Arc::new(Mutex::new(SampleState {
+            healthy: true,
+            delay: Duration::ZERO,
+            api_key: api_key.map(str::to_owned),
+            version: "1.0.0".into(),
+            received: Vec::new(),
+        }));
+        let shared = Arc::clone(&state);
+        let base = format!("http://{address}");
+        let task = tokio::spawn(serve(listener, move |request| {
+            let shared = Arc::clone(&shared);
+            let base = base.clone();
+            async move { handle(&shared, &base, request) }
+        }));
+        Ok(SampleService {
+            address,
+            state,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Changes what the service answers.
+    pub fn update(&self, change: impl FnOnce(&mut SampleState)) {
+        change(&mut self.state.lock().expect("state lock"));
+    }
+
+    /// A copy of the current state, with the requests received.
+    pub fn state(&self) -> SampleState {
+        self.state.lock().expect("state lock").clone()
+    }
+}
+
+impl Drop for SampleService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response {
+    let mut state = shared.lock().expect("state lock");
+    state.received.push(request.clone());
+    let delay = state.delay;
+    let mut response = match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/health") => {
+            if state.healthy {
+                Response::json(
+                    200,
+                    json!({"status": "healthy", "version": state.version, "checks": {"database": "ok"}}),
+                )
+            } else {
+                Response::json(
+                    503,
+                    json!({"status": "degraded", "version": state.version, "checks": {"database": "down"}}),
+                )
+            }
+        }
+        ("GET", "/health/live") => Response::json(200, json!({"status": "alive"})),
+        ("GET", "/health/ready" | "/ready") => {
+            if state.healthy {
+                Response::json(200, json!({"status": "ready"}))
+            } else {
+                Response::json(503, json!({"status": "not ready"}))
+            }
+        }
+        ("GET", "/v1/decisions") => {
+            let given = request.headers.get("x-api-key");
+            match (&state.api_key, given) {
+                (Some(expected), Some(given)) if expected == given => {
+                    Response::json(200, json!({"decisions": [], "count": 0}))
+                }
+                (None, _) => Response::json(200, json!({"decisions": [], "count": 0})),
+                _ => Response::json(401, json!({"error": "missing or wrong X-API-Key"})),
+            }
+        }
+        // Echoes the request's headers and body: a server that reflects
+        // what it gets, for tests that secrets are scrubbed on the way back.
+        (_, "/echo") => Response::json(
+            200,
+            json!({
+                "headers": request.headers,
+                "body": String::from_utf8_lossy(&request.body),
+            }),
+        ),
+        ("GET", "/redirect") => {
+            let to = request
+                .query
+                .as_deref()
+                .and_then(|query| query.strip_prefix("to="))
+                .map(percent_decode)
+                .unwrap_or_else(|| format!("{base}/health"));
+            Response::redirect(&to)
+        }
+        _ => Response::text(404, "not found"),
+    };
+    response.delay = delay;
+    response
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[index + 1..index + 3], 16) {
+                out.push(byte);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
