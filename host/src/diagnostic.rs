@@ -280,6 +280,51 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// The known name closest to `given`, when it is close enough to be a typo.
+pub fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|candidate| (edit_distance(given, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(given.len()) / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, with adjacent swaps counted as one edit.
+fn edit_distance(left: &str, right: &str) -> usize {
+    let left: Vec<char> = left.chars().collect();
+    let right: Vec<char> = right.chars().collect();
+    let mut table = vec![vec![0_usize; right.len() + 1]; left.len() + 1];
+    for (index, row) in table.iter_mut().enumerate() {
+        row[0] = index;
+    }
+    for (column, cell) in table[0].iter_mut().enumerate() {
+        *cell = column;
+    }
+    for i in 1..=left.len() {
+        for j in 1..=right.len() {
+            let cost = usize::from(left[i - 1] != right[j - 1]);
+            let mut best = (table[i - 1][j] + 1)
+                .min(table[i][j - 1] + 1)
+                .min(table[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && left[i - 1] == right[j - 2] && left[i - 2] == right[j - 1] {
+                best = best.min(table[i - 2][j - 2] + 1);
+            }
+            table[i][j] = best;
+        }
+    }
+    table[left.len()][right.len()]
+}
+
+/// Reads serde's "unknown field `x`, expected one of `a`, `b`" into the
+/// field and the allowed names.
+pub fn parse_unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let allowed = rest.split('`').skip(1).step_by(2).collect::<Vec<_>>();
+    Some((field, allowed))
+}
+
 /// A path relative to the runbook's folder, or absolute as given.
 pub fn relative_to(runbook: &Path, path: &str) -> PathBuf {
     let candidate = Path::new(path);
@@ -305,7 +350,7 @@ mod tests {
         let path = ValuePath::step(0).join_dotted("with.checks[1].url");
         let span = source.span_of(&path).expect("span");
         assert_eq!(&source.text[span.clone()], "\"http://b\"");
-        assert_eq!(source.line_column(span.start), (6, 52));
+        assert_eq!(source.line_column(span.start), (6, 46));
     }
 
     #[test]
@@ -314,6 +359,24 @@ mod tests {
         let path = ValuePath::step(0).key("nope");
         let span = source.span_of(&path).expect("span");
         assert!(source.text[span].starts_with("id = \"a\"") || source.line_column(0) == (1, 1));
+    }
+
+    #[test]
+    fn a_typo_gets_a_suggestion_and_a_stranger_does_not() {
+        assert_eq!(did_you_mean("usez", ["id", "uses", "with"]), Some("uses"));
+        assert_eq!(
+            did_you_mean("expect_stauts", ["expect_status", "expect_json"]),
+            Some("expect_status")
+        );
+        assert_eq!(did_you_mean("banana", ["id", "uses", "with"]), None);
+    }
+
+    #[test]
+    fn serde_unknown_field_messages_are_understood() {
+        let (field, allowed) =
+            parse_unknown_field("unknown field `usez`, expected one of `id`, `uses`").unwrap();
+        assert_eq!(field, "usez");
+        assert_eq!(allowed, ["id", "uses"]);
     }
 
     #[test]
@@ -326,7 +389,7 @@ mod tests {
             )
             .hint("fix it")
             .to_string();
-        assert!(rendered.contains("--> r.toml:6:23"), "{rendered}");
+        assert!(rendered.contains("--> r.toml:6:24"), "{rendered}");
         assert!(rendered.contains("^^^^^^^^^^"), "{rendered}");
         assert!(rendered.contains("= hint: fix it"), "{rendered}");
     }

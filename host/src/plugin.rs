@@ -347,7 +347,9 @@ impl PluginRuntime {
     {
         let deadline = context.deadline;
         let cancel = context.cancel.clone();
-        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // Whole milliseconds: the operator wrote "300ms", not "299ms 997us".
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let timeout = Duration::from_millis((left.as_secs_f64() * 1000.0).round() as u64);
         let mut store = Store::new(&self.engine, StepState::new(context, memory_limit));
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);

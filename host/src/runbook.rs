@@ -194,14 +194,20 @@ pub fn parse(source: Arc<Source>) -> Result<Runbook, Diagnostics> {
 
 /// Turns serde's wording into the operator's, with a hint where one helps.
 fn explain_toml_error(message: &str) -> (String, Option<String>) {
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
-        let hint = if expected.is_empty() {
-            None
-        } else {
-            Some(format!("the keys allowed here are {expected}"))
+    if let Some((field, allowed)) = crate::diagnostic::parse_unknown_field(message) {
+        let listed = allowed
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hint = match crate::diagnostic::did_you_mean(field, allowed.iter().copied()) {
+            Some(suggestion) => {
+                format!("did you mean `{suggestion}`? The keys allowed here are {listed}")
+            }
+            None if allowed.is_empty() => "remove it".to_owned(),
+            None => format!("the keys allowed here are {listed}"),
         };
-        return (format!("unknown key {field}"), hint);
+        return (format!("unknown key `{field}`"), Some(hint));
     }
     if message.starts_with("data did not match any variant of untagged enum RawPluginSource") {
         return (

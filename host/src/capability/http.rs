@@ -96,11 +96,14 @@ pub fn loggable(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
-    if shown.query().is_some() {
-        shown.set_query(Some("<redacted>"));
-    }
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
     shown.set_fragment(None);
-    shown.to_string()
+    let mut text = shown.to_string();
+    if had_query {
+        text.push_str("?<redacted>");
+    }
+    text
 }
 
 /// The shared HTTP client: no proxies from the environment, no automatic

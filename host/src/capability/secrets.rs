@@ -215,6 +215,32 @@ impl Redactor {
     }
 }
 
+/// `secrets.handle(name)`: the handle of a secret the step is granted.
+pub fn handle(
+    context: &super::StepContext,
+    name: &str,
+) -> Result<String, crate::plugin::bindings::PluginError> {
+    use crate::events::{Decision, EventKind};
+    let granted = context.grants.secrets.iter().any(|grant| grant == name);
+    let known = context.secrets.contains(name);
+    if granted && known {
+        return Ok(context.secrets.handle(name));
+    }
+    context.emit(EventKind::SecretUsed {
+        secret: name.to_owned(),
+        destination: "handle".to_owned(),
+        decision: Decision::Denied,
+    });
+    Err(crate::plugin::bindings::PluginError::denied(
+        "secrets",
+        format!("handle of secret `{name}`"),
+        format!(
+            "secret not granted to step `{}`; if intended, add `grants.secrets = [\"{name}\"]` to the step",
+            context.step_id
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,30 +302,4 @@ mod tests {
             b"xx [REDACTED] yy".to_vec()
         );
     }
-}
-
-/// `secrets.handle(name)`: the handle of a secret the step is granted.
-pub fn handle(
-    context: &super::StepContext,
-    name: &str,
-) -> Result<String, crate::plugin::bindings::PluginError> {
-    use crate::events::{Decision, EventKind};
-    let granted = context.grants.secrets.iter().any(|grant| grant == name);
-    let known = context.secrets.contains(name);
-    if granted && known {
-        return Ok(context.secrets.handle(name));
-    }
-    context.emit(EventKind::SecretUsed {
-        secret: name.to_owned(),
-        destination: "handle".to_owned(),
-        decision: Decision::Denied,
-    });
-    Err(crate::plugin::bindings::PluginError::denied(
-        "secrets",
-        format!("handle of secret `{name}`"),
-        format!(
-            "secret not granted to step `{}`; if intended, add `grants.secrets = [\"{name}\"]` to the step",
-            context.step_id
-        ),
-    ))
 }

@@ -109,14 +109,28 @@ pub async fn check_params(
                 } else {
                     format!("with.{}", error.path)
                 };
+                let inspect = format!(
+                    "`runbook plugin inspect {}` shows the parameters `{}` takes",
+                    plugin.path.display(),
+                    step.uses
+                );
+                let (message, hint) = match crate::diagnostic::parse_unknown_field(&error.message) {
+                    Some((field, allowed)) => (
+                        format!("step `{}`: unknown parameter `{shown}`", step.id),
+                        match crate::diagnostic::did_you_mean(field, allowed.iter().copied()) {
+                            Some(suggestion) => format!("did you mean `{suggestion}`? {inspect}"),
+                            None => inspect,
+                        },
+                    ),
+                    None => (
+                        format!("step `{}`: `{shown}`: {}", step.id, error.message),
+                        inspect,
+                    ),
+                };
                 problems.push(
-                    Diagnostic::new(format!("step `{}`: `{shown}`: {}", step.id, error.message))
+                    Diagnostic::new(message)
                         .at(&plan.runbook.source, &at)
-                        .hint(format!(
-                            "`runbook plugin inspect {}` shows the parameters `{}` takes",
-                            plugin.path.display(),
-                            step.uses
-                        )),
+                        .hint(hint),
                 );
             }
             Ok(Err(other)) => problems.push(

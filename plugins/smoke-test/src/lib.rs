@@ -70,11 +70,36 @@ struct Check {
 }
 
 /// One status or several acceptable ones.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
 enum ExpectStatus {
     One(u16),
     Any(Vec<u16>),
+}
+
+impl<'de> Deserialize<'de> for ExpectStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let status = |value: &Value| {
+            value
+                .as_u64()
+                .and_then(|number| u16::try_from(number).ok())
+                .filter(|number| (100..600).contains(number))
+        };
+        match &value {
+            Value::Array(items) => items
+                .iter()
+                .map(status)
+                .collect::<Option<Vec<u16>>>()
+                .map(ExpectStatus::Any),
+            single => status(single).map(ExpectStatus::One),
+        }
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected an HTTP status such as 200 or a list such as [200, 204], got {value}"
+            ))
+        })
+    }
 }
 
 impl ExpectStatus {

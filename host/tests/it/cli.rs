@@ -1,0 +1,271 @@
+//! The `runbook` binary as an operator uses it: exit codes, progress, the
+//! run log, JSON output, `plan`, `plugin inspect`.
+
+use crate::support::{TestRunbook, cache_dir};
+use runbook_testenv::SampleService;
+use std::process::{Command, Output};
+
+fn runbook(args: &[&str], secret: Option<(&str, &str)>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command
+        .args(args)
+        .env("RUNBOOK_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .env("RUNBOOK_OPERATOR", "alice");
+    if let Some((name, value)) = secret {
+        command.env(name, value);
+    }
+    command.output().expect("runbook runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn smoke_runbook(base: &str) -> TestRunbook {
+    TestRunbook::new(&format!(
+        r#"[runbook]
+name = "riskcast-api"
+
+[params.version]
+required = true
+pattern = '^\d+\.\d+\.\d+$'
+
+[environments.local.vars]
+base_url = "{base}"
+
+[[steps]]
+id = "health"
+uses = "smoke-test"
+with.checks = [{{ url = "${{{{ vars.base_url }}}}/health", expect_json = {{ status = "healthy" }} }}]
+grants.http = ["${{{{ vars.base_url }}}}"]
+
+[[steps]]
+id = "api"
+uses = "smoke-test"
+with.checks = [{{ url = "${{{{ vars.base_url }}}}/v1/decisions", headers = {{ "X-API-Key" = "${{{{ secrets.TEST_KEY }}}}" }} }}]
+grants.http = ["${{{{ vars.base_url }}}}/v1"]
+grants.secrets = ["TEST_KEY"]
+"#
+    ))
+}
+
+const KEY: &str = "cli-k3y-abc123";
+
+#[tokio::test]
+async fn exec_runs_the_runbook_shows_progress_and_writes_a_run_log() {
+    let service = SampleService::start(Some(KEY)).await.unwrap();
+    let file = smoke_runbook(&service.base_url());
+    let path = file.path.to_str().unwrap();
+    let output = tokio::task::spawn_blocking({
+        let path = path.to_owned();
+        move || {
+            runbook(
+                &["exec", &path, "--env", "local", "--set", "version=1.2.3"],
+                Some(("TEST_KEY", KEY)),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("riskcast-api · env local · 2 steps"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("✓ health"), "{stderr}");
+    assert!(stderr.contains("✓ run succeeded"), "{stderr}");
+    assert!(!stderr.contains(KEY), "the secret was printed");
+    let log_line = stderr
+        .lines()
+        .find(|line| line.contains("run log:"))
+        .expect("run log path");
+    let log_path = log_line.split("run log: ").nth(1).unwrap().trim();
+    let log = std::fs::read_to_string(log_path).expect("run log exists");
+    assert!(log.contains("\"event\":\"run_started\""));
+    assert!(log.contains("\"operator\":\"alice\""));
+    assert!(log.contains("\"event\":\"http\""));
+    assert!(!log.contains(KEY), "the secret is in the run log");
+}
+
+#[tokio::test]
+async fn exec_exits_1_when_a_step_fails_and_3_when_a_step_is_denied() {
+    let service = SampleService::start(Some(KEY)).await.unwrap();
+    service.update(|state| state.healthy = false);
+    let file = smoke_runbook(&service.base_url());
+    let path = file.path.to_str().unwrap().to_owned();
+    let failed = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            runbook(
+                &["exec", &path, "--env", "local", "--set", "version=1.2.3"],
+                Some(("TEST_KEY", KEY)),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    assert!(text(&failed.stderr).contains("✗ run failed at step `health`"));
+
+    let denied_file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"deny\"\n\n[[steps]]\nid = \"fetch\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"{}/health\"\n",
+        service.base_url()
+    ));
+    let denied_path = denied_file.path.to_str().unwrap().to_owned();
+    let denied = tokio::task::spawn_blocking(move || runbook(&["exec", &denied_path], None))
+        .await
+        .unwrap();
+    let stderr = text(&denied.stderr);
+    assert_eq!(denied.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("✗ denied GET"), "{stderr}");
+}
+
+#[test]
+fn exec_refuses_bad_parameters_before_running_anything() {
+    let file = smoke_runbook("http://127.0.0.1:1");
+    let path = file.path.to_str().unwrap();
+    let missing = runbook(&["exec", path, "--env", "local"], Some(("TEST_KEY", KEY)));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("missing required parameter `version`"));
+    assert!(text(&missing.stderr).contains("--set version=VALUE"));
+
+    let pattern = runbook(
+        &["exec", path, "--env", "local", "--set", "version=latest"],
+        Some(("TEST_KEY", KEY)),
+    );
+    assert_eq!(pattern.status.code(), Some(2));
+    assert!(
+        text(&pattern.stderr).contains("parameter `version` = `latest` does not match its pattern")
+    );
+
+    let environment = runbook(
+        &["exec", path, "--env", "prod", "--set", "version=1.0.0"],
+        Some(("TEST_KEY", KEY)),
+    );
+    assert_eq!(environment.status.code(), Some(2));
+    assert!(text(&environment.stderr).contains("there is no environment `prod`"));
+
+    let secret = runbook(
+        &["exec", path, "--env", "local", "--set", "version=1.0.0"],
+        None,
+    );
+    assert_eq!(secret.status.code(), Some(2));
+    assert!(text(&secret.stderr).contains("secret `TEST_KEY` is not set"));
+    assert!(
+        !file.dir.path().join(".runbook").exists(),
+        "a refused run left a run log"
+    );
+}
+
+#[tokio::test]
+async fn json_output_is_one_event_per_line() {
+    let service = SampleService::start(Some(KEY)).await.unwrap();
+    let file = smoke_runbook(&service.base_url());
+    let path = file.path.to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        runbook(
+            &[
+                "exec",
+                &path,
+                "--env",
+                "local",
+                "--set",
+                "version=1.2.3",
+                "--output",
+                "json",
+            ],
+            Some(("TEST_KEY", KEY)),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let events: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "run_started");
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event["event"] == "step_finished")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn plan_shows_actions_and_sends_nothing_that_changes() {
+    let service = SampleService::start(None).await.unwrap();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"plan\"\n\n[[steps]]\nid = \"poster\"\nuses = \"misbehave\"\nwith.mode = \"post\"\nwith.url = \"{0}/echo\"\ngrants.http = [\"{0}\"]\n\n[[steps]]\nid = \"smoke\"\nuses = \"smoke-test\"\nwith.checks = [{{ url = \"{0}/health\" }}]\ngrants.http = [\"{0}\"]\n",
+        service.base_url()
+    ));
+    let path = file.path.to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || runbook(&["plan", &path], None))
+        .await
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("· GET http://127.0.0.1"), "{stdout}");
+    assert!(
+        stdout.contains("cannot plan: http denied: POST"),
+        "{stdout}"
+    );
+    assert!(service.state().received.is_empty(), "plan sent a request");
+}
+
+#[test]
+fn plugin_inspect_shows_digest_capabilities_imports_and_parameters() {
+    let path = runbook_testenv::plugin_path("smoke-test");
+    let output = runbook(&["plugin", "inspect", path.to_str().unwrap()], None);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
+    };
+    assert!(stdout.starts_with("smoke-test 0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sha256        {digest}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("needs         http"), "{stdout}");
+    assert!(stdout.contains("runbook:plugin/http@0.1.0"), "{stdout}");
+    assert!(
+        !stdout.contains("runbook:plugin/aws"),
+        "smoke-test must not import aws: {stdout}"
+    );
+    assert!(
+        stdout.contains("checks: list of object (required)"),
+        "{stdout}"
+    );
+
+    let json = runbook(
+        &[
+            "plugin",
+            "inspect",
+            path.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["sha256"], digest);
+    assert_eq!(value["capabilities"], serde_json::json!(["http"]));
+}
+
+#[test]
+fn help_teaches_with_examples_and_exit_codes() {
+    let output = runbook(&["--help"], None);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("runbook exec runbooks/smoke.toml --env staging"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Exit codes:"), "{stdout}");
+}

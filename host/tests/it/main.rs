@@ -1,0 +1,10 @@
+//! Integration tests of the host: the sandbox against misbehaving plugins,
+//! the smoke-test plugin against a real local HTTP server, the runbook
+//! format's diagnostics, and the `runbook` binary as an operator uses it.
+
+mod cli;
+mod format;
+mod sandbox;
+mod secrets;
+mod smoke;
+mod support;

@@ -1,0 +1,292 @@
+//! Misbehaving plugins are contained, reported, and do not take the runner down.
+
+use crate::support::{RunOptions, TestRunbook, run, run_file, runtime};
+use runbook::events::{Decision, EventKind, Status};
+use runbook_testenv::SampleService;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn misbehave(mode: &str, extra: &str) -> String {
+    format!(
+        "[runbook]\nname = \"fixture\"\n\n[[steps]]\nid = \"bad\"\nuses = \"misbehave\"\nwith.mode = \"{mode}\"\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_step_timeout() {
+    let started = Instant::now();
+    let finished = run(
+        &misbehave("loop", "timeout = \"300ms\""),
+        RunOptions::default(),
+    )
+    .await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Failed);
+    assert!(
+        summary.contains("took longer than its timeout of 300ms"),
+        "{summary}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped late: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn endless_allocation_is_stopped_by_the_memory_cap() {
+    let finished = run(
+        &misbehave("allocate", "memory = \"16MiB\""),
+        RunOptions::default(),
+    )
+    .await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Failed);
+    assert!(
+        summary.contains("exceeded its memory limit of 16 MiB"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_is_reported_as_a_crash_with_the_panic_message_in_the_log() {
+    let finished = run(&misbehave("trap", ""), RunOptions::default()).await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Failed);
+    assert!(summary.contains("the plugin crashed"), "{summary}");
+    assert!(
+        finished.log().contains("the fixture panics on purpose"),
+        "{}",
+        finished.log()
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_shows_no_environment_arguments_files_or_sockets() {
+    let finished = run(&misbehave("escape", ""), RunOptions::default()).await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Failed);
+    assert!(!summary.contains("ESCAPED"), "{summary}");
+    for expected in [
+        "environment: empty",
+        "arguments: none",
+        "file /etc/passwd:",
+        "file .:",
+        "socket:",
+        "udp:",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "missing `{expected}` in {summary}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_to_an_ungranted_host_is_denied_and_recorded() {
+    let service = SampleService::start(None).await.unwrap();
+    let body = misbehave(
+        "fetch",
+        &format!(
+            "with.url = \"{}/health\"\ngrants.http = [\"http://127.0.0.1:1\"]",
+            service.base_url()
+        ),
+    );
+    let finished = run(&body, RunOptions::default()).await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Denied);
+    assert!(
+        summary.contains(&format!("grants.http = [\\\"{}\\\"]", service.base_url()))
+            || summary.contains(&format!("grants.http = [\"{}\"]", service.base_url())),
+        "{summary}"
+    );
+    assert!(
+        service.state().received.is_empty(),
+        "the request reached the server"
+    );
+    let denied = finished.events.iter().any(|(event, _)| {
+        matches!(&event.kind, EventKind::Http { decision: Decision::Denied, url, .. } if url.ends_with("/health"))
+    });
+    assert!(denied, "no denied http event: {:#?}", finished.lines());
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_ungranted_host_is_denied_not_followed() {
+    let granted = SampleService::start(None).await.unwrap();
+    let elsewhere = SampleService::start(None).await.unwrap();
+    let target = format!("{}/health", elsewhere.base_url());
+    let body = misbehave(
+        "redirect",
+        &format!(
+            "with.url = \"{}/redirect?to={}\"\ngrants.http = [\"{}\"]",
+            granted.base_url(),
+            target.replace(':', "%3A").replace('/', "%2F"),
+            granted.base_url()
+        ),
+    );
+    let finished = run(&body, RunOptions::default()).await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Denied, "{summary}");
+    assert!(summary.contains("redirect not granted"), "{summary}");
+    assert_eq!(granted.state().received.len(), 1);
+    assert!(
+        elsewhere.state().received.is_empty(),
+        "the redirect was followed"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_grants_is_followed() {
+    let service = SampleService::start(None).await.unwrap();
+    let body = misbehave(
+        "redirect",
+        &format!(
+            "with.url = \"{0}/redirect\"\ngrants.http = [\"{0}\"]",
+            service.base_url()
+        ),
+    );
+    let finished = run(&body, RunOptions::default()).await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert!(summary.ends_with("/health"), "{summary}");
+}
+
+#[tokio::test]
+async fn kubernetes_and_aws_calls_without_grants_are_denied_as_errors_not_traps() {
+    for (mode, capability) in [("kube", "kube denied"), ("aws", "aws denied")] {
+        let finished = run(&misbehave(mode, ""), RunOptions::default()).await;
+        let (status, summary, _) = finished.step("bad");
+        assert_eq!(status, Status::Denied, "{mode}: {summary}");
+        assert!(summary.starts_with(capability), "{summary}");
+        let recorded = finished
+            .events
+            .iter()
+            .any(|(event, _)| matches!(&event.kind, EventKind::Denied { .. }));
+        assert!(recorded, "no denial event for {mode}");
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_plugin_is_cancelled_promptly() {
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let finished = run(
+        &misbehave("sleep", ""),
+        RunOptions {
+            cancel: Some(cancel),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(finished.step("bad").0, Status::Cancelled);
+    assert_eq!(finished.report.status, Status::Cancelled);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_busy_plugin_is_cancelled_promptly() {
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+    });
+    let finished = run(
+        &misbehave("loop", ""),
+        RunOptions {
+            cancel: Some(cancel),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(finished.step("bad").0, Status::Cancelled);
+}
+
+#[tokio::test]
+async fn a_host_sleep_past_the_deadline_times_out() {
+    let started = Instant::now();
+    let finished = run(
+        &misbehave("sleep", "timeout = \"200ms\""),
+        RunOptions::default(),
+    )
+    .await;
+    let (status, summary, _) = finished.step("bad");
+    assert_eq!(status, Status::Failed);
+    assert!(
+        summary.contains("timed out") || summary.contains("timeout"),
+        "{summary}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn printed_lines_become_step_logs() {
+    let finished = run(&misbehave("print", ""), RunOptions::default()).await;
+    assert_eq!(finished.step("bad").0, Status::Succeeded);
+    let logs: Vec<String> = finished
+        .events
+        .iter()
+        .filter_map(|(event, _)| match &event.kind {
+            EventKind::Log { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(logs.contains(&"a line on stdout".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"a line on stderr".to_owned()), "{logs:?}");
+}
+
+#[tokio::test]
+async fn the_runner_survives_every_misbehaviour_and_runs_the_next_runbook() {
+    let runtime = runtime();
+    for (mode, extra) in [
+        ("loop", "timeout = \"200ms\""),
+        ("allocate", "memory = \"8MiB\""),
+        ("trap", ""),
+    ] {
+        let runbook = TestRunbook::new(&misbehave(mode, extra));
+        let finished = run_file(&runtime, &runbook.path, RunOptions::default()).await;
+        assert_eq!(finished.report.status, Status::Failed, "{mode}");
+    }
+    let healthy =
+        TestRunbook::new("[runbook]\nname = \"ok\"\n\n[[steps]]\nid = \"fine\"\nuses = \"noop\"\n");
+    let finished = run_file(&runtime, &healthy.path, RunOptions::default()).await;
+    assert_eq!(finished.report.status, Status::Succeeded);
+}
+
+#[tokio::test]
+async fn a_compiled_plugin_is_cached_and_not_compiled_again() {
+    let cache = tempfile::tempdir().unwrap();
+    let options = || runbook::plugin::RuntimeOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let path = runbook_testenv::plugin_path("noop");
+    let first = runbook::plugin::PluginRuntime::new(options()).unwrap();
+    assert!(first.load(&path, None).await.unwrap().compiled);
+    let second = runbook::plugin::PluginRuntime::new(options()).unwrap();
+    let loaded = second.load(&path, None).await.unwrap();
+    assert!(!loaded.compiled, "the second load compiled again");
+    assert_eq!(loaded.descriptor.name, "noop");
+}
+
+#[tokio::test]
+async fn a_pinned_digest_that_differs_refuses_the_plugin() {
+    let runtime = runtime();
+    let path = runbook_testenv::plugin_path("noop");
+    let error = runtime
+        .load(&path, Some(&"0".repeat(64)))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("but the runbook pins 0000"),
+        "{error}"
+    );
+}

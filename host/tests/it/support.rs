@@ -1,0 +1,152 @@
+//! Shared test helpers: write a runbook into a temporary folder, run it
+//! through the library with an event recorder, and look at what happened.
+
+use runbook::capability::secrets::SecretStore;
+use runbook::engine::{Executor, RunReport, preflight};
+use runbook::events::{Event, EventKind, EventSink, Recorder, Status};
+use runbook::plugin::{PluginRuntime, RuntimeOptions};
+use runbook::runbook::{Bindings, bind::bind};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use tokio_util::sync::CancellationToken;
+
+/// The plugins a test runbook can use, by the names in `[plugins]`.
+pub fn plugins_table() -> String {
+    let mut table = String::from("[plugins]\n");
+    for name in ["smoke-test", "noop", "misbehave"] {
+        let path = runbook_testenv::plugin_path(name);
+        table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
+    }
+    table
+}
+
+/// A compiled-component cache shared by the tests of this binary.
+pub fn cache_dir() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temporary folder"))
+        .path()
+        .to_path_buf()
+}
+
+/// A runtime over the shared cache.
+pub fn runtime() -> PluginRuntime {
+    PluginRuntime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir()),
+    })
+    .expect("runtime starts")
+}
+
+/// A runbook in a temporary folder.
+pub struct TestRunbook {
+    /// Keeps the folder alive.
+    pub dir: tempfile::TempDir,
+    /// The runbook file.
+    pub path: PathBuf,
+}
+
+impl TestRunbook {
+    /// Writes `body` (everything but `[plugins]`) as `runbook.toml`.
+    pub fn new(body: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("runbook.toml");
+        std::fs::write(&path, format!("{body}\n{}", plugins_table())).expect("write runbook");
+        TestRunbook { dir, path }
+    }
+}
+
+/// What a run left behind.
+pub struct Finished {
+    /// How it ended.
+    pub report: RunReport,
+    /// Every event with its redacted JSON line.
+    pub events: Vec<(Event, String)>,
+}
+
+impl Finished {
+    /// The `StepFinished` of a step: status and summary.
+    pub fn step(&self, id: &str) -> (Status, String, BTreeMap<String, String>) {
+        self.events
+            .iter()
+            .find_map(|(event, _)| match &event.kind {
+                EventKind::StepFinished {
+                    status,
+                    summary,
+                    outputs,
+                    ..
+                } if event.step.as_ref().is_some_and(|step| step.0 == id) => {
+                    Some((*status, summary.clone(), outputs.clone()))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("step `{id}` did not finish; events: {:#?}", self.lines()))
+    }
+
+    /// Every event as its JSON line.
+    pub fn lines(&self) -> Vec<String> {
+        self.events.iter().map(|(_, line)| line.clone()).collect()
+    }
+
+    /// The whole log as one string.
+    pub fn log(&self) -> String {
+        self.lines().join("\n")
+    }
+}
+
+/// Options of a test run.
+#[derive(Default)]
+pub struct RunOptions {
+    /// `--env`.
+    pub environment: Option<String>,
+    /// `--set`.
+    pub sets: Vec<(String, String)>,
+    /// Secret values.
+    pub secrets: BTreeMap<String, String>,
+    /// Cancelled from outside.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// Validates, binds and runs a runbook file through the library.
+pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions) -> Finished {
+    let runbook = Arc::new(runbook::runbook::load(path).unwrap_or_else(|error| panic!("{error}")));
+    let plan = bind(
+        runbook,
+        Bindings {
+            environment: options.environment,
+            sets: options.sets,
+            operator: "tester".into(),
+            run_id: "test-run".into(),
+            lenient: false,
+        },
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let plugins = preflight::load_plugins(runtime, &plan)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let secrets = SecretStore::new(options.secrets);
+    preflight::check_params(runtime, &plan, &plugins, &secrets)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let recorder = Recorder::new();
+    let events = EventSink::new();
+    events.set_redactor(secrets.redactor());
+    events.add(recorder.clone());
+    let executor = Executor {
+        runtime,
+        plugins: &plugins,
+        events,
+        secrets,
+        cancel: options.cancel.unwrap_or_default(),
+    };
+    let report = executor.execute(&plan).await;
+    Finished {
+        report,
+        events: recorder.events(),
+    }
+}
+
+/// Runs a runbook given as text.
+pub async fn run(body: &str, options: RunOptions) -> Finished {
+    let runbook = TestRunbook::new(body);
+    run_file(&runtime(), &runbook.path, options).await
+}
