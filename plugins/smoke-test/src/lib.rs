@@ -356,20 +356,21 @@ impl Step for SmokeTest {
             let waited = started.elapsed();
             if waited + interval > retry_for {
                 let retried = if attempt > 1 {
-                    format!(" after {attempt} attempts over {} s", waited.as_secs())
+                    format!(" after {attempt} attempts over {:.1}s", waited.as_secs_f64())
                 } else {
                     String::new()
                 };
                 return Err(Error::failed(format!(
-                    "{} of {total} checks failed{retried}: {}",
+                    "{} of {total} checks failed{retried}:\n{}",
                     failures.len(),
-                    failures.join("; ")
+                    failures.join("\n")
                 )));
             }
             log::warn(format!(
-                "attempt {attempt}: {}; retrying in {}",
-                failures.join("; "),
-                HumanDuration(interval)
+                "attempt {attempt}: {} of {total} checks failed; retrying in {}\n{}",
+                failures.len(),
+                HumanDuration(interval),
+                failures.join("\n")
             ));
             runbook_sdk::sleep(interval)?;
             attempt += 1;

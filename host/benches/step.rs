@@ -1,0 +1,75 @@
+//! Per-step overhead: instantiate a cached, pre-instantiated no-op plugin
+//! in a fresh store with the full step state (WASI context, grants, log
+//! capture, deadline, cancellation), call `run`, drop the store.
+//!
+//! Run: `cargo bench -p runbook --bench step` (after `scripts/build-plugins`).
+//! Prints the median, p10 and p90 of the per-step time over batches.
+
+use runbook::capability::StepContext;
+use runbook::capability::secrets::SecretStore;
+use runbook::events::EventSink;
+use runbook::plugin::{PluginRuntime, RuntimeOptions};
+use runbook::runbook::{StepGrants, StepId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const BATCHES: usize = 30;
+const PER_BATCH: usize = 2_000;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    runtime.block_on(async {
+        let cache = std::env::temp_dir().join("runbook-bench-cache");
+        let plugins = PluginRuntime::new(RuntimeOptions {
+            cache_dir: Some(cache),
+        })
+        .expect("runtime");
+        let path = runbook_testenv::plugin_path("noop");
+        let plugin = plugins.load(&path, None).await.expect("noop loads");
+        let secrets = SecretStore::new(Default::default());
+        let events = EventSink::new();
+        let grants = StepGrants {
+            http: vec![runbook::capability::http::UrlGrant::parse("http://127.0.0.1:8080").unwrap()],
+            secrets: vec![],
+        };
+        let step = || {
+            Arc::new(StepContext {
+                step_id: StepId("bench".into()),
+                grants: grants.clone(),
+                secrets: secrets.clone(),
+                redactor: secrets.redactor(),
+                events: events.clone(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+                cancel: CancellationToken::new(),
+                http: plugins.http_client(),
+                dry_run: false,
+            })
+        };
+        let params = r#"{"message":"hi"}"#;
+        for _ in 0..500 {
+            let outcome = plugins.run(&plugin, step(), 64 << 20, params).await;
+            assert!(matches!(outcome, Ok(Ok(_))));
+        }
+        let mut per_step = Vec::with_capacity(BATCHES);
+        for _ in 0..BATCHES {
+            let started = Instant::now();
+            for _ in 0..PER_BATCH {
+                let outcome = plugins.run(&plugin, step(), 64 << 20, params).await;
+                debug_assert!(matches!(outcome, Ok(Ok(_))));
+            }
+            per_step.push(started.elapsed().as_secs_f64() * 1e6 / PER_BATCH as f64);
+        }
+        per_step.sort_by(|left, right| left.total_cmp(right));
+        let at = |fraction: f64| per_step[((per_step.len() - 1) as f64 * fraction).round() as usize];
+        println!(
+            "per-step overhead (instantiate + run + drop, noop plugin, {BATCHES} batches of {PER_BATCH}): median {:.1} µs, p10 {:.1} µs, p90 {:.1} µs",
+            at(0.5),
+            at(0.1),
+            at(0.9)
+        );
+    });
+}
