@@ -269,3 +269,40 @@ fn help_teaches_with_examples_and_exit_codes() {
     );
     assert!(stdout.contains("Exit codes:"), "{stdout}");
 }
+
+#[test]
+fn ctrl_c_cancels_the_running_step_and_exits_130() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"wait\"\n\n[[steps]]\nid = \"wait\"\nuses = \"misbehave\"\nwith.mode = \"sleep\"\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["exec", file.path.to_str().unwrap()])
+        .env("RUNBOOK_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step runs, then interrupt as a terminal would.
+    let log_dir = file.dir.path().join(".runbook/runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !log_dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let interrupted_at = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(interrupted_at.elapsed() < std::time::Duration::from_secs(5));
+    assert!(stderr.contains("⊘ wait"), "{stderr}");
+    assert!(stderr.contains("run cancelled"), "{stderr}");
+    assert!(
+        !stderr.contains("→ after"),
+        "a step ran after the interrupt: {stderr}"
+    );
+}

@@ -356,7 +356,10 @@ impl Step for SmokeTest {
             let waited = started.elapsed();
             if waited + interval > retry_for {
                 let retried = if attempt > 1 {
-                    format!(" after {attempt} attempts over {:.1}s", waited.as_secs_f64())
+                    format!(
+                        " after {attempt} attempts over {:.1}s",
+                        waited.as_secs_f64()
+                    )
                 } else {
                     String::new()
                 };
