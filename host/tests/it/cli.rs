@@ -275,7 +275,7 @@ fn ctrl_c_cancels_the_running_step_and_exits_130() {
     let file = TestRunbook::new(
         "[runbook]\nname = \"wait\"\n\n[[steps]]\nid = \"wait\"\nuses = \"misbehave\"\nwith.mode = \"sleep\"\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["exec", file.path.to_str().unwrap()])
         .env("RUNBOOK_CACHE_DIR", cache_dir())
         .env("NO_COLOR", "1")
