@@ -1,9 +1,14 @@
 //! The command line: clap definitions and the dispatch to one file per verb.
 //! Only this module and `main.rs` use `anyhow`.
 
+pub mod approve;
 pub mod exec;
 pub mod plan;
 pub mod plugin;
+pub mod resume;
+pub mod runs;
+pub mod session;
+pub mod unlock;
 pub mod validate;
 
 use crate::diagnostic::Diagnostics;
@@ -21,6 +26,8 @@ pub mod exit {
     pub const INVALID: u8 = 2;
     /// A step was denied a capability it was not granted.
     pub const DENIED: u8 = 3;
+    /// The run waits for approvals or a confirmation; resume it later.
+    pub const WAITING: u8 = 4;
     /// The run was interrupted (Ctrl-C, SIGTERM).
     pub const CANCELLED: u8 = 130;
     /// runbook itself failed (a bug, or the machine: disk, memory).
@@ -32,6 +39,9 @@ Examples:
   runbook validate runbooks/smoke.toml
   runbook plan runbooks/smoke.toml --env staging --set version=1.2.3
   runbook exec runbooks/smoke.toml --env staging --set version=1.2.3
+  runbook approve 20261122-101500-a1b2c3 --as bob
+  runbook resume 20261122-101500-a1b2c3
+  runbook runs
   runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm
 
 Exit codes:
@@ -39,6 +49,7 @@ Exit codes:
   1    a step failed
   2    the runbook or the command line is invalid; nothing ran
   3    a step was denied a capability its runbook does not grant
+  4    the run waits for approvals or a manual confirmation (runbook resume RUN)
   70   runbook itself failed
   130  interrupted (Ctrl-C)
 
@@ -82,6 +93,27 @@ pub enum Command {
         after_help = "Example:\n  runbook plan deploy.toml --env production --set version=1.2.3"
     )]
     Plan(plan::PlanArgs),
+    /// Continue a run that stopped: after a crash, a failure, or at a gate.
+    #[command(
+        after_help = "Examples:\n  runbook resume 20261122-101500-a1b2c3\n  runbook resume 20261122-101500-a1b2c3 --rerun migrate"
+    )]
+    Resume(resume::ResumeArgs),
+    /// Approve a run waiting at its environment's approval gate.
+    #[command(after_help = "Example:\n  runbook approve 20261122-101500-a1b2c3 --as bob")]
+    Approve(approve::ApproveArgs),
+    /// Confirm a manual step's checklist.
+    #[command(
+        after_help = "Example:\n  runbook confirm 20261122-101500-a1b2c3 verify-backup --as alice"
+    )]
+    Confirm(approve::ConfirmArgs),
+    /// List runs, newest first.
+    Runs(runs::RunsArgs),
+    /// Show one run's timeline.
+    Show(runs::ShowArgs),
+    /// Print a run's logs, for one step or all.
+    Logs(runs::LogsArgs),
+    /// Break a lock left by a run whose process died.
+    Unlock(unlock::UnlockArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -182,6 +214,13 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Validate(args) => validate::run(&cli, args).await,
             Command::Plan(args) => plan::run(&cli, args).await,
             Command::Plugin(command) => plugin::run(&cli, command).await,
+            Command::Resume(args) => resume::run(&cli, args).await,
+            Command::Approve(args) => approve::approve(&cli, args),
+            Command::Confirm(args) => approve::confirm(&cli, args),
+            Command::Runs(args) => runs::runs(&cli, args),
+            Command::Show(args) => runs::show(&cli, args),
+            Command::Logs(args) => runs::logs(&cli, args),
+            Command::Unlock(args) => unlock::run(&cli, args),
         }
     });
     match result {

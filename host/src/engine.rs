@@ -1,41 +1,59 @@
-//! Runs a [`Plan`]: each step in order, in its own sandbox, with only its
-//! grants; records every event; stops at the first failure. Later issues add
-//! the DAG, retries, rollback and the journal here.
+//! Runs a [`Plan`]: the steps as a DAG, independent ones side by side (at
+//! most `parallel` at once), each in its own sandbox with only its grants;
+//! retries of transient failures; the failure policy (roll back, abort or
+//! continue); `always` steps last; every event into the run log.
 
 pub mod preflight;
 pub mod render;
+mod rollback;
+mod step;
 
-use crate::capability::StepContext;
 use crate::capability::secrets::SecretStore;
 use crate::events::{EventKind, EventSink, Status};
-use crate::plugin::bindings::PluginError;
-use crate::plugin::{CallError, PluginRuntime};
-use crate::runbook::Plan;
+use crate::plugin::PluginRuntime;
+use crate::runbook::{Plan, Policy};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use preflight::Plugins;
-use render::{Scope, StepOutputs, Unknown};
+use render::{Scope, StepOutcomes, StepOutputs, Unknown};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    /// Succeeded, failed, denied or cancelled.
+    /// Succeeded, failed, denied, cancelled or waiting.
     pub status: Status,
-    /// The step that ended the run, when one failed.
+    /// The step that ended the run, when one failed or waits.
     pub failed_step: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
     /// Every finished step's outputs.
     pub outputs: StepOutputs,
+    /// Steps whose rollback failed.
+    pub rollback_failures: Vec<String>,
 }
 
-/// What one step's call ended with.
-struct StepResult {
-    status: Status,
-    summary: String,
-    outputs: BTreeMap<String, String>,
+/// What is known of a step before this process runs it: from the journal
+/// of an earlier process of the same run.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// How it ended.
+    pub status: Status,
+    /// Its outputs.
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// How manual steps are confirmed.
+#[derive(Debug, Clone, Default)]
+pub struct Confirmations {
+    /// Confirmed steps: step id -> who.
+    pub given: BTreeMap<String, String>,
+    /// Ask on the terminal when not confirmed yet.
+    pub ask_on_terminal: bool,
+    /// Who answers on the terminal.
+    pub operator: String,
 }
 
 /// Runs plans.
@@ -48,99 +66,207 @@ pub struct Executor<'a> {
     pub events: EventSink,
     /// The run's secrets.
     pub secrets: SecretStore,
-    /// Fires on Ctrl-C.
+    /// First Ctrl-C: running steps stop, then the failure policy applies.
     pub cancel: CancellationToken,
+    /// Second Ctrl-C: rollback and `always` steps stop too.
+    pub abort: CancellationToken,
+    /// At most this many steps at once.
+    pub parallel: usize,
+    /// Steps finished by an earlier process of this run.
+    pub recorded: BTreeMap<String, Recorded>,
+    /// Manual steps' confirmations.
+    pub confirmations: Confirmations,
+}
+
+/// The state of one planned step during the run.
+#[derive(Debug, Clone)]
+enum Slot {
+    Pending,
+    Running,
+    Done(Status),
+}
+
+/// The run's mutable state, owned by the scheduling loop.
+struct RunState {
+    slots: Vec<Slot>,
+    outputs: StepOutputs,
+    outcomes: StepOutcomes,
+    /// Succeeded steps in the order they finished: rollback goes backwards.
+    completed: Vec<usize>,
 }
 
 impl Executor<'_> {
-    /// Runs every step in order and reports how the run ended.
+    /// Runs the plan to its end and reports how it ended.
     pub async fn execute(&self, plan: &Plan) -> RunReport {
         let started = Instant::now();
-        self.events.emit(EventKind::RunStarted {
-            run_id: plan.run_id.clone(),
-            runbook: plan.runbook.name.clone(),
-            file: plan.runbook.source.path.display().to_string(),
-            environment: plan.environment.clone(),
-            operator: plan.operator.clone(),
-            params: plan.params.clone(),
-            steps: plan.steps.len(),
-        });
-        let mut outputs = StepOutputs::new();
+        let mut state = RunState {
+            slots: vec![Slot::Pending; plan.steps.len()],
+            outputs: StepOutputs::new(),
+            outcomes: StepOutcomes::new(),
+            completed: Vec::new(),
+        };
+        for (index, planned) in plan.steps.iter().enumerate() {
+            if let Some(recorded) = self.recorded.get(&planned.id.0) {
+                state.slots[index] = Slot::Done(recorded.status);
+                self.record_result(
+                    plan,
+                    &mut state,
+                    index,
+                    recorded.status,
+                    recorded.outputs.clone(),
+                );
+            }
+        }
+
         let mut report = RunReport {
             status: Status::Succeeded,
             failed_step: None,
             failure: None,
             outputs: StepOutputs::new(),
+            rollback_failures: Vec::new(),
         };
-        for planned in &plan.steps {
-            let step = plan.step(planned);
-            let plugin = &self.plugins[&step.uses];
-            self.events.emit_for(
-                Some(&step.id),
-                EventKind::StepStarted {
-                    name: step.name.clone(),
-                    plugin: step.uses.clone(),
-                    digest: plugin.digest.clone(),
-                },
-            );
-            let step_started = Instant::now();
-            let result = if self.cancel.is_cancelled() {
-                StepResult {
-                    status: Status::Cancelled,
-                    summary: "cancelled before it started".into(),
-                    outputs: BTreeMap::new(),
-                }
-            } else {
-                let scope = Scope {
-                    plan,
-                    outputs: &outputs,
-                    secrets: &self.secrets,
-                    unknown: Unknown::Fail,
-                };
-                match scope.render(&step.with) {
-                    Err(error) => StepResult {
-                        status: Status::Failed,
-                        summary: error.to_string(),
-                        outputs: BTreeMap::new(),
-                    },
-                    Ok(params) => {
-                        let context = Arc::new(StepContext {
-                            step_id: step.id.clone(),
-                            grants: planned.grants.clone(),
-                            secrets: self.secrets.clone(),
-                            redactor: self.secrets.redactor(),
-                            events: self.events.clone(),
-                            deadline: tokio::time::Instant::now() + step.timeout,
-                            cancel: self.cancel.clone(),
-                            http: self.runtime.http_client(),
-                            dry_run: false,
-                        });
-                        let called = self
-                            .runtime
-                            .run(plugin, context, step.memory_limit, &params.to_string())
-                            .await;
-                        step_result(called)
+        let mut stopping: Option<Policy> = None;
+        let mut running = FuturesUnordered::new();
+        loop {
+            // Start every step that is ready, within the parallel limit.
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for index in 0..plan.steps.len() {
+                    if !matches!(state.slots[index], Slot::Pending)
+                        || running.len() >= self.parallel
+                    {
+                        continue;
                     }
+                    let planned = &plan.steps[index];
+                    let step = plan.step(planned);
+                    if stopping.is_some() || self.cancel.is_cancelled() {
+                        continue;
+                    }
+                    if !planned
+                        .needs
+                        .iter()
+                        .all(|need| matches!(state.slots[*need], Slot::Done(_)))
+                    {
+                        continue;
+                    }
+                    match self.should_run(plan, &state, index) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let reason = if step.condition.is_some() {
+                                "skipped: its `if` is false".to_owned()
+                            } else {
+                                let failed: Vec<String> = planned
+                                    .needs
+                                    .iter()
+                                    .filter(|need| {
+                                        !matches!(
+                                            state.slots[**need],
+                                            Slot::Done(Status::Succeeded)
+                                        )
+                                    })
+                                    .map(|need| format!("`{}`", plan.steps[*need].id))
+                                    .collect();
+                                format!("skipped: {} did not succeed", failed.join(", "))
+                            };
+                            self.finish_unrun(plan, &mut state, index, reason);
+                            progressed = true;
+                            continue;
+                        }
+                        Err(error) => {
+                            self.finish_unrun(
+                                plan,
+                                &mut state,
+                                index,
+                                format!("skipped: its `if` cannot be evaluated: {error}"),
+                            );
+                            progressed = true;
+                            continue;
+                        }
+                    }
+                    let params = self.render(plan, &state, index);
+                    state.slots[index] = Slot::Running;
+                    running.push(async move { (index, self.run_step(plan, index, params).await) });
+                    progressed = true;
                 }
-            };
-            self.events.emit_for(
-                Some(&step.id),
-                EventKind::StepFinished {
-                    status: result.status,
-                    summary: result.summary.clone(),
-                    outputs: result.outputs.clone(),
-                    elapsed_ms: millis(step_started),
-                },
-            );
-            outputs.insert(step.id.0.clone(), result.outputs);
-            if result.status != Status::Succeeded {
-                report.status = result.status;
-                report.failed_step = Some(step.id.0.clone());
-                report.failure = Some(result.summary);
+            }
+            let Some((index, result)) = running.next().await else {
                 break;
+            };
+            state.slots[index] = Slot::Done(result.status);
+            self.record_result(
+                plan,
+                &mut state,
+                index,
+                result.status,
+                result.outputs.clone(),
+            );
+            if result.status == Status::Succeeded {
+                state.completed.push(index);
+                continue;
+            }
+            let planned = &plan.steps[index];
+            let step = plan.step(planned);
+            if report.failed_step.is_none()
+                && (result.status.is_failure() || result.status == Status::Waiting)
+            {
+                report.status = result.status;
+                report.failed_step = Some(planned.id.0.clone());
+                report.failure = Some(result.summary.clone());
+            }
+            if result.status == Status::Waiting {
+                stopping.get_or_insert(Policy::Abort);
+                continue;
+            }
+            let policy = if result.status == Status::Cancelled {
+                plan.runbook.on_failure
+            } else {
+                step.on_failure.unwrap_or(plan.runbook.on_failure)
+            };
+            if policy != Policy::Continue && stopping.is_none() {
+                stopping = Some(policy);
             }
         }
-        report.outputs = outputs;
+
+        // Steps that never started: skipped, except `always` steps, which
+        // run after any rollback.
+        let stopped_by = report.failed_step.clone();
+        let mut always = Vec::new();
+        for index in 0..plan.steps.len() {
+            if matches!(state.slots[index], Slot::Pending) {
+                if plan.step(&plan.steps[index]).always {
+                    always.push(index);
+                } else {
+                    let reason = match (&stopped_by, self.cancel.is_cancelled()) {
+                        (_, true) => "not run: the run was interrupted".to_owned(),
+                        (Some(step), false) => format!("not run: the run stopped after `{step}`"),
+                        (None, false) => "not run".to_owned(),
+                    };
+                    self.finish_unrun(plan, &mut state, index, reason);
+                }
+            }
+        }
+        if self.cancel.is_cancelled() && report.status == Status::Succeeded {
+            report.status = Status::Cancelled;
+        }
+
+        if stopping == Some(Policy::Rollback) && report.status != Status::Waiting {
+            report.rollback_failures = self.roll_back(plan, &state).await;
+        }
+
+        for index in always {
+            let params = self.render(plan, &state, index);
+            let result = self.run_step(plan, index, params).await;
+            state.slots[index] = Slot::Done(result.status);
+            self.record_result(plan, &mut state, index, result.status, result.outputs);
+            if result.status.is_failure() && report.failed_step.is_none() {
+                report.status = result.status;
+                report.failed_step = Some(plan.steps[index].id.0.clone());
+                report.failure = Some(result.summary);
+            }
+        }
+
+        report.outputs = state.outputs;
         self.events.emit(EventKind::RunFinished {
             status: report.status,
             elapsed_ms: millis(started),
@@ -149,28 +275,85 @@ impl Executor<'_> {
         self.events.finish();
         report
     }
-}
 
-fn step_result(
-    called: Result<Result<crate::plugin::bindings::Outcome, PluginError>, CallError>,
-) -> StepResult {
-    let failed = |status, summary: String| StepResult {
-        status,
-        summary,
-        outputs: BTreeMap::new(),
-    };
-    match called {
-        Ok(Ok(outcome)) => StepResult {
-            status: Status::Succeeded,
-            summary: outcome.summary,
-            outputs: outcome.outputs.into_iter().collect(),
-        },
-        Ok(Err(error @ PluginError::Denied(_))) => failed(Status::Denied, error.describe()),
-        Ok(Err(PluginError::Cancelled)) | Err(CallError::Cancelled) => {
-            failed(Status::Cancelled, "cancelled".into())
+    /// Whether a step whose needs are done should run.
+    fn should_run(
+        &self,
+        plan: &Plan,
+        state: &RunState,
+        index: usize,
+    ) -> Result<bool, render::RenderError> {
+        let planned = &plan.steps[index];
+        let step = plan.step(planned);
+        match &step.condition {
+            Some(condition) => self.scope(plan, state, index).condition(condition),
+            None => Ok(planned
+                .needs
+                .iter()
+                .all(|need| matches!(state.slots[*need], Slot::Done(Status::Succeeded)))),
         }
-        Ok(Err(error)) => failed(Status::Failed, error.describe()),
-        Err(error) => failed(Status::Failed, error.to_string()),
+    }
+
+    fn scope<'s>(&'s self, plan: &'s Plan, state: &'s RunState, index: usize) -> Scope<'s> {
+        Scope {
+            plan,
+            outputs: &state.outputs,
+            secrets: &self.secrets,
+            unknown: Unknown::Fail,
+            outcomes: &state.outcomes,
+            item: plan.steps[index].item.as_ref(),
+        }
+    }
+
+    fn render(&self, plan: &Plan, state: &RunState, index: usize) -> Result<String, String> {
+        let step = plan.step(&plan.steps[index]);
+        self.scope(plan, state, index)
+            .render(&step.with)
+            .map(|value| value.to_string())
+            .map_err(|error| error.to_string())
+    }
+
+    /// Notes a finished step's outputs and outcome for later expressions.
+    fn record_result(
+        &self,
+        plan: &Plan,
+        state: &mut RunState,
+        index: usize,
+        status: Status,
+        outputs: BTreeMap<String, String>,
+    ) {
+        let planned = &plan.steps[index];
+        let base = plan.step(planned).id.0.clone();
+        if planned.item.is_none() {
+            state.outputs.insert(base.clone(), outputs);
+            state.outcomes.insert(base, status);
+            return;
+        }
+        // A for_each step's outcome: failed if any element failed,
+        // succeeded if any succeeded, else skipped.
+        let merged = match (state.outcomes.get(&base).copied(), status) {
+            (Some(previous), _) if previous.is_failure() => previous,
+            (_, current) if current.is_failure() => current,
+            (Some(Status::Succeeded), _) | (_, Status::Succeeded) => Status::Succeeded,
+            (_, current) => current,
+        };
+        state.outcomes.insert(base, merged);
+    }
+
+    /// Records a step that did not run.
+    fn finish_unrun(&self, plan: &Plan, state: &mut RunState, index: usize, reason: String) {
+        let planned = &plan.steps[index];
+        state.slots[index] = Slot::Done(Status::Skipped);
+        self.record_result(plan, state, index, Status::Skipped, BTreeMap::new());
+        self.events.emit_for(
+            Some(&planned.id),
+            EventKind::StepFinished {
+                status: Status::Skipped,
+                summary: reason,
+                outputs: BTreeMap::new(),
+                elapsed_ms: 0.0,
+            },
+        );
     }
 }
 

@@ -7,7 +7,6 @@ use crate::runbook::StepId;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Severity of a log line.
@@ -37,8 +36,8 @@ pub enum Decision {
 }
 
 /// How a step or run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// It did what it should.
     Succeeded,
@@ -48,8 +47,33 @@ pub enum Status {
     Denied,
     /// It was cancelled (Ctrl-C).
     Cancelled,
-    /// It did not run because an earlier step failed.
+    /// It did not run: its condition was false, a need did not succeed,
+    /// or the run stopped first.
     Skipped,
+    /// It waits for a person: a confirmation or approvals.
+    Waiting,
+    /// It was undone by a rollback.
+    RolledBack,
+}
+
+impl Status {
+    /// The name used in expressions and the run log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Denied => "denied",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+            Status::Waiting => "waiting",
+            Status::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Whether the step (or run) ended badly.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::Denied | Status::Cancelled)
+    }
 }
 
 /// What happened.
@@ -72,6 +96,28 @@ pub enum EventKind {
         params: BTreeMap<String, String>,
         /// How many steps will run.
         steps: usize,
+        /// The fingerprint of what runs: runbook text, environment,
+        /// parameters, plugin digests, grants. Approvals are bound to it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        plan_hash: Option<String>,
+    },
+    /// A later process continues the run (`runbook resume`).
+    RunResumed {
+        /// Who resumed it.
+        operator: String,
+        /// The fingerprint of what runs now.
+        plan_hash: Option<String>,
+        /// Interrupted steps the operator chose to run again.
+        rerun: Vec<String>,
+        /// Interrupted steps the operator chose to skip.
+        skip: Vec<String>,
+    },
+    /// Someone approved the run.
+    Approved {
+        /// Who.
+        by: String,
+        /// What they approved.
+        plan_hash: String,
     },
     /// A step began.
     StepStarted {
@@ -133,6 +179,41 @@ pub enum EventKind {
         requested: String,
         /// Always denied.
         decision: Decision,
+    },
+    /// A step failed with a transient error and will be tried again.
+    StepRetry {
+        /// The try that failed (1 for the first).
+        attempt: u32,
+        /// The pause before the next try.
+        delay_ms: u64,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The run stopped and is undoing its completed steps.
+    RollbackStarted {
+        /// Why.
+        reason: String,
+        /// The steps to undo, in order.
+        steps: Vec<String>,
+    },
+    /// One step was undone, or its undoing failed.
+    StepRolledBack {
+        /// `rolled_back` or `failed`.
+        status: Status,
+        /// What the plugin said.
+        summary: String,
+    },
+    /// The rollback is over.
+    RollbackFinished {
+        /// How many steps could not be undone.
+        failed: usize,
+    },
+    /// An operator confirmed a manual step's checklist.
+    Confirmed {
+        /// Who.
+        by: String,
+        /// What they confirmed.
+        items: Vec<String>,
     },
     /// A step ended.
     StepFinished {
@@ -292,53 +373,6 @@ fn redact_event(mut event: Event, redacted: &serde_json::Value) -> Event {
         _ => {}
     }
     event
-}
-
-/// Appends events to the run log, `.runbook/runs/RUN/events.jsonl`.
-pub struct JsonlFile {
-    writer: std::io::BufWriter<std::fs::File>,
-    path: PathBuf,
-}
-
-impl JsonlFile {
-    /// Creates the run log (and its folder).
-    pub fn create(path: &Path) -> std::io::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(JsonlFile {
-            writer: std::io::BufWriter::new(file),
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Where the log is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl EventWriter for JsonlFile {
-    fn write(&mut self, event: &Event, line: &str) {
-        let _ = writeln!(self.writer, "{line}");
-        // Step and run boundaries are flushed so that a crash loses little.
-        if matches!(
-            event.kind,
-            EventKind::StepFinished { .. }
-                | EventKind::RunFinished { .. }
-                | EventKind::StepStarted { .. }
-        ) {
-            let _ = self.writer.flush();
-        }
-    }
-
-    fn finish(&mut self) {
-        let _ = self.writer.flush();
-    }
 }
 
 /// Writes every event as a JSON line on stdout (`--output json`).

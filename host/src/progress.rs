@@ -236,8 +236,9 @@ impl EventWriter for Progress {
                 let name = running.map_or_else(|| step.clone(), |running| running.name);
                 let elapsed = format_elapsed(Duration::from_secs_f64(elapsed_ms / 1000.0));
                 let (mark, code) = match status {
-                    Status::Succeeded => ("✓", "32"),
+                    Status::Succeeded | Status::RolledBack => ("✓", "32"),
                     Status::Skipped => ("-", "2"),
+                    Status::Waiting => ("⏸", "33"),
                     Status::Cancelled => ("⊘", "33"),
                     Status::Failed | Status::Denied => ("✗", "31"),
                 };
@@ -257,6 +258,10 @@ impl EventWriter for Progress {
                     (Status::Succeeded, _) => {
                         screen.paint("32;1", &format!("✓ run succeeded in {elapsed}"))
                     }
+                    (Status::Waiting, Some(step)) => {
+                        screen.paint("33;1", &format!("⏸ run waits at step `{step}`"))
+                    }
+                    (Status::Waiting, None) => screen.paint("33;1", "⏸ run waits for approvals"),
                     (Status::Cancelled, _) => {
                         screen.paint("33;1", &format!("⊘ run cancelled after {elapsed}"))
                     }
@@ -268,6 +273,60 @@ impl EventWriter for Progress {
                 };
                 lines.push(line);
             }
+            EventKind::StepRetry {
+                attempt,
+                delay_ms,
+                reason,
+            } => lines.push(format!(
+                "      {} try {attempt} failed ({reason}); trying again in {}",
+                screen.paint("33", "↻"),
+                format_elapsed(Duration::from_millis(*delay_ms))
+            )),
+            EventKind::RollbackStarted { reason, steps } => lines.push(screen.paint(
+                "33;1",
+                &format!(
+                    "↶ rolling back {} step{} ({reason}): {}",
+                    steps.len(),
+                    if steps.len() == 1 { "" } else { "s" },
+                    steps.join(" ← ")
+                ),
+            )),
+            EventKind::StepRolledBack { status, summary } => {
+                let (mark, code) = if *status == Status::RolledBack {
+                    ("↶", "33")
+                } else {
+                    ("✗ ROLLBACK FAILED", "31;1")
+                };
+                lines.push(format!("  {} {step}  {summary}", screen.paint(code, mark)));
+            }
+            EventKind::RollbackFinished { failed } => {
+                if *failed > 0 {
+                    lines.push(screen.paint(
+                        "31;1",
+                        &format!(
+                            "✗ {failed} step{} could not be rolled back",
+                            if *failed == 1 { "" } else { "s" }
+                        ),
+                    ));
+                }
+            }
+            EventKind::RunResumed {
+                operator,
+                rerun,
+                skip,
+                ..
+            } => {
+                let mut line = format!("{} resumed by {operator}", screen.paint("1", "▶"));
+                if !rerun.is_empty() {
+                    line.push_str(&format!("; running again: {}", rerun.join(", ")));
+                }
+                if !skip.is_empty() {
+                    line.push_str(&format!("; skipping: {}", skip.join(", ")));
+                }
+                lines.push(line);
+            }
+            EventKind::Confirmed { by, .. } => lines.push(format!("      ✓ confirmed by {by}")),
+            EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
             EventKind::SecretUsed { .. } => {}
         }
         if !lines.is_empty()

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::schedule::Schedule;
 pub use bind::{Bindings, Plan, PlannedStep};
+pub use model::RawPolicy as Policy;
 
 /// A step's id, unique within its runbook.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -45,6 +47,8 @@ pub struct Runbook {
     pub plugins: BTreeMap<String, PluginSource>,
     /// Steps in file order.
     pub steps: Vec<Step>,
+    /// What a failed step does to the run, unless the step says otherwise.
+    pub on_failure: Policy,
 }
 
 /// A declared parameter.
@@ -60,13 +64,28 @@ pub struct ParamSpec {
     pub pattern: Option<Regex>,
 }
 
-/// An environment: its variables, as JSON values.
+/// An environment: its variables, as JSON values, and its gates.
 #[derive(Debug)]
 pub struct Environment {
     /// What the environment is.
     pub description: Option<String>,
     /// `${{ vars.NAME }}` values.
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Approvals every run needs before its first step.
+    pub approvals: Option<Approvals>,
+    /// Approvals a run started with `--emergency` needs instead.
+    pub emergency_approvals: Option<Approvals>,
+    /// Deploy windows and freezes.
+    pub schedule: Schedule,
+}
+
+/// `required` distinct approvers out of `from`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Approvals {
+    /// How many.
+    pub required: u32,
+    /// Who may approve.
+    pub from: Vec<String>,
 }
 
 /// Where a plugin's component file is.
@@ -88,8 +107,21 @@ pub struct Step {
     pub id: StepId,
     /// Display name.
     pub name: String,
-    /// Key of `[plugins]`.
-    pub uses: String,
+    /// What the step does: run a plugin or wait for a person.
+    pub action: Action,
+    /// Steps that must finish before this one (effective: the step above
+    /// when the runbook does not say).
+    pub needs: Vec<StepId>,
+    /// Runs only when true; without it, only when every need succeeded.
+    pub condition: Option<crate::expression::Expr>,
+    /// How transient failures are retried.
+    pub retries: RetryPolicy,
+    /// The elements the step runs once for.
+    pub for_each: Option<ForEach>,
+    /// Runs whatever happened before it.
+    pub always: bool,
+    /// Overrides the runbook's failure policy.
+    pub on_failure: Option<Policy>,
     /// How long the step may take.
     pub timeout: Duration,
     /// Linear memory cap in bytes.
@@ -102,7 +134,63 @@ pub struct Step {
     pub secret_grants: Vec<String>,
 }
 
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Runs the plugin with this `[plugins]` key.
+    Plugin(String),
+    /// Waits for an operator to confirm these items.
+    Manual(Vec<String>),
+}
+
+/// Retries of transient failures: `attempts` tries in all, pauses growing
+/// from `backoff` to at most `max`, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all (1: no retry).
+    pub attempts: u32,
+    /// The first pause.
+    pub backoff: Duration,
+    /// The longest pause.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 1,
+            backoff: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before try `attempt + 1` (`attempt` starts at 1), before jitter.
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let factor = 2_u32.saturating_pow(attempt.saturating_sub(1));
+        self.backoff.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// `for_each`: a literal list, or an expression giving one.
+#[derive(Debug, Clone)]
+pub enum ForEach {
+    /// `for_each = ["api", "worker"]`.
+    Items(Vec<serde_json::Value>),
+    /// `for_each = "${{ vars.services }}"`.
+    Expression(Template),
+}
+
 impl Step {
+    /// The plugin this step runs, if it runs one.
+    pub fn plugin(&self) -> Option<&str> {
+        match &self.action {
+            Action::Plugin(name) => Some(name),
+            Action::Manual(_) => None,
+        }
+    }
+
     /// Where this step is in the file.
     pub fn path(&self) -> ValuePath {
         ValuePath::step(self.index)

@@ -1,65 +1,21 @@
 //! `${{ ... }}` expressions in runbook strings: parsed once at validation,
 //! evaluated against a scope at run time. Pure: no I/O, no secrets' values.
 
-use std::fmt;
 use std::ops::Range;
 
-/// A reference an expression can make.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reference {
-    /// `params.NAME`: a runbook parameter.
-    Param(String),
-    /// `vars.NAME`: a variable of the chosen environment.
-    Var(String),
-    /// `steps.ID.outputs.KEY`: an output of an earlier step.
-    StepOutput {
-        /// The step's id.
-        step: String,
-        /// The output's key.
-        key: String,
-    },
-    /// `secrets.NAME`: a sealed secret handle.
-    Secret(String),
-    /// `run.id`, `run.environment`, `run.operator`.
-    Run(RunField),
-}
-
-/// The facts about the current run an expression can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RunField {
-    /// The run's id.
-    Id,
-    /// The environment's name.
-    Environment,
-    /// Who started the run.
-    Operator,
-}
-
-impl fmt::Display for Reference {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reference::Param(name) => write!(formatter, "params.{name}"),
-            Reference::Var(name) => write!(formatter, "vars.{name}"),
-            Reference::StepOutput { step, key } => write!(formatter, "steps.{step}.outputs.{key}"),
-            Reference::Secret(name) => write!(formatter, "secrets.{name}"),
-            Reference::Run(RunField::Id) => formatter.write_str("run.id"),
-            Reference::Run(RunField::Environment) => formatter.write_str("run.environment"),
-            Reference::Run(RunField::Operator) => formatter.write_str("run.operator"),
-        }
-    }
-}
+pub use crate::expression::{Expr, Reference, RunField};
 
 /// A piece of a templated string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Part {
     /// Text copied as it is.
     Literal(String),
     /// An expression, with its byte range (the whole `${{ ... }}`) in the string.
-    Expression(Reference, Range<usize>),
+    Expression(Expr, Range<usize>),
 }
 
 /// A string with zero or more `${{ ... }}` expressions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     /// The pieces in order.
     pub parts: Vec<Part>,
@@ -104,7 +60,7 @@ impl Template {
                 });
             };
             let end = body_start + close + CLOSE.len();
-            let reference = parse_reference(text[body_start..body_start + close].trim()).map_err(
+            let expression = Expr::parse(text[body_start..body_start + close].trim()).map_err(
                 |(message, hint)| TemplateError {
                     message,
                     hint,
@@ -114,7 +70,7 @@ impl Template {
             if !literal.is_empty() {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
-            parts.push(Part::Expression(reference, start..end));
+            parts.push(Part::Expression(expression, start..end));
             rest = end;
         }
         literal.push_str(&text[rest..]);
@@ -124,19 +80,23 @@ impl Template {
         Ok(Template { parts })
     }
 
-    /// Every reference in the string.
+    /// Every reference in the string, with the range of its expression.
     pub fn references(&self) -> impl Iterator<Item = (&Reference, &Range<usize>)> {
-        self.parts.iter().filter_map(|part| match part {
-            Part::Expression(reference, range) => Some((reference, range)),
-            Part::Literal(_) => None,
+        self.parts.iter().flat_map(|part| match part {
+            Part::Expression(expression, range) => expression
+                .references()
+                .into_iter()
+                .map(|reference| (reference, range))
+                .collect::<Vec<_>>(),
+            Part::Literal(_) => Vec::new(),
         })
     }
 
-    /// The single reference when the string is nothing but one expression:
-    /// its value then keeps its type (a number stays a number).
-    pub fn sole_reference(&self) -> Option<&Reference> {
+    /// The expression when the string is nothing but one: its value then
+    /// keeps its type (a number stays a number).
+    pub fn sole_expression(&self) -> Option<&Expr> {
         match self.parts.as_slice() {
-            [Part::Expression(reference, _)] => Some(reference),
+            [Part::Expression(expression, _)] => Some(expression),
             _ => None,
         }
     }
@@ -146,58 +106,44 @@ impl Template {
         self.references().next().is_none()
     }
 
-    /// Renders the string, asking `lookup` for each reference's text.
+    /// Renders the string, asking `lookup` for each reference's value;
+    /// values inside longer text are written as text.
     pub fn render<E>(
         &self,
-        mut lookup: impl FnMut(&Reference) -> Result<String, E>,
+        mut lookup: impl FnMut(&Reference) -> Result<serde_json::Value, E>,
     ) -> Result<String, E> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Expression(reference, _) => out.push_str(&lookup(reference)?),
+                Part::Expression(expression, _) => {
+                    out.push_str(&as_text(&expression.evaluate(&mut lookup)?))
+                }
             }
         }
         Ok(out)
     }
-}
 
-const EXPECTED: &str = "write one of `params.NAME`, `vars.NAME`, `steps.ID.outputs.KEY`, `secrets.NAME`, `run.id`, `run.environment`, `run.operator`";
-
-fn parse_reference(body: &str) -> Result<Reference, (String, String)> {
-    if body.is_empty() {
-        return Err(("empty expression".into(), EXPECTED.into()));
-    }
-    let segments: Vec<&str> = body.split('.').collect();
-    if let Some(bad) = segments.iter().find(|segment| !is_name(segment)) {
-        return Err((
-            format!("`{body}` is not a reference (bad name `{bad}`)"),
-            format!("names are letters, digits, `_` and `-`; {EXPECTED}"),
-        ));
-    }
-    let reference = match segments.as_slice() {
-        ["params", name] => Reference::Param((*name).into()),
-        ["vars", name] => Reference::Var((*name).into()),
-        ["secrets", name] => Reference::Secret((*name).into()),
-        ["steps", step, "outputs", key] => Reference::StepOutput {
-            step: (*step).into(),
-            key: (*key).into(),
-        },
-        ["run", "id"] => Reference::Run(RunField::Id),
-        ["run", "environment"] => Reference::Run(RunField::Environment),
-        ["run", "operator"] => Reference::Run(RunField::Operator),
-        _ => {
-            return Err((format!("unknown reference `{body}`"), EXPECTED.into()));
+    /// The string's value: a lone expression keeps its type, anything else
+    /// is text.
+    pub fn value<E>(
+        &self,
+        mut lookup: impl FnMut(&Reference) -> Result<serde_json::Value, E>,
+    ) -> Result<serde_json::Value, E> {
+        match self.sole_expression() {
+            Some(expression) => expression.evaluate(&mut lookup),
+            None => self.render(lookup).map(serde_json::Value::String),
         }
-    };
-    Ok(reference)
+    }
 }
 
-fn is_name(segment: &str) -> bool {
-    !segment.is_empty()
-        && segment.chars().all(|character| {
-            character.is_ascii_alphanumeric() || character == '_' || character == '-'
-        })
+/// A value as it reads inside a longer string.
+pub fn as_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -207,7 +153,7 @@ mod tests {
     fn render(text: &str) -> String {
         Template::parse(text)
             .expect("parses")
-            .render(|reference| Ok::<_, ()>(format!("<{reference}>")))
+            .render(|reference| Ok::<_, ()>(format!("<{reference}>").into()))
             .expect("renders")
     }
 
@@ -229,18 +175,15 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_expression_is_a_sole_reference() {
+    fn a_lone_expression_keeps_its_type() {
         let template = Template::parse("${{ vars.replicas }}").unwrap();
-        assert_eq!(
-            template.sole_reference(),
-            Some(&Reference::Var("replicas".into()))
-        );
-        assert_eq!(
-            Template::parse("x${{ vars.replicas }}")
-                .unwrap()
-                .sole_reference(),
-            None
-        );
+        let value = template
+            .value(|_| Ok::<_, ()>(serde_json::json!(3)))
+            .unwrap();
+        assert_eq!(value, serde_json::json!(3));
+        let text = Template::parse("x${{ vars.replicas }}").unwrap();
+        let value = text.value(|_| Ok::<_, ()>(serde_json::json!(3))).unwrap();
+        assert_eq!(value, serde_json::json!("x3"));
     }
 
     #[test]

@@ -66,22 +66,48 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     preflight::check_params(&runtime, &plan, &plugins, &secrets).await?;
 
     let outputs = StepOutputs::new();
-    let scope = Scope {
-        plan: &plan,
-        outputs: &outputs,
-        secrets: &secrets,
-        unknown: Unknown::Placeholder,
-    };
+    let outcomes = crate::engine::render::StepOutcomes::new();
     let mut views = Vec::new();
     let mut failed = false;
     for planned in &plan.steps {
         let step = plan.step(planned);
-        let plugin = &plugins[&step.uses];
+        let scope = Scope {
+            plan: &plan,
+            outputs: &outputs,
+            secrets: &secrets,
+            unknown: Unknown::Placeholder,
+            outcomes: &outcomes,
+            item: planned.item.as_ref(),
+        };
+        let plugin = match &step.action {
+            crate::runbook::Action::Plugin(name) => &plugins[name],
+            crate::runbook::Action::Manual(checklist) => {
+                views.push(PlannedStepView {
+                    step: planned.id.0.clone(),
+                    name: planned.name.clone(),
+                    plugin: "manual".into(),
+                    digest: String::new(),
+                    grants: GrantsView {
+                        http: vec![],
+                        secrets: vec![],
+                    },
+                    actions: checklist
+                        .iter()
+                        .map(|item| ActionView {
+                            description: format!("operator confirms: {item}"),
+                            mutates: false,
+                        })
+                        .collect(),
+                    error: None,
+                });
+                continue;
+            }
+        };
         let params = scope
             .render(&step.with)
             .map_err(|error| anyhow::anyhow!("step `{}`: {error}", step.id))?;
         let context = Arc::new(StepContext {
-            step_id: step.id.clone(),
+            step_id: planned.id.clone(),
             grants: planned.grants.clone(),
             secrets: secrets.clone(),
             redactor: secrets.redactor(),
@@ -110,8 +136,8 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         };
         failed |= error.is_some();
         views.push(PlannedStepView {
-            step: step.id.0.clone(),
-            name: step.name.clone(),
+            step: planned.id.0.clone(),
+            name: planned.name.clone(),
             plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
             digest: plugin.digest.clone(),
             grants: GrantsView {

@@ -7,7 +7,7 @@ use crate::capability::secrets::SecretStore;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::{LoadError, LoadedPlugin, PluginRuntime};
-use crate::runbook::{Plan, StepId};
+use crate::runbook::Plan;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,15 +79,18 @@ pub async fn check_params(
 ) -> Result<(), Diagnostics> {
     let mut problems = Diagnostics::default();
     let outputs = StepOutputs::new();
-    let scope = Scope {
-        plan,
-        outputs: &outputs,
-        secrets,
-        unknown: Unknown::Placeholder,
-    };
+    let outcomes = super::render::StepOutcomes::new();
     for planned in &plan.steps {
         let step = plan.step(planned);
-        let Some(plugin) = plugins.get(&step.uses) else {
+        let scope = Scope {
+            plan,
+            outputs: &outputs,
+            secrets,
+            unknown: Unknown::Placeholder,
+            outcomes: &outcomes,
+            item: planned.item.as_ref(),
+        };
+        let Some(plugin) = step.plugin().and_then(|name| plugins.get(name)) else {
             continue;
         };
         let with_path = step.path().key("with");
@@ -99,7 +102,7 @@ pub async fn check_params(
                 continue;
             }
         };
-        let context = runtime.bare_context(StepId(step.id.0.clone()), Duration::from_secs(10));
+        let context = runtime.bare_context(planned.id.clone(), Duration::from_secs(10));
         match runtime.check(plugin, context, &params).await {
             Ok(Ok(())) => {}
             Ok(Err(PluginError::InvalidParams(error))) => {
@@ -112,7 +115,7 @@ pub async fn check_params(
                 let inspect = format!(
                     "`runbook plugin inspect {}` shows the parameters `{}` takes",
                     plugin.path.display(),
-                    step.uses
+                    step.plugin().unwrap_or_default()
                 );
                 let (message, hint) = match crate::diagnostic::parse_unknown_field(&error.message) {
                     Some((field, allowed)) => (

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 /// Outputs of the steps that have finished, by step id.
 pub type StepOutputs = BTreeMap<String, BTreeMap<String, String>>;
 
+/// How finished steps ended, by step id (a `for_each` step: failed if any
+/// element failed).
+pub type StepOutcomes = BTreeMap<String, crate::events::Status>;
+
 /// What to do with an output that is not known yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unknown {
@@ -39,6 +43,10 @@ pub struct Scope<'a> {
     pub secrets: &'a SecretStore,
     /// What to do with unknown outputs.
     pub unknown: Unknown,
+    /// How finished steps ended.
+    pub outcomes: &'a StepOutcomes,
+    /// The `for_each` element of the step being rendered.
+    pub item: Option<&'a serde_json::Value>,
 }
 
 impl Scope<'_> {
@@ -48,6 +56,24 @@ impl Scope<'_> {
         }
         match reference {
             Reference::Secret(name) => Ok(self.secrets.handle(name).into()),
+            Reference::StepOutcome(step) => match self.outcomes.get(step) {
+                Some(status) => Ok(status.as_str().into()),
+                None if self.unknown == Unknown::Placeholder => Ok("succeeded".into()),
+                None => Ok("skipped".into()),
+            },
+            Reference::Item(key) => {
+                let item = self.item.cloned().unwrap_or_else(|| {
+                    if self.unknown == Unknown::Placeholder {
+                        "<item>".into()
+                    } else {
+                        serde_json::Value::Null
+                    }
+                });
+                Ok(match key {
+                    None => item,
+                    Some(key) => item.get(key).cloned().unwrap_or(serde_json::Value::Null),
+                })
+            }
             Reference::StepOutput { step, key } => {
                 match self.outputs.get(step).and_then(|outputs| outputs.get(key)) {
                     Some(value) => Ok(value.clone().into()),
@@ -67,16 +93,18 @@ impl Scope<'_> {
         }
     }
 
+    /// Evaluates an `if` condition.
+    pub fn condition(&self, expression: &crate::expression::Expr) -> Result<bool, RenderError> {
+        expression
+            .evaluate(&mut |reference| self.value(reference))
+            .map(|value| crate::expression::truthy(&value))
+    }
+
     /// Renders a `with` tree to JSON.
     pub fn render(&self, tree: &ParamTree) -> Result<serde_json::Value, RenderError> {
         Ok(match tree {
             ParamTree::Scalar(value) => value.clone(),
-            ParamTree::String(template) => match template.sole_reference() {
-                Some(reference) => self.value(reference)?,
-                None => template
-                    .render(|reference| self.value(reference).map(|value| as_text(&value)))?
-                    .into(),
-            },
+            ParamTree::String(template) => template.value(|reference| self.value(reference))?,
             ParamTree::Array(items) => items
                 .iter()
                 .map(|item| self.render(item))
@@ -89,13 +117,5 @@ impl Scope<'_> {
                     .collect::<Result<_, RenderError>>()?,
             ),
         })
-    }
-}
-
-/// A value as it reads inside a longer string.
-fn as_text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
     }
 }

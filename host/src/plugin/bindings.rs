@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use runbook::plugin::types::{Capability, Denial, Error as PluginError, ParamError};
+pub use self::runbook::plugin::types::{Capability, Denial, Error as PluginError, ParamError};
 
 impl PluginError {
     /// A denial, with the hint that would grant it.

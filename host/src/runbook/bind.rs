@@ -2,7 +2,7 @@
 //! result, a [`Plan`], is everything the engine needs and nothing it must
 //! check again.
 
-use super::{Runbook, Step, StepGrants};
+use super::{ForEach, Runbook, Step, StepGrants, StepId};
 use crate::capability::http::UrlGrant;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
 use crate::template::{Reference, RunField};
@@ -43,11 +43,19 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
 }
 
-/// A step with its grants resolved.
+/// A step (or one `for_each` element of a step) with its grants resolved.
 #[derive(Debug)]
 pub struct PlannedStep {
     /// Index into `runbook.steps`.
     pub index: usize,
+    /// The step's id, or `ID[element]` for a `for_each` element.
+    pub id: StepId,
+    /// Display name.
+    pub name: String,
+    /// The `for_each` element, as `${{ item }}`.
+    pub item: Option<serde_json::Value>,
+    /// Indices into `Plan::steps` that must finish first.
+    pub needs: Vec<usize>,
     /// What it may touch.
     pub grants: StepGrants,
 }
@@ -89,7 +97,10 @@ impl Plan {
                 Some(self.environment.clone().unwrap_or_default().into())
             }
             Reference::Run(RunField::Operator) => Some(self.operator.clone().into()),
-            Reference::StepOutput { .. } | Reference::Secret(_) => None,
+            Reference::StepOutput { .. }
+            | Reference::StepOutcome(_)
+            | Reference::Secret(_)
+            | Reference::Item(_) => None,
         }
     }
 }
@@ -234,20 +245,14 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         }
     }
 
+    let mut instances_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for step in &runbook.steps {
         let mut grants = StepGrants {
             http: Vec::new(),
             secrets: step.secret_grants.clone(),
         };
         for (template, at) in &step.http_grants {
-            let rendered = template.render(|reference| {
-                plan.static_value(reference)
-                    .map(|value| match value {
-                        serde_json::Value::String(text) => text,
-                        other => other.to_string(),
-                    })
-                    .ok_or(())
-            });
+            let rendered = template.render(|reference| plan.static_value(reference).ok_or(()));
             let Ok(rendered) = rendered else {
                 problems.push(
                     Diagnostic::new("this grant refers to a value the environment does not define")
@@ -264,10 +269,69 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
                 ),
             }
         }
-        plan.steps.push(super::PlannedStep {
-            index: step.index,
-            grants,
-        });
+        let items: Vec<Option<serde_json::Value>> = match &step.for_each {
+            None => vec![None],
+            Some(ForEach::Items(items)) => items.iter().cloned().map(Some).collect(),
+            Some(ForEach::Expression(template)) => {
+                match template.value(|reference| plan.static_value(reference).ok_or(())) {
+                    Ok(serde_json::Value::Array(items)) => items.into_iter().map(Some).collect(),
+                    Ok(other) => {
+                        problems.push(
+                            Diagnostic::new(format!("`for_each` gives {other}, not a list"))
+                                .at(source, &step.path().key("for_each"))
+                                .hint(
+                                    "make the variable a list: `services = [\"api\", \"worker\"]`",
+                                ),
+                        );
+                        Vec::new()
+                    }
+                    Err(()) => Vec::new(),
+                }
+            }
+        };
+        let base_needs: Vec<usize> = step
+            .needs
+            .iter()
+            .flat_map(|need| {
+                instances_of
+                    .get(need.0.as_str())
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut indices = Vec::new();
+        for (position, item) in items.into_iter().enumerate() {
+            let (id, name) = match &item {
+                None => (step.id.clone(), step.name.clone()),
+                Some(item) => {
+                    let label = match item {
+                        serde_json::Value::String(text)
+                            if !text.is_empty()
+                                && text.chars().all(|c| {
+                                    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+                                }) =>
+                        {
+                            text.clone()
+                        }
+                        _ => position.to_string(),
+                    };
+                    (
+                        StepId(format!("{}[{label}]", step.id)),
+                        format!("{} [{}]", step.name, crate::template::as_text(item)),
+                    )
+                }
+            };
+            indices.push(plan.steps.len());
+            plan.steps.push(super::PlannedStep {
+                index: step.index,
+                id,
+                name,
+                item,
+                needs: base_needs.clone(),
+                grants: grants.clone(),
+            });
+        }
+        instances_of.insert(step.id.0.as_str(), indices);
     }
 
     problems.into_result(plan)

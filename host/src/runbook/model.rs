@@ -33,6 +33,21 @@ pub struct RawMeta {
     /// One line on what the runbook does.
     #[serde(default)]
     pub description: Option<String>,
+    /// What happens when a step fails: `rollback` (default), `abort`, `continue`.
+    #[serde(default)]
+    pub on_failure: Option<RawPolicy>,
+}
+
+/// What happens when a step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawPolicy {
+    /// Stop starting steps, undo the completed ones in reverse order.
+    Rollback,
+    /// Stop starting steps; undo nothing.
+    Abort,
+    /// Carry on with the steps that do not depend on the failed one.
+    Continue,
 }
 
 /// `[params.NAME]`.
@@ -63,6 +78,76 @@ pub struct RawEnvironment {
     /// `${{ vars.NAME }}` values.
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
+    /// Who must approve a run before its first step.
+    #[serde(default)]
+    pub approvals: Option<RawApprovals>,
+    /// Who must approve a run started with `--emergency`.
+    #[serde(default)]
+    pub emergency_approvals: Option<RawApprovals>,
+    /// The time zone of `windows` and `freezes` (IANA name, default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// When runs may start; none means any time.
+    #[serde(default)]
+    pub windows: Vec<RawWindow>,
+    /// Date ranges when no run may start.
+    #[serde(default)]
+    pub freezes: Vec<RawFreeze>,
+}
+
+/// `approvals = { required = 2, from = ["alice", "bob", "carol"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// How many distinct approvers.
+    pub required: u32,
+    /// Who may approve.
+    pub from: Vec<String>,
+}
+
+/// `{ days = ["mon", "tue"], from = "09:00", to = "17:00" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// Days of the week: `mon` … `sun`.
+    pub days: Vec<String>,
+    /// Start time of day, `HH:MM`.
+    pub from: String,
+    /// End time of day, `HH:MM` (exclusive).
+    pub to: String,
+}
+
+/// `{ from = "2026-12-24", to = "2026-12-26", reason = "holidays" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFreeze {
+    /// First day of the freeze.
+    pub from: RawDate,
+    /// Last day of the freeze (inclusive).
+    pub to: RawDate,
+    /// Shown when a run is refused.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A date written as a TOML date or as a string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDate {
+    /// `2026-12-24`.
+    Date(toml::value::Datetime),
+    /// `"2026-12-24"`.
+    Text(String),
+}
+
+impl RawDate {
+    /// The date as `YYYY-MM-DD` text.
+    pub fn text(&self) -> String {
+        match self {
+            RawDate::Date(date) => date.to_string(),
+            RawDate::Text(text) => text.clone(),
+        }
+    }
 }
 
 /// Where a plugin's component is: a path, or a path with a pinned digest.
@@ -95,8 +180,33 @@ pub struct RawStep {
     /// Shown in progress instead of the id.
     #[serde(default)]
     pub name: Option<String>,
-    /// A key of `[plugins]`.
-    pub uses: String,
+    /// A key of `[plugins]`; not for manual steps.
+    #[serde(default)]
+    pub uses: Option<String>,
+    /// `plugin` (default) or `manual`.
+    #[serde(default)]
+    pub kind: Option<RawKind>,
+    /// What the operator confirms in a manual step.
+    #[serde(default)]
+    pub checklist: Vec<String>,
+    /// Steps that must finish first; without it, the step above.
+    #[serde(default)]
+    pub needs: Option<Vec<String>>,
+    /// Run only when this expression is true.
+    #[serde(default, rename = "if")]
+    pub condition: Option<String>,
+    /// Retry transient failures.
+    #[serde(default)]
+    pub retries: Option<RawRetries>,
+    /// Run once per element: a list, or an expression giving one.
+    #[serde(default)]
+    pub for_each: Option<toml::Value>,
+    /// Run whatever happened before (notifications).
+    #[serde(default)]
+    pub always: bool,
+    /// Overrides the runbook's `on_failure` for this step.
+    #[serde(default)]
+    pub on_failure: Option<RawPolicy>,
     /// How long the step may take, `"2m"`.
     #[serde(default)]
     pub timeout: Option<String>,
@@ -109,6 +219,30 @@ pub struct RawStep {
     /// What the step may touch.
     #[serde(default)]
     pub grants: RawGrants,
+}
+
+/// `kind` of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawKind {
+    /// Runs a plugin.
+    Plugin,
+    /// Pauses for the operator to confirm a checklist.
+    Manual,
+}
+
+/// `retries = { attempts = 5, backoff = "2s", max = "1m" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The first pause; each next one doubles.
+    #[serde(default)]
+    pub backoff: Option<String>,
+    /// The longest pause.
+    #[serde(default)]
+    pub max: Option<String>,
 }
 
 /// `grants` of a step.

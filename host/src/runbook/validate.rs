@@ -1,10 +1,10 @@
 //! Checks a raw runbook into a [`Runbook`]: names, durations, templates and
 //! references. Reports every problem it finds, each at its place in the file.
 
-use super::model::{RawPluginSource, RawRunbook, RawStep};
+use super::model::{RawApprovals, RawEnvironment, RawKind, RawPluginSource, RawRunbook, RawStep};
 use super::{
-    DEFAULT_MEMORY, DEFAULT_TIMEOUT, Environment, ParamSpec, ParamTree, PluginSource, Runbook,
-    Step, StepId, parse_memory,
+    Action, Approvals, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Environment, ForEach, ParamSpec, ParamTree,
+    PluginSource, Policy, RetryPolicy, Runbook, Schedule, Step, StepId, parse_memory,
 };
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, relative_to};
 use crate::template::{Reference, Template};
@@ -22,18 +22,9 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         .environments
         .into_iter()
         .map(|(name, environment)| {
-            let vars = environment
-                .vars
-                .into_iter()
-                .map(|(key, value)| (key, toml_to_json(value)))
-                .collect();
-            (
-                name,
-                Environment {
-                    description: environment.description,
-                    vars,
-                },
-            )
+            let path = root.key("environments").key(&name);
+            let checked = validate_environment(&source, &path, environment, &mut problems);
+            (name, checked)
         })
         .collect::<BTreeMap<_, _>>();
     let plugins = raw
@@ -65,9 +56,17 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         })
         .collect::<BTreeMap<_, _>>();
 
+    let graph = StepGraph::new(&source, &raw.steps, &mut problems);
+    let for_each_steps: BTreeSet<String> = raw
+        .steps
+        .iter()
+        .filter(|step| step.for_each.is_some())
+        .map(|step| step.id.clone())
+        .collect();
     let mut steps = Vec::with_capacity(raw.steps.len());
-    let mut seen: BTreeSet<String> = BTreeSet::new();
     for (index, raw_step) in raw.steps.into_iter().enumerate() {
+        let ancestors = graph.ancestors(index);
+        let needs = graph.needs[index].clone();
         let step = validate_step(
             &source,
             index,
@@ -76,18 +75,15 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
                 params: &params,
                 environments: &environments,
                 plugins: &plugins,
-                earlier: &seen,
+                ancestors: &ancestors,
+                for_each_steps: &for_each_steps,
             },
             &mut problems,
         );
-        if !seen.insert(step.id.0.clone()) {
-            problems.push(
-                Diagnostic::new(format!("step id `{}` is used twice", step.id))
-                    .at(&source, &step.path().key("id"))
-                    .hint("give every step its own id"),
-            );
-        }
-        steps.push(step);
+        steps.push(Step {
+            needs: needs.into_iter().map(StepId).collect(),
+            ..step
+        });
     }
     if steps.is_empty() {
         problems.push(
@@ -105,7 +101,219 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         environments,
         plugins,
         steps,
+        on_failure: raw.runbook.on_failure.unwrap_or(Policy::Rollback),
     })
+}
+
+fn validate_environment(
+    source: &Arc<Source>,
+    path: &ValuePath,
+    environment: RawEnvironment,
+    problems: &mut Diagnostics,
+) -> Environment {
+    let vars = environment
+        .vars
+        .into_iter()
+        .map(|(key, value)| (key, toml_to_json(value)))
+        .collect();
+    let mut schedule = Schedule::new(environment.timezone.as_deref()).unwrap_or_else(|message| {
+        problems.push(Diagnostic::new(message).at(source, &path.key("timezone")));
+        Schedule::default()
+    });
+    for (position, window) in environment.windows.iter().enumerate() {
+        if let Err(message) = schedule.add_window(&window.days, &window.from, &window.to) {
+            problems.push(
+                Diagnostic::new(format!("deploy window: {message}"))
+                    .at(source, &path.key("windows").index(position))
+                    .hint(
+                        "write `{ days = [\"mon\", \"tue\"], from = \"09:00\", to = \"17:00\" }`",
+                    ),
+            );
+        }
+    }
+    for (position, freeze) in environment.freezes.iter().enumerate() {
+        if let Err(message) = schedule.add_freeze(
+            &freeze.from.text(),
+            &freeze.to.text(),
+            freeze.reason.clone(),
+        ) {
+            problems.push(
+                Diagnostic::new(format!("freeze: {message}"))
+                    .at(source, &path.key("freezes").index(position))
+                    .hint("write `{ from = \"2026-12-24\", to = \"2026-12-26\", reason = \"holidays\" }`"),
+            );
+        }
+    }
+    let mut approvals = |raw: Option<RawApprovals>, key: &str| {
+        let raw = raw?;
+        let mut from = raw.from.clone();
+        from.sort();
+        from.dedup();
+        if raw.required == 0 || raw.required as usize > from.len() {
+            problems.push(
+                Diagnostic::new(format!(
+                    "{key} requires {} approvals from {} distinct people",
+                    raw.required,
+                    from.len()
+                ))
+                .at(source, &path.key(key))
+                .hint("`required` must be at least 1 and at most the number of people in `from`"),
+            );
+        }
+        Some(Approvals {
+            required: raw.required,
+            from: raw.from,
+        })
+    };
+    let regular = approvals(environment.approvals, "approvals");
+    let emergency = approvals(environment.emergency_approvals, "emergency_approvals");
+    Environment {
+        description: environment.description,
+        vars,
+        approvals: regular,
+        emergency_approvals: emergency,
+        schedule,
+    }
+}
+
+static EMPTY: String = String::new();
+
+/// The steps' dependencies: explicit `needs`, or the step above.
+struct StepGraph {
+    needs: Vec<Vec<String>>,
+    index_of: BTreeMap<String, usize>,
+}
+
+impl StepGraph {
+    fn new(source: &Arc<Source>, steps: &[RawStep], problems: &mut Diagnostics) -> Self {
+        let mut index_of = BTreeMap::new();
+        for (index, step) in steps.iter().enumerate() {
+            if index_of.insert(step.id.clone(), index).is_some() {
+                problems.push(
+                    Diagnostic::new(format!("step id `{}` is used twice", step.id))
+                        .at(source, &ValuePath::step(index).key("id"))
+                        .hint("give every step its own id"),
+                );
+            }
+        }
+        let mut needs = Vec::with_capacity(steps.len());
+        for (index, step) in steps.iter().enumerate() {
+            let declared = match &step.needs {
+                Some(declared) => declared.clone(),
+                None if index == 0 => Vec::new(),
+                None => vec![steps[index - 1].id.clone()],
+            };
+            let mut known = Vec::new();
+            for (position, need) in declared.into_iter().enumerate() {
+                if index_of.contains_key(&need) {
+                    if !known.contains(&need) {
+                        known.push(need);
+                    }
+                } else {
+                    let suggestion =
+                        crate::diagnostic::did_you_mean(&need, index_of.keys().map(String::as_str));
+                    problems.push(
+                        Diagnostic::new(format!("step `{}` needs unknown step `{need}`", step.id))
+                            .at(source, &ValuePath::step(index).key("needs").index(position))
+                            .hint(match suggestion {
+                                Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                                None => "name the id of another step".to_owned(),
+                            }),
+                    );
+                }
+            }
+            needs.push(known);
+        }
+        let duplicates = index_of.len() != steps.len();
+        let graph = StepGraph { needs, index_of };
+        if duplicates {
+            // Ids are ambiguous: a cycle found now would be an artefact.
+            return graph;
+        }
+        if let Some(cycle) = graph.cycle() {
+            let first = graph.index_of[&cycle[0]];
+            problems.push(
+                Diagnostic::new(format!(
+                    "the steps depend on each other in a cycle: {}",
+                    cycle.join(" → ")
+                ))
+                .at(source, &ValuePath::step(first).key("needs"))
+                .hint("remove one of these `needs` so that the steps can be ordered"),
+            );
+        }
+        graph
+    }
+
+    /// A dependency cycle, as step ids from one back to itself.
+    fn cycle(&self) -> Option<Vec<String>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let ids: Vec<&String> = {
+            let mut ids: Vec<Option<&String>> = vec![None; self.needs.len()];
+            for (id, index) in &self.index_of {
+                ids[*index] = Some(id);
+            }
+            let empty = &EMPTY;
+            ids.into_iter().map(|id| id.unwrap_or(empty)).collect()
+        };
+        let mut marks = vec![Mark::New; self.needs.len()];
+        fn visit(
+            graph: &StepGraph,
+            index: usize,
+            marks: &mut Vec<Mark>,
+            stack: &mut Vec<usize>,
+            ids: &[&String],
+        ) -> Option<Vec<String>> {
+            marks[index] = Mark::Open;
+            stack.push(index);
+            for need in &graph.needs[index] {
+                let next = graph.index_of[need];
+                match marks[next] {
+                    Mark::Open => {
+                        let start = stack.iter().position(|found| *found == next).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            stack[start..].iter().map(|at| ids[*at].clone()).collect();
+                        cycle.push(ids[next].clone());
+                        return Some(cycle);
+                    }
+                    Mark::New => {
+                        if let Some(cycle) = visit(graph, next, marks, stack, ids) {
+                            return Some(cycle);
+                        }
+                    }
+                    Mark::Done => {}
+                }
+            }
+            stack.pop();
+            marks[index] = Mark::Done;
+            None
+        }
+        for index in 0..self.needs.len() {
+            if marks[index] == Mark::New {
+                let mut stack = Vec::new();
+                if let Some(cycle) = visit(self, index, &mut marks, &mut stack, &ids) {
+                    return Some(cycle);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every step this one transitively needs.
+    fn ancestors(&self, index: usize) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let mut stack: Vec<&String> = self.needs[index].iter().collect();
+        while let Some(id) = stack.pop() {
+            if found.insert(id.clone()) {
+                stack.extend(self.needs[self.index_of[id]].iter());
+            }
+        }
+        found
+    }
 }
 
 fn validate_params(
@@ -156,7 +364,8 @@ struct StepContext<'a> {
     params: &'a BTreeMap<String, ParamSpec>,
     environments: &'a BTreeMap<String, Environment>,
     plugins: &'a BTreeMap<String, PluginSource>,
-    earlier: &'a BTreeSet<String>,
+    ancestors: &'a BTreeSet<String>,
+    for_each_steps: &'a BTreeSet<String>,
 }
 
 fn validate_step(
@@ -174,24 +383,65 @@ fn validate_step(
                 .hint("ids are letters, digits, `_` and `-`, starting with a letter"),
         );
     }
-    if !context.plugins.contains_key(&raw.uses) {
-        let known = context.plugins.keys().cloned().collect::<Vec<_>>();
-        problems.push(
-            Diagnostic::new(format!(
-                "step `{}` uses unknown plugin `{}`",
-                raw.id, raw.uses
-            ))
-            .at(source, &path.key("uses"))
-            .hint(if known.is_empty() {
-                format!(
-                    "declare it: `[plugins]\n{} = \"path/to/{}.wasm\"`",
-                    raw.uses, raw.uses
-                )
-            } else {
-                format!("declared plugins: {}", known.join(", "))
-            }),
-        );
-    }
+    let action = match (raw.kind.unwrap_or(RawKind::Plugin), &raw.uses) {
+        (RawKind::Manual, None) => {
+            if raw.checklist.is_empty() {
+                problems.push(
+                    Diagnostic::new(format!("manual step `{}` has no checklist", raw.id))
+                        .at(source, &path.key("kind"))
+                        .hint(
+                            "list what the operator confirms: `checklist = [\"backup verified\"]`",
+                        ),
+                );
+            }
+            Action::Manual(raw.checklist.clone())
+        }
+        (RawKind::Manual, Some(_)) => {
+            problems.push(
+                Diagnostic::new(format!("manual step `{}` cannot also use a plugin", raw.id))
+                    .at(source, &path.key("uses"))
+                    .hint("drop `uses`, or drop `kind = \"manual\"`"),
+            );
+            Action::Manual(raw.checklist.clone())
+        }
+        (RawKind::Plugin, None) => {
+            problems.push(
+                Diagnostic::new(format!("step `{}` has no `uses`", raw.id))
+                    .at(source, &path)
+                    .hint("name a plugin (`uses = \"smoke-test\"`), or make it `kind = \"manual\"` with a `checklist`"),
+            );
+            Action::Plugin(String::new())
+        }
+        (RawKind::Plugin, Some(uses)) => {
+            if !raw.checklist.is_empty() {
+                problems.push(
+                    Diagnostic::new(format!(
+                        "step `{}` has a checklist but is not manual",
+                        raw.id
+                    ))
+                    .at(source, &path.key("checklist"))
+                    .hint("add `kind = \"manual\"`"),
+                );
+            }
+            if !context.plugins.contains_key(uses) {
+                let known = context.plugins.keys().cloned().collect::<Vec<_>>();
+                let suggestion =
+                    crate::diagnostic::did_you_mean(uses, known.iter().map(String::as_str));
+                problems.push(
+                    Diagnostic::new(format!("step `{}` uses unknown plugin `{uses}`", raw.id))
+                        .at(source, &path.key("uses"))
+                        .hint(match suggestion {
+                            Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                            None if known.is_empty() => {
+                                format!("declare it: `[plugins]\n{uses} = \"path/to/{uses}.wasm\"`")
+                            }
+                            None => format!("declared plugins: {}", known.join(", ")),
+                        }),
+                );
+            }
+            Action::Plugin(uses.clone())
+        }
+    };
     let timeout = match &raw.timeout {
         None => DEFAULT_TIMEOUT,
         Some(text) => humantime::parse_duration(text).unwrap_or_else(|error| {
@@ -224,9 +474,114 @@ fn validate_step(
         secret_grants: &raw.grants.secrets,
         allow_step_outputs: true,
         allow_secrets: true,
+        allow_item: raw.for_each.is_some(),
     };
     with.templates(&with_path, &mut |template, at| {
         check.check(template, at, problems)
+    });
+
+    let condition = raw.condition.as_ref().and_then(|text| {
+        let at = path.key("if");
+        let parsed = if text.contains("${{") {
+            Template::parse(text)
+                .map_err(|error| (error.message, error.hint))
+                .and_then(|template| {
+                    template.sole_expression().cloned().ok_or((
+                        "`if` must be one expression".to_owned(),
+                        "write `if = \"${{ steps.migrate.outcome == 'failed' }}\"`".to_owned(),
+                    ))
+                })
+        } else {
+            crate::expression::Expr::parse(text)
+        };
+        match parsed {
+            Ok(expression) => {
+                for reference in expression.references() {
+                    if let Some((message, hint)) = check.problem(reference) {
+                        problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+                    }
+                }
+                Some(expression)
+            }
+            Err((message, hint)) => {
+                problems.push(
+                    Diagnostic::new(format!("`if`: {message}"))
+                        .at(source, &at)
+                        .hint(hint),
+                );
+                None
+            }
+        }
+    });
+
+    let retries = match &raw.retries {
+        None => RetryPolicy::default(),
+        Some(retries) => {
+            let at = path.key("retries");
+            let mut duration =
+                |text: &Option<String>, default: std::time::Duration, key: &str| match text {
+                    None => default,
+                    Some(text) => humantime::parse_duration(text).unwrap_or_else(|error| {
+                        problems.push(
+                            Diagnostic::new(format!("`{text}` is not a duration: {error}"))
+                                .at(source, &at.key(key))
+                                .hint("write it like \"2s\" or \"1m\""),
+                        );
+                        default
+                    }),
+                };
+            let defaults = RetryPolicy::default();
+            let policy = RetryPolicy {
+                attempts: retries.attempts.max(1),
+                backoff: duration(&retries.backoff, defaults.backoff, "backoff"),
+                max: duration(&retries.max, defaults.max, "max"),
+            };
+            if retries.attempts == 0 {
+                problems.push(
+                    Diagnostic::new(
+                        "`attempts` counts every try, the first included: it is at least 1",
+                    )
+                    .at(source, &at.key("attempts")),
+                );
+            }
+            policy
+        }
+    };
+
+    let for_each = raw.for_each.as_ref().and_then(|value| {
+        let at = path.key("for_each");
+        match value {
+            toml::Value::Array(items) => {
+                if items.is_empty() {
+                    problems.push(Diagnostic::new("`for_each` is an empty list").at(source, &at));
+                }
+                Some(ForEach::Items(items.iter().cloned().map(toml_to_json).collect()))
+            }
+            toml::Value::String(text) => match Template::parse(text) {
+                Ok(template) => {
+                    ReferenceCheck {
+                        allow_step_outputs: false,
+                        allow_secrets: false,
+                        allow_item: false,
+                        ..check
+                    }
+                    .check(&template, &at, problems);
+                    Some(ForEach::Expression(template))
+                }
+                Err(error) => {
+                    problems.push(Diagnostic::new(error.message).at(source, &at).hint(error.hint));
+                    None
+                }
+            },
+            _ => {
+                problems.push(
+                    Diagnostic::new("`for_each` is a list or an expression giving one")
+                        .at(source, &at)
+                        .hint("write `for_each = [\"api\", \"worker\"]` or `for_each = \"${{ vars.services }}\"`"),
+                );
+                None
+            }
+        }
     });
 
     let grants_path = path.key("grants");
@@ -238,6 +593,7 @@ fn validate_step(
                 ReferenceCheck {
                     allow_step_outputs: false,
                     allow_secrets: false,
+                    allow_item: false,
                     ..check
                 }
                 .check(&template, &at, problems);
@@ -264,7 +620,13 @@ fn validate_step(
         index,
         name: raw.name.unwrap_or_else(|| raw.id.clone()),
         id: StepId(raw.id),
-        uses: raw.uses,
+        action,
+        needs: Vec::new(),
+        condition,
+        retries,
+        for_each,
+        always: raw.always,
+        on_failure: raw.on_failure,
         timeout,
         memory_limit,
         with,
@@ -281,6 +643,7 @@ struct ReferenceCheck<'a> {
     secret_grants: &'a [String],
     allow_step_outputs: bool,
     allow_secrets: bool,
+    allow_item: bool,
 }
 
 impl ReferenceCheck<'_> {
@@ -346,19 +709,33 @@ impl ReferenceCheck<'_> {
                 format!("`{reference}` cannot be used in a grant"),
                 "grants are fixed before the run starts; use `params` or `vars` here".into(),
             )),
-            Reference::StepOutput { step, .. } if !context.earlier.contains(step) => Some((
-                format!(
-                    "`{reference}` refers to step `{step}`, which does not run before `{}`",
-                    self.step_id
-                ),
-                if step == self.step_id {
-                    "a step cannot read its own outputs".into()
-                } else {
+            Reference::StepOutput { step, .. } | Reference::StepOutcome(step)
+                if !context.ancestors.contains(step) =>
+            {
+                Some((
                     format!(
-                        "only steps above `{}` in the file can be referenced",
+                        "`{reference}` refers to step `{step}`, which `{}` does not need",
                         self.step_id
-                    )
-                },
+                    ),
+                    if step == self.step_id {
+                        "a step cannot read its own outputs".into()
+                    } else {
+                        format!(
+                            "add `needs = [\"{step}\"]` to step `{}` (steps without `needs` follow the step above)",
+                            self.step_id
+                        )
+                    },
+                ))
+            }
+            Reference::StepOutput { step, .. } if context.for_each_steps.contains(step) => Some((
+                format!(
+                    "step `{step}` runs once per `for_each` element: its outputs cannot be referenced"
+                ),
+                "refer to `steps.ID.outcome`, or split the step".into(),
+            )),
+            Reference::Item(_) if !self.allow_item => Some((
+                format!("`{reference}` is only known in a step with `for_each`"),
+                "add `for_each = [...]` to this step".into(),
             )),
             Reference::Secret(_) if !self.allow_secrets => Some((
                 format!("`{reference}` cannot be used here"),

@@ -187,8 +187,14 @@ async fn json_output_is_one_event_per_line() {
         .map(|line| serde_json::from_str(line).expect("each line is JSON"))
         .collect();
     assert_eq!(events.first().unwrap()["event"], "run_started");
-    assert_eq!(events.last().unwrap()["event"], "run_finished");
-    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    let finished = &events[events.len() - 2];
+    assert_eq!(finished["event"], "run_finished");
+    assert_eq!(finished["status"], "succeeded");
+    let record = &events.last().unwrap()["record"];
+    assert_eq!(events.last().unwrap()["event"], "deployment_record");
+    assert_eq!(record["version"], "1.2.3");
+    assert_eq!(record["operator"], "alice");
+    assert_eq!(record["status"], "succeeded");
     assert_eq!(
         events
             .iter()

@@ -104,6 +104,8 @@ pub struct RunOptions {
     pub secrets: BTreeMap<String, String>,
     /// Cancelled from outside.
     pub cancel: Option<CancellationToken>,
+    /// `--parallel`.
+    pub parallel: Option<usize>,
 }
 
 /// Validates, binds and runs a runbook file through the library.
@@ -137,6 +139,10 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         events,
         secrets,
         cancel: options.cancel.unwrap_or_default(),
+        abort: CancellationToken::new(),
+        parallel: options.parallel.unwrap_or(16),
+        recorded: BTreeMap::new(),
+        confirmations: Default::default(),
     };
     let report = executor.execute(&plan).await;
     Finished {

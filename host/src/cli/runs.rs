@@ -1,0 +1,222 @@
+//! `runbook runs`, `runbook show RUN`, `runbook logs RUN [STEP]`: what
+//! happened, read from the journals.
+
+use super::{Cli, Failure, exit};
+use crate::journal::{self, RunRecord};
+use crate::state;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// `runbook runs [--state-dir DIR]`
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// The state folder [default: `.runbook/` here and in the folders below].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `runbook show RUN`
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The run's id.
+    run: String,
+    /// The state folder, if the run is not found otherwise.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `runbook logs RUN [STEP]`
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The run's id.
+    run: String,
+    /// Only this step's lines.
+    step: Option<String>,
+    /// The state folder, if the run is not found otherwise.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn status_of(record: &RunRecord) -> String {
+    match record.finished {
+        Some(status) => status.as_str().to_owned(),
+        None if record.steps.values().any(|step| step.interrupted) => "interrupted".into(),
+        None => "running or interrupted".into(),
+    }
+}
+
+/// Lists runs, newest first.
+pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
+    let folders: Vec<PathBuf> = match &args.state_dir {
+        Some(dir) => vec![dir.clone()],
+        None => {
+            let mut folders = vec![PathBuf::from(".runbook")];
+            if let Ok(entries) = std::fs::read_dir(".") {
+                folders.extend(
+                    entries
+                        .flatten()
+                        .map(|entry| entry.path().join(".runbook"))
+                        .filter(|path| path.is_dir()),
+                );
+            }
+            folders
+        }
+    };
+    let mut rows = Vec::new();
+    for folder in folders {
+        for run in state::list_runs(&folder) {
+            if let Ok(record) = journal::read(&state::journal_path(&run)) {
+                rows.push(record);
+            }
+        }
+    }
+    rows.sort_by(|left, right| right.started.cmp(&left.started));
+    if rows.is_empty() {
+        println!("no runs here; `runbook exec` starts one (use --state-dir to look elsewhere)");
+        return Ok(exit::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<22} {:<12} {:<10} {:<12} started",
+        "run", "runbook", "environment", "operator", "status"
+    );
+    for record in rows {
+        println!(
+            "{:<24} {:<22} {:<12} {:<10} {:<12} {}",
+            record.run_id,
+            record.runbook,
+            record.environment.clone().unwrap_or_else(|| "-".into()),
+            record.operator,
+            status_of(&record),
+            record.started
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn load(run: &str, state_dir: Option<&Path>) -> Result<RunRecord, Failure> {
+    let dir = state::find_run(run, state_dir).map_err(|error| Failure::Internal(error.into()))?;
+    journal::read(&state::journal_path(&dir))
+        .with_context(|| format!("reading run {run}"))
+        .map_err(Failure::Internal)
+}
+
+/// Shows one run's timeline.
+pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
+    let record = load(&args.run, args.state_dir.as_deref())?;
+    println!("run        {}", record.run_id);
+    println!("runbook    {} ({})", record.runbook, record.file);
+    println!(
+        "environment {}",
+        record.environment.clone().unwrap_or_else(|| "-".into())
+    );
+    println!("operator   {}", record.operator);
+    println!(
+        "params     {}",
+        record
+            .params
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("status     {}", status_of(&record));
+    if !record.approvals.is_empty() {
+        println!(
+            "approvals  {}",
+            record
+                .approvals
+                .iter()
+                .map(|(who, _)| who.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!();
+    for event in &record.events {
+        let time = event
+            .get("time")
+            .and_then(|value| value.as_str())
+            .unwrap_or("");
+        let step = event
+            .get("step")
+            .and_then(|value| value.as_str())
+            .unwrap_or("");
+        let kind = event
+            .get("event")
+            .and_then(|value| value.as_str())
+            .unwrap_or("");
+        let text = |key: &str| {
+            event
+                .get(key)
+                .and_then(|value| value.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let line = match kind {
+            "run_started" => format!("run started by {}", text("operator")),
+            "run_resumed" => format!("run resumed by {}", text("operator")),
+            "step_started" => format!("{step}: started"),
+            "step_retry" => format!(
+                "{step}: try {} failed, retrying: {}",
+                event["attempt"],
+                text("reason")
+            ),
+            "step_finished" => format!(
+                "{step}: {} — {}",
+                text("status"),
+                text("summary").replace('\n', " / ")
+            ),
+            "confirmed" => format!("{step}: confirmed by {}", text("by")),
+            "approved" => format!("approved by {}", text("by")),
+            "rollback_started" => format!("rollback started: {}", text("reason")),
+            "step_rolled_back" => {
+                format!("{step}: rollback {} — {}", text("status"), text("summary"))
+            }
+            "run_finished" => format!("run finished: {}", text("status")),
+            _ => continue,
+        };
+        println!("{time}  {line}");
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// Prints a run's log lines and HTTP requests, for one step or all.
+pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
+    let record = load(&args.run, args.state_dir.as_deref())?;
+    for event in &record.events {
+        let step = event
+            .get("step")
+            .and_then(|value| value.as_str())
+            .unwrap_or("");
+        if args.step.as_deref().is_some_and(|wanted| wanted != step) {
+            continue;
+        }
+        let kind = event
+            .get("event")
+            .and_then(|value| value.as_str())
+            .unwrap_or("");
+        let text = |key: &str| {
+            event
+                .get(key)
+                .and_then(|value| value.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        match kind {
+            "log" => println!("{step} [{}] {}", text("level"), text("message")),
+            "http" => println!(
+                "{step} [http] {} {} → {} ({})",
+                text("method"),
+                text("url"),
+                event
+                    .get("status")
+                    .map(|status| status.to_string())
+                    .unwrap_or_default(),
+                text("decision")
+            ),
+            "step_finished" => println!("{step} [{}] {}", text("status"), text("summary")),
+            _ => {}
+        }
+    }
+    Ok(exit::SUCCESS)
+}

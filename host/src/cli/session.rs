@@ -1,0 +1,454 @@
+//! What `exec` and `resume` share: everything checked before a run, the
+//! gates (deploy window, lock, approvals), the run itself, and the
+//! deployment record.
+
+use super::{Cli, Failure, Output, exit};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::engine::{Confirmations, Executor, Recorded, preflight};
+use crate::events::{EventKind, EventSink, JsonStdout, Status};
+use crate::journal::{self, Journal, RunRecord};
+use crate::plugin::PluginRuntime;
+use crate::progress::Progress;
+use crate::runbook::{self, Bindings, Plan, bind::bind};
+use crate::state::{self, DeploymentRecord, LockError, LockHolder, RunLock};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The options of a run that `exec` and `resume` both take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// `text` shows progress on stderr; `json` writes every event as a JSON line on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Where run state goes [default: `.runbook/` beside the runbook].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// At most this many steps at once [default: every ready step, up to 16].
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Run outside the deploy windows or in a freeze; needs `--reason` and
+    /// the environment's emergency approvals. Recorded.
+    #[arg(long, requires = "reason")]
+    pub emergency: bool,
+
+    /// Why the emergency (recorded in the run log and deployment record).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// Wait for the lock when another run of this runbook and environment holds it.
+    #[arg(long)]
+    pub wait_lock: bool,
+
+    /// Wait at the approval gate instead of stopping there.
+    #[arg(long)]
+    pub wait_approval: bool,
+}
+
+/// A run that passed every check and is ready to go.
+pub struct Prepared {
+    /// The bound plan.
+    pub plan: Plan,
+    /// The wasm runtime.
+    pub runtime: PluginRuntime,
+    /// Loaded plugins.
+    pub plugins: preflight::Plugins,
+    /// The run's secrets.
+    pub secrets: crate::capability::secrets::SecretStore,
+    /// What approvals bind to.
+    pub fingerprint: String,
+    /// `.runbook/`.
+    pub state_dir: PathBuf,
+}
+
+/// Loads, binds and checks a runbook: nothing runs if this fails.
+pub async fn prepare(
+    cli: &Cli,
+    file: &Path,
+    bindings: Bindings,
+    options: &RunOptions,
+) -> Result<Prepared, Failure> {
+    let runbook = Arc::new(runbook::load(file)?);
+    let plan = bind(runbook, bindings)?;
+    let runtime = super::plugin_runtime(cli)?;
+    let plugins = preflight::load_plugins(&runtime, &plan).await?;
+    let secrets = preflight::load_secrets(&plan)?;
+    preflight::check_params(&runtime, &plan, &plugins, &secrets).await?;
+    let digests = plugins
+        .iter()
+        .map(|(name, plugin)| (name.clone(), plugin.digest.clone()))
+        .collect();
+    let fingerprint = crate::gates::fingerprint(&plan, &digests);
+    Ok(Prepared {
+        state_dir: state::state_dir(file, options.state_dir.as_deref()),
+        plan,
+        runtime,
+        plugins,
+        secrets,
+        fingerprint,
+    })
+}
+
+/// How this process takes part in the run.
+pub enum Start {
+    /// A new run.
+    New,
+    /// A later process of an existing run.
+    Resume {
+        /// What the journal says.
+        record: Box<RunRecord>,
+        /// Steps already finished, kept as they are.
+        recorded: BTreeMap<String, Recorded>,
+        /// Interrupted steps to run again.
+        rerun: Vec<String>,
+        /// Interrupted steps to skip.
+        skip: Vec<String>,
+    },
+}
+
+/// Passes the gates and runs. Returns the exit code.
+pub async fn drive(
+    cli: &Cli,
+    prepared: Prepared,
+    options: &RunOptions,
+    start: Start,
+) -> Result<u8, Failure> {
+    let Prepared {
+        plan,
+        runtime,
+        plugins,
+        secrets,
+        fingerprint,
+        state_dir,
+    } = prepared;
+    let environment = plan
+        .environment
+        .as_ref()
+        .and_then(|name| plan.runbook.environments.get(name));
+
+    // The deploy window.
+    if let Some(environment) = environment
+        && let Err(closed) = environment.schedule.check(crate::schedule::now())
+        && !options.emergency
+    {
+        let mut diagnostic = Diagnostic::new(format!("no deploys now: {}", closed.reason));
+        diagnostic = diagnostic.hint(match &closed.next_open {
+            Some(next) => format!("the next window opens {next}; in an emergency, run with `--emergency --reason \"...\"`"),
+            None => "no window opens within a year; in an emergency, run with `--emergency --reason \"...\"`".into(),
+        });
+        return Err(Failure::Invalid(Diagnostics(vec![diagnostic])));
+    }
+
+    // One run per runbook and environment.
+    let holder = LockHolder {
+        run_id: plan.run_id.clone(),
+        operator: plan.operator.clone(),
+        since: jiff::Timestamp::now().to_string(),
+        pid: std::process::id(),
+        host: state::hostname(),
+    };
+    let lock_path = state::lock_path(&state_dir, &plan.runbook.name, plan.environment.as_deref());
+    let _lock = loop {
+        match RunLock::acquire(&lock_path, &holder) {
+            Ok(lock) => break lock,
+            Err(LockError::Held(current)) if options.wait_lock => {
+                eprintln!(
+                    "waiting for the lock held by run {} ({})",
+                    current.run_id, current.operator
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error @ LockError::Held(_)) => {
+                return Err(Failure::Invalid(Diagnostics(vec![
+                    Diagnostic::new(error.to_string()).hint("wait for it with `--wait-lock`"),
+                ])));
+            }
+            Err(error @ LockError::Stale(_)) => {
+                return Err(Failure::Invalid(Diagnostics(vec![
+                    Diagnostic::new(error.to_string()).hint(format!(
+                        "if no one is running it, break the lock: `runbook unlock {} {}`",
+                        plan.runbook.source.path.display(),
+                        plan.environment
+                            .as_ref()
+                            .map(|name| format!("--env {name}"))
+                            .unwrap_or_default()
+                    )),
+                ])));
+            }
+            Err(error) => return Err(Failure::Internal(error.into())),
+        }
+    };
+
+    // The journal and the operator's view.
+    let run_dir = state::run_dir(&state_dir, &plan.run_id);
+    let journal_path = state::journal_path(&run_dir);
+    let events = EventSink::new();
+    events.set_redactor(secrets.redactor());
+    events.add(
+        Journal::open(&journal_path)
+            .with_context(|| format!("cannot open the run journal {}", journal_path.display()))?,
+    );
+    state::index_run(&plan.run_id, &run_dir);
+    match options.output {
+        Output::Text => events.add(Progress::stderr(cli.verbose)),
+        Output::Json => events.add(JsonStdout),
+    }
+
+    let (recorded, mut approvals, confirmations_given, resumed) = match start {
+        Start::New => {
+            events.emit(EventKind::RunStarted {
+                run_id: plan.run_id.clone(),
+                runbook: plan.runbook.name.clone(),
+                file: std::fs::canonicalize(&plan.runbook.source.path)
+                    .unwrap_or_else(|_| plan.runbook.source.path.clone())
+                    .display()
+                    .to_string(),
+                environment: plan.environment.clone(),
+                operator: plan.operator.clone(),
+                params: plan.params.clone(),
+                steps: plan.steps.len(),
+                plan_hash: Some(fingerprint.clone()),
+            });
+            (BTreeMap::new(), Vec::new(), BTreeMap::new(), false)
+        }
+        Start::Resume {
+            record,
+            recorded,
+            rerun,
+            skip,
+        } => {
+            events.emit(EventKind::RunResumed {
+                operator: std::env::var("RUNBOOK_OPERATOR")
+                    .or_else(|_| std::env::var("USER"))
+                    .unwrap_or_else(|_| plan.operator.clone()),
+                plan_hash: Some(fingerprint.clone()),
+                rerun,
+                skip,
+            });
+            (
+                recorded,
+                record.approvals.clone(),
+                record.confirmations.clone(),
+                true,
+            )
+        }
+    };
+    let _ = resumed;
+    if options.emergency {
+        events.emit(EventKind::Log {
+            level: crate::events::Level::Warn,
+            message: format!(
+                "emergency run: {}",
+                options.reason.clone().unwrap_or_default()
+            ),
+        });
+    }
+
+    // Approvals, bound to the fingerprint.
+    let rule = environment.and_then(|environment| {
+        if options.emergency {
+            environment
+                .emergency_approvals
+                .clone()
+                .or_else(|| environment.approvals.clone())
+        } else {
+            environment.approvals.clone()
+        }
+    });
+    let cancel = CancellationToken::new();
+    let abort = CancellationToken::new();
+    spawn_signal_handler(cancel.clone(), abort.clone());
+    let mut approved_by = Vec::new();
+    if let Some(rule) = &rule {
+        loop {
+            let counted = crate::gates::count(rule, &approvals, &fingerprint, &plan.operator);
+            if counted.is_met() {
+                approved_by = counted.valid;
+                break;
+            }
+            let waiting = format!(
+                "run {} needs {} approval{} from {} ({} so far{}): `runbook approve {} --as NAME`",
+                plan.run_id,
+                rule.required,
+                if rule.required == 1 { "" } else { "s" },
+                rule.from.join(", "),
+                counted.valid.len(),
+                if counted.ignored.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not counted: {}",
+                        counted
+                            .ignored
+                            .iter()
+                            .map(|(who, why)| format!("{who} ({why})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+                plan.run_id
+            );
+            if !options.wait_approval {
+                events.emit(EventKind::RunFinished {
+                    status: Status::Waiting,
+                    elapsed_ms: 0.0,
+                    failed_step: None,
+                });
+                events.finish();
+                eprintln!("⏸ {waiting}, then `runbook resume {}`", plan.run_id);
+                return Ok(exit::WAITING);
+            }
+            eprintln!("⏸ {waiting}");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => return Ok(exit::CANCELLED),
+            }
+            approvals = journal::read(&journal_path)
+                .map(|record| record.approvals)
+                .unwrap_or_default();
+        }
+    }
+
+    let parallel = options.parallel.unwrap_or(16).max(1);
+    let executor = Executor {
+        runtime: &runtime,
+        plugins: &plugins,
+        events: events.clone(),
+        secrets,
+        cancel,
+        abort,
+        parallel,
+        recorded,
+        confirmations: Confirmations {
+            given: confirmations_given,
+            ask_on_terminal: options.output == Output::Text
+                && std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            operator: plan.operator.clone(),
+        },
+    };
+    let report = executor.execute(&plan).await;
+
+    let record = journal::read(&journal_path).ok();
+    let mut deployment_path = None;
+    if report.status != Status::Waiting {
+        let deployment = DeploymentRecord {
+            timestamp: record
+                .as_ref()
+                .map(|record| record.started.clone())
+                .unwrap_or_default(),
+            finished: jiff::Timestamp::now().to_string(),
+            runbook: plan.runbook.name.clone(),
+            environment: plan.environment.clone(),
+            version: plan.params.get("version").cloned(),
+            commit: plan.params.get("commit").cloned(),
+            strategy: plan.params.get("strategy").cloned(),
+            operator: plan.operator.clone(),
+            approvals: approved_by,
+            status: report.status.as_str().to_owned(),
+            emergency: options
+                .emergency
+                .then(|| options.reason.clone().unwrap_or_default()),
+            run_id: plan.run_id.clone(),
+            logs: std::fs::canonicalize(&journal_path)
+                .unwrap_or(journal_path.clone())
+                .display()
+                .to_string(),
+            steps: record
+                .as_ref()
+                .map(|record| {
+                    record
+                        .order
+                        .iter()
+                        .map(|id| {
+                            let step = &record.steps[id];
+                            serde_json::json!({
+                                "id": id,
+                                "status": step.status.map(|status| status.as_str()),
+                                "summary": step.summary,
+                                "rolled_back": step.rolled_back,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        match state::write_record(&state_dir, &deployment) {
+            Ok(path) => deployment_path = Some(path),
+            Err(error) => eprintln!("error: cannot write the deployment record: {error}"),
+        }
+        if options.output == Output::Json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "deployment_record", "record": deployment})
+            );
+        }
+    }
+    if options.output == Output::Text {
+        eprintln!("  run log: {}", journal_path.display());
+        if let Some(path) = deployment_path {
+            eprintln!("  deployment record: {}", path.display());
+        }
+        if !report.rollback_failures.is_empty() {
+            eprintln!(
+                "  ROLLBACK FAILED for {}: check these by hand",
+                report.rollback_failures.join(", ")
+            );
+        }
+        if report.status == Status::Waiting
+            || report.status.is_failure() && report.status != Status::Denied
+        {
+            eprintln!("  resume with `runbook resume {}`", plan.run_id);
+        }
+    }
+    Ok(match report.status {
+        Status::Succeeded | Status::Skipped | Status::RolledBack => exit::SUCCESS,
+        Status::Failed => exit::STEP_FAILED,
+        Status::Denied => exit::DENIED,
+        Status::Cancelled => exit::CANCELLED,
+        Status::Waiting => exit::WAITING,
+    })
+}
+
+/// First Ctrl-C or SIGTERM: running steps stop, then the failure policy
+/// applies (a rollback, say). Second: the rollback stops too.
+fn spawn_signal_handler(cancel: CancellationToken, abort: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for round in 0..2 {
+            #[cfg(unix)]
+            {
+                let term = async {
+                    match terminate.as_mut() {
+                        Some(signal) => {
+                            signal.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    () = term => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            if round == 0 {
+                eprintln!(
+                    "\ninterrupted: stopping the running steps, then following the failure policy (interrupt again to stop that too)"
+                );
+                cancel.cancel();
+            } else {
+                eprintln!("\ninterrupted again: stopping the rollback");
+                abort.cancel();
+            }
+        }
+    });
+}

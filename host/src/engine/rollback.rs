@@ -1,0 +1,87 @@
+//! Undoing a run: every completed step, newest first, through its plugin's
+//! `rollback` with the outputs of its `run`. A failed rollback is reported
+//! loudly and does not stop the others.
+
+use super::{Executor, RunState};
+use crate::capability::StepContext;
+use crate::events::{EventKind, Status};
+use crate::runbook::{Action, Plan};
+use std::sync::Arc;
+
+impl Executor<'_> {
+    /// Rolls back the completed steps; returns the ids whose rollback failed.
+    pub(super) async fn roll_back(&self, plan: &Plan, state: &RunState) -> Vec<String> {
+        let order: Vec<usize> = state
+            .completed
+            .iter()
+            .rev()
+            .copied()
+            .filter(|index| matches!(plan.step(&plan.steps[*index]).action, Action::Plugin(_)))
+            .collect();
+        let reason = if self.cancel.is_cancelled() {
+            "the run was interrupted".to_owned()
+        } else {
+            "a step failed".to_owned()
+        };
+        self.events.emit(EventKind::RollbackStarted {
+            reason,
+            steps: order
+                .iter()
+                .map(|index| plan.steps[*index].id.0.clone())
+                .collect(),
+        });
+        let mut failed = Vec::new();
+        for index in order {
+            let planned = &plan.steps[index];
+            let step = plan.step(planned);
+            let Action::Plugin(name) = &step.action else {
+                continue;
+            };
+            let plugin = &self.plugins[name];
+            let outputs: Vec<(String, String)> = state
+                .outputs
+                .get(&step.id.0)
+                .map(|outputs| outputs.clone().into_iter().collect())
+                .unwrap_or_default();
+            let (status, summary) = match self.render(plan, state, index) {
+                Err(error) => (
+                    Status::Failed,
+                    format!("cannot render its parameters: {error}"),
+                ),
+                Ok(params) => {
+                    let context = Arc::new(StepContext {
+                        step_id: planned.id.clone(),
+                        grants: planned.grants.clone(),
+                        secrets: self.secrets.clone(),
+                        redactor: self.secrets.redactor(),
+                        events: self.events.clone(),
+                        deadline: tokio::time::Instant::now() + step.timeout,
+                        cancel: self.abort.clone(),
+                        http: self.runtime.http_client(),
+                        dry_run: false,
+                    });
+                    match self
+                        .runtime
+                        .rollback(plugin, context, step.memory_limit, &params, outputs)
+                        .await
+                    {
+                        Ok(Ok(summary)) => (Status::RolledBack, summary),
+                        Ok(Err(error)) => (Status::Failed, error.describe()),
+                        Err(error) => (Status::Failed, error.to_string()),
+                    }
+                }
+            };
+            if status == Status::Failed {
+                failed.push(planned.id.0.clone());
+            }
+            self.events.emit_for(
+                Some(&planned.id),
+                EventKind::StepRolledBack { status, summary },
+            );
+        }
+        self.events.emit(EventKind::RollbackFinished {
+            failed: failed.len(),
+        });
+        failed
+    }
+}

@@ -1,0 +1,212 @@
+//! One step, start to end: the started event, the plugin call in a fresh
+//! sandbox, retries of transient failures with backoff and jitter, manual
+//! checklists, and the finished event.
+
+use super::{Executor, millis};
+use crate::capability::StepContext;
+use crate::events::{EventKind, Status};
+use crate::plugin::CallError;
+use crate::plugin::bindings::{Outcome, PluginError};
+use crate::runbook::{Action, Plan};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How one step ended.
+pub(super) struct StepResult {
+    pub status: Status,
+    pub summary: String,
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl StepResult {
+    fn new(status: Status, summary: impl Into<String>) -> Self {
+        StepResult {
+            status,
+            summary: summary.into(),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+impl Executor<'_> {
+    /// Runs a step (with its retries) and records its start and end.
+    pub(super) async fn run_step(
+        &self,
+        plan: &Plan,
+        index: usize,
+        params: Result<String, String>,
+    ) -> StepResult {
+        let planned = &plan.steps[index];
+        let step = plan.step(planned);
+        let (plugin_name, digest) = match &step.action {
+            Action::Plugin(name) => (name.clone(), self.plugins[name].digest.clone()),
+            Action::Manual(_) => ("manual".to_owned(), String::new()),
+        };
+        self.events.emit_for(
+            Some(&planned.id),
+            EventKind::StepStarted {
+                name: planned.name.clone(),
+                plugin: plugin_name,
+                digest,
+            },
+        );
+        let started = Instant::now();
+        let result = match (&step.action, params) {
+            (Action::Manual(checklist), _) => self.confirm(plan, index, checklist).await,
+            (Action::Plugin(_), Err(error)) => StepResult::new(Status::Failed, error),
+            (Action::Plugin(name), Ok(params)) => {
+                self.call_with_retries(plan, index, name, &params).await
+            }
+        };
+        self.events.emit_for(
+            Some(&planned.id),
+            EventKind::StepFinished {
+                status: result.status,
+                summary: result.summary.clone(),
+                outputs: result.outputs.clone(),
+                elapsed_ms: millis(started),
+            },
+        );
+        result
+    }
+
+    async fn call_with_retries(
+        &self,
+        plan: &Plan,
+        index: usize,
+        plugin: &str,
+        params: &str,
+    ) -> StepResult {
+        let planned = &plan.steps[index];
+        let step = plan.step(planned);
+        let plugin = &self.plugins[plugin];
+        let deadline = tokio::time::Instant::now() + step.timeout;
+        let mut attempt = 1;
+        loop {
+            let context = Arc::new(StepContext {
+                step_id: planned.id.clone(),
+                grants: planned.grants.clone(),
+                secrets: self.secrets.clone(),
+                redactor: self.secrets.redactor(),
+                events: self.events.clone(),
+                deadline,
+                cancel: self.cancel.clone(),
+                http: self.runtime.http_client(),
+                dry_run: false,
+            });
+            let called = self
+                .runtime
+                .run(plugin, context, step.memory_limit, params)
+                .await;
+            let retryable = matches!(&called, Ok(Err(PluginError::Transient(_))));
+            if !retryable || attempt >= step.retries.attempts {
+                let mut result = step_result(called);
+                if attempt > 1 {
+                    result.summary = format!("{} (after {attempt} attempts)", result.summary);
+                }
+                return result;
+            }
+            let reason = match &called {
+                Ok(Err(error)) => error.describe(),
+                _ => String::new(),
+            };
+            let delay = jitter(step.retries.pause(attempt));
+            self.events.emit_for(
+                Some(&planned.id),
+                EventKind::StepRetry {
+                    attempt,
+                    delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    reason,
+                },
+            );
+            let wake = tokio::time::Instant::now() + delay;
+            if wake >= deadline {
+                return StepResult::new(
+                    Status::Failed,
+                    format!("the step's timeout leaves no time for try {}", attempt + 1),
+                );
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = self.cancel.cancelled() => return StepResult::new(Status::Cancelled, "cancelled while waiting to retry"),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// A manual step: confirmed already (`runbook confirm`), confirmed now
+    /// on the terminal, or waiting.
+    async fn confirm(&self, plan: &Plan, index: usize, checklist: &[String]) -> StepResult {
+        let planned = &plan.steps[index];
+        if let Some(who) = self.confirmations.given.get(&planned.id.0) {
+            return StepResult::new(Status::Succeeded, format!("confirmed by {who}"));
+        }
+        let items = checklist
+            .iter()
+            .map(|item| format!("[ ] {item}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if self.confirmations.ask_on_terminal {
+            let question = format!(
+                "\nManual step `{}`: confirm each item:\n{items}\nType `yes` when all are done (anything else stops the run): ",
+                planned.id
+            );
+            let answer = tokio::task::spawn_blocking(move || {
+                eprint!("{question}");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            })
+            .await;
+            let confirmed =
+                matches!(&answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("yes"));
+            if confirmed {
+                self.events.emit_for(
+                    Some(&planned.id),
+                    EventKind::Confirmed {
+                        by: self.confirmations.operator.clone(),
+                        items: checklist.to_vec(),
+                    },
+                );
+                return StepResult::new(
+                    Status::Succeeded,
+                    format!("confirmed by {}", self.confirmations.operator),
+                );
+            }
+            return StepResult::new(Status::Failed, "the operator did not confirm the checklist");
+        }
+        StepResult::new(
+            Status::Waiting,
+            format!(
+                "waiting for confirmation of:\n{items}\nconfirm with `runbook confirm {} {} --as NAME`, then `runbook resume {}`",
+                plan.run_id, planned.id, plan.run_id
+            ),
+        )
+    }
+}
+
+/// Between half and all of the pause, so that retries of parallel steps
+/// do not hit a recovering service at the same instant.
+fn jitter(pause: Duration) -> Duration {
+    let mut byte = [0_u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    pause.mul_f64(0.5 + f64::from(byte[0]) / 510.0)
+}
+
+fn step_result(called: Result<Result<Outcome, PluginError>, CallError>) -> StepResult {
+    match called {
+        Ok(Ok(outcome)) => StepResult {
+            status: Status::Succeeded,
+            summary: outcome.summary,
+            outputs: outcome.outputs.into_iter().collect(),
+        },
+        Ok(Err(error @ PluginError::Denied(_))) => {
+            StepResult::new(Status::Denied, error.describe())
+        }
+        Ok(Err(PluginError::Cancelled)) | Err(CallError::Cancelled) => {
+            StepResult::new(Status::Cancelled, "cancelled")
+        }
+        Ok(Err(error)) => StepResult::new(Status::Failed, error.describe()),
+        Err(error) => StepResult::new(Status::Failed, error.to_string()),
+    }
+}

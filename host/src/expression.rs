@@ -1,0 +1,521 @@
+//! The small expression language inside `${{ ... }}`: references
+//! (`params.version`, `steps.migrate.outcome`), literals (`'failed'`, `3`,
+//! `true`), comparisons (`==`, `!=`, `<`, `<=`, `>`, `>=`), `&&`, `||`, `!`
+//! and parentheses. Parsing and evaluation only: no I/O.
+
+use serde_json::Value;
+use std::fmt;
+
+/// A reference an expression can make.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reference {
+    /// `params.NAME`: a runbook parameter.
+    Param(String),
+    /// `vars.NAME`: a variable of the chosen environment.
+    Var(String),
+    /// `steps.ID.outputs.KEY`: an output of an ancestor step.
+    StepOutput {
+        /// The step's id.
+        step: String,
+        /// The output's key.
+        key: String,
+    },
+    /// `steps.ID.outcome`: `succeeded`, `failed`, `skipped`, `cancelled`, `denied`.
+    StepOutcome(String),
+    /// `secrets.NAME`: a sealed secret handle.
+    Secret(String),
+    /// `run.id`, `run.environment`, `run.operator`.
+    Run(RunField),
+    /// `item` or `item.KEY`: the current element of a `for_each` step.
+    Item(Option<String>),
+}
+
+/// The facts about the current run an expression can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RunField {
+    /// The run's id.
+    Id,
+    /// The environment's name.
+    Environment,
+    /// Who started the run.
+    Operator,
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Param(name) => write!(formatter, "params.{name}"),
+            Reference::Var(name) => write!(formatter, "vars.{name}"),
+            Reference::StepOutput { step, key } => write!(formatter, "steps.{step}.outputs.{key}"),
+            Reference::StepOutcome(step) => write!(formatter, "steps.{step}.outcome"),
+            Reference::Secret(name) => write!(formatter, "secrets.{name}"),
+            Reference::Run(RunField::Id) => formatter.write_str("run.id"),
+            Reference::Run(RunField::Environment) => formatter.write_str("run.environment"),
+            Reference::Run(RunField::Operator) => formatter.write_str("run.operator"),
+            Reference::Item(None) => formatter.write_str("item"),
+            Reference::Item(Some(key)) => write!(formatter, "item.{key}"),
+        }
+    }
+}
+
+/// A comparison or logical operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    /// `==`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `<`
+    Less,
+    /// `<=`
+    LessOrEqual,
+    /// `>`
+    Greater,
+    /// `>=`
+    GreaterOrEqual,
+    /// `&&`
+    And,
+    /// `||`
+    Or,
+}
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A string, number, boolean or null.
+    Literal(Value),
+    /// A reference.
+    Reference(Reference),
+    /// `!expr`.
+    Not(Box<Expr>),
+    /// `left OP right`.
+    Binary(Box<Expr>, Operator, Box<Expr>),
+}
+
+/// Why an expression did not parse: a message and a hint.
+pub type ParseError = (String, String);
+
+const EXPECTED: &str = "write one of `params.NAME`, `vars.NAME`, `steps.ID.outputs.KEY`, `steps.ID.outcome`, `secrets.NAME`, `run.id`, `run.environment`, `run.operator`, `item`";
+
+impl Expr {
+    /// Parses the text between `${{` and `}}`.
+    pub fn parse(text: &str) -> Result<Expr, ParseError> {
+        let tokens = tokenize(text)?;
+        if tokens.is_empty() {
+            return Err(("empty expression".into(), EXPECTED.into()));
+        }
+        let mut parser = Parser {
+            tokens,
+            position: 0,
+        };
+        let expr = parser.or()?;
+        if let Some(token) = parser.tokens.get(parser.position) {
+            return Err((
+                format!("unexpected `{token}` in `{text}`"),
+                "combine conditions with `&&` and `||`, compare with `==`, `!=`, `<`, `>`".into(),
+            ));
+        }
+        Ok(expr)
+    }
+
+    /// Every reference in the expression.
+    pub fn references(&self) -> Vec<&Reference> {
+        let mut found = Vec::new();
+        self.collect(&mut found);
+        found
+    }
+
+    fn collect<'a>(&'a self, found: &mut Vec<&'a Reference>) {
+        match self {
+            Expr::Literal(_) => {}
+            Expr::Reference(reference) => found.push(reference),
+            Expr::Not(inner) => inner.collect(found),
+            Expr::Binary(left, _, right) => {
+                left.collect(found);
+                right.collect(found);
+            }
+        }
+    }
+
+    /// Evaluates with `lookup` giving each reference's value.
+    pub fn evaluate<E>(
+        &self,
+        lookup: &mut impl FnMut(&Reference) -> Result<Value, E>,
+    ) -> Result<Value, E> {
+        Ok(match self {
+            Expr::Literal(value) => value.clone(),
+            Expr::Reference(reference) => lookup(reference)?,
+            Expr::Not(inner) => Value::Bool(!truthy(&inner.evaluate(lookup)?)),
+            Expr::Binary(left, Operator::And, right) => {
+                let left = left.evaluate(lookup)?;
+                if truthy(&left) {
+                    right.evaluate(lookup)?
+                } else {
+                    left
+                }
+            }
+            Expr::Binary(left, Operator::Or, right) => {
+                let left = left.evaluate(lookup)?;
+                if truthy(&left) {
+                    left
+                } else {
+                    right.evaluate(lookup)?
+                }
+            }
+            Expr::Binary(left, operator, right) => {
+                let left = left.evaluate(lookup)?;
+                let right = right.evaluate(lookup)?;
+                Value::Bool(compare(&left, *operator, &right))
+            }
+        })
+    }
+}
+
+/// Whether a value counts as true in `if`: `false`, `null`, `0`, `""` and
+/// `"false"` do not.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(flag) => *flag,
+        Value::Number(number) => number.as_f64().is_some_and(|number| number != 0.0),
+        Value::String(text) => !text.is_empty() && text != "false",
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+fn as_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn compare(left: &Value, operator: Operator, right: &Value) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match (as_number(left), as_number(right)) {
+        (Some(left), Some(right)) => left.partial_cmp(&right),
+        _ => match (left, right) {
+            (Value::String(left), Value::String(right)) => Some(left.cmp(right)),
+            (left, right) if left == right => Some(Ordering::Equal),
+            (Value::Bool(left), Value::Bool(right)) => Some(left.cmp(right)),
+            _ => None,
+        },
+    };
+    match operator {
+        Operator::Equal => ordering == Some(Ordering::Equal),
+        Operator::NotEqual => ordering != Some(Ordering::Equal),
+        Operator::Less => ordering == Some(Ordering::Less),
+        Operator::LessOrEqual => matches!(ordering, Some(Ordering::Less | Ordering::Equal)),
+        Operator::Greater => ordering == Some(Ordering::Greater),
+        Operator::GreaterOrEqual => matches!(ordering, Some(Ordering::Greater | Ordering::Equal)),
+        Operator::And | Operator::Or => unreachable!("logical operators are evaluated lazily"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Name(String),
+    Literal(Value),
+    Operator(Operator),
+    Not,
+    Open,
+    Close,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Name(name) => formatter.write_str(name),
+            Token::Literal(value) => write!(formatter, "{value}"),
+            Token::Operator(operator) => formatter.write_str(match operator {
+                Operator::Equal => "==",
+                Operator::NotEqual => "!=",
+                Operator::Less => "<",
+                Operator::LessOrEqual => "<=",
+                Operator::Greater => ">",
+                Operator::GreaterOrEqual => ">=",
+                Operator::And => "&&",
+                Operator::Or => "||",
+            }),
+            Token::Not => formatter.write_str("!"),
+            Token::Open => formatter.write_str("("),
+            Token::Close => formatter.write_str(")"),
+        }
+    }
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
+    let characters: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut index = 0;
+    while index < characters.len() {
+        let character = characters[index];
+        let next = characters.get(index + 1).copied();
+        let two = |token| (token, 2);
+        let (token, width) = match (character, next) {
+            (' ' | '\t' | '\n', _) => {
+                index += 1;
+                continue;
+            }
+            ('=', Some('=')) => two(Token::Operator(Operator::Equal)),
+            ('!', Some('=')) => two(Token::Operator(Operator::NotEqual)),
+            ('<', Some('=')) => two(Token::Operator(Operator::LessOrEqual)),
+            ('>', Some('=')) => two(Token::Operator(Operator::GreaterOrEqual)),
+            ('&', Some('&')) => two(Token::Operator(Operator::And)),
+            ('|', Some('|')) => two(Token::Operator(Operator::Or)),
+            ('<', _) => (Token::Operator(Operator::Less), 1),
+            ('>', _) => (Token::Operator(Operator::Greater), 1),
+            ('!', _) => (Token::Not, 1),
+            ('(', _) => (Token::Open, 1),
+            (')', _) => (Token::Close, 1),
+            ('\'' | '"', _) => {
+                let quote = character;
+                let Some(length) = characters[index + 1..]
+                    .iter()
+                    .position(|found| *found == quote)
+                else {
+                    return Err((
+                        "a string is not closed".into(),
+                        format!("close it with {quote}"),
+                    ));
+                };
+                let literal: String = characters[index + 1..index + 1 + length].iter().collect();
+                (Token::Literal(Value::String(literal)), length + 2)
+            }
+            (digit, _)
+                if digit.is_ascii_digit()
+                    || (digit == '-' && next.is_some_and(|next| next.is_ascii_digit())) =>
+            {
+                let length = characters[index + 1..]
+                    .iter()
+                    .position(|found| !(found.is_ascii_digit() || *found == '.'))
+                    .unwrap_or(characters.len() - index - 1)
+                    + 1;
+                let literal: String = characters[index..index + length].iter().collect();
+                let number: f64 = literal.parse().map_err(|_| {
+                    (
+                        format!("`{literal}` is not a number"),
+                        "write numbers like 3 or 2.5".to_owned(),
+                    )
+                })?;
+                let value = if literal.contains('.') {
+                    serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
+                } else {
+                    Value::from(number as i64)
+                };
+                (Token::Literal(value), length)
+            }
+            (letter, _) if letter.is_ascii_alphabetic() || letter == '_' => {
+                let length = characters[index..]
+                    .iter()
+                    .position(|found| {
+                        !(found.is_ascii_alphanumeric() || matches!(found, '_' | '-' | '.'))
+                    })
+                    .unwrap_or(characters.len() - index);
+                let name: String = characters[index..index + length].iter().collect();
+                let token = match name.as_str() {
+                    "true" => Token::Literal(Value::Bool(true)),
+                    "false" => Token::Literal(Value::Bool(false)),
+                    "null" => Token::Literal(Value::Null),
+                    _ => Token::Name(name),
+                };
+                (token, length)
+            }
+            (other, _) => {
+                return Err((
+                    format!("unexpected `{other}` in `{text}`"),
+                    "expressions use references, quoted strings, numbers, ==, !=, <, >, &&, || and !".into(),
+                ));
+            }
+        };
+        tokens.push(token);
+        index += width;
+    }
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    position: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.position)
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.and()?;
+        while self.peek() == Some(&Token::Operator(Operator::Or)) {
+            self.position += 1;
+            left = Expr::Binary(Box::new(left), Operator::Or, Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.unary()?;
+        while self.peek() == Some(&Token::Operator(Operator::And)) {
+            self.position += 1;
+            left = Expr::Binary(Box::new(left), Operator::And, Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        if self.peek() == Some(&Token::Not) {
+            self.position += 1;
+            return Ok(Expr::Not(Box::new(self.unary()?)));
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Expr, ParseError> {
+        let left = self.primary()?;
+        match self.peek() {
+            Some(Token::Operator(operator))
+                if !matches!(operator, Operator::And | Operator::Or) =>
+            {
+                let operator = *operator;
+                self.position += 1;
+                let right = self.primary()?;
+                Ok(Expr::Binary(Box::new(left), operator, Box::new(right)))
+            }
+            _ => Ok(left),
+        }
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        let token = self.tokens.get(self.position).cloned();
+        self.position += 1;
+        match token {
+            Some(Token::Literal(value)) => Ok(Expr::Literal(value)),
+            Some(Token::Name(name)) => parse_reference(&name).map(Expr::Reference),
+            Some(Token::Open) => {
+                let inner = self.or()?;
+                if self.peek() != Some(&Token::Close) {
+                    return Err(("`(` is not closed".into(), "close it with `)`".into()));
+                }
+                self.position += 1;
+                Ok(inner)
+            }
+            Some(other) => Err((format!("unexpected `{other}`"), EXPECTED.into())),
+            None => Err(("the expression ends too early".into(), EXPECTED.into())),
+        }
+    }
+}
+
+fn parse_reference(body: &str) -> Result<Reference, ParseError> {
+    let segments: Vec<&str> = body.split('.').collect();
+    if segments.iter().any(|segment| segment.is_empty()) {
+        return Err((format!("`{body}` is not a reference"), EXPECTED.into()));
+    }
+    Ok(match segments.as_slice() {
+        ["params", name] => Reference::Param((*name).into()),
+        ["vars", name] => Reference::Var((*name).into()),
+        ["secrets", name] => Reference::Secret((*name).into()),
+        ["steps", step, "outputs", key] => Reference::StepOutput {
+            step: (*step).into(),
+            key: (*key).into(),
+        },
+        ["steps", step, "outcome"] => Reference::StepOutcome((*step).into()),
+        ["run", "id"] => Reference::Run(RunField::Id),
+        ["run", "environment"] => Reference::Run(RunField::Environment),
+        ["run", "operator"] => Reference::Run(RunField::Operator),
+        ["item"] => Reference::Item(None),
+        ["item", key] => Reference::Item(Some((*key).into())),
+        _ => return Err((format!("unknown reference `{body}`"), EXPECTED.into())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn evaluate(text: &str) -> Value {
+        let expr = Expr::parse(text).unwrap_or_else(|error| panic!("{text}: {error:?}"));
+        expr.evaluate(&mut |reference| {
+            Ok::<_, ()>(match reference.to_string().as_str() {
+                "params.replicas" => json!("3"),
+                "steps.migrate.outcome" => json!("failed"),
+                "vars.canary" => json!(true),
+                "item" => json!("api"),
+                _ => Value::Null,
+            })
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn comparisons_coerce_numeric_strings() {
+        assert_eq!(evaluate("params.replicas > 2"), json!(true));
+        assert_eq!(evaluate("params.replicas == 3"), json!(true));
+        assert_eq!(evaluate("params.replicas <= 2.5"), json!(false));
+    }
+
+    #[test]
+    fn outcomes_compare_with_quoted_strings() {
+        assert_eq!(evaluate("steps.migrate.outcome == 'failed'"), json!(true));
+        assert_eq!(
+            evaluate("steps.migrate.outcome != \"failed\""),
+            json!(false)
+        );
+    }
+
+    #[test]
+    fn logic_has_the_usual_precedence() {
+        assert_eq!(
+            evaluate("vars.canary && item == 'api' || false"),
+            json!(true)
+        );
+        assert_eq!(evaluate("!vars.canary || item == 'worker'"), json!(false));
+        assert_eq!(evaluate("!(vars.canary && item == 'worker')"), json!(true));
+    }
+
+    #[test]
+    fn truthiness_follows_the_documented_rules() {
+        for falsy in [
+            json!(false),
+            json!(null),
+            json!(0),
+            json!(""),
+            json!("false"),
+        ] {
+            assert!(!truthy(&falsy), "{falsy}");
+        }
+        for true_value in [json!(true), json!(1), json!("yes"), json!([1])] {
+            assert!(truthy(&true_value), "{true_value}");
+        }
+    }
+
+    #[test]
+    fn malformed_expressions_are_rejected_with_hints() {
+        assert!(
+            Expr::parse("params.x ==")
+                .unwrap_err()
+                .0
+                .contains("ends too early")
+        );
+        assert!(
+            Expr::parse("(params.x")
+                .unwrap_err()
+                .0
+                .contains("not closed")
+        );
+        assert!(
+            Expr::parse("env.HOME")
+                .unwrap_err()
+                .0
+                .contains("unknown reference `env.HOME`")
+        );
+        assert!(
+            Expr::parse("params.x = 1")
+                .unwrap_err()
+                .0
+                .contains("unexpected `=`")
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! What must hold before a run's first step: the deploy window, and the
+//! approvals of people other than the operator, bound to a fingerprint of
+//! exactly what will run.
+
+use crate::runbook::{Approvals, Plan};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The fingerprint of what a run will do: the runbook's text, the
+/// environment, the parameters, each plugin's digest and each step's
+/// grants. An approval counts only for the fingerprint it was given for.
+pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |name: &str, value: &str| {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.len().to_le_bytes());
+        hasher.update(value.as_bytes());
+    };
+    field("runbook", &plan.runbook.source.text);
+    field("environment", plan.environment.as_deref().unwrap_or(""));
+    for (key, value) in &plan.params {
+        field("param", &format!("{key}={value}"));
+    }
+    for (name, digest) in plugin_digests {
+        field("plugin", &format!("{name}={digest}"));
+    }
+    for planned in &plan.steps {
+        let grants: Vec<&str> = planned
+            .grants
+            .http
+            .iter()
+            .map(|grant| grant.as_str())
+            .collect();
+        field(
+            "step",
+            &format!(
+                "{} http={:?} secrets={:?}",
+                planned.id, grants, planned.grants.secrets
+            ),
+        );
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Which approvals count, which do not and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalCount {
+    /// Distinct, allowed approvers of this fingerprint.
+    pub valid: Vec<String>,
+    /// Approvals that do not count, with the reason.
+    pub ignored: Vec<(String, String)>,
+    /// How many are needed.
+    pub required: u32,
+}
+
+impl ApprovalCount {
+    /// Whether enough people approved.
+    pub fn is_met(&self) -> bool {
+        self.valid.len() >= self.required as usize
+    }
+}
+
+/// Counts recorded approvals `(who, fingerprint)` against a rule.
+pub fn count(
+    rule: &Approvals,
+    recorded: &[(String, String)],
+    fingerprint: &str,
+    operator: &str,
+) -> ApprovalCount {
+    let mut valid: Vec<String> = Vec::new();
+    let mut ignored = Vec::new();
+    for (who, approved) in recorded {
+        let reason = if who == operator {
+            Some("the operator who started the run cannot approve it")
+        } else if !rule.from.contains(who) {
+            Some("not among the environment's approvers")
+        } else if approved != fingerprint {
+            Some(
+                "given for a different plan (the runbook, parameters, plugins or grants changed since)",
+            )
+        } else if valid.contains(who) {
+            Some("already counted")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => ignored.push((who.clone(), reason.to_owned())),
+            None => valid.push(who.clone()),
+        }
+    }
+    ApprovalCount {
+        valid,
+        ignored,
+        required: rule.required,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> Approvals {
+        Approvals {
+            required: 2,
+            from: vec!["alice".into(), "bob".into(), "carol".into()],
+        }
+    }
+
+    fn approvals(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(who, hash)| ((*who).to_owned(), (*hash).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn two_distinct_approvers_meet_a_two_person_rule() {
+        let counted = count(
+            &rule(),
+            &approvals(&[("bob", "h"), ("carol", "h")]),
+            "h",
+            "alice",
+        );
+        assert!(counted.is_met());
+    }
+
+    #[test]
+    fn the_operator_cannot_approve_their_own_run() {
+        let counted = count(
+            &rule(),
+            &approvals(&[("alice", "h"), ("bob", "h")]),
+            "h",
+            "alice",
+        );
+        assert!(!counted.is_met());
+        assert_eq!(counted.ignored[0].0, "alice");
+    }
+
+    #[test]
+    fn the_same_person_twice_counts_once() {
+        let counted = count(
+            &rule(),
+            &approvals(&[("bob", "h"), ("bob", "h")]),
+            "h",
+            "alice",
+        );
+        assert_eq!(counted.valid, ["bob"]);
+        assert!(!counted.is_met());
+    }
+
+    #[test]
+    fn an_approval_of_a_changed_plan_no_longer_counts() {
+        let counted = count(
+            &rule(),
+            &approvals(&[("bob", "old"), ("carol", "new")]),
+            "new",
+            "alice",
+        );
+        assert_eq!(counted.valid, ["carol"]);
+        assert!(counted.ignored[0].1.contains("different plan"));
+    }
+
+    #[test]
+    fn strangers_do_not_count() {
+        let counted = count(&rule(), &approvals(&[("mallory", "h")]), "h", "alice");
+        assert!(counted.valid.is_empty());
+    }
+}
