@@ -236,14 +236,14 @@ fn parse_time(text: &str) -> Result<Time, String> {
 }
 
 fn parse_weekday(text: &str) -> Result<Weekday, String> {
-    Ok(match text.to_ascii_lowercase().get(..3).unwrap_or("") {
-        "mon" => Weekday::Monday,
-        "tue" => Weekday::Tuesday,
-        "wed" => Weekday::Wednesday,
-        "thu" => Weekday::Thursday,
-        "fri" => Weekday::Friday,
-        "sat" => Weekday::Saturday,
-        "sun" => Weekday::Sunday,
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Weekday::Monday,
+        "tue" | "tuesday" => Weekday::Tuesday,
+        "wed" | "wednesday" => Weekday::Wednesday,
+        "thu" | "thursday" => Weekday::Thursday,
+        "fri" | "friday" => Weekday::Friday,
+        "sat" | "saturday" => Weekday::Saturday,
+        "sun" | "sunday" => Weekday::Sunday,
         _ => {
             return Err(format!(
                 "`{text}` is not a day of the week; write mon, tue, wed, thu, fri, sat or sun"

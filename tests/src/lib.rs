@@ -29,3 +29,6 @@ pub fn plugin_path(crate_name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+pub mod counter;
+pub use counter::Counter;

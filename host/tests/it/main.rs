@@ -3,6 +3,7 @@
 //! format's diagnostics, and the `runbook` binary as an operator uses it.
 
 mod cli;
+mod engine;
 mod format;
 mod sandbox;
 mod secrets;
