@@ -229,6 +229,14 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                 if let Some(hash) = get("plan_hash").as_str() {
                     record.plan_hash = Some(hash.to_owned());
                 }
+                // `--skip STEP`: the operator found it took effect.
+                let skipped: Vec<String> = serde_json::from_value(get("skip")).unwrap_or_default();
+                for step in skipped {
+                    let entry = record.steps.entry(step).or_default();
+                    entry.interrupted = false;
+                    entry.status = Some(Status::Succeeded);
+                    entry.summary = "marked done by the operator on resume".into();
+                }
             }
             ("step_started", Some(step)) => {
                 if !record.steps.contains_key(&step) {

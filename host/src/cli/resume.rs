@@ -24,7 +24,7 @@ pub struct ResumeArgs {
     #[arg(long, value_name = "STEP")]
     rerun: Vec<String>,
 
-    /// Treat this interrupted step as done and carry on without it.
+    /// Treat this interrupted step as done (you checked that it took effect) and go on.
     #[arg(long, value_name = "STEP")]
     skip: Vec<String>,
 
@@ -138,11 +138,12 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
             Action::Manual(_) => true,
         };
         if args.skip.contains(id) {
+            // The operator checked that it took effect: its dependents go on.
             skip.push(id.clone());
             recorded.insert(
                 id.clone(),
                 Recorded {
-                    status: Status::Skipped,
+                    status: Status::Succeeded,
                     outputs: BTreeMap::new(),
                 },
             );

@@ -169,6 +169,14 @@ pub async fn drive(
                     Diagnostic::new(error.to_string()).hint("wait for it with `--wait-lock`"),
                 ])));
             }
+            Err(LockError::Stale(previous)) if previous.run_id == plan.run_id => {
+                eprintln!(
+                    "note: taking over the lock that this run's earlier process {} left when it died",
+                    previous.pid
+                );
+                RunLock::break_stale(&lock_path)
+                    .map_err(|error| Failure::Internal(error.into()))?;
+            }
             Err(error @ LockError::Stale(_)) => {
                 return Err(Failure::Invalid(Diagnostics(vec![
                     Diagnostic::new(error.to_string()).hint(format!(

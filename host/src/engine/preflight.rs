@@ -20,7 +20,17 @@ pub async fn load_plugins(runtime: &PluginRuntime, plan: &Plan) -> Result<Plugin
     let runbook = &plan.runbook;
     let mut problems = Diagnostics::default();
     let mut plugins = Plugins::new();
-    for (name, source) in &runbook.plugins {
+    let used: std::collections::BTreeSet<&str> = runbook
+        .steps
+        .iter()
+        .filter_map(|step| step.plugin())
+        .collect();
+    // Plugins no step uses are not loaded: compiling them would only cost time.
+    for (name, source) in runbook
+        .plugins
+        .iter()
+        .filter(|(name, _)| used.contains(name.as_str()))
+    {
         let at = ValuePath::default().key("plugins").key(name);
         match runtime.load(&source.path, source.sha256.as_deref()).await {
             Ok(plugin) => {

@@ -5,6 +5,7 @@
 mod cli;
 mod engine;
 mod format;
+mod operations;
 mod sandbox;
 mod secrets;
 mod smoke;
