@@ -127,6 +127,9 @@ pub enum EventKind {
         plugin: String,
         /// The component's sha256.
         digest: String,
+        /// Whether running it twice is harmless: the journal need not
+        /// reach the disk before an idempotent step starts.
+        idempotent: bool,
     },
     /// A plugin's log line, or a line it printed.
     Log {

@@ -15,6 +15,9 @@ pub struct Journal {
     file: std::io::BufWriter<std::fs::File>,
     path: PathBuf,
     failed: bool,
+    /// Steps running that are not idempotent: their start and end must be
+    /// on disk before the run goes on.
+    unrepeatable: std::collections::BTreeSet<String>,
 }
 
 impl Journal {
@@ -23,6 +26,7 @@ impl Journal {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        drop_torn_tail(path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -31,6 +35,7 @@ impl Journal {
             file: std::io::BufWriter::new(file),
             path: path.to_path_buf(),
             failed: false,
+            unrepeatable: std::collections::BTreeSet::new(),
         })
     }
 
@@ -45,27 +50,61 @@ impl Journal {
     }
 }
 
-/// Whether an event changes the run's state, so must be on disk before the
-/// run goes on.
-pub fn is_durable(kind: &EventKind) -> bool {
-    !matches!(
-        kind,
+/// Cuts a last line that a crash left without its newline: it was never
+/// durable, and appending after it would glue the next record to it.
+fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .map_or(0, |index| index + 1);
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(keep as u64)?;
+    file.sync_all()
+}
+
+/// Whether an event must be on disk before the run goes on. A step that
+/// is not idempotent must be known to have started (so a crash leaves it
+/// "interrupted", for the operator to decide) and known to have finished
+/// (so it never runs twice). An idempotent step may be repeated after a
+/// crash, so its events ride along with the next fsync. Each fsync makes
+/// every earlier line durable too, as the file is only appended to.
+fn must_sync(unrepeatable: &mut std::collections::BTreeSet<String>, event: &Event) -> bool {
+    let step = event
+        .step
+        .as_ref()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    match &event.kind {
         EventKind::Log { .. }
-            | EventKind::Progress { .. }
-            | EventKind::Http { .. }
-            | EventKind::SecretUsed { .. }
-    )
+        | EventKind::Progress { .. }
+        | EventKind::Http { .. }
+        | EventKind::SecretUsed { .. }
+        | EventKind::Denied { .. }
+        | EventKind::StepRetry { .. } => false,
+        EventKind::StepStarted { idempotent, .. } => {
+            if *idempotent {
+                false
+            } else {
+                unrepeatable.insert(step);
+                true
+            }
+        }
+        EventKind::StepFinished { .. } => unrepeatable.remove(&step),
+        _ => true,
+    }
 }
 
 impl EventWriter for Journal {
     fn write(&mut self, event: &Event, line: &str) {
-        let written = writeln!(self.file, "{line}").and_then(|()| {
-            if is_durable(&event.kind) {
-                self.sync()
-            } else {
-                Ok(())
-            }
-        });
+        let sync = must_sync(&mut self.unrepeatable, event);
+        let written =
+            writeln!(self.file, "{line}").and_then(|()| if sync { self.sync() } else { Ok(()) });
         if let Err(error) = written
             && !self.failed
         {
@@ -327,6 +366,25 @@ mod tests {
         let record = read(&path).unwrap();
         assert!(record.recovered_truncation);
         assert!(record.steps.is_empty());
+    }
+
+    #[test]
+    fn appending_after_a_crash_first_cuts_the_torn_line() {
+        let (_dir, path) = write(&format!(
+            "{START}\n{{\"time\":\"t\",\"step\":\"a\",\"event\":\"step_fin"
+        ));
+        append(
+            &path,
+            None,
+            EventKind::Approved {
+                by: "bob".into(),
+                plan_hash: "h".into(),
+            },
+        )
+        .unwrap();
+        let record = read(&path).unwrap();
+        assert!(!record.recovered_truncation);
+        assert_eq!(record.approvals, [("bob".to_owned(), "h".to_owned())]);
     }
 
     #[test]

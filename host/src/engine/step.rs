@@ -39,9 +39,16 @@ impl Executor<'_> {
     ) -> StepResult {
         let planned = &plan.steps[index];
         let step = plan.step(planned);
-        let (plugin_name, digest) = match &step.action {
-            Action::Plugin(name) => (name.clone(), self.plugins[name].digest.clone()),
-            Action::Manual(_) => ("manual".to_owned(), String::new()),
+        let (plugin_name, digest, idempotent) = match &step.action {
+            Action::Plugin(name) => {
+                let plugin = &self.plugins[name];
+                (
+                    name.clone(),
+                    plugin.digest.clone(),
+                    plugin.descriptor.idempotent,
+                )
+            }
+            Action::Manual(_) => ("manual".to_owned(), String::new(), true),
         };
         self.events.emit_for(
             Some(&planned.id),
@@ -49,6 +56,7 @@ impl Executor<'_> {
                 name: planned.name.clone(),
                 plugin: plugin_name,
                 digest,
+                idempotent,
             },
         );
         let started = Instant::now();

@@ -65,7 +65,18 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         .collect();
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (index, raw_step) in raw.steps.into_iter().enumerate() {
-        let ancestors = graph.ancestors(index);
+        // Ancestors matter only to steps that mention other steps; a long
+        // chain would otherwise cost quadratic time here.
+        let mentions_steps = raw_step
+            .condition
+            .as_deref()
+            .is_some_and(|text| text.contains("steps."))
+            || raw_step.with.to_string().contains("steps.");
+        let ancestors = if mentions_steps {
+            graph.ancestors(index)
+        } else {
+            BTreeSet::new()
+        };
         let needs = graph.needs[index].clone();
         let step = validate_step(
             &source,
