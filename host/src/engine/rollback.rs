@@ -3,10 +3,8 @@
 //! loudly and does not stop the others.
 
 use super::{Executor, RunState};
-use crate::capability::StepContext;
 use crate::events::{EventKind, Status};
 use crate::runbook::{Action, Plan};
-use std::sync::Arc;
 
 impl Executor<'_> {
     /// Rolls back the completed steps; returns the ids whose rollback failed.
@@ -49,17 +47,8 @@ impl Executor<'_> {
                     format!("cannot render its parameters: {error}"),
                 ),
                 Ok(params) => {
-                    let context = Arc::new(StepContext {
-                        step_id: planned.id.clone(),
-                        grants: planned.grants.clone(),
-                        secrets: self.secrets.clone(),
-                        redactor: self.secrets.redactor(),
-                        events: self.events.clone(),
-                        deadline: tokio::time::Instant::now() + step.timeout,
-                        cancel: self.abort.clone(),
-                        http: self.runtime.http_client(),
-                        dry_run: false,
-                    });
+                    let deadline = tokio::time::Instant::now() + step.timeout;
+                    let context = self.context(planned, deadline, &self.abort);
                     match self
                         .runtime
                         .rollback(plugin, context, step.memory_limit, &params, outputs)

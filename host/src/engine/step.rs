@@ -30,6 +30,26 @@ impl StepResult {
 }
 
 impl Executor<'_> {
+    /// The capability context of one call of a step's plugin.
+    pub(super) fn context(
+        &self,
+        planned: &crate::runbook::PlannedStep,
+        deadline: tokio::time::Instant,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Arc<StepContext> {
+        Arc::new(StepContext {
+            step_id: planned.id.clone(),
+            grants: planned.grants.clone(),
+            secrets: self.secrets.clone(),
+            redactor: self.secrets.redactor(),
+            events: self.events.clone(),
+            deadline,
+            cancel: cancel.clone(),
+            http: self.runtime.http_client(),
+            dry_run: false,
+        })
+    }
+
     /// Runs a step (with its retries) and records its start and end.
     pub(super) async fn run_step(
         &self,
@@ -92,17 +112,7 @@ impl Executor<'_> {
         let deadline = tokio::time::Instant::now() + step.timeout;
         let mut attempt = 1;
         loop {
-            let context = Arc::new(StepContext {
-                step_id: planned.id.clone(),
-                grants: planned.grants.clone(),
-                secrets: self.secrets.clone(),
-                redactor: self.secrets.redactor(),
-                events: self.events.clone(),
-                deadline,
-                cancel: self.cancel.clone(),
-                http: self.runtime.http_client(),
-                dry_run: false,
-            });
+            let context = self.context(planned, deadline, &self.cancel);
             let called = self
                 .runtime
                 .run(plugin, context, step.memory_limit, params)
@@ -150,39 +160,55 @@ impl Executor<'_> {
         if let Some(who) = self.confirmations.given.get(&planned.id.0) {
             return StepResult::new(Status::Succeeded, format!("confirmed by {who}"));
         }
+        if self.confirmations.ask_on_terminal {
+            let id = planned.id.0.clone();
+            let list = checklist.to_vec();
+            // Each item is ticked on its own, as on the paper checklist.
+            let answers = tokio::task::spawn_blocking(move || {
+                eprintln!(
+                    "\nManual step `{id}`: tick each item (y to tick, anything else stops the run)"
+                );
+                let mut ticked = Vec::new();
+                for item in &list {
+                    eprint!("  [ ] {item} — done? [y/N] ");
+                    let mut line = String::new();
+                    if std::io::stdin().read_line(&mut line).is_err()
+                        || !line.trim().eq_ignore_ascii_case("y")
+                    {
+                        return Err(item.clone());
+                    }
+                    eprintln!("  [x] {item}");
+                    ticked.push(item.clone());
+                }
+                Ok(ticked)
+            })
+            .await
+            .unwrap_or_else(|_| Err(String::new()));
+            return match answers {
+                Ok(ticked) => {
+                    self.events.emit_for(
+                        Some(&planned.id),
+                        EventKind::Confirmed {
+                            by: self.confirmations.operator.clone(),
+                            items: ticked,
+                        },
+                    );
+                    StepResult::new(
+                        Status::Succeeded,
+                        format!("confirmed by {}", self.confirmations.operator),
+                    )
+                }
+                Err(item) => StepResult::new(
+                    Status::Failed,
+                    format!("the operator did not tick `{item}`"),
+                ),
+            };
+        }
         let items = checklist
             .iter()
             .map(|item| format!("[ ] {item}"))
             .collect::<Vec<_>>()
             .join("\n");
-        if self.confirmations.ask_on_terminal {
-            let question = format!(
-                "\nManual step `{}`: confirm each item:\n{items}\nType `yes` when all are done (anything else stops the run): ",
-                planned.id
-            );
-            let answer = tokio::task::spawn_blocking(move || {
-                eprint!("{question}");
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line).map(|_| line)
-            })
-            .await;
-            let confirmed =
-                matches!(&answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("yes"));
-            if confirmed {
-                self.events.emit_for(
-                    Some(&planned.id),
-                    EventKind::Confirmed {
-                        by: self.confirmations.operator.clone(),
-                        items: checklist.to_vec(),
-                    },
-                );
-                return StepResult::new(
-                    Status::Succeeded,
-                    format!("confirmed by {}", self.confirmations.operator),
-                );
-            }
-            return StepResult::new(Status::Failed, "the operator did not confirm the checklist");
-        }
         StepResult::new(
             Status::Waiting,
             format!(

@@ -448,3 +448,42 @@ async fn after_a_kill_at_any_point_resume_finishes_with_every_side_effect_exactl
         "only {kills_mid_run} of 50 kills landed mid-run"
     );
 }
+
+#[tokio::test]
+async fn runs_show_and_logs_tell_what_happened() {
+    let counter = Counter::start().await.unwrap();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"history\"\non_failure = \"rollback\"\n{}{}",
+        recorder("deploy", &counter, ""),
+        recorder("verify", &counter, "with.fail = true"),
+    ));
+    let path = file.path.to_str().unwrap().to_owned();
+    let env = std::sync::Arc::new(Env::new());
+    let runner = std::sync::Arc::clone(&env);
+    let failed = blocking(move || runner.run("alice", &["exec", &path])).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let run = run_id(&failed);
+    let state = file.dir.path().join(".runbook").display().to_string();
+
+    let runs = env.run("alice", &["runs", "--state-dir", &state]);
+    assert!(
+        text(&runs).contains(&run) && text(&runs).contains("failed"),
+        "{}",
+        text(&runs)
+    );
+
+    let show = env.run("alice", &["show", &run]);
+    let timeline = text(&show);
+    assert!(timeline.contains("deploy: succeeded"), "{timeline}");
+    assert!(timeline.contains("verify: failed"), "{timeline}");
+    assert!(timeline.contains("rollback started"), "{timeline}");
+    assert!(
+        timeline.contains("deploy: rollback rolled_back"),
+        "{timeline}"
+    );
+
+    let logs = env.run("alice", &["logs", &run, "verify"]);
+    let lines = text(&logs);
+    assert!(lines.contains("verify [http] POST"), "{lines}");
+    assert!(!lines.contains("deploy [http]"), "{lines}");
+}
