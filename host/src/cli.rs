@@ -2,6 +2,7 @@
 //! Only this module and `main.rs` use `anyhow`.
 
 pub mod approve;
+pub mod audit;
 pub mod exec;
 pub mod plan;
 pub mod plugin;
@@ -114,6 +115,11 @@ pub enum Command {
     Logs(runs::LogsArgs),
     /// Break a lock left by a run whose process died.
     Unlock(unlock::UnlockArgs),
+    /// For reviewers: what each step's plugin is, imports, asks for and is granted; what a run touched; whether its audit log is intact.
+    #[command(
+        after_help = "Examples:\n  runbook audit runbooks/smoke.toml --output markdown\n  runbook audit --run 20261122-101500-a1b2c3\n  runbook audit verify 20261122-101500-a1b2c3"
+    )]
+    Audit(audit::AuditArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -221,6 +227,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Show(args) => runs::show(&cli, args),
             Command::Logs(args) => runs::logs(&cli, args),
             Command::Unlock(args) => unlock::run(&cli, args),
+            Command::Audit(args) => audit::run(&cli, args).await,
         }
     });
     match result {

@@ -26,7 +26,7 @@ pub enum Level {
 }
 
 /// Whether a capability call was let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     /// Within the step's grants.
@@ -237,6 +237,14 @@ pub enum EventKind {
         elapsed_ms: f64,
         /// The step that failed, if one did.
         failed_step: Option<String>,
+    },
+    /// The audit log's state when this process of the run ended: how many
+    /// records it had and the last one's hash.
+    AuditHead {
+        /// Records written so far.
+        records: u64,
+        /// The hash of the last one.
+        hash: String,
     },
 }
 

@@ -171,6 +171,8 @@ pub struct RunRecord {
     pub events: Vec<serde_json::Value>,
     /// A last line cut short was dropped.
     pub recovered_truncation: bool,
+    /// The audit log's record count and head hash when the run last ended.
+    pub audit_head: Option<(u64, String)>,
 }
 
 /// Why a journal could not be read.
@@ -305,6 +307,9 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                 record.confirmations.insert(step, text_of("by"));
             }
             ("approved", _) => record.approvals.push((text_of("by"), text_of("plan_hash"))),
+            ("audit_head", _) => {
+                record.audit_head = Some((get("records").as_u64().unwrap_or(0), text_of("hash")));
+            }
             ("run_finished", _) => record.finished = serde_json::from_value(get("status")).ok(),
             _ => {}
         }

@@ -2,6 +2,7 @@
 //! WebAssembly component. The binary (`main.rs`, `cli/`) is a thin layer over
 //! this library, which the tests and benchmarks use directly.
 
+pub mod audit;
 pub mod capability;
 pub mod cli;
 pub mod diagnostic;

@@ -327,7 +327,7 @@ impl EventWriter for Progress {
             }
             EventKind::Confirmed { by, .. } => lines.push(format!("      ✓ confirmed by {by}")),
             EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
-            EventKind::SecretUsed { .. } => {}
+            EventKind::SecretUsed { .. } | EventKind::AuditHead { .. } => {}
         }
         if !lines.is_empty()
             || matches!(

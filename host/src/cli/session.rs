@@ -203,6 +203,10 @@ pub async fn drive(
             .with_context(|| format!("cannot open the run journal {}", journal_path.display()))?,
     );
     state::index_run(&plan.run_id, &run_dir);
+    let (audit_log, audit_head) =
+        crate::audit::AuditLog::open(&crate::audit::path(&run_dir), &plan.run_id)
+            .with_context(|| format!("cannot open the audit log in {}", run_dir.display()))?;
+    events.add(audit_log);
     match options.output {
         Output::Text => events.add(Progress::stderr(cli.verbose)),
         Output::Json => events.add(JsonStdout),
@@ -341,6 +345,9 @@ pub async fn drive(
         },
     };
     let report = executor.execute(&plan).await;
+    let (records, hash) = audit_head.get();
+    events.emit(EventKind::AuditHead { records, hash });
+    events.finish();
 
     let record = journal::read(&journal_path).ok();
     let mut deployment_path = None;

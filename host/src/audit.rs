@@ -1,0 +1,445 @@
+//! The audit log: every capability call of a run (HTTP, secret use,
+//! denials) and every rollback, as JSON lines in
+//! `.runbook/runs/RUN/audit.jsonl`, each carrying the hash of the one
+//! before, so that `runbook audit verify RUN` detects any edit, deletion or
+//! reordering. The head hash and count also go into the journal when the
+//! run ends, which catches a log cut short.
+
+use crate::events::{Decision, Event, EventKind, EventWriter};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One audited action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// When.
+    pub time: String,
+    /// The run.
+    pub run_id: String,
+    /// The step, if any.
+    pub step: Option<String>,
+    /// The sha256 of the step's plugin.
+    pub plugin_digest: Option<String>,
+    /// `http`, `secrets`, `kube`, `aws`, `rollback`.
+    pub capability: String,
+    /// What was asked, as the operator would write it.
+    pub request: String,
+    /// Allowed or denied (rollbacks: allowed).
+    pub decision: Decision,
+    /// The grant that decided it, when one allowed it.
+    pub grant: Option<String>,
+    /// Status, reason or result.
+    pub detail: Option<String>,
+    /// The hash of the previous record (of the run id for the first).
+    pub prev: String,
+    /// sha256 of this record without `hash`.
+    pub hash: String,
+}
+
+/// The chain's state, shared so the journal can record the head at the end.
+#[derive(Debug, Clone, Default)]
+pub struct AuditHead {
+    inner: Arc<Mutex<(u64, String)>>,
+}
+
+impl AuditHead {
+    /// Records written and the hash of the last one.
+    pub fn get(&self) -> (u64, String) {
+        self.inner
+            .lock()
+            .map(|head| head.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Writes the audit log.
+pub struct AuditLog {
+    file: std::io::BufWriter<std::fs::File>,
+    run_id: String,
+    digests: BTreeMap<String, String>,
+    head: AuditHead,
+}
+
+/// The hash the chain starts from.
+pub fn genesis(run_id: &str) -> String {
+    hex::encode(Sha256::digest(format!("runbook audit log of run {run_id}")))
+}
+
+fn hash_of(record: &AuditRecord) -> String {
+    let mut unhashed = record.clone();
+    unhashed.hash = String::new();
+    let text = serde_json::to_string(&unhashed).unwrap_or_default();
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl AuditLog {
+    /// Opens a run's audit log, continuing its chain if it exists (resume).
+    pub fn open(path: &Path, run_id: &str) -> std::io::Result<(Self, AuditHead)> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut head = (0, genesis(run_id));
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                if let Ok(record) = serde_json::from_str::<AuditRecord>(line) {
+                    head = (record.seq + 1, record.hash);
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let head = AuditHead {
+            inner: Arc::new(Mutex::new(head)),
+        };
+        Ok((
+            AuditLog {
+                file: std::io::BufWriter::new(file),
+                run_id: run_id.to_owned(),
+                digests: BTreeMap::new(),
+                head: head.clone(),
+            },
+            head,
+        ))
+    }
+
+    fn append(
+        &mut self,
+        event: &Event,
+        capability: &str,
+        request: String,
+        decision: Decision,
+        grant: Option<String>,
+        detail: Option<String>,
+    ) {
+        let Ok(mut head) = self.head.inner.lock() else {
+            return;
+        };
+        let step = event.step.as_ref().map(|id| id.0.clone());
+        let mut record = AuditRecord {
+            seq: head.0,
+            time: event.time.clone(),
+            run_id: self.run_id.clone(),
+            plugin_digest: step
+                .as_ref()
+                .and_then(|step| self.digests.get(step).cloned()),
+            step,
+            capability: capability.to_owned(),
+            request,
+            decision,
+            grant,
+            detail,
+            prev: head.1.clone(),
+            hash: String::new(),
+        };
+        record.hash = hash_of(&record);
+        if writeln!(
+            self.file,
+            "{}",
+            serde_json::to_string(&record).unwrap_or_default()
+        )
+        .is_ok()
+        {
+            *head = (record.seq + 1, record.hash);
+        }
+    }
+}
+
+impl EventWriter for AuditLog {
+    fn write(&mut self, event: &Event, _line: &str) {
+        match &event.kind {
+            EventKind::StepStarted { digest, .. } => {
+                if let Some(step) = &event.step {
+                    self.digests.insert(step.0.clone(), digest.clone());
+                }
+            }
+            EventKind::Http {
+                method,
+                url,
+                status,
+                decision,
+                grant,
+                reason,
+                ..
+            } => {
+                let detail = match (status, reason) {
+                    (Some(status), Some(reason)) => Some(format!("{status}: {reason}")),
+                    (Some(status), None) => Some(status.to_string()),
+                    (None, reason) => reason.clone(),
+                };
+                self.append(
+                    event,
+                    "http",
+                    format!("{method} {url}"),
+                    *decision,
+                    grant.clone(),
+                    detail,
+                );
+            }
+            EventKind::SecretUsed {
+                secret,
+                destination,
+                decision,
+            } => self.append(
+                event,
+                "secrets",
+                format!("use `{secret}` for {destination}"),
+                *decision,
+                None,
+                None,
+            ),
+            EventKind::Denied {
+                capability,
+                requested,
+                decision,
+            } => self.append(event, capability, requested.clone(), *decision, None, None),
+            EventKind::StepRolledBack { status, summary } => self.append(
+                event,
+                "rollback",
+                "rollback".to_owned(),
+                Decision::Allowed,
+                None,
+                Some(format!("{}: {summary}", status.as_str())),
+            ),
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        let _ = self.file.flush();
+        let _ = self.file.get_ref().sync_data();
+    }
+}
+
+/// What verification found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tampered {
+    /// A line is not a record.
+    #[error("line {line} is not an audit record: {reason}")]
+    Unreadable {
+        /// 1-based.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A record's content does not match its hash: edited.
+    #[error("record {seq} (line {line}) was edited: its hash does not match its content")]
+    Edited {
+        /// Its sequence number.
+        seq: u64,
+        /// 1-based.
+        line: usize,
+    },
+    /// A record does not follow the one before: deleted, inserted or reordered.
+    #[error(
+        "record {seq} (line {line}) does not follow the record before it: records were deleted, inserted or reordered"
+    )]
+    Broken {
+        /// Its sequence number.
+        seq: u64,
+        /// 1-based.
+        line: usize,
+    },
+    /// The log ends before the head the journal recorded.
+    #[error(
+        "the log has {found} records but the run recorded {expected} when it ended: records were removed from the end"
+    )]
+    Truncated {
+        /// Records in the file.
+        found: u64,
+        /// Records the journal says were written.
+        expected: u64,
+    },
+}
+
+/// Checks the chain; `expected` is the (count, head hash) the journal recorded.
+pub fn verify(path: &Path, run_id: &str, expected: Option<(u64, String)>) -> Result<u64, Tampered> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut previous = genesis(run_id);
+    let mut count = 0;
+    for (index, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+    {
+        let record: AuditRecord =
+            serde_json::from_str(line).map_err(|error| Tampered::Unreadable {
+                line: index + 1,
+                reason: error.to_string(),
+            })?;
+        if hash_of(&record) != record.hash {
+            return Err(Tampered::Edited {
+                seq: record.seq,
+                line: index + 1,
+            });
+        }
+        if record.prev != previous || record.seq != count {
+            return Err(Tampered::Broken {
+                seq: record.seq,
+                line: index + 1,
+            });
+        }
+        previous = record.hash;
+        count += 1;
+    }
+    if let Some((expected_count, expected_head)) = expected
+        && (count < expected_count || (count == expected_count && previous != expected_head))
+    {
+        return Err(Tampered::Truncated {
+            found: count,
+            expected: expected_count,
+        });
+    }
+    Ok(count)
+}
+
+/// Every record of a run's audit log.
+pub fn read(path: &Path) -> Vec<AuditRecord> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// A run's audit log.
+pub fn path(run_dir: &Path) -> PathBuf {
+    run_dir.join("audit.jsonl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::StepId;
+
+    fn event(step: &str, kind: EventKind) -> Event {
+        Event {
+            time: "2026-11-22T10:00:00Z".into(),
+            step: Some(StepId(step.into())),
+            kind,
+        }
+    }
+
+    fn http(url: &str, decision: Decision) -> EventKind {
+        EventKind::Http {
+            method: "GET".into(),
+            url: url.into(),
+            status: Some(200),
+            bytes: 2,
+            duration_ms: 1.0,
+            decision,
+            grant: Some("http://h".into()),
+            reason: None,
+        }
+    }
+
+    fn write_log() -> (tempfile::TempDir, PathBuf, (u64, String)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (mut log, head) = AuditLog::open(&path, "r1").unwrap();
+        log.write(
+            &event(
+                "a",
+                EventKind::StepStarted {
+                    name: "a".into(),
+                    plugin: "p".into(),
+                    digest: "d1".into(),
+                    idempotent: true,
+                },
+            ),
+            "",
+        );
+        for index in 0..4 {
+            log.write(
+                &event("a", http(&format!("http://h/{index}"), Decision::Allowed)),
+                "",
+            );
+        }
+        log.write(&event("a", http("http://evil/", Decision::Denied)), "");
+        log.finish();
+        (dir, path, head.get())
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_and_records_the_plugin_digest() {
+        let (_dir, path, head) = write_log();
+        assert_eq!(verify(&path, "r1", Some(head)), Ok(5));
+        assert_eq!(read(&path)[0].plugin_digest.as_deref(), Some("d1"));
+        assert_eq!(read(&path)[4].decision, Decision::Denied);
+    }
+
+    #[test]
+    fn an_edited_record_is_detected() {
+        let (_dir, path, head) = write_log();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("http://evil/", "http://fine/");
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            verify(&path, "r1", Some(head)),
+            Err(Tampered::Edited { seq: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn a_deleted_record_is_detected() {
+        let (_dir, path, head) = write_log();
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let kept: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != 2)
+            .map(|(_, line)| line.clone())
+            .collect();
+        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+        assert!(matches!(
+            verify(&path, "r1", Some(head)),
+            Err(Tampered::Broken { seq: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn reordered_records_are_detected() {
+        let (_dir, path, head) = write_log();
+        let mut lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.swap(1, 2);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        assert!(matches!(
+            verify(&path, "r1", Some(head)),
+            Err(Tampered::Broken { .. })
+        ));
+    }
+
+    #[test]
+    fn records_cut_from_the_end_are_detected_against_the_journal() {
+        let (_dir, path, head) = write_log();
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
+        assert_eq!(
+            verify(&path, "r1", Some(head)),
+            Err(Tampered::Truncated {
+                found: 3,
+                expected: 5
+            })
+        );
+    }
+}

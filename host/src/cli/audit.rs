@@ -1,0 +1,387 @@
+//! `runbook audit`: for security reviewers. `audit RUNBOOK` shows, for each
+//! step, the plugin's digest, the interfaces it imports (read from the
+//! component), what it declares it needs and what the runbook grants, with
+//! every mismatch; `audit --run RUN` shows what each step touched;
+//! `audit verify RUN` checks the audit log's hash chain.
+
+use super::{Cli, Failure, exit};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::engine::preflight;
+use crate::plugin::LoadedPlugin;
+use crate::runbook::{self, Action, Bindings, bind::bind};
+use crate::{audit, journal, state};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// For people, on a terminal.
+    #[default]
+    Text,
+    /// For tools.
+    Json,
+    /// For a review ticket.
+    Markdown,
+}
+
+/// `runbook audit RUNBOOK`, `runbook audit --run RUN`, `runbook audit verify RUN`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCommand>,
+
+    /// The runbook to review.
+    file: Option<PathBuf>,
+
+    /// Review one environment's grants [default: every environment].
+    #[arg(short, long, value_name = "NAME")]
+    env: Option<String>,
+
+    /// Show what each step of this run actually touched.
+    #[arg(long, value_name = "RUN", conflicts_with = "file")]
+    run: Option<String>,
+
+    /// `text`, `json` or `markdown`.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    output: Format,
+
+    /// The state folder, if the run is not found otherwise.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `runbook audit verify RUN`
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check that a run's audit log was not edited, cut or reordered.
+    Verify {
+        /// The run's id.
+        run: String,
+        /// The state folder, if the run is not found otherwise.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct StepReview {
+    step: String,
+    environment: Option<String>,
+    plugin: String,
+    version: String,
+    sha256: String,
+    imports: Vec<String>,
+    declares: Vec<String>,
+    grants: Grants,
+    findings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Grants {
+    http: Vec<String>,
+    secrets: Vec<String>,
+}
+
+fn invalid(message: String, hint: &str) -> Failure {
+    Failure::Invalid(Diagnostics(vec![Diagnostic::new(message).hint(hint)]))
+}
+
+/// Runs the command.
+pub async fn run(cli: &Cli, args: &AuditArgs) -> Result<u8, Failure> {
+    match (&args.command, &args.file, &args.run) {
+        (Some(AuditCommand::Verify { run, state_dir }), _, _) => {
+            verify(run, state_dir.as_deref().or(args.state_dir.as_deref()))
+        }
+        (None, _, Some(run)) => touched(run, args),
+        (None, Some(file), None) => review(cli, file, args).await,
+        (None, None, None) => Err(invalid(
+            "say what to audit".into(),
+            "`runbook audit RUNBOOK`, `runbook audit --run RUN` or `runbook audit verify RUN`",
+        )),
+    }
+}
+
+fn verify(run: &str, state_dir: Option<&std::path::Path>) -> Result<u8, Failure> {
+    let dir = state::find_run(run, state_dir)
+        .map_err(|error| invalid(error.to_string(), "pass `--state-dir DIR`"))?;
+    let record = journal::read(&state::journal_path(&dir))
+        .map_err(|error| Failure::Internal(error.into()))?;
+    match audit::verify(&audit::path(&dir), run, record.audit_head.clone()) {
+        Ok(count) => {
+            println!(
+                "✓ the audit log of run {run} is intact: {count} records, each chained to the one before"
+            );
+            if record.audit_head.is_none() {
+                println!(
+                    "  note: the run has not recorded its final head yet (still running or interrupted): records cut from the end could not be noticed"
+                );
+            }
+            Ok(exit::SUCCESS)
+        }
+        Err(tampered) => {
+            eprintln!("✗ the audit log of run {run} was tampered with: {tampered}");
+            Ok(exit::STEP_FAILED)
+        }
+    }
+}
+
+fn touched(run: &str, args: &AuditArgs) -> Result<u8, Failure> {
+    let dir = state::find_run(run, args.state_dir.as_deref())
+        .map_err(|error| invalid(error.to_string(), "pass `--state-dir DIR`"))?;
+    let records = audit::read(&audit::path(&dir));
+    match args.output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&records).unwrap_or_default()
+        ),
+        Format::Text | Format::Markdown => {
+            let markdown = args.output == Format::Markdown;
+            if markdown {
+                println!(
+                    "# What run {run} touched\n\n| step | plugin | capability | request | decision | grant | detail |\n|---|---|---|---|---|---|---|"
+                );
+            } else {
+                println!(
+                    "What run {run} touched ({} audited actions):",
+                    records.len()
+                );
+            }
+            let mut last_step = None;
+            for record in &records {
+                let step = record.step.clone().unwrap_or_else(|| "(run)".into());
+                let digest = record
+                    .plugin_digest
+                    .as_deref()
+                    .map(|digest| &digest[..12.min(digest.len())])
+                    .unwrap_or("-");
+                let decision = match record.decision {
+                    crate::events::Decision::Allowed => "allowed",
+                    crate::events::Decision::Denied => "DENIED",
+                };
+                if markdown {
+                    println!(
+                        "| {step} | `{digest}` | {} | `{}` | {decision} | {} | {} |",
+                        record.capability,
+                        record.request,
+                        record.grant.clone().unwrap_or_default(),
+                        record.detail.clone().unwrap_or_default()
+                    );
+                    continue;
+                }
+                if last_step.as_ref() != Some(&step) {
+                    println!("\n{step} (plugin {digest})");
+                    last_step = Some(step);
+                }
+                println!(
+                    "  {decision:<7} {:<8} {}{}{}",
+                    record.capability,
+                    record.request,
+                    record
+                        .grant
+                        .as_ref()
+                        .map(|grant| format!("  [grant {grant}]"))
+                        .unwrap_or_default(),
+                    record
+                        .detail
+                        .as_ref()
+                        .map(|detail| format!("  → {detail}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u8, Failure> {
+    let runbook = Arc::new(runbook::load(file)?);
+    let environments: Vec<Option<String>> = match &args.env {
+        Some(name) => vec![Some(name.clone())],
+        None if runbook.environments.is_empty() => vec![None],
+        None => runbook.environments.keys().cloned().map(Some).collect(),
+    };
+    let runtime = super::plugin_runtime(cli)?;
+    let mut reviews = Vec::new();
+    for environment in environments {
+        let plan = bind(
+            Arc::clone(&runbook),
+            Bindings {
+                environment: environment.clone(),
+                sets: Vec::new(),
+                operator: "audit".into(),
+                run_id: "audit".into(),
+                lenient: true,
+            },
+        )?;
+        let plugins = preflight::load_plugins(&runtime, &plan).await?;
+        for planned in &plan.steps {
+            let step = plan.step(planned);
+            let Action::Plugin(name) = &step.action else {
+                continue;
+            };
+            let plugin = &plugins[name];
+            let grants = Grants {
+                http: planned
+                    .grants
+                    .http
+                    .iter()
+                    .map(|grant| grant.as_str().to_owned())
+                    .collect(),
+                secrets: planned.grants.secrets.clone(),
+            };
+            reviews.push(StepReview {
+                step: planned.id.0.clone(),
+                environment: environment.clone(),
+                plugin: plugin.descriptor.name.clone(),
+                version: plugin.descriptor.version.clone(),
+                sha256: plugin.digest.clone(),
+                imports: plugin.imports.clone(),
+                declares: plugin
+                    .descriptor
+                    .capabilities
+                    .iter()
+                    .map(|capability| capability.name().to_owned())
+                    .collect(),
+                findings: findings(plugin, &grants),
+                grants,
+            });
+        }
+    }
+    match args.output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&reviews).unwrap_or_default()
+        ),
+        Format::Markdown => print_markdown(&runbook.name, &reviews),
+        Format::Text => print_text(&runbook.name, &reviews),
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// Where what a plugin declares, imports and is granted disagree.
+fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
+    let imports = |interface: &str| {
+        plugin
+            .imports
+            .iter()
+            .any(|import| import.starts_with(&format!("runbook:plugin/{interface}@")))
+    };
+    let declares = |capability: &str| {
+        plugin
+            .descriptor
+            .capabilities
+            .iter()
+            .any(|declared| declared.name() == capability)
+    };
+    let mut found = Vec::new();
+    for capability in ["http", "kube", "aws", "secrets"] {
+        if imports(capability) && !declares(capability) {
+            found.push(format!("imports `runbook:plugin/{capability}` but does not declare the `{capability}` capability"));
+        }
+        if declares(capability) && !imports(capability) && capability != "secrets" {
+            found.push(format!(
+                "declares `{capability}` but cannot use it: the component does not import it"
+            ));
+        }
+    }
+    if declares("http") && grants.http.is_empty() {
+        found.push("needs `http` but the step grants no URL: every request will be denied".into());
+    }
+    if !grants.http.is_empty() && !imports("http") {
+        found.push("grant wider than the plugin asks: `grants.http` is given but the component cannot make HTTP requests".into());
+    }
+    if !grants.secrets.is_empty() && !imports("http") {
+        found.push("grant wider than the plugin asks: `grants.secrets` is given but the component cannot send them anywhere".into());
+    }
+    found
+}
+
+fn print_text(name: &str, reviews: &[StepReview]) {
+    println!("Audit of runbook `{name}`: {} step reviews", reviews.len());
+    for review in reviews {
+        println!();
+        let environment = review
+            .environment
+            .as_ref()
+            .map(|name| format!(" [env {name}]"))
+            .unwrap_or_default();
+        println!(
+            "{}{environment}: {} {}",
+            review.step, review.plugin, review.version
+        );
+        println!("  sha256    {}", review.sha256);
+        println!(
+            "  declares  {}",
+            if review.declares.is_empty() {
+                "nothing".into()
+            } else {
+                review.declares.join(", ")
+            }
+        );
+        println!(
+            "  grants    http: {}; secrets: {}",
+            list(&review.grants.http),
+            list(&review.grants.secrets)
+        );
+        let capability_imports: Vec<&String> = review
+            .imports
+            .iter()
+            .filter(|import| import.starts_with("runbook:plugin/"))
+            .collect();
+        println!(
+            "  imports   {}",
+            capability_imports
+                .iter()
+                .map(|import| import.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for finding in &review.findings {
+            println!("  ⚠ {finding}");
+        }
+    }
+}
+
+fn print_markdown(name: &str, reviews: &[StepReview]) {
+    println!("# Audit of runbook `{name}`\n");
+    println!(
+        "| step | environment | plugin | sha256 | declares | grants http | grants secrets | imports | findings |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for review in reviews {
+        println!(
+            "| {} | {} | {} {} | `{}` | {} | {} | {} | {} | {} |",
+            review.step,
+            review.environment.clone().unwrap_or_default(),
+            review.plugin,
+            review.version,
+            review.sha256,
+            list(&review.declares),
+            list(&review.grants.http),
+            list(&review.grants.secrets),
+            review
+                .imports
+                .iter()
+                .filter(|import| import.starts_with("runbook:plugin/"))
+                .map(|import| format!("`{import}`"))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+            if review.findings.is_empty() {
+                "none".into()
+            } else {
+                review.findings.join("<br>")
+            }
+        );
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,140 @@
+//! `runbook audit` as a security reviewer uses it: the review of a runbook,
+//! what a run touched, and a tamper-evident audit log.
+
+use crate::support::{TestRunbook, cache_dir};
+use runbook_testenv::SampleService;
+use std::process::{Command, Output};
+
+fn runbook(index: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(args)
+        .env("RUNBOOK_CACHE_DIR", cache_dir())
+        .env("RUNBOOK_INDEX_DIR", index)
+        .env("RUNBOOK_OPERATOR", "alice")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_review_shows_digest_imports_declarations_grants_and_mismatches() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"review\"\n\n[[steps]]\nid = \"odd\"\nuses = \"misbehave\"\nwith.mode = \"print\"\n\n[[steps]]\nid = \"quiet\"\nuses = \"noop\"\ngrants.http = [\"https://api.example.com\"]\n",
+    );
+    let index = tempfile::tempdir().unwrap();
+    let output = runbook(index.path(), &["audit", file.path.to_str().unwrap()]);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(runbook_testenv::plugin_path("misbehave")).unwrap(),
+        ))
+    };
+    assert!(report.contains(&digest), "{report}");
+    assert!(
+        report.contains("imports `runbook:plugin/kube` but does not declare the `kube` capability"),
+        "{report}"
+    );
+    assert!(
+        report.contains("needs `http` but the step grants no URL"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`grants.http` is given but the component cannot make HTTP requests"),
+        "{report}"
+    );
+
+    let json = runbook(
+        index.path(),
+        &["audit", file.path.to_str().unwrap(), "--output", "json"],
+    );
+    let reviews: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(reviews[0]["sha256"], digest);
+    assert_eq!(
+        reviews[1]["grants"]["http"],
+        serde_json::json!(["https://api.example.com"])
+    );
+
+    let markdown = text(&runbook(
+        index.path(),
+        &["audit", file.path.to_str().unwrap(), "--output", "markdown"],
+    ));
+    assert!(
+        markdown.starts_with("# Audit of runbook `review`"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| step | environment | plugin | sha256 |"),
+        "{markdown}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_s_audit_log_shows_what_it_touched_and_detects_tampering() {
+    let service = SampleService::start(None).await.unwrap();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"touch\"\non_failure = \"abort\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"smoke-test\"\nwith.checks = [{{ url = \"{0}/health\" }}, {{ url = \"{0}/health/live\" }}]\ngrants.http = [\"{0}\"]\n\n[[steps]]\nid = \"sneaky\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"http://127.0.0.1:9/elsewhere\"\ngrants.http = [\"{0}\"]\n",
+        service.base_url()
+    ));
+    let index = tempfile::tempdir().unwrap();
+    let index_path = index.path().to_path_buf();
+    let path = file.path.to_str().unwrap().to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        runbook(&index_path, &["exec", &path, "--output", "json"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&run.stdout).lines().next().unwrap()).unwrap();
+    let run_id = first["run_id"].as_str().unwrap().to_owned();
+
+    let touched = text(&runbook(index.path(), &["audit", "--run", &run_id]));
+    assert!(
+        touched.contains("allowed http     GET http://127.0.0.1"),
+        "{touched}"
+    );
+    assert!(
+        touched.contains("DENIED  http     GET http://127.0.0.1:9/elsewhere"),
+        "{touched}"
+    );
+
+    let intact = runbook(index.path(), &["audit", "verify", &run_id]);
+    assert_eq!(intact.status.code(), Some(0), "{}", text(&intact));
+    assert!(text(&intact).contains("3 records"), "{}", text(&intact));
+
+    let log = file
+        .dir
+        .path()
+        .join(format!(".runbook/runs/{run_id}/audit.jsonl"));
+    let original = std::fs::read_to_string(&log).unwrap();
+    let tamper = |content: String, expected: &str| {
+        std::fs::write(&log, content).unwrap();
+        let verdict = runbook(index.path(), &["audit", "verify", &run_id]);
+        assert_eq!(verdict.status.code(), Some(1), "{}", text(&verdict));
+        assert!(text(&verdict).contains(expected), "{}", text(&verdict));
+    };
+    tamper(original.replace("elsewhere", "harmless"), "was edited");
+    let lines: Vec<&str> = original.lines().collect();
+    tamper(
+        format!("{}\n{}\n", lines[0], lines[2]),
+        "deleted, inserted or reordered",
+    );
+    tamper(
+        format!("{}\n{}\n{}\n", lines[1], lines[0], lines[2]),
+        "deleted, inserted or reordered",
+    );
+    tamper(
+        format!("{}\n{}\n", lines[0], lines[1]),
+        "removed from the end",
+    );
+}
