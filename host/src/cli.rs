@@ -4,6 +4,7 @@
 pub mod approve;
 pub mod audit;
 pub mod exec;
+pub mod lock;
 pub mod plan;
 pub mod plugin;
 pub mod resume;
@@ -120,6 +121,11 @@ pub enum Command {
         after_help = "Examples:\n  runbook audit runbooks/smoke.toml --output markdown\n  runbook audit --run 20261122-101500-a1b2c3\n  runbook audit verify 20261122-101500-a1b2c3"
     )]
     Audit(audit::AuditArgs),
+    /// Pin each plugin's digest and approved capabilities in `runbook.lock`.
+    #[command(
+        after_help = "Examples:\n  runbook lock runbooks/smoke.toml\n  runbook lock runbooks/smoke.toml --accept-new-capabilities"
+    )]
+    Lock(lock::LockArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -228,6 +234,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Logs(args) => runs::logs(&cli, args),
             Command::Unlock(args) => unlock::run(&cli, args),
             Command::Audit(args) => audit::run(&cli, args).await,
+            Command::Lock(args) => lock::run(&cli, args).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ pub mod events;
 pub mod expression;
 pub mod gates;
 pub mod journal;
+pub mod lockfile;
 pub mod plugin;
 pub mod progress;
 pub mod runbook;

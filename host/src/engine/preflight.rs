@@ -17,7 +17,75 @@ pub type Plugins = BTreeMap<String, Arc<LoadedPlugin>>;
 
 /// Loads every plugin the runbook declares.
 pub async fn load_plugins(runtime: &PluginRuntime, plan: &Plan) -> Result<Plugins, Diagnostics> {
-    let runbook = &plan.runbook;
+    let plugins = load_runbook_plugins(runtime, &plan.runbook).await?;
+    check_lock(&plan.runbook, &plugins)?;
+    Ok(plugins)
+}
+
+/// The lock entry of a loaded plugin, as `runbook lock` writes it.
+pub fn locked_entry(
+    source_path: &str,
+    plugin: &crate::plugin::LoadedPlugin,
+) -> crate::lockfile::LockedPlugin {
+    crate::lockfile::LockedPlugin {
+        path: source_path.to_owned(),
+        sha256: plugin.digest.clone(),
+        version: plugin.descriptor.version.clone(),
+        capabilities: plugin
+            .descriptor
+            .capabilities
+            .iter()
+            .map(|capability| capability.name().to_owned())
+            .collect(),
+        imports: plugin
+            .imports
+            .iter()
+            .filter(|import| import.starts_with("runbook:plugin/"))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// With a `runbook.lock` beside the runbook, every plugin must be in it
+/// with the same bytes.
+fn check_lock(runbook: &crate::runbook::Runbook, plugins: &Plugins) -> Result<(), Diagnostics> {
+    let lock = crate::lockfile::Lockfile::load(&runbook.source.path).map_err(|error| {
+        Diagnostics(vec![
+            Diagnostic::new(error.to_string()).hint("fix or delete it, then `runbook lock FILE`"),
+        ])
+    })?;
+    let Some(lock) = lock else { return Ok(()) };
+    let mut problems = Diagnostics::default();
+    let file = runbook.source.path.display();
+    for (name, plugin) in plugins {
+        let at = ValuePath::default().key("plugins").key(name);
+        match lock.plugins.get(name) {
+            None => problems.push(
+                Diagnostic::new(format!("plugin `{name}` is not in {}", crate::lockfile::FILE_NAME))
+                    .at(&runbook.source, &at)
+                    .hint(format!("review it (`runbook audit {file}`), then lock it: `runbook lock {file}`")),
+            ),
+            Some(locked) if locked.sha256 != plugin.digest => problems.push(
+                Diagnostic::new(format!(
+                    "plugin `{name}` changed since it was locked: {} approved sha256 {}, the file has {}",
+                    crate::lockfile::FILE_NAME, locked.sha256, plugin.digest
+                ))
+                .at(&runbook.source, &at)
+                .hint(format!(
+                    "if the new plugin is trusted, review it and run `runbook lock {file}` (wider capabilities need `--accept-new-capabilities`)"
+                )),
+            ),
+            Some(_) => {}
+        }
+    }
+    problems.into_result(())
+}
+
+/// Loads every plugin the runbook's steps use, without the lock check.
+pub async fn load_runbook_plugins(
+    runtime: &PluginRuntime,
+    runbook: &crate::runbook::Runbook,
+) -> Result<Plugins, Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut plugins = Plugins::new();
     let used: std::collections::BTreeSet<&str> = runbook

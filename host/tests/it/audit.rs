@@ -138,3 +138,67 @@ async fn a_run_s_audit_log_shows_what_it_touched_and_detects_tampering() {
         "removed from the end",
     );
 }
+
+#[test]
+fn a_locked_plugin_whose_bytes_change_is_refused_and_a_wider_one_needs_acceptance() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("thing.wasm");
+    std::fs::copy(runbook_testenv::plugin_path("noop"), &plugin).unwrap();
+    let file = dir.path().join("deploy.toml");
+    std::fs::write(&file, "[runbook]\nname = \"locked\"\n\n[plugins]\nthing = \"thing.wasm\"\n\n[[steps]]\nid = \"x\"\nuses = \"thing\"\n").unwrap();
+    let index = tempfile::tempdir().unwrap();
+    let path = file.to_str().unwrap();
+
+    let locked = runbook(index.path(), &["lock", path]);
+    assert_eq!(locked.status.code(), Some(0), "{}", text(&locked));
+    let lock = std::fs::read_to_string(dir.path().join("runbook.lock")).unwrap();
+    let noop_digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&plugin).unwrap()))
+    };
+    assert!(lock.contains(&noop_digest), "{lock}");
+    assert_eq!(
+        runbook(index.path(), &["exec", path]).status.code(),
+        Some(0)
+    );
+
+    // The plugin's bytes change after locking: refused, both digests named.
+    std::fs::copy(runbook_testenv::plugin_path("misbehave"), &plugin).unwrap();
+    let changed_digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&plugin).unwrap()))
+    };
+    let refused = runbook(index.path(), &["exec", path]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(&noop_digest) && text(&refused).contains(&changed_digest),
+        "{}",
+        text(&refused)
+    );
+
+    // Re-locking shows what it now asks for and needs acceptance.
+    let widening = runbook(index.path(), &["lock", path]);
+    assert_eq!(widening.status.code(), Some(2), "{}", text(&widening));
+    assert!(
+        text(&widening).contains("+ asks for capability `http`"),
+        "{}",
+        text(&widening)
+    );
+    assert!(
+        text(&widening).contains("+ asks for import `runbook:plugin/kube@0.1.0`"),
+        "{}",
+        text(&widening)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runbook.lock")).unwrap(),
+        lock,
+        "the lock changed without acceptance"
+    );
+    let accepted = runbook(index.path(), &["lock", path, "--accept-new-capabilities"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", text(&accepted));
+    assert!(
+        std::fs::read_to_string(dir.path().join("runbook.lock"))
+            .unwrap()
+            .contains(&changed_digest)
+    );
+}
