@@ -35,6 +35,7 @@ fn main() {
         let grants = StepGrants {
             http: vec![runbook::capability::http::UrlGrant::parse("http://127.0.0.1:8080").unwrap()],
             secrets: vec![],
+            fs_read: vec![],
         };
         let step = || {
             Arc::new(StepContext {

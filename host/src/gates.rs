@@ -32,11 +32,17 @@ pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> St
             .iter()
             .map(|grant| grant.as_str())
             .collect();
+        let folders: Vec<&str> = planned
+            .grants
+            .fs_read
+            .iter()
+            .map(|grant| grant.written.as_str())
+            .collect();
         field(
             "step",
             &format!(
-                "{} http={:?} secrets={:?}",
-                planned.id, grants, planned.grants.secrets
+                "{} http={:?} secrets={:?} fs={:?}",
+                planned.id, grants, planned.grants.secrets, folders
             ),
         );
     }

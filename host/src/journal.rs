@@ -198,7 +198,9 @@ pub enum JournalError {
         reason: String,
     },
     /// The journal does not start with `run_started`.
-    #[error("the journal {0} has no run_started record")]
+    #[error(
+        "the run never started: its journal {0} has no run_started record (the process stopped before the run began); start a new run with `runbook exec`"
+    )]
     NoStart(PathBuf),
 }
 

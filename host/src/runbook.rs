@@ -132,6 +132,20 @@ pub struct Step {
     pub http_grants: Vec<(Template, ValuePath)>,
     /// Secrets the step may send.
     pub secret_grants: Vec<String>,
+    /// Folders the step may read.
+    pub fs_read: Vec<FsGrant>,
+}
+
+/// A folder a step may read: the host folder (checked to be inside the
+/// runbook's folder) and the path the plugin sees it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsGrant {
+    /// As the runbook wrote it.
+    pub written: String,
+    /// The folder on the host, canonical.
+    pub host: PathBuf,
+    /// Where the plugin finds it: `/` + the written path (`./dist` → `/dist`).
+    pub guest: String,
 }
 
 /// What a step does.
@@ -336,6 +350,8 @@ pub struct StepGrants {
     pub http: Vec<UrlGrant>,
     /// Secret names the step may send.
     pub secrets: Vec<String>,
+    /// Folders the step may read.
+    pub fs_read: Vec<FsGrant>,
 }
 
 #[cfg(test)]

@@ -269,6 +269,56 @@ pub struct DeploymentRecord {
     pub steps: Vec<serde_json::Value>,
 }
 
+impl DeploymentRecord {
+    /// The record of a finished run, rebuilt from its journal.
+    pub fn from_journal(record: &crate::journal::RunRecord, journal: &Path) -> Self {
+        DeploymentRecord {
+            timestamp: record.started.clone(),
+            finished: record
+                .events
+                .iter()
+                .rev()
+                .find(|event| {
+                    event.get("event").and_then(|kind| kind.as_str()) == Some("run_finished")
+                })
+                .and_then(|event| event.get("time").and_then(|time| time.as_str()))
+                .unwrap_or_default()
+                .to_owned(),
+            runbook: record.runbook.clone(),
+            environment: record.environment.clone(),
+            version: record.params.get("version").cloned(),
+            commit: record.params.get("commit").cloned(),
+            strategy: record.params.get("strategy").cloned(),
+            operator: record.operator.clone(),
+            approvals: record
+                .approvals
+                .iter()
+                .map(|(who, _)| who.clone())
+                .collect(),
+            status: record
+                .finished
+                .map_or("unknown", |status| status.as_str())
+                .to_owned(),
+            emergency: None,
+            run_id: record.run_id.clone(),
+            logs: journal.display().to_string(),
+            steps: record
+                .order
+                .iter()
+                .map(|id| {
+                    let step = &record.steps[id];
+                    serde_json::json!({
+                        "id": id,
+                        "status": step.status.map(|status| status.as_str()),
+                        "summary": step.summary,
+                        "rolled_back": step.rolled_back,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Writes a deployment record; returns its path.
 pub fn write_record(state: &Path, record: &DeploymentRecord) -> std::io::Result<PathBuf> {
     let dir = state.join("deployments");

@@ -83,6 +83,7 @@ struct StepReview {
 struct Grants {
     http: Vec<String>,
     secrets: Vec<String>,
+    fs_read: Vec<String>,
 }
 
 fn invalid(message: String, hint: &str) -> Failure {
@@ -231,6 +232,12 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                     .map(|grant| grant.as_str().to_owned())
                     .collect(),
                 secrets: planned.grants.secrets.clone(),
+                fs_read: planned
+                    .grants
+                    .fs_read
+                    .iter()
+                    .map(|grant| grant.written.clone())
+                    .collect(),
             };
             reviews.push(StepReview {
                 step: planned.id.0.clone(),
@@ -293,6 +300,9 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
     if !grants.http.is_empty() && !imports("http") {
         found.push("grant wider than the plugin asks: `grants.http` is given but the component cannot make HTTP requests".into());
     }
+    if !grants.fs_read.is_empty() && !declares("fs") {
+        found.push("grant wider than the plugin asks: `grants.fs.read` is given but the plugin does not declare `fs`".into());
+    }
     if !grants.secrets.is_empty() && !imports("http") {
         found.push("grant wider than the plugin asks: `grants.secrets` is given but the component cannot send them anywhere".into());
     }
@@ -322,9 +332,10 @@ fn print_text(name: &str, reviews: &[StepReview]) {
             }
         );
         println!(
-            "  grants    http: {}; secrets: {}",
+            "  grants    http: {}; secrets: {}; read: {}",
             list(&review.grants.http),
-            list(&review.grants.secrets)
+            list(&review.grants.secrets),
+            list(&review.grants.fs_read)
         );
         let capability_imports: Vec<&String> = review
             .imports

@@ -52,6 +52,27 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
     }
     match record.finished {
         Some(Status::Succeeded) => {
+            // A crash between the end of the run and its deployment record
+            // leaves the record to write now.
+            let state_dir = run_dir
+                .parent()
+                .and_then(|runs| runs.parent())
+                .map(PathBuf::from);
+            if let Some(state_dir) = state_dir
+                && !state_dir
+                    .join("deployments")
+                    .join(format!("{}.json", record.run_id))
+                    .exists()
+            {
+                let rebuilt =
+                    state::DeploymentRecord::from_journal(&record, &state::journal_path(&run_dir));
+                if let Ok(path) = state::write_record(&state_dir, &rebuilt) {
+                    eprintln!(
+                        "note: the run's deployment record was missing and is written now: {}",
+                        path.display()
+                    );
+                }
+            }
             return Err(refuse(
                 format!("run {} already succeeded", args.run),
                 "start a new run with `runbook exec`",

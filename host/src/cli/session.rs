@@ -78,6 +78,7 @@ pub async fn prepare(
     let plan = bind(runbook, bindings)?;
     let runtime = super::plugin_runtime(cli)?;
     let plugins = preflight::load_plugins(&runtime, &plan).await?;
+    preflight::check_capabilities(&plan, &plugins)?;
     let secrets = preflight::load_secrets(&plan)?;
     preflight::check_params(&runtime, &plan, &plugins, &secrets).await?;
     let digests = plugins
@@ -352,47 +353,22 @@ pub async fn drive(
     let record = journal::read(&journal_path).ok();
     let mut deployment_path = None;
     if report.status != Status::Waiting {
-        let deployment = DeploymentRecord {
-            timestamp: record
-                .as_ref()
-                .map(|record| record.started.clone())
-                .unwrap_or_default(),
-            finished: jiff::Timestamp::now().to_string(),
-            runbook: plan.runbook.name.clone(),
-            environment: plan.environment.clone(),
-            version: plan.params.get("version").cloned(),
-            commit: plan.params.get("commit").cloned(),
-            strategy: plan.params.get("strategy").cloned(),
-            operator: plan.operator.clone(),
-            approvals: approved_by,
-            status: report.status.as_str().to_owned(),
-            emergency: options
-                .emergency
-                .then(|| options.reason.clone().unwrap_or_default()),
-            run_id: plan.run_id.clone(),
-            logs: std::fs::canonicalize(&journal_path)
-                .unwrap_or(journal_path.clone())
-                .display()
-                .to_string(),
-            steps: record
-                .as_ref()
-                .map(|record| {
-                    record
-                        .order
-                        .iter()
-                        .map(|id| {
-                            let step = &record.steps[id];
-                            serde_json::json!({
-                                "id": id,
-                                "status": step.status.map(|status| status.as_str()),
-                                "summary": step.summary,
-                                "rolled_back": step.rolled_back,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+        let mut deployment = match &record {
+            Some(record) => DeploymentRecord::from_journal(record, &journal_path),
+            None => DeploymentRecord::from_journal(&journal::RunRecord::default(), &journal_path),
         };
+        deployment.finished = jiff::Timestamp::now().to_string();
+        deployment.runbook = plan.runbook.name.clone();
+        deployment.run_id = plan.run_id.clone();
+        deployment.approvals = approved_by;
+        deployment.status = report.status.as_str().to_owned();
+        deployment.emergency = options
+            .emergency
+            .then(|| options.reason.clone().unwrap_or_default());
+        deployment.logs = std::fs::canonicalize(&journal_path)
+            .unwrap_or(journal_path.clone())
+            .display()
+            .to_string();
         match state::write_record(&state_dir, &deployment) {
             Ok(path) => deployment_path = Some(path),
             Err(error) => eprintln!("error: cannot write the deployment record: {error}"),

@@ -147,6 +147,61 @@ pub fn load_secrets(plan: &Plan) -> Result<SecretStore, Diagnostics> {
     })
 }
 
+/// Refuses a step whose plugin needs a capability the runbook does not
+/// grant it; warns where a grant is wider than the plugin asks.
+pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnostics> {
+    let mut problems = Diagnostics::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for planned in &plan.steps {
+        let step = plan.step(planned);
+        if !seen.insert(step.index) {
+            continue;
+        }
+        let Some(plugin) = step.plugin().and_then(|name| plugins.get(name)) else {
+            continue;
+        };
+        let declares = |name: &str| {
+            plugin
+                .descriptor
+                .capabilities
+                .iter()
+                .any(|capability| capability.name() == name)
+        };
+        let grants = &planned.grants;
+        let at = step.path().key("grants");
+        if declares("http") && grants.http.is_empty() {
+            problems.push(
+                Diagnostic::new(format!(
+                    "step `{}`: plugin `{}` needs `http`, and the step grants no URL",
+                    step.id, plugin.descriptor.name
+                ))
+                .at(&plan.runbook.source, &step.path())
+                .hint("grant what it may call: `grants.http = [\"https://api.example.com\"]`"),
+            );
+        }
+        let wider = [
+            (!grants.http.is_empty() && !declares("http"), "grants.http"),
+            (!grants.fs_read.is_empty() && !declares("fs"), "grants.fs"),
+        ];
+        for (is_wider, key) in wider {
+            if is_wider {
+                eprintln!(
+                    "warning: step `{}` grants `{key}` but plugin `{}` does not ask for it ({}:{})",
+                    step.id,
+                    plugin.descriptor.name,
+                    plan.runbook.source.path.display(),
+                    plan.runbook
+                        .source
+                        .span_of(&at)
+                        .map(|span| plan.runbook.source.line_column(span.start).0)
+                        .unwrap_or(0)
+                );
+            }
+        }
+    }
+    problems.into_result(())
+}
+
 /// Asks each step's plugin whether its parameters are right. Outputs of
 /// earlier steps are not known yet and are checked as placeholder strings.
 pub async fn check_params(

@@ -28,6 +28,19 @@ impl StepState {
     /// stdout and stderr become the step's log lines.
     pub fn new(context: Arc<StepContext>, memory_limit: u64) -> Self {
         let mut builder = WasiCtxBuilder::new();
+        // Granted folders, read-only. cap-std keeps every path (`..`,
+        // symlinks) inside the folder.
+        for grant in &context.grants.fs_read {
+            if let Err(error) =
+                builder.preopened_dir(&grant.host, &grant.guest, wasmtime_wasi::FsPerms::ReadOnly)
+            {
+                context.emit(EventKind::Denied {
+                    capability: "fs".into(),
+                    requested: format!("read {} ({error})", grant.written),
+                    decision: crate::events::Decision::Denied,
+                });
+            }
+        }
         builder
             .stdout(LogStream::new(Arc::clone(&context), Level::Info))
             .stderr(LogStream::new(Arc::clone(&context), Level::Warn))

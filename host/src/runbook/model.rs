@@ -255,4 +255,16 @@ pub struct RawGrants {
     /// Names of secrets the step may send.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Folders the step may read.
+    #[serde(default)]
+    pub fs: RawFsGrants,
+}
+
+/// `grants.fs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFsGrants {
+    /// Folders, relative to the runbook, the step may read (not write).
+    #[serde(default)]
+    pub read: Vec<String>,
 }

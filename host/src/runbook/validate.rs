@@ -627,6 +627,24 @@ fn validate_step(
         }
     }
 
+    let fs_read = raw
+        .grants
+        .fs
+        .read
+        .iter()
+        .enumerate()
+        .filter_map(|(position, written)| {
+            let at = grants_path.key("fs").key("read").index(position);
+            match fs_grant(&source.path, written) {
+                Ok(grant) => Some(grant),
+                Err((message, hint)) => {
+                    problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+                    None
+                }
+            }
+        })
+        .collect();
+
     Step {
         index,
         name: raw.name.unwrap_or_else(|| raw.id.clone()),
@@ -643,6 +661,7 @@ fn validate_step(
         with,
         http_grants,
         secret_grants: raw.grants.secrets,
+        fs_read,
     }
 }
 
@@ -762,6 +781,64 @@ impl ReferenceCheck<'_> {
             _ => None,
         }
     }
+}
+
+/// Checks a `grants.fs.read` entry: relative, without `..`, an existing
+/// folder that stays inside the runbook's folder after symlinks.
+fn fs_grant(runbook: &std::path::Path, written: &str) -> Result<super::FsGrant, (String, String)> {
+    let hint = "write a folder relative to the runbook, inside its folder: `grants.fs.read = [\"./dist\"]`".to_owned();
+    let relative = std::path::Path::new(written);
+    if relative.is_absolute() {
+        return Err((format!("`{written}` is an absolute path"), hint));
+    }
+    if relative
+        .components()
+        .any(|part| matches!(part, std::path::Component::ParentDir))
+    {
+        return Err((format!("`{written}` climbs out with `..`"), hint));
+    }
+    let base = runbook
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let host = base
+        .join(relative)
+        .canonicalize()
+        .map_err(|error| (format!("cannot grant `{written}`: {error}"), hint.clone()))?;
+    let root = base.canonicalize().map_err(|error| {
+        (
+            format!("cannot resolve the runbook's folder: {error}"),
+            hint.clone(),
+        )
+    })?;
+    if !host.starts_with(&root) {
+        return Err((
+            format!(
+                "`{written}` leads outside the runbook's folder (to {}) through a symlink",
+                host.display()
+            ),
+            hint,
+        ));
+    }
+    if !host.is_dir() {
+        return Err((format!("`{written}` is not a folder"), hint));
+    }
+    let guest = format!(
+        "/{}",
+        relative
+            .components()
+            .filter_map(|part| match part {
+                std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    Ok(super::FsGrant {
+        written: written.to_owned(),
+        host,
+        guest,
+    })
 }
 
 /// Converts the step's `with` table, parsing every string as a template.

@@ -110,7 +110,7 @@ async fn exec_exits_1_when_a_step_fails_and_3_when_a_step_is_denied() {
     assert!(text(&failed.stderr).contains("✗ run failed at step `health`"));
 
     let denied_file = TestRunbook::new(&format!(
-        "[runbook]\nname = \"deny\"\n\n[[steps]]\nid = \"fetch\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"{}/health\"\n",
+        "[runbook]\nname = \"deny\"\n\n[[steps]]\nid = \"fetch\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"{}/health\"\ngrants.http = [\"http://127.0.0.1:1\"]\n",
         service.base_url()
     ));
     let denied_path = denied_file.path.to_str().unwrap().to_owned();
@@ -281,7 +281,7 @@ fn help_teaches_with_examples_and_exit_codes() {
 #[test]
 fn ctrl_c_cancels_the_running_step_and_exits_130() {
     let file = TestRunbook::new(
-        "[runbook]\nname = \"wait\"\n\n[[steps]]\nid = \"wait\"\nuses = \"misbehave\"\nwith.mode = \"sleep\"\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
+        "[runbook]\nname = \"wait\"\n\n[[steps]]\nid = \"wait\"\nuses = \"misbehave\"\nwith.mode = \"sleep\"\ngrants.http = [\"http://127.0.0.1:1\"]\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
     );
     let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["exec", file.path.to_str().unwrap()])

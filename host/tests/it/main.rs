@@ -5,6 +5,7 @@
 mod audit;
 mod cli;
 mod engine;
+mod files;
 mod format;
 mod operations;
 mod sandbox;

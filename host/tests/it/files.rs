@@ -1,0 +1,87 @@
+//! `grants.fs.read`: a step reads the folders it is granted, read-only, and
+//! nothing else: not outside them, not through `..`, not through symlinks.
+
+use crate::support::{RunOptions, plugins_table, run_file, runtime};
+use runbook::events::Status;
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("dist/image");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::write(
+        image.join("manifest.json"),
+        "{\"layers\": 3}\nsecond line\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "not granted\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", image.join("escape")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside.txt"), image.join("sideways")).unwrap();
+    let path = dir.path().join("runbook.toml");
+    (dir, path)
+}
+
+async fn read(path: &str) -> (Status, String, std::collections::BTreeMap<String, String>) {
+    let (dir, file) = setup();
+    std::fs::write(
+        &file,
+        format!(
+            "[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"read-file\"\nwith.path = \"{path}\"\ngrants.fs.read = [\"./dist/image\"]\n\n{}",
+            plugins_table()
+        ),
+    )
+    .unwrap();
+    let finished = run_file(&runtime(), &file, RunOptions::default()).await;
+    drop(dir);
+    finished.step("read")
+}
+
+#[tokio::test]
+async fn a_granted_folder_is_readable_at_its_path_and_not_writable() {
+    let (status, summary, outputs) = read("./dist/image/manifest.json").await;
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(outputs["first_line"], "{\"layers\": 3}");
+    assert_eq!(outputs["write"], "refused");
+}
+
+#[tokio::test]
+async fn nothing_outside_the_grant_is_visible() {
+    for path in [
+        "./outside.txt",
+        "/etc/hostname",
+        "./dist/image/../../outside.txt",
+        "/dist/image/../../outside.txt",
+    ] {
+        let (status, summary, _) = read(path).await;
+        assert_eq!(status, Status::Failed, "{path}: {summary}");
+        assert!(summary.contains("cannot read"), "{path}: {summary}");
+    }
+}
+
+#[tokio::test]
+async fn a_symlink_inside_the_grant_cannot_lead_out_of_it() {
+    for path in ["./dist/image/escape", "./dist/image/sideways"] {
+        let (status, summary, _) = read(path).await;
+        assert_eq!(status, Status::Failed, "{path}: {summary}");
+    }
+}
+
+#[test]
+fn grants_that_leave_the_runbook_folder_are_refused_before_anything_runs() {
+    let (dir, file) = setup();
+    std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
+    for (grant, expected) in [
+        ("../", "climbs out with `..`"),
+        ("/etc", "is an absolute path"),
+        ("./etc-link", "leads outside the runbook's folder"),
+        ("./missing", "cannot grant `./missing`"),
+        ("./outside.txt", "is not a folder"),
+    ] {
+        std::fs::write(
+            &file,
+            format!("[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"print\"\ngrants.fs.read = [\"{grant}\"]\n\n{}", plugins_table()),
+        )
+        .unwrap();
+        let error = runbook::runbook::load(&file).unwrap_err().to_string();
+        assert!(error.contains(expected), "{grant}: {error}");
+    }
+}
