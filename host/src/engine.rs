@@ -33,6 +33,8 @@ pub struct RunReport {
     pub outputs: StepOutputs,
     /// Steps whose rollback failed.
     pub rollback_failures: Vec<String>,
+    /// Whether a rollback undid completed steps (the run is then over).
+    pub rolled_back: bool,
 }
 
 /// What is known of a step before this process runs it: from the journal
@@ -124,6 +126,7 @@ impl Executor<'_> {
             failure: None,
             outputs: StepOutputs::new(),
             rollback_failures: Vec::new(),
+            rolled_back: false,
         };
         let mut stopping: Option<Policy> = None;
         let mut running = FuturesUnordered::new();
@@ -251,7 +254,7 @@ impl Executor<'_> {
         }
 
         if stopping == Some(Policy::Rollback) && report.status != Status::Waiting {
-            report.rollback_failures = self.roll_back(plan, &state).await;
+            (report.rolled_back, report.rollback_failures) = self.roll_back(plan, &state).await;
         }
 
         for index in always {

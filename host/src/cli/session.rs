@@ -392,7 +392,9 @@ pub async fn drive(
             );
         }
         if report.status == Status::Waiting
-            || report.status.is_failure() && report.status != Status::Denied
+            || (report.status.is_failure()
+                && report.status != Status::Denied
+                && !report.rolled_back)
         {
             eprintln!("  resume with `runbook resume {}`", plan.run_id);
         }

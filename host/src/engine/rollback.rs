@@ -8,7 +8,7 @@ use crate::runbook::{Action, Plan};
 
 impl Executor<'_> {
     /// Rolls back the completed steps; returns the ids whose rollback failed.
-    pub(super) async fn roll_back(&self, plan: &Plan, state: &RunState) -> Vec<String> {
+    pub(super) async fn roll_back(&self, plan: &Plan, state: &RunState) -> (bool, Vec<String>) {
         let order: Vec<usize> = state
             .completed
             .iter()
@@ -16,6 +16,11 @@ impl Executor<'_> {
             .copied()
             .filter(|index| matches!(plan.step(&plan.steps[*index]).action, Action::Plugin(_)))
             .collect();
+        if order.is_empty() {
+            // Nothing completed that could be undone: no rollback to report,
+            // and the run may still be resumed.
+            return (false, Vec::new());
+        }
         let reason = if self.cancel.is_cancelled() {
             "the run was interrupted".to_owned()
         } else {
@@ -71,6 +76,6 @@ impl Executor<'_> {
         self.events.emit(EventKind::RollbackFinished {
             failed: failed.len(),
         });
-        failed
+        (true, failed)
     }
 }
