@@ -36,6 +36,7 @@ fn main() {
             http: vec![runbook::capability::http::UrlGrant::parse("http://127.0.0.1:8080").unwrap()],
             secrets: vec![],
             fs_read: vec![],
+            aws: None,
         };
         let step = || {
             Arc::new(StepContext {
@@ -48,6 +49,7 @@ fn main() {
                 cancel: CancellationToken::new(),
                 http: plugins.http_client(),
                 dry_run: false,
+                aws: None,
             })
         };
         let params = r#"{"message":"hi"}"#;

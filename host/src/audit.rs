@@ -183,6 +183,23 @@ impl EventWriter for AuditLog {
                     detail,
                 );
             }
+            EventKind::Aws {
+                service,
+                action,
+                region,
+                status,
+                reason,
+                ..
+            } => self.append(
+                event,
+                "aws",
+                format!("{service}:{action} in {region}"),
+                Decision::Allowed,
+                None,
+                status
+                    .map(|code| code.to_string())
+                    .or_else(|| reason.clone()),
+            ),
             EventKind::SecretUsed {
                 secret,
                 destination,

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod http;
 pub mod kube;
 pub mod secrets;
+pub mod sigv4;
 
 use crate::events::{EventKind, EventSink};
 use crate::plugin::bindings::PluginError;
@@ -38,6 +39,8 @@ pub struct StepContext {
     pub http: http::HttpClient,
     /// `plan`: requests that change things are recorded, not sent.
     pub dry_run: bool,
+    /// Credentials and endpoint for AWS calls, when the run has them.
+    pub aws: Option<aws::AwsAccess>,
 }
 
 impl StepContext {

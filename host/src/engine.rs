@@ -78,6 +78,8 @@ pub struct Executor<'a> {
     pub recorded: BTreeMap<String, Recorded>,
     /// Manual steps' confirmations.
     pub confirmations: Confirmations,
+    /// AWS credentials and endpoint, for steps granted AWS.
+    pub aws: Option<crate::capability::aws::AwsAccess>,
 }
 
 /// The state of one planned step during the run.

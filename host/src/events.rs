@@ -165,6 +165,21 @@ pub enum EventKind {
         /// Why it was denied or failed, or where it redirected.
         reason: Option<String>,
     },
+    /// An AWS call the step was granted, signed by the host.
+    Aws {
+        /// Service.
+        service: String,
+        /// Action.
+        action: String,
+        /// Region.
+        region: String,
+        /// Response status, when there was a response.
+        status: Option<u16>,
+        /// Time taken.
+        duration_ms: f64,
+        /// Why it failed, when it did.
+        reason: Option<String>,
+    },
     /// A sealed secret was unsealed for a request, or refused.
     SecretUsed {
         /// The secret's name (never its value).

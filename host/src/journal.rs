@@ -84,6 +84,7 @@ fn must_sync(unrepeatable: &mut std::collections::BTreeSet<String>, event: &Even
         EventKind::Log { .. }
         | EventKind::Progress { .. }
         | EventKind::Http { .. }
+        | EventKind::Aws { .. }
         | EventKind::SecretUsed { .. }
         | EventKind::Denied { .. }
         | EventKind::StepRetry { .. } => false,

@@ -240,6 +240,7 @@ impl PluginRuntime {
             cancel: CancellationToken::new(),
             http: self.http.clone(),
             dry_run: false,
+            aws: None,
         })
     }
 

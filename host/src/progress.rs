@@ -327,6 +327,25 @@ impl EventWriter for Progress {
             }
             EventKind::Confirmed { by, .. } => lines.push(format!("      ✓ confirmed by {by}")),
             EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
+            EventKind::Aws {
+                service,
+                action,
+                region,
+                status,
+                reason,
+                duration_ms,
+            } => {
+                if screen.verbose || reason.is_some() {
+                    let outcome = status.map_or_else(
+                        || reason.clone().unwrap_or_default(),
+                        |code| code.to_string(),
+                    );
+                    lines.push(format!(
+                        "      {} {service}:{action} in {region} → {outcome} in {duration_ms:.1} ms",
+                        screen.paint("2", "aws")
+                    ));
+                }
+            }
             EventKind::SecretUsed { .. } | EventKind::AuditHead { .. } => {}
         }
         if !lines.is_empty()

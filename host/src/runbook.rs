@@ -77,6 +77,8 @@ pub struct Environment {
     pub emergency_approvals: Option<Approvals>,
     /// Deploy windows and freezes.
     pub schedule: Schedule,
+    /// Where AWS calls go instead of AWS (an emulator).
+    pub aws_endpoint: Option<String>,
 }
 
 /// `required` distinct approvers out of `from`.
@@ -134,6 +136,8 @@ pub struct Step {
     pub secret_grants: Vec<String>,
     /// Folders the step may read.
     pub fs_read: Vec<FsGrant>,
+    /// AWS calls the step may make.
+    pub aws: Option<crate::capability::aws::AwsGrant>,
 }
 
 /// A folder a step may read: the host folder (checked to be inside the
@@ -352,6 +356,8 @@ pub struct StepGrants {
     pub secrets: Vec<String>,
     /// Folders the step may read.
     pub fs_read: Vec<FsGrant>,
+    /// AWS calls the step may make.
+    pub aws: Option<crate::capability::aws::AwsGrant>,
 }
 
 #[cfg(test)]

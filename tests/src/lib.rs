@@ -32,3 +32,6 @@ pub fn plugin_path(crate_name: &str) -> std::path::PathBuf {
 
 pub mod counter;
 pub use counter::Counter;
+
+pub mod moto;
+pub use moto::Moto;

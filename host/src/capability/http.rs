@@ -114,6 +114,11 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The underlying client, for other host capabilities (AWS).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Builds the client.
     pub fn new() -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()

@@ -67,6 +67,13 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
 
     let outputs = StepOutputs::new();
     let outcomes = crate::engine::render::StepOutcomes::new();
+    let aws = crate::capability::aws::AwsAccess::from_environment(
+        plan.environment
+            .as_ref()
+            .and_then(|name| plan.runbook.environments.get(name))
+            .and_then(|environment| environment.aws_endpoint.as_ref())
+            .and_then(|endpoint| url::Url::parse(endpoint).ok()),
+    );
     let mut views = Vec::new();
     let mut failed = false;
     for planned in &plan.steps {
@@ -116,6 +123,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             cancel: CancellationToken::new(),
             http: runtime.http_client(),
             dry_run: true,
+            aws: Some(aws.clone()),
         });
         let result = runtime
             .plan(plugin, context, step.memory_limit, &params.to_string())

@@ -49,6 +49,11 @@ pub struct RunOptions {
     /// Wait at the approval gate instead of stopping there.
     #[arg(long)]
     pub wait_approval: bool,
+
+    /// Send AWS calls to this endpoint (an emulator such as moto) instead
+    /// of AWS; overrides the environment's `aws_endpoint`.
+    #[arg(long, value_name = "URL")]
+    pub aws_endpoint: Option<String>,
 }
 
 /// A run that passed every check and is ready to go.
@@ -338,6 +343,13 @@ pub async fn drive(
         abort,
         parallel,
         recorded,
+        aws: Some(crate::capability::aws::AwsAccess::from_environment(
+            options
+                .aws_endpoint
+                .clone()
+                .or_else(|| environment.and_then(|environment| environment.aws_endpoint.clone()))
+                .and_then(|endpoint| url::Url::parse(&endpoint).ok()),
+        )),
         confirmations: Confirmations {
             given: confirmations_given,
             ask_on_terminal: options.output == Output::Text

@@ -47,6 +47,7 @@ impl Executor<'_> {
             cancel: cancel.clone(),
             http: self.runtime.http_client(),
             dry_run: false,
+            aws: self.aws.clone(),
         })
     }
 

@@ -251,6 +251,7 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
             http: Vec::new(),
             secrets: step.secret_grants.clone(),
             fs_read: step.fs_read.clone(),
+            aws: step.aws.clone(),
         };
         for (template, at) in &step.http_grants {
             let rendered = template.render(|reference| plan.static_value(reference).ok_or(()));

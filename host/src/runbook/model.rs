@@ -93,6 +93,10 @@ pub struct RawEnvironment {
     /// Date ranges when no run may start.
     #[serde(default)]
     pub freezes: Vec<RawFreeze>,
+    /// Send AWS calls here instead of `https://SERVICE.REGION.amazonaws.com`
+    /// (an emulator such as moto).
+    #[serde(default)]
+    pub aws_endpoint: Option<String>,
 }
 
 /// `approvals = { required = 2, from = ["alice", "bob", "carol"] }`.
@@ -258,6 +262,21 @@ pub struct RawGrants {
     /// Folders the step may read.
     #[serde(default)]
     pub fs: RawFsGrants,
+    /// AWS services, actions and regions the step may call.
+    #[serde(default)]
+    pub aws: Option<RawAwsGrant>,
+}
+
+/// `grants.aws = { services = ["rds"], actions = ["CreateDBSnapshot"], regions = ["us-east-1"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsGrant {
+    /// Service names as AWS signs them: `rds`, `ec2`, `dynamodb`.
+    pub services: Vec<String>,
+    /// Action names; a trailing `*` allows a prefix (`Describe*`).
+    pub actions: Vec<String>,
+    /// Regions.
+    pub regions: Vec<String>,
 }
 
 /// `grants.fs`.

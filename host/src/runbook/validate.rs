@@ -179,6 +179,7 @@ fn validate_environment(
     let regular = approvals(environment.approvals, "approvals");
     let emergency = approvals(environment.emergency_approvals, "emergency_approvals");
     Environment {
+        aws_endpoint: environment.aws_endpoint,
         description: environment.description,
         vars,
         approvals: regular,
@@ -662,6 +663,14 @@ fn validate_step(
         http_grants,
         secret_grants: raw.grants.secrets,
         fs_read,
+        aws: raw
+            .grants
+            .aws
+            .map(|grant| crate::capability::aws::AwsGrant {
+                services: grant.services,
+                actions: grant.actions,
+                regions: grant.regions,
+            }),
     }
 }
 

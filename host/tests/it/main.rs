@@ -3,6 +3,7 @@
 //! format's diagnostics, and the `runbook` binary as an operator uses it.
 
 mod audit;
+mod aws;
 mod cli;
 mod engine;
 mod files;

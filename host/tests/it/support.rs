@@ -106,6 +106,8 @@ pub struct RunOptions {
     pub cancel: Option<CancellationToken>,
     /// `--parallel`.
     pub parallel: Option<usize>,
+    /// AWS credentials and endpoint.
+    pub aws: Option<runbook::capability::aws::AwsAccess>,
 }
 
 /// Validates, binds and runs a runbook file through the library.
@@ -143,6 +145,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         parallel: options.parallel.unwrap_or(16),
         recorded: BTreeMap::new(),
         confirmations: Default::default(),
+        aws: options.aws,
     };
     let report = executor.execute(&plan).await;
     Finished {

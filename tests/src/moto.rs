@@ -1,0 +1,79 @@
+//! moto_server (PyPI `moto[server]`), the AWS emulator the AWS tests run
+//! against, started on a free loopback port. A test that needs it fails
+//! loudly when it is missing; it never skips.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running moto_server.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    child: Child,
+}
+
+impl Moto {
+    /// Starts moto_server and waits until it answers.
+    pub fn start() -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("an address").port()
+        };
+        // `python3 -m moto.server` needs no script on PATH (pyenv shims).
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("moto_server is needed for the AWS tests and could not start ({error}); install it with `python3 -m pip install 'moto[server]'` (scripts/test does)")
+            });
+        let mut child = child;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "moto_server exited ({status}): it is needed for the AWS tests; install it with `python3 -m pip install 'moto[server]'` (scripts/test does)"
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    /// Calls the RDS Query API directly (moto accepts unsigned calls), for
+    /// checking what a step did.
+    pub fn rds(&self, action: &str, params: &[(&str, &str)]) -> String {
+        let mut body = format!("Action={action}&Version=2014-10-31");
+        for (key, value) in params {
+            body.push_str(&format!("&{key}={value}"));
+        }
+        let mut stream = std::net::TcpStream::connect(self.url.trim_start_matches("http://"))
+            .expect("moto answers");
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/rds/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.url.trim_start_matches("http://"),
+            body.len()
+        )
+        .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
