@@ -416,8 +416,9 @@ async fn after_a_kill_at_any_point_resume_finishes_with_every_side_effect_exactl
                 finished = true;
                 break;
             }
-            if said.contains("the run never started") {
-                // Killed between creating the journal and starting the run.
+            if said.contains("the run never started") || said.contains("no run `") {
+                // Killed between creating the run's folder or journal and
+                // starting the run.
                 assert!(steps.iter().all(|step| {
                     !counter
                         .tally()
