@@ -298,8 +298,9 @@ fn ctrl_c_cancels_the_running_step_and_exits_130() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let interrupted_at = std::time::Instant::now();
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    // SIGINT, as Ctrl-C on a terminal sends (bash's builtin `kill`).
+    let status = Command::new("bash")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     assert!(status.success());

@@ -357,21 +357,15 @@ async fn after_a_kill_at_any_point_resume_finishes_with_every_side_effect_exactl
         seed ^= seed << 17;
         let kill_after = Duration::from_millis(seed % 250);
         let log = std::fs::File::create(file.dir.path().join("exec.log")).unwrap();
-        let child = env
+        let mut child = env
             .command("alice", &["exec", &path])
             .stderr(log)
             .spawn()
             .unwrap();
         tokio::time::sleep(kill_after).await;
-        let pid = child.id();
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        let _ = blocking(move || {
-            let mut child = child;
-            child.wait()
-        })
-        .await;
+        // SIGKILL: the runner gets no chance to clean up.
+        let _ = child.kill();
+        let _ = blocking(move || child.wait()).await;
 
         let runs = file.dir.path().join(".runbook/runs");
         let Some(run) = runs
