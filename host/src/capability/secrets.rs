@@ -21,6 +21,8 @@ pub struct SecretStore {
 struct Inner {
     values: BTreeMap<String, String>,
     nonce: String,
+    /// Built once: every step's context shares it.
+    redactor: Redactor,
 }
 
 impl std::fmt::Debug for SecretStore {
@@ -77,6 +79,7 @@ impl SecretStore {
         getrandom::fill(&mut bytes).expect("the operating system has a random source");
         SecretStore {
             inner: Arc::new(Inner {
+                redactor: Redactor::new(values.values().cloned()),
                 values,
                 nonce: hex::encode(bytes),
             }),
@@ -135,7 +138,7 @@ impl SecretStore {
 
     /// A redactor for every value in this store.
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.inner.values.values().cloned())
+        self.inner.redactor.clone()
     }
 }
 

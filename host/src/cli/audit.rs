@@ -225,19 +225,9 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
             };
             let plugin = &plugins[name];
             let grants = Grants {
-                http: planned
-                    .grants
-                    .http
-                    .iter()
-                    .map(|grant| grant.as_str().to_owned())
-                    .collect(),
+                http: planned.grants.http_texts(),
                 secrets: planned.grants.secrets.clone(),
-                fs_read: planned
-                    .grants
-                    .fs_read
-                    .iter()
-                    .map(|grant| grant.written.clone())
-                    .collect(),
+                fs_read: planned.grants.fs_texts(),
             };
             reviews.push(StepReview {
                 step: planned.id.0.clone(),

@@ -149,12 +149,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
             digest: plugin.digest.clone(),
             grants: GrantsView {
-                http: planned
-                    .grants
-                    .http
-                    .iter()
-                    .map(|grant| grant.as_str().to_owned())
-                    .collect(),
+                http: planned.grants.http_texts(),
                 secrets: planned.grants.secrets.clone(),
             },
             actions,

@@ -37,6 +37,15 @@ pub struct LogsArgs {
     state_dir: Option<PathBuf>,
 }
 
+/// A string field of a journal event, empty when absent.
+fn field(event: &serde_json::Value, key: &str) -> String {
+    event
+        .get(key)
+        .and_then(|value| value.as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
 fn status_of(record: &RunRecord) -> String {
     match record.finished {
         Some(status) => status.as_str().to_owned(),
@@ -145,13 +154,7 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             .get("event")
             .and_then(|value| value.as_str())
             .unwrap_or("");
-        let text = |key: &str| {
-            event
-                .get(key)
-                .and_then(|value| value.as_str())
-                .unwrap_or("")
-                .to_owned()
-        };
+        let text = |key: &str| field(event, key);
         let line = match kind {
             "run_started" => format!("run started by {}", text("operator")),
             "run_resumed" => format!("run resumed by {}", text("operator")),
@@ -195,13 +198,7 @@ pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
             .get("event")
             .and_then(|value| value.as_str())
             .unwrap_or("");
-        let text = |key: &str| {
-            event
-                .get(key)
-                .and_then(|value| value.as_str())
-                .unwrap_or("")
-                .to_owned()
-        };
+        let text = |key: &str| field(event, key);
         match kind {
             "log" => println!("{step} [{}] {}", text("level"), text("message")),
             "http" => println!(

@@ -571,12 +571,7 @@ fn validate_step(
             }
             toml::Value::String(text) => match Template::parse(text) {
                 Ok(template) => {
-                    ReferenceCheck {
-                        allow_step_outputs: false,
-                        allow_secrets: false,
-                        allow_item: false,
-                        ..check
-                    }
+                    check.fixed_before_run()
                     .check(&template, &at, problems);
                     Some(ForEach::Expression(template))
                 }
@@ -602,13 +597,7 @@ fn validate_step(
         let at = grants_path.key("http").index(position);
         match Template::parse(text) {
             Ok(template) => {
-                ReferenceCheck {
-                    allow_step_outputs: false,
-                    allow_secrets: false,
-                    allow_item: false,
-                    ..check
-                }
-                .check(&template, &at, problems);
+                check.fixed_before_run().check(&template, &at, problems);
                 http_grants.push((template, at));
             }
             Err(error) => problems.push(
@@ -686,6 +675,17 @@ struct ReferenceCheck<'a> {
 }
 
 impl ReferenceCheck<'_> {
+    /// The check for values fixed before the run starts (grants,
+    /// `for_each`): no step outputs, secrets or `item`.
+    fn fixed_before_run(self) -> Self {
+        ReferenceCheck {
+            allow_step_outputs: false,
+            allow_secrets: false,
+            allow_item: false,
+            ..self
+        }
+    }
+
     fn check(&self, template: &Template, at: &ValuePath, problems: &mut Diagnostics) {
         for (reference, range) in template.references() {
             if let Some((message, hint)) = self.problem(reference) {
