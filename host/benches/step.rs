@@ -37,6 +37,7 @@ fn main() {
             secrets: vec![],
             fs_read: vec![],
             aws: None,
+            kube: None,
         };
         let step = || {
             Arc::new(StepContext {
@@ -50,6 +51,7 @@ fn main() {
                 http: plugins.http_client(),
                 dry_run: false,
                 aws: None,
+                kube: None,
             })
         };
         let params = r#"{"message":"hi"}"#;

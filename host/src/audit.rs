@@ -200,6 +200,24 @@ impl EventWriter for AuditLog {
                     .map(|code| code.to_string())
                     .or_else(|| reason.clone()),
             ),
+            EventKind::Kube {
+                verb,
+                object,
+                outcome,
+                dry_run,
+                ..
+            } => self.append(
+                event,
+                "kube",
+                format!("{verb} {object}"),
+                Decision::Allowed,
+                None,
+                Some(if *dry_run {
+                    format!("{outcome} (dryRun=All)")
+                } else {
+                    outcome.clone()
+                }),
+            ),
             EventKind::SecretUsed {
                 secret,
                 destination,

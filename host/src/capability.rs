@@ -41,6 +41,8 @@ pub struct StepContext {
     pub dry_run: bool,
     /// Credentials and endpoint for AWS calls, when the run has them.
     pub aws: Option<aws::AwsAccess>,
+    /// The cluster connection for Kubernetes calls, when the run has one.
+    pub kube: Option<std::sync::Arc<kube::KubeAccess>>,
 }
 
 impl StepContext {

@@ -80,6 +80,8 @@ pub struct Executor<'a> {
     pub confirmations: Confirmations,
     /// AWS credentials and endpoint, for steps granted AWS.
     pub aws: Option<crate::capability::aws::AwsAccess>,
+    /// The cluster connection, for steps granted Kubernetes.
+    pub kube: Option<std::sync::Arc<crate::capability::kube::KubeAccess>>,
 }
 
 /// The state of one planned step during the run.

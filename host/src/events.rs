@@ -180,6 +180,21 @@ pub enum EventKind {
         /// Why it failed, when it did.
         reason: Option<String>,
     },
+    /// A Kubernetes call the step was granted, made by the host.
+    Kube {
+        /// `get`, `list`, `watch`, `create`, `patch`, `delete`.
+        verb: String,
+        /// `apps/v1/Deployment ns/name`.
+        object: String,
+        /// What came of it: `patched`, `not found`, the error.
+        outcome: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// A write sent with `dryRun=All` (planning).
+        dry_run: bool,
+        /// Time taken.
+        duration_ms: f64,
+    },
     /// A sealed secret was unsealed for a request, or refused.
     SecretUsed {
         /// The secret's name (never its value).

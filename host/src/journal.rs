@@ -85,6 +85,7 @@ fn must_sync(unrepeatable: &mut std::collections::BTreeSet<String>, event: &Even
         | EventKind::Progress { .. }
         | EventKind::Http { .. }
         | EventKind::Aws { .. }
+        | EventKind::Kube { .. }
         | EventKind::SecretUsed { .. }
         | EventKind::Denied { .. }
         | EventKind::StepRetry { .. } => false,

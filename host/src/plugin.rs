@@ -105,6 +105,9 @@ pub struct LoadedPlugin {
     pub descriptor: Descriptor,
     /// The interfaces the component imports, read from the component.
     pub imports: Vec<String>,
+    /// The capabilities written into the component at build time (the
+    /// `runbook:capabilities` custom section), when it has them.
+    pub embedded_capabilities: Option<Vec<String>>,
     /// Whether this load compiled the component (a cache miss).
     pub compiled: bool,
     pre: StepPre<StepState>,
@@ -216,6 +219,7 @@ impl PluginRuntime {
                 idempotent: false,
             },
             imports,
+            embedded_capabilities: embedded_capabilities(&bytes),
             compiled,
             pre,
         };
@@ -224,6 +228,24 @@ impl PluginRuntime {
             .describe(&plugin, context)
             .await
             .map_err(|error| invalid(format!("`describe` failed: {error}")))?;
+        if let Some(embedded) = &plugin.embedded_capabilities {
+            let mut described: Vec<String> = plugin
+                .descriptor
+                .capabilities
+                .iter()
+                .map(|capability| capability.name().to_owned())
+                .collect();
+            let mut written = embedded.clone();
+            described.sort();
+            written.sort();
+            if described != written {
+                return Err(invalid(format!(
+                    "its build wrote capabilities [{}] into the component, but `describe` says [{}]: the component was altered or built wrongly",
+                    written.join(", "),
+                    described.join(", ")
+                )));
+            }
+        }
         Ok(plugin)
     }
 
@@ -241,6 +263,7 @@ impl PluginRuntime {
             http: self.http.clone(),
             dry_run: false,
             aws: None,
+            kube: None,
         })
     }
 
@@ -451,4 +474,27 @@ fn build_engine() -> anyhow::Result<Engine> {
                 .map_err(|error| anyhow::anyhow!("creating the wasm engine: {error}"))
         }
     }
+}
+
+/// The custom section the SDK writes a plugin's capabilities into.
+pub const CAPABILITIES_SECTION: &str = "runbook:capabilities";
+
+/// Reads the capabilities a component's build wrote into it, without
+/// running it: the `runbook:capabilities` custom section, in the component
+/// or in a core module inside it. `None` when there is none.
+pub fn embedded_capabilities(bytes: &[u8]) -> Option<Vec<String>> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Ok(wasmparser::Payload::CustomSection(section)) = payload
+            && section.name() == CAPABILITIES_SECTION
+        {
+            let text = std::str::from_utf8(section.data()).ok()?;
+            return Some(
+                text.split(',')
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+    }
+    None
 }

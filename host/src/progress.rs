@@ -346,6 +346,22 @@ impl EventWriter for Progress {
                     ));
                 }
             }
+            EventKind::Kube {
+                verb,
+                object,
+                outcome,
+                ok,
+                dry_run,
+                duration_ms,
+            } => {
+                if screen.verbose || !ok {
+                    let dry = if *dry_run { " (dry run)" } else { "" };
+                    lines.push(format!(
+                        "      {} {verb} {object}{dry} → {outcome} in {duration_ms:.1} ms",
+                        screen.paint("2", "kube")
+                    ));
+                }
+            }
             EventKind::SecretUsed { .. } | EventKind::AuditHead { .. } => {}
         }
         if !lines.is_empty()

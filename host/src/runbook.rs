@@ -79,6 +79,8 @@ pub struct Environment {
     pub schedule: Schedule,
     /// Where AWS calls go instead of AWS (an emulator).
     pub aws_endpoint: Option<String>,
+    /// The kubeconfig context for Kubernetes calls.
+    pub kube_context: Option<String>,
 }
 
 /// `required` distinct approvers out of `from`.
@@ -138,6 +140,8 @@ pub struct Step {
     pub fs_read: Vec<FsGrant>,
     /// AWS calls the step may make.
     pub aws: Option<crate::capability::aws::AwsGrant>,
+    /// Kubernetes calls the step may make.
+    pub kube: Option<crate::capability::kube::KubeGrant>,
 }
 
 /// A folder a step may read: the host folder (checked to be inside the
@@ -376,6 +380,8 @@ pub struct StepGrants {
     pub fs_read: Vec<FsGrant>,
     /// AWS calls the step may make.
     pub aws: Option<crate::capability::aws::AwsGrant>,
+    /// Kubernetes calls the step may make.
+    pub kube: Option<crate::capability::kube::KubeGrant>,
 }
 
 #[cfg(test)]

@@ -33,5 +33,8 @@ pub fn plugin_path(crate_name: &str) -> std::path::PathBuf {
 pub mod counter;
 pub use counter::Counter;
 
+pub mod kube;
+pub use kube::KubeEmulator;
+
 pub mod moto;
 pub use moto::Moto;

@@ -24,6 +24,16 @@ pub struct AwsGrant {
 }
 
 impl AwsGrant {
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "services {}; actions {}; regions {}",
+            self.services.join(", "),
+            self.actions.join(", "),
+            self.regions.join(", ")
+        )
+    }
+
     /// Why a call is outside the grant, if it is.
     pub fn refuses(&self, service: &str, action: &str, region: &str) -> Option<String> {
         if !self.services.iter().any(|granted| granted == service) {

@@ -75,6 +75,7 @@ struct StepReview {
     sha256: String,
     imports: Vec<String>,
     declares: Vec<String>,
+    embedded: Option<Vec<String>>,
     grants: Grants,
     findings: Vec<String>,
 }
@@ -84,6 +85,8 @@ struct Grants {
     http: Vec<String>,
     secrets: Vec<String>,
     fs_read: Vec<String>,
+    kube: Option<String>,
+    aws: Option<String>,
 }
 
 fn invalid(message: String, hint: &str) -> Failure {
@@ -228,6 +231,8 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                 http: planned.grants.http_texts(),
                 secrets: planned.grants.secrets.clone(),
                 fs_read: planned.grants.fs_texts(),
+                kube: planned.grants.kube.as_ref().map(|grant| grant.describe()),
+                aws: planned.grants.aws.as_ref().map(|grant| grant.describe()),
             };
             reviews.push(StepReview {
                 step: planned.id.0.clone(),
@@ -243,6 +248,7 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                     .map(|capability| capability.name().to_owned())
                     .collect(),
                 findings: findings(plugin, &grants),
+                embedded: plugin.embedded_capabilities.clone(),
                 grants,
             });
         }
@@ -284,11 +290,30 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
             ));
         }
     }
+    if plugin.embedded_capabilities.is_none() {
+        found.push(
+            "no `runbook:capabilities` section: what it needs is known only by running `describe`"
+                .into(),
+        );
+    }
     if declares("http") && grants.http.is_empty() {
         found.push("needs `http` but the step grants no URL: every request will be denied".into());
     }
     if !grants.http.is_empty() && !imports("http") {
         found.push("grant wider than the plugin asks: `grants.http` is given but the component cannot make HTTP requests".into());
+    }
+    for (capability, granted) in [
+        ("kube", grants.kube.is_some()),
+        ("aws", grants.aws.is_some()),
+    ] {
+        if declares(capability) && !granted {
+            found.push(format!(
+                "needs `{capability}` but the step grants none: `validate` and `exec` refuse it"
+            ));
+        }
+        if granted && !imports(capability) {
+            found.push(format!("grant wider than the plugin asks: `grants.{capability}` is given but the component cannot make {capability} calls"));
+        }
     }
     if !grants.fs_read.is_empty() && !declares("fs") {
         found.push("grant wider than the plugin asks: `grants.fs.read` is given but the plugin does not declare `fs`".into());
@@ -321,12 +346,21 @@ fn print_text(name: &str, reviews: &[StepReview]) {
                 review.declares.join(", ")
             }
         );
+        if let Some(embedded) = &review.embedded {
+            println!("  embedded  {} (written at build time)", list(embedded));
+        }
         println!(
             "  grants    http: {}; secrets: {}; read: {}",
             list(&review.grants.http),
             list(&review.grants.secrets),
             list(&review.grants.fs_read)
         );
+        if let Some(kube) = &review.grants.kube {
+            println!("            kube: {kube}");
+        }
+        if let Some(aws) = &review.grants.aws {
+            println!("            aws: {aws}");
+        }
         let capability_imports: Vec<&String> = review
             .imports
             .iter()
@@ -349,12 +383,12 @@ fn print_text(name: &str, reviews: &[StepReview]) {
 fn print_markdown(name: &str, reviews: &[StepReview]) {
     println!("# Audit of runbook `{name}`\n");
     println!(
-        "| step | environment | plugin | sha256 | declares | grants http | grants secrets | imports | findings |"
+        "| step | environment | plugin | sha256 | declares | grants http | grants secrets | grants kube | grants aws | imports | findings |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for review in reviews {
         println!(
-            "| {} | {} | {} {} | `{}` | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
             review.step,
             review.environment.clone().unwrap_or_default(),
             review.plugin,
@@ -363,6 +397,8 @@ fn print_markdown(name: &str, reviews: &[StepReview]) {
             list(&review.declares),
             list(&review.grants.http),
             list(&review.grants.secrets),
+            review.grants.kube.as_deref().unwrap_or("none"),
+            review.grants.aws.as_deref().unwrap_or("none"),
             review
                 .imports
                 .iter()

@@ -21,6 +21,15 @@ pub struct PlanArgs {
     /// `text` for people, `json` for machines.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+
+    /// Send AWS calls to this endpoint (an emulator) instead of AWS.
+    #[arg(long, value_name = "URL")]
+    aws_endpoint: Option<String>,
+
+    /// Make Kubernetes calls (reads, and writes with `dryRun=All`)
+    /// through this kubeconfig context.
+    #[arg(long, value_name = "NAME")]
+    kube_context: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -67,12 +76,20 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
 
     let outputs = StepOutputs::new();
     let outcomes = crate::engine::render::StepOutcomes::new();
+    let environment = plan
+        .environment
+        .as_ref()
+        .and_then(|name| plan.runbook.environments.get(name));
     let aws = crate::capability::aws::AwsAccess::from_environment(
-        plan.environment
-            .as_ref()
-            .and_then(|name| plan.runbook.environments.get(name))
-            .and_then(|environment| environment.aws_endpoint.as_ref())
-            .and_then(|endpoint| url::Url::parse(endpoint).ok()),
+        args.aws_endpoint
+            .clone()
+            .or_else(|| environment.and_then(|environment| environment.aws_endpoint.clone()))
+            .and_then(|endpoint| url::Url::parse(&endpoint).ok()),
+    );
+    let kube = crate::capability::kube::KubeAccess::new(
+        args.kube_context
+            .clone()
+            .or_else(|| environment.and_then(|environment| environment.kube_context.clone())),
     );
     let mut views = Vec::new();
     let mut failed = false;
@@ -124,6 +141,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             http: runtime.http_client(),
             dry_run: true,
             aws: Some(aws.clone()),
+            kube: Some(kube.clone()),
         });
         let result = runtime
             .plan(plugin, context, step.memory_limit, &params.to_string())

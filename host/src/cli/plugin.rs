@@ -58,6 +58,7 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
                 "capabilities": capabilities,
                 "idempotent": descriptor.idempotent,
                 "imports": plugin.imports,
+                "embedded_capabilities": plugin.embedded_capabilities,
                 "params_schema": schema,
             }))
             .unwrap_or_default()
@@ -80,6 +81,15 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
                     "nothing".to_owned()
                 } else {
                     capabilities.join(", ")
+                }
+            );
+            println!(
+                "embedded      {}",
+                match &plugin.embedded_capabilities {
+                    Some(names) if names.is_empty() => "nothing (written at build time)".to_owned(),
+                    Some(names) => format!("{} (written at build time)", names.join(", ")),
+                    None =>
+                        "no `runbook:capabilities` section: not built with runbook-sdk".to_owned(),
                 }
             );
             println!(

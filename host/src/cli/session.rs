@@ -54,6 +54,12 @@ pub struct RunOptions {
     /// of AWS; overrides the environment's `aws_endpoint`.
     #[arg(long, value_name = "URL")]
     pub aws_endpoint: Option<String>,
+
+    /// Make Kubernetes calls through this kubeconfig context; overrides
+    /// the environment's `kube_context` (default: the current context of
+    /// `$KUBECONFIG` or `~/.kube/config`).
+    #[arg(long, value_name = "NAME")]
+    pub kube_context: Option<String>,
 }
 
 /// A run that passed every check and is ready to go.
@@ -349,6 +355,12 @@ pub async fn drive(
                 .clone()
                 .or_else(|| environment.and_then(|environment| environment.aws_endpoint.clone()))
                 .and_then(|endpoint| url::Url::parse(&endpoint).ok()),
+        )),
+        kube: Some(crate::capability::kube::KubeAccess::new(
+            options
+                .kube_context
+                .clone()
+                .or_else(|| environment.and_then(|environment| environment.kube_context.clone())),
         )),
         confirmations: Confirmations {
             given: confirmations_given,

@@ -179,9 +179,35 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
                 .hint("grant what it may call: `grants.http = [\"https://api.example.com\"]`"),
             );
         }
+        let missing = [
+            (
+                declares("kube") && grants.kube.is_none(),
+                "kube",
+                "grants.kube = { namespaces = [\"app\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }",
+            ),
+            (
+                declares("aws") && grants.aws.is_none(),
+                "aws",
+                "grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\"], regions = [\"us-east-1\"] }",
+            ),
+        ];
+        for (is_missing, capability, example) in missing {
+            if is_missing {
+                problems.push(
+                    Diagnostic::new(format!(
+                        "step `{}`: plugin `{}` needs `{capability}`, and the step grants none",
+                        step.id, plugin.descriptor.name
+                    ))
+                    .at(&plan.runbook.source, &step.path())
+                    .hint(format!("grant what it may do, for example `{example}`")),
+                );
+            }
+        }
         let wider = [
             (!grants.http.is_empty() && !declares("http"), "grants.http"),
             (!grants.fs_read.is_empty() && !declares("fs"), "grants.fs"),
+            (grants.kube.is_some() && !declares("kube"), "grants.kube"),
+            (grants.aws.is_some() && !declares("aws"), "grants.aws"),
         ];
         for (is_wider, key) in wider {
             if is_wider {

@@ -48,6 +48,7 @@ impl Executor<'_> {
             http: self.runtime.http_client(),
             dry_run: false,
             aws: self.aws.clone(),
+            kube: self.kube.clone(),
         })
     }
 

@@ -252,6 +252,7 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
             secrets: step.secret_grants.clone(),
             fs_read: step.fs_read.clone(),
             aws: step.aws.clone(),
+            kube: step.kube.clone(),
         };
         for (template, at) in &step.http_grants {
             let rendered = template.render(|reference| plan.static_value(reference).ok_or(()));

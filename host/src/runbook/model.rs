@@ -97,6 +97,9 @@ pub struct RawEnvironment {
     /// (an emulator such as moto).
     #[serde(default)]
     pub aws_endpoint: Option<String>,
+    /// The kubeconfig context Kubernetes calls use in this environment.
+    #[serde(default)]
+    pub kube_context: Option<String>,
 }
 
 /// `approvals = { required = 2, from = ["alice", "bob", "carol"] }`.
@@ -265,6 +268,21 @@ pub struct RawGrants {
     /// AWS services, actions and regions the step may call.
     #[serde(default)]
     pub aws: Option<RawAwsGrant>,
+    /// Kubernetes namespaces, resources and verbs the step may use.
+    #[serde(default)]
+    pub kube: Option<RawKubeGrant>,
+}
+
+/// `grants.kube = { namespaces = ["shop"], resources = ["apps/v1/Deployment"], verbs = ["get", "patch", "watch"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubeGrant {
+    /// Namespaces; `"*"` for all and for cluster-scoped objects.
+    pub namespaces: Vec<String>,
+    /// `GROUP/VERSION/Kind`, or `v1/Kind` for the core group.
+    pub resources: Vec<String>,
+    /// `get`, `list`, `watch`, `create`, `patch`, `delete`.
+    pub verbs: Vec<String>,
 }
 
 /// `grants.aws = { services = ["rds"], actions = ["CreateDBSnapshot"], regions = ["us-east-1"] }`.

@@ -180,6 +180,7 @@ fn validate_environment(
     let emergency = approvals(environment.emergency_approvals, "emergency_approvals");
     Environment {
         aws_endpoint: environment.aws_endpoint,
+        kube_context: environment.kube_context,
         description: environment.description,
         vars,
         approvals: regular,
@@ -617,6 +618,11 @@ fn validate_step(
         }
     }
 
+    let kube = raw
+        .grants
+        .kube
+        .map(|grant| kube_grant(grant, source, &grants_path.key("kube"), problems));
+
     let fs_read = raw
         .grants
         .fs
@@ -660,6 +666,58 @@ fn validate_step(
                 actions: grant.actions,
                 regions: grant.regions,
             }),
+        kube,
+    }
+}
+
+/// `grants.kube`, each verb and resource checked so that a typo is an
+/// error here rather than a denial in the middle of a deploy.
+fn kube_grant(
+    raw: crate::runbook::model::RawKubeGrant,
+    source: &Arc<Source>,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> crate::capability::kube::KubeGrant {
+    use crate::capability::kube::VERBS;
+    for (position, verb) in raw.verbs.iter().enumerate() {
+        if !VERBS.contains(&verb.as_str()) {
+            let hint = match crate::diagnostic::did_you_mean(verb, VERBS.iter().copied()) {
+                Some(near) => format!("did you mean `{near}`? verbs are {}", VERBS.join(", ")),
+                None => format!("verbs are {}", VERBS.join(", ")),
+            };
+            problems.push(
+                Diagnostic::new(format!("`{verb}` is not a Kubernetes verb"))
+                    .at(source, &at.key("verbs").index(position))
+                    .hint(hint),
+            );
+        }
+    }
+    for (position, resource) in raw.resources.iter().enumerate() {
+        let parts: Vec<&str> = resource.split('/').collect();
+        let well_formed = matches!(parts.len(), 2 | 3)
+            && parts.iter().all(|part| !part.is_empty())
+            && parts
+                .last()
+                .is_some_and(|kind| kind.starts_with(|c: char| c.is_ascii_uppercase()));
+        if !well_formed {
+            problems.push(
+                Diagnostic::new(format!("`{resource}` is not GROUP/VERSION/Kind"))
+                    .at(source, &at.key("resources").index(position))
+                    .hint("write `apps/v1/Deployment`, or `v1/Service` for the core group"),
+            );
+        }
+    }
+    if raw.namespaces.is_empty() {
+        problems.push(
+            Diagnostic::new("`grants.kube.namespaces` is empty: the grant allows nothing")
+                .at(source, &at.key("namespaces"))
+                .hint("name the namespaces, or `\"*\"` for all of them"),
+        );
+    }
+    crate::capability::kube::KubeGrant {
+        namespaces: raw.namespaces,
+        resources: raw.resources,
+        verbs: raw.verbs,
     }
 }
 

@@ -8,6 +8,7 @@ mod cli;
 mod engine;
 mod files;
 mod format;
+mod kube;
 mod operations;
 mod sandbox;
 mod secrets;

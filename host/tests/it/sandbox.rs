@@ -290,3 +290,35 @@ async fn a_pinned_digest_that_differs_refuses_the_plugin() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_plugin_carries_its_capabilities_in_the_component_and_they_agree_with_describe() {
+    let path = runbook_testenv::plugin_path("smoke-test");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        runbook::plugin::embedded_capabilities(&bytes),
+        Some(vec!["http".to_owned()])
+    );
+    let loaded = runtime().load(&path, None).await.unwrap();
+    assert_eq!(loaded.embedded_capabilities, Some(vec!["http".to_owned()]));
+}
+
+#[tokio::test]
+async fn a_component_whose_written_capabilities_were_altered_is_refused() {
+    let bytes = std::fs::read(runbook_testenv::plugin_path("smoke-test")).unwrap();
+    let marker = b"runbook:capabilitieshttp";
+    let at = bytes
+        .windows(marker.len())
+        .position(|window| window == marker)
+        .expect("the SDK wrote the section");
+    let mut altered = bytes.clone();
+    altered[at + marker.len() - 4..at + marker.len()].copy_from_slice(b"kube");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("altered.wasm");
+    std::fs::write(&path, &altered).unwrap();
+    let error = runtime().load(&path, None).await.unwrap_err().to_string();
+    assert!(
+        error.contains("wrote capabilities [kube] into the component, but `describe` says [http]"),
+        "{error}"
+    );
+}

@@ -108,6 +108,8 @@ pub struct RunOptions {
     pub parallel: Option<usize>,
     /// AWS credentials and endpoint.
     pub aws: Option<runbook::capability::aws::AwsAccess>,
+    /// The cluster connection.
+    pub kube: Option<std::sync::Arc<runbook::capability::kube::KubeAccess>>,
 }
 
 /// Validates, binds and runs a runbook file through the library.
@@ -146,6 +148,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         recorded: BTreeMap::new(),
         confirmations: Default::default(),
         aws: options.aws,
+        kube: options.kube,
     };
     let report = executor.execute(&plan).await;
     Finished {

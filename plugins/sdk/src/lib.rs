@@ -202,5 +202,15 @@ macro_rules! export_step {
         }
 
         $crate::bindings::export!(__RunbookStepExport with_types_in $crate::bindings);
+
+        // What the plugin needs, written into the component at build time
+        // so that `runbook audit` and `runbook lock` can read it without
+        // running the plugin; the host checks it agrees with `describe`.
+        #[allow(unsafe_code)]
+        #[used]
+        #[cfg_attr(target_family = "wasm", unsafe(link_section = "runbook:capabilities"))]
+        static __RUNBOOK_CAPABILITIES: [u8; $crate::private::capabilities_len(
+            <$step as $crate::Step>::CAPABILITIES,
+        )] = $crate::private::capabilities_section(<$step as $crate::Step>::CAPABILITIES);
     };
 }

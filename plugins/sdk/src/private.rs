@@ -35,3 +35,53 @@ fn strip_position(message: &str) -> String {
         None => message.to_owned(),
     }
 }
+
+/// The name of the custom section in which a plugin's capabilities are
+/// written at build time, so that they can be read without running it.
+pub const CAPABILITIES_SECTION: &str = "runbook:capabilities";
+
+const fn capability_name(capability: crate::Capability) -> &'static str {
+    match capability {
+        crate::Capability::Http => "http",
+        crate::Capability::Kube => "kube",
+        crate::Capability::Aws => "aws",
+        crate::Capability::Secrets => "secrets",
+        crate::Capability::Fs => "fs",
+    }
+}
+
+/// The length of [`capabilities_section`]'s bytes.
+pub const fn capabilities_len(capabilities: &[crate::Capability]) -> usize {
+    let mut total = 0;
+    let mut index = 0;
+    while index < capabilities.len() {
+        if index > 0 {
+            total += 1;
+        }
+        total += capability_name(capabilities[index]).len();
+        index += 1;
+    }
+    total
+}
+
+/// The capabilities' names, comma-separated, as the section holds them.
+pub const fn capabilities_section<const N: usize>(capabilities: &[crate::Capability]) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let mut at = 0;
+    let mut index = 0;
+    while index < capabilities.len() {
+        if index > 0 {
+            bytes[at] = b',';
+            at += 1;
+        }
+        let name = capability_name(capabilities[index]).as_bytes();
+        let mut offset = 0;
+        while offset < name.len() {
+            bytes[at] = name[offset];
+            at += 1;
+            offset += 1;
+        }
+        index += 1;
+    }
+    bytes
+}
