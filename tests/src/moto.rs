@@ -13,8 +13,43 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts moto_server and waits until it answers.
+    /// Starts moto_server and waits until it answers. It accepts any
+    /// signature.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts moto_server checking SigV4 signatures, with one IAM user
+    /// allowed every RDS action; returns it with that user's access key id
+    /// and secret key.
+    pub fn start_verifying_signatures() -> (Self, String, String) {
+        // moto checks signatures after this many calls: the three below.
+        let moto = Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+        moto.iam("CreateUser", &[("UserName", "deployer")]);
+        let key = moto.iam("CreateAccessKey", &[("UserName", "deployer")]);
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"rds:*","Resource":"*"}]}"#;
+        moto.iam(
+            "PutUserPolicy",
+            &[
+                ("UserName", "deployer"),
+                ("PolicyName", "rds"),
+                ("PolicyDocument", policy),
+            ],
+        );
+        let field = |name: &str| {
+            let start = key
+                .find(&format!("<{name}>"))
+                .unwrap_or_else(|| panic!("no {name} in {key}"))
+                + name.len()
+                + 2;
+            let end = key[start..].find('<').expect("a closing tag") + start;
+            key[start..end].to_owned()
+        };
+        let (id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
+        (moto, id, secret)
+    }
+
+    fn start_with(environment: &[(&str, &str)]) -> Self {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             listener.local_addr().expect("an address").port()
@@ -22,6 +57,7 @@ impl Moto {
         // `python3 -m moto.server` needs no script on PATH (pyenv shims).
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(environment.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -51,16 +87,26 @@ impl Moto {
     /// Calls the RDS Query API directly (moto accepts unsigned calls), for
     /// checking what a step did.
     pub fn rds(&self, action: &str, params: &[(&str, &str)]) -> String {
-        let mut body = format!("Action={action}&Version=2014-10-31");
+        self.query("rds", "2014-10-31", action, params)
+    }
+
+    /// Calls the IAM Query API directly.
+    pub fn iam(&self, action: &str, params: &[(&str, &str)]) -> String {
+        self.query("iam", "2010-05-08", action, params)
+    }
+
+    fn query(&self, service: &str, version: &str, action: &str, params: &[(&str, &str)]) -> String {
+        let mut body = format!("Action={action}&Version={version}");
         for (key, value) in params {
-            body.push_str(&format!("&{key}={value}"));
+            let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            body.push_str(&format!("&{key}={encoded}"));
         }
         let mut stream = std::net::TcpStream::connect(self.url.trim_start_matches("http://"))
             .expect("moto answers");
         use std::io::{Read, Write};
         write!(
             stream,
-            "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/rds/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             self.url.trim_start_matches("http://"),
             body.len()
         )

@@ -124,3 +124,51 @@ async fn a_step_without_an_aws_grant_is_told_how_to_grant_it() {
     assert_eq!(status, Status::Denied);
     assert!(summary.contains("grants.aws = { services = [\"rds\"], actions = [\"DeleteDBInstance\"], regions = [\"us-east-1\"] }"), "{summary}");
 }
+
+#[tokio::test]
+async fn moto_checking_signatures_accepts_the_hosts_sigv4_and_refuses_a_wrong_key() {
+    let (moto, key_id, secret) = tokio::task::spawn_blocking(Moto::start_verifying_signatures)
+        .await
+        .unwrap();
+    let body = format!(
+        "[runbook]\nname = \"signed\"\n{}",
+        step("describe", "rds", "DescribeDBInstances", "us-east-1", "{}")
+            .replace("needs = []\n", "")
+    );
+    let with_key = |secret: &str| {
+        Some(AwsAccess {
+            credentials: Some(Credentials {
+                access_key_id: key_id.clone(),
+                secret_access_key: secret.to_owned(),
+                session_token: None,
+            }),
+            endpoint: Some(url::Url::parse(&moto.url).unwrap()),
+        })
+    };
+    let signed = run(
+        &body,
+        RunOptions {
+            aws: with_key(&secret),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    let (status, summary, outputs) = signed.step("describe");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(outputs["status"], "200", "{outputs:?}");
+
+    let forged = run(
+        &body,
+        RunOptions {
+            aws: with_key("not-the-secret"),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    let (_, _, outputs) = forged.step("describe");
+    assert_eq!(outputs["status"], "403", "{outputs:?}");
+    assert!(
+        outputs["body"].contains("SignatureDoesNotMatch"),
+        "{outputs:?}"
+    );
+}
