@@ -218,6 +218,11 @@ impl EventWriter for AuditLog {
                     outcome.clone()
                 }),
             ),
+            EventKind::FileOpened {
+                path,
+                decision,
+                reason,
+            } => self.append(event, "fs", path.clone(), *decision, None, reason.clone()),
             EventKind::SecretUsed {
                 secret,
                 destination,

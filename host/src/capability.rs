@@ -3,6 +3,7 @@
 //! plugin sees and an event in the run log, never a trap.
 
 pub mod aws;
+pub mod fs;
 pub mod http;
 pub mod kube;
 pub mod secrets;

@@ -195,6 +195,16 @@ pub enum EventKind {
         /// Time taken.
         duration_ms: f64,
     },
+    /// A plugin opened a file or folder (inside a granted folder, or tried
+    /// to outside one).
+    FileOpened {
+        /// `read /dist/image/index.json`.
+        path: String,
+        /// Denied when the sandbox refused it.
+        decision: Decision,
+        /// The WASI error, when the open failed.
+        reason: Option<String>,
+    },
     /// A sealed secret was unsealed for a request, or refused.
     SecretUsed {
         /// The secret's name (never its value).

@@ -86,6 +86,7 @@ fn must_sync(unrepeatable: &mut std::collections::BTreeSet<String>, event: &Even
         | EventKind::Http { .. }
         | EventKind::Aws { .. }
         | EventKind::Kube { .. }
+        | EventKind::FileOpened { .. }
         | EventKind::SecretUsed { .. }
         | EventKind::Denied { .. }
         | EventKind::StepRetry { .. } => false,

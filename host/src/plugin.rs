@@ -130,6 +130,8 @@ impl PluginRuntime {
         let mut linker = Linker::<StepState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| anyhow::anyhow!("linking WASI: {error}"))?;
+        crate::capability::fs::audit_opens(&mut linker)
+            .map_err(|error| anyhow::anyhow!("linking the audited file opens: {error}"))?;
         bindings::Step::add_to_linker::<StepState, wasmtime::component::HasSelf<StepState>>(
             &mut linker,
             |state| state,

@@ -362,6 +362,19 @@ impl EventWriter for Progress {
                     ));
                 }
             }
+            EventKind::FileOpened {
+                path,
+                decision,
+                reason,
+            } => {
+                if screen.verbose || *decision == Decision::Denied {
+                    let outcome = reason.as_deref().unwrap_or("ok");
+                    lines.push(format!(
+                        "      {} {path} → {outcome}",
+                        screen.paint("2", "fs")
+                    ));
+                }
+            }
             EventKind::SecretUsed { .. } | EventKind::AuditHead { .. } => {}
         }
         if !lines.is_empty()

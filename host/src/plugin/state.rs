@@ -21,6 +21,8 @@ pub struct StepState {
     pub limiter: MemoryLimiter,
     /// What the step may do, and where its events go.
     pub context: Arc<StepContext>,
+    /// The guest path of each open file descriptor, for the audit log.
+    pub opened: std::collections::HashMap<u32, String>,
 }
 
 impl StepState {
@@ -52,6 +54,7 @@ impl StepState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             context,
+            opened: std::collections::HashMap::new(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! nothing else: not outside them, not through `..`, not through symlinks.
 
 use crate::support::{RunOptions, plugins_table, run_file, runtime};
-use runbook::events::Status;
+use runbook::events::{EventKind, Status};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -21,6 +21,19 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 async fn read(path: &str) -> (Status, String, std::collections::BTreeMap<String, String>) {
+    let (status, summary, outputs, _) = read_audited(path).await;
+    (status, summary, outputs)
+}
+
+/// Reads `path` in a step; also gives the file opens the step recorded.
+async fn read_audited(
+    path: &str,
+) -> (
+    Status,
+    String,
+    std::collections::BTreeMap<String, String>,
+    Vec<String>,
+) {
     let (dir, file) = setup();
     std::fs::write(
         &file,
@@ -32,7 +45,39 @@ async fn read(path: &str) -> (Status, String, std::collections::BTreeMap<String,
     .unwrap();
     let finished = run_file(&runtime(), &file, RunOptions::default()).await;
     drop(dir);
-    finished.step("read")
+    let opens = finished
+        .events
+        .iter()
+        .filter_map(|(event, _)| match &event.kind {
+            EventKind::FileOpened {
+                path,
+                decision,
+                reason,
+            } => Some(format!("{path} {decision:?} {reason:?}")),
+            _ => None,
+        })
+        .collect();
+    let (status, summary, outputs) = finished.step("read");
+    (status, summary, outputs, opens)
+}
+
+#[tokio::test]
+async fn every_file_open_is_recorded_with_its_path_and_outcome() {
+    let (status, summary, _, opens) = read_audited("./dist/image/manifest.json").await;
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(
+        opens,
+        [
+            "read /dist/image/manifest.json Allowed None",
+            "write /dist/image/manifest.json.copy Denied Some(\"not-permitted\")",
+        ]
+    );
+    let (_, _, _, opens) = read_audited("./dist/image/sideways").await;
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert!(
+        opens[0].starts_with("read /dist/image/sideways Denied"),
+        "{opens:?}"
+    );
 }
 
 #[tokio::test]
