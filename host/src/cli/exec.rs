@@ -13,10 +13,25 @@ pub struct ExecArgs {
 
     #[command(flatten)]
     options: RunOptions,
+
+    /// Run nothing for real: the same as `runbook plan` (plugins plan with
+    /// their grants; HTTP and AWS writes are held back, Kubernetes writes
+    /// go with `dryRun=All`).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Runs the command.
 pub async fn run(cli: &Cli, args: &ExecArgs) -> Result<u8, Failure> {
+    if args.dry_run {
+        let plan = super::plan::PlanArgs {
+            bind: args.bind.clone(),
+            output: args.options.output,
+            aws_endpoint: args.options.aws_endpoint.clone(),
+            kube_context: args.options.kube_context.clone(),
+        };
+        return super::plan::run(cli, &plan).await;
+    }
     let bindings = Bindings {
         environment: args.bind.env.clone(),
         sets: args.bind.set.clone(),

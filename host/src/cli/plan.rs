@@ -6,7 +6,7 @@ use crate::capability::StepContext;
 use crate::capability::secrets::SecretStore;
 use crate::engine::preflight;
 use crate::engine::render::{Scope, StepOutputs, Unknown};
-use crate::events::EventSink;
+use crate::events::{Decision, EventKind, EventSink};
 use crate::runbook::{self, Bindings, bind::bind};
 use serde::Serialize;
 use std::sync::Arc;
@@ -15,21 +15,22 @@ use tokio_util::sync::CancellationToken;
 /// `runbook plan FILE --env NAME --set K=V...`
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
+    #[allow(missing_docs)]
     #[command(flatten)]
-    bind: BindArgs,
+    pub bind: BindArgs,
 
     /// `text` for people, `json` for machines.
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub output: Output,
 
     /// Send AWS calls to this endpoint (an emulator) instead of AWS.
     #[arg(long, value_name = "URL")]
-    aws_endpoint: Option<String>,
+    pub aws_endpoint: Option<String>,
 
     /// Make Kubernetes calls (reads, and writes with `dryRun=All`)
     /// through this kubeconfig context.
     #[arg(long, value_name = "NAME")]
-    kube_context: Option<String>,
+    pub kube_context: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -40,6 +41,9 @@ struct PlannedStepView {
     digest: String,
     grants: GrantsView,
     actions: Vec<ActionView>,
+    /// Writes the plugin attempted while planning, which the host held
+    /// back (HTTP, AWS) or sent with `dryRun=All` (Kubernetes).
+    intercepted: Vec<String>,
     error: Option<String>,
 }
 
@@ -122,6 +126,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
                             mutates: false,
                         })
                         .collect(),
+                    intercepted: Vec::new(),
                     error: None,
                 });
                 continue;
@@ -130,12 +135,15 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         let params = scope
             .render(&step.with)
             .map_err(|error| anyhow::anyhow!("step `{}`: {error}", step.id))?;
+        let recorder = crate::events::Recorder::new();
+        let events = EventSink::new();
+        events.add(recorder.clone());
         let context = Arc::new(StepContext {
             step_id: planned.id.clone(),
             grants: planned.grants.clone(),
             secrets: secrets.clone(),
             redactor: secrets.redactor(),
-            events: EventSink::new(),
+            events,
             deadline: tokio::time::Instant::now() + step.timeout,
             cancel: CancellationToken::new(),
             http: runtime.http_client(),
@@ -160,6 +168,11 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             Ok(Err(error)) => (Vec::new(), Some(error.describe())),
             Err(error) => (Vec::new(), Some(error.to_string())),
         };
+        let intercepted = recorder
+            .events()
+            .into_iter()
+            .filter_map(|(event, _)| intercepted_write(&event.kind))
+            .collect();
         failed |= error.is_some();
         views.push(PlannedStepView {
             step: planned.id.0.clone(),
@@ -171,6 +184,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
                 secrets: planned.grants.secrets.clone(),
             },
             actions,
+            intercepted,
             error,
         });
     }
@@ -213,6 +227,9 @@ fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) {
             let marker = if action.mutates { "~" } else { "·" };
             println!("   {marker} {}", action.description);
         }
+        for write in &view.intercepted {
+            println!("   ⊘ {write}");
+        }
         if let Some(error) = &view.error {
             println!("   ✗ cannot plan: {error}");
         }
@@ -224,5 +241,43 @@ fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) {
         }
     }
     println!();
-    println!("· reads only    ~ changes something");
+    println!(
+        "· reads only    ~ changes something    ⊘ a write the plugin tried, held back by the host"
+    );
+}
+
+/// A write the host intercepted while planning, in words.
+fn intercepted_write(kind: &EventKind) -> Option<String> {
+    match kind {
+        EventKind::Http {
+            method,
+            url,
+            decision: Decision::Denied,
+            reason: Some(reason),
+            ..
+        } if reason.starts_with("dry run") => Some(format!("{method} {url}: not sent (dry run)")),
+        EventKind::Kube {
+            verb,
+            object,
+            outcome,
+            ok,
+            dry_run: true,
+            ..
+        } => Some(if *ok {
+            format!(
+                "kube {verb} {object}: the API server accepted it with dryRun=All; nothing changed"
+            )
+        } else {
+            format!("kube {verb} {object}: the API server refused it even as a dry run: {outcome}")
+        }),
+        EventKind::Denied {
+            capability,
+            requested,
+            ..
+        } if requested.ends_with("(dry run)") => Some(format!(
+            "{capability} {}: not sent",
+            requested.trim_end_matches(" (dry run)")
+        )),
+        _ => None,
+    }
 }

@@ -230,31 +230,43 @@ async fn a_plan_sends_writes_with_dry_run_and_the_cluster_does_not_change() {
         "[runbook]\nname = \"plan\"\n{}",
         step("set-image", &[], SET_IMAGE)
     ));
-    let path = file.path.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
-            .args(["plan", path.to_str().unwrap(), "--kube-context", "emulator"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUNBOOK_CACHE_DIR", cache_dir())
-            .env("RUNBOOK_INDEX_DIR", dir.path())
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(0), "{text}");
+    for command in [&["plan"][..], &["exec", "--dry-run"][..]] {
+        let mut args: Vec<String> = command.iter().map(|word| (*word).to_owned()).collect();
+        args.extend([
+            file.path.display().to_string(),
+            "--kube-context".into(),
+            "emulator".into(),
+        ]);
+        let (kubeconfig, index) = (kubeconfig.clone(), dir.path().to_path_buf());
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("RUNBOOK_CACHE_DIR", cache_dir())
+                .env("RUNBOOK_INDEX_DIR", index)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(0), "{command:?}: {text}");
+        assert!(
+            text.contains("⊘ kube patch apps/v1/Deployment shop/api: the API server accepted it with dryRun=All; nothing changed"),
+            "{command:?}: {text}"
+        );
+    }
     let patches: Vec<String> = emulator
         .requests()
         .into_iter()
         .filter(|request| request.starts_with("PATCH"))
         .collect();
-    assert!(!patches.is_empty(), "the plan made no PATCH at all");
+    assert_eq!(patches.len(), 2, "{patches:#?}");
     assert!(
         patches.iter().all(|request| request.contains("dryRun=All")),
         "{patches:#?}"
