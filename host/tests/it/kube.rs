@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// An emulator with the `shop` and `payments` namespaces, a three-replica
 /// `api` Deployment in each, and a kubeconfig pointing at it.
-async fn cluster() -> (KubeEmulator, tempfile::TempDir, PathBuf) {
+pub async fn cluster() -> (KubeEmulator, tempfile::TempDir, PathBuf) {
     let emulator = KubeEmulator::start().await.unwrap();
     for namespace in ["shop", "payments"] {
         emulator.apply(
@@ -33,7 +33,7 @@ async fn cluster() -> (KubeEmulator, tempfile::TempDir, PathBuf) {
     (emulator, dir, kubeconfig)
 }
 
-fn image_of(emulator: &KubeEmulator, namespace: &str) -> String {
+pub fn image_of(emulator: &KubeEmulator, namespace: &str) -> String {
     let deployment = emulator
         .get("apps/v1", "Deployment", Some(namespace), "api")
         .unwrap();
@@ -44,7 +44,7 @@ fn image_of(emulator: &KubeEmulator, namespace: &str) -> String {
 }
 
 /// Runs a runbook with Kubernetes access through `kubeconfig`.
-async fn run_on(
+pub async fn run_on(
     body: &str,
     kubeconfig: PathBuf,
     context: Option<String>,

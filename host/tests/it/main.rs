@@ -10,6 +10,7 @@ mod files;
 mod format;
 mod kube;
 mod operations;
+mod rollout;
 mod sandbox;
 mod secrets;
 mod smoke;

@@ -7,6 +7,7 @@ pub mod http;
 pub mod log;
 
 #[doc(hidden)]
+pub mod kube;
 pub mod private;
 
 /// The generated bindings of the `runbook:plugin` WIT package.
