@@ -261,6 +261,16 @@ impl Executor<'_> {
             (report.rolled_back, report.rollback_failures) = self.roll_back(plan, &state).await;
         }
 
+        state
+            .outcomes
+            .insert(render::RUN_KEY.to_owned(), report.status);
+        state.outputs.insert(
+            render::RUN_KEY.to_owned(),
+            BTreeMap::from([(
+                "failed_step".to_owned(),
+                report.failed_step.clone().unwrap_or_default(),
+            )]),
+        );
         for index in always {
             let params = self.render(plan, &state, index);
             let result = self.run_step(plan, index, params).await;
@@ -273,6 +283,7 @@ impl Executor<'_> {
             }
         }
 
+        state.outputs.remove(render::RUN_KEY);
         report.outputs = state.outputs;
         self.events.emit(EventKind::RunFinished {
             status: report.status,

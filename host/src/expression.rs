@@ -39,6 +39,11 @@ pub enum RunField {
     Environment,
     /// Who started the run.
     Operator,
+    /// How the run went so far: `running` until the `always` steps, then
+    /// `succeeded`, `failed`, `denied` or `cancelled`.
+    Status,
+    /// The step that stopped the run, empty if none.
+    FailedStep,
 }
 
 impl fmt::Display for Reference {
@@ -52,6 +57,8 @@ impl fmt::Display for Reference {
             Reference::Run(RunField::Id) => formatter.write_str("run.id"),
             Reference::Run(RunField::Environment) => formatter.write_str("run.environment"),
             Reference::Run(RunField::Operator) => formatter.write_str("run.operator"),
+            Reference::Run(RunField::Status) => formatter.write_str("run.status"),
+            Reference::Run(RunField::FailedStep) => formatter.write_str("run.failed_step"),
             Reference::Item(None) => formatter.write_str("item"),
             Reference::Item(Some(key)) => write!(formatter, "item.{key}"),
         }
@@ -95,7 +102,7 @@ pub enum Expr {
 /// Why an expression did not parse: a message and a hint.
 pub type ParseError = (String, String);
 
-const EXPECTED: &str = "write one of `params.NAME`, `vars.NAME`, `steps.ID.outputs.KEY`, `steps.ID.outcome`, `secrets.NAME`, `run.id`, `run.environment`, `run.operator`, `item`";
+const EXPECTED: &str = "write one of `params.NAME`, `vars.NAME`, `steps.ID.outputs.KEY`, `steps.ID.outcome`, `secrets.NAME`, `run.id`, `run.environment`, `run.operator`, `run.status`, `run.failed_step`, `item`";
 
 impl Expr {
     /// Parses the text between `${{` and `}}`.
@@ -424,6 +431,8 @@ fn parse_reference(body: &str) -> Result<Reference, ParseError> {
         ["run", "id"] => Reference::Run(RunField::Id),
         ["run", "environment"] => Reference::Run(RunField::Environment),
         ["run", "operator"] => Reference::Run(RunField::Operator),
+        ["run", "status"] => Reference::Run(RunField::Status),
+        ["run", "failed_step"] => Reference::Run(RunField::FailedStep),
         ["item"] => Reference::Item(None),
         ["item", key] => Reference::Item(Some((*key).into())),
         _ => return Err((format!("unknown reference `{body}`"), EXPECTED.into())),

@@ -21,6 +21,12 @@ pub struct SampleState {
     pub version: String,
     /// Requests received, in order.
     pub received: Vec<Request>,
+    /// The bearer token `/admin/feature-flags` requires, when set.
+    pub admin_token: Option<String>,
+    /// Feature flags by key: `{"key", "percentage", "enabled"}`.
+    pub flags: std::collections::BTreeMap<String, serde_json::Value>,
+    /// JSON bodies posted to `/hooks/...` (a Slack-compatible webhook).
+    pub webhooks: Vec<serde_json::Value>,
 }
 
 /// A running sample service.
@@ -46,6 +52,9 @@ impl SampleService {
             api_key: api_key.map(str::to_owned),
             version: "1.0.0".into(),
             received: Vec::new(),
+            admin_token: None,
+            flags: std::collections::BTreeMap::new(),
+            webhooks: Vec::new(),
         }));
         let shared = Arc::clone(&state);
         let base = format!("http://{address}");
@@ -137,10 +146,78 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
                 .unwrap_or_else(|| format!("{base}/health"));
             Response::redirect(&to)
         }
+        (_, path) if path.starts_with("/admin/feature-flags") => {
+            feature_flags(&mut state, &request)
+        }
+        ("POST", path) if path.starts_with("/hooks/") => {
+            match serde_json::from_slice::<serde_json::Value>(&request.body) {
+                Ok(message) if message.get("text").is_some() || message.get("blocks").is_some() => {
+                    state.webhooks.push(message);
+                    Response::text(200, "ok")
+                }
+                Ok(_) => Response::text(400, "no_text"),
+                Err(_) => Response::text(400, "invalid_payload"),
+            }
+        }
         _ => Response::text(404, "not found"),
     };
     response.delay = delay;
     response
+}
+
+/// The admin API of the source runbooks: `POST /admin/feature-flags` with
+/// `{"key", "percentage"}` or `{"key", "enabled"}` and a bearer token;
+/// `GET /admin/feature-flags/KEY` reads one flag.
+fn feature_flags(state: &mut SampleState, request: &Request) -> Response {
+    if let Some(token) = &state.admin_token
+        && request.headers.get("authorization") != Some(&format!("Bearer {token}"))
+    {
+        return Response::json(401, json!({"error": "missing or wrong bearer token"}));
+    }
+    match (
+        request.method.as_str(),
+        request.path.strip_prefix("/admin/feature-flags"),
+    ) {
+        ("GET", Some(rest)) if rest.len() > 1 => match state.flags.get(&rest[1..]) {
+            Some(flag) => Response::json(200, flag.clone()),
+            None => Response::json(404, json!({"error": format!("no flag `{}`", &rest[1..])})),
+        },
+        ("GET", Some("" | "/")) => Response::json(
+            200,
+            json!({"flags": state.flags.values().collect::<Vec<_>>()}),
+        ),
+        ("POST", Some("" | "/")) => {
+            let Ok(change) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
+                return Response::json(400, json!({"error": "the body is not JSON"}));
+            };
+            let Some(key) = change["key"].as_str() else {
+                return Response::json(400, json!({"error": "`key` is required"}));
+            };
+            let flag = state
+                .flags
+                .entry(key.to_owned())
+                .or_insert_with(|| json!({"key": key, "percentage": 0, "enabled": false}));
+            if let Some(percentage) = change.get("percentage") {
+                match percentage.as_u64().filter(|value| *value <= 100) {
+                    Some(value) => {
+                        flag["percentage"] = json!(value);
+                        flag["enabled"] = json!(value > 0);
+                    }
+                    None => {
+                        return Response::json(400, json!({"error": "`percentage` is 0 to 100"}));
+                    }
+                }
+            }
+            if let Some(enabled) = change.get("enabled").and_then(serde_json::Value::as_bool) {
+                flag["enabled"] = json!(enabled);
+                if !enabled {
+                    flag["percentage"] = json!(0);
+                }
+            }
+            Response::json(200, flag.clone())
+        }
+        _ => Response::text(405, "method not allowed"),
+    }
 }
 
 fn percent_decode(text: &str) -> String {

@@ -177,13 +177,13 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
     let started = Instant::now();
     let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| PluginError::Failed(format!("`{}` is not an HTTP method", request.method)))?;
-    if super::secrets::SecretStore::mentions_handle(&request.url) {
-        return Err(PluginError::Failed(
-            "a secret handle cannot be placed in a URL, where it would be logged; send it in a header or the body".into(),
-        ));
-    }
-    let mut url = Url::parse(&request.url)
-        .map_err(|error| PluginError::Failed(format!("`{}` is not a URL: {error}", request.url)))?;
+    let url_text = secret_url(context, &request.url)?;
+    let mut url = Url::parse(&url_text).map_err(|error| {
+        PluginError::Failed(format!(
+            "`{}` is not a URL: {error}",
+            context.redactor.apply(&url_text)
+        ))
+    })?;
     let deadline = context.deadline_for(request.timeout_ms.map(Duration::from_millis));
 
     let mut headers = request.headers;
@@ -383,14 +383,36 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
     )))
 }
 
+/// The URL to call. A handle may stand for the whole URL (a webhook whose
+/// URL is the secret): it is unsealed when the step is granted the secret,
+/// and the unsealed URL must still be within `grants.http`. A handle in
+/// part of a URL is refused: URLs end up in logs.
+fn secret_url(context: &StepContext, text: &str) -> Result<String, PluginError> {
+    if !super::secrets::SecretStore::mentions_handle(text) {
+        return Ok(text.to_owned());
+    }
+    let whole = text.starts_with("@@") && text.ends_with("@@") && text.matches("@@").count() == 2;
+    if !whole {
+        return Err(PluginError::Failed(
+            "a secret handle cannot be placed in part of a URL, where it would be logged; send it in a header or the body, or make the whole URL the secret".into(),
+        ));
+    }
+    unseal_to(context, text, "the URL it holds")
+}
+
 /// Swaps sealed handles in a header value or body for their values.
 fn unseal(context: &StepContext, text: &str, url: &Url) -> Result<String, PluginError> {
+    unseal_to(context, text, &loggable(url))
+}
+
+/// [`unseal`] with the destination as the audit log should name it.
+fn unseal_to(context: &StepContext, text: &str, destination: &str) -> Result<String, PluginError> {
     match context.secrets.unseal(text, &context.grants.secrets) {
         Unseal::Text(value, used) => {
             for name in used {
                 context.emit(EventKind::SecretUsed {
                     secret: name.to_owned(),
-                    destination: loggable(url),
+                    destination: destination.to_owned(),
                     decision: Decision::Allowed,
                 });
             }
@@ -399,7 +421,7 @@ fn unseal(context: &StepContext, text: &str, url: &Url) -> Result<String, Plugin
         Unseal::NotGranted(name) => {
             context.emit(EventKind::SecretUsed {
                 secret: name.clone(),
-                destination: loggable(url),
+                destination: destination.to_owned(),
                 decision: Decision::Denied,
             });
             Err(PluginError::denied(

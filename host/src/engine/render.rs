@@ -4,7 +4,7 @@
 
 use crate::capability::secrets::SecretStore;
 use crate::runbook::{ParamTree, Plan};
-use crate::template::Reference;
+use crate::template::{Reference, RunField};
 use std::collections::BTreeMap;
 
 /// Outputs of the steps that have finished, by step id.
@@ -13,6 +13,11 @@ pub type StepOutputs = BTreeMap<String, BTreeMap<String, String>>;
 /// How finished steps ended, by step id (a `for_each` step: failed if any
 /// element failed).
 pub type StepOutcomes = BTreeMap<String, crate::events::Status>;
+
+/// Where the run's own ending is kept among the outcomes and outputs
+/// (no step can have an empty id): the outcome is `run.status` once the
+/// `always` steps start, the output `failed_step` is `run.failed_step`.
+pub const RUN_KEY: &str = "";
 
 /// What to do with an output that is not known yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,18 @@ impl Scope<'_> {
                 None if self.unknown == Unknown::Placeholder => Ok("succeeded".into()),
                 None => Ok("skipped".into()),
             },
+            Reference::Run(RunField::Status) => Ok(match self.outcomes.get(RUN_KEY) {
+                Some(status) => status.as_str().into(),
+                None if self.unknown == Unknown::Placeholder => "succeeded".into(),
+                None => "running".into(),
+            }),
+            Reference::Run(RunField::FailedStep) => Ok(self
+                .outputs
+                .get(RUN_KEY)
+                .and_then(|outputs| outputs.get("failed_step"))
+                .cloned()
+                .unwrap_or_default()
+                .into()),
             Reference::Item(key) => {
                 let item = self.item.cloned().unwrap_or_else(|| {
                     if self.unknown == Unknown::Placeholder {

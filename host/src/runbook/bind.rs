@@ -97,7 +97,8 @@ impl Plan {
                 Some(self.environment.clone().unwrap_or_default().into())
             }
             Reference::Run(RunField::Operator) => Some(self.operator.clone().into()),
-            Reference::StepOutput { .. }
+            Reference::Run(RunField::Status | RunField::FailedStep)
+            | Reference::StepOutput { .. }
             | Reference::StepOutcome(_)
             | Reference::Secret(_)
             | Reference::Item(_) => None,

@@ -66,7 +66,7 @@ grants.secrets = ["API_KEY"]
     );
     assert!(outputs["echo"].contains("[REDACTED]"), "{outputs:?}");
     assert!(
-        outputs["in_url"].contains("cannot be placed in a URL"),
+        outputs["in_url"].contains("cannot be placed in part of a URL"),
         "{outputs:?}"
     );
     for (key, value) in &outputs {

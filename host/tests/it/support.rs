@@ -14,7 +14,15 @@ use tokio_util::sync::CancellationToken;
 /// The plugins a test runbook can use, by the names in `[plugins]`.
 pub fn plugins_table() -> String {
     let mut table = String::from("[plugins]\n");
-    for name in ["smoke-test", "noop", "misbehave", "recorder", "k8s-rollout"] {
+    for name in [
+        "smoke-test",
+        "noop",
+        "misbehave",
+        "recorder",
+        "k8s-rollout",
+        "feature-flag",
+        "notify",
+    ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
     }
