@@ -36,5 +36,10 @@ pub use counter::Counter;
 pub mod kube;
 pub use kube::KubeEmulator;
 
+pub mod prometheus;
+pub use prometheus::Prometheus;
+
+pub mod traffic;
+
 pub mod moto;
 pub use moto::Moto;

@@ -27,6 +27,8 @@ pub struct SampleState {
     pub flags: std::collections::BTreeMap<String, serde_json::Value>,
     /// JSON bodies posted to `/hooks/...` (a Slack-compatible webhook).
     pub webhooks: Vec<serde_json::Value>,
+    /// What `/metrics` reports: request counters and latency per track.
+    pub traffic: crate::traffic::Traffic,
 }
 
 /// A running sample service.
@@ -55,6 +57,7 @@ impl SampleService {
             admin_token: None,
             flags: std::collections::BTreeMap::new(),
             webhooks: Vec::new(),
+            traffic: crate::traffic::Traffic::default(),
         }));
         let shared = Arc::clone(&state);
         let base = format!("http://{address}");
@@ -146,6 +149,12 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
                 .unwrap_or_else(|| format!("{base}/health"));
             Response::redirect(&to)
         }
+        ("GET", "/metrics") => Response {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain; version=0.0.4".into())],
+            body: state.traffic.render().into_bytes(),
+            delay: std::time::Duration::ZERO,
+        },
         (_, path) if path.starts_with("/admin/feature-flags") => {
             feature_flags(&mut state, &request)
         }

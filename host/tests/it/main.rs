@@ -10,6 +10,7 @@ mod files;
 mod flags;
 mod format;
 mod kube;
+mod metrics;
 mod notify;
 mod operations;
 mod rollout;

@@ -22,6 +22,7 @@ pub fn plugins_table() -> String {
         "k8s-rollout",
         "feature-flag",
         "notify",
+        "metrics-gate",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));

@@ -1,0 +1,106 @@
+//! `metrics-gate`: post-deploy monitoring as a step. Evaluates Prometheus
+//! checks every `interval` for `duration`; fails as soon as a check fails
+//! more rounds than `failure_limit` allows. Changes nothing, so there is
+//! nothing to roll back: its failure makes the runbook's rollback run.
+
+use runbook_analysis::{Analysis, Monitor, Verdict};
+use runbook_sdk::{Capability, Error, HumanDuration, Outcome, PlannedAction, Step};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+struct MetricsGate;
+
+/// What to watch and for how long.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// How long to watch.
+    duration: HumanDuration,
+    /// Wait this long before the first round (metrics of a new version).
+    #[serde(default)]
+    initial_delay: Option<HumanDuration>,
+    /// The Prometheus server, `http://prometheus:9090`.
+    prometheus: String,
+    /// The checks, each evaluated every round.
+    checks: Vec<runbook_analysis::Check>,
+    /// Time between rounds (default 30s).
+    #[serde(default)]
+    interval: Option<HumanDuration>,
+    /// Failed rounds a check may have before the gate fails (default 0).
+    #[serde(default)]
+    failure_limit: u32,
+    /// A check that never returns data fails the gate (default true).
+    #[serde(default)]
+    fail_without_data: Option<bool>,
+}
+
+impl Params {
+    fn analysis(&self) -> Analysis {
+        Analysis {
+            prometheus: self.prometheus.clone(),
+            checks: self.checks.clone(),
+            interval: self.interval,
+            failure_limit: self.failure_limit,
+            fail_without_data: self.fail_without_data.unwrap_or(true),
+        }
+    }
+}
+
+impl Step for MetricsGate {
+    type Params = Params;
+    const CAPABILITIES: &'static [Capability] = &[Capability::Http];
+    const IDEMPOTENT: bool = true;
+
+    fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
+        let analysis = params.analysis();
+        analysis.check("")?;
+        Ok(vec![PlannedAction::read(format!(
+            "watch Prometheus for {}, {}",
+            params.duration,
+            analysis.describe()
+        ))])
+    }
+
+    fn run(params: Params) -> Result<Outcome, Error> {
+        let analysis = params.analysis();
+        analysis.check("")?;
+        if let Some(delay) = params.initial_delay {
+            runbook_sdk::log::progress(
+                format!("waiting {delay} before the first round"),
+                Some(0.0),
+            );
+            runbook_sdk::sleep(delay.get())?;
+        }
+        let started = std::time::Instant::now();
+        let total = params.duration.get().as_secs_f32().max(0.001);
+        let mut monitor = Monitor::new(&analysis);
+        let held = monitor.hold(params.duration.get(), |round| {
+            let fraction = (started.elapsed().as_secs_f32() / total).min(1.0);
+            runbook_sdk::log::progress(round.summary(), Some(fraction));
+            if !round.failed.is_empty() {
+                for (_, reason) in &round.failed {
+                    runbook_sdk::log::warn(reason);
+                }
+            }
+        });
+        match held {
+            Ok(()) => {
+                let mut outcome = Outcome::new(format!(
+                    "{} rounds over {}, all within limits: {}",
+                    monitor.rounds,
+                    params.duration,
+                    monitor.last.summary()
+                ))
+                .output("rounds", monitor.rounds.to_string());
+                for (name, value) in monitor.outputs() {
+                    outcome = outcome.output(name, value);
+                }
+                Ok(outcome)
+            }
+            Err(Verdict::Breached(reason)) => Err(Error::failed(reason)),
+            Err(Verdict::Error(error)) => Err(error),
+        }
+    }
+}
+
+runbook_sdk::export_step!(MetricsGate);
