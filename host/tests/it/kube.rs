@@ -43,6 +43,28 @@ pub fn image_of(emulator: &KubeEmulator, namespace: &str) -> String {
         .to_owned()
 }
 
+/// Runs `kubectl` against the emulator; its standard output. Fails the
+/// test when kubectl fails.
+pub async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new("kubectl")
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .expect("kubectl is installed (scripts/test installs the Debian package `kubectl`)");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
 /// Runs a runbook with Kubernetes access through `kubeconfig`.
 pub async fn run_on(
     body: &str,

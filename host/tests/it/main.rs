@@ -4,6 +4,7 @@
 
 mod audit;
 mod aws;
+mod canary;
 mod cli;
 mod engine;
 mod files;

@@ -2,7 +2,7 @@
 //! checking the results: images roll out, a failed rollout is undone
 //! before the step fails, and rollback restores the previous pod template.
 
-use crate::kube::{cluster, image_of, run_on};
+use crate::kube::{cluster, image_of, kubectl, run_on};
 use runbook::events::Status;
 use std::path::Path;
 
@@ -16,22 +16,12 @@ fn rollout(image: &str) -> String {
 
 /// `kubectl get` of one field of the `shop/api` Deployment.
 async fn kubectl_field(kubeconfig: &Path, jsonpath: &str) -> String {
-    let (kubeconfig, jsonpath) = (kubeconfig.to_path_buf(), format!("jsonpath={jsonpath}"));
-    tokio::task::spawn_blocking(move || {
-        let output = std::process::Command::new("kubectl")
-            .args(["get", "deployment", "api", "-n", "shop", "-o", &jsonpath])
-            .env("KUBECONFIG", kubeconfig)
-            .output()
-            .expect("kubectl is installed (scripts/test installs it)");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    })
+    let jsonpath = format!("jsonpath={jsonpath}");
+    kubectl(
+        kubeconfig,
+        &["get", "deployment", "api", "-n", "shop", "-o", &jsonpath],
+    )
     .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub fn plugins_table() -> String {
         "feature-flag",
         "notify",
         "metrics-gate",
+        "canary-shift",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));

@@ -75,6 +75,18 @@ fn number(object: &Value, pointer: &str, default: u64) -> u64 {
 }
 
 impl Controllers {
+    /// Ticks until nothing changes: seeded workloads start fully rolled out,
+    /// as in a cluster that has been running for a while.
+    pub fn settle(&mut self, store: &mut Store) {
+        for _ in 0..1000 {
+            let before = store.revision();
+            self.tick(store);
+            if store.revision() == before {
+                return;
+            }
+        }
+    }
+
     /// Moves every workload one step.
     pub fn tick(&mut self, store: &mut Store) {
         for key in store.keys_of("apps/v1", "Deployment") {

@@ -118,8 +118,9 @@ impl KubeEmulator {
         std::fs::write(path, self.kubeconfig())
     }
 
-    /// Creates an object, or replaces it if it exists (seeding a test).
-    /// Panics on a kind the emulator does not serve.
+    /// Creates an object, or replaces it if it exists (seeding a test);
+    /// workloads are settled at once (fully rolled out, revision 1, Jobs
+    /// finished). Panics on a kind the emulator does not serve.
     pub fn apply(&self, object: Value) -> Value {
         let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
@@ -143,7 +144,11 @@ impl KubeEmulator {
         } else {
             store.create(resource, namespace, object, false)
         };
-        result.unwrap_or_else(|error| panic!("seeding {kind} {name}: {}", error.message))
+        let seeded = result.unwrap_or_else(|error| panic!("seeding {kind} {name}: {}", error.message));
+        self.controllers().settle(&mut store);
+        store
+            .get(resource, namespace, &name)
+            .unwrap_or(seeded)
     }
 
     /// An object, if it exists.

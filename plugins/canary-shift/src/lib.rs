@@ -1,0 +1,174 @@
+//! `canary-shift`: moves traffic from stable to canary in stages (5% →
+//! 10% → 25% → 50% → 100%), holding each stage while Prometheus checks
+//! run. On a breach it sends all traffic back to stable and fails, so the
+//! runbook's rollback runs; `rollback` always returns traffic to stable.
+
+mod router;
+
+use router::Router;
+use runbook_analysis::{Analysis, Monitor, Verdict};
+use runbook_sdk::{Capability, Error, HumanDuration, Outcome, Outputs, PlannedAction, Step};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+struct CanaryShift;
+
+/// Where traffic is split, the stages, and what must hold at each.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// Istio, Gateway API or Service (blue/green).
+    router: Router,
+    /// The canary's share at each stage, in percent, rising to 100.
+    #[serde(default = "default_stages")]
+    stages: Vec<u32>,
+    /// How long each stage below 100% is held (and analysed).
+    hold: HumanDuration,
+    /// The checks run during each hold; none means holding only.
+    #[serde(default)]
+    analysis: Option<Analysis>,
+}
+
+fn default_stages() -> Vec<u32> {
+    vec![5, 10, 25, 50, 100]
+}
+
+fn check(params: &Params) -> Result<(), Error> {
+    if params.stages.is_empty() {
+        return Err(Error::invalid_param(
+            "stages",
+            "give at least one stage, like [10, 50, 100]",
+        ));
+    }
+    for (index, pair) in params.stages.windows(2).enumerate() {
+        if pair[1] <= pair[0] {
+            return Err(Error::invalid_param(
+                format!("stages[{}]", index + 1),
+                "stages must rise",
+            ));
+        }
+    }
+    if params.stages.iter().any(|stage| *stage > 100) {
+        return Err(Error::invalid_param(
+            "stages",
+            "a stage is a percentage, at most 100",
+        ));
+    }
+    if params.router.all_or_nothing() && params.stages.iter().any(|stage| *stage != 100) {
+        return Err(Error::invalid_param(
+            "stages",
+            "a Service router switches all traffic at once: use `stages = [100]` (blue/green)",
+        ));
+    }
+    if let Some(analysis) = &params.analysis {
+        analysis.check("analysis.")?;
+    }
+    Ok(())
+}
+
+/// Sends all traffic back to stable, saying how that went.
+fn back_to_stable(router: &Router) -> String {
+    match router.set(0) {
+        Ok(()) => "all traffic is back on stable".into(),
+        Err(error) => format!("returning traffic to stable FAILED: {}", error.message()),
+    }
+}
+
+impl Step for CanaryShift {
+    type Params = Params;
+    const CAPABILITIES: &'static [Capability] = &[Capability::Kube, Capability::Http];
+
+    fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
+        check(params)?;
+        let now = params.router.canary_weight()?;
+        let stages: Vec<String> = params
+            .stages
+            .iter()
+            .map(|stage| format!("{stage}%"))
+            .collect();
+        let mut actions = vec![PlannedAction::write(format!(
+            "shift traffic in {} from canary {now}% through {}, holding {} at each stage below 100%",
+            params.router.object(),
+            stages.join(" → "),
+            params.hold
+        ))];
+        if let Some(analysis) = &params.analysis {
+            actions.push(PlannedAction::read(format!(
+                "analysis {}",
+                analysis.describe()
+            )));
+        }
+        Ok(actions)
+    }
+
+    fn run(params: Params) -> Result<Outcome, Error> {
+        check(&params)?;
+        let router = &params.router;
+        let initial = router.canary_weight()?;
+        let count = params.stages.len();
+        let mut last_values = String::new();
+        for (position, stage) in params.stages.iter().copied().enumerate() {
+            if let Err(error) = router.set(stage) {
+                let back = back_to_stable(router);
+                return Err(Error::failed(format!(
+                    "setting canary {stage}% failed: {}; {back}",
+                    error.message()
+                )));
+            }
+            let fraction = (position + 1) as f32 / count as f32;
+            runbook_sdk::log::info(format!("canary at {stage}% in {}", router.object()));
+            runbook_sdk::log::progress(format!("canary {stage}%"), Some(fraction));
+            if stage >= 100 {
+                break;
+            }
+            let held = match &params.analysis {
+                Some(analysis) => {
+                    let mut monitor = Monitor::new(analysis);
+                    let held = monitor.hold(params.hold.get(), |round| {
+                        runbook_sdk::log::progress(
+                            format!("canary {stage}% · {}", round.summary()),
+                            Some(fraction),
+                        );
+                    });
+                    last_values = monitor.last.summary();
+                    held
+                }
+                None => runbook_sdk::sleep(params.hold.get()).map_err(Verdict::Error),
+            };
+            match held {
+                Ok(()) => {}
+                Err(Verdict::Breached(reason)) => {
+                    let back = back_to_stable(router);
+                    return Err(Error::failed(format!(
+                        "canary at {stage}%: {reason}; {back}"
+                    )));
+                }
+                Err(Verdict::Error(error)) => {
+                    let back = back_to_stable(router);
+                    return Err(Error::failed(format!(
+                        "canary at {stage}% interrupted: {}; {back}",
+                        error.message()
+                    )));
+                }
+            }
+        }
+        let last = params.stages.last().copied().unwrap_or(0);
+        let mut summary = format!("canary {initial}% → {last}% in {} stages", count);
+        if !last_values.is_empty() {
+            summary.push_str(&format!("; last analysis: {last_values}"));
+        }
+        Ok(Outcome::new(summary)
+            .output("canary_weight", last.to_string())
+            .output("initial_canary_weight", initial.to_string()))
+    }
+
+    fn rollback(params: Params, _outputs: &Outputs) -> Result<String, Error> {
+        params.router.set(0)?;
+        Ok(format!(
+            "all traffic in {} is back on stable",
+            params.router.object()
+        ))
+    }
+}
+
+runbook_sdk::export_step!(CanaryShift);

@@ -1,0 +1,268 @@
+//! The three ways traffic is split: Istio VirtualService route weights,
+//! Gateway API HTTPRoute backend weights, and a Service whose selector
+//! points at one colour (blue/green: all or nothing).
+
+use runbook_sdk::Error;
+use runbook_sdk::kube::{self, ObjectRef, PatchKind};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Where the traffic split lives.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Router {
+    /// An Istio VirtualService whose HTTP route has a stable and a canary
+    /// destination.
+    Istio {
+        /// Its namespace.
+        namespace: String,
+        /// The VirtualService.
+        virtual_service: String,
+        /// The HTTP route's `name`; default the first route.
+        #[serde(default)]
+        route: Option<String>,
+        /// The stable destination's `subset` (or `host`).
+        stable: String,
+        /// The canary destination's `subset` (or `host`).
+        canary: String,
+    },
+    /// A Gateway API HTTPRoute whose rule has a stable and a canary backend.
+    GatewayApi {
+        /// Its namespace.
+        namespace: String,
+        /// The HTTPRoute.
+        http_route: String,
+        /// The rule's index (default 0).
+        #[serde(default)]
+        rule: usize,
+        /// The stable backend Service's name.
+        stable: String,
+        /// The canary backend Service's name.
+        canary: String,
+    },
+    /// Blue/green: a Service whose selector names the live colour.
+    Service {
+        /// Its namespace.
+        namespace: String,
+        /// The Service.
+        service: String,
+        /// The selector key that names the colour (default `version`).
+        #[serde(default)]
+        selector_key: Option<String>,
+        /// The stable colour (`blue`).
+        stable: String,
+        /// The new colour (`green`).
+        canary: String,
+    },
+}
+
+impl Router {
+    /// The object holding the split.
+    pub fn object(&self) -> ObjectRef {
+        match self {
+            Router::Istio {
+                namespace,
+                virtual_service,
+                ..
+            } => ObjectRef::new(
+                "networking.istio.io/v1",
+                "VirtualService",
+                namespace,
+                virtual_service,
+            ),
+            Router::GatewayApi {
+                namespace,
+                http_route,
+                ..
+            } => ObjectRef::new(
+                "gateway.networking.k8s.io/v1",
+                "HTTPRoute",
+                namespace,
+                http_route,
+            ),
+            Router::Service {
+                namespace, service, ..
+            } => ObjectRef::new("v1", "Service", namespace, service),
+        }
+    }
+
+    /// Whether only 0% and 100% make sense.
+    pub fn all_or_nothing(&self) -> bool {
+        matches!(self, Router::Service { .. })
+    }
+
+    /// For the weighted routers: where the destinations list is (a JSON
+    /// pointer), the list, and the positions of stable and canary in it.
+    fn weighted(&self, object: &Value) -> Result<(String, Vec<Value>, usize, usize), Error> {
+        let (pointer, entries, stable, canary, matches): (
+            String,
+            Vec<Value>,
+            &str,
+            &str,
+            fn(&Value, &str) -> bool,
+        ) = match self {
+            Router::Istio {
+                route,
+                stable,
+                canary,
+                ..
+            } => {
+                let (index, destinations) = istio_route(object, route.as_deref())?;
+                (
+                    format!("/spec/http/{index}/route"),
+                    destinations,
+                    stable,
+                    canary,
+                    destination_matches,
+                )
+            }
+            Router::GatewayApi {
+                rule,
+                stable,
+                canary,
+                ..
+            } => {
+                let pointer = format!("/spec/rules/{rule}/backendRefs");
+                let backends = object
+                    .pointer(&pointer)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::failed(format!("HTTPRoute has no rule {rule} with backendRefs"))
+                    })?;
+                (pointer, backends, stable, canary, backend_matches)
+            }
+            Router::Service { .. } => return Err(Error::failed("a Service router has no weights")),
+        };
+        let (stable_at, canary_at) = positions(&entries, stable, canary, matches)?;
+        Ok((pointer, entries, stable_at, canary_at))
+    }
+
+    /// The canary's current share of traffic, in percent.
+    pub fn canary_weight(&self) -> Result<u32, Error> {
+        let object = kube::get_existing(&self.object())?;
+        match self {
+            Router::Service {
+                selector_key,
+                stable,
+                canary,
+                ..
+            } => {
+                let key = selector_key.as_deref().unwrap_or("version");
+                match object
+                    .pointer(&format!("/spec/selector/{key}"))
+                    .and_then(Value::as_str)
+                {
+                    Some(live) if live == canary => Ok(100),
+                    Some(live) if live == stable => Ok(0),
+                    other => Err(Error::failed(format!(
+                        "the Service selects {key}={}, neither `{stable}` nor `{canary}`",
+                        other.unwrap_or("(nothing)")
+                    ))),
+                }
+            }
+            _ => {
+                let (_, entries, _, canary_at) = self.weighted(&object)?;
+                Ok(weight(&entries[canary_at]))
+            }
+        }
+    }
+
+    /// Sends `canary` percent to the canary and the rest to stable.
+    pub fn set(&self, canary_percent: u32) -> Result<(), Error> {
+        let object_ref = self.object();
+        match self {
+            Router::Service {
+                selector_key,
+                stable,
+                canary,
+                ..
+            } => {
+                let key = selector_key.as_deref().unwrap_or("version");
+                let colour = if canary_percent >= 100 {
+                    canary
+                } else {
+                    stable
+                };
+                kube::patch(
+                    &object_ref,
+                    PatchKind::Merge,
+                    &json!({"spec": {"selector": {key: colour}}}),
+                )?;
+            }
+            _ => {
+                let object = kube::get_existing(&object_ref)?;
+                let (pointer, mut entries, stable_at, canary_at) = self.weighted(&object)?;
+                entries[stable_at]["weight"] = json!(100 - canary_percent);
+                entries[canary_at]["weight"] = json!(canary_percent);
+                let patch = json!([{"op": "replace", "path": pointer, "value": entries}]);
+                kube::patch(&object_ref, PatchKind::Json, &patch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn weight(entry: &Value) -> u32 {
+    entry
+        .get("weight")
+        .and_then(Value::as_u64)
+        .and_then(|weight| u32::try_from(weight).ok())
+        .unwrap_or(0)
+}
+
+fn istio_route(object: &Value, name: Option<&str>) -> Result<(usize, Vec<Value>), Error> {
+    let routes = object
+        .pointer("/spec/http")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::failed("the VirtualService has no `spec.http` routes"))?;
+    let index = match name {
+        Some(name) => routes
+            .iter()
+            .position(|route| route["name"] == name)
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "the VirtualService has no HTTP route named `{name}`"
+                ))
+            })?,
+        None => 0,
+    };
+    let destinations = routes
+        .get(index)
+        .and_then(|route| route["route"].as_array())
+        .cloned()
+        .ok_or_else(|| Error::failed("the VirtualService's HTTP route has no destinations"))?;
+    Ok((index, destinations))
+}
+
+fn destination_matches(entry: &Value, wanted: &str) -> bool {
+    entry.pointer("/destination/subset").and_then(Value::as_str) == Some(wanted)
+        || (entry.pointer("/destination/subset").is_none()
+            && entry.pointer("/destination/host").and_then(Value::as_str) == Some(wanted))
+}
+
+fn backend_matches(entry: &Value, wanted: &str) -> bool {
+    entry.get("name").and_then(Value::as_str) == Some(wanted)
+}
+
+/// Where the stable and the canary entries are.
+fn positions(
+    entries: &[Value],
+    stable: &str,
+    canary: &str,
+    matches: fn(&Value, &str) -> bool,
+) -> Result<(usize, usize), Error> {
+    let find = |wanted: &str| {
+        entries
+            .iter()
+            .position(|entry| matches(entry, wanted))
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "no destination `{wanted}` in the route (it has: {})",
+                    Value::Array(entries.to_vec())
+                ))
+            })
+    };
+    Ok((find(stable)?, find(canary)?))
+}
