@@ -92,30 +92,25 @@ impl Router {
         matches!(self, Router::Service { .. })
     }
 
-    /// For the weighted routers: where the destinations list is (a JSON
-    /// pointer), the list, and the positions of stable and canary in it.
-    fn weighted(&self, object: &Value) -> Result<(String, Vec<Value>, usize, usize), Error> {
-        let (pointer, entries, stable, canary, matches): (
-            String,
-            Vec<Value>,
-            &str,
-            &str,
-            fn(&Value, &str) -> bool,
-        ) = match self {
+    /// For the weighted routers: where the destinations are, and which
+    /// of them are stable and canary.
+    fn weighted(&self, object: &Value) -> Result<Weighted, Error> {
+        match self {
             Router::Istio {
                 route,
                 stable,
                 canary,
                 ..
             } => {
-                let (index, destinations) = istio_route(object, route.as_deref())?;
-                (
-                    format!("/spec/http/{index}/route"),
-                    destinations,
-                    stable,
-                    canary,
-                    destination_matches,
-                )
+                let (index, entries) = istio_route(object, route.as_deref())?;
+                let (stable_at, canary_at) =
+                    positions(&entries, stable, canary, destination_matches)?;
+                Ok(Weighted {
+                    pointer: format!("/spec/http/{index}/route"),
+                    entries,
+                    stable_at,
+                    canary_at,
+                })
             }
             Router::GatewayApi {
                 rule,
@@ -124,19 +119,23 @@ impl Router {
                 ..
             } => {
                 let pointer = format!("/spec/rules/{rule}/backendRefs");
-                let backends = object
+                let entries = object
                     .pointer(&pointer)
                     .and_then(Value::as_array)
                     .cloned()
                     .ok_or_else(|| {
                         Error::failed(format!("HTTPRoute has no rule {rule} with backendRefs"))
                     })?;
-                (pointer, backends, stable, canary, backend_matches)
+                let (stable_at, canary_at) = positions(&entries, stable, canary, backend_matches)?;
+                Ok(Weighted {
+                    pointer,
+                    entries,
+                    stable_at,
+                    canary_at,
+                })
             }
-            Router::Service { .. } => return Err(Error::failed("a Service router has no weights")),
-        };
-        let (stable_at, canary_at) = positions(&entries, stable, canary, matches)?;
-        Ok((pointer, entries, stable_at, canary_at))
+            Router::Service { .. } => Err(Error::failed("a Service router has no weights")),
+        }
     }
 
     /// The canary's current share of traffic, in percent.
@@ -163,8 +162,8 @@ impl Router {
                 }
             }
             _ => {
-                let (_, entries, _, canary_at) = self.weighted(&object)?;
-                Ok(weight(&entries[canary_at]))
+                let weighted = self.weighted(&object)?;
+                Ok(weight(&weighted.entries[weighted.canary_at]))
             }
         }
     }
@@ -193,7 +192,12 @@ impl Router {
             }
             _ => {
                 let object = kube::get_existing(&object_ref)?;
-                let (pointer, mut entries, stable_at, canary_at) = self.weighted(&object)?;
+                let Weighted {
+                    pointer,
+                    mut entries,
+                    stable_at,
+                    canary_at,
+                } = self.weighted(&object)?;
                 entries[stable_at]["weight"] = json!(100 - canary_percent);
                 entries[canary_at]["weight"] = json!(canary_percent);
                 let patch = json!([{"op": "replace", "path": pointer, "value": entries}]);
@@ -202,6 +206,15 @@ impl Router {
         }
         Ok(())
     }
+}
+
+/// A weighted router's destinations.
+struct Weighted {
+    /// JSON pointer to the list.
+    pointer: String,
+    entries: Vec<Value>,
+    stable_at: usize,
+    canary_at: usize,
 }
 
 fn weight(entry: &Value) -> u32 {

@@ -144,11 +144,10 @@ impl KubeEmulator {
         } else {
             store.create(resource, namespace, object, false)
         };
-        let seeded = result.unwrap_or_else(|error| panic!("seeding {kind} {name}: {}", error.message));
+        let seeded =
+            result.unwrap_or_else(|error| panic!("seeding {kind} {name}: {}", error.message));
         self.controllers().settle(&mut store);
-        store
-            .get(resource, namespace, &name)
-            .unwrap_or(seeded)
+        store.get(resource, namespace, &name).unwrap_or(seeded)
     }
 
     /// An object, if it exists.
