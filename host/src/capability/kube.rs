@@ -32,7 +32,7 @@ pub struct KubeGrant {
 }
 
 /// The verbs a grant can name.
-pub const VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+pub const VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete", "logs"];
 
 impl KubeGrant {
     /// One line for reports.
@@ -539,6 +539,44 @@ pub async fn delete(context: &StepContext, object: &ObjectRef) -> Result<bool, P
     })
 }
 
+/// A pod's logs.
+pub async fn logs(
+    context: &StepContext,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    tail_lines: Option<u32>,
+) -> Result<String, PluginError> {
+    let call = Call::begin(
+        context,
+        "logs",
+        Some(namespace),
+        "v1",
+        "Pod",
+        format!("v1/Pod {namespace}/{pod}"),
+    )?;
+    let result = bounded(context, context.deadline_for(None), async {
+        let access = context
+            .kube
+            .clone()
+            .ok_or_else(|| PluginError::Failed("this run has no Kubernetes access".into()))?;
+        let client = access.client().await?;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, namespace);
+        let params = kube::api::LogParams {
+            container: container.map(str::to_owned),
+            tail_lines: tail_lines.map(i64::from),
+            ..kube::api::LogParams::default()
+        };
+        let text = pods
+            .logs(pod, &params)
+            .await
+            .map_err(|error| from_kube_error(error, "logs"))?;
+        Ok(context.redactor.apply(&text).into_owned())
+    })
+    .await;
+    call.finish(result, |text| format!("{} lines", text.lines().count()))
+}
+
 /// Where a wait stands after looking at the object.
 #[derive(Debug, PartialEq)]
 pub enum Progress {
@@ -827,6 +865,23 @@ impl Host for StepState {
 
     async fn delete(&mut self, object: ObjectRef) -> Result<bool, PluginError> {
         delete(&self.context, &object).await
+    }
+
+    async fn logs(
+        &mut self,
+        namespace: String,
+        pod: String,
+        container: Option<String>,
+        tail_lines: Option<u32>,
+    ) -> Result<String, PluginError> {
+        logs(
+            &self.context,
+            &namespace,
+            &pod,
+            container.as_deref(),
+            tail_lines,
+        )
+        .await
     }
 
     async fn wait(

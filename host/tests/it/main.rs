@@ -10,6 +10,7 @@ mod engine;
 mod files;
 mod flags;
 mod format;
+mod jobs;
 mod kube;
 mod metrics;
 mod notify;

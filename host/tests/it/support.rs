@@ -24,6 +24,7 @@ pub fn plugins_table() -> String {
         "notify",
         "metrics-gate",
         "canary-shift",
+        "k8s-job",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));

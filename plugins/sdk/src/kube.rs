@@ -118,6 +118,16 @@ fn millis(timeout: Duration) -> u64 {
     u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A pod's logs: the last `tail_lines` lines, or all.
+pub fn logs(
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    tail_lines: Option<u32>,
+) -> Result<String, Error> {
+    host::logs(namespace, pod, container, tail_lines)
+}
+
 /// Waits until a Deployment or StatefulSet finished rolling out (fails at
 /// its progress deadline); returns the object.
 pub fn wait_rollout(object: &ObjectRef, timeout: Duration) -> Result<Value, Error> {
