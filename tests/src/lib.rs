@@ -41,5 +41,8 @@ pub use prometheus::Prometheus;
 
 pub mod traffic;
 
+pub mod slow_rds;
+pub use slow_rds::SlowRds;
+
 pub mod moto;
 pub use moto::Moto;

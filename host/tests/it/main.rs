@@ -19,4 +19,5 @@ mod rollout;
 mod sandbox;
 mod secrets;
 mod smoke;
+mod snapshots;
 mod support;

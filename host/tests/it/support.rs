@@ -25,6 +25,7 @@ pub fn plugins_table() -> String {
         "metrics-gate",
         "canary-shift",
         "k8s-job",
+        "rds-snapshot",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));

@@ -7,6 +7,7 @@ pub mod http;
 pub mod log;
 
 #[doc(hidden)]
+pub mod aws;
 pub mod kube;
 pub mod private;
 

@@ -1,0 +1,201 @@
+//! The `rds-snapshot` plugin against moto_server, through a proxy that
+//! reports new snapshots as `creating` for a while (moto makes them
+//! `available` at once); results checked with the RDS API directly.
+
+use crate::support::{RunOptions, run};
+use runbook::capability::aws::AwsAccess;
+use runbook::capability::sigv4::Credentials;
+use runbook::events::{EventKind, Status};
+use runbook_testenv::{Moto, SlowRds};
+
+/// moto with the `riskcast-db` instance.
+async fn rds() -> Moto {
+    tokio::task::spawn_blocking(|| {
+        let moto = Moto::start();
+        moto.rds(
+            "CreateDBInstance",
+            &[
+                ("DBInstanceIdentifier", "riskcast-db"),
+                ("DBInstanceClass", "db.t3.micro"),
+                ("Engine", "postgres"),
+                ("AllocatedStorage", "20"),
+                ("MasterUsername", "admin"),
+                ("MasterUserPassword", "password123"),
+            ],
+        );
+        moto
+    })
+    .await
+    .unwrap()
+}
+
+fn through(endpoint: &str) -> RunOptions {
+    RunOptions {
+        aws: Some(AwsAccess {
+            credentials: Some(Credentials {
+                access_key_id: "AKIDTEST".into(),
+                secret_access_key: "test-secret".into(),
+                session_token: None,
+            }),
+            endpoint: Some(url::Url::parse(endpoint).unwrap()),
+        }),
+        ..RunOptions::default()
+    }
+}
+
+fn step(with: &str) -> String {
+    format!(
+        "[runbook]\nname = \"snapshot\"\n\n[[steps]]\nid = \"snapshot\"\nuses = \"rds-snapshot\"\nwith.region = \"us-east-1\"\nwith.instance = \"riskcast-db\"\n{with}grants.aws = {{ services = [\"rds\"], actions = [\"CreateDBSnapshot\", \"DeleteDBSnapshot\", \"RestoreDBInstanceFromDBSnapshot\", \"Describe*\"], regions = [\"us-east-1\"] }}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_snapshot_is_created_and_waited_for_until_available() {
+    let moto = rds().await;
+    let proxy = SlowRds::start(&moto.url, 2).await.unwrap();
+    let body = step("with.snapshot = \"riskcast-pre-migrate-1-2-3\"\nwith.poll = \"100ms\"\n");
+    let finished = run(&body, through(&proxy.url)).await;
+    let (status, summary, outputs) = finished.step("snapshot");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(
+        summary,
+        "snapshot riskcast-pre-migrate-1-2-3 of riskcast-db is available"
+    );
+    assert!(
+        outputs["arn"].starts_with("arn:aws:rds:us-east-1:"),
+        "{outputs:?}"
+    );
+    let waited = finished
+        .events
+        .iter()
+        .filter(|(event, _)| matches!(&event.kind, EventKind::Progress { message, .. } if message.ends_with(": creating")))
+        .count();
+    assert_eq!(waited, 2, "it should have seen `creating` twice");
+    let actions = proxy.actions();
+    assert_eq!(
+        actions[..2],
+        ["DescribeDBSnapshots", "CreateDBSnapshot"],
+        "{actions:?}"
+    );
+    let described = tokio::task::spawn_blocking(move || {
+        moto.rds(
+            "DescribeDBSnapshots",
+            &[("DBSnapshotIdentifier", "riskcast-pre-migrate-1-2-3")],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        described.contains("<Status>available</Status>"),
+        "{described}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_that_stays_creating_times_out_at_the_deadline() {
+    let moto = rds().await;
+    let proxy = SlowRds::start(&moto.url, 1000).await.unwrap();
+    let body = step("with.snapshot = \"stuck\"\nwith.poll = \"100ms\"\nwith.timeout = \"600ms\"\n");
+    let finished = run(&body, through(&proxy.url)).await;
+    let (status, summary, _) = finished.step("snapshot");
+    assert_eq!(status, Status::Failed, "{summary}");
+    assert!(
+        summary.contains("snapshot stuck was not done within 600ms"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_with_dots_is_refused_as_a_snapshot_identifier_before_any_call() {
+    let moto = rds().await;
+    let proxy = SlowRds::start(&moto.url, 0).await.unwrap();
+    let finished = run(
+        &step("with.snapshot = \"pre-1.2.3\"\n"),
+        through(&proxy.url),
+    )
+    .await;
+    let (status, summary, _) = finished.step("snapshot");
+    assert_eq!(status, Status::Failed, "{summary}");
+    assert!(
+        summary.contains("`pre-1.2.3` is not a snapshot identifier"),
+        "{summary}"
+    );
+    assert!(proxy.actions().is_empty());
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_snapshots_with_the_prefix() {
+    let moto = rds().await;
+    let moto = tokio::task::spawn_blocking(move || {
+        for id in ["pre-a", "pre-b", "pre-c", "pre-d", "other"] {
+            moto.rds(
+                "CreateDBSnapshot",
+                &[
+                    ("DBInstanceIdentifier", "riskcast-db"),
+                    ("DBSnapshotIdentifier", id),
+                ],
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        moto
+    })
+    .await
+    .unwrap();
+    let finished = run(
+        &step("with.mode = \"prune\"\nwith.keep = 2\nwith.prefix = \"pre-\"\n"),
+        through(&moto.url),
+    )
+    .await;
+    let (status, summary, outputs) = finished.step("snapshot");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(summary, "deleted 2 of 4 snapshots, kept the newest 2");
+    assert_eq!(outputs["deleted"], "pre-a,pre-b");
+    let left = tokio::task::spawn_blocking(move || moto.rds("DescribeDBSnapshots", &[]))
+        .await
+        .unwrap();
+    for (id, kept) in [
+        ("pre-a", false),
+        ("pre-b", false),
+        ("pre-c", true),
+        ("pre-d", true),
+        ("other", true),
+    ] {
+        assert_eq!(
+            left.contains(&format!(
+                "<DBSnapshotIdentifier>{id}</DBSnapshotIdentifier>"
+            )),
+            kept,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_instance_is_restored_from_a_snapshot() {
+    let moto = rds().await;
+    let moto = tokio::task::spawn_blocking(move || {
+        moto.rds(
+            "CreateDBSnapshot",
+            &[
+                ("DBInstanceIdentifier", "riskcast-db"),
+                ("DBSnapshotIdentifier", "before"),
+            ],
+        );
+        moto
+    })
+    .await
+    .unwrap();
+    let body = step(
+        "with.mode = \"restore\"\nwith.snapshot = \"before\"\nwith.target_instance = \"riskcast-db-restored\"\nwith.poll = \"100ms\"\n",
+    );
+    let finished = run(&body, through(&moto.url)).await;
+    let (status, summary, _) = finished.step("snapshot");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    let instances = tokio::task::spawn_blocking(move || moto.rds("DescribeDBInstances", &[]))
+        .await
+        .unwrap();
+    assert!(
+        instances.contains("<DBInstanceIdentifier>riskcast-db-restored</DBInstanceIdentifier>"),
+        "{instances}"
+    );
+}
