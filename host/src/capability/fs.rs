@@ -3,8 +3,14 @@
 //! inside its folder. This file makes each open an audit record: it stands
 //! in front of WASI's `open-at` and `get-directories`, remembers which
 //! guest path each descriptor is, and records every open, allowed or not.
+//! It also streams granted files as request bodies (`http.body-file`), so
+//! a 1 GiB layer goes from disk to the network without entering the
+//! sandbox or the host's memory whole.
 
+use super::StepContext;
 use crate::events::{Decision, EventKind};
+use crate::plugin::bindings::PluginError;
+use crate::plugin::bindings::runbook::plugin::http::FileBody;
 use crate::plugin::state::StepState;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -78,4 +84,81 @@ pub fn audit_opens(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Where a guest path is on the host, if it is inside a granted folder:
+/// the path must name the grant's guest folder or something under it, with
+/// no `..`, and must still be inside the folder once symlinks are resolved.
+pub fn resolve_granted(context: &StepContext, guest: &str) -> Result<std::path::PathBuf, String> {
+    if guest.split('/').any(|part| part == "..") {
+        return Err("a path with `..` is refused".into());
+    }
+    let normalized = format!("/{}", guest.trim_start_matches("./").trim_start_matches('/'));
+    for grant in &context.grants.fs_read {
+        let root = grant.guest.trim_end_matches('/');
+        let Some(rest) = normalized.strip_prefix(root) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            continue;
+        }
+        let candidate = grant.host.join(rest.trim_start_matches('/'));
+        let real = candidate
+            .canonicalize()
+            .map_err(|error| format!("{normalized}: {error}"))?;
+        if !real.starts_with(&grant.host) {
+            return Err(format!("{normalized} leads out of the granted folder"));
+        }
+        return Ok(real);
+    }
+    Err(format!("{normalized} is not inside a folder in `grants.fs.read`"))
+}
+
+/// Opens `file` (a byte range of a granted file) as a request body stream;
+/// its length and the stream. Every use is an audit record.
+pub async fn stream_granted(
+    context: &StepContext,
+    file: &FileBody,
+) -> Result<(u64, tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>), PluginError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let denied = |reason: String| {
+        context.emit(EventKind::FileOpened {
+            path: format!("read {}", file.path),
+            decision: Decision::Denied,
+            reason: Some(reason.clone()),
+        });
+        PluginError::denied(
+            "fs",
+            format!("read {}", file.path),
+            format!("{reason}; if intended, add its folder to the step's `grants.fs.read`"),
+        )
+    };
+    let host_path = resolve_granted(context, &file.path).map_err(denied)?;
+    let mut opened = tokio::fs::File::open(&host_path)
+        .await
+        .map_err(|error| PluginError::Failed(format!("{}: {error}", file.path)))?;
+    let size = opened
+        .metadata()
+        .await
+        .map_err(|error| PluginError::Failed(format!("{}: {error}", file.path)))?
+        .len();
+    if file.offset.saturating_add(file.length) > size {
+        return Err(PluginError::Failed(format!(
+            "{}: bytes {}..{} asked of a {size}-byte file",
+            file.path,
+            file.offset,
+            file.offset.saturating_add(file.length)
+        )));
+    }
+    opened
+        .seek(std::io::SeekFrom::Start(file.offset))
+        .await
+        .map_err(|error| PluginError::Failed(format!("{}: {error}", file.path)))?;
+    context.emit(EventKind::FileOpened {
+        path: format!("read {} (bytes {}+{}, streamed)", file.path, file.offset, file.length),
+        decision: Decision::Allowed,
+        reason: None,
+    });
+    let stream = tokio_util::io::ReaderStream::with_capacity(opened.take(file.length), 256 * 1024);
+    Ok((file.length, stream))
 }

@@ -188,6 +188,8 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
 
     let mut headers = request.headers;
     let mut body = request.body;
+    let mut basic_auth = request.basic_auth;
+    let body_file = request.body_file;
     let mut method = method;
     for redirect in 0..=MAX_REDIRECTS {
         let Some(grant) = context.grants.http.iter().find(|grant| grant.allows(&url)) else {
@@ -236,7 +238,15 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
             let value = unseal(context, value, &url)?;
             builder = builder.header(name.as_str(), value);
         }
-        if let Some(bytes) = &body {
+        if let Some((user, password)) = &basic_auth {
+            builder = builder.basic_auth(user, Some(unseal(context, password, &url)?));
+        }
+        if let Some(file) = &body_file {
+            let (length, stream) = super::fs::stream_granted(context, file).await?;
+            builder = builder
+                .header(reqwest::header::CONTENT_LENGTH, length)
+                .body(reqwest::Body::wrap_stream(stream));
+        } else if let Some(bytes) = &body {
             let text = String::from_utf8_lossy(bytes);
             if super::secrets::SecretStore::mentions_handle(&text) {
                 builder = builder.body(unseal(context, &text, &url)?);
@@ -299,6 +309,7 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
                     !super::secrets::SecretStore::mentions_handle(value)
                         && !name.eq_ignore_ascii_case("authorization")
                 });
+                basic_auth = None;
             }
             if status == reqwest::StatusCode::SEE_OTHER
                 || ((status == reqwest::StatusCode::MOVED_PERMANENTLY

@@ -35,6 +35,8 @@ impl Request {
                 url: url.into(),
                 headers: Vec::new(),
                 body: None,
+                body_file: None,
+                basic_auth: None,
                 timeout_ms: None,
                 follow_redirects: false,
             },
@@ -49,6 +51,26 @@ impl Request {
     /// A POST request.
     pub fn post(url: impl Into<String>) -> Self {
         Self::new("POST", url)
+    }
+
+    /// Streams `length` bytes from `offset` of a file in a granted folder
+    /// as the body: the host reads and sends them, so a large file never
+    /// passes through the plugin's memory.
+    pub fn body_file(mut self, path: impl Into<String>, offset: u64, length: u64) -> Self {
+        self.inner.body_file = Some(host::FileBody {
+            path: path.into(),
+            offset,
+            length,
+        });
+        self.inner.body = None;
+        self
+    }
+
+    /// `Authorization: Basic`, built on the host; `password` may be a sealed
+    /// secret handle (`${{ secrets.NAME }}`), which the plugin cannot read.
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.inner.basic_auth = Some((user.into(), password.into()));
+        self
     }
 
     /// Adds a header. The value may contain sealed secret handles.
