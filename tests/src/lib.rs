@@ -44,5 +44,8 @@ pub mod traffic;
 pub mod slow_rds;
 pub use slow_rds::SlowRds;
 
+pub mod registry;
+pub use registry::Registry;
+
 pub mod moto;
 pub use moto::Moto;

@@ -93,7 +93,10 @@ pub fn resolve_granted(context: &StepContext, guest: &str) -> Result<std::path::
     if guest.split('/').any(|part| part == "..") {
         return Err("a path with `..` is refused".into());
     }
-    let normalized = format!("/{}", guest.trim_start_matches("./").trim_start_matches('/'));
+    let normalized = format!(
+        "/{}",
+        guest.trim_start_matches("./").trim_start_matches('/')
+    );
     for grant in &context.grants.fs_read {
         let root = grant.guest.trim_end_matches('/');
         let Some(rest) = normalized.strip_prefix(root) else {
@@ -111,7 +114,9 @@ pub fn resolve_granted(context: &StepContext, guest: &str) -> Result<std::path::
         }
         return Ok(real);
     }
-    Err(format!("{normalized} is not inside a folder in `grants.fs.read`"))
+    Err(format!(
+        "{normalized} is not inside a folder in `grants.fs.read`"
+    ))
 }
 
 /// Opens `file` (a byte range of a granted file) as a request body stream;
@@ -119,7 +124,13 @@ pub fn resolve_granted(context: &StepContext, guest: &str) -> Result<std::path::
 pub async fn stream_granted(
     context: &StepContext,
     file: &FileBody,
-) -> Result<(u64, tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>), PluginError> {
+) -> Result<
+    (
+        u64,
+        tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>,
+    ),
+    PluginError,
+> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let denied = |reason: String| {
         context.emit(EventKind::FileOpened {
@@ -155,7 +166,10 @@ pub async fn stream_granted(
         .await
         .map_err(|error| PluginError::Failed(format!("{}: {error}", file.path)))?;
     context.emit(EventKind::FileOpened {
-        path: format!("read {} (bytes {}+{}, streamed)", file.path, file.offset, file.length),
+        path: format!(
+            "read {} (bytes {}+{}, streamed)",
+            file.path, file.offset, file.length
+        ),
         decision: Decision::Allowed,
         reason: None,
     });

@@ -15,6 +15,7 @@ mod kube;
 mod metrics;
 mod notify;
 mod operations;
+mod registry;
 mod rollout;
 mod sandbox;
 mod secrets;

@@ -26,6 +26,7 @@ pub fn plugins_table() -> String {
         "canary-shift",
         "k8s-job",
         "rds-snapshot",
+        "registry-push",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));

@@ -155,25 +155,12 @@ pub fn show(value: f64) -> String {
     }
 }
 
-/// Percent-encodes a query parameter.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// Runs an instant query; `None` when it returns no series (or NaN).
 pub fn query(prometheus: &str, promql: &str) -> Result<Option<f64>, Error> {
     let url = format!(
         "{}/api/v1/query?query={}",
         prometheus.trim_end_matches('/'),
-        encode(promql)
+        runbook_sdk::http::encode_component(promql)
     );
     let response = Request::get(url).timeout(Duration::from_secs(30)).send()?;
     let body = response.json().map_err(|_| {
@@ -373,14 +360,6 @@ mod tests {
             "p95 = 0.4 is above 3× the baseline 0.1"
         );
         assert_eq!(check(None, Some(3.0)).judge(0.2, Some(0.1)), None);
-    }
-
-    #[test]
-    fn queries_are_percent_encoded() {
-        assert_eq!(
-            encode("rate(x{a=\"b\"}[1m])"),
-            "rate%28x%7Ba%3D%22b%22%7D%5B1m%5D%29"
-        );
     }
 
     #[test]

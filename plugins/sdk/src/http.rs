@@ -136,3 +136,30 @@ impl Response {
             .map(|(_, value)| value.as_str())
     }
 }
+
+/// Percent-encodes `text` for a query parameter or a path segment: every
+/// byte but letters, digits and `-_.~`.
+pub fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_are_percent_encoded() {
+        assert_eq!(
+            encode_component("rate(x{a=\"b\"}[1m])"),
+            "rate%28x%7Ba%3D%22b%22%7D%5B1m%5D%29"
+        );
+    }
+}
