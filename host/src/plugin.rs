@@ -218,6 +218,7 @@ impl PluginRuntime {
                 description: String::new(),
                 params_schema: String::new(),
                 capabilities: Vec::new(),
+                optional_capabilities: Vec::new(),
                 idempotent: false,
             },
             imports,
@@ -236,6 +237,13 @@ impl PluginRuntime {
                 .capabilities
                 .iter()
                 .map(|capability| capability.name().to_owned())
+                .chain(
+                    plugin
+                        .descriptor
+                        .optional_capabilities
+                        .iter()
+                        .map(|capability| format!("{}?", capability.name())),
+                )
                 .collect();
             let mut written = embedded.clone();
             described.sort();
@@ -482,7 +490,7 @@ fn build_engine() -> anyhow::Result<Engine> {
 pub const CAPABILITIES_SECTION: &str = "runbook:capabilities";
 
 /// Reads the capabilities a component's build wrote into it, without
-/// running it: the `runbook:capabilities` custom section, in the component
+/// running it (optional ones end in `?`): the `runbook:capabilities` custom section, in the component
 /// or in a core module inside it. `None` when there is none.
 pub fn embedded_capabilities(bytes: &[u8]) -> Option<Vec<String>> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {

@@ -75,6 +75,7 @@ struct StepReview {
     sha256: String,
     imports: Vec<String>,
     declares: Vec<String>,
+    optional: Vec<String>,
     embedded: Option<Vec<String>>,
     grants: Grants,
     findings: Vec<String>,
@@ -247,6 +248,12 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                     .iter()
                     .map(|capability| capability.name().to_owned())
                     .collect(),
+                optional: plugin
+                    .descriptor
+                    .optional_capabilities
+                    .iter()
+                    .map(|capability| capability.name().to_owned())
+                    .collect(),
                 findings: findings(plugin, &grants),
                 embedded: plugin.embedded_capabilities.clone(),
                 grants,
@@ -279,12 +286,20 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
             .iter()
             .any(|declared| declared.name() == capability)
     };
+    let may_use = |capability: &str| {
+        declares(capability)
+            || plugin
+                .descriptor
+                .optional_capabilities
+                .iter()
+                .any(|declared| declared.name() == capability)
+    };
     let mut found = Vec::new();
     for capability in ["http", "kube", "aws", "secrets"] {
-        if imports(capability) && !declares(capability) {
+        if imports(capability) && !may_use(capability) {
             found.push(format!("imports `runbook:plugin/{capability}` but does not declare the `{capability}` capability"));
         }
-        if declares(capability) && !imports(capability) && capability != "secrets" {
+        if may_use(capability) && !imports(capability) && capability != "secrets" {
             found.push(format!(
                 "declares `{capability}` but cannot use it: the component does not import it"
             ));
@@ -315,7 +330,7 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
             found.push(format!("grant wider than the plugin asks: `grants.{capability}` is given but the component cannot make {capability} calls"));
         }
     }
-    if !grants.fs_read.is_empty() && !declares("fs") {
+    if !grants.fs_read.is_empty() && !may_use("fs") {
         found.push("grant wider than the plugin asks: `grants.fs.read` is given but the plugin does not declare `fs`".into());
     }
     if !grants.secrets.is_empty() && !imports("http") {
@@ -346,6 +361,12 @@ fn print_text(name: &str, reviews: &[StepReview]) {
                 review.declares.join(", ")
             }
         );
+        if !review.optional.is_empty() {
+            println!(
+                "  optional  {} (runs without their grants)",
+                review.optional.join(", ")
+            );
+        }
         if let Some(embedded) = &review.embedded {
             println!("  embedded  {} (written at build time)", list(embedded));
         }

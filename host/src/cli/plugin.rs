@@ -56,6 +56,7 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
                 "sha256": plugin.digest,
                 "size": size,
                 "capabilities": capabilities,
+                "optional_capabilities": descriptor.optional_capabilities.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
                 "idempotent": descriptor.idempotent,
                 "imports": plugin.imports,
                 "embedded_capabilities": plugin.embedded_capabilities,
@@ -83,6 +84,14 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
                     capabilities.join(", ")
                 }
             );
+            if !descriptor.optional_capabilities.is_empty() {
+                let optional: Vec<&str> = descriptor
+                    .optional_capabilities
+                    .iter()
+                    .map(|capability| capability.name())
+                    .collect();
+                println!("optional      {} (only with some parameters)", optional.join(", "));
+            }
             println!(
                 "embedded      {}",
                 match &plugin.embedded_capabilities {

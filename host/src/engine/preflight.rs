@@ -167,6 +167,14 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
                 .iter()
                 .any(|capability| capability.name() == name)
         };
+        let may_use = |name: &str| {
+            declares(name)
+                || plugin
+                    .descriptor
+                    .optional_capabilities
+                    .iter()
+                    .any(|capability| capability.name() == name)
+        };
         let grants = &planned.grants;
         let at = step.path().key("grants");
         if declares("http") && grants.http.is_empty() {
@@ -204,10 +212,10 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
             }
         }
         let wider = [
-            (!grants.http.is_empty() && !declares("http"), "grants.http"),
-            (!grants.fs_read.is_empty() && !declares("fs"), "grants.fs"),
-            (grants.kube.is_some() && !declares("kube"), "grants.kube"),
-            (grants.aws.is_some() && !declares("aws"), "grants.aws"),
+            (!grants.http.is_empty() && !may_use("http"), "grants.http"),
+            (!grants.fs_read.is_empty() && !may_use("fs"), "grants.fs"),
+            (grants.kube.is_some() && !may_use("kube"), "grants.kube"),
+            (grants.aws.is_some() && !may_use("aws"), "grants.aws"),
         ];
         for (is_wider, key) in wider {
             if is_wider {

@@ -202,3 +202,89 @@ fn a_locked_plugin_whose_bytes_change_is_refused_and_a_wider_one_needs_acceptanc
             .contains(&changed_digest)
     );
 }
+
+#[test]
+fn the_review_of_a_runbook_using_every_shipped_plugin_shows_each_ones_exact_capabilities() {
+    let kube = "grants.kube = { namespaces = [\"shop\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }\n";
+    let steps = [
+        ("push", "registry-push", "with.registry = \"http://127.0.0.1:5000\"\nwith.repository = \"app\"\nwith.tags = [\"1\"]\nwith.source = \"./dist\"\ngrants.http = [\"http://127.0.0.1:5000/v2/\"]\ngrants.fs.read = [\"./dist\"]\n".to_owned(), vec!["http", "secrets", "fs"]),
+        ("snapshot", "rds-snapshot", "with.region = \"us-east-1\"\nwith.instance = \"db\"\nwith.snapshot = \"s\"\ngrants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\", \"DescribeDBSnapshots\"], regions = [\"us-east-1\"] }\n".to_owned(), vec!["aws"]),
+        ("migrate", "k8s-job", "with.namespace = \"shop\"\nwith.name = \"m\"\nwith.image = \"app:1\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"batch/v1/Job\", \"v1/Pod\"], verbs = [\"get\", \"list\", \"create\", \"delete\", \"watch\", \"logs\"] }\n".to_owned(), vec!["kube"]),
+        ("rollout", "k8s-rollout", format!("with.namespace = \"shop\"\nwith.workloads = [\"deployment/api\"]\nwith.images = {{ app = \"app:2\" }}\n{kube}"), vec!["kube"]),
+        ("canary", "canary-shift", "with.router = { type = \"service\", namespace = \"shop\", service = \"api\", stable = \"blue\", canary = \"green\" }\nwith.stages = [100]\nwith.hold = \"1s\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"v1/Service\"], verbs = [\"get\", \"patch\"] }\n".to_owned(), vec!["kube"]),
+        ("gate", "metrics-gate", "with.prometheus = \"http://127.0.0.1:9090\"\nwith.duration = \"1s\"\nwith.checks = [{ name = \"e\", query = \"up\", min = 1 }]\ngrants.http = [\"http://127.0.0.1:9090/api/v1/query\"]\n".to_owned(), vec!["http"]),
+        ("flag", "feature-flag", "with.url = \"http://127.0.0.1:8080/admin/feature-flags\"\nwith.key = \"k\"\nwith.percentage = 10\ngrants.http = [\"http://127.0.0.1:8080/admin/feature-flags\"]\n".to_owned(), vec!["http", "secrets"]),
+        ("smoke", "smoke-test", "with.checks = [{ url = \"http://127.0.0.1:8080/health\" }]\ngrants.http = [\"http://127.0.0.1:8080\"]\n".to_owned(), vec!["http"]),
+        ("announce", "notify", "always = true\nwith.webhook = \"http://127.0.0.1:8080/hooks/x\"\nwith.text = \"done\"\ngrants.http = [\"http://127.0.0.1:8080/hooks/\"]\n".to_owned(), vec!["http", "secrets"]),
+    ];
+    let mut body = String::from("[runbook]\nname = \"everything\"\n");
+    for (id, plugin, with, _) in &steps {
+        body.push_str(&format!(
+            "\n[[steps]]\nid = \"{id}\"\nuses = \"{plugin}\"\n{with}"
+        ));
+    }
+    let file = TestRunbook::new(&body);
+    std::fs::create_dir_all(file.dir.path().join("dist")).unwrap();
+    let index = tempfile::tempdir().unwrap();
+    let output = runbook(
+        index.path(),
+        &["audit", file.path.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let reviews: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    for (id, plugin, _, capabilities) in &steps {
+        let review = reviews
+            .iter()
+            .find(|review| review["step"] == *id)
+            .unwrap_or_else(|| panic!("no review of {id}"));
+        assert_eq!(review["plugin"], *plugin);
+        let declares: Vec<&str> = review["declares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(declares, *capabilities, "{id} declares");
+        let names = |key: &str| -> Vec<String> {
+            review[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let optional = names("optional");
+        let expected_optional: Vec<String> = if *id == "canary" {
+            vec!["http".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(optional, expected_optional, "{id} optional");
+        let written: Vec<String> = capabilities
+            .iter()
+            .map(|c| (*c).to_owned())
+            .chain(optional.iter().map(|c| format!("{c}?")))
+            .collect();
+        assert_eq!(names("embedded"), written, "{id} carries");
+        assert_eq!(review["sha256"].as_str().unwrap().len(), 64);
+        let imports: Vec<&str> = review["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i.as_str())
+            .filter(|i| i.starts_with("runbook:plugin/"))
+            .collect();
+        for capability in capabilities
+            .iter()
+            .filter(|c| matches!(**c, "http" | "kube" | "aws"))
+        {
+            assert!(
+                imports
+                    .iter()
+                    .any(|import| import.starts_with(&format!("runbook:plugin/{capability}@"))),
+                "{id} imports {imports:?}"
+            );
+        }
+        assert_eq!(review["findings"], serde_json::json!([]), "{id}");
+    }
+}

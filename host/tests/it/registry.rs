@@ -269,3 +269,40 @@ async fn a_tarball_of_an_oci_layout_is_pushed_without_unpacking_it() {
         digest.as_str()
     );
 }
+
+#[tokio::test]
+async fn a_legacy_docker_save_tarball_is_pushed_with_digests_computed_from_its_layers() {
+    use sha2::Digest;
+    let registry = registry(None).await;
+    let body = format!(
+        "[runbook]\nname = \"push\"\n\n{}",
+        push_step("push", &registry, "[\"saved\"]", "")
+            .replace("./dist/image\"", "./dist/saved.tar\"")
+    );
+    let runbook = TestRunbook::new(&body);
+    let saved = runbook.dir.path().join("saved");
+    std::fs::create_dir_all(saved.join("0a1b")).unwrap();
+    let layer = b"pretend this is a layer tar\n".repeat(1000);
+    std::fs::write(saved.join("0a1b/layer.tar"), &layer).unwrap();
+    let config = r#"{"architecture":"amd64","os":"linux","config":{"Labels":{"runbook.test":"saved"}},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    std::fs::write(saved.join("c0ffee.json"), config).unwrap();
+    std::fs::write(saved.join("manifest.json"), r#"[{"Config":"c0ffee.json","RepoTags":["riskcast/api:saved"],"Layers":["0a1b/layer.tar"]}]"#).unwrap();
+    std::fs::create_dir_all(runbook.dir.path().join("dist")).unwrap();
+    let tarred = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(runbook.dir.path().join("dist/saved.tar"))
+        .arg("-C")
+        .arg(&saved)
+        .args(["manifest.json", "c0ffee.json", "0a1b/layer.tar"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let finished = run_in(&runbook, &[]).await;
+    let (status, summary, outputs) = finished.step("push");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    let seen = inspect(&registry, "riskcast/api:saved").await.unwrap();
+    assert_eq!(seen["Digest"], outputs["digest"].as_str());
+    assert_eq!(seen["Labels"]["runbook.test"], "saved");
+    let layer_digest = format!("sha256:{:x}", sha2::Sha256::digest(&layer));
+    assert_eq!(seen["Layers"][0], layer_digest.as_str());
+}

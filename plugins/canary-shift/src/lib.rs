@@ -76,7 +76,9 @@ fn back_to_stable(router: &Router) -> String {
 
 impl Step for CanaryShift {
     type Params = Params;
-    const CAPABILITIES: &'static [Capability] = &[Capability::Kube, Capability::Http];
+    const CAPABILITIES: &'static [Capability] = &[Capability::Kube];
+    // Only with `analysis`: a blue/green switch needs no HTTP grant.
+    const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Http];
 
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         check(params)?;

@@ -43,6 +43,10 @@ pub trait Step {
     /// runbook does not, and the audit report shows this list.
     const CAPABILITIES: &'static [Capability];
 
+    /// Capabilities used only with some parameters; a step that does not
+    /// grant them still runs (and is denied if it uses them anyway).
+    const OPTIONAL_CAPABILITIES: &'static [Capability] = &[];
+
     /// Whether `run` may be repeated with the same parameters to the same
     /// effect. The host re-runs an idempotent step after a crash unasked.
     const IDEMPOTENT: bool = false;
@@ -213,6 +217,10 @@ macro_rules! export_step {
         #[cfg_attr(target_family = "wasm", unsafe(link_section = "runbook:capabilities"))]
         static __RUNBOOK_CAPABILITIES: [u8; $crate::private::capabilities_len(
             <$step as $crate::Step>::CAPABILITIES,
-        )] = $crate::private::capabilities_section(<$step as $crate::Step>::CAPABILITIES);
+            <$step as $crate::Step>::OPTIONAL_CAPABILITIES,
+        )] = $crate::private::capabilities_section(
+            <$step as $crate::Step>::CAPABILITIES,
+            <$step as $crate::Step>::OPTIONAL_CAPABILITIES,
+        );
     };
 }

@@ -12,6 +12,7 @@ pub fn describe<S: Step>(name: &str, version: &str, description: &str) -> Descri
         description: description.to_owned(),
         params_schema: serde_json::to_string(&schema).unwrap_or_default(),
         capabilities: S::CAPABILITIES.to_vec(),
+        optional_capabilities: S::OPTIONAL_CAPABILITIES.to_vec(),
         idempotent: S::IDEMPOTENT,
     }
 }
@@ -51,35 +52,55 @@ const fn capability_name(capability: crate::Capability) -> &'static str {
 }
 
 /// The length of [`capabilities_section`]'s bytes.
-pub const fn capabilities_len(capabilities: &[crate::Capability]) -> usize {
+pub const fn capabilities_len(
+    capabilities: &[crate::Capability],
+    optional: &[crate::Capability],
+) -> usize {
     let mut total = 0;
     let mut index = 0;
-    while index < capabilities.len() {
+    while index < capabilities.len() + optional.len() {
         if index > 0 {
             total += 1;
         }
-        total += capability_name(capabilities[index]).len();
+        if index < capabilities.len() {
+            total += capability_name(capabilities[index]).len();
+        } else {
+            total += capability_name(optional[index - capabilities.len()]).len() + 1;
+        }
         index += 1;
     }
     total
 }
 
-/// The capabilities' names, comma-separated, as the section holds them.
-pub const fn capabilities_section<const N: usize>(capabilities: &[crate::Capability]) -> [u8; N] {
+/// The capabilities' names, comma-separated, optional ones ending in `?`
+/// (`kube,http?`), as the section holds them.
+pub const fn capabilities_section<const N: usize>(
+    capabilities: &[crate::Capability],
+    optional: &[crate::Capability],
+) -> [u8; N] {
     let mut bytes = [0u8; N];
     let mut at = 0;
     let mut index = 0;
-    while index < capabilities.len() {
+    while index < capabilities.len() + optional.len() {
         if index > 0 {
             bytes[at] = b',';
             at += 1;
         }
-        let name = capability_name(capabilities[index]).as_bytes();
+        let is_optional = index >= capabilities.len();
+        let name = if is_optional {
+            capability_name(optional[index - capabilities.len()]).as_bytes()
+        } else {
+            capability_name(capabilities[index]).as_bytes()
+        };
         let mut offset = 0;
         while offset < name.len() {
             bytes[at] = name[offset];
             at += 1;
             offset += 1;
+        }
+        if is_optional {
+            bytes[at] = b'?';
+            at += 1;
         }
         index += 1;
     }
