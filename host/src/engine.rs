@@ -147,7 +147,9 @@ impl Executor<'_> {
                     }
                     let planned = &plan.steps[index];
                     let step = plan.step(planned);
-                    if stopping.is_some() || self.cancel.is_cancelled() {
+                    // `always` steps run last, after any rollback, when
+                    // `run.status` says how the run went.
+                    if step.always || stopping.is_some() || self.cancel.is_cancelled() {
                         continue;
                     }
                     if !planned

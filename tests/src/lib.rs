@@ -47,5 +47,8 @@ pub use slow_rds::SlowRds;
 pub mod registry;
 pub use registry::Registry;
 
+pub mod estate;
+pub use estate::Estate;
+
 pub mod moto;
 pub use moto::Moto;

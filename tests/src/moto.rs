@@ -54,6 +54,11 @@ impl Moto {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             listener.local_addr().expect("an address").port()
         };
+        Self::start_on(port, environment)
+    }
+
+    /// Starts moto_server on a given loopback port, with extra environment.
+    pub fn start_on(port: u16, environment: &[(&str, &str)]) -> Self {
         // `python3 -m moto.server` needs no script on PATH (pyenv shims).
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
@@ -96,24 +101,7 @@ impl Moto {
     }
 
     fn query(&self, service: &str, version: &str, action: &str, params: &[(&str, &str)]) -> String {
-        let mut body = format!("Action={action}&Version={version}");
-        for (key, value) in params {
-            let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
-            body.push_str(&format!("&{key}={encoded}"));
-        }
-        let mut stream = std::net::TcpStream::connect(self.url.trim_start_matches("http://"))
-            .expect("moto answers");
-        use std::io::{Read, Write};
-        write!(
-            stream,
-            "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            self.url.trim_start_matches("http://"),
-            body.len()
-        )
-        .expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        response
+        query_at(&self.url, service, version, action, params)
     }
 }
 
@@ -122,4 +110,33 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Calls a Query API of the moto_server at `url` directly (moto accepts
+/// unsigned calls unless it checks signatures).
+pub fn query_at(
+    url: &str,
+    service: &str,
+    version: &str,
+    action: &str,
+    params: &[(&str, &str)],
+) -> String {
+    let mut body = format!("Action={action}&Version={version}");
+    for (key, value) in params {
+        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        body.push_str(&format!("&{key}={encoded}"));
+    }
+    let mut stream =
+        std::net::TcpStream::connect(url.trim_start_matches("http://")).expect("moto answers");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        url.trim_start_matches("http://"),
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
 }

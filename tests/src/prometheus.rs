@@ -24,6 +24,11 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (`127.0.0.1:PORT`) every second
     /// and waits until it is ready. Blocking: call it from a blocking task.
     pub fn start(targets: &[String]) -> Self {
+        Self::start_on(free_port(), targets)
+    }
+
+    /// [`Prometheus::start`] on a given loopback port.
+    pub fn start_on(port: u16, targets: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let config = dir.path().join("prometheus.yml");
         let quoted: Vec<String> = targets.iter().map(|target| format!("'{target}'")).collect();
@@ -35,7 +40,6 @@ impl Prometheus {
             ),
         )
         .expect("write the config");
-        let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
@@ -76,10 +80,15 @@ impl Prometheus {
     /// Waits until `query` returns a series (the first scrapes of a new
     /// target take a few seconds). Blocking.
     pub fn wait_for(&self, query: &str) {
+        Self::wait_for_at(&self.url, query);
+    }
+
+    /// [`Prometheus::wait_for`] on the Prometheus at `url`.
+    pub fn wait_for_at(url: &str, query: &str) {
         let started = Instant::now();
         let path = format!("/api/v1/query?query={}", encode(query));
         loop {
-            if let Some((200, body)) = get(&self.url, &path)
+            if let Some((200, body)) = get(url, &path)
                 && body.contains("\"value\"")
             {
                 return;

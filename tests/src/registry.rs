@@ -23,11 +23,16 @@ impl Registry {
     /// Starts a registry; with `credentials` (`user`, `password`) it asks
     /// for basic auth (bcrypt htpasswd). Blocking.
     pub fn start(credentials: Option<(&str, &str)>) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
+        Self::start_on(port, credentials)
+    }
+
+    /// [`Registry::start`] on a given loopback port.
+    pub fn start_on(port: u16, credentials: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
@@ -190,4 +195,39 @@ pub fn write_layout(layout: &Path, layers: usize, label: &str) -> String {
         })
         .collect();
     write_layout_with(layout, &written, label)
+}
+
+/// An OCI image layout holding one image per version, each named by its
+/// version (`org.opencontainers.image.ref.name`), as `skopeo copy ...
+/// oci:DIR:VERSION` leaves it; each version's layers differ.
+pub fn write_versions(layout: &Path, name: &str, versions: &[&str]) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("create the layout");
+    let mut entries = Vec::new();
+    for version in versions {
+        let label = format!("{name} {version}");
+        let layers: Vec<(String, u64)> = (0..3)
+            .map(|index| {
+                let bytes = format!("{label} layer {index}\n")
+                    .repeat(150 + index)
+                    .into_bytes();
+                (write_blob(layout, &bytes), bytes.len() as u64)
+            })
+            .collect();
+        let digest = write_layout_with(layout, &layers, &label);
+        let size = std::fs::metadata(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .expect("the manifest was written")
+        .len();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": version},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
+    std::fs::write(layout.join("index.json"), index.to_string()).expect("write index.json");
 }

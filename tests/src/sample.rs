@@ -113,6 +113,27 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
                 )
             }
         }
+        // The API platform's full health check (seed 001).
+        ("GET", "/v1/health") => {
+            let status = if state.healthy {
+                "healthy"
+            } else {
+                "unhealthy"
+            };
+            let database = if state.healthy {
+                "healthy"
+            } else {
+                "unhealthy"
+            };
+            Response::json(
+                if state.healthy { 200 } else { 503 },
+                json!({"status": status, "version": state.version, "services": {
+                    "database": {"status": database, "latency": 5},
+                    "redis": {"status": "healthy", "latency": 2},
+                    "elasticsearch": {"status": "healthy", "latency": 10},
+                }}),
+            )
+        }
         ("GET", "/health/live") => Response::json(200, json!({"status": "alive"})),
         ("GET", "/health/ready" | "/ready") => {
             if state.healthy {

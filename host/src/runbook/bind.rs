@@ -5,7 +5,7 @@
 use super::{ForEach, Runbook, Step, StepGrants, StepId};
 use crate::capability::http::UrlGrant;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::template::{Reference, RunField};
+use crate::template::{Reference, RunField, Template};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -271,6 +271,44 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
                         .at(source, at)
                         .hint("write `scheme://host[:port][/path-prefix]`, e.g. \"https://api.example.com/v1\""),
                 ),
+            }
+        }
+        // Kubernetes namespaces and AWS regions may come from the
+        // environment (`namespaces = ["${{ vars.namespace }}"]`).
+        let grants_at = step.path().key("grants");
+        let fixed = |text: &mut String, at: ValuePath, problems: &mut Diagnostics| {
+            if !text.contains("${{") {
+                return;
+            }
+            let rendered = Template::parse(text).ok().and_then(|template| {
+                template
+                    .render(|reference| plan.static_value(reference).ok_or(()))
+                    .ok()
+            });
+            match rendered {
+                Some(value) => *text = value,
+                None => problems.push(
+                    Diagnostic::new("this grant refers to a value the environment does not define")
+                        .at(source, &at),
+                ),
+            }
+        };
+        if let Some(kube) = &mut grants.kube {
+            for (position, namespace) in kube.namespaces.iter_mut().enumerate() {
+                fixed(
+                    namespace,
+                    grants_at.key("kube").key("namespaces").index(position),
+                    &mut problems,
+                );
+            }
+        }
+        if let Some(aws) = &mut grants.aws {
+            for (position, region) in aws.regions.iter_mut().enumerate() {
+                fixed(
+                    region,
+                    grants_at.key("aws").key("regions").index(position),
+                    &mut problems,
+                );
             }
         }
         let items: Vec<Option<serde_json::Value>> = match &step.for_each {

@@ -258,6 +258,22 @@ async fn always_steps_run_after_the_rollback() {
 }
 
 #[tokio::test]
+async fn an_always_step_runs_even_when_the_step_before_it_was_skipped() {
+    let counter = Counter::start().await.unwrap();
+    let body = format!(
+        "{}{}{}{}",
+        header("rollback"),
+        recorder("deploy", &counter, ""),
+        recorder("checklist", &counter, "if = \"false\""),
+        recorder("notify", &counter, "always = true"),
+    );
+    let finished = run(&body, RunOptions::default()).await;
+    assert_eq!(finished.step("checklist").0, Status::Skipped);
+    assert_eq!(finished.step("notify").0, Status::Succeeded);
+    assert_eq!(counter.tally().sequence, ["do:deploy", "do:notify"]);
+}
+
+#[tokio::test]
 async fn for_each_runs_the_step_once_per_element() {
     let counter = Counter::start().await.unwrap();
     let body = format!(

@@ -145,11 +145,17 @@ impl Check {
     }
 }
 
-/// A number as operators read it: 4 significant digits.
+/// A number as operators read it: at most 4 significant digits.
 pub fn show(value: f64) -> String {
-    if value == 0.0 || (1e-3..1e6).contains(&value.abs()) {
-        let text = format!("{value:.4}");
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    if value == 0.0 || (1e-6..1e6).contains(&value.abs()) {
+        let magnitude = value.abs().log10().floor() as i32;
+        let decimals = usize::try_from((3 - magnitude).max(0)).unwrap_or(0);
+        let text = format!("{value:.decimals$}");
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            text
+        }
     } else {
         format!("{value:.3e}")
     }
@@ -366,6 +372,9 @@ mod tests {
     fn numbers_read_well() {
         assert_eq!(show(0.02), "0.02");
         assert_eq!(show(120.0), "120");
-        assert_eq!(show(0.00001), "1.000e-5");
+        assert_eq!(show(0.0005), "0.0005");
+        assert_eq!(show(0.04987), "0.04987");
+        assert_eq!(show(1234.6), "1235");
+        assert_eq!(show(0.0000001), "1.000e-7");
     }
 }

@@ -27,6 +27,19 @@ struct Params {
     /// The checks run during each hold; none means holding only.
     #[serde(default)]
     analysis: Option<Analysis>,
+    /// After the last stage: `promote` (default) leaves its weights;
+    /// `stable` sends all traffic back to stable, for runbooks that then
+    /// update the stable workload to the version the canary proved.
+    #[serde(default)]
+    finish: Finish,
+}
+
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Finish {
+    #[default]
+    Promote,
+    Stable,
 }
 
 fn default_stages() -> Vec<u32> {
@@ -154,8 +167,18 @@ impl Step for CanaryShift {
                 }
             }
         }
-        let last = params.stages.last().copied().unwrap_or(0);
-        let mut summary = format!("canary {initial}% → {last}% in {} stages", count);
+        let mut last = params.stages.last().copied().unwrap_or(0);
+        if params.finish == Finish::Stable {
+            router.set(0)?;
+            last = 0;
+        }
+        let mut summary = format!(
+            "canary {initial}% → {}% in {count} stages",
+            params.stages.last().copied().unwrap_or(0)
+        );
+        if params.finish == Finish::Stable {
+            summary.push_str(", then all traffic back to stable");
+        }
         if !last_values.is_empty() {
             summary.push_str(&format!("; last analysis: {last_values}"));
         }

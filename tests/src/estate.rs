@@ -1,0 +1,489 @@
+//! The local estate: everything the five source runbooks deploy to, on
+//! fixed loopback ports, standing in for a production estate — the
+//! Kubernetes API-server emulator with each runbook's namespaces,
+//! Deployments, Services and traffic routers; the OCI registry; moto with
+//! the RDS instances; Prometheus scraping the sample service, which also
+//! serves the health endpoints, the feature-flag admin API and a webhook
+//! receiver. Each runbook's `local` environment points here.
+//!
+//! Releases listed as bad misbehave the way a bad release does: a
+//! deployment running one fails 30% of its requests and answers in 400 ms
+//! (Prometheus sees it), and a main deployment running one makes the health
+//! checks fail.
+
+use crate::{KubeEmulator, Moto, Prometheus, Registry, SampleService};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where each service listens.
+pub mod ports {
+    /// The sample service: health, API, flags, webhooks, metrics.
+    pub const SAMPLE: u16 = 18080;
+    /// The Kubernetes API-server emulator.
+    pub const KUBE: u16 = 16443;
+    /// The OCI registry.
+    pub const REGISTRY: u16 = 15000;
+    /// moto_server (AWS).
+    pub const MOTO: u16 = 15001;
+    /// Prometheus.
+    pub const PROMETHEUS: u16 = 19090;
+}
+
+/// The bearer token of the flag admin API.
+pub const ADMIN_TOKEN: &str = "local-admin-token";
+/// The API key `/v1/decisions` wants.
+pub const TEST_KEY: &str = "local-test-key";
+/// The version every workload runs at first.
+pub const INITIAL_VERSION: &str = "1.0.0";
+
+/// A deployment whose version decides how a track of traffic behaves.
+struct Watched {
+    namespace: &'static str,
+    deployment: &'static str,
+    track: &'static str,
+    /// A main deployment: a bad version here fails the health checks.
+    main: bool,
+}
+
+const WATCHED: &[Watched] = &[
+    Watched {
+        namespace: "riskcast-prod",
+        deployment: "riskcast-api",
+        track: "riskcast-stable",
+        main: true,
+    },
+    Watched {
+        namespace: "riskcast-prod",
+        deployment: "riskcast-api-canary",
+        track: "riskcast-canary",
+        main: false,
+    },
+    Watched {
+        namespace: "production",
+        deployment: "auth-service",
+        track: "api-platform",
+        main: true,
+    },
+    Watched {
+        namespace: "production",
+        deployment: "user-service",
+        track: "api-platform",
+        main: true,
+    },
+    Watched {
+        namespace: "production",
+        deployment: "org-service",
+        track: "api-platform",
+        main: true,
+    },
+    Watched {
+        namespace: "doc-0020",
+        deployment: "ledger-blue",
+        track: "ledger-blue",
+        main: true,
+    },
+    Watched {
+        namespace: "doc-0020",
+        deployment: "ledger-green",
+        track: "ledger-green",
+        main: true,
+    },
+    Watched {
+        namespace: "rastup-prod",
+        deployment: "rastup-api",
+        track: "rastup-stable",
+        main: true,
+    },
+    Watched {
+        namespace: "rastup-prod",
+        deployment: "rastup-api-canary",
+        track: "rastup-canary",
+        main: false,
+    },
+    Watched {
+        namespace: "stonecaster",
+        deployment: "stonecaster-blue",
+        track: "stonecaster-blue",
+        main: true,
+    },
+    Watched {
+        namespace: "stonecaster",
+        deployment: "stonecaster-green",
+        track: "stonecaster-green",
+        main: false,
+    },
+];
+
+/// The running estate.
+pub struct Estate {
+    /// Health, API, flags, webhooks, metrics.
+    pub sample: Arc<SampleService>,
+    /// Kubernetes.
+    pub kube: Arc<KubeEmulator>,
+    /// The OCI registry.
+    pub registry: Registry,
+    /// AWS.
+    pub moto: Moto,
+    /// Metrics.
+    pub prometheus: Prometheus,
+    /// Holds the kubeconfig and the images the runbooks push.
+    pub dir: PathBuf,
+    /// Versions that behave as bad releases.
+    pub bad_versions: Vec<String>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+fn deployment(
+    namespace: &str,
+    name: &str,
+    container: &str,
+    image: &str,
+    labels: Value,
+    replicas: u32,
+) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": container, "image": image}]}},
+        },
+    })
+}
+
+fn image(repository: &str) -> String {
+    format!(
+        "127.0.0.1:{}/{repository}:{INITIAL_VERSION}",
+        ports::REGISTRY
+    )
+}
+
+/// Every Kubernetes object of the five runbooks, as before a deploy.
+pub fn objects() -> Vec<Value> {
+    let mut objects: Vec<Value> = [
+        "riskcast-prod",
+        "production",
+        "doc-0020",
+        "rastup-prod",
+        "stonecaster",
+    ]
+    .iter()
+    .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+    .collect();
+    // RISKCAST (seed 000): the API and its canary behind an Istio VirtualService.
+    let riskcast = image("riskcast/api");
+    objects.push(deployment(
+        "riskcast-prod",
+        "riskcast-api",
+        "api",
+        &riskcast,
+        json!({"app": "riskcast", "version": "stable"}),
+        3,
+    ));
+    objects.push(deployment(
+        "riskcast-prod",
+        "riskcast-api-canary",
+        "api",
+        &riskcast,
+        json!({"app": "riskcast", "version": "canary"}),
+        1,
+    ));
+    objects.push(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "riskcast-api", "namespace": "riskcast-prod"},
+        "spec": {"hosts": ["riskcast-api"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "riskcast-api", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "riskcast-api", "subset": "canary"}, "weight": 0},
+        ]}]},
+    }));
+    // Enterprise API Platform (seed 001): three services.
+    for service in ["auth-service", "user-service", "org-service"] {
+        objects.push(deployment(
+            "production",
+            service,
+            service,
+            &image(&format!("api-platform/{service}")),
+            json!({"app": service}),
+            2,
+        ));
+    }
+    // DOC-0020 (seed 002): blue/green behind a Service selector.
+    let ledger = image("doc-0020/ledger");
+    objects.push(deployment(
+        "doc-0020",
+        "ledger-blue",
+        "ledger",
+        &ledger,
+        json!({"app": "ledger", "version": "blue"}),
+        2,
+    ));
+    objects.push(deployment(
+        "doc-0020",
+        "ledger-green",
+        "ledger",
+        &ledger,
+        json!({"app": "ledger", "version": "green"}),
+        2,
+    ));
+    objects.push(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ledger", "namespace": "doc-0020"},
+        "spec": {"selector": {"app": "ledger", "version": "blue"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    // RastUp (seed 003): stable and canary behind a Gateway API HTTPRoute.
+    let rastup = image("rastup/api");
+    objects.push(deployment(
+        "rastup-prod",
+        "rastup-api",
+        "api",
+        &rastup,
+        json!({"app": "rastup", "track": "stable"}),
+        3,
+    ));
+    objects.push(deployment(
+        "rastup-prod",
+        "rastup-api-canary",
+        "api",
+        &rastup,
+        json!({"app": "rastup", "track": "canary"}),
+        1,
+    ));
+    objects.push(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "rastup-api", "namespace": "rastup-prod"},
+        "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [
+            {"name": "rastup-api-stable", "port": 80, "weight": 100},
+            {"name": "rastup-api-canary", "port": 80, "weight": 0},
+        ]}]},
+    }));
+    // StoneCaster (seed 004): blue and green behind an Istio VirtualService.
+    let stonecaster = image("stonecaster/app");
+    objects.push(deployment(
+        "stonecaster",
+        "stonecaster-blue",
+        "app",
+        &stonecaster,
+        json!({"app": "stonecaster", "color": "blue"}),
+        3,
+    ));
+    objects.push(deployment(
+        "stonecaster",
+        "stonecaster-green",
+        "app",
+        &stonecaster,
+        json!({"app": "stonecaster", "color": "green"}),
+        3,
+    ));
+    objects.push(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "stonecaster", "namespace": "stonecaster"},
+        "spec": {"hosts": ["stonecaster"], "http": [{"name": "main", "route": [
+            {"destination": {"host": "stonecaster", "subset": "blue"}, "weight": 100},
+            {"destination": {"host": "stonecaster", "subset": "green"}, "weight": 0},
+        ]}]},
+    }));
+    objects
+}
+
+/// The versions built into each image folder (one OCI layout holding an
+/// image per version, named by it): what the runbooks can deploy locally.
+pub const VERSIONS: &[&str] = &["1.0.0", "1.2.3", "1.2.4", "1.3.0", "2.0.0"];
+
+/// The image folders the runbooks push (`runbooks/dist/NAME`).
+pub const IMAGES: &[&str] = &[
+    "riskcast-api",
+    "auth-service",
+    "user-service",
+    "org-service",
+    "ledger",
+    "rastup-api",
+    "stonecaster",
+];
+
+impl Estate {
+    /// Starts every service on its fixed port, seeds it, and writes the
+    /// kubeconfig and the images under `dir` (images into `images`, the
+    /// runbooks' `dist` folder). Blocking parts run on blocking threads.
+    pub async fn start(
+        dir: &Path,
+        images: &Path,
+        bad_versions: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let sample = Arc::new(SampleService::start_on(ports::SAMPLE, Some(TEST_KEY)).await?);
+        let kube = Arc::new(KubeEmulator::start_on(ports::KUBE, Duration::from_millis(150)).await?);
+        kube.write_kubeconfig(&dir.join("kubeconfig"))?;
+        let (registry, moto, prometheus) = tokio::task::spawn_blocking(|| {
+            let registry = Registry::start_on(ports::REGISTRY, None);
+            let moto = Moto::start_on(ports::MOTO, &[]);
+            let prometheus =
+                Prometheus::start_on(ports::PROMETHEUS, &[format!("127.0.0.1:{}", ports::SAMPLE)]);
+            (registry, moto, prometheus)
+        })
+        .await?;
+        let images = images.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            for name in IMAGES {
+                crate::registry::write_versions(&images.join(name), name, VERSIONS);
+            }
+        })
+        .await?;
+        let watcher = tokio::spawn(watch_versions(
+            Arc::clone(&kube),
+            Arc::clone(&sample),
+            bad_versions.clone(),
+        ));
+        let estate = Estate {
+            sample,
+            kube,
+            registry,
+            moto,
+            prometheus,
+            dir: dir.to_path_buf(),
+            bad_versions,
+            watcher,
+        };
+        estate.reset();
+        let moto = estate.moto.url.clone();
+        tokio::task::spawn_blocking(move || seed_databases(&moto)).await?;
+        // Ready means the metric gates have data: Prometheus takes a few
+        // scrapes before `rate()` over a new target answers.
+        let prometheus_url = estate.prometheus.url.clone();
+        tokio::task::spawn_blocking(move || {
+            Prometheus::wait_for_at(
+                &prometheus_url,
+                r#"sum(rate(http_requests_total{track="riskcast-canary"}[5s]))"#,
+            )
+        })
+        .await?;
+        Ok(estate)
+    }
+
+    /// Puts Kubernetes objects, flags and traffic back as before any deploy.
+    pub fn reset(&self) {
+        for object in objects() {
+            self.kube.apply(object);
+        }
+        self.sample.update(|state| {
+            state.admin_token = Some(ADMIN_TOKEN.into());
+            state.healthy = true;
+            state.flags.clear();
+            for key in ["new_feature", "new_checkout"] {
+                state.flags.insert(
+                    key.into(),
+                    json!({"key": key, "percentage": 0, "enabled": false}),
+                );
+            }
+            for watched in WATCHED {
+                state
+                    .traffic
+                    .set(watched.track, 0.0005, Duration::from_millis(40));
+            }
+        });
+    }
+
+    /// Shell lines that point `runbook` at the estate.
+    pub fn environment(&self) -> String {
+        format!(
+            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\n",
+            self.dir.join("kubeconfig").display(),
+            ports::SAMPLE
+        )
+    }
+
+    /// The kubeconfig's path.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+}
+
+impl Drop for Estate {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// The RDS instances of the runbooks that snapshot before migrating.
+fn seed_databases(moto: &str) {
+    for instance in [
+        "api-platform-prod",
+        "rastup-prod",
+        "stonecaster-prod",
+        "riskcast-prod",
+    ] {
+        crate::moto::query_at(
+            moto,
+            "rds",
+            "2014-10-31",
+            "CreateDBInstance",
+            &[
+                ("DBInstanceIdentifier", instance),
+                ("DBInstanceClass", "db.t3.medium"),
+                ("Engine", "postgres"),
+                ("AllocatedStorage", "50"),
+                ("MasterUsername", "admin"),
+                ("MasterUserPassword", "local-password"),
+            ],
+        );
+    }
+}
+
+fn tag_of(image: &str) -> &str {
+    image.rsplit_once(':').map_or("", |(_, tag)| tag)
+}
+
+/// Makes traffic and health follow the versions deployed.
+async fn watch_versions(kube: Arc<KubeEmulator>, sample: Arc<SampleService>, bad: Vec<String>) {
+    let mut last = Vec::new();
+    loop {
+        let seen: Vec<(bool, &Watched)> = WATCHED
+            .iter()
+            .map(|watched| {
+                let running = kube
+                    .get(
+                        "apps/v1",
+                        "Deployment",
+                        Some(watched.namespace),
+                        watched.deployment,
+                    )
+                    .and_then(|object| {
+                        object
+                            .pointer("/spec/template/spec/containers/0/image")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                (
+                    bad.iter().any(|version| version == tag_of(&running)),
+                    watched,
+                )
+            })
+            .collect();
+        let flags: Vec<bool> = seen.iter().map(|(is_bad, _)| *is_bad).collect();
+        if flags != last {
+            sample.update(|state| {
+                for (is_bad, watched) in &seen {
+                    if *is_bad {
+                        state
+                            .traffic
+                            .set(watched.track, 0.30, Duration::from_millis(400));
+                    } else if !seen
+                        .iter()
+                        .any(|(other_bad, other)| *other_bad && other.track == watched.track)
+                    {
+                        state
+                            .traffic
+                            .set(watched.track, 0.0005, Duration::from_millis(40));
+                    }
+                }
+                state.healthy = !seen.iter().any(|(is_bad, watched)| *is_bad && watched.main);
+            });
+            last = flags;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
