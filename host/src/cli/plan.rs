@@ -74,8 +74,11 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     )?;
     let runtime = super::plugin_runtime(cli)?;
     let plugins = preflight::load_plugins(&runtime, &plan).await?;
-    // Planning sends no secret anywhere: handles suffice, values are not read.
-    let secrets = SecretStore::new(Default::default());
+    // Plans read (GET and HEAD are sent), and reads may need credentials:
+    // the secrets set in the environment are used; without them a plan
+    // still runs, and steps that need them say so.
+    let secrets = SecretStore::from_env(plan.secret_names())
+        .unwrap_or_else(|_| SecretStore::new(Default::default()));
     preflight::check_params(&runtime, &plan, &plugins, &secrets).await?;
 
     let outputs = StepOutputs::new();
