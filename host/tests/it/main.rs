@@ -17,6 +17,7 @@ mod notify;
 mod operations;
 mod registry;
 mod rollout;
+mod runbooks;
 mod sandbox;
 mod secrets;
 mod smoke;
