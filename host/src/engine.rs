@@ -349,6 +349,8 @@ impl Executor<'_> {
             state.outcomes.insert(base, status);
             return;
         }
+        // Each element keeps its own outputs, for its rollback.
+        state.outputs.insert(planned.id.0.clone(), outputs);
         // A for_each step's outcome: failed if any element failed,
         // succeeded if any succeeded, else skipped.
         let merged = match (state.outcomes.get(&base).copied(), status) {

@@ -314,6 +314,19 @@ impl Estate {
         bad_versions: Vec<String>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        for port in [
+            ports::SAMPLE,
+            ports::KUBE,
+            ports::REGISTRY,
+            ports::MOTO,
+            ports::PROMETHEUS,
+        ] {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                anyhow::bail!(
+                    "port {port} is in use: is a local estate already running? (`scripts/local-env stop`)"
+                );
+            }
+        }
         let sample = Arc::new(SampleService::start_on(ports::SAMPLE, Some(TEST_KEY)).await?);
         let kube = Arc::new(KubeEmulator::start_on(ports::KUBE, Duration::from_millis(150)).await?);
         kube.write_kubeconfig(&dir.join("kubeconfig"))?;
@@ -384,6 +397,25 @@ impl Estate {
                     .set(watched.track, 0.0005, Duration::from_millis(40));
             }
         });
+    }
+
+    /// Waits until Prometheus no longer sees the errors of an earlier bad
+    /// release (its rate windows are 5 s), so that a run starts calm.
+    /// Blocking.
+    pub fn wait_until_calm(&self) {
+        let query = r#"max(sum by (track) (rate(http_requests_total{code="500"}[5s])) / sum by (track) (rate(http_requests_total[5s])))"#;
+        let started = std::time::Instant::now();
+        while self
+            .prometheus
+            .value(query)
+            .is_none_or(|worst| worst > 0.001)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the error rates did not settle within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Shell lines that point `runbook` at the estate.

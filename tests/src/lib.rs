@@ -36,6 +36,8 @@ pub use counter::Counter;
 pub mod kube;
 pub use kube::KubeEmulator;
 
+pub mod process;
+
 pub mod prometheus;
 pub use prometheus::Prometheus;
 

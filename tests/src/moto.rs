@@ -2,14 +2,14 @@
 //! against, started on a free loopback port. A test that needs it fails
 //! loudly when it is missing; it never skips.
 
-use std::process::{Child, Command, Stdio};
+use crate::process::Tied;
 use std::time::{Duration, Instant};
 
 /// A running moto_server.
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    child: Child,
+    _child: Tied,
 }
 
 impl Moto {
@@ -60,19 +60,23 @@ impl Moto {
     /// Starts moto_server on a given loopback port, with extra environment.
     pub fn start_on(port: u16, environment: &[(&str, &str)]) -> Self {
         // `python3 -m moto.server` needs no script on PATH (pyenv shims).
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(environment.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("moto_server is needed for the AWS tests and could not start ({error}); install it with `python3 -m pip install 'moto[server]'` (scripts/test does)")
-            });
-        let mut child = child;
+        let args: Vec<String> = [
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        let mut child = Tied::spawn("python3", &args, environment).unwrap_or_else(|error| {
+            panic!("moto_server is needed for the AWS tests and could not start ({error}); install it with `python3 -m pip install 'moto[server]'` (scripts/test does)")
+        });
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = child.exited() {
                 panic!(
                     "moto_server exited ({status}): it is needed for the AWS tests; install it with `python3 -m pip install 'moto[server]'` (scripts/test does)"
                 );
@@ -85,7 +89,7 @@ impl Moto {
         }
         Moto {
             url: format!("http://127.0.0.1:{port}"),
-            child,
+            _child: child,
         }
     }
 
@@ -102,13 +106,6 @@ impl Moto {
 
     fn query(&self, service: &str, version: &str, action: &str, params: &[(&str, &str)]) -> String {
         query_at(&self.url, service, version, action, params)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,14 +2,14 @@
 //! scraping given targets every second, for the analysis plugins' tests.
 //! A test that needs it fails loudly when it is missing.
 
-use std::process::{Child, Command, Stdio};
+use crate::process::Tied;
 use std::time::{Duration, Instant};
 
 /// A running Prometheus.
 pub struct Prometheus {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    child: Child,
+    child: Tied,
     _dir: tempfile::TempDir,
 }
 
@@ -40,14 +40,13 @@ impl Prometheus {
             ),
         )
         .expect("write the config");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let args = [
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=warn".to_owned(),
+        ];
+        let child = Tied::spawn("prometheus", &args, &[])
             .unwrap_or_else(|error| {
                 panic!("Prometheus is needed for the metric tests and could not start ({error}); install the Debian package `prometheus` (scripts/test does)")
             });
@@ -63,8 +62,10 @@ impl Prometheus {
     fn wait_ready(&mut self) {
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Prometheus exited ({status}) before it was ready");
+            if let Some(status) = self.child.exited() {
+                panic!(
+                    "Prometheus exited ({status}) before it was ready: is the Debian package `prometheus` installed (scripts/test installs it), and its port free?"
+                );
             }
             if get(&self.url, "/-/ready").is_some_and(|(status, _)| status == 200) {
                 return;
@@ -83,6 +84,21 @@ impl Prometheus {
         Self::wait_for_at(&self.url, query);
     }
 
+    /// The value of an instant query that gives one number, if it does.
+    /// Blocking.
+    pub fn value(&self, query: &str) -> Option<f64> {
+        let path = format!("/api/v1/query?query={}", encode(query));
+        let (status, body) = get(&self.url, &path)?;
+        if status != 200 {
+            return None;
+        }
+        let parsed: serde_json::Value = serde_json::from_str(&body).ok()?;
+        parsed["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
     /// [`Prometheus::wait_for`] on the Prometheus at `url`.
     pub fn wait_for_at(url: &str, query: &str) {
         let started = Instant::now();
@@ -99,13 +115,6 @@ impl Prometheus {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,10 +3,11 @@
 //! written for tests; and `skopeo inspect` to check what a registry holds.
 //! A test that needs them fails loudly when they are missing.
 
+use crate::process::Tied;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A running registry.
@@ -15,7 +16,7 @@ pub struct Registry {
     pub address: String,
     /// `user:password` when it needs them.
     pub credentials: Option<String>,
-    child: Child,
+    child: Tied,
     _dir: tempfile::TempDir,
 }
 
@@ -50,12 +51,7 @@ impl Registry {
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write the registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let child = Tied::spawn("docker-registry", &["serve".to_owned(), config_path.display().to_string()], &[])
             .unwrap_or_else(|error| {
                 panic!("docker-registry is needed for the registry tests and could not start ({error}); install the Debian package `docker-registry` (scripts/test does)")
             });
@@ -67,8 +63,10 @@ impl Registry {
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(&registry.address).is_err() {
-            if let Ok(Some(status)) = registry.child.try_wait() {
-                panic!("docker-registry exited ({status})");
+            if let Some(status) = registry.child.exited() {
+                panic!(
+                    "docker-registry exited ({status}): is the Debian package `docker-registry` installed (scripts/test installs it), and port {port} free?"
+                );
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -100,13 +98,6 @@ impl Registry {
             return None;
         }
         serde_json::from_slice(&output.stdout).ok()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

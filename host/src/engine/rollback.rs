@@ -41,9 +41,11 @@ impl Executor<'_> {
                 continue;
             };
             let plugin = &self.plugins[name];
+            // The outputs of this run of the step (of this element, for a
+            // `for_each` step).
             let outputs: Vec<(String, String)> = state
                 .outputs
-                .get(&step.id.0)
+                .get(&planned.id.0)
                 .map(|outputs| outputs.clone().into_iter().collect())
                 .unwrap_or_default();
             let (status, summary) = match self.render(plan, state, index) {
