@@ -339,3 +339,121 @@ async fn api_platform_with_failing_health_checks_restores_every_service() {
         "the old version serves again"
     );
 }
+
+fn selector(namespace: &str, service: &str) -> String {
+    let object = estate()
+        .kube
+        .get("v1", "Service", Some(namespace), service)
+        .unwrap();
+    object["spec"]["selector"]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn doc_0020_deploys_green_and_switches_the_service_to_it() {
+    let _turn = turn().await;
+    let finished = deploy("doc-0020", "1.2.3").await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert_every_step(&finished, &[Status::Succeeded, Status::Skipped]);
+    assert_eq!(image_of("doc-0020", "ledger-green"), "1.2.3");
+    assert_eq!(image_of("doc-0020", "ledger-blue"), estate::INITIAL_VERSION);
+    assert_eq!(selector("doc-0020", "ledger"), "green");
+}
+
+#[tokio::test]
+async fn doc_0020_with_a_failed_smoke_test_on_green_never_switches_and_restores_green() {
+    let _turn = turn().await;
+    let finished = deploy("doc-0020", "1.2.4").await;
+    assert_eq!(
+        finished.report.failed_step.as_deref(),
+        Some("smoke-idle"),
+        "{}",
+        finished.log()
+    );
+    assert_eq!(selector("doc-0020", "ledger"), "blue");
+    assert_eq!(
+        image_of("doc-0020", "ledger-green"),
+        estate::INITIAL_VERSION
+    );
+    assert_eq!(tag_digest("doc-0020/ledger", "1.2.4").await, None);
+}
+
+#[tokio::test]
+async fn rastup_snapshots_migrates_shifts_traffic_and_raises_the_flag() {
+    let _turn = turn().await;
+    let finished = deploy("rastup", "1.2.3").await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert_every_step(&finished, &[Status::Succeeded, Status::Skipped]);
+    assert_eq!(image_of("rastup-prod", "rastup-api"), "1.2.3");
+    assert_eq!(
+        weights(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "rastup-prod",
+            "rastup-api",
+            "/spec/rules/0/backendRefs"
+        ),
+        [0, 100]
+    );
+    assert_eq!(flag("new_checkout"), 100);
+    let snapshot = tokio::task::spawn_blocking(|| snapshot_exists("pre-deploy-test-run"))
+        .await
+        .unwrap();
+    assert!(snapshot);
+}
+
+#[tokio::test]
+async fn rastup_with_canary_latency_above_its_baseline_returns_traffic_and_rolls_back() {
+    let _turn = turn().await;
+    let finished = deploy("rastup", "1.2.4").await;
+    assert_eq!(
+        finished.report.failed_step.as_deref(),
+        Some("traffic"),
+        "{}",
+        finished.log()
+    );
+    let (_, summary, _) = finished.step("traffic");
+    assert!(summary.starts_with("canary at 10%"), "{summary}");
+    assert!(
+        summary.contains("all traffic is back on stable"),
+        "{summary}"
+    );
+    assert_eq!(
+        weights(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "rastup-prod",
+            "rastup-api",
+            "/spec/rules/0/backendRefs"
+        ),
+        [100, 0]
+    );
+    assert_eq!(
+        image_of("rastup-prod", "rastup-api-canary"),
+        estate::INITIAL_VERSION
+    );
+    assert_eq!(
+        image_of("rastup-prod", "rastup-api"),
+        estate::INITIAL_VERSION
+    );
+    assert_eq!(flag("new_checkout"), 0);
+    let downgrade = estate().kube.get(
+        "batch/v1",
+        "Job",
+        Some("rastup-prod"),
+        "rastup-migrate-1.2.4-rollback",
+    );
+    assert!(downgrade.is_some(), "the migration was undone");
+}
