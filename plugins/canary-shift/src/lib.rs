@@ -24,6 +24,10 @@ struct Params {
     stages: Vec<u32>,
     /// How long each stage below 100% is held (and analysed).
     hold: HumanDuration,
+    /// A hold per stage below 100%, in order, instead of `hold` (the seeds'
+    /// "5 minutes at 5%, 10 at 10%, 15 at 25%, 20 at 50%").
+    #[serde(default)]
+    holds: Vec<HumanDuration>,
     /// The checks run during each hold; none means holding only.
     #[serde(default)]
     analysis: Option<Analysis>,
@@ -75,6 +79,13 @@ fn check(params: &Params) -> Result<(), Error> {
     }
     if let Some(analysis) = &params.analysis {
         analysis.check("analysis.")?;
+    }
+    let held = params.stages.iter().filter(|stage| **stage < 100).count();
+    if !params.holds.is_empty() && params.holds.len() != held {
+        return Err(Error::invalid_param(
+            "holds",
+            format!("give one hold per stage below 100% ({held}), or use `hold`"),
+        ));
     }
     Ok(())
 }
@@ -136,10 +147,16 @@ impl Step for CanaryShift {
             if stage >= 100 {
                 break;
             }
+            let hold = params
+                .holds
+                .get(position)
+                .copied()
+                .unwrap_or(params.hold)
+                .get();
             let held = match &params.analysis {
                 Some(analysis) => {
                     let mut monitor = Monitor::new(analysis);
-                    let held = monitor.hold(params.hold.get(), |round| {
+                    let held = monitor.hold(hold, |round| {
                         runbook_sdk::log::progress(
                             format!("canary {stage}% · {}", round.summary()),
                             Some(fraction),
@@ -148,7 +165,7 @@ impl Step for CanaryShift {
                     last_values = monitor.last.summary();
                     held
                 }
-                None => runbook_sdk::sleep(params.hold.get()).map_err(Verdict::Error),
+                None => runbook_sdk::sleep(hold).map_err(Verdict::Error),
             };
             match held {
                 Ok(()) => {}
