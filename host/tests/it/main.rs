@@ -19,6 +19,7 @@ mod registry;
 mod rollout;
 mod runbooks;
 mod sandbox;
+mod schema;
 mod secrets;
 mod smoke;
 mod snapshots;
