@@ -154,7 +154,7 @@ fn every_runbook_in_runbooks_matches_the_json_schema() {
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let value = json_of(&toml::Value::Table(
-            toml::from_str::<toml::Table>(text.as_ref()).unwrap(),
+            toml::from_str::<toml::Table>(&text).unwrap(),
         ));
         let mut found = Vec::new();
         problems(&schema, &schema, &value, "", &mut found);
@@ -167,7 +167,7 @@ fn the_schema_refuses_a_typo_and_a_wrong_type() {
     let schema = schema();
     let text = "[runbook]\nname = \"x\"\n\n[[steps]]\nid = \"a\"\nuses = \"smoke-test\"\ntimout = \"1m\"\nalways = \"yes\"\ngrants.kube = { namespaces = [\"a\"], resources = [\"v1/Pod\"], verbs = [\"exec\"] }\n";
     let value = json_of(&toml::Value::Table(
-        toml::from_str::<toml::Table>(text.as_ref()).unwrap(),
+        toml::from_str::<toml::Table>(text).unwrap(),
     ));
     let mut found = Vec::new();
     problems(&schema, &schema, &value, "", &mut found);
@@ -196,7 +196,7 @@ fn the_schema_refuses_a_typo_and_a_wrong_type() {
 fn every_runbook_validates_in_every_environment() {
     for path in runbooks() {
         let text = std::fs::read_to_string(&path).unwrap();
-        let value = toml::Value::Table(toml::from_str::<toml::Table>(text.as_ref()).unwrap());
+        let value = toml::Value::Table(toml::from_str::<toml::Table>(&text).unwrap());
         let environments: Vec<String> = value
             .get("environments")
             .and_then(toml::Value::as_table)
