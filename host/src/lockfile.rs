@@ -138,6 +138,14 @@ mod tests {
     }
 
     #[test]
+    fn an_optional_capability_becoming_required_is_a_widening() {
+        let imports = &["runbook:plugin/kube@0.1.0", "runbook:plugin/http@0.1.0"];
+        let locked = plugin(&["kube", "http?"], imports);
+        let now = plugin(&["kube", "http"], imports);
+        assert_eq!(widening(&locked, &now), ["capability `http`"]);
+    }
+
+    #[test]
     fn the_file_round_trips() {
         let mut lock = Lockfile::default();
         lock.plugins.insert(

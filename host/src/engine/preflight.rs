@@ -31,11 +31,20 @@ pub fn locked_entry(
         path: source_path.to_owned(),
         sha256: plugin.digest.clone(),
         version: plugin.descriptor.version.clone(),
+        // Optional capabilities are locked as `name?`: making one required
+        // is a widening too.
         capabilities: plugin
             .descriptor
             .capabilities
             .iter()
             .map(|capability| capability.name().to_owned())
+            .chain(
+                plugin
+                    .descriptor
+                    .optional_capabilities
+                    .iter()
+                    .map(|capability| format!("{}?", capability.name())),
+            )
             .collect(),
         imports: plugin
             .imports
