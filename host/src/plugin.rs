@@ -232,19 +232,7 @@ impl PluginRuntime {
             .await
             .map_err(|error| invalid(format!("`describe` failed: {error}")))?;
         if let Some(embedded) = &plugin.embedded_capabilities {
-            let mut described: Vec<String> = plugin
-                .descriptor
-                .capabilities
-                .iter()
-                .map(|capability| capability.name().to_owned())
-                .chain(
-                    plugin
-                        .descriptor
-                        .optional_capabilities
-                        .iter()
-                        .map(|capability| format!("{}?", capability.name())),
-                )
-                .collect();
+            let mut described = capability_names(&plugin.descriptor);
             let mut written = embedded.clone();
             described.sort();
             written.sort();
@@ -507,4 +495,20 @@ pub fn embedded_capabilities(bytes: &[u8]) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// What a plugin says it needs, as names, optional ones ending in `?`: the
+/// form of the `runbook:capabilities` section and of `runbook.lock`.
+pub fn capability_names(descriptor: &Descriptor) -> Vec<String> {
+    descriptor
+        .capabilities
+        .iter()
+        .map(|capability| capability.name().to_owned())
+        .chain(
+            descriptor
+                .optional_capabilities
+                .iter()
+                .map(|capability| format!("{}?", capability.name())),
+        )
+        .collect()
 }

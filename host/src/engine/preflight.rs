@@ -33,18 +33,8 @@ pub fn locked_entry(
         version: plugin.descriptor.version.clone(),
         // Optional capabilities are locked as `name?`: making one required
         // is a widening too.
-        capabilities: plugin
-            .descriptor
-            .capabilities
-            .iter()
-            .map(|capability| capability.name().to_owned())
-            .chain(
-                plugin
-                    .descriptor
-                    .optional_capabilities
-                    .iter()
-                    .map(|capability| format!("{}?", capability.name())),
-            )
+        capabilities: crate::plugin::capability_names(&plugin.descriptor)
+            .into_iter()
             .collect(),
         imports: plugin
             .imports
