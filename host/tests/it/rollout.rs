@@ -115,3 +115,28 @@ async fn scaling_changes_replicas_and_an_unchanged_workload_is_left_alone() {
         .unwrap();
     assert_eq!(deployment["status"]["availableReplicas"], 5);
 }
+
+#[tokio::test]
+async fn a_statefulset_rolls_out_until_its_update_revision_is_current() {
+    let (emulator, _dir, kubeconfig) = cluster().await;
+    emulator.apply(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "postgres", "image": "postgres:15"}]}}}
+    }));
+    let body = "[runbook]\nname = \"sts\"\n\n[[steps]]\nid = \"upgrade\"\nuses = \"k8s-rollout\"\nwith.namespace = \"shop\"\nwith.workloads = [\"statefulset/db\"]\nwith.images = { postgres = \"postgres:16\" }\nwith.timeout = \"20s\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"apps/v1/StatefulSet\"], verbs = [\"get\", \"patch\", \"watch\"] }\n";
+    let finished = run_on(body, kubeconfig, None).await;
+    let (status, summary, outputs) = finished.step("upgrade");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(outputs["revision"], "db-2");
+    let object = emulator
+        .get("apps/v1", "StatefulSet", Some("shop"), "db")
+        .unwrap();
+    assert_eq!(object["status"]["currentRevision"], "db-2");
+    assert_eq!(object["status"]["updatedReplicas"], 3);
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][0]["image"],
+        "postgres:16"
+    );
+}

@@ -199,3 +199,45 @@ async fn an_instance_is_restored_from_a_snapshot() {
         "{instances}"
     );
 }
+
+#[tokio::test]
+async fn an_aurora_cluster_snapshot_is_created_and_waited_for() {
+    let moto = rds().await;
+    let moto = tokio::task::spawn_blocking(move || {
+        moto.rds(
+            "CreateDBCluster",
+            &[
+                ("DBClusterIdentifier", "riskcast-aurora"),
+                ("Engine", "aurora-postgresql"),
+                ("MasterUsername", "admin"),
+                ("MasterUserPassword", "password123"),
+            ],
+        );
+        moto
+    })
+    .await
+    .unwrap();
+    let proxy = SlowRds::start(&moto.url, 1).await.unwrap();
+    let body = step("with.snapshot = \"aurora-before\"\nwith.poll = \"100ms\"\n")
+        .replace(
+            "with.instance = \"riskcast-db\"",
+            "with.cluster = \"riskcast-aurora\"",
+        )
+        .replace("\"CreateDBSnapshot\"", "\"CreateDBClusterSnapshot\"");
+    let finished = run(&body, through(&proxy.url)).await;
+    let (status, summary, outputs) = finished.step("snapshot");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(
+        summary,
+        "snapshot aurora-before of riskcast-aurora is available"
+    );
+    assert!(
+        outputs["arn"].contains(":cluster-snapshot:aurora-before"),
+        "{outputs:?}"
+    );
+    assert!(
+        proxy
+            .actions()
+            .contains(&"CreateDBClusterSnapshot".to_owned())
+    );
+}
