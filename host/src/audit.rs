@@ -240,6 +240,17 @@ impl EventWriter for AuditLog {
                 requested,
                 decision,
             } => self.append(event, capability, requested.clone(), *decision, None, None),
+            EventKind::HeldBack {
+                capability,
+                requested,
+            } => self.append(
+                event,
+                capability,
+                requested.clone(),
+                Decision::Denied,
+                None,
+                Some("dry run: not sent".into()),
+            ),
             EventKind::StepRolledBack { status, summary } => self.append(
                 event,
                 "rollback",

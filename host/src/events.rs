@@ -214,6 +214,15 @@ pub enum EventKind {
         /// Allowed or denied.
         decision: Decision,
     },
+    /// A write the step was granted but that a plan does not send (an
+    /// HTTP method other than GET or HEAD, an AWS action that changes
+    /// things): recorded, held back.
+    HeldBack {
+        /// `http` or `aws`.
+        capability: String,
+        /// `POST https://...`, `rds:CreateDBSnapshot in us-east-1`.
+        requested: String,
+    },
     /// A capability call outside the step's grants.
     Denied {
         /// Which capability.

@@ -89,6 +89,7 @@ fn must_sync(unrepeatable: &mut std::collections::BTreeSet<String>, event: &Even
         | EventKind::FileOpened { .. }
         | EventKind::SecretUsed { .. }
         | EventKind::Denied { .. }
+        | EventKind::HeldBack { .. }
         | EventKind::StepRetry { .. } => false,
         EventKind::StepStarted { idempotent, .. } => {
             if *idempotent {

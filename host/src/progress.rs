@@ -226,6 +226,13 @@ impl EventWriter for Progress {
                 "      {} {capability}: {requested}",
                 screen.paint("31", "✗ denied")
             )),
+            EventKind::HeldBack {
+                capability,
+                requested,
+            } => lines.push(format!(
+                "      {} {capability}: {requested} (dry run)",
+                screen.paint("2", "⊘ not sent")
+            )),
             EventKind::StepFinished {
                 status,
                 summary,

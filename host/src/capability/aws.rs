@@ -203,12 +203,14 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         ));
     }
     if context.dry_run && !is_read_only(&request.action) {
-        return Err(deny(
-            context,
+        context.emit(EventKind::HeldBack {
+            capability: "aws".into(),
+            requested: requested.clone(),
+        });
+        return Err(PluginError::denied(
+            "aws",
             requested,
-            "dry run".into(),
-            "`plan` runs plugins read-only: AWS actions that change things are recorded, not sent"
-                .into(),
+            "`plan` runs plugins read-only: AWS actions that change things are recorded, not sent",
         ));
     }
     let access = context.aws.clone().unwrap_or_default();

@@ -217,15 +217,9 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
         };
 
         if context.dry_run && !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD) {
-            context.emit(EventKind::Http {
-                method: method.to_string(),
-                url: loggable(&url),
-                status: None,
-                bytes: 0,
-                duration_ms: 0.0,
-                decision: Decision::Denied,
-                grant: Some(grant.as_str().to_owned()),
-                reason: Some("dry run: requests that change things are not sent".into()),
+            context.emit(EventKind::HeldBack {
+                capability: "http".into(),
+                requested: format!("{method} {}", loggable(&url)),
             });
             return Err(PluginError::denied(
                 "http",

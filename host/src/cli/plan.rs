@@ -6,7 +6,7 @@ use crate::capability::StepContext;
 use crate::capability::secrets::SecretStore;
 use crate::engine::preflight;
 use crate::engine::render::{Scope, StepOutputs, Unknown};
-use crate::events::{Decision, EventKind, EventSink};
+use crate::events::{EventKind, EventSink};
 use crate::runbook::{self, Bindings, bind::bind};
 use serde::Serialize;
 use std::sync::Arc;
@@ -252,13 +252,10 @@ fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) {
 /// A write the host intercepted while planning, in words.
 fn intercepted_write(kind: &EventKind) -> Option<String> {
     match kind {
-        EventKind::Http {
-            method,
-            url,
-            decision: Decision::Denied,
-            reason: Some(reason),
-            ..
-        } if reason.starts_with("dry run") => Some(format!("{method} {url}: not sent (dry run)")),
+        EventKind::HeldBack {
+            capability,
+            requested,
+        } => Some(format!("{capability} {requested}: not sent (dry run)")),
         EventKind::Kube {
             verb,
             object,
@@ -273,14 +270,6 @@ fn intercepted_write(kind: &EventKind) -> Option<String> {
         } else {
             format!("kube {verb} {object}: the API server refused it even as a dry run: {outcome}")
         }),
-        EventKind::Denied {
-            capability,
-            requested,
-            ..
-        } if requested.ends_with("(dry run)") => Some(format!(
-            "{capability} {}: not sent",
-            requested.trim_end_matches(" (dry run)")
-        )),
         _ => None,
     }
 }

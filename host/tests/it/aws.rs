@@ -172,3 +172,43 @@ async fn moto_checking_signatures_accepts_the_hosts_sigv4_and_refuses_a_wrong_ke
         "{outputs:?}"
     );
 }
+
+#[tokio::test]
+async fn a_plan_holds_back_aws_actions_that_change_things() {
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let body = format!(
+        "[runbook]\nname = \"plan\"\n{}",
+        step(
+            "snapshot",
+            "rds",
+            "CreateDBSnapshot",
+            "us-east-1",
+            r#"{ DBInstanceIdentifier = "riskcast-db", DBSnapshotIdentifier = "planned" }"#
+        )
+        .replace("needs = []\n", "")
+    );
+    let file = crate::support::TestRunbook::new(&body);
+    let (path, url) = (file.path.clone(), moto.url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["plan", path.to_str().unwrap(), "--aws-endpoint", &url])
+            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+            .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("⊘ aws rds:CreateDBSnapshot in us-east-1: not sent (dry run)"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let snapshots = tokio::task::spawn_blocking(move || moto.rds("DescribeDBSnapshots", &[]))
+        .await
+        .unwrap();
+    assert!(!snapshots.contains("planned"), "{snapshots}");
+}

@@ -223,6 +223,13 @@ async fn plan_shows_actions_and_sends_nothing_that_changes() {
         stdout.contains("cannot plan: http denied: POST"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(&format!(
+            "⊘ http POST {}/echo: not sent (dry run)",
+            service.base_url()
+        )),
+        "{stdout}"
+    );
     assert!(service.state().received.is_empty(), "plan sent a request");
 }
 
