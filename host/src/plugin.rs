@@ -113,6 +113,26 @@ pub struct LoadedPlugin {
     pre: StepPre<StepState>,
 }
 
+impl LoadedPlugin {
+    /// Whether the plugin needs `capability` (`http`, `kube`, ...) to run.
+    pub fn needs(&self, capability: &str) -> bool {
+        self.descriptor
+            .capabilities
+            .iter()
+            .any(|declared| declared.name() == capability)
+    }
+
+    /// Whether it needs `capability` or may use it with some parameters.
+    pub fn may_use(&self, capability: &str) -> bool {
+        self.needs(capability)
+            || self
+                .descriptor
+                .optional_capabilities
+                .iter()
+                .any(|declared| declared.name() == capability)
+    }
+}
+
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter

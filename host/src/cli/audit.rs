@@ -279,27 +279,12 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
             .iter()
             .any(|import| import.starts_with(&format!("runbook:plugin/{interface}@")))
     };
-    let declares = |capability: &str| {
-        plugin
-            .descriptor
-            .capabilities
-            .iter()
-            .any(|declared| declared.name() == capability)
-    };
-    let may_use = |capability: &str| {
-        declares(capability)
-            || plugin
-                .descriptor
-                .optional_capabilities
-                .iter()
-                .any(|declared| declared.name() == capability)
-    };
     let mut found = Vec::new();
     for capability in ["http", "kube", "aws", "secrets"] {
-        if imports(capability) && !may_use(capability) {
+        if imports(capability) && !plugin.may_use(capability) {
             found.push(format!("imports `runbook:plugin/{capability}` but does not declare the `{capability}` capability"));
         }
-        if may_use(capability) && !imports(capability) && capability != "secrets" {
+        if plugin.may_use(capability) && !imports(capability) && capability != "secrets" {
             found.push(format!(
                 "declares `{capability}` but cannot use it: the component does not import it"
             ));
@@ -311,7 +296,7 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
                 .into(),
         );
     }
-    if declares("http") && grants.http.is_empty() {
+    if plugin.needs("http") && grants.http.is_empty() {
         found.push("needs `http` but the step grants no URL: every request will be denied".into());
     }
     if !grants.http.is_empty() && !imports("http") {
@@ -321,7 +306,7 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
         ("kube", grants.kube.is_some()),
         ("aws", grants.aws.is_some()),
     ] {
-        if declares(capability) && !granted {
+        if plugin.needs(capability) && !granted {
             found.push(format!(
                 "needs `{capability}` but the step grants none: `validate` and `exec` refuse it"
             ));
@@ -330,7 +315,7 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
             found.push(format!("grant wider than the plugin asks: `grants.{capability}` is given but the component cannot make {capability} calls"));
         }
     }
-    if !grants.fs_read.is_empty() && !may_use("fs") {
+    if !grants.fs_read.is_empty() && !plugin.may_use("fs") {
         found.push("grant wider than the plugin asks: `grants.fs.read` is given but the plugin does not declare `fs`".into());
     }
     if !grants.secrets.is_empty() && !imports("http") {

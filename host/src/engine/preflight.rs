@@ -159,24 +159,9 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
         let Some(plugin) = step.plugin().and_then(|name| plugins.get(name)) else {
             continue;
         };
-        let declares = |name: &str| {
-            plugin
-                .descriptor
-                .capabilities
-                .iter()
-                .any(|capability| capability.name() == name)
-        };
-        let may_use = |name: &str| {
-            declares(name)
-                || plugin
-                    .descriptor
-                    .optional_capabilities
-                    .iter()
-                    .any(|capability| capability.name() == name)
-        };
         let grants = &planned.grants;
         let at = step.path().key("grants");
-        if declares("http") && grants.http.is_empty() {
+        if plugin.needs("http") && grants.http.is_empty() {
             problems.push(
                 Diagnostic::new(format!(
                     "step `{}`: plugin `{}` needs `http`, and the step grants no URL",
@@ -188,12 +173,12 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
         }
         let missing = [
             (
-                declares("kube") && grants.kube.is_none(),
+                plugin.needs("kube") && grants.kube.is_none(),
                 "kube",
                 "grants.kube = { namespaces = [\"app\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }",
             ),
             (
-                declares("aws") && grants.aws.is_none(),
+                plugin.needs("aws") && grants.aws.is_none(),
                 "aws",
                 "grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\"], regions = [\"us-east-1\"] }",
             ),
@@ -211,10 +196,19 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
             }
         }
         let wider = [
-            (!grants.http.is_empty() && !may_use("http"), "grants.http"),
-            (!grants.fs_read.is_empty() && !may_use("fs"), "grants.fs"),
-            (grants.kube.is_some() && !may_use("kube"), "grants.kube"),
-            (grants.aws.is_some() && !may_use("aws"), "grants.aws"),
+            (
+                !grants.http.is_empty() && !plugin.may_use("http"),
+                "grants.http",
+            ),
+            (
+                !grants.fs_read.is_empty() && !plugin.may_use("fs"),
+                "grants.fs",
+            ),
+            (
+                grants.kube.is_some() && !plugin.may_use("kube"),
+                "grants.kube",
+            ),
+            (grants.aws.is_some() && !plugin.may_use("aws"), "grants.aws"),
         ];
         for (is_wider, key) in wider {
             if is_wider {
