@@ -155,6 +155,19 @@ fn deployment(
     })
 }
 
+/// An Istio VirtualService whose route `route` sends everything to the
+/// `stable` subset and nothing to `canary`.
+fn virtual_service(namespace: &str, name: &str, route: &str, stable: &str, canary: &str) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"hosts": [name], "http": [{"name": route, "route": [
+            {"destination": {"host": name, "subset": stable}, "weight": 100},
+            {"destination": {"host": name, "subset": canary}, "weight": 0},
+        ]}]},
+    })
+}
+
 fn image(repository: &str) -> String {
     format!(
         "127.0.0.1:{}/{repository}:{INITIAL_VERSION}",
@@ -192,14 +205,13 @@ pub fn objects() -> Vec<Value> {
         json!({"app": "riskcast", "version": "canary"}),
         1,
     ));
-    objects.push(json!({
-        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": "riskcast-api", "namespace": "riskcast-prod"},
-        "spec": {"hosts": ["riskcast-api"], "http": [{"name": "primary", "route": [
-            {"destination": {"host": "riskcast-api", "subset": "stable"}, "weight": 100},
-            {"destination": {"host": "riskcast-api", "subset": "canary"}, "weight": 0},
-        ]}]},
-    }));
+    objects.push(virtual_service(
+        "riskcast-prod",
+        "riskcast-api",
+        "primary",
+        "stable",
+        "canary",
+    ));
     // Enterprise API Platform (seed 001): three services.
     for service in ["auth-service", "user-service", "org-service"] {
         objects.push(deployment(
@@ -278,14 +290,13 @@ pub fn objects() -> Vec<Value> {
         json!({"app": "stonecaster", "color": "green"}),
         3,
     ));
-    objects.push(json!({
-        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": "stonecaster", "namespace": "stonecaster"},
-        "spec": {"hosts": ["stonecaster"], "http": [{"name": "main", "route": [
-            {"destination": {"host": "stonecaster", "subset": "blue"}, "weight": 100},
-            {"destination": {"host": "stonecaster", "subset": "green"}, "weight": 0},
-        ]}]},
-    }));
+    objects.push(virtual_service(
+        "stonecaster",
+        "stonecaster",
+        "main",
+        "blue",
+        "green",
+    ));
     objects
 }
 
@@ -341,7 +352,15 @@ impl Estate {
         let images = images.to_path_buf();
         tokio::task::spawn_blocking(move || {
             for name in IMAGES {
-                crate::registry::write_versions(&images.join(name), name, VERSIONS);
+                let layout = images.join(name);
+                // Written once: the images are the same on every start.
+                let index = std::fs::read_to_string(layout.join("index.json")).unwrap_or_default();
+                if !VERSIONS
+                    .iter()
+                    .all(|version| index.contains(&format!("\"{version}\"")))
+                {
+                    crate::registry::write_versions(&layout, name, VERSIONS);
+                }
             }
         })
         .await?;

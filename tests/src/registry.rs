@@ -192,19 +192,11 @@ pub fn write_layout(layout: &Path, layers: usize, label: &str) -> String {
 /// version (`org.opencontainers.image.ref.name`), as `skopeo copy ...
 /// oci:DIR:VERSION` leaves it; each version's layers differ.
 pub fn write_versions(layout: &Path, name: &str, versions: &[&str]) {
-    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("create the layout");
     let mut entries = Vec::new();
     for version in versions {
-        let label = format!("{name} {version}");
-        let layers: Vec<(String, u64)> = (0..3)
-            .map(|index| {
-                let bytes = format!("{label} layer {index}\n")
-                    .repeat(150 + index)
-                    .into_bytes();
-                (write_blob(layout, &bytes), bytes.len() as u64)
-            })
-            .collect();
-        let digest = write_layout_with(layout, &layers, &label);
+        // Each image is written as a layout of its own into the same
+        // folder (blobs are shared); the index naming them all comes last.
+        let digest = write_layout(layout, 3, &format!("{name} {version}"));
         let size = std::fs::metadata(
             layout
                 .join("blobs/sha256")

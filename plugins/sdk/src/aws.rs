@@ -52,19 +52,17 @@ fn call(
             body: response.body,
         });
     }
+    // Query services answer errors in XML, JSON services in JSON.
+    let json: Option<Value> = serde_json::from_str(&response.body).ok();
+    let from_json = |key: &str| {
+        json.as_ref()
+            .and_then(|body| body[key].as_str().map(str::to_owned))
+    };
     let code = xml_text(&response.body, "Code")
-        .or_else(|| {
-            serde_json::from_str::<Value>(&response.body)
-                .ok()
-                .and_then(|body| body["__type"].as_str().map(str::to_owned))
-        })
+        .or_else(|| from_json("__type"))
         .unwrap_or_else(|| format!("HTTP {}", response.status));
     let message = xml_text(&response.body, "Message")
-        .or_else(|| {
-            serde_json::from_str::<Value>(&response.body)
-                .ok()
-                .and_then(|body| body["message"].as_str().map(str::to_owned))
-        })
+        .or_else(|| from_json("message"))
         .unwrap_or_default();
     let text = format!("{service}:{action}: {code}: {message}");
     if response.status >= 500 || code.contains("Throttl") || code == "RequestLimitExceeded" {
