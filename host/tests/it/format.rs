@@ -12,15 +12,7 @@ use std::process::Command;
 fn every_bad_runbook_is_refused_with_its_expected_diagnostics() {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/bad");
     let cache = crate::support::cache_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&folder)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "toml")
-        })
-        .collect();
-    files.sort();
+    let files = crate::support::toml_files(&folder);
     assert!(files.len() >= 10, "the bad/ fixtures are missing");
     let bless = std::env::var_os("RUNBOOK_BLESS").is_some();
     let mut mismatches = Vec::new();
@@ -118,25 +110,49 @@ grants.http = ["${{{{ vars.base }}}}"]
     assert_eq!(status, Status::Succeeded, "{summary}");
 }
 
+/// `runbook validate FILE [--env NAME]`.
+fn validate(path: &Path, environment: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command.arg("validate").arg(path);
+    if let Some(environment) = environment {
+        command.args(["--env", environment]);
+    }
+    command
+        .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
 #[test]
-fn the_shipped_runbooks_are_valid() {
+fn the_shipped_runbooks_are_valid_in_every_environment() {
     let root = runbook_testenv::workspace_root();
-    for entry in std::fs::read_dir(root.join("runbooks")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|extension| extension != "toml") {
-            continue;
-        }
-        let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
-            .arg("validate")
-            .arg(&path)
-            .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
-            .output()
-            .unwrap();
+    let files = crate::support::toml_files(&root.join("runbooks"));
+    assert!(files.len() >= 6, "{files:?}");
+    for path in files {
+        let output = validate(&path, None);
         assert!(
             output.status.success(),
             "{} is invalid:\n{}",
             path.display(),
             String::from_utf8_lossy(&output.stderr)
         );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let environments = table
+            .get("environments")
+            .and_then(toml::Value::as_table)
+            .map(|environments| environments.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for environment in environments {
+            let output = validate(&path, Some(&environment));
+            assert!(
+                output.status.success(),
+                "{} --env {environment}: {}{}",
+                path.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 }

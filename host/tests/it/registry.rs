@@ -14,31 +14,6 @@ async fn registry(credentials: Option<(&'static str, &'static str)>) -> Registry
         .unwrap()
 }
 
-async fn inspect(registry: &Registry, reference: &str) -> Option<serde_json::Value> {
-    let (address, credentials, reference) = (
-        registry.address.clone(),
-        registry.credentials.clone(),
-        reference.to_owned(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new("skopeo");
-        command.args(["inspect", "--tls-verify=false"]);
-        if let Some(credentials) = &credentials {
-            command.args(["--creds", credentials]);
-        }
-        let output = command
-            .arg(format!("docker://{address}/{reference}"))
-            .output()
-            .expect("skopeo is installed");
-        output
-            .status
-            .success()
-            .then(|| serde_json::from_slice(&output.stdout).unwrap())
-    })
-    .await
-    .unwrap()
-}
-
 fn push_step(id: &str, registry: &Registry, tags: &str, extra: &str) -> String {
     format!(
         "[[steps]]\nid = \"{id}\"\nuses = \"registry-push\"\nwith.registry = \"{url}\"\nwith.repository = \"riskcast/api\"\nwith.tags = {tags}\nwith.source = \"./dist/image\"\n{extra}grants.http = [\"{url}/v2/\"]\ngrants.fs.read = [\"./dist\"]\n\n",
@@ -88,8 +63,8 @@ async fn an_image_is_pushed_with_its_tags_and_skopeo_sees_its_digest() {
         "{summary}"
     );
     for tag in ["1.2.3", "latest"] {
-        let seen = inspect(&registry, &format!("riskcast/api:{tag}"))
-            .await
+        let seen = registry
+            .inspect(&format!("riskcast/api:{tag}"))
             .expect("the tag exists");
         assert_eq!(seen["Digest"], digest.as_str());
         assert_eq!(seen["Labels"]["runbook.test"], "v1");
@@ -134,7 +109,7 @@ async fn a_large_layer_goes_up_in_chunks_streamed_by_the_host() {
         .count();
     assert!(streamed >= 4, "{streamed}");
     assert_eq!(
-        inspect(&registry, "riskcast/api:big").await.unwrap()["Digest"],
+        registry.inspect("riskcast/api:big").unwrap()["Digest"],
         digest.as_str()
     );
 }
@@ -152,7 +127,7 @@ async fn with_htpasswd_auth_the_password_is_a_sealed_secret_and_a_wrong_one_is_n
     let (status, summary, _) = finished.step("push");
     assert_eq!(status, Status::Succeeded, "{summary}");
     assert_eq!(
-        inspect(&registry, "riskcast/api:1.2.3").await.unwrap()["Digest"],
+        registry.inspect("riskcast/api:1.2.3").unwrap()["Digest"],
         digest.as_str()
     );
     assert!(!finished.lines().join("\n").contains("s3cret-pass"));
@@ -197,11 +172,11 @@ async fn rollback_points_a_moved_tag_back_and_removes_a_new_one() {
             .contains(&format!("latest → {old}; removed 2.0.0"))
     );
     assert_eq!(
-        inspect(&registry, "riskcast/api:latest").await.unwrap()["Digest"],
+        registry.inspect("riskcast/api:latest").unwrap()["Digest"],
         old.as_str()
     );
     assert!(
-        inspect(&registry, "riskcast/api:2.0.0").await.is_none(),
+        registry.inspect("riskcast/api:2.0.0").is_none(),
         "2.0.0 should be gone"
     );
 }
@@ -234,7 +209,7 @@ async fn promote_by_digest_mounts_the_blobs_and_keeps_the_digest() {
     );
     assert_eq!(outputs["digest"], digest);
     assert_eq!(
-        inspect(&registry, "riskcast/api:1.2.3").await.unwrap()["Digest"],
+        registry.inspect("riskcast/api:1.2.3").unwrap()["Digest"],
         digest.as_str()
     );
 }
@@ -265,7 +240,7 @@ async fn a_tarball_of_an_oci_layout_is_pushed_without_unpacking_it() {
     assert_eq!(status, Status::Succeeded, "{summary}");
     assert_eq!(outputs["digest"], digest);
     assert_eq!(
-        inspect(&registry, "riskcast/api:tar").await.unwrap()["Digest"],
+        registry.inspect("riskcast/api:tar").unwrap()["Digest"],
         digest.as_str()
     );
 }
@@ -300,7 +275,7 @@ async fn a_legacy_docker_save_tarball_is_pushed_with_digests_computed_from_its_l
     let finished = run_in(&runbook, &[]).await;
     let (status, summary, outputs) = finished.step("push");
     assert_eq!(status, Status::Succeeded, "{summary}");
-    let seen = inspect(&registry, "riskcast/api:saved").await.unwrap();
+    let seen = registry.inspect("riskcast/api:saved").unwrap();
     assert_eq!(seen["Digest"], outputs["digest"].as_str());
     assert_eq!(seen["Labels"]["runbook.test"], "saved");
     let layer_digest = format!("sha256:{:x}", sha2::Sha256::digest(&layer));

@@ -108,6 +108,39 @@ fn weights(api_version: &str, kind: &str, namespace: &str, name: &str, pointer: 
         .collect()
 }
 
+/// Stable and canary weights of RISKCAST's VirtualService.
+fn riskcast_traffic() -> Vec<u64> {
+    weights(
+        "networking.istio.io/v1",
+        "VirtualService",
+        "riskcast-prod",
+        "riskcast-api",
+        "/spec/http/0/route",
+    )
+}
+
+/// Stable and canary weights of RastUp's HTTPRoute.
+fn rastup_traffic() -> Vec<u64> {
+    weights(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "rastup-prod",
+        "rastup-api",
+        "/spec/rules/0/backendRefs",
+    )
+}
+
+/// Blue and green weights of StoneCaster's VirtualService.
+fn stonecaster_traffic() -> Vec<u64> {
+    weights(
+        "networking.istio.io/v1",
+        "VirtualService",
+        "stonecaster",
+        "stonecaster",
+        "/spec/http/0/route",
+    )
+}
+
 fn flag(key: &str) -> u64 {
     estate().sample.state().flags[key]["percentage"]
         .as_u64()
@@ -171,16 +204,7 @@ async fn riskcast_deploys_through_its_canary_and_raises_the_flag() {
     assert_every_step(&finished, &[Status::Succeeded, Status::Skipped]);
     assert_eq!(image_of("riskcast-prod", "riskcast-api"), "1.2.3");
     assert_eq!(image_of("riskcast-prod", "riskcast-api-canary"), "1.2.3");
-    assert_eq!(
-        weights(
-            "networking.istio.io/v1",
-            "VirtualService",
-            "riskcast-prod",
-            "riskcast-api",
-            "/spec/http/0/route"
-        ),
-        [100, 0]
-    );
+    assert_eq!(riskcast_traffic(), [100, 0]);
     assert_eq!(flag("new_feature"), 100);
     assert_eq!(
         tag_digest("riskcast/api", "1.2.3").await.as_deref(),
@@ -229,16 +253,7 @@ async fn riskcast_with_a_canary_that_breaches_its_error_rate_rolls_everything_ba
         image_of("riskcast-prod", "riskcast-api-canary"),
         estate::INITIAL_VERSION
     );
-    assert_eq!(
-        weights(
-            "networking.istio.io/v1",
-            "VirtualService",
-            "riskcast-prod",
-            "riskcast-api",
-            "/spec/http/0/route"
-        ),
-        [100, 0]
-    );
+    assert_eq!(riskcast_traffic(), [100, 0]);
     assert_eq!(flag("new_feature"), 0);
     assert_eq!(tag_digest("riskcast/api", "1.2.4").await, None);
     let downgrade = estate()
@@ -397,16 +412,7 @@ async fn rastup_snapshots_migrates_shifts_traffic_and_raises_the_flag() {
     );
     assert_every_step(&finished, &[Status::Succeeded, Status::Skipped]);
     assert_eq!(image_of("rastup-prod", "rastup-api"), "1.2.3");
-    assert_eq!(
-        weights(
-            "gateway.networking.k8s.io/v1",
-            "HTTPRoute",
-            "rastup-prod",
-            "rastup-api",
-            "/spec/rules/0/backendRefs"
-        ),
-        [0, 100]
-    );
+    assert_eq!(rastup_traffic(), [0, 100]);
     assert_eq!(flag("new_checkout"), 100);
     let snapshot = tokio::task::spawn_blocking(|| snapshot_exists("pre-deploy-test-run"))
         .await
@@ -430,16 +436,7 @@ async fn rastup_with_canary_latency_above_its_baseline_returns_traffic_and_rolls
         summary.contains("all traffic is back on stable"),
         "{summary}"
     );
-    assert_eq!(
-        weights(
-            "gateway.networking.k8s.io/v1",
-            "HTTPRoute",
-            "rastup-prod",
-            "rastup-api",
-            "/spec/rules/0/backendRefs"
-        ),
-        [100, 0]
-    );
+    assert_eq!(rastup_traffic(), [100, 0]);
     assert_eq!(
         image_of("rastup-prod", "rastup-api-canary"),
         estate::INITIAL_VERSION
@@ -470,16 +467,7 @@ async fn stonecaster_shifts_traffic_to_green_in_five_held_stages() {
     );
     assert_every_step(&finished, &[Status::Succeeded, Status::Skipped]);
     assert_eq!(image_of("stonecaster", "stonecaster-green"), "1.2.3");
-    assert_eq!(
-        weights(
-            "networking.istio.io/v1",
-            "VirtualService",
-            "stonecaster",
-            "stonecaster",
-            "/spec/http/0/route"
-        ),
-        [0, 100]
-    );
+    assert_eq!(stonecaster_traffic(), [0, 100]);
     let (_, summary, _) = finished.step("traffic");
     assert!(
         summary.starts_with("canary 0% → 100% in 5 stages"),
@@ -509,15 +497,6 @@ async fn stonecaster_with_a_failed_migration_rolls_back_before_any_traffic_moves
         image_of("stonecaster", "stonecaster-green"),
         estate::INITIAL_VERSION
     );
-    assert_eq!(
-        weights(
-            "networking.istio.io/v1",
-            "VirtualService",
-            "stonecaster",
-            "stonecaster",
-            "/spec/http/0/route"
-        ),
-        [100, 0]
-    );
+    assert_eq!(stonecaster_traffic(), [100, 0]);
     assert_eq!(tag_digest("stonecaster/app", "1.3.0").await, None);
 }

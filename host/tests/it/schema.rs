@@ -3,7 +3,8 @@
 //! a typo, which it must refuse), with a small validator for the parts of
 //! JSON Schema it uses: `type`, `properties`, `required`,
 //! `additionalProperties`, `items`, `enum`, `pattern`, `minimum`, `anyOf`
-//! and local `$ref`s. Also: every runbook validates in every environment.
+//! and local `$ref`s. (That every runbook validates in every environment
+//! is in `format.rs`.)
 
 use runbook_testenv::workspace_root;
 use serde_json::Value;
@@ -134,16 +135,7 @@ fn problems(root: &Value, schema: &Value, value: &Value, path: &str, found: &mut
 }
 
 fn runbooks() -> Vec<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(workspace_root().join("runbooks"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "toml")
-        })
-        .collect();
-    found.sort();
-    found
+    crate::support::toml_files(&workspace_root().join("runbooks"))
 }
 
 #[test]
@@ -190,33 +182,4 @@ fn the_schema_refuses_a_typo_and_a_wrong_type() {
                 .starts_with(".steps[0].grants.kube.verbs[0]: \"exec\" is not one of")),
         "{found:#?}"
     );
-}
-
-#[test]
-fn every_runbook_validates_in_every_environment() {
-    for path in runbooks() {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let value = toml::Value::Table(toml::from_str::<toml::Table>(&text).unwrap());
-        let environments: Vec<String> = value
-            .get("environments")
-            .and_then(toml::Value::as_table)
-            .map(|table| table.keys().cloned().collect())
-            .unwrap_or_default();
-        for environment in environments {
-            std::fs::create_dir_all(workspace_root().join("runbooks/dist")).unwrap();
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
-                .args(["validate", path.to_str().unwrap(), "--env", &environment])
-                .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
-                .env("NO_COLOR", "1")
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{} --env {environment}: {}{}",
-                path.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
 }

@@ -175,3 +175,17 @@ pub async fn run(body: &str, options: RunOptions) -> Finished {
     let runbook = TestRunbook::new(body);
     run_file(&runtime(), &runbook.path, options).await
 }
+
+/// The `.toml` files of a folder, sorted.
+pub fn toml_files(folder: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap_or_else(|error| panic!("{}: {error}", folder.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "toml")
+        })
+        .collect();
+    files.sort();
+    files
+}
