@@ -63,21 +63,23 @@ impl types::Host for StepState {}
 
 impl log::Host for StepState {
     async fn log(&mut self, level: log::Level, message: String) {
-        let context = &self.context;
-        context.emit(EventKind::Log {
-            level: level.into(),
-            message: truncate(message, 8 * 1024),
-        });
+        let message = truncate(message, 8 * 1024);
+        if self.log_budget.admit(message.len() + 1) {
+            self.context.emit(EventKind::Log {
+                level: level.into(),
+                message,
+            });
+        }
     }
 
     async fn progress(&mut self, message: String, fraction: Option<f32>) {
         let fraction = fraction
             .filter(|value| value.is_finite())
             .map(|value| value.clamp(0.0, 1.0));
-        self.context.emit(EventKind::Progress {
-            message: truncate(message, 1024),
-            fraction,
-        });
+        let message = truncate(message, 1024);
+        if self.log_budget.admit(message.len() + 1) {
+            self.context.emit(EventKind::Progress { message, fraction });
+        }
     }
 }
 

@@ -410,6 +410,7 @@ impl PluginRuntime {
                 () = cancel.cancelled() => Err(CallError::Cancelled),
             }
         };
+        store.data().log_budget.report(&store.data().context);
         match outcome {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(error)) => {
@@ -471,7 +472,7 @@ fn build_engine() -> anyhow::Result<Engine> {
         .total_memories(128)
         .total_tables(256)
         .total_stacks(64)
-        .max_memories_per_component(4)
+        .max_memories_per_component(state::MAX_MEMORIES as u32)
         .max_memory_size(crate::runbook::MAX_MEMORY as usize)
         // Steps are short and reuse the same few slots: resetting a slot's
         // first pages with memset (and, where the kernel can say which pages

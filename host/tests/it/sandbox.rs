@@ -245,6 +245,42 @@ async fn printed_lines_become_step_logs() {
 }
 
 #[tokio::test]
+async fn a_flood_of_log_lines_is_capped_per_call_and_the_drop_is_reported_once() {
+    use runbook::plugin::state::{MAX_LOG_BYTES, MAX_LOG_LINES};
+    let finished = run(&misbehave("flood", ""), RunOptions::default()).await;
+    assert_eq!(finished.step("bad").0, Status::Succeeded);
+    let logs: Vec<&str> = finished
+        .events
+        .iter()
+        .filter_map(|(event, _)| match &event.kind {
+            EventKind::Log { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    // 20,000 `log()` lines and 20,000 printed ones share one budget.
+    let kept = logs.len() - 1;
+    assert!(kept <= MAX_LOG_LINES, "{kept} lines kept");
+    let bytes: usize = logs[..kept].iter().map(|line| line.len() + 1).sum();
+    assert!(bytes <= MAX_LOG_BYTES, "{bytes} bytes kept");
+    assert!(logs.contains(&"logged line 0") && logs.contains(&"printed line 0"));
+    let dropped: Vec<&&str> = logs
+        .iter()
+        .filter(|line| line.contains("dropped"))
+        .collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(
+        dropped[0].starts_with(&format!("[{} log lines (", 40_000 - kept)),
+        "{}",
+        dropped[0]
+    );
+    assert_eq!(
+        logs.last(),
+        dropped.first().copied(),
+        "the report comes last"
+    );
+}
+
+#[tokio::test]
 async fn the_runner_survives_every_misbehaviour_and_runs_the_next_runbook() {
     let runtime = runtime();
     for (mode, extra) in [
