@@ -114,8 +114,9 @@ impl Expr {
         let mut parser = Parser {
             tokens,
             position: 0,
+            nesting: 0,
         };
-        let expr = parser.or()?;
+        let (expr, _height) = parser.or()?;
         if let Some(token) = parser.tokens.get(parser.position) {
             return Err((
                 format!("unexpected `{token}` in `{text}`"),
@@ -343,9 +344,28 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
     Ok(tokens)
 }
 
+/// How deep an expression may nest: parentheses, `!` and each operator of
+/// a chain (`a && b && c` is two deep) all count. Evaluating, walking and
+/// dropping an expression recurse once per level, so this bounds the stack
+/// they use; no real condition comes near it.
+pub const MAX_DEPTH: usize = 64;
+
 struct Parser {
     tokens: Vec<Token>,
     position: usize,
+    /// Parentheses and `!` open around the current token: the parser's
+    /// own recursion, checked before it goes deeper.
+    nesting: usize,
+}
+
+/// A parsed expression with its height (a literal or reference is 1).
+type Parsed = (Expr, usize);
+
+fn too_deep() -> ParseError {
+    (
+        format!("the expression nests deeper than {MAX_DEPTH} levels"),
+        "split the condition: compute parts as outputs of earlier steps".into(),
+    )
 }
 
 impl Parser {
@@ -353,33 +373,62 @@ impl Parser {
         self.tokens.get(self.position)
     }
 
-    fn or(&mut self) -> Result<Expr, ParseError> {
+    /// `left OP right`, refused when the result would be too deep.
+    fn binary(left: Parsed, operator: Operator, right: Parsed) -> Result<Parsed, ParseError> {
+        let height = 1 + left.1.max(right.1);
+        if height > MAX_DEPTH {
+            return Err(too_deep());
+        }
+        Ok((
+            Expr::Binary(Box::new(left.0), operator, Box::new(right.0)),
+            height,
+        ))
+    }
+
+    /// Enters a parenthesis or `!`, refusing to recurse past the limit.
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.nesting += 1;
+        if self.nesting > MAX_DEPTH {
+            return Err(too_deep());
+        }
+        Ok(())
+    }
+
+    fn or(&mut self) -> Result<Parsed, ParseError> {
         let mut left = self.and()?;
         while self.peek() == Some(&Token::Operator(Operator::Or)) {
             self.position += 1;
-            left = Expr::Binary(Box::new(left), Operator::Or, Box::new(self.and()?));
+            let right = self.and()?;
+            left = Self::binary(left, Operator::Or, right)?;
         }
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Expr, ParseError> {
+    fn and(&mut self) -> Result<Parsed, ParseError> {
         let mut left = self.unary()?;
         while self.peek() == Some(&Token::Operator(Operator::And)) {
             self.position += 1;
-            left = Expr::Binary(Box::new(left), Operator::And, Box::new(self.unary()?));
+            let right = self.unary()?;
+            left = Self::binary(left, Operator::And, right)?;
         }
         Ok(left)
     }
 
-    fn unary(&mut self) -> Result<Expr, ParseError> {
+    fn unary(&mut self) -> Result<Parsed, ParseError> {
         if self.peek() == Some(&Token::Not) {
             self.position += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.enter()?;
+            let (inner, height) = self.unary()?;
+            self.nesting -= 1;
+            if height + 1 > MAX_DEPTH {
+                return Err(too_deep());
+            }
+            return Ok((Expr::Not(Box::new(inner)), height + 1));
         }
         self.comparison()
     }
 
-    fn comparison(&mut self) -> Result<Expr, ParseError> {
+    fn comparison(&mut self) -> Result<Parsed, ParseError> {
         let left = self.primary()?;
         match self.peek() {
             Some(Token::Operator(operator))
@@ -388,20 +437,22 @@ impl Parser {
                 let operator = *operator;
                 self.position += 1;
                 let right = self.primary()?;
-                Ok(Expr::Binary(Box::new(left), operator, Box::new(right)))
+                Self::binary(left, operator, right)
             }
             _ => Ok(left),
         }
     }
 
-    fn primary(&mut self) -> Result<Expr, ParseError> {
+    fn primary(&mut self) -> Result<Parsed, ParseError> {
         let token = self.tokens.get(self.position).cloned();
         self.position += 1;
         match token {
-            Some(Token::Literal(value)) => Ok(Expr::Literal(value)),
-            Some(Token::Name(name)) => parse_reference(&name).map(Expr::Reference),
+            Some(Token::Literal(value)) => Ok((Expr::Literal(value), 1)),
+            Some(Token::Name(name)) => Ok((Expr::Reference(parse_reference(&name)?), 1)),
             Some(Token::Open) => {
+                self.enter()?;
                 let inner = self.or()?;
+                self.nesting -= 1;
                 if self.peek() != Some(&Token::Close) {
                     return Err(("`(` is not closed".into(), "close it with `)`".into()));
                 }
@@ -498,6 +549,35 @@ mod tests {
         for true_value in [json!(true), json!(1), json!("yes"), json!([1])] {
             assert!(truthy(&true_value), "{true_value}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let parenthesised = format!("{}params.x{}", "(".repeat(2_000), ")".repeat(2_000));
+        assert!(
+            Expr::parse(&parenthesised)
+                .unwrap_err()
+                .0
+                .contains("deeper than 64")
+        );
+        let negated = format!("{}params.x", "!".repeat(2_000));
+        assert!(
+            Expr::parse(&negated)
+                .unwrap_err()
+                .0
+                .contains("deeper than 64")
+        );
+        let chained = vec!["params.x"; 2_000].join(" && ");
+        assert!(
+            Expr::parse(&chained)
+                .unwrap_err()
+                .0
+                .contains("deeper than 64")
+        );
+        let fine = format!("{}params.x{}", "(".repeat(60), ")".repeat(60));
+        assert!(Expr::parse(&fine).is_ok());
+        let chain = vec!["params.x"; 60].join(" || ");
+        assert!(Expr::parse(&chain).is_ok());
     }
 
     #[test]

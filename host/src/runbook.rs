@@ -219,6 +219,75 @@ impl Step {
     }
 }
 
+/// Most elements a `for_each` may have: each becomes a step of the plan,
+/// with its own journal records.
+pub const MAX_FOR_EACH: usize = 1_000;
+
+/// Longest duration a runbook may write (a step's `timeout`, a retry's
+/// `backoff` and `max`): 30 days. Longer ones are typos, and would
+/// overflow the clock arithmetic of deadlines.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Most tries a step's `retries.attempts` may ask for. Each try is a fresh
+/// call with its own log budget, so this also bounds a step's log volume.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// The label of a `for_each` element in its instance's id (`deploy[api]`):
+/// the element itself when it is a plain name, else its position.
+pub fn for_each_label(item: &serde_json::Value, position: usize) -> String {
+    match item {
+        serde_json::Value::String(text)
+            if !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            text.clone()
+        }
+        _ => position.to_string(),
+    }
+}
+
+/// The message and hint for a `for_each` of `length` elements, more than
+/// [`MAX_FOR_EACH`].
+pub fn for_each_too_long(step_id: &str, length: usize) -> (String, String) {
+    (
+        format!(
+            "`for_each` of step `{step_id}` has {length} elements; at most {MAX_FOR_EACH} are allowed"
+        ),
+        "split the work over several steps or runs".to_owned(),
+    )
+}
+
+/// Why a `for_each` list cannot run, with a hint and the position of the
+/// element at fault: too long, or two elements that would run under one
+/// id (the same element twice, or a name equal to another's position).
+/// Linear in the list's length.
+pub fn for_each_problem(
+    step_id: &str,
+    items: &[serde_json::Value],
+) -> Option<(String, String, Option<usize>)> {
+    if items.len() > MAX_FOR_EACH {
+        let (message, hint) = for_each_too_long(step_id, items.len());
+        return Some((message, hint, None));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for (position, item) in items.iter().enumerate() {
+        let label = for_each_label(item, position);
+        if !seen.insert(label.clone()) {
+            return Some((
+                format!(
+                    "`for_each` element `{}` of step `{step_id}` would run as `{step_id}[{label}]`, like an earlier one",
+                    crate::template::as_text(item)
+                ),
+                "each element runs once under its own name: remove the repeat".to_owned(),
+                Some(position),
+            ));
+        }
+    }
+    None
+}
+
 /// Default step timeout when the runbook sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Largest memory cap a step may ask for.
@@ -278,10 +347,26 @@ pub enum LoadError {
 
 /// Reads, parses and validates a runbook file.
 pub fn load(path: &Path) -> Result<Runbook, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            // The text before the first bad byte is intact: point there.
+            let at = error.utf8_error().valid_up_to();
+            let byte = error.as_bytes()[at];
+            let source = Source::new(path, String::from_utf8_lossy(error.as_bytes()).into_owned());
+            return Err(LoadError::Invalid(Diagnostics(vec![
+                Diagnostic::new(format!(
+                    "the runbook is not UTF-8 text: invalid byte 0x{byte:02x}"
+                ))
+                .at_span(&source, at..at + '\u{fffd}'.len_utf8())
+                .hint("save the file as UTF-8"),
+            ])));
+        }
+    };
     parse(Source::new(path, text)).map_err(LoadError::Invalid)
 }
 

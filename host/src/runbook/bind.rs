@@ -264,6 +264,18 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
                 );
                 continue;
             };
+            if rendered.contains('*') {
+                // `UrlGrant::parse` would take `*` as a literal host or
+                // path, and the grant would silently allow nothing.
+                problems.push(
+                    Diagnostic::new(format!(
+                        "`{rendered}` is not an HTTP grant: grants have no wildcards"
+                    ))
+                    .at(source, at)
+                    .hint("grant each host the step calls, e.g. \"https://api.example.com\"; a grant already allows every path below its own"),
+                );
+                continue;
+            }
             match UrlGrant::parse(&rendered) {
                 Ok(grant) => grants.http.push(grant),
                 Err(error) => problems.push(
@@ -316,7 +328,19 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
             Some(ForEach::Items(items)) => items.iter().cloned().map(Some).collect(),
             Some(ForEach::Expression(template)) => {
                 match template.value(|reference| plan.static_value(reference).ok_or(())) {
-                    Ok(serde_json::Value::Array(items)) => items.into_iter().map(Some).collect(),
+                    Ok(serde_json::Value::Array(items)) => {
+                        match super::for_each_problem(&step.id.0, &items) {
+                            None => items.into_iter().map(Some).collect(),
+                            Some((message, hint, _)) => {
+                                problems.push(
+                                    Diagnostic::new(message)
+                                        .at(source, &step.path().key("for_each"))
+                                        .hint(hint),
+                                );
+                                Vec::new()
+                            }
+                        }
+                    }
                     Ok(other) => {
                         problems.push(
                             Diagnostic::new(format!("`for_each` gives {other}, not a list"))
@@ -346,17 +370,7 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
             let (id, name) = match &item {
                 None => (step.id.clone(), step.name.clone()),
                 Some(item) => {
-                    let label = match item {
-                        serde_json::Value::String(text)
-                            if !text.is_empty()
-                                && text.chars().all(|c| {
-                                    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-                                }) =>
-                        {
-                            text.clone()
-                        }
-                        _ => position.to_string(),
-                    };
+                    let label = super::for_each_label(item, position);
                     (
                         StepId(format!("{}[{label}]", step.id)),
                         format!("{} [{}]", step.name, crate::template::as_text(item)),

@@ -3,8 +3,9 @@
 
 use super::model::{RawApprovals, RawEnvironment, RawKind, RawPluginSource, RawRunbook, RawStep};
 use super::{
-    Action, Approvals, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Environment, ForEach, ParamSpec, ParamTree,
-    PluginSource, Policy, RetryPolicy, Runbook, Schedule, Step, StepId, parse_memory,
+    Action, Approvals, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Environment, ForEach, MAX_ATTEMPTS,
+    MAX_DURATION, MAX_FOR_EACH, ParamSpec, ParamTree, PluginSource, Policy, RetryPolicy, Runbook,
+    Schedule, Step, StepId, for_each_problem, for_each_too_long, parse_memory,
 };
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, relative_to};
 use crate::template::{Reference, Template};
@@ -457,11 +458,11 @@ fn validate_step(
     };
     let timeout = match &raw.timeout {
         None => DEFAULT_TIMEOUT,
-        Some(text) => humantime::parse_duration(text).unwrap_or_else(|error| {
+        Some(text) => parse_duration(text).unwrap_or_else(|(message, hint)| {
             problems.push(
-                Diagnostic::new(format!("`{text}` is not a duration: {error}"))
+                Diagnostic::new(message)
                     .at(source, &path.key("timeout"))
-                    .hint("write it like \"90s\", \"2m\" or \"1h 30m\""),
+                    .hint(hint.unwrap_or("write it like \"90s\", \"2m\" or \"1h 30m\"")),
             );
             DEFAULT_TIMEOUT
         }),
@@ -534,18 +535,18 @@ fn validate_step(
             let mut duration =
                 |text: &Option<String>, default: std::time::Duration, key: &str| match text {
                     None => default,
-                    Some(text) => humantime::parse_duration(text).unwrap_or_else(|error| {
+                    Some(text) => parse_duration(text).unwrap_or_else(|(message, hint)| {
                         problems.push(
-                            Diagnostic::new(format!("`{text}` is not a duration: {error}"))
+                            Diagnostic::new(message)
                                 .at(source, &at.key(key))
-                                .hint("write it like \"2s\" or \"1m\""),
+                                .hint(hint.unwrap_or("write it like \"2s\" or \"1m\"")),
                         );
                         default
                     }),
                 };
             let defaults = RetryPolicy::default();
             let policy = RetryPolicy {
-                attempts: retries.attempts.max(1),
+                attempts: retries.attempts.clamp(1, MAX_ATTEMPTS),
                 backoff: duration(&retries.backoff, defaults.backoff, "backoff"),
                 max: duration(&retries.max, defaults.max, "max"),
             };
@@ -555,6 +556,16 @@ fn validate_step(
                         "`attempts` counts every try, the first included: it is at least 1",
                     )
                     .at(source, &at.key("attempts")),
+                );
+            }
+            if retries.attempts > MAX_ATTEMPTS {
+                problems.push(
+                    Diagnostic::new(format!(
+                        "`attempts` is {}; a step is tried at most {MAX_ATTEMPTS} times",
+                        retries.attempts
+                    ))
+                    .at(source, &at.key("attempts"))
+                    .hint("wait longer between tries instead: raise `backoff` and `max`"),
                 );
             }
             policy
@@ -568,7 +579,19 @@ fn validate_step(
                 if items.is_empty() {
                     problems.push(Diagnostic::new("`for_each` is an empty list").at(source, &at));
                 }
-                Some(ForEach::Items(items.iter().cloned().map(toml_to_json).collect()))
+                if items.len() > MAX_FOR_EACH {
+                    // Refused before anything is copied, so a huge list
+                    // costs only its parsing.
+                    let (message, hint) = for_each_too_long(&raw.id, items.len());
+                    problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+                    return None;
+                }
+                let items: Vec<serde_json::Value> = items.iter().cloned().map(toml_to_json).collect();
+                if let Some((message, hint, position)) = for_each_problem(&raw.id, &items) {
+                    let at = position.map_or_else(|| at.clone(), |position| at.index(position));
+                    problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+                }
+                Some(ForEach::Items(items))
             }
             toml::Value::String(text) => match Template::parse(text) {
                 Ok(template) => {
@@ -667,6 +690,22 @@ fn validate_step(
                 regions: grant.regions,
             }),
         kube,
+    }
+}
+
+/// A duration a runbook wrote, at most [`MAX_DURATION`]; else the message
+/// and, when the default one does not fit, a hint.
+fn parse_duration(text: &str) -> Result<std::time::Duration, (String, Option<&'static str>)> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        Ok(_) => Err((
+            format!(
+                "`{text}` is longer than {} days, the longest duration a runbook may set",
+                MAX_DURATION.as_secs() / 86_400
+            ),
+            Some("a step that needs longer should be split, or be a manual step"),
+        )),
+        Err(error) => Err((format!("`{text}` is not a duration: {error}"), None)),
     }
 }
 
