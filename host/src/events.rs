@@ -100,6 +100,10 @@ pub enum EventKind {
         /// parameters, plugin digests, grants. Approvals are bound to it.
         #[serde(skip_serializing_if = "Option::is_none")]
         plan_hash: Option<String>,
+        /// Why, when the run was started with `--emergency`: it then needs
+        /// the environment's emergency approvals, and `approve` reads this.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        emergency: Option<String>,
     },
     /// A later process continues the run (`runbook resume`).
     RunResumed {

@@ -2,7 +2,7 @@
 //! approvals of people other than the operator, bound to a fingerprint of
 //! exactly what will run.
 
-use crate::runbook::{Approvals, Plan};
+use crate::runbook::{Approvals, Environment, Plan};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -47,6 +47,22 @@ pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> St
         );
     }
     hex::encode(hasher.finalize())
+}
+
+/// The approvals a run needs before its first step: a run started with
+/// `--emergency` needs its environment's `emergency_approvals` (its
+/// ordinary `approvals` when it has none); any other run its `approvals`.
+/// `exec`, `resume` and `approve` all ask here, so an approver the gate
+/// would count is never refused by `approve`, and the reverse.
+pub fn rule(environment: &Environment, emergency: bool) -> Option<&Approvals> {
+    if emergency {
+        environment
+            .emergency_approvals
+            .as_ref()
+            .or(environment.approvals.as_ref())
+    } else {
+        environment.approvals.as_ref()
+    }
 }
 
 /// Which approvals count, which do not and why.
@@ -164,6 +180,26 @@ mod tests {
         );
         assert_eq!(counted.valid, ["carol"]);
         assert!(counted.ignored[0].1.contains("different plan"));
+    }
+
+    #[test]
+    fn an_emergency_run_is_approved_by_the_emergency_approvers() {
+        let mut environment = Environment {
+            description: None,
+            vars: Default::default(),
+            approvals: Some(rule()),
+            emergency_approvals: Some(Approvals {
+                required: 1,
+                from: vec!["eve".into()],
+            }),
+            schedule: Default::default(),
+            aws_endpoint: None,
+            kube_context: None,
+        };
+        assert_eq!(super::rule(&environment, true).unwrap().from, ["eve"]);
+        assert_eq!(super::rule(&environment, false), Some(&rule()));
+        environment.emergency_approvals = None;
+        assert_eq!(super::rule(&environment, true), Some(&rule()));
     }
 
     #[test]

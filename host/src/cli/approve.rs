@@ -56,16 +56,17 @@ pub fn approve(_cli: &Cli, args: &ApproveArgs) -> Result<u8, Failure> {
         ));
     }
     let runbook = crate::runbook::load(std::path::Path::new(&record.file))?;
+    // The run's first record says whether it was started with `--emergency`.
+    let emergency = record
+        .events
+        .iter()
+        .find(|event| event["event"] == "run_started")
+        .is_some_and(|started| started.get("emergency").is_some_and(|why| !why.is_null()));
     let rule = record
         .environment
         .as_ref()
         .and_then(|name| runbook.environments.get(name))
-        .and_then(|environment| {
-            environment
-                .approvals
-                .clone()
-                .or_else(|| environment.emergency_approvals.clone())
-        });
+        .and_then(|environment| crate::gates::rule(environment, emergency));
     let Some(rule) = rule else {
         return Err(refuse(
             format!("run {} needs no approvals", args.run),
@@ -73,8 +74,13 @@ pub fn approve(_cli: &Cli, args: &ApproveArgs) -> Result<u8, Failure> {
         ));
     };
     if !rule.from.contains(&args.name) {
+        let which = if emergency {
+            "an emergency approver"
+        } else {
+            "an approver"
+        };
         return Err(refuse(
-            format!("{} is not an approver of this environment", args.name),
+            format!("{} is not {which} of this environment", args.name),
             format!("approvers: {}", rule.from.join(", ")),
         ));
     }

@@ -238,6 +238,9 @@ pub async fn drive(
                 params: plan.params.clone(),
                 steps: plan.steps.len(),
                 plan_hash: Some(fingerprint.clone()),
+                emergency: options
+                    .emergency
+                    .then(|| options.reason.clone().unwrap_or_default()),
             });
             (BTreeMap::new(), Vec::new(), BTreeMap::new(), false)
         }
@@ -275,16 +278,9 @@ pub async fn drive(
     }
 
     // Approvals, bound to the fingerprint.
-    let rule = environment.and_then(|environment| {
-        if options.emergency {
-            environment
-                .emergency_approvals
-                .clone()
-                .or_else(|| environment.approvals.clone())
-        } else {
-            environment.approvals.clone()
-        }
-    });
+    let rule = environment
+        .and_then(|environment| crate::gates::rule(environment, options.emergency))
+        .cloned();
     let cancel = CancellationToken::new();
     let abort = CancellationToken::new();
     spawn_signal_handler(cancel.clone(), abort.clone());

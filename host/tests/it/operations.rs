@@ -497,3 +497,44 @@ async fn runs_show_and_logs_tell_what_happened() {
     assert!(lines.contains("verify [http] POST"), "{lines}");
     assert!(!lines.contains("deploy [http]"), "{lines}");
 }
+
+#[tokio::test]
+async fn an_emergency_run_is_approved_by_the_emergency_approvers() {
+    let counter = Counter::start().await.unwrap();
+    let body = format!(
+        "[runbook]\nname = \"hotfix\"\n\n[environments.production]\napprovals = {{ required = 1, from = [\"bob\"] }}\nemergency_approvals = {{ required = 1, from = [\"eve\"] }}\n{}",
+        recorder("deploy", &counter, "")
+    );
+    let file = TestRunbook::new(&body);
+    let path = file.path.to_str().unwrap().to_owned();
+    let env = Env::new();
+    let emergency = ["--emergency", "--reason", "outage"];
+    let first = env.run(
+        "alice",
+        &[&["exec", &path, "--env", "production"][..], &emergency[..]].concat(),
+    );
+    assert_eq!(first.status.code(), Some(4), "{}", text(&first));
+    let run = run_id(&first);
+
+    // The ordinary approver does not count for an emergency run...
+    let ordinary = env.run("bob", &["approve", &run, "--as", "bob"]);
+    assert_eq!(ordinary.status.code(), Some(2), "{}", text(&ordinary));
+    assert!(
+        text(&ordinary).contains("not an emergency approver"),
+        "{}",
+        text(&ordinary)
+    );
+    // ...the emergency approver does, and the run goes on with it.
+    let approved = env.run("eve", &["approve", &run, "--as", "eve"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    let (_env, resumed) = blocking(move || {
+        let output = env.run(
+            "alice",
+            &[&["resume", run.as_str()][..], &emergency[..]].concat(),
+        );
+        (env, output)
+    })
+    .await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(counter.tally().done["deploy"], 1);
+}
