@@ -1,6 +1,19 @@
 //! The command line: clap definitions and the dispatch to one file per verb.
 //! Only this module and `main.rs` use `anyhow`.
 
+/// `println!` for the verbs: the line passes the terminal filter
+/// ([`crate::terminal::text`]), and a closed stdout (`runbook logs RUN |
+/// head -1`) ends the command quietly instead of panicking. Evaluates to
+/// `Result<(), Failure>`, for `?`.
+macro_rules! outln {
+    () => {
+        $crate::cli::print_text("")
+    };
+    ($($argument:tt)*) => {
+        $crate::cli::print_text(&format!($($argument)*))
+    };
+}
+
 pub mod approve;
 pub mod audit;
 pub mod exec;
@@ -183,8 +196,47 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 pub enum Failure {
     /// The runbook or the arguments are wrong; nothing ran.
     Invalid(Diagnostics),
+    /// Whoever read stdout stopped reading (`| head -1`): the output ends
+    /// there, quietly, and the command exits as if it had finished it.
+    StdoutClosed,
     /// Something else went wrong.
     Internal(anyhow::Error),
+}
+
+/// Writes one line of text on stdout, through the terminal filter.
+pub fn print_text(line: &str) -> Result<(), Failure> {
+    write_stdout(&crate::terminal::text(line))
+}
+
+/// Writes one JSON document on stdout, its raw control characters escaped
+/// the JSON way ([`crate::terminal::json`]) so it means the same.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|error| Failure::Internal(anyhow::anyhow!("cannot write JSON: {error}")))?;
+    write_stdout(&crate::terminal::json(&text))
+}
+
+/// Writes one JSON document on one line (a JSON-lines stream), escaped
+/// like [`print_json`].
+pub fn print_json_line(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string(value)
+        .map_err(|error| Failure::Internal(anyhow::anyhow!("cannot write JSON: {error}")))?;
+    write_stdout(&crate::terminal::json(&text))
+}
+
+/// Writes a line on stdout; a closed pipe is [`Failure::StdoutClosed`].
+fn write_stdout(line: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                Failure::StdoutClosed
+            } else {
+                Failure::Internal(anyhow::Error::new(error).context("cannot write to stdout"))
+            }
+        })
 }
 
 impl From<Diagnostics> for Failure {
@@ -237,16 +289,20 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Lock(args) => lock::run(&cli, args).await,
         }
     });
+    // Diagnostics and errors quote plugin text and file contents: they
+    // pass the terminal filter like everything else drawn.
+    let text = |value: &dyn std::fmt::Display| crate::terminal::owned(&value.to_string());
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Invalid(diagnostics)) => {
-            eprintln!("{diagnostics}");
+            eprintln!("{}", text(&diagnostics));
             ExitCode::from(exit::INVALID)
         }
+        Err(Failure::StdoutClosed) => ExitCode::from(exit::SUCCESS),
         Err(Failure::Internal(error)) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", text(&error));
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", text(&cause));
             }
             ExitCode::from(exit::INTERNAL)
         }

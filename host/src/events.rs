@@ -444,9 +444,13 @@ pub struct JsonStdout;
 
 impl EventWriter for JsonStdout {
     fn write(&mut self, _event: &Event, line: &str) {
+        // A closed stdout (`| head -1`) ends this output, not the run: the
+        // run goes on, recorded in its journal, and exits with its own code.
+        // Raw control characters the serializer leaves (DEL, C1, bidi) are
+        // escaped the JSON way, so the line means the same on a terminal.
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        let _ = writeln!(lock, "{line}");
+        let _ = writeln!(lock, "{}", crate::terminal::json(line));
     }
 }
 

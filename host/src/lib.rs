@@ -18,3 +18,4 @@ pub mod runbook;
 pub mod schedule;
 pub mod state;
 pub mod template;
+pub mod terminal;

@@ -109,13 +109,13 @@ pub fn approve(_cli: &Cli, args: &ApproveArgs) -> Result<u8, Failure> {
         },
     )
     .map_err(|error| Failure::Internal(error.into()))?;
-    println!(
+    outln!(
         "✓ {} approved run {} (plan {}); `runbook resume {}` continues it once enough approvals are in",
         args.name,
         args.run,
         &plan_hash[..12.min(plan_hash.len())],
         args.run
-    );
+    )?;
     Ok(exit::SUCCESS)
 }
 
@@ -157,10 +157,10 @@ pub fn confirm(_cli: &Cli, args: &ConfirmArgs) -> Result<u8, Failure> {
         },
     )
     .map_err(|error| Failure::Internal(error.into()))?;
-    println!("✓ {} confirmed `{}`:", args.name, args.step);
+    outln!("✓ {} confirmed `{}`:", args.name, args.step)?;
     for item in items {
-        println!("  [x] {item}");
+        outln!("  [x] {item}")?;
     }
-    println!("continue with `runbook resume {}`", args.run);
+    outln!("continue with `runbook resume {}`", args.run)?;
     Ok(exit::SUCCESS)
 }

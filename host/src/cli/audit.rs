@@ -116,13 +116,13 @@ fn verify(run: &str, state_dir: Option<&std::path::Path>) -> Result<u8, Failure>
         .map_err(|error| Failure::Internal(error.into()))?;
     match audit::verify(&audit::path(&dir), run, record.audit_head.clone()) {
         Ok(count) => {
-            println!(
+            outln!(
                 "✓ the audit log of run {run} is intact: {count} records, each chained to the one before"
-            );
+            )?;
             if record.audit_head.is_none() {
-                println!(
+                outln!(
                     "  note: the run has not recorded its final head yet (still running or interrupted): records cut from the end could not be noticed"
-                );
+                )?;
             }
             Ok(exit::SUCCESS)
         }
@@ -138,21 +138,18 @@ fn touched(run: &str, args: &AuditArgs) -> Result<u8, Failure> {
         .map_err(|error| invalid(error.to_string(), "pass `--state-dir DIR`"))?;
     let records = audit::read(&audit::path(&dir));
     match args.output {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&records).unwrap_or_default()
-        ),
+        Format::Json => super::print_json(&records)?,
         Format::Text | Format::Markdown => {
             let markdown = args.output == Format::Markdown;
             if markdown {
-                println!(
+                outln!(
                     "# What run {run} touched\n\n| step | plugin | capability | request | decision | grant | detail |\n|---|---|---|---|---|---|---|"
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "What run {run} touched ({} audited actions):",
                     records.len()
-                );
+                )?;
             }
             let mut last_step = None;
             for record in &records {
@@ -167,20 +164,20 @@ fn touched(run: &str, args: &AuditArgs) -> Result<u8, Failure> {
                     crate::events::Decision::Denied => "DENIED",
                 };
                 if markdown {
-                    println!(
+                    outln!(
                         "| {step} | `{digest}` | {} | `{}` | {decision} | {} | {} |",
                         record.capability,
                         record.request,
                         record.grant.clone().unwrap_or_default(),
                         record.detail.clone().unwrap_or_default()
-                    );
+                    )?;
                     continue;
                 }
                 if last_step.as_ref() != Some(&step) {
-                    println!("\n{step} (plugin {digest})");
+                    outln!("\n{step} (plugin {digest})")?;
                     last_step = Some(step);
                 }
-                println!(
+                outln!(
                     "  {decision:<7} {:<8} {}{}{}",
                     record.capability,
                     record.request,
@@ -194,7 +191,7 @@ fn touched(run: &str, args: &AuditArgs) -> Result<u8, Failure> {
                         .as_ref()
                         .map(|detail| format!("  → {detail}"))
                         .unwrap_or_default()
-                );
+                )?;
             }
         }
     }
@@ -261,12 +258,9 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
         }
     }
     match args.output {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&reviews).unwrap_or_default()
-        ),
-        Format::Markdown => print_markdown(&runbook.name, &reviews),
-        Format::Text => print_text(&runbook.name, &reviews),
+        Format::Json => super::print_json(&reviews)?,
+        Format::Markdown => print_markdown(&runbook.name, &reviews)?,
+        Format::Text => print_text(&runbook.name, &reviews)?,
     }
     Ok(exit::SUCCESS)
 }
@@ -324,76 +318,79 @@ fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
     found
 }
 
-fn print_text(name: &str, reviews: &[StepReview]) {
-    println!("Audit of runbook `{name}`: {} step reviews", reviews.len());
+fn print_text(name: &str, reviews: &[StepReview]) -> Result<(), Failure> {
+    outln!("Audit of runbook `{name}`: {} step reviews", reviews.len())?;
     for review in reviews {
-        println!();
+        outln!()?;
         let environment = review
             .environment
             .as_ref()
             .map(|name| format!(" [env {name}]"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{}{environment}: {} {}",
-            review.step, review.plugin, review.version
-        );
-        println!("  sha256    {}", review.sha256);
-        println!(
+            review.step,
+            review.plugin,
+            review.version
+        )?;
+        outln!("  sha256    {}", review.sha256)?;
+        outln!(
             "  declares  {}",
             if review.declares.is_empty() {
                 "nothing".into()
             } else {
                 review.declares.join(", ")
             }
-        );
+        )?;
         if !review.optional.is_empty() {
-            println!(
+            outln!(
                 "  optional  {} (runs without their grants)",
                 review.optional.join(", ")
-            );
+            )?;
         }
         if let Some(embedded) = &review.embedded {
-            println!("  embedded  {} (written at build time)", list(embedded));
+            outln!("  embedded  {} (written at build time)", list(embedded))?;
         }
-        println!(
+        outln!(
             "  grants    http: {}; secrets: {}; read: {}",
             list(&review.grants.http),
             list(&review.grants.secrets),
             list(&review.grants.fs_read)
-        );
+        )?;
         if let Some(kube) = &review.grants.kube {
-            println!("            kube: {kube}");
+            outln!("            kube: {kube}")?;
         }
         if let Some(aws) = &review.grants.aws {
-            println!("            aws: {aws}");
+            outln!("            aws: {aws}")?;
         }
         let capability_imports: Vec<&String> = review
             .imports
             .iter()
             .filter(|import| import.starts_with("runbook:plugin/"))
             .collect();
-        println!(
+        outln!(
             "  imports   {}",
             capability_imports
                 .iter()
                 .map(|import| import.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
         for finding in &review.findings {
-            println!("  ⚠ {finding}");
+            outln!("  ⚠ {finding}")?;
         }
     }
+    Ok(())
 }
 
-fn print_markdown(name: &str, reviews: &[StepReview]) {
-    println!("# Audit of runbook `{name}`\n");
-    println!(
+fn print_markdown(name: &str, reviews: &[StepReview]) -> Result<(), Failure> {
+    outln!("# Audit of runbook `{name}`\n")?;
+    outln!(
         "| step | environment | plugin | sha256 | declares | grants http | grants secrets | grants kube | grants aws | imports | findings |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    )?;
+    outln!("|---|---|---|---|---|---|---|---|---|---|---|")?;
     for review in reviews {
-        println!(
+        outln!(
             "| {} | {} | {} {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
             review.step,
             review.environment.clone().unwrap_or_default(),
@@ -417,8 +414,9 @@ fn print_markdown(name: &str, reviews: &[StepReview]) {
             } else {
                 review.findings.join("<br>")
             }
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn list(items: &[String]) -> String {

@@ -44,21 +44,24 @@ pub async fn run(cli: &Cli, args: &LockArgs) -> Result<u8, Failure> {
             .unwrap_or_default();
         let entry = preflight::locked_entry(&written, plugin);
         match previous.plugins.get(name) {
-            None => println!(
+            None => outln!(
                 "+ {name} {} sha256 {} ({})",
                 entry.version,
                 entry.sha256,
                 list(&entry.capabilities)
-            ),
-            Some(locked) if locked == &entry => println!("= {name} {} unchanged", entry.version),
+            )?,
+            Some(locked) if locked == &entry => outln!("= {name} {} unchanged", entry.version)?,
             Some(locked) => {
                 let added = lockfile::widening(locked, &entry);
-                println!(
+                outln!(
                     "~ {name} {} → {}: sha256 {} → {}",
-                    locked.version, entry.version, locked.sha256, entry.sha256
-                );
+                    locked.version,
+                    entry.version,
+                    locked.sha256,
+                    entry.sha256
+                )?;
                 for addition in &added {
-                    println!("    + asks for {addition}");
+                    outln!("    + asks for {addition}")?;
                 }
                 if !added.is_empty() {
                     widened.push(name.clone());
@@ -80,7 +83,7 @@ pub async fn run(cli: &Cli, args: &LockArgs) -> Result<u8, Failure> {
     }
     let path = lockfile::path_for(&args.file);
     std::fs::write(&path, next.render()).map_err(|error| Failure::Internal(error.into()))?;
-    println!("wrote {}", path.display());
+    outln!("wrote {}", path.display())?;
     Ok(exit::SUCCESS)
 }
 

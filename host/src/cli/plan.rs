@@ -193,17 +193,13 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     }
 
     match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "runbook": plan.runbook.name,
-                "environment": plan.environment,
-                "params": plan.params,
-                "steps": views,
-            }))
-            .unwrap_or_default()
-        ),
-        Output::Text => print_text(&plan, &views),
+        Output::Json => super::print_json(&serde_json::json!({
+            "runbook": plan.runbook.name,
+            "environment": plan.environment,
+            "params": plan.params,
+            "steps": views,
+        }))?,
+        Output::Text => print_text(&plan, &views)?,
     }
     Ok(if failed {
         exit::STEP_FAILED
@@ -212,41 +208,41 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     })
 }
 
-fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) {
+fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) -> Result<(), Failure> {
     let environment = plan
         .environment
         .as_ref()
         .map(|name| format!(" for environment `{name}`"))
         .unwrap_or_default();
-    println!(
+    outln!(
         "Plan of `{}`{environment}: {} steps, nothing is changed by planning",
         plan.runbook.name,
         views.len()
-    );
+    )?;
     for (position, view) in views.iter().enumerate() {
-        println!();
-        println!("{}. {} ({})", position + 1, view.name, view.plugin);
+        outln!()?;
+        outln!("{}. {} ({})", position + 1, view.name, view.plugin)?;
         for action in &view.actions {
             let marker = if action.mutates { "~" } else { "·" };
-            println!("   {marker} {}", action.description);
+            outln!("   {marker} {}", action.description)?;
         }
         for write in &view.intercepted {
-            println!("   ⊘ {write}");
+            outln!("   ⊘ {write}")?;
         }
         if let Some(error) = &view.error {
-            println!("   ✗ cannot plan: {error}");
+            outln!("   ✗ cannot plan: {error}")?;
         }
         if !view.grants.http.is_empty() {
-            println!("   grants http: {}", view.grants.http.join(", "));
+            outln!("   grants http: {}", view.grants.http.join(", "))?;
         }
         if !view.grants.secrets.is_empty() {
-            println!("   grants secrets: {}", view.grants.secrets.join(", "));
+            outln!("   grants secrets: {}", view.grants.secrets.join(", "))?;
         }
     }
-    println!();
-    println!(
+    outln!()?;
+    outln!(
         "· reads only    ~ changes something    ⊘ a write the plugin tried, held back by the host"
-    );
+    )
 }
 
 /// A write the host intercepted while planning, in words.

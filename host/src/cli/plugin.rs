@@ -46,53 +46,52 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
         .map(|metadata| metadata.len())
         .unwrap_or(0);
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "file": file.display().to_string(),
-                "name": descriptor.name,
-                "version": descriptor.version,
-                "description": descriptor.description,
-                "sha256": plugin.digest,
-                "size": size,
-                "capabilities": capabilities,
-                "optional_capabilities": descriptor.optional_capabilities.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
-                "idempotent": descriptor.idempotent,
-                "imports": plugin.imports,
-                "embedded_capabilities": plugin.embedded_capabilities,
-                "params_schema": schema,
-            }))
-            .unwrap_or_default()
-        ),
+        Output::Json => super::print_json(&serde_json::json!({
+            "file": file.display().to_string(),
+            "name": descriptor.name,
+            "version": descriptor.version,
+            "description": descriptor.description,
+            "sha256": plugin.digest,
+            "size": size,
+            "capabilities": capabilities,
+            "optional_capabilities": descriptor.optional_capabilities.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
+            "idempotent": descriptor.idempotent,
+            "imports": plugin.imports,
+            "embedded_capabilities": plugin.embedded_capabilities,
+            "params_schema": schema,
+        }))?,
         Output::Text => {
-            println!("{} {}", descriptor.name, descriptor.version);
+            outln!("{} {}", descriptor.name, descriptor.version)?;
             if !descriptor.description.is_empty() {
-                println!("  {}", descriptor.description);
+                outln!("  {}", descriptor.description)?;
             }
-            println!();
-            println!(
+            outln!()?;
+            outln!(
                 "file          {} ({} KiB)",
                 file.display(),
                 size.div_ceil(1024)
-            );
-            println!("sha256        {}", plugin.digest);
-            println!(
+            )?;
+            outln!("sha256        {}", plugin.digest)?;
+            outln!(
                 "needs         {}",
                 if capabilities.is_empty() {
                     "nothing".to_owned()
                 } else {
                     capabilities.join(", ")
                 }
-            );
+            )?;
             if !descriptor.optional_capabilities.is_empty() {
                 let optional: Vec<&str> = descriptor
                     .optional_capabilities
                     .iter()
                     .map(|capability| capability.name())
                     .collect();
-                println!("optional      {} (only with some parameters)", optional.join(", "));
+                outln!(
+                    "optional      {} (only with some parameters)",
+                    optional.join(", ")
+                )?;
             }
-            println!(
+            outln!(
                 "embedded      {}",
                 match &plugin.embedded_capabilities {
                     Some(names) if names.is_empty() => "nothing (written at build time)".to_owned(),
@@ -100,35 +99,39 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
                     None =>
                         "no `runbook:capabilities` section: not built with runbook-sdk".to_owned(),
                 }
-            );
-            println!(
+            )?;
+            outln!(
                 "idempotent    {}",
                 if descriptor.idempotent {
                     "yes: may be re-run after a crash"
                 } else {
                     "no"
                 }
-            );
-            println!();
-            println!("imports (what the component can call at all):");
+            )?;
+            outln!()?;
+            outln!("imports (what the component can call at all):")?;
             for import in &plugin.imports {
-                println!("  {import}");
+                outln!("  {import}")?;
             }
-            println!();
-            println!("parameters:");
-            print_schema(&schema);
+            outln!()?;
+            outln!("parameters:")?;
+            print_schema(&schema)?;
         }
     }
     Ok(exit::SUCCESS)
 }
 
 /// Prints a JSON Schema's properties, one per line, nested objects indented.
-fn print_schema(schema: &serde_json::Value) {
+fn print_schema(schema: &serde_json::Value) -> Result<(), Failure> {
     let definitions = schema.get("$defs").cloned().unwrap_or_default();
-    print_properties(schema, &definitions, 1);
+    print_properties(schema, &definitions, 1)
 }
 
-fn print_properties(schema: &serde_json::Value, definitions: &serde_json::Value, depth: usize) {
+fn print_properties(
+    schema: &serde_json::Value,
+    definitions: &serde_json::Value,
+    depth: usize,
+) -> Result<(), Failure> {
     let required: Vec<&str> = schema
         .get("required")
         .and_then(|value| value.as_array())
@@ -136,9 +139,9 @@ fn print_properties(schema: &serde_json::Value, definitions: &serde_json::Value,
         .unwrap_or_default();
     let Some(properties) = schema.get("properties").and_then(|value| value.as_object()) else {
         if depth == 1 {
-            println!("  (none)");
+            outln!("  (none)")?;
         }
-        return;
+        return Ok(());
     };
     for (name, property) in properties {
         let resolved = resolve(property, definitions);
@@ -154,19 +157,20 @@ fn print_properties(schema: &serde_json::Value, definitions: &serde_json::Value,
         } else {
             ""
         };
-        println!(
+        outln!(
             "{:indent$}{name}: {kind}{requirement}  {description}",
             "",
             indent = depth * 2
-        );
+        )?;
         let item = resolved
             .get("items")
             .map(|items| resolve(items, definitions))
             .unwrap_or(resolved.clone());
         if item.get("properties").is_some() && depth < 4 {
-            print_properties(&item, definitions, depth + 1);
+            print_properties(&item, definitions, depth + 1)?;
         }
     }
+    Ok(())
 }
 
 fn resolve(schema: &serde_json::Value, definitions: &serde_json::Value) -> serde_json::Value {

@@ -81,15 +81,19 @@ pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
     }
     rows.sort_by(|left, right| right.started.cmp(&left.started));
     if rows.is_empty() {
-        println!("no runs here; `runbook exec` starts one (use --state-dir to look elsewhere)");
+        outln!("no runs here; `runbook exec` starts one (use --state-dir to look elsewhere)")?;
         return Ok(exit::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<24} {:<22} {:<12} {:<10} {:<12} started",
-        "run", "runbook", "environment", "operator", "status"
-    );
+        "run",
+        "runbook",
+        "environment",
+        "operator",
+        "status"
+    )?;
     for record in rows {
-        println!(
+        outln!(
             "{:<24} {:<22} {:<12} {:<10} {:<12} {}",
             record.run_id,
             record.runbook,
@@ -97,7 +101,7 @@ pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
             record.operator,
             status_of(&record),
             record.started
-        );
+        )?;
     }
     Ok(exit::SUCCESS)
 }
@@ -112,14 +116,14 @@ fn load(run: &str, state_dir: Option<&Path>) -> Result<RunRecord, Failure> {
 /// Shows one run's timeline.
 pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
     let record = load(&args.run, args.state_dir.as_deref())?;
-    println!("run        {}", record.run_id);
-    println!("runbook    {} ({})", record.runbook, record.file);
-    println!(
+    outln!("run        {}", record.run_id)?;
+    outln!("runbook    {} ({})", record.runbook, record.file)?;
+    outln!(
         "environment {}",
         record.environment.clone().unwrap_or_else(|| "-".into())
-    );
-    println!("operator   {}", record.operator);
-    println!(
+    )?;
+    outln!("operator   {}", record.operator)?;
+    outln!(
         "params     {}",
         record
             .params
@@ -127,10 +131,10 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             .map(|(key, value)| format!("{key}={value}"))
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    println!("status     {}", status_of(&record));
+    )?;
+    outln!("status     {}", status_of(&record))?;
     if !record.approvals.is_empty() {
-        println!(
+        outln!(
             "approvals  {}",
             record
                 .approvals
@@ -138,9 +142,9 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
                 .map(|(who, _)| who.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
-    println!();
+    outln!()?;
     for event in &record.events {
         let time = event
             .get("time")
@@ -178,7 +182,7 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             "run_finished" => format!("run finished: {}", text("status")),
             _ => continue,
         };
-        println!("{time}  {line}");
+        outln!("{time}  {line}")?;
     }
     Ok(exit::SUCCESS)
 }
@@ -200,8 +204,8 @@ pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
             .unwrap_or("");
         let text = |key: &str| field(event, key);
         match kind {
-            "log" => println!("{step} [{}] {}", text("level"), text("message")),
-            "http" => println!(
+            "log" => outln!("{step} [{}] {}", text("level"), text("message"))?,
+            "http" => outln!(
                 "{step} [http] {} {} → {} ({})",
                 text("method"),
                 text("url"),
@@ -210,8 +214,8 @@ pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
                     .map(|status| status.to_string())
                     .unwrap_or_default(),
                 text("decision")
-            ),
-            "step_finished" => println!("{step} [{}] {}", text("status"), text("summary")),
+            )?,
+            "step_finished" => outln!("{step} [{}] {}", text("status"), text("summary"))?,
             _ => {}
         }
     }

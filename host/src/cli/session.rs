@@ -393,11 +393,13 @@ pub async fn drive(
             Ok(path) => deployment_path = Some(path),
             Err(error) => eprintln!("error: cannot write the deployment record: {error}"),
         }
-        if options.output == Output::Json {
-            println!(
-                "{}",
-                serde_json::json!({"event": "deployment_record", "record": deployment})
-            );
+        // A closed stdout ends the output quietly, not the run's exit code.
+        if options.output == Output::Json
+            && let Err(Failure::Internal(error)) = super::print_json_line(
+                &serde_json::json!({"event": "deployment_record", "record": deployment}),
+            )
+        {
+            eprintln!("error: {error:#}");
         }
     }
     if options.output == Output::Text {

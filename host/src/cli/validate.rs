@@ -72,13 +72,13 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
     if !problems.is_empty() {
         return Err(Failure::Invalid(problems));
     }
-    println!(
+    outln!(
         "✓ {} is valid: {} step{}, checked for {}",
         args.file.display(),
         runbook.steps.len(),
         if runbook.steps.len() == 1 { "" } else { "s" },
         checked.join(", ")
-    );
+    )?;
     Ok(exit::SUCCESS)
 }
 

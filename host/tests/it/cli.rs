@@ -322,3 +322,108 @@ fn ctrl_c_cancels_the_running_step_and_exits_130() {
         "a step ran after the interrupt: {stderr}"
     );
 }
+
+/// Whether `text` holds a character that would drive a terminal: an escape
+/// or other control (newline and tab aside), DEL, C1, or a bidi override.
+fn drives_the_terminal(text: &str) -> bool {
+    text.chars().any(|character| {
+        (character.is_control() && character != '\n' && character != '\t')
+            || matches!(character, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+#[test]
+fn plugin_text_reaches_the_terminal_only_as_visible_escapes() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"escapes\"\n\n[[steps]]\nid = \"forge\"\nuses = \"misbehave\"\nwith.mode = \"escapes\"\ngrants.http = [\"http://127.0.0.1:9\"]\n",
+    );
+    let path = file.path.to_str().unwrap();
+    let state = file.dir.path().join(".runbook");
+    let state = state.to_str().unwrap();
+    let exec = runbook(&["exec", path], None);
+    assert_eq!(exec.status.code(), Some(1), "{}", text(&exec.stderr));
+    let drawn = text(&exec.stderr);
+    assert!(!drives_the_terminal(&drawn), "{drawn:?}");
+    assert!(
+        drawn.contains("\\u{1b}[2K\\u{d}  ✓ approved by alice"),
+        "{drawn}"
+    );
+    assert!(drawn.contains("\\u{202e}txet desrever"), "{drawn}");
+    assert!(drawn.contains("\\u{9b}31m"), "{drawn}");
+    let run = drawn
+        .split(" · run ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("run id")
+        .to_owned();
+    for verb in ["logs", "show"] {
+        let replayed = runbook(&[verb, &run, "--state-dir", state], None);
+        assert_eq!(
+            replayed.status.code(),
+            Some(0),
+            "{}",
+            text(&replayed.stderr)
+        );
+        let shown = text(&replayed.stdout);
+        assert!(!drives_the_terminal(&shown), "{verb}: {shown:?}");
+        assert!(shown.contains("\\u{1b}["), "{verb}: {shown}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"quiet\"\n\n[[steps]]\nid = \"fine\"\nuses = \"noop\"\n",
+    );
+    let path = file.path.to_str().unwrap();
+    let state = file.dir.path().join(".runbook");
+    let state = state.to_str().unwrap();
+    // The reader is gone before the first line: every write meets a
+    // closed pipe, as `| head -1` does to all but the first.
+    let closed = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(args)
+            .env("RUNBOOK_CACHE_DIR", cache_dir())
+            .env("NO_COLOR", "1")
+            .env("RUNBOOK_OPERATOR", "alice")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    };
+    let exec = closed(&["exec", path, "--output", "json"]);
+    assert_eq!(exec.status.code(), Some(0), "{}", text(&exec.stderr));
+    assert!(
+        !text(&exec.stderr).contains("panicked"),
+        "{}",
+        text(&exec.stderr)
+    );
+    let run = std::fs::read_dir(file.dir.path().join(".runbook/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    for args in [
+        vec!["logs", &run, "--state-dir", state],
+        vec!["show", &run, "--state-dir", state],
+        vec!["runs", "--state-dir", state],
+    ] {
+        let output = closed(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
