@@ -215,7 +215,7 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
                 eprintln!(
                     "warning: step `{}` grants `{key}` but plugin `{}` does not ask for it ({}:{})",
                     step.id,
-                    plugin.descriptor.name,
+                    crate::terminal::text(&plugin.descriptor.name),
                     plan.runbook.source.path.display(),
                     plan.runbook
                         .source
