@@ -398,3 +398,47 @@ fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_services(services: &str) -> Result<Plan, Diagnostics> {
+        let text = format!(
+            "[runbook]\nname = \"fan-out\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n[environments.production.vars]\nservices = {services}\n\n[[steps]]\nid = \"deploy\"\nuses = \"noop\"\nfor_each = \"${{{{ vars.services }}}}\"\n"
+        );
+        let runbook = crate::runbook::parse(crate::diagnostic::Source::new("fan-out.toml", text))
+            .expect("the runbook is valid");
+        bind(
+            Arc::new(runbook),
+            Bindings {
+                environment: Some("production".into()),
+                sets: Vec::new(),
+                operator: "alice".into(),
+                run_id: "run".into(),
+                lenient: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_for_each_from_the_environment_runs_each_element_once() {
+        let plan = bind_services(r#"["api", "worker"]"#).unwrap();
+        let ids: Vec<&str> = plan.steps.iter().map(|step| step.id.0.as_str()).collect();
+        assert_eq!(ids, ["deploy[api]", "deploy[worker]"]);
+        let twice = bind_services(r#"["api", "worker", "api"]"#).unwrap_err();
+        assert!(
+            twice.to_string().contains("would run as `deploy[api]`"),
+            "{twice}"
+        );
+        let many = (0..1_001)
+            .map(|index| format!("\"s{index}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let long = bind_services(&format!("[{many}]")).unwrap_err();
+        assert!(
+            long.to_string().contains("has 1001 elements; at most 1000"),
+            "{long}"
+        );
+    }
+}
