@@ -370,18 +370,13 @@ impl EventSink {
             kind,
         };
         let mut inner = self.lock();
+        // Every string of the event is redacted before any writer sees it
+        // (the audit log and the terminal read the event, the journal and
+        // `--output json` its line), and the line again for escapings that
+        // span fields.
+        let event = redact_event(event, &inner.redactor);
         let line = serde_json::to_string(&event).unwrap_or_default();
-        let redacted = inner.redactor.apply(&line);
-        let event = match &redacted {
-            std::borrow::Cow::Borrowed(_) => event,
-            // A secret's value reached an event: every writer gets the
-            // redacted text, and the terminal the redacted event.
-            std::borrow::Cow::Owned(text) => {
-                let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-                redact_event(event, &value)
-            }
-        };
-        let line = redacted.into_owned();
+        let line = inner.redactor.apply(&line).into_owned();
         for writer in &mut inner.writers {
             writer.write(&event, &line);
         }
@@ -401,40 +396,181 @@ impl EventSink {
     }
 }
 
-/// Rebuilds the human-facing strings of an event from its redacted JSON.
-fn redact_event(mut event: Event, redacted: &serde_json::Value) -> Event {
-    let text = |key: &str| {
-        redacted
-            .get(key)
-            .and_then(|value| value.as_str())
-            .unwrap_or("[REDACTED]")
-            .to_owned()
+/// Redacts every string of an event. The matches name every variant and
+/// every field, so that a new event or a new field does not compile until
+/// it says how it is redacted.
+fn redact_event(mut event: Event, redactor: &Redactor) -> Event {
+    if redactor.is_empty() {
+        return event;
+    }
+    let scrub = |text: &mut String| redactor.scrub(text);
+    let scrub_all =
+        |texts: &mut Vec<String>| texts.iter_mut().for_each(|text| redactor.scrub(text));
+    let scrub_map = |map: &mut BTreeMap<String, String>| {
+        *map = std::mem::take(map)
+            .into_iter()
+            .map(|(key, value)| {
+                (
+                    redactor.apply(&key).into_owned(),
+                    redactor.apply(&value).into_owned(),
+                )
+            })
+            .collect();
     };
-    match &mut event.kind {
-        EventKind::Log { message, .. } | EventKind::Progress { message, .. } => {
-            *message = text("message")
+    let Event { time, step, kind } = &mut event;
+    scrub(time);
+    if let Some(step) = step {
+        scrub(&mut step.0);
+    }
+    match kind {
+        EventKind::RunStarted {
+            run_id,
+            runbook,
+            file,
+            environment,
+            operator,
+            params,
+            steps: _,
+            plan_hash,
+            emergency,
+        } => {
+            emergency.iter_mut().for_each(scrub);
+            scrub(run_id);
+            scrub(runbook);
+            scrub(file);
+            environment.iter_mut().for_each(scrub);
+            scrub(operator);
+            scrub_map(params);
+            plan_hash.iter_mut().for_each(scrub);
+        }
+        EventKind::RunResumed {
+            operator,
+            plan_hash,
+            rerun,
+            skip,
+        } => {
+            scrub(operator);
+            plan_hash.iter_mut().for_each(scrub);
+            scrub_all(rerun);
+            scrub_all(skip);
+        }
+        EventKind::Approved { by, plan_hash } => {
+            scrub(by);
+            scrub(plan_hash);
+        }
+        EventKind::StepStarted {
+            name,
+            plugin,
+            digest,
+            idempotent: _,
+        } => {
+            scrub(name);
+            scrub(plugin);
+            scrub(digest);
+        }
+        EventKind::Log { level: _, message }
+        | EventKind::Progress {
+            message,
+            fraction: _,
+        } => scrub(message),
+        EventKind::Http {
+            method,
+            url,
+            status: _,
+            bytes: _,
+            duration_ms: _,
+            decision: _,
+            grant,
+            reason,
+        } => {
+            scrub(method);
+            scrub(url);
+            grant.iter_mut().for_each(scrub);
+            reason.iter_mut().for_each(scrub);
+        }
+        EventKind::Aws {
+            service,
+            action,
+            region,
+            status: _,
+            duration_ms: _,
+            reason,
+        } => {
+            scrub(service);
+            scrub(action);
+            scrub(region);
+            reason.iter_mut().for_each(scrub);
+        }
+        EventKind::Kube {
+            verb,
+            object,
+            outcome,
+            ok: _,
+            dry_run: _,
+            duration_ms: _,
+        } => {
+            scrub(verb);
+            scrub(object);
+            scrub(outcome);
+        }
+        EventKind::FileOpened {
+            path,
+            decision: _,
+            reason,
+        } => {
+            scrub(path);
+            reason.iter_mut().for_each(scrub);
+        }
+        EventKind::SecretUsed {
+            secret,
+            destination,
+            decision: _,
+        } => {
+            scrub(secret);
+            scrub(destination);
+        }
+        EventKind::HeldBack {
+            capability,
+            requested,
+        }
+        | EventKind::Denied {
+            capability,
+            requested,
+            decision: _,
+        } => {
+            scrub(capability);
+            scrub(requested);
+        }
+        EventKind::StepRetry {
+            attempt: _,
+            delay_ms: _,
+            reason,
+        } => scrub(reason),
+        EventKind::RollbackStarted { reason, steps } => {
+            scrub(reason);
+            scrub_all(steps);
+        }
+        EventKind::StepRolledBack { status: _, summary } => scrub(summary),
+        EventKind::RollbackFinished { failed: _ } => {}
+        EventKind::Confirmed { by, items } => {
+            scrub(by);
+            scrub_all(items);
         }
         EventKind::StepFinished {
-            summary, outputs, ..
+            status: _,
+            summary,
+            outputs,
+            elapsed_ms: _,
         } => {
-            *summary = text("summary");
-            if let Some(map) = redacted.get("outputs").and_then(|value| value.as_object()) {
-                *outputs = map
-                    .iter()
-                    .map(|(key, value)| {
-                        (key.clone(), value.as_str().unwrap_or_default().to_owned())
-                    })
-                    .collect();
-            }
+            scrub(summary);
+            scrub_map(outputs);
         }
-        EventKind::Http { url, reason, .. } => {
-            *url = text("url");
-            *reason = redacted
-                .get("reason")
-                .and_then(|value| value.as_str())
-                .map(str::to_owned);
-        }
-        _ => {}
+        EventKind::RunFinished {
+            status: _,
+            elapsed_ms: _,
+            failed_step,
+        } => failed_step.iter_mut().for_each(scrub),
+        EventKind::AuditHead { records: _, hash } => scrub(hash),
     }
     event
 }
@@ -479,6 +615,65 @@ impl EventWriter for Recorder {
     fn write(&mut self, event: &Event, line: &str) {
         if let Ok(mut events) = self.events.lock() {
             events.push((event.clone(), line.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEBHOOK: &str = "https://Hooks.Example.com/services/T0/B0/XyZsecret";
+
+    fn sink() -> (EventSink, Recorder) {
+        let sink = EventSink::new();
+        sink.set_redactor(Redactor::new([WEBHOOK.to_owned()]));
+        let recorder = Recorder::new();
+        sink.add(recorder.clone());
+        (sink, recorder)
+    }
+
+    #[test]
+    fn every_string_of_every_event_is_redacted_for_every_writer() {
+        let (sink, recorder) = sink();
+        let normalised = "https://hooks.example.com:443/services/T0/B0/XyZsecret";
+        let step = StepId("notify".into());
+        sink.emit_for(
+            Some(&step),
+            EventKind::StepRetry {
+                attempt: 1,
+                delay_ms: 10,
+                reason: format!("POST {normalised}: could not connect (transient)"),
+            },
+        );
+        sink.emit_for(
+            Some(&step),
+            EventKind::Denied {
+                capability: "http".into(),
+                requested: format!("POST {normalised}"),
+                decision: Decision::Denied,
+            },
+        );
+        sink.emit_for(
+            Some(&step),
+            EventKind::HeldBack {
+                capability: "http".into(),
+                requested: format!("POST {WEBHOOK}"),
+            },
+        );
+        sink.emit(EventKind::RunFinished {
+            status: Status::Failed,
+            elapsed_ms: 1.0,
+            failed_step: Some(format!("notify {normalised}")),
+        });
+        let events = recorder.events();
+        assert_eq!(events.len(), 4);
+        for (event, line) in events {
+            // The terminal and the audit log read the event itself.
+            let drawn = format!("{event:?}");
+            assert!(!drawn.contains("XyZsecret"), "{drawn}");
+            assert!(!line.contains("XyZsecret"), "{line}");
+            assert!(line.contains("[REDACTED]"), "{line}");
         }
     }
 }

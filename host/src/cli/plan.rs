@@ -140,6 +140,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             .map_err(|error| anyhow::anyhow!("step `{}`: {error}", step.id))?;
         let recorder = crate::events::Recorder::new();
         let events = EventSink::new();
+        events.set_redactor(secrets.redactor());
         events.add(recorder.clone());
         let context = Arc::new(StepContext {
             step_id: planned.id.clone(),
@@ -192,6 +193,19 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         });
     }
 
+    // What plugins answered passes the redactor too: a plan prints it.
+    let redactor = secrets.redactor();
+    for view in &mut views {
+        for action in &mut view.actions {
+            redactor.scrub(&mut action.description);
+        }
+        view.intercepted
+            .iter_mut()
+            .for_each(|write| redactor.scrub(write));
+        view.error
+            .iter_mut()
+            .for_each(|error| redactor.scrub(error));
+    }
     match args.output {
         Output::Json => super::print_json(&serde_json::json!({
             "runbook": plan.runbook.name,
