@@ -28,6 +28,8 @@ pub struct UrlGrant {
     host: String,
     port: u16,
     path_prefix: String,
+    /// The prefix as a server that decodes before routing reads it.
+    routed_prefix: String,
     text: String,
 }
 
@@ -47,38 +49,236 @@ impl UrlGrant {
         let host = url.host_str().ok_or("no host")?.to_ascii_lowercase();
         let port = url.port_or_known_default().ok_or("no port")?;
         let path_prefix = url.path().trim_end_matches('/').to_owned();
+        let routed_prefix = routed_path(&path_prefix)
+            .filter(|routed| routed != "/")
+            .unwrap_or_else(|| path_prefix.clone());
         Ok(UrlGrant {
             scheme: url.scheme().to_owned(),
             host,
             port,
             path_prefix,
+            routed_prefix,
             text: text.trim_end_matches('/').to_owned(),
         })
     }
 
     /// Whether a request to `url` is within this grant. Paths match on
     /// segment boundaries: `/health` allows `/health` and `/health/ready`,
-    /// not `/healthz`.
+    /// not `/healthz`. The path must be within the prefix both as sent and
+    /// as a server that decodes `%2e`, `%2f` and `%5c` before routing reads
+    /// it, so `/api/..%2fadmin` is not within `/api`.
     pub fn allows(&self, url: &Url) -> bool {
-        let same_origin = url.scheme() == self.scheme
+        self.same_origin(url) && self.path_within(url) == PathMatch::Within
+    }
+
+    fn same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.scheme
             && url
                 .host_str()
                 .is_some_and(|host| host.eq_ignore_ascii_case(&self.host))
-            && url.port_or_known_default() == Some(self.port);
-        if !same_origin {
-            return false;
+            && url.port_or_known_default() == Some(self.port)
+    }
+
+    fn path_within(&self, url: &Url) -> PathMatch {
+        if self.path_prefix.is_empty() {
+            return PathMatch::Within;
         }
-        let path = url.path();
-        self.path_prefix.is_empty()
-            || path == self.path_prefix
-            || path
-                .strip_prefix(&self.path_prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
+        if !within_prefix(url.path(), &self.path_prefix) {
+            return PathMatch::Outside;
+        }
+        match routed_path(url.path()) {
+            Some(routed) if within_prefix(&routed, &self.routed_prefix) => PathMatch::Within,
+            _ => PathMatch::OutsideOnceDecoded,
+        }
+    }
+
+    /// Why no grant of `grants` allows `url`.
+    pub fn why_not(grants: &[UrlGrant], url: &Url) -> Refusal {
+        let same_origin: Vec<&UrlGrant> = grants
+            .iter()
+            .filter(|grant| grant.same_origin(url))
+            .collect();
+        if same_origin.is_empty() {
+            Refusal::Host
+        } else if same_origin
+            .iter()
+            .any(|grant| grant.path_within(url) == PathMatch::OutsideOnceDecoded)
+        {
+            Refusal::PathOnceDecoded
+        } else {
+            Refusal::Path
+        }
     }
 
     /// The grant as the runbook wrote it.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+}
+
+/// Why no grant allows a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No grant names its scheme, host and port.
+    Host,
+    /// Grants name its origin, but not its path.
+    Path,
+    /// A grant's prefix holds the path as sent, but not once a server
+    /// decodes its `%2e`, `%2f` or `%5c`.
+    PathOnceDecoded,
+}
+
+impl Refusal {
+    /// In words, after "request to" or "redirect to".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Host => "a host that is not granted",
+            Refusal::Path => "a path that is not granted",
+            Refusal::PathOnceDecoded => {
+                "a path that leaves the granted path once its percent-encoded `.`, `/` or `\\` are decoded"
+            }
+        }
+    }
+}
+
+/// How a request path compares with a grant's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathMatch {
+    Within,
+    Outside,
+    /// Within as sent, outside as a decoding server routes it.
+    OutsideOnceDecoded,
+}
+
+/// Whether `path` is `prefix` or below it, on segment boundaries.
+fn within_prefix(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The path as a server that decodes before routing would read it:
+/// percent-encoded `.`, `/`, `\` and `%` decoded until nothing changes
+/// (double encoding included), `\` read as `/`, empty and `.` segments
+/// dropped, `..` applied. `None` when the decoding does not settle.
+fn routed_path(path: &str) -> Option<String> {
+    let mut decoded = path.to_owned();
+    let mut settled = false;
+    for _ in 0..8 {
+        let next = decode_separators(&decoded);
+        if next == decoded {
+            settled = true;
+            break;
+        }
+        decoded = next;
+    }
+    if !settled {
+        return None;
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split(['/', '\\']) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    if segments.is_empty() {
+        return Some("/".to_owned());
+    }
+    Some(
+        segments
+            .iter()
+            .map(|segment| format!("/{segment}"))
+            .collect(),
+    )
+}
+
+/// One pass decoding `%2e`, `%2f`, `%5c` and `%25`, in either case.
+fn decode_separators(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(index) = rest.find('%') {
+        out.push_str(&rest[..index]);
+        let escape = rest.get(index + 1..index + 3).unwrap_or_default();
+        let decoded = match escape.to_ascii_lowercase().as_str() {
+            "2e" => Some('.'),
+            "2f" => Some('/'),
+            "5c" => Some('\\'),
+            "25" => Some('%'),
+            _ => None,
+        };
+        match decoded {
+            Some(character) => {
+                out.push(character);
+                rest = &rest[index + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[index + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Headers that choose where a request goes: with them, one granted
+/// address would reach other virtual hosts or paths behind the same
+/// server. The host sets `Host` itself, from the granted URL.
+const ROUTING_HEADERS: &[&str] = &[
+    "host",
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-host",
+    "x-original-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-host-override",
+    "x-http-method-override",
+];
+
+/// Hop-by-hop and framing headers, which the host's client manages: set
+/// by a plugin they could smuggle a second request or reroute the
+/// connection.
+const CONNECTION_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "http2-settings",
+];
+
+/// Why a plugin may not set the header `name`, when it may not.
+pub fn refused_header(name: &str) -> Option<&'static str> {
+    let name = name.trim().to_ascii_lowercase();
+    if name.starts_with(':') {
+        Some(
+            "pseudo-headers such as `:authority` choose the target, which the host takes from the URL",
+        )
+    } else if ROUTING_HEADERS.contains(&name.as_str()) {
+        Some(
+            "it overrides where or how the server routes the request; the host sets the target from the granted URL",
+        )
+    } else if CONNECTION_HEADERS.contains(&name.as_str()) {
+        Some("it controls the connection or the message framing, which the host's client manages")
+    } else {
+        None
     }
 }
 
@@ -172,68 +372,155 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// Sends a plugin's request within its step's grants.
+/// Sends a plugin's request within its step's grants. Everything given
+/// back to the plugin, the response and any error, passes the run's
+/// redactor here, in one place.
 pub async fn send(context: &StepContext, request: Request) -> Result<Response, PluginError> {
+    let redactor = &context.redactor;
+    match send_within_grants(context, request).await {
+        Ok(response) => Ok(Response {
+            status: response.status,
+            headers: response
+                .headers
+                .into_iter()
+                .map(|(name, value)| {
+                    (
+                        redactor.apply_ignoring_case(&name),
+                        redactor.apply(&value).into_owned(),
+                    )
+                })
+                .collect(),
+            body: redactor.apply_bytes(response.body),
+            elapsed_us: response.elapsed_us,
+            final_url: redactor.apply(&response.final_url).into_owned(),
+        }),
+        Err(error) => Err(redactor.error(error)),
+    }
+}
+
+/// How a request's URL is named in events, errors and denials: without
+/// user info or query values, and when the URL came from a secret (a
+/// webhook), only its origin and the secret's name, on every hop.
+fn shown(url: &Url, secret: Option<&str>) -> String {
+    match secret {
+        None => loggable(url),
+        Some(name) => format!(
+            "{} [the URL in secret `{name}`]",
+            url.origin().ascii_serialization()
+        ),
+    }
+}
+
+async fn send_within_grants(
+    context: &StepContext,
+    request: Request,
+) -> Result<Response, PluginError> {
     let started = Instant::now();
     let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| PluginError::Failed(format!("`{}` is not an HTTP method", request.method)))?;
-    let url_text = secret_url(context, &request.url)?;
-    let mut url = Url::parse(&url_text).map_err(|error| {
-        PluginError::Failed(format!(
-            "`{}` is not a URL: {error}",
-            context.redactor.apply(&url_text)
-        ))
-    })?;
+    let (mut url, secret) = request_url(context, &request.url)?;
+    let secret = secret.as_deref();
     let deadline = context.deadline_for(request.timeout_ms.map(Duration::from_millis));
+
+    if let Some((name, why)) = request
+        .headers
+        .iter()
+        .find_map(|(name, _)| refused_header(name).map(|why| (name, why)))
+    {
+        let requested = format!("{method} {}", shown(&url, secret));
+        context.emit(EventKind::Http {
+            method: method.to_string(),
+            url: shown(&url, secret),
+            status: None,
+            bytes: 0,
+            duration_ms: millis(started.elapsed()),
+            decision: Decision::Denied,
+            grant: None,
+            reason: Some(format!("header `{name}` refused: {why}")),
+        });
+        return Err(PluginError::denied(
+            "http",
+            format!("header `{name}` on {requested}"),
+            format!(
+                "a plugin cannot set `{name}`: {why}; to reach another host or path, request its URL and grant it in `grants.http`"
+            ),
+        ));
+    }
 
     let mut headers = request.headers;
     let mut body = request.body;
     let mut basic_auth = request.basic_auth;
-    let body_file = request.body_file;
+    let mut body_file = request.body_file;
     let mut method = method;
     for redirect in 0..=MAX_REDIRECTS {
         let Some(grant) = context.grants.http.iter().find(|grant| grant.allows(&url)) else {
-            let requested = format!("{method} {}", loggable(&url));
+            let requested = format!("{method} {}", shown(&url, secret));
             let what = if redirect == 0 { "request" } else { "redirect" };
+            let refusal = UrlGrant::why_not(&context.grants.http, &url);
+            let why = refusal.describe();
             context.emit(EventKind::Http {
                 method: method.to_string(),
-                url: loggable(&url),
+                url: shown(&url, secret),
                 status: None,
                 bytes: 0,
                 duration_ms: millis(started.elapsed()),
                 decision: Decision::Denied,
                 grant: None,
-                reason: Some(format!("{what} to a host that is not granted")),
+                reason: Some(format!("{what} to {why}")),
             });
-            return Err(PluginError::denied(
-                "http",
-                requested,
+            let hint = if refusal == Refusal::PathOnceDecoded {
+                format!(
+                    "{what} to {why} (`%2e`, `%2f`, `%5c`), which servers may route outside the grant; send the path without encoded dots and slashes"
+                )
+            } else {
                 format!(
                     "{what} not granted to step `{}`; if intended, add `grants.http = [\"{}\"]` to the step",
                     context.step_id,
                     suggested_grant(&url)
-                ),
-            ));
+                )
+            };
+            return Err(PluginError::denied("http", requested, hint));
         };
 
         if context.dry_run && !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD) {
             context.emit(EventKind::HeldBack {
                 capability: "http".into(),
-                requested: format!("{method} {}", loggable(&url)),
+                requested: format!("{method} {}", shown(&url, secret)),
             });
             return Err(PluginError::denied(
                 "http",
-                format!("{method} {}", loggable(&url)),
+                format!("{method} {}", shown(&url, secret)),
                 "`plan` runs plugins read-only: only GET and HEAD are sent",
             ));
         }
+        let destination = shown(&url, secret);
         let mut builder = context.http.client.request(method.clone(), url.clone());
         for (name, value) in &headers {
-            let value = unseal(context, value, &url)?;
+            let value = unseal_to(context, value, &destination)?;
             builder = builder.header(name.as_str(), value);
         }
         if let Some((user, password)) = &basic_auth {
-            builder = builder.basic_auth(user, Some(unseal(context, password, &url)?));
+            let sealed = super::secrets::SecretStore::mentions_handle(user)
+                || super::secrets::SecretStore::mentions_handle(password);
+            let user = unseal_to(context, user, &destination)?;
+            let password = unseal_to(context, password, &destination)?;
+            // Built here rather than by the client, so that the redactor
+            // learns the credential a server might echo back.
+            let credential = if sealed {
+                super::secrets::basic_credential(&context.redactor, &user, &password)
+            } else {
+                format!(
+                    "Basic {}",
+                    super::secrets::base64(format!("{user}:{password}").as_bytes())
+                )
+            };
+            let mut value = reqwest::header::HeaderValue::from_str(&credential).map_err(|_| {
+                PluginError::Failed(
+                    "the basic-auth user name or password is not a valid header value".into(),
+                )
+            })?;
+            value.set_sensitive(true);
+            builder = builder.header(reqwest::header::AUTHORIZATION, value);
         }
         if let Some(file) = &body_file {
             let (length, stream) = super::fs::stream_granted(context, file).await?;
@@ -243,7 +530,7 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
         } else if let Some(bytes) = &body {
             let text = String::from_utf8_lossy(bytes);
             if super::secrets::SecretStore::mentions_handle(&text) {
-                builder = builder.body(unseal(context, &text, &url)?);
+                builder = builder.body(unseal_to(context, &text, &destination)?);
             } else {
                 builder = builder.body(bytes.clone());
             }
@@ -261,7 +548,7 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
                 let reason = describe_reqwest_error(&error);
                 context.emit(EventKind::Http {
                     method: method.to_string(),
-                    url: loggable(&url),
+                    url: destination.clone(),
                     status: None,
                     bytes: 0,
                     duration_ms: millis(started.elapsed()),
@@ -269,7 +556,7 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
                     grant: Some(grant.as_str().to_owned()),
                     reason: Some(reason.clone()),
                 });
-                let message = format!("{method} {}: {reason}", loggable(&url));
+                let message = format!("{method} {destination}: {reason}");
                 return Err(if error.is_timeout() {
                     PluginError::Timeout(message)
                 } else {
@@ -289,22 +576,14 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
             })?;
             context.emit(EventKind::Http {
                 method: method.to_string(),
-                url: loggable(&url),
+                url: destination.clone(),
                 status: Some(status.as_u16()),
                 bytes: 0,
                 duration_ms: millis(started.elapsed()),
                 decision: Decision::Allowed,
                 grant: Some(grant.as_str().to_owned()),
-                reason: Some(format!("redirect to {}", loggable(&next))),
+                reason: Some(format!("redirect to {}", shown(&next, secret))),
             });
-            if next.origin() != url.origin() {
-                // Credentials never follow a redirect to another origin.
-                headers.retain(|(name, value)| {
-                    !super::secrets::SecretStore::mentions_handle(value)
-                        && !name.eq_ignore_ascii_case("authorization")
-                });
-                basic_auth = None;
-            }
             if status == reqwest::StatusCode::SEE_OTHER
                 || ((status == reqwest::StatusCode::MOVED_PERMANENTLY
                     || status == reqwest::StatusCode::FOUND)
@@ -312,6 +591,45 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
             {
                 method = reqwest::Method::GET;
                 body = None;
+                body_file = None;
+            }
+            if next.origin() != url.origin() {
+                // A 307 or 308 resends the body; one that holds a secret
+                // never goes to an origin the request did not name.
+                let body_holds_secret = body.as_ref().is_some_and(|bytes| {
+                    super::secrets::SecretStore::mentions_handle(&String::from_utf8_lossy(bytes))
+                });
+                if body_holds_secret {
+                    let reason =
+                        "redirect to another origin would resend a body that holds a secret";
+                    context.emit(EventKind::Http {
+                        method: method.to_string(),
+                        url: shown(&next, secret),
+                        status: None,
+                        bytes: 0,
+                        duration_ms: millis(started.elapsed()),
+                        decision: Decision::Denied,
+                        grant: None,
+                        reason: Some(reason.to_owned()),
+                    });
+                    return Err(PluginError::denied(
+                        "http",
+                        format!(
+                            "{method} {} (a {} redirect from {destination})",
+                            shown(&next, secret),
+                            status.as_u16()
+                        ),
+                        format!(
+                            "the {reason}; the host does not send secrets to an origin the step did not ask for; if intended, send the request to the new URL directly"
+                        ),
+                    ));
+                }
+                // Credentials never follow a redirect to another origin.
+                headers.retain(|(name, value)| {
+                    !super::secrets::SecretStore::mentions_handle(value)
+                        && !name.eq_ignore_ascii_case("authorization")
+                });
+                basic_auth = None;
             }
             url = next;
             continue;
@@ -322,13 +640,15 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
             .iter()
             .map(|(name, value)| {
                 let value = String::from_utf8_lossy(value.as_bytes());
-                (
-                    name.as_str().to_owned(),
-                    context.redactor.apply(&value).into_owned(),
-                )
+                (name.as_str().to_owned(), value.into_owned())
             })
             .collect();
-        let final_url = response.url().to_string();
+        // A URL that came from a secret is not handed back, even after a
+        // redirect: its path may be the secret.
+        let final_url = match secret {
+            Some(_) => super::secrets::REDACTED.to_owned(),
+            None => response.url().to_string(),
+        };
         let mut collected = Vec::new();
         let mut stream = response.bytes_stream();
         loop {
@@ -339,23 +659,20 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
             match chunk {
                 Err(_) => {
                     return Err(PluginError::Timeout(format!(
-                        "{method} {}: the body did not arrive in time",
-                        loggable(&url)
+                        "{method} {destination}: the body did not arrive in time"
                     )));
                 }
                 Ok(None) => break,
                 Ok(Some(Err(error))) => {
                     return Err(PluginError::Transient(format!(
-                        "{method} {}: reading the body failed: {}",
-                        loggable(&url),
+                        "{method} {destination}: reading the body failed: {}",
                         describe_reqwest_error(&error)
                     )));
                 }
                 Ok(Some(Ok(bytes))) => {
                     if collected.len() + bytes.len() > MAX_RESPONSE_BYTES {
                         return Err(PluginError::Failed(format!(
-                            "{method} {}: the response body is larger than {} MiB",
-                            loggable(&url),
+                            "{method} {destination}: the response body is larger than {} MiB",
                             MAX_RESPONSE_BYTES >> 20
                         )));
                     }
@@ -366,7 +683,7 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
         let elapsed = started.elapsed();
         context.emit(EventKind::Http {
             method: method.to_string(),
-            url: loggable(&url),
+            url: destination,
             status: Some(status.as_u16()),
             bytes: collected.len() as u64,
             duration_ms: millis(elapsed),
@@ -377,24 +694,31 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
         return Ok(Response {
             status: status.as_u16(),
             headers: response_headers,
-            body: context.redactor.apply_bytes(collected),
+            body: collected,
             elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             final_url,
         });
     }
     Err(PluginError::Failed(format!(
         "more than {MAX_REDIRECTS} redirects starting at {}",
-        loggable(&url)
+        shown(&url, secret)
     )))
 }
 
-/// The URL to call. A handle may stand for the whole URL (a webhook whose
-/// URL is the secret): it is unsealed when the step is granted the secret,
-/// and the unsealed URL must still be within `grants.http`. A handle in
-/// part of a URL is refused: URLs end up in logs.
-fn secret_url(context: &StepContext, text: &str) -> Result<String, PluginError> {
+/// The URL to call, and the name of the secret it came from. A handle may
+/// stand for the whole URL (a webhook whose URL is the secret): it is
+/// unsealed when the step is granted the secret, must be an http or https
+/// URL, and must still be within `grants.http`. A handle in part of a URL
+/// is refused: URLs end up in logs.
+fn request_url(context: &StepContext, text: &str) -> Result<(Url, Option<String>), PluginError> {
     if !super::secrets::SecretStore::mentions_handle(text) {
-        return Ok(text.to_owned());
+        let url = Url::parse(text).map_err(|error| {
+            PluginError::Failed(format!(
+                "`{}` is not a URL: {error}",
+                context.redactor.apply(text)
+            ))
+        })?;
+        return Ok((url, None));
     }
     let whole = text.starts_with("@@") && text.ends_with("@@") && text.matches("@@").count() == 2;
     if !whole {
@@ -402,26 +726,40 @@ fn secret_url(context: &StepContext, text: &str) -> Result<String, PluginError> 
             "a secret handle cannot be placed in part of a URL, where it would be logged; send it in a header or the body, or make the whole URL the secret".into(),
         ));
     }
-    unseal_to(context, text, "the URL it holds")
+    let (value, used) = unseal_names(context, text, "the URL it holds")?;
+    let name = used.into_iter().next().unwrap_or_default();
+    match Url::parse(value.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Ok((url, Some(name)))
+        }
+        _ => Err(PluginError::Failed(format!(
+            "secret `{name}` does not hold an http or https URL"
+        ))),
+    }
 }
 
-/// Swaps sealed handles in a header value or body for their values.
-fn unseal(context: &StepContext, text: &str, url: &Url) -> Result<String, PluginError> {
-    unseal_to(context, text, &loggable(url))
-}
-
-/// [`unseal`] with the destination as the audit log should name it.
+/// Swaps sealed handles in a header value or body for their values;
+/// `destination` is the URL as the audit log should name it.
 fn unseal_to(context: &StepContext, text: &str, destination: &str) -> Result<String, PluginError> {
+    unseal_names(context, text, destination).map(|(value, _)| value)
+}
+
+/// [`unseal_to`], with the names of the secrets used.
+fn unseal_names(
+    context: &StepContext,
+    text: &str,
+    destination: &str,
+) -> Result<(String, Vec<String>), PluginError> {
     match context.secrets.unseal(text, &context.grants.secrets) {
         Unseal::Text(value, used) => {
-            for name in used {
+            for name in &used {
                 context.emit(EventKind::SecretUsed {
-                    secret: name.to_owned(),
+                    secret: (*name).to_owned(),
                     destination: destination.to_owned(),
                     decision: Decision::Allowed,
                 });
             }
-            Ok(value)
+            Ok((value, used.into_iter().map(str::to_owned).collect()))
         }
         Unseal::NotGranted(name) => {
             context.emit(EventKind::SecretUsed {
@@ -546,5 +884,53 @@ mod tests {
         assert!(is_forbidden_address("0.0.0.0".parse().unwrap()));
         assert!(!is_forbidden_address("127.0.0.1".parse().unwrap()));
         assert!(!is_forbidden_address("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn encoded_dots_and_slashes_do_not_leave_a_path_grant() {
+        for url in [
+            "http://h/api/..%2fadmin",
+            "http://h/api/%2e%2e%2fadmin",
+            "http://h/api/%2E%2E%2Fadmin",
+            "http://h/api/..%5cadmin",
+            "http://h/api/%252e%252e%252fadmin",
+            "http://h/api/a%2f..%2f..%2fadmin",
+            "http://h/api//..%2fadmin",
+            "http://h/admin/..%2fapi/x",
+        ] {
+            assert!(!allows("http://h/api", url), "{url} is allowed");
+        }
+        let grant = UrlGrant::parse("http://h/api").unwrap();
+        assert!(
+            UrlGrant::why_not(&[grant], &Url::parse("http://h/api/..%2fadmin").unwrap())
+                == Refusal::PathOnceDecoded
+        );
+        // Encoded slashes that stay inside the prefix, and origin grants,
+        // are unaffected; segment boundaries still hold.
+        assert!(allows("http://h/api", "http://h/api/group%2Fproject"));
+        assert!(allows("http://h/api", "http://h/api/v1/..%2fv2"));
+        assert!(allows("http://h", "http://h/api/..%2fadmin"));
+        assert!(!allows("http://h/api", "http://h/api%2fx"));
+        assert!(!allows("http://h/api", "http://h/apix"));
+    }
+
+    #[test]
+    fn routing_and_connection_headers_are_refused() {
+        for name in [
+            "Host",
+            " host",
+            ":authority",
+            "X-Forwarded-Host",
+            "Forwarded",
+            "X-Original-URL",
+            "Transfer-Encoding",
+            "Connection",
+            "Content-Length",
+        ] {
+            assert!(refused_header(name).is_some(), "{name} is allowed");
+        }
+        for name in ["Authorization", "Content-Type", "X-API-Key", "Accept"] {
+            assert!(refused_header(name).is_none(), "{name} is refused");
+        }
     }
 }
