@@ -4,8 +4,9 @@
 use super::model::{RawApprovals, RawEnvironment, RawKind, RawPluginSource, RawRunbook, RawStep};
 use super::{
     Action, Approvals, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Environment, ForEach, MAX_ATTEMPTS,
-    MAX_DURATION, MAX_FOR_EACH, ParamSpec, ParamTree, PluginSource, Policy, RetryPolicy, Runbook,
-    Schedule, Step, StepId, for_each_problem, for_each_too_long, parse_memory,
+    MAX_DURATION, MAX_FOR_EACH, MAX_MEMORY, ParamSpec, ParamTree, PluginSource, Policy,
+    RetryPolicy, Runbook, Schedule, Step, StepId, for_each_problem, for_each_too_long,
+    parse_memory,
 };
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, relative_to};
 use crate::template::{Reference, Template};
@@ -469,14 +470,27 @@ fn validate_step(
     };
     let memory_limit = match &raw.memory {
         None => DEFAULT_MEMORY,
-        Some(text) => parse_memory(text).unwrap_or_else(|| {
-            problems.push(
-                Diagnostic::new(format!("`{text}` is not a memory size"))
-                    .at(source, &path.key("memory"))
-                    .hint("write it like \"64MiB\" or \"1GiB\""),
-            );
-            DEFAULT_MEMORY
-        }),
+        Some(text) => match parse_memory(text) {
+            Some(limit) if limit <= MAX_MEMORY => limit,
+            Some(_) => {
+                problems.push(
+                    Diagnostic::new(format!(
+                        "`{text}` is more than {} GiB, the most memory a step may have",
+                        MAX_MEMORY >> 30
+                    ))
+                    .at(source, &path.key("memory")),
+                );
+                DEFAULT_MEMORY
+            }
+            None => {
+                problems.push(
+                    Diagnostic::new(format!("`{text}` is not a memory size"))
+                        .at(source, &path.key("memory"))
+                        .hint("write it like \"64MiB\" or \"1GiB\""),
+                );
+                DEFAULT_MEMORY
+            }
+        },
     };
 
     let with_path = path.key("with");
