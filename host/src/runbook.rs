@@ -345,12 +345,32 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
+/// Largest runbook file read: far above any real runbook (the largest
+/// shipped one is a few KiB), and it bounds what parsing and validation
+/// may cost.
+pub const MAX_RUNBOOK_BYTES: u64 = 1024 * 1024;
+
 /// Reads, parses and validates a runbook file.
 pub fn load(path: &Path) -> Result<Runbook, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    use std::io::Read;
+    let read_error = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_RUNBOOK_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_RUNBOOK_BYTES {
+        return Err(LoadError::Invalid(Diagnostics(vec![
+            Diagnostic::new(format!(
+                "runbook `{}` is larger than {} KiB",
+                path.display(),
+                MAX_RUNBOOK_BYTES >> 10
+            ))
+            .hint("a runbook this large is not written by hand: split it, or move data into the environment's files"),
+        ])));
+    }
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => {
@@ -472,6 +492,23 @@ pub struct StepGrants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runbook_larger_than_the_limit_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.toml");
+        let mut text = String::from("[runbook]\nname = \"huge\"\n");
+        while (text.len() as u64) <= MAX_RUNBOOK_BYTES {
+            text.push_str("# padding padding padding padding padding padding\n");
+        }
+        std::fs::write(&path, &text).unwrap();
+        match load(&path) {
+            Err(LoadError::Invalid(diagnostics)) => {
+                assert!(diagnostics.to_string().contains("larger than 1024 KiB"))
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
 
     #[test]
     fn memory_sizes_take_binary_and_decimal_units() {
