@@ -206,20 +206,25 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             .iter_mut()
             .for_each(|error| redactor.scrub(error));
     }
-    match args.output {
+    let code = if failed {
+        exit::STEP_FAILED
+    } else {
+        exit::SUCCESS
+    };
+    let printed = match args.output {
         Output::Json => super::print_json(&serde_json::json!({
             "runbook": plan.runbook.name,
             "environment": plan.environment,
             "params": plan.params,
             "steps": views,
-        }))?,
-        Output::Text => print_text(&plan, &views)?,
+        })),
+        Output::Text => print_text(&plan, &views),
+    };
+    match printed {
+        // The reader went away; the plan's verdict still stands.
+        Ok(()) | Err(Failure::StdoutClosed) => Ok(code),
+        Err(other) => Err(other),
     }
-    Ok(if failed {
-        exit::STEP_FAILED
-    } else {
-        exit::SUCCESS
-    })
 }
 
 fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) -> Result<(), Failure> {

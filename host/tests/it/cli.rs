@@ -412,6 +412,8 @@ fn a_closed_stdout_ends_the_output_quietly() {
         vec!["logs", &run, "--state-dir", state],
         vec!["show", &run, "--state-dir", state],
         vec!["runs", "--state-dir", state],
+        vec!["plan", path],
+        vec!["plan", path, "--output", "json"],
     ] {
         let output = closed(&args);
         assert_eq!(
