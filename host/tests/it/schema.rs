@@ -183,3 +183,39 @@ fn the_schema_refuses_a_typo_and_a_wrong_type() {
         "{found:#?}"
     );
 }
+
+/// `--env local` means the local estate: a runbook whose steps call AWS
+/// must send them to the estate's moto in `local`, never to AWS with
+/// whatever credentials happen to be loaded.
+#[test]
+fn every_runbook_that_calls_aws_keeps_its_local_environment_off_aws() {
+    for path in runbooks() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        let calls_aws = value
+            .get("steps")
+            .and_then(toml::Value::as_array)
+            .is_some_and(|steps| {
+                steps.iter().any(|step| {
+                    step.get("grants")
+                        .and_then(|grants| grants.get("aws"))
+                        .is_some()
+                })
+            });
+        let Some(local) = value.get("environments").and_then(|envs| envs.get("local")) else {
+            continue;
+        };
+        if !calls_aws {
+            continue;
+        }
+        let endpoint = local
+            .get("aws_endpoint")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_else(|| panic!("{}: `local` sets no aws_endpoint", path.display()));
+        assert!(
+            endpoint.starts_with("http://127.0.0.1:"),
+            "{}: `local` sends AWS calls to {endpoint}",
+            path.display()
+        );
+    }
+}
