@@ -543,7 +543,10 @@ fn for_terminal(event: &Event) -> Event {
             elapsed_ms: _,
         } => {
             scrub(summary);
-            scrub_all(outputs.values_mut());
+            *outputs = outputs
+                .iter()
+                .map(|(key, value)| (terminal::owned(key), terminal::owned(value)))
+                .collect();
         }
         EventKind::RunFinished {
             failed_step,
@@ -602,6 +605,68 @@ fn truncate_visible(line: &mut String, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_text_of_an_event_is_filtered_before_it_is_drawn() {
+        let forged = "\u{1b}[2K\r\u{9b}\u{202e}x".to_owned();
+        let kinds = [
+            EventKind::Log {
+                level: Level::Info,
+                message: forged.clone(),
+            },
+            EventKind::Progress {
+                message: forged.clone(),
+                fraction: None,
+            },
+            EventKind::Http {
+                method: forged.clone(),
+                url: forged.clone(),
+                status: None,
+                bytes: 0,
+                duration_ms: 0.0,
+                decision: Decision::Denied,
+                grant: Some(forged.clone()),
+                reason: Some(forged.clone()),
+            },
+            EventKind::Denied {
+                capability: forged.clone(),
+                requested: forged.clone(),
+                decision: Decision::Denied,
+            },
+            EventKind::StepRetry {
+                attempt: 1,
+                delay_ms: 0,
+                reason: forged.clone(),
+            },
+            EventKind::StepFinished {
+                status: Status::Failed,
+                summary: forged.clone(),
+                outputs: [(forged.clone(), forged.clone())].into(),
+                elapsed_ms: 0.0,
+            },
+            EventKind::StepRolledBack {
+                status: Status::Failed,
+                summary: forged.clone(),
+            },
+        ];
+        for kind in kinds {
+            let event = Event {
+                time: String::new(),
+                step: Some(crate::runbook::StepId(forged.clone())),
+                kind,
+            };
+            let drawn = for_terminal(&event);
+            // Serialized, a raw control character shows as `\u001b`; a
+            // filtered one as the text `\u{1b}`.
+            let json = serde_json::to_string(&drawn).unwrap();
+            assert!(!json.contains("\\u001b") && !json.contains("\\r"), "{json}");
+            assert!(
+                !json.contains('\u{9b}') && !json.contains('\u{202e}'),
+                "{json}"
+            );
+            assert!(json.contains("\\\\u{1b}[2K"), "{json}");
+        }
+    }
 
     #[test]
     fn elapsed_times_read_naturally() {
