@@ -60,7 +60,12 @@ impl AuditHead {
 
 /// Writes the audit log.
 pub struct AuditLog {
-    file: std::io::BufWriter<std::fs::File>,
+    /// Written a record at a time, so a killed process loses none.
+    file: std::fs::File,
+    path: PathBuf,
+    /// The first failed write or sync: the log then takes no more records
+    /// (a gap would break the chain) and the run stops.
+    failure: Option<String>,
     run_id: String,
     digests: BTreeMap<String, String>,
     head: AuditHead,
@@ -84,6 +89,8 @@ impl AuditLog {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        // A record torn by a crash was never part of the chain.
+        crate::journal::drop_torn_tail(path)?;
         let mut head = (0, genesis(run_id));
         if let Ok(text) = std::fs::read_to_string(path) {
             for line in text.lines().filter(|line| !line.trim().is_empty()) {
@@ -101,7 +108,9 @@ impl AuditLog {
         };
         Ok((
             AuditLog {
-                file: std::io::BufWriter::new(file),
+                file,
+                path: path.to_path_buf(),
+                failure: None,
                 run_id: run_id.to_owned(),
                 digests: BTreeMap::new(),
                 head: head.clone(),
@@ -119,6 +128,9 @@ impl AuditLog {
         grant: Option<String>,
         detail: Option<String>,
     ) {
+        if self.failure.is_some() {
+            return;
+        }
         let Ok(mut head) = self.head.inner.lock() else {
             return;
         };
@@ -140,14 +152,18 @@ impl AuditLog {
             hash: String::new(),
         };
         record.hash = hash_of(&record);
-        if writeln!(
-            self.file,
-            "{}",
-            serde_json::to_string(&record).unwrap_or_default()
-        )
-        .is_ok()
-        {
-            *head = (record.seq + 1, record.hash);
+        let mut line = serde_json::to_string(&record).unwrap_or_default();
+        line.push('\n');
+        let written =
+            crate::fault::point("audit.write").and_then(|()| self.file.write_all(line.as_bytes()));
+        match written {
+            Ok(()) => *head = (record.seq + 1, record.hash),
+            Err(error) => {
+                self.failure = Some(format!(
+                    "cannot write the audit log {}: {error}",
+                    self.path.display()
+                ));
+            }
         }
     }
 }
@@ -264,8 +280,29 @@ impl EventWriter for AuditLog {
     }
 
     fn finish(&mut self) {
-        let _ = self.file.flush();
-        let _ = self.file.get_ref().sync_data();
+        let _ = self.sync();
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(failure) = &self.failure {
+            return Err(std::io::Error::other(failure.clone()));
+        }
+        let synced = crate::fault::point("audit.sync").and_then(|()| self.file.sync_data());
+        if let Err(error) = &synced {
+            self.failure = Some(format!(
+                "cannot write the audit log {}: {error}",
+                self.path.display()
+            ));
+        }
+        synced
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.clone()
+    }
+
+    fn is_record(&self) -> bool {
+        true
     }
 }
 
@@ -298,6 +335,22 @@ pub enum Tampered {
         /// 1-based.
         line: usize,
     },
+    /// The log has records after the run's last process ended.
+    #[error(
+        "the log has {found} records but the run ended with {expected}: records were appended after the run ended"
+    )]
+    Appended {
+        /// Records in the file.
+        found: u64,
+        /// Records the journal says were written.
+        expected: u64,
+    },
+    /// The chain up to a recorded head is not the one the run wrote.
+    #[error("the first {at} records are not the ones the run recorded: the log was rewritten")]
+    Rewritten {
+        /// The head's record count.
+        at: u64,
+    },
     /// The log ends before the head the journal recorded.
     #[error(
         "the log has {found} records but the run recorded {expected} when it ended: records were removed from the end"
@@ -310,11 +363,28 @@ pub enum Tampered {
     },
 }
 
-/// Checks the chain; `expected` is the (count, head hash) the journal recorded.
-pub fn verify(path: &Path, run_id: &str, expected: Option<(u64, String)>) -> Result<u64, Tampered> {
+/// What the journal says of the audit log: the (count, head hash) each
+/// process of the run recorded when it ended, oldest first, and whether
+/// the last process ended there (nothing ran after its head was
+/// recorded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Anchors {
+    /// Heads, oldest first.
+    pub heads: Vec<(u64, String)>,
+    /// The last head is the end of the log: the run's last process ended
+    /// cleanly, so no record may follow it.
+    pub closed: bool,
+}
+
+/// Checks the chain, and holds it against every head the journal
+/// recorded: a record cut from the end, or appended after the run's last
+/// process ended, is found. Returns the number of records.
+pub fn verify(path: &Path, run_id: &str, anchors: &Anchors) -> Result<u64, Tampered> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut previous = genesis(run_id);
     let mut count = 0;
+    // The hash after each record count, to hold the heads against.
+    let mut chain = vec![previous.clone()];
     for (index, line) in text
         .lines()
         .enumerate()
@@ -339,13 +409,32 @@ pub fn verify(path: &Path, run_id: &str, expected: Option<(u64, String)>) -> Res
         }
         previous = record.hash;
         count += 1;
+        chain.push(previous.clone());
     }
-    if let Some((expected_count, expected_head)) = expected
-        && (count < expected_count || (count == expected_count && previous != expected_head))
+    for (expected_count, expected_head) in &anchors.heads {
+        let at = usize::try_from(*expected_count).unwrap_or(usize::MAX);
+        match chain.get(at) {
+            None => {
+                return Err(Tampered::Truncated {
+                    found: count,
+                    expected: *expected_count,
+                });
+            }
+            Some(hash) if hash != expected_head => {
+                return Err(Tampered::Rewritten {
+                    at: *expected_count,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if anchors.closed
+        && let Some((expected_count, _)) = anchors.heads.last()
+        && count > *expected_count
     {
-        return Err(Tampered::Truncated {
+        return Err(Tampered::Appended {
             found: count,
-            expected: expected_count,
+            expected: *expected_count,
         });
     }
     Ok(count)
@@ -418,10 +507,39 @@ mod tests {
         (dir, path, head.get())
     }
 
+    fn anchored(head: (u64, String)) -> Anchors {
+        Anchors {
+            heads: vec![head],
+            closed: true,
+        }
+    }
+
+    #[test]
+    fn records_appended_after_the_run_ended_are_detected() {
+        let (_dir, path, head) = write_log();
+        // Recompute a valid record after the end, as a forger would.
+        let (mut log, _) = AuditLog::open(&path, "r1").unwrap();
+        log.write(&event("a", http("http://h/late", Decision::Allowed)), "");
+        log.finish();
+        assert_eq!(
+            verify(&path, "r1", &anchored(head.clone())),
+            Err(Tampered::Appended {
+                found: 6,
+                expected: 5
+            })
+        );
+        // A run whose last process died after its head may have more.
+        let open = Anchors {
+            heads: vec![head],
+            closed: false,
+        };
+        assert_eq!(verify(&path, "r1", &open), Ok(6));
+    }
+
     #[test]
     fn an_untouched_log_verifies_and_records_the_plugin_digest() {
         let (_dir, path, head) = write_log();
-        assert_eq!(verify(&path, "r1", Some(head)), Ok(5));
+        assert_eq!(verify(&path, "r1", &anchored(head)), Ok(5));
         assert_eq!(read(&path)[0].plugin_digest.as_deref(), Some("d1"));
         assert_eq!(read(&path)[4].decision, Decision::Denied);
     }
@@ -434,7 +552,7 @@ mod tests {
             .replace("http://evil/", "http://fine/");
         std::fs::write(&path, text).unwrap();
         assert!(matches!(
-            verify(&path, "r1", Some(head)),
+            verify(&path, "r1", &anchored(head)),
             Err(Tampered::Edited { seq: 4, .. })
         ));
     }
@@ -455,7 +573,7 @@ mod tests {
             .collect();
         std::fs::write(&path, kept.join("\n") + "\n").unwrap();
         assert!(matches!(
-            verify(&path, "r1", Some(head)),
+            verify(&path, "r1", &anchored(head)),
             Err(Tampered::Broken { seq: 3, .. })
         ));
     }
@@ -471,7 +589,7 @@ mod tests {
         lines.swap(1, 2);
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         assert!(matches!(
-            verify(&path, "r1", Some(head)),
+            verify(&path, "r1", &anchored(head)),
             Err(Tampered::Broken { .. })
         ));
     }
@@ -486,7 +604,7 @@ mod tests {
             .collect();
         std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
         assert_eq!(
-            verify(&path, "r1", Some(head)),
+            verify(&path, "r1", &anchored(head)),
             Err(Tampered::Truncated {
                 found: 3,
                 expected: 5

@@ -35,6 +35,10 @@ pub struct RunReport {
     pub rollback_failures: Vec<String>,
     /// Whether a rollback undid completed steps (the run is then over).
     pub rolled_back: bool,
+    /// Why the run could not be recorded, when its journal or audit log
+    /// could not be written (a full disk): it stopped before its next
+    /// step, and `resume` continues it once the disk is fixed.
+    pub unrecorded: Option<String>,
 }
 
 /// What is known of a step before this process runs it: from the journal
@@ -45,6 +49,26 @@ pub struct Recorded {
     pub status: Status,
     /// Its outputs.
     pub outputs: BTreeMap<String, String>,
+    /// When it finished among the run's steps (0 for the first): a
+    /// rollback undoes steps in the reverse of this order.
+    pub order: usize,
+}
+
+/// A rollback that an earlier process of the run started and did not
+/// finish: `resume` continues it.
+#[derive(Debug, Clone)]
+pub struct PendingRollback {
+    /// The steps still to undo, in order.
+    pub steps: Vec<String>,
+    /// Whether it undoes the whole run.
+    pub whole_run: bool,
+    /// The step that failed, as the first process saw it.
+    pub failed_step: Option<String>,
+    /// Why the rollback started.
+    pub reason: String,
+    /// Whether its `rollback_started` is in the journal already (the
+    /// process died during the rollback, not just before it).
+    pub started: bool,
 }
 
 /// How manual steps are confirmed.
@@ -76,6 +100,9 @@ pub struct Executor<'a> {
     pub parallel: usize,
     /// Steps finished by an earlier process of this run.
     pub recorded: BTreeMap<String, Recorded>,
+    /// A rollback an earlier process started: this process finishes it
+    /// (and runs the `always` steps) instead of running steps.
+    pub rollback: Option<PendingRollback>,
     /// Manual steps' confirmations.
     pub confirmations: Confirmations,
     /// AWS credentials and endpoint, for steps granted AWS.
@@ -97,8 +124,12 @@ struct RunState {
     slots: Vec<Slot>,
     outputs: StepOutputs,
     outcomes: StepOutcomes,
-    /// Succeeded steps in the order they finished: rollback goes backwards.
+    /// Succeeded steps, and steps interrupted mid-call, in the order they
+    /// finished: a rollback goes backwards.
     completed: Vec<usize>,
+    /// Steps interrupted mid-call (Ctrl-C, SIGTERM): whatever the failure
+    /// policy, their rollback undoes what they may have half-done.
+    interrupted: Vec<usize>,
 }
 
 impl Executor<'_> {
@@ -110,7 +141,9 @@ impl Executor<'_> {
             outputs: StepOutputs::new(),
             outcomes: StepOutcomes::new(),
             completed: Vec::new(),
+            interrupted: Vec::new(),
         };
+        let mut earlier = Vec::new();
         for (index, planned) in plan.steps.iter().enumerate() {
             if let Some(recorded) = self.recorded.get(&planned.id.0) {
                 state.slots[index] = Slot::Done(recorded.status);
@@ -121,8 +154,15 @@ impl Executor<'_> {
                     recorded.status,
                     recorded.outputs.clone(),
                 );
+                if recorded.status == Status::Succeeded {
+                    earlier.push((recorded.order, index));
+                }
             }
         }
+        // Steps that earlier processes of the run completed are undone by
+        // a rollback too, from their recorded outputs.
+        earlier.sort_unstable();
+        state.completed = earlier.into_iter().map(|(_, index)| index).collect();
 
         let mut report = RunReport {
             status: Status::Succeeded,
@@ -131,10 +171,26 @@ impl Executor<'_> {
             outputs: StepOutputs::new(),
             rollback_failures: Vec::new(),
             rolled_back: false,
+            unrecorded: None,
         };
         let mut stopping: Option<Policy> = None;
+        if let Some(pending) = &self.rollback {
+            // Continuing a rollback: no step runs.
+            report.status = Status::Failed;
+            report.failed_step.clone_from(&pending.failed_step);
+            report.failure = Some(pending.reason.clone());
+            for (index, planned) in plan.steps.iter().enumerate() {
+                if matches!(state.slots[index], Slot::Pending) && !plan.step(planned).always {
+                    state.slots[index] = Slot::Done(Status::Skipped);
+                }
+            }
+        }
         let mut running = FuturesUnordered::new();
         loop {
+            if self.events.failure().is_some() {
+                // The run can no longer be recorded: start nothing more.
+                stopping.get_or_insert(Policy::Abort);
+            }
             // Start every step that is ready, within the parallel limit.
             let mut progressed = true;
             while progressed {
@@ -214,6 +270,15 @@ impl Executor<'_> {
                 state.completed.push(index);
                 continue;
             }
+            if result.status == Status::Cancelled
+                && matches!(
+                    plan.step(&plan.steps[index]).action,
+                    crate::runbook::Action::Plugin(_)
+                )
+            {
+                state.completed.push(index);
+                state.interrupted.push(index);
+            }
             let planned = &plan.steps[index];
             let step = plan.step(planned);
             if report.failed_step.is_none()
@@ -259,9 +324,49 @@ impl Executor<'_> {
             report.status = Status::Cancelled;
         }
 
-        if stopping == Some(Policy::Rollback) && report.status != Status::Waiting {
-            (report.rolled_back, report.rollback_failures) = self.roll_back(plan, &state).await;
+        report.unrecorded = self.events.failure();
+        if report.unrecorded.is_some() {
+            report.status = Status::Failed;
         }
+        let undo = if report.unrecorded.is_some() || report.status == Status::Waiting {
+            None
+        } else if let Some(pending) = &self.rollback {
+            Some(rollback::Undo {
+                order: pending
+                    .steps
+                    .iter()
+                    .filter_map(|id| plan.steps.iter().position(|planned| planned.id.0 == *id))
+                    .collect(),
+                reason: pending.reason.clone(),
+                whole_run: pending.whole_run,
+                continued: pending.started,
+            })
+        } else if stopping == Some(Policy::Rollback) {
+            Some(rollback::Undo {
+                order: self.undo_order(plan, &state.completed),
+                reason: if self.cancel.is_cancelled() {
+                    "the run was interrupted".to_owned()
+                } else {
+                    "a step failed".to_owned()
+                },
+                whole_run: true,
+                continued: false,
+            })
+        } else {
+            Some(rollback::Undo {
+                order: self.undo_order(plan, &state.interrupted),
+                reason: "undoing what the interrupted steps may have half-done".to_owned(),
+                whole_run: false,
+                continued: false,
+            })
+        };
+        if let Some(undo) = undo {
+            let whole_run = undo.whole_run;
+            let (ran, failures) = self.roll_back(plan, &state, undo).await;
+            report.rolled_back = whole_run && (ran || self.rollback.is_some());
+            report.rollback_failures = failures;
+        }
+        report.unrecorded = self.events.failure();
 
         state
             .outcomes
@@ -273,20 +378,32 @@ impl Executor<'_> {
                 report.failed_step.clone().unwrap_or_default(),
             )]),
         );
-        for index in always {
-            let params = self.render(plan, &state, index);
-            let result = self.run_step(plan, index, params).await;
-            state.slots[index] = Slot::Done(result.status);
-            self.record_result(plan, &mut state, index, result.status, result.outputs);
-            if result.status.is_failure() && report.failed_step.is_none() {
-                report.status = result.status;
-                report.failed_step = Some(plan.steps[index].id.0.clone());
-                report.failure = Some(result.summary);
+        // `always` steps run once, at the real end of the run: not at a
+        // pause (a manual step, an approval), not when the run cannot be
+        // recorded, and not stopped by the first Ctrl-C (only the second).
+        if report.status != Status::Waiting && report.unrecorded.is_none() {
+            for index in always {
+                let params = self.render(plan, &state, index);
+                let result = self.run_step(plan, index, params).await;
+                state.slots[index] = Slot::Done(result.status);
+                self.record_result(plan, &mut state, index, result.status, result.outputs);
+                if result.status.is_failure() && report.failed_step.is_none() {
+                    report.status = result.status;
+                    report.failed_step = Some(plan.steps[index].id.0.clone());
+                    report.failure = Some(result.summary);
+                }
             }
         }
+        report.unrecorded = self.events.failure();
 
         state.outputs.remove(render::RUN_KEY);
         report.outputs = state.outputs;
+        if report.unrecorded.is_some() {
+            // The run stopped, it did not end: no end is recorded (or
+            // drawn), and `resume` takes it from what the journal holds.
+            self.events.finish();
+            return report;
+        }
         self.events.emit(EventKind::RunFinished {
             status: report.status,
             elapsed_ms: millis(started),

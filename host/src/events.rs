@@ -245,12 +245,21 @@ pub enum EventKind {
         /// Why it failed.
         reason: String,
     },
-    /// The run stopped and is undoing its completed steps.
+    /// The run stopped and is undoing its completed steps, or (when
+    /// `whole_run` is false) the steps an interruption left half-done.
     RollbackStarted {
         /// Why.
         reason: String,
         /// The steps to undo, in order.
         steps: Vec<String>,
+        /// Whether every completed step is undone: the run is then over.
+        whole_run: bool,
+    },
+    /// A step's rollback is about to run: if the process dies before its
+    /// `step_rolled_back`, `resume` knows this undo was in flight.
+    RollbackStepStarted {
+        /// Whether running the plugin's `rollback` twice is harmless.
+        idempotent: bool,
     },
     /// One step was undone, or its undoing failed.
     StepRolledBack {
@@ -301,6 +310,34 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// Whether this event must be on disk before the run goes on. A step
+    /// that is not idempotent must be known to have started (so a crash
+    /// leaves it "interrupted", for the operator to decide); every step
+    /// must be known to have finished (so it never runs again), and so
+    /// must every run boundary, rollback, approval and confirmation. An
+    /// idempotent step's start, and what happens within a step, ride
+    /// along with the next sync: losing them after a crash only means
+    /// running an idempotent step again. Each sync makes every earlier
+    /// line durable too, as the files are only appended to.
+    pub fn must_be_durable(&self) -> bool {
+        match self {
+            EventKind::Log { .. }
+            | EventKind::Progress { .. }
+            | EventKind::Http { .. }
+            | EventKind::Aws { .. }
+            | EventKind::Kube { .. }
+            | EventKind::FileOpened { .. }
+            | EventKind::SecretUsed { .. }
+            | EventKind::Denied { .. }
+            | EventKind::HeldBack { .. }
+            | EventKind::StepRetry { .. } => false,
+            EventKind::StepStarted { idempotent, .. } => !idempotent,
+            _ => true,
+        }
+    }
+}
+
 /// One event with its time and step.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -321,6 +358,28 @@ pub trait EventWriter: Send {
 
     /// The run is over: flush.
     fn finish(&mut self) {}
+
+    /// Makes everything written so far durable. Called after every event
+    /// that must be on disk before the run moves on
+    /// ([`EventKind::must_be_durable`]).
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Why this writer can no longer record the run, when it cannot. A
+    /// durable writer (the journal, the audit log) that fails stops the
+    /// run before its next step.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether this writer keeps the run's record (the journal, the audit
+    /// log). Once either fails, neither takes another event: no record
+    /// may stand in one without its counterpart in the other, nor after
+    /// one that was lost.
+    fn is_record(&self) -> bool {
+        false
+    }
 }
 
 /// Fans events out to writers, redacting secret values first.
@@ -333,6 +392,8 @@ pub struct EventSink {
 struct SinkInner {
     writers: Vec<Box<dyn EventWriter>>,
     redactor: Redactor,
+    /// The first failure to make an event durable.
+    failure: Option<String>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -377,9 +438,38 @@ impl EventSink {
         let event = redact_event(event, &inner.redactor);
         let line = serde_json::to_string(&event).unwrap_or_default();
         let line = inner.redactor.apply(&line).into_owned();
+        let durable = event.kind.must_be_durable();
+        let inner = &mut *inner;
+        let recording = inner.failure.is_none()
+            && inner
+                .writers
+                .iter()
+                .all(|writer| writer.failure().is_none());
         for writer in &mut inner.writers {
-            writer.write(&event, &line);
+            if recording || !writer.is_record() {
+                writer.write(&event, &line);
+            }
         }
+        if durable && recording {
+            for writer in &mut inner.writers {
+                if let Err(error) = writer.sync()
+                    && inner.failure.is_none()
+                {
+                    inner.failure = Some(error.to_string());
+                }
+            }
+        }
+    }
+
+    /// Why the run can no longer be recorded durably (a full disk, an I/O
+    /// error on the journal or the audit log), once that happened. The
+    /// engine starts no step after it.
+    pub fn failure(&self) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .failure
+            .clone()
+            .or_else(|| inner.writers.iter().find_map(|writer| writer.failure()))
     }
 
     /// Flushes every writer.
@@ -546,10 +636,15 @@ fn redact_event(mut event: Event, redactor: &Redactor) -> Event {
             delay_ms: _,
             reason,
         } => scrub(reason),
-        EventKind::RollbackStarted { reason, steps } => {
+        EventKind::RollbackStarted {
+            reason,
+            steps,
+            whole_run: _,
+        } => {
             scrub(reason);
             scrub_all(steps);
         }
+        EventKind::RollbackStepStarted { idempotent: _ } => {}
         EventKind::StepRolledBack { status: _, summary } => scrub(summary),
         EventKind::RollbackFinished { failed: _ } => {}
         EventKind::Confirmed { by, items } => {

@@ -10,14 +10,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Appends events to the journal, fsync'ing state changes.
+/// Appends events to the journal. Each line is written as it comes (a
+/// killed process loses nothing it had written); the event sink syncs the
+/// file after every event that must be durable
+/// ([`EventKind::must_be_durable`]). After the first failed write or sync
+/// the journal writes nothing more, so that no later record can stand on
+/// disk without an earlier one, and reports the failure: the run stops.
 pub struct Journal {
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::fs::File,
     path: PathBuf,
-    failed: bool,
-    /// Steps running that are not idempotent: their start and end must be
-    /// on disk before the run goes on.
-    unrepeatable: std::collections::BTreeSet<String>,
+    failure: Option<String>,
 }
 
 impl Journal {
@@ -32,10 +34,9 @@ impl Journal {
             .append(true)
             .open(path)?;
         Ok(Journal {
-            file: std::io::BufWriter::new(file),
+            file,
             path: path.to_path_buf(),
-            failed: false,
-            unrepeatable: std::collections::BTreeSet::new(),
+            failure: None,
         })
     }
 
@@ -44,84 +45,96 @@ impl Journal {
         &self.path
     }
 
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()
+    fn append_line(&mut self, line: &str) -> std::io::Result<()> {
+        crate::fault::point("journal.write")?;
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.file.write_all(&bytes)
+    }
+
+    fn sync_file(&mut self) -> std::io::Result<()> {
+        crate::fault::point("journal.sync")?;
+        self.file.sync_data()?;
+        crate::fault::point("journal.synced")
+    }
+
+    fn fail(&mut self, error: &std::io::Error) -> std::io::Error {
+        if self.failure.is_none() {
+            self.failure = Some(format!(
+                "cannot write the run journal {}: {error}",
+                self.path.display()
+            ));
+        }
+        std::io::Error::new(error.kind(), self.failure.clone().unwrap_or_default())
     }
 }
 
-/// Cuts a last line that a crash left without its newline: it was never
-/// durable, and appending after it would glue the next record to it.
-fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+/// Cuts what a crash left at the end of the journal: a last line without
+/// its newline, and any last lines that are not records (a torn write can
+/// leave zeros or half a line ending in a newline). None of it was
+/// durable, and appending after it would make the journal unreadable.
+pub(crate) fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
     let Ok(bytes) = std::fs::read(path) else {
         return Ok(());
     };
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
+    let keep = intact_length(&bytes);
+    if keep == bytes.len() {
         return Ok(());
     }
-    let keep = bytes
-        .iter()
-        .rposition(|byte| *byte == b'\n')
-        .map_or(0, |index| index + 1);
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
     file.set_len(keep as u64)?;
     file.sync_all()
 }
 
-/// Whether an event must be on disk before the run goes on. A step that
-/// is not idempotent must be known to have started (so a crash leaves it
-/// "interrupted", for the operator to decide) and known to have finished
-/// (so it never runs twice). An idempotent step may be repeated after a
-/// crash, so its events ride along with the next fsync. Each fsync makes
-/// every earlier line durable too, as the file is only appended to.
-fn must_sync(unrepeatable: &mut std::collections::BTreeSet<String>, event: &Event) -> bool {
-    let step = event
-        .step
-        .as_ref()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
-    match &event.kind {
-        EventKind::Log { .. }
-        | EventKind::Progress { .. }
-        | EventKind::Http { .. }
-        | EventKind::Aws { .. }
-        | EventKind::Kube { .. }
-        | EventKind::FileOpened { .. }
-        | EventKind::SecretUsed { .. }
-        | EventKind::Denied { .. }
-        | EventKind::HeldBack { .. }
-        | EventKind::StepRetry { .. } => false,
-        EventKind::StepStarted { idempotent, .. } => {
-            if *idempotent {
-                false
-            } else {
-                unrepeatable.insert(step);
-                true
-            }
+/// How many leading bytes of a journal are whole records.
+fn intact_length(bytes: &[u8]) -> usize {
+    let mut keep = bytes
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .map_or(0, |index| index + 1);
+    while keep > 0 {
+        let start = bytes[..keep - 1]
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .map_or(0, |index| index + 1);
+        let line = &bytes[start..keep - 1];
+        let blank = line.iter().all(u8::is_ascii_whitespace);
+        if !blank && serde_json::from_slice::<serde_json::Value>(line).is_ok() {
+            break;
         }
-        EventKind::StepFinished { .. } => unrepeatable.remove(&step),
-        _ => true,
+        keep = start;
     }
+    keep
 }
 
 impl EventWriter for Journal {
-    fn write(&mut self, event: &Event, line: &str) {
-        let sync = must_sync(&mut self.unrepeatable, event);
-        let written =
-            writeln!(self.file, "{line}").and_then(|()| if sync { self.sync() } else { Ok(()) });
-        if let Err(error) = written
-            && !self.failed
-        {
-            self.failed = true;
-            eprintln!(
-                "error: cannot write the run journal {}: {error}",
-                self.path.display()
-            );
+    fn write(&mut self, _event: &Event, line: &str) {
+        if self.failure.is_some() {
+            return;
         }
+        if let Err(error) = self.append_line(line) {
+            self.fail(&error);
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(failure) = &self.failure {
+            return Err(std::io::Error::other(failure.clone()));
+        }
+        self.sync_file().map_err(|error| self.fail(&error))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.clone()
     }
 
     fn finish(&mut self) {
         let _ = self.sync();
+    }
+
+    fn is_record(&self) -> bool {
+        true
     }
 }
 
@@ -138,6 +151,30 @@ pub struct StepRecord {
     pub summary: String,
     /// Undone by a rollback.
     pub rolled_back: bool,
+    /// Whether its plugin said running it twice is harmless.
+    pub idempotent: bool,
+    /// Its place among the steps that succeeded, in the order they
+    /// finished (a rollback undoes them backwards).
+    pub order: Option<usize>,
+    /// Its rollback started and did not end: the process died during it.
+    pub rollback_interrupted: bool,
+    /// How its rollback ended, if one ran.
+    pub rollback_status: Option<Status>,
+    /// Whether running its plugin's `rollback` twice is harmless.
+    pub idempotent_rollback: bool,
+}
+
+/// A rollback as the journal remembers it.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRecord {
+    /// Why it started.
+    pub reason: String,
+    /// The steps to undo, in order.
+    pub steps: Vec<String>,
+    /// Whether it undoes the whole run (the run is then over).
+    pub whole_run: bool,
+    /// Whether it reached its end.
+    pub finished: bool,
 }
 
 /// Everything the journal says about a run.
@@ -165,8 +202,12 @@ pub struct RunRecord {
     pub order: Vec<String>,
     /// How the last process of the run ended, if it did.
     pub finished: Option<Status>,
-    /// Whether a rollback started.
+    /// Whether a rollback of the whole run started.
     pub rolled_back: bool,
+    /// The last rollback, whole or of interrupted steps.
+    pub rollback: Option<RollbackRecord>,
+    /// The step that ended the run, as the last `run_finished` said.
+    pub failed_step: Option<String>,
     /// Manual steps confirmed: step -> who.
     pub confirmations: BTreeMap<String, String>,
     /// Approvals: who, and the plan hash they approved.
@@ -175,8 +216,9 @@ pub struct RunRecord {
     pub events: Vec<serde_json::Value>,
     /// A last line cut short was dropped.
     pub recovered_truncation: bool,
-    /// The audit log's record count and head hash when the run last ended.
-    pub audit_head: Option<(u64, String)>,
+    /// The audit log's record count and head hash each time a process
+    /// of the run ended, and whether the last one ended cleanly.
+    pub audit: crate::audit::Anchors,
 }
 
 /// Why a journal could not be read.
@@ -220,36 +262,28 @@ struct Line {
 
 /// Reads a run's journal.
 pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| JournalError::Read {
+    let bytes = std::fs::read(path).map_err(|source| JournalError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let mut record = RunRecord::default();
-    let lines: Vec<&str> = text.split('\n').collect();
-    let last_index = lines
-        .iter()
-        .rposition(|line| !line.trim().is_empty())
-        .unwrap_or(0);
+    // What a crash left at the end is dropped, as `Journal::open` cuts it
+    // before the next append; damage anywhere else is an error.
+    let intact = intact_length(&bytes);
+    record.recovered_truncation = intact < bytes.len();
     let mut saw_start = false;
-    for (position, raw) in lines.iter().enumerate() {
+    let mut finished_steps = 0;
+    for (position, raw) in bytes[..intact].split(|byte| *byte == b'\n').enumerate() {
+        let damaged = |reason: String| JournalError::Damaged {
+            path: path.to_path_buf(),
+            line: position + 1,
+            reason,
+        };
+        let raw = std::str::from_utf8(raw).map_err(|error| damaged(error.to_string()))?;
         if raw.trim().is_empty() {
             continue;
         }
-        let line: Line = match serde_json::from_str(raw) {
-            Ok(line) => line,
-            Err(error) => {
-                let cut_short = position == last_index && !text.ends_with('\n');
-                if cut_short || position == last_index {
-                    record.recovered_truncation = true;
-                    continue;
-                }
-                return Err(JournalError::Damaged {
-                    path: path.to_path_buf(),
-                    line: position + 1,
-                    reason: error.to_string(),
-                });
-            }
-        };
+        let line: Line = serde_json::from_str(raw).map_err(|error| damaged(error.to_string()))?;
         let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
         record.events.push(value);
         let kind = line
@@ -259,6 +293,9 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
             .unwrap_or("");
         let get = |key: &str| line.rest.get(key).cloned().unwrap_or_default();
         let text_of = |key: &str| get(key).as_str().unwrap_or_default().to_owned();
+        if kind != "audit_head" {
+            record.audit.closed = false;
+        }
         match (kind, line.step) {
             ("run_started", _) => {
                 saw_start = true;
@@ -280,7 +317,19 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                 let skipped: Vec<String> = serde_json::from_value(get("skip")).unwrap_or_default();
                 for step in skipped {
                     let entry = record.steps.entry(step).or_default();
+                    if entry.rollback_interrupted {
+                        // Its undo was in flight, and the operator found
+                        // that it took effect.
+                        entry.rollback_interrupted = false;
+                        entry.rollback_status = Some(Status::RolledBack);
+                        entry.rolled_back = true;
+                        continue;
+                    }
                     entry.interrupted = false;
+                    if entry.status != Some(Status::Succeeded) {
+                        entry.order = Some(finished_steps);
+                        finished_steps += 1;
+                    }
                     entry.status = Some(Status::Succeeded);
                     entry.summary = "marked done by the operator on resume".into();
                 }
@@ -292,31 +341,74 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                 let entry = record.steps.entry(step).or_default();
                 entry.interrupted = true;
                 entry.status = None;
+                entry.order = None;
+                entry.rolled_back = false;
+                entry.rollback_status = None;
+                entry.idempotent = get("idempotent").as_bool().unwrap_or(false);
             }
             ("step_finished", Some(step)) => {
                 if !record.steps.contains_key(&step) {
                     record.order.push(step.clone());
                 }
                 let entry = record.steps.entry(step).or_default();
-                entry.interrupted = false;
                 entry.status = serde_json::from_value(get("status")).ok();
+                // A step cancelled mid-call that may not be repeated has an
+                // unknown outcome, as after a crash: resume asks.
+                entry.interrupted = entry.status == Some(Status::Cancelled) && !entry.idempotent;
                 entry.outputs = serde_json::from_value(get("outputs")).unwrap_or_default();
                 entry.summary = text_of("summary");
-            }
-            ("step_rolled_back", Some(step)) => {
-                if let Some(entry) = record.steps.get_mut(&step) {
-                    entry.rolled_back = get("status").as_str() == Some("rolled_back");
+                if entry.status == Some(Status::Succeeded) {
+                    entry.order = Some(finished_steps);
+                    finished_steps += 1;
                 }
             }
-            ("rollback_started", _) => record.rolled_back = true,
+            ("rollback_step_started", Some(step)) => {
+                let entry = record.steps.entry(step).or_default();
+                entry.rollback_interrupted = true;
+                entry.idempotent_rollback = get("idempotent").as_bool().unwrap_or(false);
+            }
+            ("step_rolled_back", Some(step)) => {
+                let entry = record.steps.entry(step).or_default();
+                let status = serde_json::from_value(get("status")).ok();
+                entry.rollback_interrupted = false;
+                entry.rollback_status = status;
+                entry.rolled_back = status == Some(Status::RolledBack);
+                // An interrupted step whose half-done work was undone may
+                // simply run again.
+                if entry.rolled_back && entry.status == Some(Status::Cancelled) {
+                    entry.interrupted = false;
+                }
+            }
+            ("rollback_started", _) => {
+                let whole_run = get("whole_run").as_bool().unwrap_or(true);
+                record.rolled_back |= whole_run;
+                record.rollback = Some(RollbackRecord {
+                    reason: text_of("reason"),
+                    steps: serde_json::from_value(get("steps")).unwrap_or_default(),
+                    whole_run,
+                    finished: false,
+                });
+            }
+            ("rollback_finished", _) => {
+                if let Some(rollback) = &mut record.rollback {
+                    rollback.finished = true;
+                }
+            }
             ("confirmed", Some(step)) => {
                 record.confirmations.insert(step, text_of("by"));
             }
             ("approved", _) => record.approvals.push((text_of("by"), text_of("plan_hash"))),
             ("audit_head", _) => {
-                record.audit_head = Some((get("records").as_u64().unwrap_or(0), text_of("hash")));
+                record
+                    .audit
+                    .heads
+                    .push((get("records").as_u64().unwrap_or(0), text_of("hash")));
+                record.audit.closed = true;
             }
-            ("run_finished", _) => record.finished = serde_json::from_value(get("status")).ok(),
+            ("run_finished", _) => {
+                record.finished = serde_json::from_value(get("status")).ok();
+                record.failed_step = get("failed_step").as_str().map(str::to_owned);
+            }
             _ => {}
         }
     }
@@ -336,8 +428,8 @@ pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Resu
     };
     let line = serde_json::to_string(&event).map_err(std::io::Error::other)?;
     let mut journal = Journal::open(path)?;
-    writeln!(journal.file, "{line}")?;
-    journal.sync()
+    journal.append_line(&line)?;
+    journal.sync_file()
 }
 
 #[cfg(test)]
@@ -379,23 +471,77 @@ mod tests {
         assert!(record.steps.is_empty());
     }
 
+    /// What a crash can leave at the end: a line without its newline, or
+    /// a damaged line (garbage, zeros) that still ends in one.
     #[test]
-    fn appending_after_a_crash_first_cuts_the_torn_line() {
+    fn appending_after_a_crash_first_cuts_what_it_left_at_the_end() {
+        for tail in [
+            "{\"time\":\"t\",\"step\":\"a\",\"event\":\"step_fin",
+            "{\"time\":\"t\",\"step\":\"a\",\"eve\n\0\0\0\n",
+        ] {
+            let (_dir, path) = write(&format!("{START}\n{tail}"));
+            assert!(read(&path).unwrap().recovered_truncation);
+            append(
+                &path,
+                None,
+                EventKind::Approved {
+                    by: "bob".into(),
+                    plan_hash: "h".into(),
+                },
+            )
+            .unwrap();
+            let record = read(&path).unwrap();
+            assert!(!record.recovered_truncation, "{tail:?}");
+            assert_eq!(record.approvals, [("bob".to_owned(), "h".to_owned())]);
+        }
+    }
+
+    #[test]
+    fn a_cancelled_step_that_may_not_be_repeated_is_interrupted_until_undone() {
         let (_dir, path) = write(&format!(
-            "{START}\n{{\"time\":\"t\",\"step\":\"a\",\"event\":\"step_fin"
+            "{START}\n{}\n{}\n",
+            r#"{"time":"t","step":"a","event":"step_started","name":"a","plugin":"p","digest":"d","idempotent":false}"#,
+            r#"{"time":"t","step":"a","event":"step_finished","status":"cancelled","summary":"cancelled","outputs":{},"elapsed_ms":1.0}"#,
         ));
-        append(
+        assert!(read(&path).unwrap().steps["a"].interrupted);
+        std::fs::write(
             &path,
-            None,
-            EventKind::Approved {
-                by: "bob".into(),
-                plan_hash: "h".into(),
-            },
+            format!(
+                "{}{}\n",
+                std::fs::read_to_string(&path).unwrap(),
+                r#"{"time":"t","step":"a","event":"step_rolled_back","status":"rolled_back","summary":"undone"}"#
+            ),
         )
         .unwrap();
-        let record = read(&path).unwrap();
-        assert!(!record.recovered_truncation);
-        assert_eq!(record.approvals, [("bob".to_owned(), "h".to_owned())]);
+        assert!(!read(&path).unwrap().steps["a"].interrupted);
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_journal_at_its_first_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut journal = Journal::open(&path).unwrap();
+        // /dev/full answers every write with ENOSPC.
+        journal.file = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .unwrap();
+        let event = Event {
+            time: "t".into(),
+            step: None,
+            kind: EventKind::RunFinished {
+                status: Status::Succeeded,
+                elapsed_ms: 0.0,
+                failed_step: None,
+            },
+        };
+        journal.write(&event, "{}");
+        let failure = journal.failure().expect("the failure is kept");
+        assert!(failure.contains("No space left on device"), "{failure}");
+        assert!(
+            journal.sync().is_err(),
+            "a failed journal never syncs again"
+        );
     }
 
     #[test]

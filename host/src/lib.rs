@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod events;
 pub mod expression;
+pub mod fault;
 pub mod gates;
 pub mod journal;
 pub mod lockfile;

@@ -293,7 +293,7 @@ impl EventWriter for Progress {
                 screen.paint("33", "↻"),
                 format_elapsed(Duration::from_millis(*delay_ms))
             )),
-            EventKind::RollbackStarted { reason, steps } => lines.push(screen.paint(
+            EventKind::RollbackStarted { reason, steps, .. } => lines.push(screen.paint(
                 "33;1",
                 &format!(
                     "↶ rolling back {} step{} ({reason}): {}",
@@ -386,7 +386,9 @@ impl EventWriter for Progress {
                     ));
                 }
             }
-            EventKind::SecretUsed { .. } | EventKind::AuditHead { .. } => {}
+            EventKind::SecretUsed { .. }
+            | EventKind::AuditHead { .. }
+            | EventKind::RollbackStepStarted { .. } => {}
         }
         if !lines.is_empty()
             || matches!(

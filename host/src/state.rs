@@ -131,14 +131,11 @@ pub struct LockHolder {
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    /// Another live run holds it.
-    #[error("run {} by {} holds the lock for this runbook and environment since {} (process {} on {})", .0.run_id, .0.operator, .0.since, .0.pid, .0.host)]
-    Held(LockHolder),
-    /// A run that died left it.
-    #[error("run {} by {} left the lock since {}, and its process {} is gone", .0.run_id, .0.operator, .0.since, .0.pid)]
-    Stale(LockHolder),
-    /// The lock file could not be written.
-    #[error("cannot write the lock file {path}")]
+    /// Another live process holds it.
+    #[error("{}", describe_holder(.0.as_ref()))]
+    Held(Option<LockHolder>),
+    /// The lock file could not be opened or written.
+    #[error("cannot write the lock file {path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -148,10 +145,29 @@ pub enum LockError {
     },
 }
 
-/// One run per (runbook, environment): held while the run goes, released on drop.
+fn describe_holder(holder: Option<&LockHolder>) -> String {
+    match holder {
+        Some(holder) => format!(
+            "run {} by {} holds the lock for this runbook and environment since {} (process {} on {})",
+            holder.run_id, holder.operator, holder.since, holder.pid, holder.host
+        ),
+        None => "another process is taking the lock for this runbook and environment".into(),
+    }
+}
+
+/// One run per (runbook, environment). The lock is an `flock` on
+/// `STATE/locks/RUNBOOK@ENV.lock`, held for the life of the process: the
+/// kernel releases it when the process ends, however it ends, so a dead
+/// run never blocks the next one, and two processes can never both hold
+/// it. The file's text only says who holds it (for messages); it is
+/// written after the lock is taken and emptied, by the holder, before the
+/// lock is released. The file itself is never removed, so every process
+/// locks the same file.
 #[derive(Debug)]
 pub struct RunLock {
-    path: PathBuf,
+    file: std::fs::File,
+    left: Option<LockHolder>,
+    claimed: bool,
 }
 
 /// The lock file of a runbook and environment.
@@ -162,9 +178,20 @@ pub fn lock_path(state: &Path, runbook: &str, environment: Option<&str>) -> Path
     ))
 }
 
+/// Who holds a lock, or who last held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// A live process holds it (its holder, when it has written its name).
+    Held(Option<LockHolder>),
+    /// Free; a process that died holding it left its name behind.
+    Free(Option<LockHolder>),
+}
+
 impl RunLock {
-    /// Takes the lock, or says who holds it.
-    pub fn acquire(path: &Path, holder: &LockHolder) -> Result<RunLock, LockError> {
+    /// Takes the lock, or says who holds it. The caller then looks at
+    /// [`RunLock::left_by`] (a run that died holding it) and writes its
+    /// own name with [`RunLock::claim`].
+    pub fn acquire(path: &Path) -> Result<RunLock, LockError> {
         let io = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -172,53 +199,89 @@ impl RunLock {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let text = serde_json::to_string_pretty(holder).unwrap_or_default();
-        match std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(path)
-        {
-            Ok(mut file) => {
-                use std::io::Write;
-                file.write_all(text.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(io)?;
-                Ok(RunLock {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let current = Self::holder(path).unwrap_or(LockHolder {
-                    run_id: "unknown".into(),
-                    operator: "unknown".into(),
-                    since: "unknown".into(),
-                    pid: 0,
-                    host: "unknown".into(),
-                });
-                if current.host == hostname() && !process_alive(current.pid) {
-                    Err(LockError::Stale(current))
-                } else {
-                    Err(LockError::Held(current))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder writes its name just after it takes the lock:
+                // give it a moment, for the message.
+                let mut holder = Self::read_holder(path);
+                for _ in 0..20 {
+                    if holder.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    holder = Self::read_holder(path);
                 }
+                return Err(LockError::Held(holder));
             }
-            Err(error) => Err(io(error)),
+            Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+        }
+        Ok(RunLock {
+            left: Self::read_holder(path),
+            file,
+            claimed: false,
+        })
+    }
+
+    /// The holder a process that died holding the lock left behind.
+    pub fn left_by(&self) -> Option<&LockHolder> {
+        self.left.as_ref()
+    }
+
+    /// Writes who holds the lock, for the messages of those who wait.
+    pub fn claim(&mut self, holder: &LockHolder) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let text = serde_json::to_string_pretty(holder).map_err(std::io::Error::other)?;
+        crate::fault::point("lock.write")?;
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()?;
+        self.claimed = true;
+        self.left = None;
+        Ok(())
+    }
+
+    /// Empties the holder's name while still holding the lock: what
+    /// `unlock` does with the name a dead process left.
+    pub fn clear(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        self.left = None;
+        Ok(())
+    }
+
+    /// Whether the lock at `path` is held, and by whom.
+    pub fn state(path: &Path) -> Result<LockState, LockError> {
+        if !path.exists() {
+            return Ok(LockState::Free(None));
+        }
+        match Self::acquire(path) {
+            Ok(lock) => Ok(LockState::Free(lock.left.clone())),
+            Err(LockError::Held(holder)) => Ok(LockState::Held(holder)),
+            Err(error) => Err(error),
         }
     }
 
-    /// Who holds the lock at `path`, if anyone.
-    pub fn holder(path: &Path) -> Option<LockHolder> {
+    fn read_holder(path: &Path) -> Option<LockHolder> {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-    }
-
-    /// Removes a lock left by a dead process (`runbook unlock`).
-    pub fn break_stale(path: &Path) -> std::io::Result<()> {
-        std::fs::remove_file(path)
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Only the holder empties the file, while it still holds the lock;
+        // closing the file releases it.
+        if self.claimed {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 
@@ -228,11 +291,6 @@ pub fn hostname() -> String {
         .map(|name| name.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Whether a process still runs (Linux: its /proc entry exists).
-pub fn process_alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The record of one deployment, in the shape the source runbooks keep by
@@ -349,25 +407,37 @@ mod tests {
     fn a_second_lock_is_refused_naming_the_holder_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = lock_path(dir.path(), "api", Some("prod"));
-        let first = RunLock::acquire(&path, &holder(std::process::id())).unwrap();
-        match RunLock::acquire(&path, &holder(std::process::id())) {
-            Err(LockError::Held(current)) => assert_eq!(current.operator, "alice"),
+        let mut first = RunLock::acquire(&path).unwrap();
+        first.claim(&holder(std::process::id())).unwrap();
+        match RunLock::acquire(&path) {
+            Err(LockError::Held(Some(current))) => assert_eq!(current.operator, "alice"),
             other => panic!("expected held, got {other:?}"),
         }
         drop(first);
-        assert!(RunLock::acquire(&path, &holder(std::process::id())).is_ok());
+        let second = RunLock::acquire(&path).unwrap();
+        assert_eq!(second.left_by(), None, "a clean release leaves no name");
     }
 
     #[test]
-    fn a_lock_left_by_a_dead_process_is_reported_stale_not_broken() {
+    fn a_lock_whose_holder_died_is_free_and_names_the_dead_holder() {
         let dir = tempfile::tempdir().unwrap();
         let path = lock_path(dir.path(), "api", None);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, serde_json::to_string(&holder(999_999_999)).unwrap()).unwrap();
-        assert!(matches!(
-            RunLock::acquire(&path, &holder(1)),
-            Err(LockError::Stale(_))
-        ));
-        assert!(path.exists(), "a stale lock must be broken explicitly");
+        let lock = RunLock::acquire(&path).unwrap();
+        assert_eq!(lock.left_by().map(|holder| holder.pid), Some(999_999_999));
+    }
+
+    #[test]
+    fn an_empty_or_torn_lock_file_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(dir.path(), "api", None);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        for text in ["", "{\"run_id\": \"r"] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(RunLock::state(&path).unwrap(), LockState::Free(None));
+            let mut lock = RunLock::acquire(&path).unwrap();
+            lock.claim(&holder(1)).unwrap();
+        }
     }
 }

@@ -114,14 +114,14 @@ fn verify(run: &str, state_dir: Option<&std::path::Path>) -> Result<u8, Failure>
         .map_err(|error| invalid(error.to_string(), "pass `--state-dir DIR`"))?;
     let record = journal::read(&state::journal_path(&dir))
         .map_err(|error| Failure::Internal(error.into()))?;
-    match audit::verify(&audit::path(&dir), run, record.audit_head.clone()) {
+    match audit::verify(&audit::path(&dir), run, &record.audit) {
         Ok(count) => {
             outln!(
                 "✓ the audit log of run {run} is intact: {count} records, each chained to the one before"
             )?;
-            if record.audit_head.is_none() {
+            if !record.audit.closed {
                 outln!(
-                    "  note: the run has not recorded its final head yet (still running or interrupted): records cut from the end could not be noticed"
+                    "  note: the run's last process has not recorded its final head (still running, or it died): records cut from its end could not be noticed"
                 )?;
             }
             Ok(exit::SUCCESS)

@@ -40,5 +40,5 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> Result<u8, Failure> {
         lenient: false,
     };
     let prepared = session::prepare(cli, &args.bind.file, bindings, &args.options).await?;
-    session::drive(cli, prepared, &args.options, Start::New).await
+    session::drive(cli, prepared, &args.options, Start::New, None).await
 }

@@ -6,10 +6,10 @@
 use super::session::{self, RunOptions, Start};
 use super::{Cli, Failure};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::engine::Recorded;
+use crate::engine::{PendingRollback, Recorded};
 use crate::events::Status;
 use crate::journal;
-use crate::runbook::{Action, Bindings};
+use crate::runbook::{Action, Bindings, Policy};
 use crate::state;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,54 +45,16 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
                 "pass the state folder with `--state-dir DIR`",
             )
         })?;
-    let record = journal::read(&state::journal_path(&run_dir))
-        .map_err(|error| Failure::Internal(error.into()))?;
-    if record.recovered_truncation {
-        eprintln!("note: the journal's last record was cut short by the crash and was dropped");
-    }
-    match record.finished {
-        Some(Status::Succeeded) => {
-            // A crash between the end of the run and its deployment record
-            // leaves the record to write now.
-            let state_dir = run_dir
-                .parent()
-                .and_then(|runs| runs.parent())
-                .map(PathBuf::from);
-            if let Some(state_dir) = state_dir
-                && !state_dir
-                    .join("deployments")
-                    .join(format!("{}.json", record.run_id))
-                    .exists()
-            {
-                let rebuilt =
-                    state::DeploymentRecord::from_journal(&record, &state::journal_path(&run_dir));
-                if let Ok(path) = state::write_record(&state_dir, &rebuilt) {
-                    eprintln!(
-                        "note: the run's deployment record was missing and is written now: {}",
-                        path.display()
-                    );
-                }
-            }
-            return Err(refuse(
-                format!("run {} already succeeded", args.run),
-                "start a new run with `runbook exec`",
-            ));
-        }
-        _ if record.rolled_back => {
-            return Err(refuse(
-                format!("run {} was rolled back", args.run),
-                "a rolled-back run is over; start a new run with `runbook exec`",
-            ));
-        }
-        _ => {}
-    }
-    let mut options = args.options.clone();
+    let journal_path = state::journal_path(&run_dir);
+    let record = read_journal(&journal_path)?;
     let state_dir: PathBuf = run_dir
         .parent()
         .and_then(|runs| runs.parent())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".runbook"));
-    options.state_dir = Some(state_dir);
+    check_resumable(args, &record, &run_dir, &state_dir)?;
+    let mut options = args.options.clone();
+    options.state_dir = Some(state_dir.clone());
     let bindings = Bindings {
         environment: record.environment.clone(),
         sets: record.params.clone().into_iter().collect(),
@@ -118,6 +80,16 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
         ));
     }
 
+    // Only the lock's holder may continue the run, and what it continues
+    // is what the journal says once the lock is held: another process may
+    // have resumed it meanwhile.
+    let lock = session::take_lock(&prepared.plan, &state_dir, &options).await?;
+    let record = read_journal(&journal_path)?;
+    check_resumable(args, &record, &run_dir, &state_dir)?;
+    if record.recovered_truncation {
+        eprintln!("note: the journal's last record was cut short by the crash and was dropped");
+    }
+
     let plan = &prepared.plan;
     let known: Vec<&str> = plan
         .steps
@@ -132,6 +104,49 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
             ));
         }
     }
+    // A rollback cut short, or a whole-run rollback whose process died
+    // before the run's end (its `always` steps may not have run).
+    let pending = record
+        .rollback
+        .as_ref()
+        .filter(|rollback| !rollback.finished || (rollback.whole_run && record.finished.is_none()));
+    // A step failed and its policy was to roll back, but the process died
+    // before the rollback began: the rollback is what comes next, undoing
+    // what succeeded, newest first.
+    let failed_into_rollback = if record.finished.is_none() && record.rollback.is_none() {
+        plan.steps.iter().find(|planned| {
+            let step = plan.step(planned);
+            let policy = step.on_failure.unwrap_or(plan.runbook.on_failure);
+            record.steps.get(&planned.id.0).is_some_and(|step_record| {
+                matches!(step_record.status, Some(Status::Failed | Status::Denied))
+                    && policy == Policy::Rollback
+            })
+        })
+    } else {
+        None
+    };
+    let into_rollback = failed_into_rollback.map(|failed| {
+        let mut done: Vec<(usize, String)> = plan
+            .steps
+            .iter()
+            .filter(|planned| {
+                let step = plan.step(planned);
+                !step.always && matches!(step.action, Action::Plugin(_))
+            })
+            .filter_map(|planned| {
+                let order = record.steps.get(&planned.id.0)?.order?;
+                Some((order, planned.id.0.clone()))
+            })
+            .collect();
+        done.sort();
+        PendingRollback {
+            steps: done.into_iter().rev().map(|(_, id)| id).collect(),
+            whole_run: true,
+            failed_step: Some(failed.id.0.clone()),
+            reason: "a step failed".to_owned(),
+            started: false,
+        }
+    });
     let mut recorded = BTreeMap::new();
     let mut rerun = Vec::new();
     let mut skip = Vec::new();
@@ -141,20 +156,31 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
         let Some(step_record) = record.steps.get(id) else {
             continue;
         };
-        if step_record.status == Some(Status::Succeeded) {
+        let step = plan.step(planned);
+        // An `always` step ran at the end of a process of the run: when
+        // that process died before the run's end was recorded, it is done;
+        // when the run ended (failed, cancelled) and is now resumed, it
+        // runs again at the new end.
+        if step_record.status == Some(Status::Succeeded)
+            && (!step.always || record.finished.is_none())
+        {
             recorded.insert(
                 id.clone(),
                 Recorded {
                     status: Status::Succeeded,
                     outputs: step_record.outputs.clone(),
+                    order: step_record.order.unwrap_or(usize::MAX),
                 },
             );
             continue;
         }
-        if !step_record.interrupted {
+        // When the run goes on with a rollback, only its `always` steps run
+        // again: an interrupted ordinary step is undone, not repeated.
+        let rolling_back = pending.is_some() || into_rollback.is_some();
+        if !step_record.interrupted || (rolling_back && !step.always) {
             continue;
         }
-        let idempotent = match &plan.step(planned).action {
+        let idempotent = match &step.action {
             Action::Plugin(name) => prepared.plugins[name].descriptor.idempotent,
             Action::Manual(_) => true,
         };
@@ -166,27 +192,66 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
                 Recorded {
                     status: Status::Succeeded,
                     outputs: BTreeMap::new(),
+                    order: usize::MAX,
                 },
             );
         } else if idempotent || args.rerun.contains(id) {
             rerun.push(id.clone());
         } else {
-            undecided.push(id.clone());
+            undecided.push((id.clone(), false));
         }
     }
-    if !undecided.is_empty() {
-        let list = undecided
-            .iter()
-            .map(|id| format!("`{id}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+    // A rollback cut short goes on where it stopped. An undo that was in
+    // flight runs again if its plugin says that is harmless; otherwise the
+    // operator decides, as for a step.
+    let rollback = match pending {
+        None => into_rollback,
+        Some(rollback) => {
+            let mut steps = Vec::new();
+            for id in &rollback.steps {
+                let Some(step_record) = record.steps.get(id) else {
+                    continue;
+                };
+                if step_record.rollback_status.is_some() {
+                    continue;
+                }
+                if step_record.rollback_interrupted {
+                    if args.skip.contains(id) {
+                        skip.push(id.clone());
+                        continue;
+                    }
+                    if !step_record.idempotent_rollback && !args.rerun.contains(id) {
+                        undecided.push((id.clone(), true));
+                        continue;
+                    }
+                    rerun.push(id.clone());
+                }
+                steps.push(id.clone());
+            }
+            Some(PendingRollback {
+                steps,
+                whole_run: rollback.whole_run,
+                failed_step: record.failed_step.clone(),
+                reason: rollback.reason.clone(),
+                started: true,
+            })
+        }
+    };
+    // The first undecided step (or undo) is asked about; the rest come
+    // with the next resume.
+    if let Some((id, undo)) = undecided.first() {
+        let (what, again) = if *undo {
+            ("its rollback was running", "undo it again")
+        } else {
+            ("it was running", "run it again")
+        };
         return Err(refuse(
             format!(
-                "{list} was running when the run stopped, and its plugin is not idempotent: it may or may not have taken effect"
+                "`{id}`: {what} when the run stopped, and its plugin is not idempotent: it may or may not have taken effect"
             ),
             format!(
-                "check by hand, then `runbook resume {} --rerun {}` to run it again or `--skip {}` if it took effect",
-                args.run, undecided[0], undecided[0]
+                "check by hand, then `runbook resume {} --rerun {id}` to {again} or `--skip {id}` if it took effect",
+                args.run
             ),
         ));
     }
@@ -197,9 +262,63 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
         Start::Resume {
             record: Box::new(record),
             recorded,
+            rollback,
             rerun,
             skip,
         },
+        Some(lock),
     )
     .await
+}
+
+fn read_journal(path: &std::path::Path) -> Result<journal::RunRecord, Failure> {
+    journal::read(path).map_err(|error| match error {
+        journal::JournalError::NoStart(_) => refuse(
+            error.to_string(),
+            "nothing ran; start a new run with `runbook exec`",
+        ),
+        other => Failure::Internal(other.into()),
+    })
+}
+
+/// Refuses a run that is over: succeeded, or rolled back to the end.
+fn check_resumable(
+    args: &ResumeArgs,
+    record: &journal::RunRecord,
+    run_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<(), Failure> {
+    if record.finished == Some(Status::Succeeded) {
+        // A crash between the end of the run and its deployment record
+        // leaves the record to write now.
+        if !state_dir
+            .join("deployments")
+            .join(format!("{}.json", record.run_id))
+            .exists()
+        {
+            let rebuilt =
+                state::DeploymentRecord::from_journal(record, &state::journal_path(run_dir));
+            if let Ok(path) = state::write_record(state_dir, &rebuilt) {
+                eprintln!(
+                    "note: the run's deployment record was missing and is written now: {}",
+                    path.display()
+                );
+            }
+        }
+        return Err(refuse(
+            format!("run {} already succeeded", args.run),
+            "start a new run with `runbook exec`",
+        ));
+    }
+    if let Some(rollback) = &record.rollback
+        && rollback.whole_run
+        && rollback.finished
+        && record.finished.is_some()
+    {
+        return Err(refuse(
+            format!("run {} was rolled back", args.run),
+            "a rolled-back run is over; start a new run with `runbook exec`",
+        ));
+    }
+    Ok(())
 }

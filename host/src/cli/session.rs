@@ -4,8 +4,9 @@
 
 use super::{Cli, Failure, Output, exit};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::engine::{Confirmations, Executor, Recorded, preflight};
+use crate::engine::{Confirmations, Executor, PendingRollback, Recorded, preflight};
 use crate::events::{EventKind, EventSink, JsonStdout, Status};
+use crate::journal::JournalError;
 use crate::journal::{self, Journal, RunRecord};
 use crate::plugin::PluginRuntime;
 use crate::progress::Progress;
@@ -117,6 +118,8 @@ pub enum Start {
         record: Box<RunRecord>,
         /// Steps already finished, kept as they are.
         recorded: BTreeMap<String, Recorded>,
+        /// A rollback an earlier process started and did not finish.
+        rollback: Option<PendingRollback>,
         /// Interrupted steps to run again.
         rerun: Vec<String>,
         /// Interrupted steps to skip.
@@ -124,12 +127,14 @@ pub enum Start {
     },
 }
 
-/// Passes the gates and runs. Returns the exit code.
+/// Passes the gates and runs. Returns the exit code. `lock` is the run's
+/// lock when the caller took it already.
 pub async fn drive(
     cli: &Cli,
     prepared: Prepared,
     options: &RunOptions,
     start: Start,
+    lock: Option<RunLock>,
 ) -> Result<u8, Failure> {
     let Prepared {
         plan,
@@ -157,52 +162,11 @@ pub async fn drive(
         return Err(Failure::Invalid(Diagnostics(vec![diagnostic])));
     }
 
-    // One run per runbook and environment.
-    let holder = LockHolder {
-        run_id: plan.run_id.clone(),
-        operator: plan.operator.clone(),
-        since: jiff::Timestamp::now().to_string(),
-        pid: std::process::id(),
-        host: state::hostname(),
-    };
-    let lock_path = state::lock_path(&state_dir, &plan.runbook.name, plan.environment.as_deref());
-    let _lock = loop {
-        match RunLock::acquire(&lock_path, &holder) {
-            Ok(lock) => break lock,
-            Err(LockError::Held(current)) if options.wait_lock => {
-                eprintln!(
-                    "waiting for the lock held by run {} ({})",
-                    current.run_id, current.operator
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(error @ LockError::Held(_)) => {
-                return Err(Failure::Invalid(Diagnostics(vec![
-                    Diagnostic::new(error.to_string()).hint("wait for it with `--wait-lock`"),
-                ])));
-            }
-            Err(LockError::Stale(previous)) if previous.run_id == plan.run_id => {
-                eprintln!(
-                    "note: taking over the lock that this run's earlier process {} left when it died",
-                    previous.pid
-                );
-                RunLock::break_stale(&lock_path)
-                    .map_err(|error| Failure::Internal(error.into()))?;
-            }
-            Err(error @ LockError::Stale(_)) => {
-                return Err(Failure::Invalid(Diagnostics(vec![
-                    Diagnostic::new(error.to_string()).hint(format!(
-                        "if no one is running it, break the lock: `runbook unlock {} {}`",
-                        plan.runbook.source.path.display(),
-                        plan.environment
-                            .as_ref()
-                            .map(|name| format!("--env {name}"))
-                            .unwrap_or_default()
-                    )),
-                ])));
-            }
-            Err(error) => return Err(Failure::Internal(error.into())),
-        }
+    // One run per runbook and environment (a resume took the lock before
+    // it read the journal).
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => take_lock(&plan, &state_dir, options).await?,
     };
 
     // The journal and the operator's view.
@@ -224,7 +188,7 @@ pub async fn drive(
         Output::Json => events.add(JsonStdout),
     }
 
-    let (recorded, mut approvals, confirmations_given, resumed) = match start {
+    let (recorded, rollback, mut approvals, confirmations_given) = match start {
         Start::New => {
             events.emit(EventKind::RunStarted {
                 run_id: plan.run_id.clone(),
@@ -242,11 +206,12 @@ pub async fn drive(
                     .emergency
                     .then(|| options.reason.clone().unwrap_or_default()),
             });
-            (BTreeMap::new(), Vec::new(), BTreeMap::new(), false)
+            (BTreeMap::new(), None, Vec::new(), BTreeMap::new())
         }
         Start::Resume {
             record,
             recorded,
+            rollback,
             rerun,
             skip,
         } => {
@@ -260,13 +225,12 @@ pub async fn drive(
             });
             (
                 recorded,
+                rollback,
                 record.approvals.clone(),
                 record.confirmations.clone(),
-                true,
             )
         }
     };
-    let _ = resumed;
     if options.emergency {
         events.emit(EventKind::Log {
             level: crate::events::Level::Warn,
@@ -345,6 +309,7 @@ pub async fn drive(
         abort,
         parallel,
         recorded,
+        rollback,
         aws: Some(crate::capability::aws::AwsAccess::from_environment(
             options
                 .aws_endpoint
@@ -369,6 +334,47 @@ pub async fn drive(
     let (records, hash) = audit_head.get();
     events.emit(EventKind::AuditHead { records, hash });
     events.finish();
+
+    if let Some(reason) = report.unrecorded.as_ref().or(events.failure().as_ref()) {
+        // Nothing after the failure is on disk: no record, no claim of
+        // success. What the journal holds is what is known.
+        let completed: Vec<String> = journal::read(&journal_path)
+            .map(|record| {
+                record
+                    .order
+                    .iter()
+                    .filter(|id| record.steps[*id].status == Some(Status::Succeeded))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = format!(
+            "the run stopped: {reason}. No step was started after that. Completed steps, as the journal records them: {}. A step that was running when it happened may or may not have taken effect; `resume` will ask.",
+            if completed.is_empty() {
+                "none".to_owned()
+            } else {
+                completed
+                    .iter()
+                    .map(|id| format!("`{id}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        match options.output {
+            Output::Text => {
+                eprintln!("✗ {message}");
+                eprintln!(
+                    "  free the disk (or fix the error), then `runbook resume {}`",
+                    plan.run_id
+                );
+            }
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"event": "run_unrecorded", "reason": reason, "run_id": plan.run_id, "completed": completed})
+            ),
+        }
+        return Ok(exit::INTERNAL);
+    }
 
     let record = journal::read(&journal_path).ok();
     let mut deployment_path = None;
@@ -427,6 +433,116 @@ pub async fn drive(
         Status::Denied => exit::DENIED,
         Status::Cancelled => exit::CANCELLED,
         Status::Waiting => exit::WAITING,
+    })
+}
+
+/// Takes the lock of the plan's runbook and environment for this process
+/// (waiting for it with `--wait-lock`), and writes this run as its holder.
+/// A lock that a dead process left is free; but when that process's run
+/// is unfinished, a new run is refused: it must be resumed or abandoned
+/// (`runbook unlock`) first.
+pub async fn take_lock(
+    plan: &Plan,
+    state_dir: &Path,
+    options: &RunOptions,
+) -> Result<RunLock, Failure> {
+    let path = state::lock_path(state_dir, &plan.runbook.name, plan.environment.as_deref());
+    let mut waiting = false;
+    let mut lock = loop {
+        match RunLock::acquire(&path) {
+            Ok(lock) => break lock,
+            Err(LockError::Held(current)) if options.wait_lock => {
+                if !waiting {
+                    eprintln!("waiting: {}", LockError::Held(current));
+                    waiting = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error @ LockError::Held(_)) => {
+                return Err(Failure::Invalid(Diagnostics(vec![
+                    Diagnostic::new(error.to_string()).hint("wait for it with `--wait-lock`"),
+                ])));
+            }
+            Err(error) => return Err(Failure::Internal(error.into())),
+        }
+    };
+    if let Some(left) = lock.left_by().cloned() {
+        if left.run_id == plan.run_id {
+            eprintln!(
+                "note: taking over the lock that this run's earlier process {} left when it died",
+                left.pid
+            );
+        } else if let Some(state) = unfinished(state_dir, &left.run_id) {
+            return Err(Failure::Invalid(Diagnostics(vec![
+                Diagnostic::new(format!(
+                    "run {} by {} died unfinished ({state}); its process {} on {} is gone",
+                    left.run_id, left.operator, left.pid, left.host
+                ))
+                .hint(format!(
+                    "continue it with `runbook resume {}`; or, if it is to be abandoned, `runbook unlock {}{}` and start anew",
+                    left.run_id,
+                    plan.runbook.source.path.display(),
+                    plan.environment
+                        .as_ref()
+                        .map(|name| format!(" --env {name}"))
+                        .unwrap_or_default()
+                )),
+            ])));
+        }
+    }
+    let holder = LockHolder {
+        run_id: plan.run_id.clone(),
+        operator: plan.operator.clone(),
+        since: jiff::Timestamp::now().to_string(),
+        pid: std::process::id(),
+        host: state::hostname(),
+    };
+    lock.claim(&holder).map_err(|source| {
+        Failure::Internal(
+            LockError::Io {
+                path: path.clone(),
+                source,
+            }
+            .into(),
+        )
+    })?;
+    Ok(lock)
+}
+
+/// How a run that a dead process left stands, when it is unfinished: it
+/// has a journal, and the journal has no end.
+pub fn unfinished(state_dir: &Path, run_id: &str) -> Option<String> {
+    let journal = state::journal_path(&state::run_dir(state_dir, run_id));
+    let record = match journal::read(&journal) {
+        Ok(record) => record,
+        // It died before its run started: nothing to continue.
+        Err(JournalError::NoStart(_) | JournalError::Read { .. }) => return None,
+        Err(error) => return Some(error.to_string()),
+    };
+    if record.finished.is_some() {
+        return None;
+    }
+    if let Some(rollback) = record
+        .rollback
+        .as_ref()
+        .filter(|rollback| !rollback.finished)
+    {
+        return Some(format!("its rollback ({}) was cut short", rollback.reason));
+    }
+    let running: Vec<&String> = record
+        .order
+        .iter()
+        .filter(|id| record.steps[*id].interrupted)
+        .collect();
+    Some(match running.as_slice() {
+        [] => "between steps".to_owned(),
+        ids => format!(
+            "during {}",
+            ids.iter()
+                .map(|id| format!("`{id}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     })
 }
 

@@ -1,46 +1,84 @@
 //! Undoing a run: every completed step, newest first, through its plugin's
-//! `rollback` with the outputs of its `run`. A failed rollback is reported
-//! loudly and does not stop the others.
+//! `rollback` with the outputs of its `run` (recorded by whichever process
+//! of the run ran it). A rollback is journaled step by step, so that
+//! `resume` continues one that a crash cut short. A failed rollback is
+//! reported loudly and does not stop the others.
 
 use super::{Executor, RunState};
 use crate::events::{EventKind, Status};
 use crate::runbook::{Action, Plan};
 
+/// What to undo and why.
+pub(super) struct Undo {
+    /// Plan indices, in the order to undo them.
+    pub order: Vec<usize>,
+    /// Why (shown and journaled).
+    pub reason: String,
+    /// Every completed step (the run is then over), or only the steps an
+    /// interruption left half-done.
+    pub whole_run: bool,
+    /// A rollback an earlier process of the run started: no new
+    /// `rollback_started` record.
+    pub continued: bool,
+}
+
 impl Executor<'_> {
-    /// Rolls back the completed steps; returns the ids whose rollback failed.
-    pub(super) async fn roll_back(&self, plan: &Plan, state: &RunState) -> (bool, Vec<String>) {
-        let order: Vec<usize> = state
-            .completed
+    /// The plugin steps among `indices`, newest first.
+    pub(super) fn undo_order(&self, plan: &Plan, indices: &[usize]) -> Vec<usize> {
+        indices
             .iter()
             .rev()
             .copied()
             .filter(|index| matches!(plan.step(&plan.steps[*index]).action, Action::Plugin(_)))
-            .collect();
-        if order.is_empty() {
+            .collect()
+    }
+
+    /// Rolls back the steps of `undo`; returns whether a rollback ran and
+    /// the ids whose rollback failed.
+    pub(super) async fn roll_back(
+        &self,
+        plan: &Plan,
+        state: &RunState,
+        undo: Undo,
+    ) -> (bool, Vec<String>) {
+        if undo.order.is_empty() && !undo.continued {
             // Nothing completed that could be undone: no rollback to report,
             // and the run may still be resumed.
             return (false, Vec::new());
         }
-        let reason = if self.cancel.is_cancelled() {
-            "the run was interrupted".to_owned()
-        } else {
-            "a step failed".to_owned()
-        };
-        self.events.emit(EventKind::RollbackStarted {
-            reason,
-            steps: order
-                .iter()
-                .map(|index| plan.steps[*index].id.0.clone())
-                .collect(),
-        });
+        if !undo.continued {
+            self.events.emit(EventKind::RollbackStarted {
+                reason: undo.reason,
+                steps: undo
+                    .order
+                    .iter()
+                    .map(|index| plan.steps[*index].id.0.clone())
+                    .collect(),
+                whole_run: undo.whole_run,
+            });
+        }
         let mut failed = Vec::new();
-        for index in order {
+        for index in undo.order {
+            if self.events.failure().is_some() {
+                // Unrecorded undos could not be resumed: stop here, and
+                // `resume` continues from the journal.
+                break;
+            }
             let planned = &plan.steps[index];
             let step = plan.step(planned);
             let Action::Plugin(name) = &step.action else {
                 continue;
             };
             let plugin = &self.plugins[name];
+            self.events.emit_for(
+                Some(&planned.id),
+                EventKind::RollbackStepStarted {
+                    idempotent: plugin.descriptor.idempotent,
+                },
+            );
+            if self.events.failure().is_some() {
+                break;
+            }
             // The outputs of this run of the step (of this element, for a
             // `for_each` step).
             let outputs: Vec<(String, String)> = state
@@ -48,7 +86,7 @@ impl Executor<'_> {
                 .get(&planned.id.0)
                 .map(|outputs| outputs.clone().into_iter().collect())
                 .unwrap_or_default();
-            let (status, summary) = match self.render(plan, state, index) {
+            let (status, mut summary) = match self.render(plan, state, index) {
                 Err(error) => (
                     Status::Failed,
                     format!("cannot render its parameters: {error}"),
@@ -67,6 +105,12 @@ impl Executor<'_> {
                     }
                 }
             };
+            let _ = crate::fault::point("rollback.done");
+            if matches!(state.slots[index], super::Slot::Done(Status::Cancelled)) {
+                summary = format!(
+                    "{summary} (the step was interrupted mid-call: what it had done is unknown, check it)"
+                );
+            }
             if status == Status::Failed {
                 failed.push(planned.id.0.clone());
             }
@@ -75,9 +119,11 @@ impl Executor<'_> {
                 EventKind::StepRolledBack { status, summary },
             );
         }
-        self.events.emit(EventKind::RollbackFinished {
-            failed: failed.len(),
-        });
+        if self.events.failure().is_none() {
+            self.events.emit(EventKind::RollbackFinished {
+                failed: failed.len(),
+            });
+        }
         (true, failed)
     }
 }

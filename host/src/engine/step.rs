@@ -83,12 +83,20 @@ impl Executor<'_> {
         );
         let started = Instant::now();
         let result = match (&step.action, params) {
+            // Its start could not be recorded: a crash now would leave no
+            // trace of it, so it does not run.
+            _ if self.events.failure().is_some() => {
+                StepResult::new(Status::Failed, "not started: the run cannot be recorded")
+            }
             (Action::Manual(checklist), _) => self.confirm(plan, index, checklist).await,
             (Action::Plugin(_), Err(error)) => StepResult::new(Status::Failed, error),
             (Action::Plugin(name), Ok(params)) => {
                 self.call_with_retries(plan, index, name, &params).await
             }
         };
+        // Between the effect and its record: a crash here leaves the step
+        // started and not finished.
+        let _ = crate::fault::point("step.done");
         self.events.emit_for(
             Some(&planned.id),
             EventKind::StepFinished {
@@ -112,9 +120,16 @@ impl Executor<'_> {
         let step = plan.step(planned);
         let plugin = &self.plugins[plugin];
         let deadline = tokio::time::Instant::now() + step.timeout;
+        // `always` steps finish what they do at the end of a run, even an
+        // interrupted one: only the second interrupt stops them.
+        let cancel = if step.always {
+            &self.abort
+        } else {
+            &self.cancel
+        };
         let mut attempt = 1;
         loop {
-            let context = self.context(planned, deadline, &self.cancel);
+            let context = self.context(planned, deadline, cancel);
             let called = self
                 .runtime
                 .run(plugin, context, step.memory_limit, params)
@@ -149,7 +164,7 @@ impl Executor<'_> {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
-                () = self.cancel.cancelled() => return StepResult::new(Status::Cancelled, "cancelled while waiting to retry"),
+                () = cancel.cancelled() => return StepResult::new(Status::Cancelled, "cancelled while waiting to retry"),
             }
             attempt += 1;
         }

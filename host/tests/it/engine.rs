@@ -337,5 +337,10 @@ async fn an_interrupt_cancels_the_running_step_then_rolls_back() {
     );
     assert_eq!(finished.report.status, Status::Cancelled);
     assert_eq!(finished.step("hold").0, Status::Cancelled);
-    assert_eq!(counter.tally().sequence, ["do:deploy", "undo:deploy"]);
+    // The interrupted step is undone too, newest first: what it may have
+    // half-done is not left behind.
+    assert_eq!(
+        counter.tally().sequence,
+        ["do:deploy", "undo:hold", "undo:deploy"]
+    );
 }

@@ -7,6 +7,7 @@ mod aws;
 mod canary;
 mod cli;
 mod engine;
+mod faults;
 mod files;
 mod flags;
 mod format;

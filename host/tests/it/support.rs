@@ -159,6 +159,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         abort: CancellationToken::new(),
         parallel: options.parallel.unwrap_or(16),
         recorded: BTreeMap::new(),
+        rollback: None,
         confirmations: Default::default(),
         aws: options.aws,
         kube: options.kube,
