@@ -106,6 +106,50 @@ async fn a_healthy_canary_passes_every_stage_and_takes_all_traffic() {
     assert_eq!(kubectl_weights(&estate.kubeconfig).await, "0 100");
 }
 
+/// A canary promoted to 100% and left there is what the next run's new
+/// image would reach before any analysis: the plan says so, and a
+/// `stages = [0]` step sends the traffic home to stable.
+#[tokio::test]
+async fn a_promoted_canary_is_flagged_by_the_plan_and_sent_home_by_stage_zero() {
+    let estate = estate().await;
+    let promote = shift(&estate.prometheus.url, "[100]", "1s");
+    let finished = run_on(&promote, estate.kubeconfig.clone(), None).await;
+    assert_eq!(finished.step("canary").0, Status::Succeeded);
+    assert_eq!(kubectl_weights(&estate.kubeconfig).await, "0 100");
+
+    let next = crate::support::TestRunbook::new(&shift(&estate.prometheus.url, "[10, 100]", "1s"));
+    let kubeconfig = estate.kubeconfig.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["plan", next.path.to_str().unwrap()])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        said.contains("the canary already serves 100% of the traffic"),
+        "{said}"
+    );
+
+    let home = shift(&estate.prometheus.url, "[0]", "1s");
+    let finished = run_on(&home, estate.kubeconfig.clone(), None).await;
+    let (status, summary, _) = finished.step("canary");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert!(
+        summary.contains("is home on stable (the canary had 100%)"),
+        "{summary}"
+    );
+    assert_eq!(kubectl_weights(&estate.kubeconfig).await, "100 0");
+}
+
 #[tokio::test]
 async fn an_error_rate_rising_at_25_percent_sends_traffic_back_to_stable() {
     let estate = estate().await;

@@ -412,7 +412,9 @@ async fn rastup_snapshots_migrates_shifts_traffic_and_raises_the_flag() {
     );
     assert_every_step(&finished, &[Status::Succeeded, Status::Skipped]);
     assert_eq!(image_of("rastup-prod", "rastup-api"), "1.2.3");
-    assert_eq!(rastup_traffic(), [0, 100]);
+    // The canary proved 1.2.3 at 100%, stable now runs it, and traffic is
+    // home on stable: the next run's canary starts from 0%.
+    assert_eq!(rastup_traffic(), [100, 0]);
     assert_eq!(flag("new_checkout"), 100);
     let snapshot = tokio::task::spawn_blocking(|| snapshot_exists("pre-deploy-test-run"))
         .await

@@ -23,7 +23,8 @@ struct Params {
     #[serde(default = "default_stages")]
     stages: Vec<u32>,
     /// How long each stage below 100% is held (and analysed).
-    hold: HumanDuration,
+    #[serde(default)]
+    hold: Option<HumanDuration>,
     /// A hold per stage below 100%, in order, instead of `hold` (the seeds'
     /// "5 minutes at 5%, 10 at 10%, 15 at 25%, 20 at 50%").
     #[serde(default)]
@@ -65,6 +66,12 @@ fn check(params: &Params) -> Result<(), Error> {
             ));
         }
     }
+    if params.stages.contains(&0) && params.stages != [0] {
+        return Err(Error::invalid_param(
+            "stages",
+            "0 sends all traffic home to stable: use `stages = [0]` alone, once the stable workload runs the version the canary proved",
+        ));
+    }
     if params.stages.iter().any(|stage| *stage > 100) {
         return Err(Error::invalid_param(
             "stages",
@@ -80,7 +87,17 @@ fn check(params: &Params) -> Result<(), Error> {
     if let Some(analysis) = &params.analysis {
         analysis.check("analysis.")?;
     }
-    let held = params.stages.iter().filter(|stage| **stage < 100).count();
+    let held = params
+        .stages
+        .iter()
+        .filter(|stage| (1..100).contains(*stage))
+        .count();
+    if held > 0 && params.hold.is_none() && params.holds.is_empty() {
+        return Err(Error::invalid_param(
+            "hold",
+            "give how long each stage below 100% is held, like `hold = \"5m\"`",
+        ));
+    }
     if !params.holds.is_empty() && params.holds.len() != held {
         return Err(Error::invalid_param(
             "holds",
@@ -107,17 +124,31 @@ impl Step for CanaryShift {
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         check(params)?;
         let now = params.router.canary_weight()?;
+        if params.stages == [0] {
+            return Ok(vec![PlannedAction::write(format!(
+                "send all traffic in {} home to stable (the canary has {now}%)",
+                params.router.object()
+            ))]);
+        }
         let stages: Vec<String> = params
             .stages
             .iter()
             .map(|stage| format!("{stage}%"))
             .collect();
         let mut actions = vec![PlannedAction::write(format!(
-            "shift traffic in {} from canary {now}% through {}, holding {} at each stage below 100%",
+            "shift traffic in {} from canary {now}% through {}{}",
             params.router.object(),
             stages.join(" → "),
-            params.hold
+            params
+                .hold
+                .map(|hold| format!(", holding {hold} at each stage below 100%"))
+                .unwrap_or_default()
         ))];
+        if now > 0 && !params.router.all_or_nothing() {
+            actions.push(PlannedAction::read(format!(
+                "WARNING: the canary already serves {now}% of the traffic (a run left it there): whatever the canary workload runs reaches those users before any analysis; send traffic home first with a `stages = [0]` step"
+            )));
+        }
         if let Some(analysis) = &params.analysis {
             actions.push(PlannedAction::read(format!(
                 "analysis {}",
@@ -131,6 +162,15 @@ impl Step for CanaryShift {
         check(&params)?;
         let router = &params.router;
         let initial = router.canary_weight()?;
+        if params.stages == [0] {
+            router.set(0)?;
+            return Ok(Outcome::new(format!(
+                "all traffic in {} is home on stable (the canary had {initial}%)",
+                router.object()
+            ))
+            .output("canary_weight", "0")
+            .output("initial_canary_weight", initial.to_string()));
+        }
         let count = params.stages.len();
         let mut last_values = String::new();
         for (position, stage) in params.stages.iter().copied().enumerate() {
@@ -151,8 +191,8 @@ impl Step for CanaryShift {
                 .holds
                 .get(position)
                 .copied()
-                .unwrap_or(params.hold)
-                .get();
+                .or(params.hold)
+                .map_or(std::time::Duration::ZERO, HumanDuration::get);
             let held = match &params.analysis {
                 Some(analysis) => {
                     let mut monitor = Monitor::new(analysis);
