@@ -400,6 +400,7 @@ impl Estate {
         for object in objects() {
             self.kube.apply(object);
         }
+        self.kube.forget_migrations();
         self.sample.update(|state| {
             state.admin_token = Some(ADMIN_TOKEN.into());
             state.healthy = true;

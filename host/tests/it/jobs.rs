@@ -149,3 +149,51 @@ async fn rollback_runs_the_downgrade_job_and_a_rerun_replaces_the_finished_job()
             .contains("replacing the finished Job riskcast-migrate-1")
     );
 }
+
+/// Re-deploying the live version, whose migration has nothing to apply,
+/// and then failing: the rollback must not downgrade the schema that the
+/// live code needs. (The emulator's Jobs print what alembic would.)
+#[tokio::test]
+async fn a_migration_that_changed_nothing_is_not_downgraded_by_a_rollback() {
+    let (emulator, _dir, kubeconfig) = cluster().await;
+    let step = migrate(
+        "with.rollback_command = [\"alembic\", \"downgrade\", \"-1\"]\nwith.changed_when = \"Running upgrade\"\n",
+    );
+    let live = run_on(
+        &format!("[runbook]\nname = \"migrate\"\n\n{step}"),
+        kubeconfig.clone(),
+        None,
+    )
+    .await;
+    let (status, summary, outputs) = live.step("migrate");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(outputs["changed"], "true");
+
+    let body = format!(
+        "[runbook]\nname = \"migrate\"\non_failure = \"rollback\"\n\n{step}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n"
+    );
+    let again = run_on(&body, kubeconfig, None).await;
+    let (status, summary, outputs) = again.step("migrate");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert!(summary.ends_with("it changed nothing"), "{summary}");
+    assert_eq!(outputs["changed"], "false");
+    assert!(
+        again
+            .lines()
+            .join("\n")
+            .contains("nothing to undo: Job riskcast-migrate-1 changed nothing"),
+        "{}",
+        again.lines().join("\n")
+    );
+    assert!(
+        emulator
+            .get(
+                "batch/v1",
+                "Job",
+                Some("shop"),
+                "riskcast-migrate-1-rollback"
+            )
+            .is_none(),
+        "no downgrade Job ran"
+    );
+}

@@ -56,6 +56,13 @@ struct Params {
     /// the runbook rolls back (e.g. `["alembic", "downgrade", "-1"]`).
     #[serde(default)]
     rollback_command: Vec<String>,
+    /// Text that the Job's logs contain only when it changed something
+    /// (alembic: `Running upgrade`). When given and absent, the Job
+    /// changed nothing, and a rollback leaves it alone: re-deploying the
+    /// live version and then failing must not downgrade the schema the
+    /// live code needs.
+    #[serde(default)]
+    changed_when: Option<String>,
 }
 
 fn job_ref(params: &Params, name: &str) -> ObjectRef {
@@ -151,8 +158,12 @@ fn pod_result(params: &Params, name: &str) -> Result<(Option<String>, Option<i64
     Ok((Some(pod_name), exit_code, logs))
 }
 
-/// Runs one Job to its end; its pod, exit code and last log line.
-fn run_job(params: &Params, name: &str, command: &[String]) -> Result<(String, i64), Error> {
+/// Runs one Job to its end; its pod, exit code and logs.
+fn run_job(
+    params: &Params,
+    name: &str,
+    command: &[String],
+) -> Result<(String, i64, String), Error> {
     let object = job_ref(params, name);
     if let Some(existing) = kube::get(&object)? {
         if !finished(&existing) {
@@ -182,7 +193,7 @@ fn run_job(params: &Params, name: &str, command: &[String]) -> Result<(String, i
     }
     let last_line = logs.lines().last().unwrap_or_default().to_owned();
     match waited {
-        Ok(_) => Ok((pod.unwrap_or_default(), exit_code.unwrap_or(0))),
+        Ok(_) => Ok((pod.unwrap_or_default(), exit_code.unwrap_or(0), logs)),
         Err(error) => {
             let code = exit_code.map_or_else(
                 || "no exit code".to_owned(),
@@ -238,17 +249,33 @@ impl Step for Job {
 
     fn run(params: Params) -> Result<Outcome, Error> {
         check(&params)?;
-        let (pod, exit_code) = run_job(&params, &params.name, &params.command)?;
-        Ok(Outcome::new(format!(
-            "Job {} completed (exit code {exit_code})",
-            params.name
-        ))
-        .output("job", params.name.clone())
-        .output("pod", pod)
-        .output("exit_code", exit_code.to_string()))
+        let (pod, exit_code, logs) = run_job(&params, &params.name, &params.command)?;
+        let changed = params
+            .changed_when
+            .as_deref()
+            .map(|marker| logs.contains(marker));
+        let mut summary = format!("Job {} completed (exit code {exit_code})", params.name);
+        if changed == Some(false) {
+            summary.push_str("; it changed nothing");
+        }
+        let mut outcome = Outcome::new(summary)
+            .output("job", params.name.clone())
+            .output("pod", pod)
+            .output("exit_code", exit_code.to_string());
+        if let Some(changed) = changed {
+            outcome = outcome.output("changed", changed.to_string());
+        }
+        Ok(outcome)
     }
 
-    fn rollback(params: Params, _outputs: &Outputs) -> Result<String, Error> {
+    fn rollback(params: Params, outputs: &Outputs) -> Result<String, Error> {
+        if outputs.get("changed") == Some("false") {
+            return Ok(format!(
+                "nothing to undo: Job {} changed nothing (its logs had no `{}`)",
+                params.name,
+                params.changed_when.as_deref().unwrap_or_default()
+            ));
+        }
         if params.rollback_command.is_empty() {
             return Ok(format!(
                 "nothing to undo: Job {} has no `rollback_command`",

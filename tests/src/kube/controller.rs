@@ -39,6 +39,10 @@ pub struct Controllers {
     pub job_outcomes: Vec<(String, JobOutcome)>,
     /// Pod logs by namespace and pod name.
     pub logs: BTreeMap<(String, String), String>,
+    /// Per namespace, the schema revisions `alembic upgrade head` applied
+    /// (one per image tag), newest last: Jobs running alembic print what
+    /// alembic would, so that a re-run at the same version changes nothing.
+    migrations: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Controllers {
@@ -49,6 +53,7 @@ impl Default for Controllers {
             deadline_ticks: 20,
             job_outcomes: Vec::new(),
             logs: BTreeMap::new(),
+            migrations: BTreeMap::new(),
         }
     }
 }
@@ -197,6 +202,52 @@ impl Controllers {
         });
     }
 
+    /// Forgets every schema revision alembic Jobs applied.
+    pub fn forget_migrations(&mut self) {
+        self.migrations.clear();
+    }
+
+    /// What alembic prints for a Job whose container runs it: `upgrade
+    /// head` applies the revision of the image's tag once, `downgrade -1`
+    /// removes the newest.
+    fn alembic(&mut self, namespace: &str, template: &Value) -> String {
+        let Some(container) = template.pointer("/spec/containers/0") else {
+            return String::new();
+        };
+        let command: Vec<&str> = ["command", "args"]
+            .iter()
+            .filter_map(|field| container.get(*field).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let tag = container
+            .get("image")
+            .and_then(Value::as_str)
+            .and_then(|image| image.rsplit_once(':'))
+            .map_or("latest", |(_, tag)| tag)
+            .to_owned();
+        let applied = self.migrations.entry(namespace.to_owned()).or_default();
+        let current = applied.last().cloned().unwrap_or_else(|| "base".into());
+        let context = "INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.\n";
+        match command.as_slice() {
+            ["alembic", "upgrade", "head"] if applied.contains(&tag) => context.to_owned(),
+            ["alembic", "upgrade", "head"] => {
+                applied.push(tag.clone());
+                format!(
+                    "{context}INFO  [alembic.runtime.migration] Running upgrade {current} -> {tag}\n"
+                )
+            }
+            ["alembic", "downgrade", "-1"] => {
+                applied.pop();
+                let previous = applied.last().cloned().unwrap_or_else(|| "base".into());
+                format!(
+                    "{context}INFO  [alembic.runtime.migration] Running downgrade {current} -> {previous}\n"
+                )
+            }
+            _ => String::new(),
+        }
+    }
+
     fn job(&mut self, store: &mut Store, key: &Key) {
         let Some(object) = store.object(key).cloned() else {
             return;
@@ -247,18 +298,17 @@ impl Controllers {
             .iter()
             .find(|(prefix, _)| key.name.starts_with(prefix.as_str()))
             .map(|(_, outcome)| outcome.clone())
-            .unwrap_or_else(|| JobOutcome {
-                exit_code: 0,
-                logs: format!(
-                    "job {} ran {:?}\n",
-                    key.name,
-                    images(
-                        &object
-                            .pointer("/spec/template")
-                            .cloned()
-                            .unwrap_or_default()
-                    )
-                ),
+            .unwrap_or_else(|| {
+                let template = object
+                    .pointer("/spec/template")
+                    .cloned()
+                    .unwrap_or_default();
+                let ran = format!("job {} ran {:?}\n", key.name, images(&template));
+                let alembic = self.alembic(&key.namespace, &template);
+                JobOutcome {
+                    exit_code: 0,
+                    logs: ran + &alembic,
+                }
             });
         self.logs.insert(
             (key.namespace.clone(), pod_name.clone()),

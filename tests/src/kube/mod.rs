@@ -190,6 +190,11 @@ impl KubeEmulator {
         ));
     }
 
+    /// Forgets every schema revision that alembic Jobs applied.
+    pub fn forget_migrations(&self) {
+        self.controllers().forget_migrations();
+    }
+
     /// `METHOD path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.shared.requests.lock().expect("requests lock").clone()
