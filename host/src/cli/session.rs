@@ -368,10 +368,15 @@ pub async fn drive(
                     plan.run_id
                 );
             }
-            Output::Json => println!(
-                "{}",
-                serde_json::json!({"event": "run_unrecorded", "reason": reason, "run_id": plan.run_id, "completed": completed})
-            ),
+            // A closed stdout ends this output quietly; the exit code
+            // still says what happened.
+            Output::Json => {
+                if let Err(Failure::Internal(error)) = super::print_json_line(
+                    &serde_json::json!({"event": "run_unrecorded", "reason": reason, "run_id": plan.run_id, "completed": completed}),
+                ) {
+                    eprintln!("error: {error:#}");
+                }
+            }
         }
         return Ok(exit::INTERNAL);
     }

@@ -51,21 +51,27 @@ pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
         Err(error) => return Err(Failure::Internal(error.into())),
     };
     let Some(left) = lock.left_by().cloned() else {
-        println!("no lock is held for {}{env}", runbook.name);
+        outln!("no lock is held for {}{env}", runbook.name)?;
         return Ok(exit::SUCCESS);
     };
     lock.clear()
         .map_err(|error| Failure::Internal(error.into()))?;
     match session::unfinished(&state_dir, &left.run_id) {
-        Some(state) => println!(
+        Some(state) => outln!(
             "cleared the lock that run {} by {} left when its process {} died ({state}); \
              `runbook resume {}` still continues that run, or start a new one",
-            left.run_id, left.operator, left.pid, left.run_id
-        ),
-        None => println!(
+            left.run_id,
+            left.operator,
+            left.pid,
+            left.run_id
+        )?,
+        None => outln!(
             "cleared the name that run {} by {} left on the lock of {}{env} (its process {} is gone)",
-            left.run_id, left.operator, runbook.name, left.pid
-        ),
+            left.run_id,
+            left.operator,
+            runbook.name,
+            left.pid
+        )?,
     }
     Ok(exit::SUCCESS)
 }

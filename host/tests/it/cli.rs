@@ -414,6 +414,7 @@ fn a_closed_stdout_ends_the_output_quietly() {
         vec!["runs", "--state-dir", state],
         vec!["plan", path],
         vec!["plan", path, "--output", "json"],
+        vec!["unlock", path],
     ] {
         let output = closed(&args);
         assert_eq!(
