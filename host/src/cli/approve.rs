@@ -56,12 +56,7 @@ pub fn approve(_cli: &Cli, args: &ApproveArgs) -> Result<u8, Failure> {
         ));
     }
     let runbook = crate::runbook::load(std::path::Path::new(&record.file))?;
-    // The run's first record says whether it was started with `--emergency`.
-    let emergency = record
-        .events
-        .iter()
-        .find(|event| event["event"] == "run_started")
-        .is_some_and(|started| started.get("emergency").is_some_and(|why| !why.is_null()));
+    let emergency = crate::gates::started_as_emergency(&record.events);
     let rule = record
         .environment
         .as_ref()

@@ -187,6 +187,11 @@ pub async fn drive(
         Output::Text => events.add(Progress::stderr(cli.verbose)),
         Output::Json => events.add(JsonStdout),
     }
+    // A run started with `--emergency` stays one when resumed without it:
+    // its approvals come from the emergency approvers.
+    let emergency = options.emergency
+        || matches!(&start, Start::Resume { record, .. }
+            if crate::gates::started_as_emergency(&record.events));
 
     let (recorded, rollback, mut approvals, confirmations_given) = match start {
         Start::New => {
@@ -243,7 +248,7 @@ pub async fn drive(
 
     // Approvals, bound to the fingerprint.
     let rule = environment
-        .and_then(|environment| crate::gates::rule(environment, options.emergency))
+        .and_then(|environment| crate::gates::rule(environment, emergency))
         .cloned();
     let cancel = CancellationToken::new();
     let abort = CancellationToken::new();

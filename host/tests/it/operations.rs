@@ -524,14 +524,12 @@ async fn an_emergency_run_is_approved_by_the_emergency_approvers() {
         "{}",
         text(&ordinary)
     );
-    // ...the emergency approver does, and the run goes on with it.
+    // ...the emergency approver does, and the run goes on with her.
     let approved = env.run("eve", &["approve", &run, "--as", "eve"]);
     assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    // The run stays an emergency run, whoever resumes it and how.
     let (_env, resumed) = blocking(move || {
-        let output = env.run(
-            "alice",
-            &[&["resume", run.as_str()][..], &emergency[..]].concat(),
-        );
+        let output = env.run("alice", &["resume", &run]);
         (env, output)
     })
     .await;
