@@ -52,6 +52,7 @@ fn main() {
                 dry_run: false,
                 aws: None,
                 kube: None,
+                checkpoints: Default::default(),
             })
         };
         let params = r#"{"message":"hi"}"#;

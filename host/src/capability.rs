@@ -44,7 +44,14 @@ pub struct StepContext {
     pub aws: Option<aws::AwsAccess>,
     /// The cluster connection for Kubernetes calls, when the run has one.
     pub kube: Option<std::sync::Arc<kube::KubeAccess>>,
+    /// What the step recorded for its rollback before changing anything
+    /// (`log.checkpoint`), shared by its attempts: the first value of a
+    /// key is kept.
+    pub checkpoints: Checkpoints,
 }
+
+/// A step's checkpoints: key -> the value recorded first.
+pub type Checkpoints = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
 
 impl StepContext {
     /// Records an event for this step.
@@ -79,6 +86,54 @@ impl log::Host for StepState {
         let message = truncate(message, 1024);
         if self.log_budget.admit(message.len() + 1) {
             self.context.emit(EventKind::Progress { message, fraction });
+        }
+    }
+
+    async fn checkpoint(&mut self, key: String, value: String) -> Result<(), PluginError> {
+        self.record_checkpoint(key, value)
+    }
+}
+
+impl StepState {
+    /// `log.checkpoint`: durable before it returns, first value kept.
+    fn record_checkpoint(&mut self, key: String, value: String) -> Result<(), PluginError> {
+        const MAX_KEY: usize = 256;
+        const MAX_VALUE: usize = 256 * 1024;
+        const MAX_KEYS: usize = 64;
+        if key.len() > MAX_KEY || value.len() > MAX_VALUE {
+            return Err(PluginError::Failed(format!(
+                "a checkpoint's key is at most {MAX_KEY} bytes and its value {} KiB",
+                MAX_VALUE / 1024
+            )));
+        }
+        let context = &self.context;
+        if context.dry_run {
+            return Ok(());
+        }
+        let fresh = {
+            let mut checkpoints = context
+                .checkpoints
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if checkpoints.contains_key(&key) {
+                false
+            } else if checkpoints.len() >= MAX_KEYS {
+                return Err(PluginError::Failed(format!(
+                    "a step records at most {MAX_KEYS} checkpoints"
+                )));
+            } else {
+                checkpoints.insert(key.clone(), value.clone());
+                true
+            }
+        };
+        if fresh {
+            context.emit(EventKind::Checkpoint { key, value });
+        }
+        match context.events.failure() {
+            None => Ok(()),
+            Some(failure) => Err(PluginError::Failed(format!(
+                "the checkpoint could not be recorded, so nothing may change: {failure}"
+            ))),
         }
     }
 }

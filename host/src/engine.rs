@@ -103,6 +103,9 @@ pub struct Executor<'a> {
     /// A rollback an earlier process started: this process finishes it
     /// (and runs the `always` steps) instead of running steps.
     pub rollback: Option<PendingRollback>,
+    /// What steps recorded for their rollback in earlier processes of the
+    /// run (`log.checkpoint`), by step: a step run again keeps them.
+    pub checkpoints: BTreeMap<String, BTreeMap<String, String>>,
     /// Manual steps' confirmations.
     pub confirmations: Confirmations,
     /// AWS credentials and endpoint, for steps granted AWS.

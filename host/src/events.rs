@@ -255,6 +255,14 @@ pub enum EventKind {
         /// Whether every completed step is undone: the run is then over.
         whole_run: bool,
     },
+    /// A step recorded, before changing anything, a value its rollback
+    /// needs (`log.checkpoint`).
+    Checkpoint {
+        /// The output it stands for.
+        key: String,
+        /// The value.
+        value: String,
+    },
     /// A step's rollback is about to run: if the process dies before its
     /// `step_rolled_back`, `resume` knows this undo was in flight.
     RollbackStepStarted {
@@ -645,6 +653,10 @@ fn redact_event(mut event: Event, redactor: &Redactor) -> Event {
             scrub_all(steps);
         }
         EventKind::RollbackStepStarted { idempotent: _ } => {}
+        EventKind::Checkpoint { key, value } => {
+            scrub(key);
+            scrub(value);
+        }
         EventKind::StepRolledBack { status: _, summary } => scrub(summary),
         EventKind::RollbackFinished { failed: _ } => {}
         EventKind::Confirmed { by, items } => {

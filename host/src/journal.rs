@@ -162,6 +162,9 @@ pub struct StepRecord {
     pub rollback_status: Option<Status>,
     /// Whether running its plugin's `rollback` twice is harmless.
     pub idempotent_rollback: bool,
+    /// What it recorded for its rollback before changing anything: the
+    /// first value of each key, across attempts and processes.
+    pub checkpoints: BTreeMap<String, String>,
 }
 
 /// A rollback as the journal remembers it.
@@ -361,6 +364,15 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                     entry.order = Some(finished_steps);
                     finished_steps += 1;
                 }
+            }
+            ("checkpoint", Some(step)) => {
+                record
+                    .steps
+                    .entry(step)
+                    .or_default()
+                    .checkpoints
+                    .entry(text_of("key"))
+                    .or_insert_with(|| text_of("value"));
             }
             ("rollback_step_started", Some(step)) => {
                 let entry = record.steps.entry(step).or_default();

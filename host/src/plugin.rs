@@ -282,6 +282,7 @@ impl PluginRuntime {
             dry_run: false,
             aws: None,
             kube: None,
+            checkpoints: Default::default(),
         })
     }
 

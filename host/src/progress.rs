@@ -388,7 +388,8 @@ impl EventWriter for Progress {
             }
             EventKind::SecretUsed { .. }
             | EventKind::AuditHead { .. }
-            | EventKind::RollbackStepStarted { .. } => {}
+            | EventKind::RollbackStepStarted { .. }
+            | EventKind::Checkpoint { .. } => {}
         }
         if !lines.is_empty()
             || matches!(

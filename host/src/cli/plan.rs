@@ -154,6 +154,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             dry_run: true,
             aws: Some(aws.clone()),
             kube: Some(kube.clone()),
+            checkpoints: Default::default(),
         });
         let result = runtime
             .plan(plugin, context, step.memory_limit, &params.to_string())

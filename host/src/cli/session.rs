@@ -193,7 +193,7 @@ pub async fn drive(
         || matches!(&start, Start::Resume { record, .. }
             if crate::gates::started_as_emergency(&record.events));
 
-    let (recorded, rollback, mut approvals, confirmations_given) = match start {
+    let (recorded, rollback, checkpoints, mut approvals, confirmations_given) = match start {
         Start::New => {
             events.emit(EventKind::RunStarted {
                 run_id: plan.run_id.clone(),
@@ -211,7 +211,13 @@ pub async fn drive(
                     .emergency
                     .then(|| options.reason.clone().unwrap_or_default()),
             });
-            (BTreeMap::new(), None, Vec::new(), BTreeMap::new())
+            (
+                BTreeMap::new(),
+                None,
+                BTreeMap::new(),
+                Vec::new(),
+                BTreeMap::new(),
+            )
         }
         Start::Resume {
             record,
@@ -231,6 +237,12 @@ pub async fn drive(
             (
                 recorded,
                 rollback,
+                record
+                    .steps
+                    .iter()
+                    .filter(|(_, step)| !step.checkpoints.is_empty())
+                    .map(|(id, step)| (id.clone(), step.checkpoints.clone()))
+                    .collect(),
                 record.approvals.clone(),
                 record.confirmations.clone(),
             )
@@ -315,6 +327,7 @@ pub async fn drive(
         parallel,
         recorded,
         rollback,
+        checkpoints,
         aws: Some(crate::capability::aws::AwsAccess::from_environment(
             options
                 .aws_endpoint

@@ -81,11 +81,17 @@ impl Executor<'_> {
             }
             // The outputs of this run of the step (of this element, for a
             // `for_each` step).
-            let outputs: Vec<(String, String)> = state
+            // What the step recorded before changing anything takes
+            // precedence: a later attempt may have found its change made.
+            let mut outputs = state
                 .outputs
                 .get(&planned.id.0)
-                .map(|outputs| outputs.clone().into_iter().collect())
+                .cloned()
                 .unwrap_or_default();
+            if let Some(checkpoints) = self.checkpoints.get(&planned.id.0) {
+                outputs.extend(checkpoints.clone());
+            }
+            let outputs: Vec<(String, String)> = outputs.into_iter().collect();
             let (status, mut summary) = match self.render(plan, state, index) {
                 Err(error) => (
                     Status::Failed,
@@ -93,7 +99,7 @@ impl Executor<'_> {
                 ),
                 Ok(params) => {
                     let deadline = tokio::time::Instant::now() + step.timeout;
-                    let context = self.context(planned, deadline, &self.abort);
+                    let context = self.context(planned, deadline, &self.abort, &Default::default());
                     match self
                         .runtime
                         .rollback(plugin, context, step.memory_limit, &params, outputs)

@@ -36,6 +36,7 @@ impl Executor<'_> {
         planned: &crate::runbook::PlannedStep,
         deadline: tokio::time::Instant,
         cancel: &tokio_util::sync::CancellationToken,
+        checkpoints: &crate::capability::Checkpoints,
     ) -> Arc<StepContext> {
         Arc::new(StepContext {
             step_id: planned.id.clone(),
@@ -49,6 +50,7 @@ impl Executor<'_> {
             dry_run: false,
             aws: self.aws.clone(),
             kube: self.kube.clone(),
+            checkpoints: Arc::clone(checkpoints),
         })
     }
 
@@ -82,7 +84,16 @@ impl Executor<'_> {
             },
         );
         let started = Instant::now();
-        let result = match (&step.action, params) {
+        // What an earlier attempt (in an earlier process, too) recorded for
+        // the rollback before it changed anything: kept, and the step's
+        // outputs carry it.
+        let checkpoints: crate::capability::Checkpoints = Arc::new(std::sync::Mutex::new(
+            self.checkpoints
+                .get(&planned.id.0)
+                .cloned()
+                .unwrap_or_default(),
+        ));
+        let mut result = match (&step.action, params) {
             // Its start could not be recorded: a crash now would leave no
             // trace of it, so it does not run.
             _ if self.events.failure().is_some() => {
@@ -91,9 +102,15 @@ impl Executor<'_> {
             (Action::Manual(checklist), _) => self.confirm(plan, index, checklist).await,
             (Action::Plugin(_), Err(error)) => StepResult::new(Status::Failed, error),
             (Action::Plugin(name), Ok(params)) => {
-                self.call_with_retries(plan, index, name, &params).await
+                self.call_with_retries(plan, index, name, &params, &checkpoints)
+                    .await
             }
         };
+        let recorded = checkpoints
+            .lock()
+            .map(|checkpoints| checkpoints.clone())
+            .unwrap_or_default();
+        result.outputs.extend(recorded);
         // Between the effect and its record: a crash here leaves the step
         // started and not finished.
         let _ = crate::fault::point("step.done");
@@ -115,6 +132,7 @@ impl Executor<'_> {
         index: usize,
         plugin: &str,
         params: &str,
+        checkpoints: &crate::capability::Checkpoints,
     ) -> StepResult {
         let planned = &plan.steps[index];
         let step = plan.step(planned);
@@ -129,7 +147,7 @@ impl Executor<'_> {
         };
         let mut attempt = 1;
         loop {
-            let context = self.context(planned, deadline, cancel);
+            let context = self.context(planned, deadline, cancel, checkpoints);
             let called = self
                 .runtime
                 .run(plugin, context, step.memory_limit, params)

@@ -673,3 +673,57 @@ async fn an_interrupt_mid_call_undoes_the_step_runs_always_steps_and_resume_asks
         }
     }
 }
+
+/// The process dies after a step changed the cluster and before the step
+/// was recorded (the bad RISKCAST release killed mid `canary-deploy`). On
+/// resume the step runs again and finds its change made ("already as
+/// asked"); when a later step fails, the rollback must still restore what
+/// was there before the run: the step recorded it before changing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_killed_after_its_change_is_still_undone_from_what_it_recorded_first() {
+    let (emulator, _dir, kubeconfig) = crate::kube::cluster().await;
+    let counter = Counter::start().await.unwrap();
+    let bin = Bin::new();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"canary\"\non_failure = \"rollback\"\n\n[[steps]]\nid = \"canary-deploy\"\nuses = \"k8s-rollout\"\nwith.namespace = \"shop\"\nwith.workloads = [\"deployment/api\"]\nwith.images = {{ app = \"app:2\" }}\nwith.timeout = \"20s\"\ngrants.kube = {{ namespaces = [\"shop\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }}\n\n[[steps]]\nid = \"gate\"\nuses = \"recorder\"\nneeds = [\"canary-deploy\"]\nwith.url = \"{url}\"\nwith.name = \"gate\"\nwith.fail = true\ngrants.http = [\"{url}\"]\n",
+        url = counter.url
+    ));
+    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    let crash = [
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("RUNBOOK_FAILPOINTS", "step.done=crash@1"),
+    ];
+    let path = file.path.to_str().unwrap().to_owned();
+    let killed = {
+        let bin = Arc::clone(&bin);
+        let crash = crash.map(|(key, value)| (key, value.to_owned()));
+        blocking(move || {
+            let crash: Vec<(&str, &str)> = crash.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            bin.run(&["exec", &path], &crash)
+        })
+        .await
+    };
+    exits(&killed, 137);
+    assert_eq!(crate::kube::image_of(&emulator, "shop"), "app:2");
+    let state = file.dir.path().join(".runbook");
+    let run = only_run(&state);
+    let resumed = {
+        let bin = Arc::clone(&bin);
+        let state = state.display().to_string();
+        let env = env.map(|(key, value)| (key, value.to_owned()));
+        blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            bin.run(&["resume", &run, "--state-dir", &state], &env)
+        })
+        .await
+    };
+    exits(&resumed, 1);
+    let said = text(&resumed);
+    assert!(said.contains("already as asked"), "{said}");
+    assert_eq!(
+        crate::kube::image_of(&emulator, "shop"),
+        "app:1",
+        "the rollback restored what was there before the run: {said}"
+    );
+}

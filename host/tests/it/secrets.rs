@@ -208,6 +208,7 @@ fn step(http: &[&str], secrets: &[(&str, &str)]) -> (StepContext, Recorder) {
         dry_run: false,
         aws: None,
         kube: None,
+        checkpoints: Default::default(),
     };
     (context, recorder)
 }

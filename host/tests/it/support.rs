@@ -160,6 +160,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         parallel: options.parallel.unwrap_or(16),
         recorded: BTreeMap::new(),
         rollback: None,
+        checkpoints: BTreeMap::new(),
         confirmations: Default::default(),
         aws: options.aws,
         kube: options.kube,

@@ -303,11 +303,13 @@ impl Step for Rollout {
                 continue;
             };
             runbook_sdk::log::info(&words);
+            // On disk before the change: if the process dies after the
+            // patch, the step's next attempt finds the workload "already
+            // as asked", and its rollback still restores this.
+            let before = format!("before.{}", workload.label);
+            runbook_sdk::log::checkpoint(&before, saved(&object).to_string())?;
             kube::patch(&workload.object, PatchKind::Strategic, &patch)?;
-            outputs.push((
-                format!("before.{}", workload.label),
-                saved(&object).to_string(),
-            ));
+            outputs.push((before, saved(&object).to_string()));
             changed.push((workload, saved(&object)));
             outcome_words.push(words);
         }

@@ -26,3 +26,12 @@ pub fn error(message: impl AsRef<str>) {
 pub fn progress(message: impl AsRef<str>, fraction: Option<f32>) {
     host::progress(message.as_ref(), fraction);
 }
+
+/// Records, before the step changes anything, a value its rollback needs
+/// (the state it is about to replace), durably: it reaches `rollback`
+/// among the outputs, and the first value recorded for a key is kept when
+/// the step runs again after a retry or a crash. Call it before the change,
+/// and change nothing if it fails.
+pub fn checkpoint(key: impl AsRef<str>, value: impl AsRef<str>) -> Result<(), crate::Error> {
+    host::checkpoint(key.as_ref(), value.as_ref())
+}
