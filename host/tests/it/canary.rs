@@ -150,6 +150,38 @@ async fn a_promoted_canary_is_flagged_by_the_plan_and_sent_home_by_stage_zero() 
     assert_eq!(kubectl_weights(&estate.kubeconfig).await, "100 0");
 }
 
+/// Ctrl-C during a hold: the step is cancelled mid-call, and its rollback
+/// sends the traffic back to stable, whatever the failure policy, instead
+/// of leaving the canary at 10%.
+#[tokio::test]
+async fn an_interrupt_during_a_hold_leaves_all_traffic_on_stable() {
+    let estate = estate().await;
+    let body = shift(&estate.prometheus.url, "[10, 100]", "1h").replace(
+        "name = \"canary\"\n",
+        "name = \"canary\"\non_failure = \"abort\"\n",
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let trigger = cancel.clone();
+    let emulator = Arc::clone(&estate.emulator);
+    let interrupt = async move {
+        while canary_weight(&emulator) != 10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        trigger.cancel();
+    };
+    let options = crate::support::RunOptions {
+        kube: Some(runbook::capability::kube::KubeAccess::from_file(
+            estate.kubeconfig.clone(),
+            None,
+        )),
+        cancel: Some(cancel),
+        ..Default::default()
+    };
+    let (finished, ()) = tokio::join!(crate::support::run(&body, options), interrupt);
+    assert_eq!(finished.step("canary").0, Status::Cancelled);
+    assert_eq!(canary_weight(&estate.emulator), 0, "{}", finished.log());
+}
+
 #[tokio::test]
 async fn an_error_rate_rising_at_25_percent_sends_traffic_back_to_stable() {
     let estate = estate().await;

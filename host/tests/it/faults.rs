@@ -727,3 +727,43 @@ async fn a_step_killed_after_its_change_is_still_undone_from_what_it_recorded_fi
         "the rollback restored what was there before the run: {said}"
     );
 }
+
+/// A run killed mid-way keeps the audit records of the calls it made: they
+/// are written as the calls return, not when the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_keeps_the_audit_records_of_the_calls_it_made() {
+    let counter = Counter::start().await.unwrap();
+    let bin = Bin::new();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"killed\"\n\n[[steps]]\nid = \"one\"\nuses = \"recorder\"\nwith.url = \"{url}\"\nwith.name = \"killed-one\"\ngrants.http = [\"{url}\"]\n\n[[steps]]\nid = \"two\"\nuses = \"recorder\"\nneeds = [\"one\"]\nwith.url = \"{url}\"\nwith.name = \"killed-two\"\nwith.delay = \"30s\"\ngrants.http = [\"{url}\"]\n",
+        url = counter.url
+    ));
+    let state = file.dir.path().join(".runbook");
+    let mut child = bin
+        .command(&["exec", file.path.to_str().unwrap()], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = state.clone();
+    blocking(move || wait_for_start(&waiting, "two")).await;
+    child.kill().unwrap();
+    let _ = blocking(move || child.wait()).await;
+    let run = only_run(&state);
+    let audit = std::fs::read_to_string(state.join("runs").join(&run).join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("/do/killed-one"),
+        "the audit log lost the call of `one`: {audit}"
+    );
+    let verify = bin.run(
+        &[
+            "audit",
+            "verify",
+            &run,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    exits(&verify, 0);
+}

@@ -69,9 +69,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 async fn a_manual_step_waits_for_confirmation_and_resume_continues_after_it() {
     let counter = Counter::start().await.unwrap();
     let file = TestRunbook::new(&format!(
-        "[runbook]\nname = \"manual\"\n{}\n[[steps]]\nid = \"verify-backup\"\nkind = \"manual\"\nchecklist = [\"backup verified\", \"stakeholders notified\"]\n{}",
+        "[runbook]\nname = \"manual\"\n{}\n[[steps]]\nid = \"verify-backup\"\nkind = \"manual\"\nchecklist = [\"backup verified\", \"stakeholders notified\"]\n{}{}",
         recorder("before", &counter, ""),
         recorder("after", &counter, ""),
+        // `always` runs once, at the real end: not at the pause.
+        recorder("tell", &counter, "always = true"),
     ));
     let path = file.path.to_str().unwrap().to_owned();
     let env = Env::new();
@@ -105,8 +107,8 @@ async fn a_manual_step_waits_for_confirmation_and_resume_continues_after_it() {
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
     assert_eq!(
         counter.tally().sequence,
-        ["do:before", "do:after"],
-        "a finished step ran again"
+        ["do:before", "do:after", "do:tell"],
+        "a finished step ran again, or the always step ran at a pause"
     );
     assert!(
         text(&resumed).contains("confirmed by bob"),
