@@ -65,17 +65,6 @@ pub fn rule(environment: &Environment, emergency: bool) -> Option<&Approvals> {
     }
 }
 
-/// Whether a run was started with `--emergency`, from its journal's events:
-/// its `run_started` record carries the reason then. The run stays an
-/// emergency run for `approve` and `resume`, whoever continues it.
-pub fn started_as_emergency(events: &[serde_json::Value]) -> bool {
-    events
-        .iter()
-        .find(|event| event["event"] == "run_started")
-        .and_then(|started| started.get("emergency"))
-        .is_some_and(|reason| !reason.is_null())
-}
-
 /// Which approvals count, which do not and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalCount {

@@ -5,9 +5,9 @@
 //! last line cut short by a crash is dropped, not fatal.
 
 use crate::events::{Event, EventKind, EventWriter, Status};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// Appends events to the journal. Each line is written as it comes (a
@@ -215,8 +215,10 @@ pub struct RunRecord {
     pub confirmations: BTreeMap<String, String>,
     /// Approvals: who, and the plan hash they approved.
     pub approvals: Vec<(String, String)>,
-    /// Every event, for `show` and `logs`.
-    pub events: Vec<serde_json::Value>,
+    /// When the last `run_finished` was recorded.
+    pub finished_at: String,
+    /// Whether it started as an emergency run (`--emergency`).
+    pub emergency: bool,
     /// A last line cut short was dropped.
     pub recovered_truncation: bool,
     /// The audit log's record count and head hash each time a process
@@ -253,53 +255,86 @@ pub enum JournalError {
     NoStart(PathBuf),
 }
 
-#[derive(Deserialize)]
-struct Line {
-    #[serde(default)]
-    step: Option<String>,
-    #[serde(default)]
-    time: String,
-    #[serde(flatten)]
-    rest: serde_json::Value,
-}
-
 /// Reads a run's journal.
 pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
-    let bytes = std::fs::read(path).map_err(|source| JournalError::Read {
+    replay(path, |_| ControlFlow::Continue(()))
+}
+
+/// Reads a run's journal a line at a time (never the whole file at once),
+/// handing each event to `visit` in order (`show`, `logs`) until it
+/// breaks, and returns what the journal says of the run. What a crash
+/// left at the end (a line without its newline, damaged last lines) is
+/// dropped, as [`Journal::open`] cuts it before the next append; damage
+/// anywhere else is an error.
+pub fn replay(
+    path: &Path,
+    mut visit: impl FnMut(&serde_json::Value) -> ControlFlow<()>,
+) -> Result<RunRecord, JournalError> {
+    let unreadable = |source| JournalError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?);
     let mut record = RunRecord::default();
-    // What a crash left at the end is dropped, as `Journal::open` cuts it
-    // before the next append; damage anywhere else is an error.
-    let intact = intact_length(&bytes);
-    record.recovered_truncation = intact < bytes.len();
     let mut saw_start = false;
     let mut finished_steps = 0;
-    for (position, raw) in bytes[..intact].split(|byte| *byte == b'\n').enumerate() {
-        let damaged = |reason: String| JournalError::Damaged {
-            path: path.to_path_buf(),
-            line: position + 1,
-            reason,
-        };
-        let raw = std::str::from_utf8(raw).map_err(|error| damaged(error.to_string()))?;
-        if raw.trim().is_empty() {
-            continue;
+    let mut visiting = true;
+    let mut buffer = Vec::new();
+    let mut position = 0;
+    // The first line that is not a record: an error, unless only such
+    // lines follow it.
+    let mut damaged: Option<JournalError> = None;
+    loop {
+        buffer.clear();
+        if std::io::BufRead::read_until(&mut reader, b'\n', &mut buffer).map_err(unreadable)? == 0 {
+            break;
         }
-        let line: Line = serde_json::from_str(raw).map_err(|error| damaged(error.to_string()))?;
-        let value: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
-        record.events.push(value);
-        let kind = line
-            .rest
+        position += 1;
+        let complete = buffer.ends_with(b"\n");
+        let parsed = match std::str::from_utf8(&buffer) {
+            Err(error) => Err(error.to_string()),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) if !complete => Err(format!("cut short: {}", text.len())),
+            Ok(text) => {
+                serde_json::from_str::<serde_json::Value>(text).map_err(|error| error.to_string())
+            }
+        };
+        let value = match parsed {
+            Ok(value) => value,
+            Err(reason) => {
+                damaged.get_or_insert(JournalError::Damaged {
+                    path: path.to_path_buf(),
+                    line: position,
+                    reason,
+                });
+                continue;
+            }
+        };
+        if let Some(error) = damaged.take() {
+            return Err(error);
+        }
+        if visiting && visit(&value).is_break() {
+            visiting = false;
+        }
+        let step = value
+            .get("step")
+            .and_then(|step| step.as_str())
+            .map(str::to_owned);
+        let time = value
+            .get("time")
+            .and_then(|time| time.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let kind = value
             .get("event")
             .and_then(|value| value.as_str())
             .unwrap_or("");
-        let get = |key: &str| line.rest.get(key).cloned().unwrap_or_default();
+        let get = |key: &str| value.get(key).cloned().unwrap_or_default();
         let text_of = |key: &str| get(key).as_str().unwrap_or_default().to_owned();
         if kind != "audit_head" {
             record.audit.closed = false;
         }
-        match (kind, line.step) {
+        match (kind, step) {
             ("run_started", _) => {
                 saw_start = true;
                 record.run_id = text_of("run_id");
@@ -308,7 +343,8 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                 record.environment = get("environment").as_str().map(str::to_owned);
                 record.operator = text_of("operator");
                 record.params = serde_json::from_value(get("params")).unwrap_or_default();
-                record.started = line.time;
+                record.started = time;
+                record.emergency = !get("emergency").is_null();
                 record.plan_hash = get("plan_hash").as_str().map(str::to_owned);
             }
             ("run_resumed", _) => {
@@ -418,12 +454,14 @@ pub fn read(path: &Path) -> Result<RunRecord, JournalError> {
                 record.audit.closed = true;
             }
             ("run_finished", _) => {
+                record.finished_at = time;
                 record.finished = serde_json::from_value(get("status")).ok();
                 record.failed_step = get("failed_step").as_str().map(str::to_owned);
             }
             _ => {}
         }
     }
+    record.recovered_truncation = damaged.is_some();
     if !saw_start {
         return Err(JournalError::NoStart(path.to_path_buf()));
     }
@@ -554,6 +592,27 @@ mod tests {
             journal.sync().is_err(),
             "a failed journal never syncs again"
         );
+    }
+
+    #[test]
+    fn replay_hands_each_event_in_order_until_told_to_stop() {
+        let (_dir, path) = write(&format!(
+            "{START}\n{}\n{}\n",
+            r#"{"time":"t","step":"a","event":"log","level":"info","message":"one"}"#,
+            r#"{"time":"t","step":"a","event":"log","level":"info","message":"two"}"#,
+        ));
+        let mut seen = Vec::new();
+        let record = replay(&path, |event| {
+            seen.push(event["event"].as_str().unwrap_or_default().to_owned());
+            if seen.len() == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, ["run_started", "log"]);
+        assert_eq!(record.run_id, "r1", "the record is read to the end");
     }
 
     #[test]

@@ -332,16 +332,7 @@ impl DeploymentRecord {
     pub fn from_journal(record: &crate::journal::RunRecord, journal: &Path) -> Self {
         DeploymentRecord {
             timestamp: record.started.clone(),
-            finished: record
-                .events
-                .iter()
-                .rev()
-                .find(|event| {
-                    event.get("event").and_then(|kind| kind.as_str()) == Some("run_finished")
-                })
-                .and_then(|event| event.get("time").and_then(|time| time.as_str()))
-                .unwrap_or_default()
-                .to_owned(),
+            finished: record.finished_at.clone(),
             runbook: record.runbook.clone(),
             environment: record.environment.clone(),
             version: record.params.get("version").cloned(),

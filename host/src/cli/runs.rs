@@ -106,6 +106,27 @@ pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
     Ok(exit::SUCCESS)
 }
 
+/// Hands a run's events, streamed from its journal, to `print` until it
+/// fails (a closed stdout).
+fn each_event(
+    run: &str,
+    state_dir: Option<&Path>,
+    mut print: impl FnMut(&serde_json::Value) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let dir = state::find_run(run, state_dir).map_err(|error| Failure::Internal(error.into()))?;
+    let mut failed = None;
+    journal::replay(&state::journal_path(&dir), |event| match print(event) {
+        Ok(()) => std::ops::ControlFlow::Continue(()),
+        Err(error) => {
+            failed = Some(error);
+            std::ops::ControlFlow::Break(())
+        }
+    })
+    .with_context(|| format!("reading run {run}"))
+    .map_err(Failure::Internal)?;
+    failed.map_or(Ok(()), Err)
+}
+
 fn load(run: &str, state_dir: Option<&Path>) -> Result<RunRecord, Failure> {
     let dir = state::find_run(run, state_dir).map_err(|error| Failure::Internal(error.into()))?;
     journal::read(&state::journal_path(&dir))
@@ -145,7 +166,7 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
         )?;
     }
     outln!()?;
-    for event in &record.events {
+    each_event(&args.run, args.state_dir.as_deref(), |event| {
         let time = event
             .get("time")
             .and_then(|value| value.as_str())
@@ -180,23 +201,22 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
                 format!("{step}: rollback {} — {}", text("status"), text("summary"))
             }
             "run_finished" => format!("run finished: {}", text("status")),
-            _ => continue,
+            _ => return Ok(()),
         };
-        outln!("{time}  {line}")?;
-    }
+        outln!("{time}  {line}")
+    })?;
     Ok(exit::SUCCESS)
 }
 
 /// Prints a run's log lines and HTTP requests, for one step or all.
 pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
-    let record = load(&args.run, args.state_dir.as_deref())?;
-    for event in &record.events {
+    each_event(&args.run, args.state_dir.as_deref(), |event| {
         let step = event
             .get("step")
             .and_then(|value| value.as_str())
             .unwrap_or("");
         if args.step.as_deref().is_some_and(|wanted| wanted != step) {
-            continue;
+            return Ok(());
         }
         let kind = event
             .get("event")
@@ -204,7 +224,7 @@ pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
             .unwrap_or("");
         let text = |key: &str| field(event, key);
         match kind {
-            "log" => outln!("{step} [{}] {}", text("level"), text("message"))?,
+            "log" => outln!("{step} [{}] {}", text("level"), text("message")),
             "http" => outln!(
                 "{step} [http] {} {} → {} ({})",
                 text("method"),
@@ -214,10 +234,10 @@ pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
                     .map(|status| status.to_string())
                     .unwrap_or_default(),
                 text("decision")
-            )?,
-            "step_finished" => outln!("{step} [{}] {}", text("status"), text("summary"))?,
-            _ => {}
+            ),
+            "step_finished" => outln!("{step} [{}] {}", text("status"), text("summary")),
+            _ => Ok(()),
         }
-    }
+    })?;
     Ok(exit::SUCCESS)
 }

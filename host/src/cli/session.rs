@@ -191,7 +191,7 @@ pub async fn drive(
     // its approvals come from the emergency approvers.
     let emergency = options.emergency
         || matches!(&start, Start::Resume { record, .. }
-            if crate::gates::started_as_emergency(&record.events));
+            if record.emergency);
 
     let (recorded, rollback, checkpoints, mut approvals, confirmations_given) = match start {
         Start::New => {
