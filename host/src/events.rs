@@ -318,18 +318,37 @@ pub enum EventKind {
     },
 }
 
-impl EventKind {
-    /// Whether this event must be on disk before the run goes on. A step
-    /// that is not idempotent must be known to have started (so a crash
-    /// leaves it "interrupted", for the operator to decide); every step
-    /// must be known to have finished (so it never runs again), and so
-    /// must every run boundary, rollback, approval and confirmation. An
-    /// idempotent step's start, and what happens within a step, ride
-    /// along with the next sync: losing them after a crash only means
-    /// running an idempotent step again. Each sync makes every earlier
-    /// line durable too, as the files are only appended to.
-    pub fn must_be_durable(&self) -> bool {
-        match self {
+/// Decides which events must be on disk before the run goes on. Each sync
+/// makes every earlier line durable too, as the files are only appended
+/// to; every line is written as it comes, so a process that dies loses
+/// none of them, and what is decided here is what survives a power cut.
+#[derive(Debug, Default)]
+pub struct Durability {
+    /// Steps running whose plugin is not idempotent.
+    unrepeatable: std::collections::BTreeSet<String>,
+}
+
+impl Durability {
+    /// An idempotent step that ran at least this long has its end synced
+    /// too: running it again after a power cut would cost more than the
+    /// sync (about 0.15 ms). A shorter one may simply run again.
+    pub const REDO_COSTS_MORE_MS: f64 = 1_000.0;
+
+    /// Whether `event` must be synced before the run goes on. A step that
+    /// is not idempotent must be known to have started (so that a crash
+    /// leaves it "interrupted", for the operator to decide) and to have
+    /// finished (so that it never runs again); so must every run boundary,
+    /// rollback, checkpoint, approval and confirmation. What happens
+    /// within a step rides along with the next sync.
+    pub fn must_sync(&mut self, event: &Event) -> bool {
+        let step = || {
+            event
+                .step
+                .as_ref()
+                .map(|id| id.0.clone())
+                .unwrap_or_default()
+        };
+        match &event.kind {
             EventKind::Log { .. }
             | EventKind::Progress { .. }
             | EventKind::Http { .. }
@@ -340,7 +359,17 @@ impl EventKind {
             | EventKind::Denied { .. }
             | EventKind::HeldBack { .. }
             | EventKind::StepRetry { .. } => false,
-            EventKind::StepStarted { idempotent, .. } => !idempotent,
+            EventKind::StepStarted { idempotent, .. } => {
+                if *idempotent {
+                    false
+                } else {
+                    self.unrepeatable.insert(step());
+                    true
+                }
+            }
+            EventKind::StepFinished { elapsed_ms, .. } => {
+                self.unrepeatable.remove(&step()) || *elapsed_ms >= Self::REDO_COSTS_MORE_MS
+            }
             _ => true,
         }
     }
@@ -369,7 +398,7 @@ pub trait EventWriter: Send {
 
     /// Makes everything written so far durable. Called after every event
     /// that must be on disk before the run moves on
-    /// ([`EventKind::must_be_durable`]).
+    /// ([`Durability::must_sync`]).
     fn sync(&mut self) -> std::io::Result<()> {
         Ok(())
     }
@@ -402,6 +431,8 @@ struct SinkInner {
     redactor: Redactor,
     /// The first failure to make an event durable.
     failure: Option<String>,
+    /// Which events are synced.
+    durability: Durability,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -446,8 +477,8 @@ impl EventSink {
         let event = redact_event(event, &inner.redactor);
         let line = serde_json::to_string(&event).unwrap_or_default();
         let line = inner.redactor.apply(&line).into_owned();
-        let durable = event.kind.must_be_durable();
         let inner = &mut *inner;
+        let durable = inner.durability.must_sync(&event);
         let recording = inner.failure.is_none()
             && inner
                 .writers
@@ -728,6 +759,53 @@ impl EventWriter for Recorder {
 
 #[cfg(test)]
 mod tests {
+    fn at(step: &str, kind: EventKind) -> Event {
+        Event {
+            time: "t".into(),
+            step: Some(StepId(step.into())),
+            kind,
+        }
+    }
+
+    fn started(idempotent: bool) -> EventKind {
+        EventKind::StepStarted {
+            name: "s".into(),
+            plugin: "p".into(),
+            digest: "d".into(),
+            idempotent,
+        }
+    }
+
+    fn finished(elapsed_ms: f64) -> EventKind {
+        EventKind::StepFinished {
+            status: Status::Succeeded,
+            summary: String::new(),
+            outputs: BTreeMap::new(),
+            elapsed_ms,
+        }
+    }
+
+    #[test]
+    fn what_is_synced_is_what_a_power_cut_must_not_lose() {
+        let mut durability = Durability::default();
+        // Not idempotent: its start and its end.
+        assert!(durability.must_sync(&at("a", started(false))));
+        assert!(durability.must_sync(&at("a", finished(1.0))));
+        // Idempotent and quick: running it again costs less than a sync.
+        assert!(!durability.must_sync(&at("b", started(true))));
+        assert!(!durability.must_sync(&at("b", finished(5.0))));
+        // Idempotent and long (a 30-minute analysis): its end is synced.
+        assert!(!durability.must_sync(&at("c", started(true))));
+        assert!(durability.must_sync(&at("c", finished(1_800_000.0))));
+        assert!(!durability.must_sync(&at(
+            "c",
+            EventKind::Log {
+                level: Level::Info,
+                message: "x".into()
+            }
+        )));
+    }
+
     use super::*;
 
     const WEBHOOK: &str = "https://Hooks.Example.com/services/T0/B0/XyZsecret";

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Appends events to the journal. Each line is written as it comes (a
 /// killed process loses nothing it had written); the event sink syncs the
 /// file after every event that must be durable
-/// ([`EventKind::must_be_durable`]). After the first failed write or sync
+/// ([`crate::events::Durability`]). After the first failed write or sync
 /// the journal writes nothing more, so that no later record can stand on
 /// disk without an earlier one, and reports the failure: the run stops.
 pub struct Journal {
