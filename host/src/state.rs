@@ -47,7 +47,11 @@ pub fn index_run(run_id: &str, run_dir: &Path) {
     let dir = index_dir();
     let absolute = std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
     if std::fs::create_dir_all(&dir).is_ok() {
-        let _ = std::fs::write(dir.join(run_id), absolute.display().to_string());
+        let _ = write_atomically(
+            &dir.join(run_id),
+            absolute.display().to_string().as_bytes(),
+            "index.write",
+        );
     }
 }
 
@@ -373,11 +377,28 @@ pub fn write_record(state: &Path, record: &DeploymentRecord) -> std::io::Result<
     let dir = state.join("deployments");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}.json", record.run_id));
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(record).map_err(std::io::Error::other)?,
-    )?;
+    let text = serde_json::to_string_pretty(record).map_err(std::io::Error::other)?;
+    write_atomically(&path, text.as_bytes(), "record.write")?;
     Ok(path)
+}
+
+/// Writes a whole file or nothing: a temporary file beside it, fsync'd,
+/// then renamed over it. A crash leaves the old file or the new one,
+/// never half of one. `point` names its failpoint.
+fn write_atomically(path: &Path, bytes: &[u8], point: &'static str) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        crate::fault::point(point)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 #[cfg(test)]

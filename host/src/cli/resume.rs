@@ -288,7 +288,11 @@ fn check_resumable(
     run_dir: &std::path::Path,
     state_dir: &std::path::Path,
 ) -> Result<(), Failure> {
-    if record.finished == Some(Status::Succeeded) {
+    let over = record.finished == Some(Status::Succeeded)
+        || record.rollback.as_ref().is_some_and(|rollback| {
+            rollback.whole_run && rollback.finished && record.finished.is_some()
+        });
+    if over {
         // A crash between the end of the run and its deployment record
         // leaves the record to write now.
         if !state_dir
@@ -305,16 +309,14 @@ fn check_resumable(
                 );
             }
         }
+    }
+    if record.finished == Some(Status::Succeeded) {
         return Err(refuse(
             format!("run {} already succeeded", args.run),
             "start a new run with `runbook exec`",
         ));
     }
-    if let Some(rollback) = &record.rollback
-        && rollback.whole_run
-        && rollback.finished
-        && record.finished.is_some()
-    {
+    if over {
         return Err(refuse(
             format!("run {} was rolled back", args.run),
             "a rolled-back run is over; start a new run with `runbook exec`",

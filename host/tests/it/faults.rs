@@ -290,6 +290,12 @@ fn check_run_left_in_order(
             text(&output)
         );
     }
+    // The run is over: its deployment record is whole.
+    let record = std::fs::read_to_string(state.join("deployments").join(format!("{run}.json")))
+        .unwrap_or_else(|error| panic!("{trial}: no deployment record: {error}"));
+    let record: serde_json::Value = serde_json::from_str(&record)
+        .unwrap_or_else(|error| panic!("{trial}: a torn deployment record: {error}"));
+    assert_eq!(record["run_id"], run, "{trial}");
     // Completed steps never run again: no step starts after it finished.
     let journal =
         std::fs::read_to_string(state.join("runs").join(run).join("events.jsonl")).unwrap();
@@ -319,8 +325,14 @@ async fn sweep(fail_last: bool, action: &str) {
     let mut broken = 0;
     for (trial, (point, hit)) in points.iter().enumerate() {
         // A full disk stays full: every write from the failing one on
-        // fails. Points between an effect and its record are not writes.
-        if action != "crash" && matches!(point.as_str(), "step.done" | "rollback.done") {
+        // fails. Points between an effect and its record are not writes,
+        // and the run index is a convenience (`resume` also searches).
+        if action != "crash"
+            && matches!(
+                point.as_str(),
+                "step.done" | "rollback.done" | "index.write"
+            )
+        {
             continue;
         }
         let name = format!("{scenario}-{action}-{trial}");
@@ -339,6 +351,13 @@ async fn sweep(fail_last: bool, action: &str) {
         let said = text(&first);
         if action == "crash" {
             assert_eq!(first.status.code(), Some(137), "{label}: {said}");
+        } else if point == "record.write" {
+            // The run is over and recorded in its journal; only the
+            // deployment record is missing: said, and `resume` writes it.
+            assert!(
+                said.contains("cannot write the deployment record"),
+                "{label}: {said}"
+            );
         } else {
             // The run never claims success, never crashes, and says why.
             assert!(
