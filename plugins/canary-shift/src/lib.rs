@@ -51,7 +51,7 @@ fn default_stages() -> Vec<u32> {
     vec![5, 10, 25, 50, 100]
 }
 
-fn check(params: &Params) -> Result<(), Error> {
+fn check_params(params: &Params) -> Result<(), Error> {
     if params.stages.is_empty() {
         return Err(Error::invalid_param(
             "stages",
@@ -121,8 +121,11 @@ impl Step for CanaryShift {
     // Only with `analysis`: a blue/green switch needs no HTTP grant.
     const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Http];
 
+    fn check(params: &Params) -> Result<(), Error> {
+        check_params(params)
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        check(params)?;
         let now = params.router.canary_weight()?;
         if params.stages == [0] {
             return Ok(vec![PlannedAction::write(format!(
@@ -159,7 +162,6 @@ impl Step for CanaryShift {
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        check(&params)?;
         let router = &params.router;
         let initial = router.canary_weight()?;
         if params.stages == [0] {

@@ -76,7 +76,7 @@ impl std::fmt::Display for FlagValue {
     }
 }
 
-fn check(params: &Params) -> Result<(), Error> {
+fn check_params(params: &Params) -> Result<(), Error> {
     if params.percentage.is_none() && params.enabled.is_none() {
         return Err(Error::invalid_param("", "set `percentage` or `enabled`"));
     }
@@ -230,8 +230,11 @@ impl Step for FeatureFlag {
     const CAPABILITIES: &'static [Capability] = &[Capability::Http, Capability::Secrets];
     const IDEMPOTENT: bool = true;
 
+    fn check(params: &Params) -> Result<(), Error> {
+        check_params(params)
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        check(params)?;
         let current = read(params)?;
         let asked = wanted(params);
         Ok(vec![match current {
@@ -249,7 +252,6 @@ impl Step for FeatureFlag {
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        check(&params)?;
         let before = read(&params)?;
         let asked = wanted(&params);
         write(&params, asked.percentage, asked.enabled)?;

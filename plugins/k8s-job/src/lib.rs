@@ -69,14 +69,15 @@ fn job_ref(params: &Params, name: &str) -> ObjectRef {
     ObjectRef::new("batch/v1", "Job", &params.namespace, name)
 }
 
-fn check(params: &Params) -> Result<(), Error> {
+fn check_params(params: &Params) -> Result<(), Error> {
     if params.spec.is_none() && params.image.is_none() {
         return Err(Error::invalid_param(
             "image",
             "give `image` (and `command`), or a full `spec`",
         ));
     }
-    if params.name.is_empty() || params.name.len() > 63 {
+    if params.name.is_empty() || (params.name.len() > 63 && !runbook_sdk::unresolved(&params.name))
+    {
         return Err(Error::invalid_param(
             "name",
             "a Job name is 1 to 63 characters",
@@ -216,8 +217,11 @@ impl Step for Job {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Kube];
 
+    fn check(params: &Params) -> Result<(), Error> {
+        check_params(params)
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        check(params)?;
         let what = if params.command.is_empty() {
             params.image.clone().unwrap_or_else(|| "its spec".into())
         } else {
@@ -248,7 +252,6 @@ impl Step for Job {
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        check(&params)?;
         let (pod, exit_code, logs) = run_job(&params, &params.name, &params.command)?;
         let changed = params
             .changed_when

@@ -84,7 +84,7 @@ fn workloads(params: &Params) -> Result<Vec<Workload>, Error> {
         .collect()
 }
 
-fn check(params: &Params) -> Result<(), Error> {
+fn check_params(params: &Params) -> Result<(), Error> {
     match params.action {
         Action::SetImage if params.images.is_empty() => Err(Error::invalid_param(
             "images",
@@ -265,8 +265,11 @@ impl Step for Rollout {
     const CAPABILITIES: &'static [Capability] = &[Capability::Kube];
     const IDEMPOTENT: bool = true;
 
+    fn check(params: &Params) -> Result<(), Error> {
+        check_params(params)
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        check(params)?;
         let mut actions = Vec::new();
         for workload in workloads(params)? {
             let object = kube::get_existing(&workload.object)?;
@@ -291,7 +294,6 @@ impl Step for Rollout {
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        check(&params)?;
         let workloads = workloads(&params)?;
         let mut outcome_words = Vec::new();
         let mut outputs: Vec<(String, String)> = Vec::new();

@@ -51,9 +51,12 @@ impl Step for MetricsGate {
     const CAPABILITIES: &'static [Capability] = &[Capability::Http];
     const IDEMPOTENT: bool = true;
 
+    fn check(params: &Params) -> Result<(), Error> {
+        params.analysis().check("")
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         let analysis = params.analysis();
-        analysis.check("")?;
         Ok(vec![PlannedAction::read(format!(
             "watch Prometheus for {}, {}",
             params.duration,
@@ -63,7 +66,6 @@ impl Step for MetricsGate {
 
     fn run(params: Params) -> Result<Outcome, Error> {
         let analysis = params.analysis();
-        analysis.check("")?;
         if let Some(delay) = params.initial_delay {
             runbook_sdk::log::progress(
                 format!("waiting {delay} before the first round"),

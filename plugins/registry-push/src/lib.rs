@@ -76,11 +76,14 @@ fn chunk(params: &Params) -> u64 {
     params.chunk_mib.unwrap_or(64).max(1) << 20
 }
 
-fn check(params: &Params) -> Result<(), Error> {
+fn check_params(params: &Params) -> Result<(), Error> {
     if params.tags.is_empty() {
         return Err(Error::invalid_param("tags", "give at least one tag"));
     }
     for (index, tag) in params.tags.iter().enumerate() {
+        if runbook_sdk::unresolved(tag) {
+            continue;
+        }
         let valid = !tag.is_empty()
             && tag.len() <= 128
             && tag
@@ -97,7 +100,10 @@ fn check(params: &Params) -> Result<(), Error> {
             ));
         }
     }
-    if !(params.registry.starts_with("http://") || params.registry.starts_with("https://")) {
+    if !(params.registry.starts_with("http://")
+        || params.registry.starts_with("https://")
+        || runbook_sdk::unresolved(&params.registry))
+    {
         return Err(Error::invalid_param(
             "registry",
             "write the registry as a URL: `https://registry.example.com`",
@@ -294,8 +300,11 @@ impl Step for RegistryPush {
         &[Capability::Http, Capability::Secrets, Capability::Fs];
     const IDEMPOTENT: bool = true;
 
+    fn check(params: &Params) -> Result<(), Error> {
+        check_params(params)
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        check(params)?;
         let registry = Registry::new(&params.registry, credentials(params));
         let mut actions = Vec::new();
         match params.mode {
@@ -335,7 +344,6 @@ impl Step for RegistryPush {
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        check(&params)?;
         let registry = Registry::new(&params.registry, credentials(&params));
         let previous = previous_tags(&registry, &params)?;
         let (digest, words) = match params.mode {

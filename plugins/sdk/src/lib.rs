@@ -51,6 +51,18 @@ pub trait Step {
     /// effect. The host re-runs an idempotent step after a crash unasked.
     const IDEMPOTENT: bool = false;
 
+    /// What the parameters' types cannot say (`action = "set-image"` needs
+    /// `images`; stages must rise). Runs in `runbook validate`, `plan` and
+    /// `exec` before any step starts, and again before `plan` and `run`, so
+    /// a misuse is reported at its place in the runbook instead of in the
+    /// middle of a deploy. Point at a parameter with
+    /// `Error::invalid_param("images", "...")`. It must not call the host,
+    /// and it skips values that are not known yet ([`unresolved`]).
+    fn check(params: &Self::Params) -> Result<(), Error> {
+        let _ = params;
+        Ok(())
+    }
+
     /// What `run` would do, without doing it.
     fn plan(params: &Self::Params) -> Result<Vec<PlannedAction>, Error>;
 
@@ -63,6 +75,17 @@ pub trait Step {
         let _ = (params, outputs);
         Ok("nothing to undo".to_owned())
     }
+}
+
+/// Whether a parameter value is not known yet: while a runbook is
+/// validated or planned, a value that comes from a parameter not given or
+/// from an earlier step's output is a placeholder naming it
+/// (`<params.version>`, `v<steps.build.outputs.tag>`). [`Step::check`]
+/// skips such values rather than refusing them.
+pub fn unresolved(value: &str) -> bool {
+    value
+        .find('<')
+        .is_some_and(|start| value[start..].contains('>'))
 }
 
 /// The outputs of a previous `run`, as given to `rollback`.
@@ -185,16 +208,19 @@ macro_rules! export_step {
             }
 
             fn check(params: String) -> Result<(), $crate::Error> {
-                $crate::private::parse::<<$step as $crate::Step>::Params>(&params).map(|_| ())
+                let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
+                <$step as $crate::Step>::check(&params)
             }
 
             fn plan(params: String) -> Result<Vec<$crate::PlannedAction>, $crate::Error> {
                 let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
+                <$step as $crate::Step>::check(&params)?;
                 <$step as $crate::Step>::plan(&params)
             }
 
             fn run(params: String) -> Result<$crate::Outcome, $crate::Error> {
                 let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
+                <$step as $crate::Step>::check(&params)?;
                 <$step as $crate::Step>::run(params)
             }
 
@@ -223,4 +249,18 @@ macro_rules! export_step {
             <$step as $crate::Step>::OPTIONAL_CAPABILITIES,
         );
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unresolved;
+
+    #[test]
+    fn placeholders_are_unresolved_and_real_values_are_not() {
+        assert!(unresolved("<params.version>"));
+        assert!(unresolved("v<steps.build.outputs.tag>-rc"));
+        assert!(!unresolved("1.2.3"));
+        assert!(!unresolved("https://registry.example.com"));
+        assert!(!unresolved("a > b"));
+    }
 }

@@ -288,8 +288,11 @@ impl Step for SmokeTest {
     const CAPABILITIES: &'static [Capability] = &[Capability::Http];
     const IDEMPOTENT: bool = true;
 
+    fn check(params: &Params) -> Result<(), Error> {
+        validate(params)
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        validate(params)?;
         Ok(params
             .checks
             .iter()
@@ -305,7 +308,6 @@ impl Step for SmokeTest {
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        validate(&params)?;
         let started = Instant::now();
         let retry_for = params.retry_for.map(HumanDuration::get).unwrap_or_default();
         let interval = params
