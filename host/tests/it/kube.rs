@@ -299,77 +299,72 @@ async fn a_plan_sends_writes_with_dry_run_and_the_cluster_does_not_change() {
 #[tokio::test]
 async fn kubectl_reads_sets_an_image_and_follows_the_rollout_on_the_emulator() {
     let (emulator, _dir, kubeconfig) = cluster().await;
-    let kubectl = |args: &'static [&'static str]| {
-        let kubeconfig = kubeconfig.clone();
-        tokio::task::spawn_blocking(move || {
-            let output = std::process::Command::new("kubectl")
-                .args(args)
-                .env("KUBECONFIG", &kubeconfig)
-                .output()
-                .expect("kubectl is installed (.ci/run installs the Debian package `kubectl`)");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            assert!(output.status.success(), "kubectl {args:?}: {text}");
-            text
-        })
-    };
-    let listed = kubectl(&["get", "deployments", "-n", "shop", "-o", "name"])
-        .await
-        .unwrap();
+    let listed = kubectl(
+        &kubeconfig,
+        &["get", "deployments", "-n", "shop", "-o", "name"],
+    )
+    .await;
     assert_eq!(listed.trim(), "deployment.apps/api");
-    kubectl(&["set", "image", "deployment/api", "app=app:3", "-n", "shop"])
-        .await
-        .unwrap();
-    let status = kubectl(&[
-        "rollout",
-        "status",
-        "deployment/api",
-        "-n",
-        "shop",
-        "--timeout=30s",
-    ])
-    .await
-    .unwrap();
+    kubectl(
+        &kubeconfig,
+        &["set", "image", "deployment/api", "app=app:3", "-n", "shop"],
+    )
+    .await;
+    let status = kubectl(
+        &kubeconfig,
+        &[
+            "rollout",
+            "status",
+            "deployment/api",
+            "-n",
+            "shop",
+            "--timeout=30s",
+        ],
+    )
+    .await;
     assert!(status.contains("successfully rolled out"), "{status}");
-    let images = kubectl(&[
-        "get",
-        "deployment",
-        "api",
-        "-n",
-        "shop",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[*].image}",
-    ])
-    .await
-    .unwrap();
+    let images = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image}",
+        ],
+    )
+    .await;
     assert_eq!(images, "app:3 envoy:1");
     assert_eq!(image_of(&emulator, "shop"), "app:3");
-    kubectl(&[
-        "patch",
-        "deployment",
-        "api",
-        "-n",
-        "shop",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#,
-    ])
-    .await
-    .unwrap();
-    let replicas = kubectl(&[
-        "get",
-        "deployment",
-        "api",
-        "-n",
-        "shop",
-        "-o",
-        "jsonpath={.spec.replicas}",
-    ])
-    .await
-    .unwrap();
+    kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#,
+        ],
+    )
+    .await;
+    let replicas = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    )
+    .await;
     assert_eq!(replicas, "2");
 }
 

@@ -200,6 +200,7 @@ async fn a_busy_plugin_is_cancelled_promptly() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         trigger.cancel();
     });
+    let started = Instant::now();
     let finished = run(
         &misbehave("loop", ""),
         RunOptions {
@@ -209,6 +210,12 @@ async fn a_busy_plugin_is_cancelled_promptly() {
     )
     .await;
     assert_eq!(finished.step("bad").0, Status::Cancelled);
+    // Not at the step's timeout: at the next epoch tick after Ctrl-C.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
