@@ -116,6 +116,14 @@ pub enum EventKind {
         /// Interrupted steps the operator chose to skip.
         skip: Vec<String>,
     },
+    /// `runbook unlock` gave up a run whose process died unfinished: it
+    /// can no longer be resumed.
+    RunAbandoned {
+        /// Who.
+        by: String,
+        /// Where it stood.
+        state: String,
+    },
     /// Someone approved the run.
     Approved {
         /// Who.
@@ -490,7 +498,9 @@ impl EventSink {
             }
         }
         if durable && recording {
-            for writer in &mut inner.writers {
+            // The audit log before the journal: a head the journal records
+            // is never ahead of the log on disk.
+            for writer in inner.writers.iter_mut().rev() {
                 if let Err(error) = writer.sync()
                     && inner.failure.is_none()
                 {
@@ -684,6 +694,10 @@ fn redact_event(mut event: Event, redactor: &Redactor) -> Event {
             scrub_all(steps);
         }
         EventKind::RollbackStepStarted { idempotent: _ } => {}
+        EventKind::RunAbandoned { by, state } => {
+            scrub(by);
+            scrub(state);
+        }
         EventKind::Checkpoint { key, value } => {
             scrub(key);
             scrub(value);

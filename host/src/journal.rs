@@ -88,7 +88,7 @@ pub(crate) fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
 }
 
 /// How many leading bytes of a journal are whole records.
-fn intact_length(bytes: &[u8]) -> usize {
+pub(crate) fn intact_length(bytes: &[u8]) -> usize {
     let mut keep = bytes
         .iter()
         .rposition(|byte| *byte == b'\n')
@@ -219,6 +219,8 @@ pub struct RunRecord {
     pub finished_at: String,
     /// Whether it started as an emergency run (`--emergency`).
     pub emergency: bool,
+    /// `runbook unlock` abandoned it: it can no longer be resumed.
+    pub abandoned: bool,
     /// A last line cut short was dropped.
     pub recovered_truncation: bool,
     /// The audit log's record count and head hash each time a process
@@ -331,7 +333,9 @@ pub fn replay(
             .unwrap_or("");
         let get = |key: &str| value.get(key).cloned().unwrap_or_default();
         let text_of = |key: &str| get(key).as_str().unwrap_or_default().to_owned();
-        if kind != "audit_head" {
+        // A process of the run began: the log may grow again until it
+        // records its head.
+        if matches!(kind, "run_started" | "run_resumed") {
             record.audit.closed = false;
         }
         match (kind, step) {
@@ -453,6 +457,7 @@ pub fn replay(
                     .push((get("records").as_u64().unwrap_or(0), text_of("hash")));
                 record.audit.closed = true;
             }
+            ("run_abandoned", _) => record.abandoned = true,
             ("run_finished", _) => {
                 record.finished_at = time;
                 record.finished = serde_json::from_value(get("status")).ok();
@@ -469,17 +474,45 @@ pub fn replay(
 }
 
 /// Appends one event to a run's journal from another process (`approve`,
-/// `confirm`), durably.
+/// `confirm`), durably, without the run's lock: it never cuts the file,
+/// since the run's process may be writing a line at that moment. A tail
+/// still torn after a moment was left by a crash; only the lock's holder
+/// may cut it, so the caller is told to resume the run first.
 pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Result<()> {
+    let line = line_of(step, kind)?;
+    for _ in 0..50 {
+        let bytes = std::fs::read(path)?;
+        if intact_length(&bytes) == bytes.len() {
+            let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+            // One write with O_APPEND: it lands whole after whatever the
+            // run's process wrote last.
+            file.write_all(format!("{line}\n").as_bytes())?;
+            return file.sync_data();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(std::io::Error::other(format!(
+        "the journal {} ends in a record that a crash cut short; `runbook resume` the run first (it repairs the journal)",
+        path.display()
+    )))
+}
+
+/// Appends one event to a run's journal while holding the run's lock
+/// (`unlock`): what a crash left at the end is cut first.
+pub fn append_as_holder(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Result<()> {
+    let line = line_of(step, kind)?;
+    let mut journal = Journal::open(path)?;
+    journal.append_line(&line)?;
+    journal.sync_file()
+}
+
+fn line_of(step: Option<&str>, kind: EventKind) -> std::io::Result<String> {
     let event = Event {
         time: jiff::Timestamp::now().to_string(),
         step: step.map(|id| crate::runbook::StepId(id.to_owned())),
         kind,
     };
-    let line = serde_json::to_string(&event).map_err(std::io::Error::other)?;
-    let mut journal = Journal::open(path)?;
-    journal.append_line(&line)?;
-    journal.sync_file()
+    serde_json::to_string(&event).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
@@ -521,8 +554,27 @@ mod tests {
         assert!(record.steps.is_empty());
     }
 
+    /// Another process (`approve`) never cuts the journal: the run may be
+    /// writing that line right now. A tail that stays torn is refused.
+    #[test]
+    fn appending_from_another_process_refuses_a_torn_tail_and_cuts_nothing() {
+        let text = format!("{START}\n{{\"time\":\"t\",\"step\":\"a\",\"event\":\"step_fin");
+        let (_dir, path) = write(&text);
+        let refused = append(
+            &path,
+            None,
+            EventKind::Approved {
+                by: "bob".into(),
+                plan_hash: "h".into(),
+            },
+        );
+        assert!(refused.is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
     /// What a crash can leave at the end: a line without its newline, or
-    /// a damaged line (garbage, zeros) that still ends in one.
+    /// a damaged line (garbage, zeros) that still ends in one. The lock's
+    /// holder cuts it before it appends.
     #[test]
     fn appending_after_a_crash_first_cuts_what_it_left_at_the_end() {
         for tail in [
@@ -531,7 +583,7 @@ mod tests {
         ] {
             let (_dir, path) = write(&format!("{START}\n{tail}"));
             assert!(read(&path).unwrap().recovered_truncation);
-            append(
+            append_as_holder(
                 &path,
                 None,
                 EventKind::Approved {
@@ -613,6 +665,16 @@ mod tests {
         .unwrap();
         assert_eq!(seen, ["run_started", "log"]);
         assert_eq!(record.run_id, "r1", "the record is read to the end");
+    }
+
+    #[test]
+    fn an_approval_after_the_end_keeps_the_audit_log_closed() {
+        let (_dir, path) = write(&format!(
+            "{START}\n{}\n{}\n",
+            r#"{"time":"t","event":"audit_head","records":3,"hash":"h"}"#,
+            r#"{"time":"t","event":"approved","by":"bob","plan_hash":"p"}"#,
+        ));
+        assert!(read(&path).unwrap().audit.closed);
     }
 
     #[test]

@@ -389,7 +389,8 @@ impl EventWriter for Progress {
             EventKind::SecretUsed { .. }
             | EventKind::AuditHead { .. }
             | EventKind::RollbackStepStarted { .. }
-            | EventKind::Checkpoint { .. } => {}
+            | EventKind::Checkpoint { .. }
+            | EventKind::RunAbandoned { .. } => {}
         }
         if !lines.is_empty()
             || matches!(

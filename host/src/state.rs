@@ -161,17 +161,17 @@ fn describe_holder(holder: Option<&LockHolder>) -> String {
 
 /// One run per (runbook, environment). The lock is an `flock` on
 /// `STATE/locks/RUNBOOK@ENV.lock`, held for the life of the process: the
-/// kernel releases it when the process ends, however it ends, so a dead
-/// run never blocks the next one, and two processes can never both hold
-/// it. The file's text only says who holds it (for messages); it is
-/// written after the lock is taken and emptied, by the holder, before the
-/// lock is released. The file itself is never removed, so every process
-/// locks the same file.
+/// kernel releases it when the process ends, however it ends, and two
+/// processes can never both hold it. The file's text names the last
+/// holder (for messages, and so that the next run sees a run that died
+/// unfinished); it is written after the lock is taken and stays when the
+/// lock is released: whether that run is over is its journal's to say.
+/// The file itself is never removed, so every process locks the same
+/// file.
 #[derive(Debug)]
 pub struct RunLock {
     file: std::fs::File,
     left: Option<LockHolder>,
-    claimed: bool,
 }
 
 /// The lock file of a runbook and environment.
@@ -230,11 +230,11 @@ impl RunLock {
         Ok(RunLock {
             left: Self::read_holder(path),
             file,
-            claimed: false,
         })
     }
 
-    /// The holder a process that died holding the lock left behind.
+    /// The last holder's name, left when its process released the lock or
+    /// died: the caller asks that run's journal whether it is over.
     pub fn left_by(&self) -> Option<&LockHolder> {
         self.left.as_ref()
     }
@@ -248,7 +248,6 @@ impl RunLock {
         self.file.rewind()?;
         self.file.write_all(text.as_bytes())?;
         self.file.sync_data()?;
-        self.claimed = true;
         self.left = None;
         Ok(())
     }
@@ -276,16 +275,6 @@ impl RunLock {
 
     fn read_holder(path: &Path) -> Option<LockHolder> {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        // Only the holder empties the file, while it still holds the lock;
-        // closing the file releases it.
-        if self.claimed {
-            let _ = self.file.set_len(0);
-        }
     }
 }
 
@@ -427,7 +416,11 @@ mod tests {
         }
         drop(first);
         let second = RunLock::acquire(&path).unwrap();
-        assert_eq!(second.left_by(), None, "a clean release leaves no name");
+        assert_eq!(
+            second.left_by().map(|holder| holder.operator.as_str()),
+            Some("alice"),
+            "the last holder's name stays, for the next run to ask its journal"
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
         .and_then(|runs| runs.parent())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".runbook"));
-    check_resumable(args, &record, &run_dir, &state_dir)?;
+    check_resumable(args, &record, &run_dir, &state_dir, false)?;
     let mut options = args.options.clone();
     options.state_dir = Some(state_dir.clone());
     let bindings = Bindings {
@@ -85,7 +85,7 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
     // have resumed it meanwhile.
     let lock = session::take_lock(&prepared.plan, &state_dir, &options).await?;
     let record = read_journal(&journal_path)?;
-    check_resumable(args, &record, &run_dir, &state_dir)?;
+    check_resumable(args, &record, &run_dir, &state_dir, true)?;
     if record.recovered_truncation {
         eprintln!("note: the journal's last record was cut short by the crash and was dropped");
     }
@@ -113,7 +113,12 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
     // A step failed and its policy was to roll back, but the process died
     // before the rollback began: the rollback is what comes next, undoing
     // what succeeded, newest first.
-    let failed_into_rollback = if record.finished.is_none() && record.rollback.is_none() {
+    let failed_into_rollback = if record.finished.is_none()
+        && record
+            .rollback
+            .as_ref()
+            .is_none_or(|rollback| rollback.finished && !rollback.whole_run)
+    {
         plan.steps.iter().find(|planned| {
             let step = plan.step(planned);
             let policy = step.on_failure.unwrap_or(plan.runbook.on_failure);
@@ -126,6 +131,23 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
         None
     };
     let into_rollback = failed_into_rollback.map(|failed| {
+        // Steps that ran beside the failed one and were cut short by the
+        // crash are undone first (what they did is unknown; their
+        // checkpoints say what to restore), then the completed ones.
+        let interrupted: Vec<String> = plan
+            .steps
+            .iter()
+            .filter(|planned| {
+                let step = plan.step(planned);
+                !step.always
+                    && matches!(step.action, Action::Plugin(_))
+                    && record
+                        .steps
+                        .get(&planned.id.0)
+                        .is_some_and(|step_record| step_record.interrupted)
+            })
+            .map(|planned| planned.id.0.clone())
+            .collect();
         let mut done: Vec<(usize, String)> = plan
             .steps
             .iter()
@@ -140,7 +162,10 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
             .collect();
         done.sort();
         PendingRollback {
-            steps: done.into_iter().rev().map(|(_, id)| id).collect(),
+            steps: interrupted
+                .into_iter()
+                .chain(done.into_iter().rev().map(|(_, id)| id))
+                .collect(),
             whole_run: true,
             failed_step: Some(failed.id.0.clone()),
             reason: "a step failed".to_owned(),
@@ -287,18 +312,35 @@ fn check_resumable(
     record: &journal::RunRecord,
     run_dir: &std::path::Path,
     state_dir: &std::path::Path,
+    holding_lock: bool,
 ) -> Result<(), Failure> {
+    if record.abandoned {
+        return Err(refuse(
+            format!("run {} was abandoned with `runbook unlock`", args.run),
+            "an abandoned run is over, and newer runs may have changed what it touched; start a new run with `runbook exec`",
+        ));
+    }
     let over = record.finished == Some(Status::Succeeded)
         || record.rollback.as_ref().is_some_and(|rollback| {
             rollback.whole_run && rollback.finished && record.finished.is_some()
         });
     if over {
         // A crash between the end of the run and its deployment record
-        // leaves the record to write now.
-        if !state_dir
-            .join("deployments")
-            .join(format!("{}.json", record.run_id))
-            .exists()
+        // leaves the record to write now: by the lock's holder only, so
+        // that it never replaces the record a finishing process writes.
+        let lock = (!holding_lock).then(|| {
+            state::RunLock::acquire(&state::lock_path(
+                state_dir,
+                &record.runbook,
+                record.environment.as_deref(),
+            ))
+        });
+        let may_write = holding_lock || matches!(lock, Some(Ok(_)));
+        if may_write
+            && !state_dir
+                .join("deployments")
+                .join(format!("{}.json", record.run_id))
+                .exists()
         {
             let rebuilt =
                 state::DeploymentRecord::from_journal(record, &state::journal_path(run_dir));

@@ -50,28 +50,34 @@ pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
         }
         Err(error) => return Err(Failure::Internal(error.into())),
     };
-    let Some(left) = lock.left_by().cloned() else {
+    let unfinished = lock
+        .left_by()
+        .cloned()
+        .and_then(|left| Some((session::unfinished(&state_dir, &left.run_id)?, left)));
+    let Some((state, left)) = unfinished else {
         outln!("no lock is held for {}{env}", runbook.name)?;
         return Ok(exit::SUCCESS);
     };
+    // The dead run is abandoned for good: resuming it later could undo
+    // what newer runs did.
+    let journal = state::journal_path(&state::run_dir(&state_dir, &left.run_id));
+    crate::journal::append_as_holder(
+        &journal,
+        None,
+        crate::events::EventKind::RunAbandoned {
+            by: std::env::var("RUNBOOK_OPERATOR")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".to_owned()),
+            state: state.clone(),
+        },
+    )
+    .map_err(|error| Failure::Internal(error.into()))?;
     lock.clear()
         .map_err(|error| Failure::Internal(error.into()))?;
-    match session::unfinished(&state_dir, &left.run_id) {
-        Some(state) => outln!(
-            "cleared the lock that run {} by {} left when its process {} died ({state}); \
-             `runbook resume {}` still continues that run, or start a new one",
-            left.run_id,
-            left.operator,
-            left.pid,
-            left.run_id
-        )?,
-        None => outln!(
-            "cleared the name that run {} by {} left on the lock of {}{env} (its process {} is gone)",
-            left.run_id,
-            left.operator,
-            runbook.name,
-            left.pid
-        )?,
-    }
+    outln!(
+        "run {} by {} died unfinished ({state}) and is now abandoned: it can no longer be resumed; check what it left, then start a new run",
+        left.run_id,
+        left.operator
+    )?;
     Ok(exit::SUCCESS)
 }

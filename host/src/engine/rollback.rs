@@ -58,10 +58,12 @@ impl Executor<'_> {
             });
         }
         let mut failed = Vec::new();
+        let mut stopped = false;
         for index in undo.order {
-            if self.events.failure().is_some() {
-                // Unrecorded undos could not be resumed: stop here, and
-                // `resume` continues from the journal.
+            // A second interrupt stops the rollback, as an unrecordable
+            // journal does: `resume` continues it from the journal.
+            if self.events.failure().is_some() || self.abort.is_cancelled() {
+                stopped = true;
                 break;
             }
             let planned = &plan.steps[index];
@@ -111,8 +113,16 @@ impl Executor<'_> {
                     }
                 }
             };
+            if self.abort.is_cancelled() {
+                // Cut short mid-call: its outcome is unknown, and the
+                // journal says it was in flight.
+                stopped = true;
+                break;
+            }
             let _ = crate::fault::point("rollback.done");
-            if matches!(state.slots[index], super::Slot::Done(Status::Cancelled)) {
+            // Not known to have succeeded: cut short by Ctrl-C, or by a
+            // crash before the rollback a resume now runs.
+            if !matches!(state.slots[index], super::Slot::Done(Status::Succeeded)) {
                 summary = format!(
                     "{summary} (the step was interrupted mid-call: what it had done is unknown, check it)"
                 );
@@ -125,7 +135,7 @@ impl Executor<'_> {
                 EventKind::StepRolledBack { status, summary },
             );
         }
-        if self.events.failure().is_none() {
+        if !stopped && self.events.failure().is_none() {
             self.events.emit(EventKind::RollbackFinished {
                 failed: failed.len(),
             });

@@ -414,7 +414,7 @@ async fn a_full_disk_at_every_durable_write_stops_the_run_and_resume_finishes_it
 async fn four_resumes_of_one_crashed_run_at_once_continue_it_once() {
     let counter = Counter::start().await.unwrap();
     let bin = Bin::new();
-    for trial in 0..5 {
+    for trial in 0..12 {
         let name = format!("race-{trial}");
         let file = runbook(&name, &counter, false);
         // Crash after `two` acted and before it was recorded.
@@ -516,8 +516,12 @@ async fn concurrent_execs_of_one_runbook_and_environment_never_overlap() {
         let end: jiff::Timestamp = pair[0].1.parse().unwrap();
         assert!(start >= end, "two runs overlapped: {spans:?}");
     }
+    // Free, naming the last run, which is over.
     let lock = runbook::state::lock_path(&file.dir.path().join(".runbook"), "crowd", None);
-    assert_eq!(RunLock::state(&lock).unwrap(), LockState::Free(None));
+    assert!(matches!(
+        RunLock::state(&lock).unwrap(),
+        LockState::Free(Some(_))
+    ));
 }
 
 /// The lock file cannot be written (a full disk): the run does not start,
@@ -610,6 +614,86 @@ fn a_dead_holder_blocks_the_next_run_only_when_its_run_is_unfinished() {
     exits(&unlock, 0);
     let next = bin.run(&["exec", path], &[]);
     exits(&next, 0);
+}
+
+/// A run died in a step that may not be repeated. A resume that stops to
+/// ask, and exits, must not make the run's claim disappear: the next
+/// `exec` is still refused. `unlock` abandons the run for good, so that
+/// resuming it later cannot undo what newer runs did.
+#[test]
+fn a_run_that_died_unfinished_blocks_new_runs_until_it_is_abandoned_for_good() {
+    let bin = Bin::new();
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"claim\"\n\n[[steps]]\nid = \"a\"\nuses = \"noop-once\"\n",
+    );
+    let path = file.path.to_str().unwrap();
+    let state = file.dir.path().join(".runbook");
+    let state_arg = state.to_str().unwrap();
+    let killed = bin.run(
+        &["exec", path],
+        &[("RUNBOOK_FAILPOINTS", "step.done=crash@1")],
+    );
+    exits(&killed, 137);
+    let run = only_run(&state);
+    let asked = bin.run(&["resume", &run, "--state-dir", state_arg], &[]);
+    exits(&asked, 2);
+    assert!(text(&asked).contains("may or may not have taken effect"));
+    let refused = bin.run(&["exec", path], &[]);
+    exits(&refused, 2);
+    assert!(
+        text(&refused).contains("died unfinished"),
+        "{}",
+        text(&refused)
+    );
+    let unlock = bin.run(&["unlock", path], &[]);
+    exits(&unlock, 0);
+    assert!(text(&unlock).contains("abandoned"), "{}", text(&unlock));
+    let late = bin.run(&["resume", &run, "--state-dir", state_arg], &[]);
+    exits(&late, 2);
+    assert!(text(&late).contains("was abandoned"), "{}", text(&late));
+    let next = bin.run(&["exec", path], &[]);
+    exits(&next, 0);
+}
+
+/// A step fails while another runs beside it, and the process dies before
+/// the rollback begins. `resume` rolls back, and the step that was cut
+/// short mid-call is undone too (what it did is unknown), not forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cut_short_beside_a_failed_one_is_undone_when_resume_rolls_back() {
+    let counter = Counter::start().await.unwrap();
+    let bin = Bin::new();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"beside\"\non_failure = \"rollback\"\n\n[[steps]]\nid = \"slow\"\nuses = \"recorder\"\nwith.url = \"{url}\"\nwith.name = \"beside-slow\"\nwith.delay = \"3s\"\ngrants.http = [\"{url}\"]\n\n[[steps]]\nid = \"gate\"\nuses = \"recorder\"\nneeds = []\nwith.url = \"{url}\"\nwith.name = \"beside-gate\"\nwith.fail = true\ngrants.http = [\"{url}\"]\n",
+        url = counter.url
+    ));
+    let state = file.dir.path().join(".runbook");
+    // Syncs: run_started, slow started, gate started, gate failed: die
+    // right after the failure is on disk, with `slow` still running.
+    let killed = {
+        let bin = Arc::clone(&bin);
+        let path = file.path.to_str().unwrap().to_owned();
+        blocking(move || {
+            bin.run(
+                &["exec", &path],
+                &[("RUNBOOK_FAILPOINTS", "journal.synced=crash@4")],
+            )
+        })
+        .await
+    };
+    exits(&killed, 137);
+    let run = only_run(&state);
+    let resumed = {
+        let bin = Arc::clone(&bin);
+        let state = state.display().to_string();
+        blocking(move || bin.run(&["resume", &run, "--state-dir", &state], &[])).await
+    };
+    exits(&resumed, 1);
+    assert!(
+        text(&resumed).contains("interrupted mid-call"),
+        "{}",
+        text(&resumed)
+    );
+    assert_eq!(counter.tally().undone.get("beside-slow"), Some(&1));
 }
 
 /// Waits until a step of the run in `state` has started.

@@ -17,6 +17,7 @@ pub fn plugins_table() -> String {
     for name in [
         "smoke-test",
         "noop",
+        "noop-once",
         "misbehave",
         "recorder",
         "k8s-rollout",
