@@ -165,6 +165,8 @@ pub struct StepRecord {
     /// What it recorded for its rollback before changing anything: the
     /// first value of each key, across attempts and processes.
     pub checkpoints: BTreeMap<String, String>,
+    /// Which process of the run (1 for the first) last finished it.
+    pub finished_in: usize,
 }
 
 /// A rollback as the journal remembers it.
@@ -221,6 +223,9 @@ pub struct RunRecord {
     pub emergency: bool,
     /// `runbook unlock` abandoned it: it can no longer be resumed.
     pub abandoned: bool,
+    /// How many processes the run has had (`run_started`, then each
+    /// `run_resumed`).
+    pub processes: usize,
     /// A last line cut short was dropped.
     pub recovered_truncation: bool,
     /// The audit log's record count and head hash each time a process
@@ -337,6 +342,7 @@ pub fn replay(
         // records its head.
         if matches!(kind, "run_started" | "run_resumed") {
             record.audit.closed = false;
+            record.processes += 1;
         }
         match (kind, step) {
             ("run_started", _) => {
@@ -394,6 +400,7 @@ pub fn replay(
                     record.order.push(step.clone());
                 }
                 let entry = record.steps.entry(step).or_default();
+                entry.finished_in = record.processes;
                 entry.status = serde_json::from_value(get("status")).ok();
                 // A step cancelled mid-call that may not be repeated has an
                 // unknown outcome, as after a crash: resume asks.
@@ -665,6 +672,16 @@ mod tests {
         .unwrap();
         assert_eq!(seen, ["run_started", "log"]);
         assert_eq!(record.run_id, "r1", "the record is read to the end");
+    }
+
+    #[test]
+    fn each_step_remembers_which_process_of_the_run_finished_it() {
+        let finished = r#"{"time":"t","step":"tell","event":"step_finished","status":"succeeded","summary":"","outputs":{},"elapsed_ms":1.0}"#;
+        let resumed = r#"{"time":"t","event":"run_resumed","operator":"a","plan_hash":"h","rerun":[],"skip":[]}"#;
+        let (_dir, path) = write(&format!("{START}\n{finished}\n{resumed}\n"));
+        let record = read(&path).unwrap();
+        assert_eq!(record.processes, 2);
+        assert_eq!(record.steps["tell"].finished_in, 1);
     }
 
     #[test]

@@ -182,13 +182,13 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
             continue;
         };
         let step = plan.step(planned);
-        // An `always` step ran at the end of a process of the run: when
-        // that process died before the run's end was recorded, it is done;
-        // when the run ended (failed, cancelled) and is now resumed, it
-        // runs again at the new end.
-        if step_record.status == Some(Status::Succeeded)
-            && (!step.always || record.finished.is_none())
-        {
+        // An `always` step ran at the end of a process of the run: when it
+        // was the last process, and it died before the run's end was
+        // recorded, it is done; when that process's end was recorded (the
+        // run failed or was cancelled, and is now resumed), it runs again
+        // at the new end.
+        let always_done = record.finished.is_none() && step_record.finished_in == record.processes;
+        if step_record.status == Some(Status::Succeeded) && (!step.always || always_done) {
             recorded.insert(
                 id.clone(),
                 Recorded {
