@@ -66,6 +66,8 @@ pub struct AuditLog {
     /// The first failed write or sync: the log then takes no more records
     /// (a gap would break the chain) and the run stops.
     failure: Option<String>,
+    /// Records written since the last sync.
+    unsynced: bool,
     run_id: String,
     digests: BTreeMap<String, String>,
     head: AuditHead,
@@ -111,6 +113,7 @@ impl AuditLog {
                 file,
                 path: path.to_path_buf(),
                 failure: None,
+                unsynced: false,
                 run_id: run_id.to_owned(),
                 digests: BTreeMap::new(),
                 head: head.clone(),
@@ -157,7 +160,10 @@ impl AuditLog {
         let written =
             crate::fault::point("audit.write").and_then(|()| self.file.write_all(line.as_bytes()));
         match written {
-            Ok(()) => *head = (record.seq + 1, record.hash),
+            Ok(()) => {
+                *head = (record.seq + 1, record.hash);
+                self.unsynced = true;
+            }
             Err(error) => {
                 self.failure = Some(format!(
                     "cannot write the audit log {}: {error}",
@@ -287,7 +293,13 @@ impl EventWriter for AuditLog {
         if let Some(failure) = &self.failure {
             return Err(std::io::Error::other(failure.clone()));
         }
+        if !self.unsynced {
+            return Ok(());
+        }
         let synced = crate::fault::point("audit.sync").and_then(|()| self.file.sync_data());
+        if synced.is_ok() {
+            self.unsynced = false;
+        }
         if let Err(error) = &synced {
             self.failure = Some(format!(
                 "cannot write the audit log {}: {error}",

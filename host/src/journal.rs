@@ -219,8 +219,8 @@ pub struct RunRecord {
     pub approvals: Vec<(String, String)>,
     /// When the last `run_finished` was recorded.
     pub finished_at: String,
-    /// Whether it started as an emergency run (`--emergency`).
-    pub emergency: bool,
+    /// Why, when it started as an emergency run (`--emergency`).
+    pub emergency: Option<String>,
     /// `runbook unlock` abandoned it: it can no longer be resumed.
     pub abandoned: bool,
     /// How many processes the run has had (`run_started`, then each
@@ -354,7 +354,7 @@ pub fn replay(
                 record.operator = text_of("operator");
                 record.params = serde_json::from_value(get("params")).unwrap_or_default();
                 record.started = time;
-                record.emergency = !get("emergency").is_null();
+                record.emergency = get("emergency").as_str().map(str::to_owned);
                 record.plan_hash = get("plan_hash").as_str().map(str::to_owned);
             }
             ("run_resumed", _) => {

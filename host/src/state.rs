@@ -341,7 +341,7 @@ impl DeploymentRecord {
                 .finished
                 .map_or("unknown", |status| status.as_str())
                 .to_owned(),
-            emergency: None,
+            emergency: record.emergency.clone(),
             run_id: record.run_id.clone(),
             logs: journal.display().to_string(),
             steps: record

@@ -56,7 +56,7 @@ pub fn approve(_cli: &Cli, args: &ApproveArgs) -> Result<u8, Failure> {
         ));
     }
     let runbook = crate::runbook::load(std::path::Path::new(&record.file))?;
-    let emergency = record.emergency;
+    let emergency = record.emergency.is_some();
     let rule = record
         .environment
         .as_ref()

@@ -191,7 +191,7 @@ pub async fn drive(
     // its approvals come from the emergency approvers.
     let emergency = options.emergency
         || matches!(&start, Start::Resume { record, .. }
-            if record.emergency);
+            if record.emergency.is_some());
 
     let (recorded, rollback, checkpoints, mut approvals, confirmations_given) = match start {
         Start::New => {
@@ -411,16 +411,20 @@ pub async fn drive(
         deployment.run_id = plan.run_id.clone();
         deployment.approvals = approved_by;
         deployment.status = report.status.as_str().to_owned();
-        deployment.emergency = options
-            .emergency
-            .then(|| options.reason.clone().unwrap_or_default());
+        // A resumed emergency run keeps the reason its start recorded.
+        if options.emergency {
+            deployment.emergency = Some(options.reason.clone().unwrap_or_default());
+        }
         deployment.logs = std::fs::canonicalize(&journal_path)
             .unwrap_or(journal_path.clone())
             .display()
             .to_string();
         match state::write_record(&state_dir, &deployment) {
             Ok(path) => deployment_path = Some(path),
-            Err(error) => eprintln!("error: cannot write the deployment record: {error}"),
+            Err(error) => eprintln!(
+                "error: cannot write the deployment record: {error}; the run is recorded in its journal, and `runbook resume {}` writes the record once the disk is fixed",
+                plan.run_id
+            ),
         }
         // A closed stdout ends the output quietly, not the run's exit code.
         if options.output == Output::Json
