@@ -76,10 +76,26 @@ pub struct PendingRollback {
 pub struct Confirmations {
     /// Confirmed steps: step id -> who.
     pub given: BTreeMap<String, String>,
-    /// Ask on the terminal when not confirmed yet.
-    pub ask_on_terminal: bool,
-    /// Who answers on the terminal.
+    /// Asks a person now, when a step is not confirmed yet (the CLI's
+    /// terminal prompt); without one, the step waits for `runbook confirm`.
+    pub ask: Option<std::sync::Arc<dyn Ask>>,
+    /// Who answers.
     pub operator: String,
+}
+
+/// A person the engine can ask to tick a manual step's checklist: the
+/// CLI supplies one for an interactive terminal. The engine itself reads
+/// no terminal.
+pub trait Ask: Send + Sync {
+    /// Asks for each item in turn (blocking); the ticked items, or the
+    /// first item left unticked.
+    fn tick(&self, step: &str, items: &[String]) -> Result<Vec<String>, String>;
+}
+
+impl std::fmt::Debug for dyn Ask {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Ask")
+    }
 }
 
 /// Runs plans.

@@ -90,7 +90,9 @@ pub async fn prepare(
     let plan = bind(runbook, bindings)?;
     let runtime = super::plugin_runtime(cli)?;
     let plugins = preflight::load_plugins(&runtime, &plan).await?;
-    preflight::check_capabilities(&plan, &plugins)?;
+    for warning in preflight::check_capabilities(&plan, &plugins)? {
+        eprintln!("{warning}");
+    }
     let secrets = preflight::load_secrets(&plan)?;
     preflight::check_params(&runtime, &plan, &plugins, &secrets).await?;
     let digests = plugins
@@ -343,8 +345,11 @@ pub async fn drive(
         )),
         confirmations: Confirmations {
             given: confirmations_given,
-            ask_on_terminal: options.output == Output::Text
-                && std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            ask: (options.output == Output::Text
+                && std::io::IsTerminal::is_terminal(&std::io::stdin()))
+            .then(|| {
+                std::sync::Arc::new(TerminalChecklist) as std::sync::Arc<dyn crate::engine::Ask>
+            }),
             operator: plan.operator.clone(),
         },
     };
@@ -461,6 +466,32 @@ pub async fn drive(
         Status::Cancelled => exit::CANCELLED,
         Status::Waiting => exit::WAITING,
     })
+}
+
+/// Ticks a manual step's checklist on the operator's terminal, one item
+/// at a time, as on the paper checklist.
+struct TerminalChecklist;
+
+impl crate::engine::Ask for TerminalChecklist {
+    fn tick(&self, step: &str, items: &[String]) -> Result<Vec<String>, String> {
+        eprintln!(
+            "\nManual step `{step}`: tick each item (y to tick, anything else stops the run)"
+        );
+        let mut ticked = Vec::new();
+        for item in items {
+            let item_text = crate::terminal::text(item);
+            eprint!("  [ ] {item_text} — done? [y/N] ");
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err()
+                || !line.trim().eq_ignore_ascii_case("y")
+            {
+                return Err(item.clone());
+            }
+            eprintln!("  [x] {item_text}");
+            ticked.push(item.clone());
+        }
+        Ok(ticked)
+    }
 }
 
 /// Takes the lock of the plan's runbook and environment for this process

@@ -59,8 +59,9 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
                 break;
             }
         };
-        if let Err(found) = preflight::check_capabilities(&plan, &plugins) {
-            problems.0.extend(found.0);
+        match preflight::check_capabilities(&plan, &plugins) {
+            Ok(warnings) => warnings.iter().for_each(|warning| eprintln!("{warning}")),
+            Err(found) => problems.0.extend(found.0),
         }
         let secrets = crate::capability::secrets::SecretStore::new(Default::default());
         if let Err(found) = preflight::check_params(&runtime, &plan, &plugins, &secrets).await {

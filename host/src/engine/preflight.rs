@@ -148,8 +148,9 @@ pub fn load_secrets(plan: &Plan) -> Result<SecretStore, Diagnostics> {
 
 /// Refuses a step whose plugin needs a capability the runbook does not
 /// grant it; warns where a grant is wider than the plugin asks.
-pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnostics> {
+pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>, Diagnostics> {
     let mut problems = Diagnostics::default();
+    let mut warnings = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for planned in &plan.steps {
         let step = plan.step(planned);
@@ -212,7 +213,7 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
         ];
         for (is_wider, key) in wider {
             if is_wider {
-                eprintln!(
+                warnings.push(format!(
                     "warning: step `{}` grants `{key}` but plugin `{}` does not ask for it ({}:{})",
                     step.id,
                     crate::terminal::text(&plugin.descriptor.name),
@@ -222,11 +223,11 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<(), Diagnost
                         .span_of(&at)
                         .map(|span| plan.runbook.source.line_column(span.start).0)
                         .unwrap_or(0)
-                );
+                ));
             }
         }
     }
-    problems.into_result(())
+    problems.into_result(warnings)
 }
 
 /// Asks each step's plugin whether its parameters are right. Outputs of

@@ -195,30 +195,12 @@ impl Executor<'_> {
         if let Some(who) = self.confirmations.given.get(&planned.id.0) {
             return StepResult::new(Status::Succeeded, format!("confirmed by {who}"));
         }
-        if self.confirmations.ask_on_terminal {
+        if let Some(ask) = self.confirmations.ask.clone() {
             let id = planned.id.0.clone();
             let list = checklist.to_vec();
-            // Each item is ticked on its own, as on the paper checklist.
-            let answers = tokio::task::spawn_blocking(move || {
-                eprintln!(
-                    "\nManual step `{id}`: tick each item (y to tick, anything else stops the run)"
-                );
-                let mut ticked = Vec::new();
-                for item in &list {
-                    eprint!("  [ ] {item} — done? [y/N] ");
-                    let mut line = String::new();
-                    if std::io::stdin().read_line(&mut line).is_err()
-                        || !line.trim().eq_ignore_ascii_case("y")
-                    {
-                        return Err(item.clone());
-                    }
-                    eprintln!("  [x] {item}");
-                    ticked.push(item.clone());
-                }
-                Ok(ticked)
-            })
-            .await
-            .unwrap_or_else(|_| Err(String::new()));
+            let answers = tokio::task::spawn_blocking(move || ask.tick(&id, &list))
+                .await
+                .unwrap_or_else(|_| Err(String::new()));
             return match answers {
                 Ok(ticked) => {
                     self.events.emit_for(

@@ -344,3 +344,39 @@ async fn an_interrupt_cancels_the_running_step_then_rolls_back() {
         ["do:deploy", "undo:hold", "undo:deploy"]
     );
 }
+
+/// A manual step's checklist is ticked through the interface the CLI
+/// supplies for its terminal: every item ticked confirms the step, one
+/// left unticked fails it. The engine itself reads no terminal.
+#[tokio::test]
+async fn a_manual_checklist_is_ticked_through_the_ask_interface() {
+    struct Ticks(Option<&'static str>);
+    impl runbook::engine::Ask for Ticks {
+        fn tick(&self, _step: &str, items: &[String]) -> Result<Vec<String>, String> {
+            match self.0 {
+                Some(refused) => Err(refused.to_owned()),
+                None => Ok(items.to_vec()),
+            }
+        }
+    }
+    let body = "[runbook]\nname = \"manual\"\n\n[[steps]]\nid = \"check\"\nkind = \"manual\"\nchecklist = [\"backup verified\", \"on call told\"]\n";
+    for (answer, expected) in [
+        (None, Status::Succeeded),
+        (Some("on call told"), Status::Failed),
+    ] {
+        let finished = run(
+            body,
+            RunOptions {
+                ask: Some(std::sync::Arc::new(Ticks(answer))),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+        let (status, summary, _) = finished.step("check");
+        assert_eq!(status, expected, "{summary}");
+        match answer {
+            None => assert_eq!(summary, "confirmed by alice"),
+            Some(item) => assert!(summary.contains(item), "{summary}"),
+        }
+    }
+}

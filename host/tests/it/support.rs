@@ -124,6 +124,8 @@ pub struct RunOptions {
     pub aws: Option<runbook::capability::aws::AwsAccess>,
     /// The cluster connection.
     pub kube: Option<std::sync::Arc<runbook::capability::kube::KubeAccess>>,
+    /// Who ticks manual checklists now (the CLI's terminal prompt).
+    pub ask: Option<std::sync::Arc<dyn runbook::engine::Ask>>,
 }
 
 /// Validates, binds and runs a runbook file through the library.
@@ -162,7 +164,11 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         recorded: BTreeMap::new(),
         rollback: None,
         checkpoints: BTreeMap::new(),
-        confirmations: Default::default(),
+        confirmations: runbook::engine::Confirmations {
+            ask: options.ask,
+            operator: "alice".into(),
+            ..Default::default()
+        },
         aws: options.aws,
         kube: options.kube,
     };
