@@ -407,6 +407,79 @@ async fn a_full_disk_at_every_durable_write_stops_the_run_and_resume_finishes_it
     sweep(true, "eio").await;
 }
 
+/// A second crash, in the process that continues a rollback: the first
+/// process dies just after undoing `two` (before recording it); the
+/// operator resumes, having checked that the undo took effect, and that
+/// resume is broken at each of its own failpoints in turn. Every effect
+/// and every undo still happens exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_failpoint_of_a_continued_rollback_still_undoes_each_effect_once() {
+    let counter = Counter::start().await.unwrap();
+    let bin = Bin::new();
+    let first_crash = "rollback.done=crash@1";
+    let crash_then_resume = |name: String, resume_faults: Option<String>| {
+        let file = runbook(&name, &counter, true);
+        let bin = Arc::clone(&bin);
+        async move {
+            let path = file.path.to_str().unwrap().to_owned();
+            let state = file.dir.path().join(".runbook");
+            let first = {
+                let bin = Arc::clone(&bin);
+                blocking(move || bin.run(&["exec", &path], &[("RUNBOOK_FAILPOINTS", first_crash)]))
+                    .await
+            };
+            exits(&first, 137);
+            let run = only_run(&state);
+            let trace = file.dir.path().join("trace");
+            let faults = resume_faults.clone();
+            let resumed = {
+                let bin = Arc::clone(&bin);
+                let state = state.display().to_string();
+                let trace = trace.display().to_string();
+                blocking(move || {
+                    let mut env = vec![("RUNBOOK_FAILPOINT_TRACE", trace.as_str())];
+                    if let Some(faults) = &faults {
+                        env = vec![("RUNBOOK_FAILPOINTS", faults.as_str())];
+                    }
+                    bin.run(
+                        &["resume", &run, "--state-dir", &state, "--skip", "two"],
+                        &env,
+                    )
+                })
+                .await
+            };
+            (file, resumed, trace)
+        }
+    };
+    // The resume, unbroken, lists its failpoints.
+    let (_probe, resumed, trace) = crash_then_resume("cont-probe".into(), None).await;
+    exits(&resumed, 1);
+    let points: Vec<(String, u64)> = std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, count) = line.split_once(' ')?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        points.len() > 5,
+        "the resume passed {} failpoints",
+        points.len()
+    );
+    for (trial, (point, hit)) in points.iter().enumerate() {
+        let name = format!("cont-{trial}");
+        let label = format!("crash of the resume at {point}#{hit}");
+        let (file, resumed, _) =
+            crash_then_resume(name.clone(), Some(format!("{point}=crash@{hit}"))).await;
+        exits(&resumed, 137);
+        let (run, _) = resume_to_the_end(&bin, &file, &counter, &name, &label)
+            .await
+            .unwrap_or_else(|| panic!("{label}: the run vanished"));
+        check_run_left_in_order(&bin, &file, &counter, &name, true, &run, &label);
+    }
+}
+
 /// The first process of a crashed run died mid-step; four operators
 /// resume it at once. One continues it; the others are refused or find it
 /// finished; the interrupted step runs again once, not four times.
