@@ -92,7 +92,7 @@ impl AuditLog {
             std::fs::create_dir_all(parent)?;
         }
         // A record torn by a crash was never part of the chain.
-        crate::journal::drop_torn_tail(path)?;
+        crate::jsonl::drop_torn_tail(path)?;
         let mut head = (0, genesis(run_id));
         if let Ok(text) = std::fs::read_to_string(path) {
             for line in text.lines().filter(|line| !line.trim().is_empty()) {
@@ -395,7 +395,7 @@ pub fn verify(path: &Path, run_id: &str, anchors: &Anchors) -> Result<u64, Tampe
     let bytes = std::fs::read(path).unwrap_or_default();
     // What a crash left at the end was never part of the chain (the next
     // process of the run cuts it); a head recorded past it still fails.
-    let text = String::from_utf8_lossy(&bytes[..crate::journal::intact_length(&bytes)]);
+    let text = String::from_utf8_lossy(&bytes[..crate::jsonl::intact_length(&bytes)]);
     let mut previous = genesis(run_id);
     let mut count = 0;
     // The hash after each record count, to hold the heads against.

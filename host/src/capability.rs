@@ -10,10 +10,10 @@ pub mod secrets;
 pub mod sigv4;
 
 use crate::events::{EventKind, EventSink};
+use crate::grant::{StepGrants, StepId};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::runbook::plugin::{clock, log, types};
 use crate::plugin::state::StepState;
-use crate::runbook::{StepGrants, StepId};
 use secrets::{Redactor, SecretStore};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

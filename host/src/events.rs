@@ -2,8 +2,8 @@
 //! on stdout with `--output json`, and drawn for the operator. Every string
 //! passes the secret redactor on its way out.
 
-use crate::capability::secrets::Redactor;
-use crate::runbook::StepId;
+use crate::grant::StepId;
+use crate::redact::Redactor;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -28,7 +28,7 @@ impl Journal {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        drop_torn_tail(path)?;
+        crate::jsonl::drop_torn_tail(path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,44 +68,6 @@ impl Journal {
         }
         std::io::Error::new(error.kind(), self.failure.clone().unwrap_or_default())
     }
-}
-
-/// Cuts what a crash left at the end of the journal: a last line without
-/// its newline, and any last lines that are not records (a torn write can
-/// leave zeros or half a line ending in a newline). None of it was
-/// durable, and appending after it would make the journal unreadable.
-pub(crate) fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(());
-    };
-    let keep = intact_length(&bytes);
-    if keep == bytes.len() {
-        return Ok(());
-    }
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.set_len(keep as u64)?;
-    file.sync_all()
-}
-
-/// How many leading bytes of a journal are whole records.
-pub(crate) fn intact_length(bytes: &[u8]) -> usize {
-    let mut keep = bytes
-        .iter()
-        .rposition(|byte| *byte == b'\n')
-        .map_or(0, |index| index + 1);
-    while keep > 0 {
-        let start = bytes[..keep - 1]
-            .iter()
-            .rposition(|byte| *byte == b'\n')
-            .map_or(0, |index| index + 1);
-        let line = &bytes[start..keep - 1];
-        let blank = line.iter().all(u8::is_ascii_whitespace);
-        if !blank && serde_json::from_slice::<serde_json::Value>(line).is_ok() {
-            break;
-        }
-        keep = start;
-    }
-    keep
 }
 
 impl EventWriter for Journal {
@@ -489,7 +451,7 @@ pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Resu
     let line = line_of(step, kind)?;
     for _ in 0..50 {
         let bytes = std::fs::read(path)?;
-        if intact_length(&bytes) == bytes.len() {
+        if crate::jsonl::intact_length(&bytes) == bytes.len() {
             let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
             // One write with O_APPEND: it lands whole after whatever the
             // run's process wrote last.

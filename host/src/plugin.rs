@@ -11,7 +11,7 @@ use crate::capability::StepContext;
 use crate::capability::http::HttpClient;
 use crate::capability::secrets::{Redactor, SecretStore};
 use crate::events::EventSink;
-use crate::runbook::{StepGrants, StepId};
+use crate::grant::{StepGrants, StepId};
 use bindings::{Descriptor, Outcome, PlannedAction, PluginError, StepPre};
 use sha2::{Digest, Sha256};
 use state::StepState;

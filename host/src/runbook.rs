@@ -6,8 +6,8 @@ pub mod bind;
 pub mod model;
 pub mod validate;
 
-use crate::capability::http::UrlGrant;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
+pub use crate::grant::{FsGrant, StepGrants, StepId};
 use crate::template::Template;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -18,17 +18,6 @@ use std::time::Duration;
 pub use crate::schedule::Schedule;
 pub use bind::{Bindings, Plan, PlannedStep};
 pub use model::RawPolicy as Policy;
-
-/// A step's id, unique within its runbook.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
-pub struct StepId(pub String);
-
-impl std::fmt::Display for StepId {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.0)
-    }
-}
 
 /// A runbook whose shape, names and references have been checked.
 #[derive(Debug)]
@@ -139,21 +128,9 @@ pub struct Step {
     /// Folders the step may read.
     pub fs_read: Vec<FsGrant>,
     /// AWS calls the step may make.
-    pub aws: Option<crate::capability::aws::AwsGrant>,
+    pub aws: Option<crate::grant::AwsGrant>,
     /// Kubernetes calls the step may make.
-    pub kube: Option<crate::capability::kube::KubeGrant>,
-}
-
-/// A folder a step may read: the host folder (checked to be inside the
-/// runbook's folder) and the path the plugin sees it at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsGrant {
-    /// As the runbook wrote it.
-    pub written: String,
-    /// The folder on the host, canonical.
-    pub host: PathBuf,
-    /// Where the plugin finds it: `/` + the written path (`./dist` → `/dist`).
-    pub guest: String,
+    pub kube: Option<crate::grant::KubeGrant>,
 }
 
 /// What a step does.
@@ -472,21 +449,6 @@ impl StepGrants {
             .map(|grant| grant.written.clone())
             .collect()
     }
-}
-
-/// Grants that a bound step holds, with every template resolved.
-#[derive(Debug, Clone, Default)]
-pub struct StepGrants {
-    /// URL prefixes the step may call.
-    pub http: Vec<UrlGrant>,
-    /// Secret names the step may send.
-    pub secrets: Vec<String>,
-    /// Folders the step may read.
-    pub fs_read: Vec<FsGrant>,
-    /// AWS calls the step may make.
-    pub aws: Option<crate::capability::aws::AwsGrant>,
-    /// Kubernetes calls the step may make.
-    pub kube: Option<crate::capability::kube::KubeGrant>,
 }
 
 #[cfg(test)]

@@ -7,63 +7,11 @@
 use super::StepContext;
 use super::sigv4::{self, Credentials, SignableRequest};
 use crate::events::{Decision, EventKind};
+pub use crate::grant::AwsGrant;
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::runbook::plugin::aws::{Host, Protocol, Request, Response};
 use crate::plugin::state::StepState;
 use std::time::Instant;
-
-/// `grants.aws`: what a step may call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsGrant {
-    /// Services (`rds`).
-    pub services: Vec<String>,
-    /// Actions; `Describe*` allows a prefix.
-    pub actions: Vec<String>,
-    /// Regions.
-    pub regions: Vec<String>,
-}
-
-impl AwsGrant {
-    /// One line for reports.
-    pub fn describe(&self) -> String {
-        format!(
-            "services {}; actions {}; regions {}",
-            self.services.join(", "),
-            self.actions.join(", "),
-            self.regions.join(", ")
-        )
-    }
-
-    /// Why a call is outside the grant, if it is.
-    pub fn refuses(&self, service: &str, action: &str, region: &str) -> Option<String> {
-        if !self.services.iter().any(|granted| granted == service) {
-            return Some(format!(
-                "service `{service}` is not granted (granted: {})",
-                self.services.join(", ")
-            ));
-        }
-        let action_allowed = self
-            .actions
-            .iter()
-            .any(|granted| match granted.strip_suffix('*') {
-                Some(prefix) => action.starts_with(prefix),
-                None => granted == action,
-            });
-        if !action_allowed {
-            return Some(format!(
-                "action `{action}` is not granted (granted: {})",
-                self.actions.join(", ")
-            ));
-        }
-        if !self.regions.iter().any(|granted| granted == region) {
-            return Some(format!(
-                "region `{region}` is not granted (granted: {})",
-                self.regions.join(", ")
-            ));
-        }
-        None
-    }
-}
 
 /// How the host reaches AWS for a run: credentials and an optional endpoint.
 #[derive(Debug, Clone, Default)]

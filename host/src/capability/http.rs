@@ -7,6 +7,8 @@
 use super::StepContext;
 use super::secrets::Unseal;
 use crate::events::{Decision, EventKind};
+use crate::grant::Refusal;
+pub use crate::grant::UrlGrant;
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::runbook::plugin::http::{Request, Response};
 use futures_util::StreamExt;
@@ -20,211 +22,6 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Request timeout when the plugin sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: usize = 10;
-
-/// One entry of `grants.http`: a scheme, host and port, and a path prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlGrant {
-    scheme: String,
-    host: String,
-    port: u16,
-    path_prefix: String,
-    /// The prefix as a server that decodes before routing reads it.
-    routed_prefix: String,
-    text: String,
-}
-
-impl UrlGrant {
-    /// Parses `scheme://host[:port][/path-prefix]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = Url::parse(text).map_err(|error| error.to_string())?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("scheme `{}` is not http or https", url.scheme()));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err("a grant has no query or fragment".into());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("a grant has no user name or password".into());
-        }
-        let host = url.host_str().ok_or("no host")?.to_ascii_lowercase();
-        let port = url.port_or_known_default().ok_or("no port")?;
-        let path_prefix = url.path().trim_end_matches('/').to_owned();
-        let routed_prefix = routed_path(&path_prefix)
-            .filter(|routed| routed != "/")
-            .unwrap_or_else(|| path_prefix.clone());
-        Ok(UrlGrant {
-            scheme: url.scheme().to_owned(),
-            host,
-            port,
-            path_prefix,
-            routed_prefix,
-            text: text.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    /// Whether a request to `url` is within this grant. Paths match on
-    /// segment boundaries: `/health` allows `/health` and `/health/ready`,
-    /// not `/healthz`. The path must be within the prefix both as sent and
-    /// as a server that decodes `%2e`, `%2f` and `%5c` before routing reads
-    /// it, so `/api/..%2fadmin` is not within `/api`.
-    pub fn allows(&self, url: &Url) -> bool {
-        self.same_origin(url) && self.path_within(url) == PathMatch::Within
-    }
-
-    fn same_origin(&self, url: &Url) -> bool {
-        url.scheme() == self.scheme
-            && url
-                .host_str()
-                .is_some_and(|host| host.eq_ignore_ascii_case(&self.host))
-            && url.port_or_known_default() == Some(self.port)
-    }
-
-    fn path_within(&self, url: &Url) -> PathMatch {
-        if self.path_prefix.is_empty() {
-            return PathMatch::Within;
-        }
-        if !within_prefix(url.path(), &self.path_prefix) {
-            return PathMatch::Outside;
-        }
-        match routed_path(url.path()) {
-            Some(routed) if within_prefix(&routed, &self.routed_prefix) => PathMatch::Within,
-            _ => PathMatch::OutsideOnceDecoded,
-        }
-    }
-
-    /// Why no grant of `grants` allows `url`.
-    pub fn why_not(grants: &[UrlGrant], url: &Url) -> Refusal {
-        let same_origin: Vec<&UrlGrant> = grants
-            .iter()
-            .filter(|grant| grant.same_origin(url))
-            .collect();
-        if same_origin.is_empty() {
-            Refusal::Host
-        } else if same_origin
-            .iter()
-            .any(|grant| grant.path_within(url) == PathMatch::OutsideOnceDecoded)
-        {
-            Refusal::PathOnceDecoded
-        } else {
-            Refusal::Path
-        }
-    }
-
-    /// The grant as the runbook wrote it.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-/// Why no grant allows a URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No grant names its scheme, host and port.
-    Host,
-    /// Grants name its origin, but not its path.
-    Path,
-    /// A grant's prefix holds the path as sent, but not once a server
-    /// decodes its `%2e`, `%2f` or `%5c`.
-    PathOnceDecoded,
-}
-
-impl Refusal {
-    /// In words, after "request to" or "redirect to".
-    pub fn describe(self) -> &'static str {
-        match self {
-            Refusal::Host => "a host that is not granted",
-            Refusal::Path => "a path that is not granted",
-            Refusal::PathOnceDecoded => {
-                "a path that leaves the granted path once its percent-encoded `.`, `/` or `\\` are decoded"
-            }
-        }
-    }
-}
-
-/// How a request path compares with a grant's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PathMatch {
-    Within,
-    Outside,
-    /// Within as sent, outside as a decoding server routes it.
-    OutsideOnceDecoded,
-}
-
-/// Whether `path` is `prefix` or below it, on segment boundaries.
-fn within_prefix(path: &str, prefix: &str) -> bool {
-    path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// The path as a server that decodes before routing would read it:
-/// percent-encoded `.`, `/`, `\` and `%` decoded until nothing changes
-/// (double encoding included), `\` read as `/`, empty and `.` segments
-/// dropped, `..` applied. `None` when the decoding does not settle.
-fn routed_path(path: &str) -> Option<String> {
-    let mut decoded = path.to_owned();
-    let mut settled = false;
-    for _ in 0..8 {
-        let next = decode_separators(&decoded);
-        if next == decoded {
-            settled = true;
-            break;
-        }
-        decoded = next;
-    }
-    if !settled {
-        return None;
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split(['/', '\\']) {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            other => segments.push(other),
-        }
-    }
-    if segments.is_empty() {
-        return Some("/".to_owned());
-    }
-    Some(
-        segments
-            .iter()
-            .map(|segment| format!("/{segment}"))
-            .collect(),
-    )
-}
-
-/// One pass decoding `%2e`, `%2f`, `%5c` and `%25`, in either case.
-fn decode_separators(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut rest = path;
-    while let Some(index) = rest.find('%') {
-        out.push_str(&rest[..index]);
-        let escape = rest.get(index + 1..index + 3).unwrap_or_default();
-        let decoded = match escape.to_ascii_lowercase().as_str() {
-            "2e" => Some('.'),
-            "2f" => Some('/'),
-            "5c" => Some('\\'),
-            "25" => Some('%'),
-            _ => None,
-        };
-        match decoded {
-            Some(character) => {
-                out.push(character);
-                rest = &rest[index + 3..];
-            }
-            None => {
-                out.push('%');
-                rest = &rest[index + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Headers that choose where a request goes: with them, one granted
 /// address would reach other virtual hosts or paths behind the same
@@ -394,7 +191,7 @@ pub async fn send(context: &StepContext, request: Request) -> Result<Response, P
             elapsed_us: response.elapsed_us,
             final_url: redactor.apply(&response.final_url).into_owned(),
         }),
-        Err(error) => Err(redactor.error(error)),
+        Err(error) => Err(super::secrets::redact_error(redactor, error)),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::StepContext;
 use crate::events::{Decision, EventKind};
+pub use crate::grant::{KubeGrant, VERBS};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::runbook::plugin::kube::{Condition, Host, ObjectRef, PatchKind};
 use crate::plugin::state::StepState;
@@ -19,69 +20,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// `grants.kube`: what a step may do to which objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeGrant {
-    /// Namespaces; `*` allows every namespace and cluster-scoped objects.
-    pub namespaces: Vec<String>,
-    /// `apps/v1/Deployment`, `v1/Service`.
-    pub resources: Vec<String>,
-    /// `get`, `list`, `watch`, `create`, `patch`, `delete`.
-    pub verbs: Vec<String>,
-}
-
-/// The verbs a grant can name.
-pub const VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete", "logs"];
-
-impl KubeGrant {
-    /// One line for reports.
-    pub fn describe(&self) -> String {
-        format!(
-            "namespaces {}; resources {}; verbs {}",
-            self.namespaces.join(", "),
-            self.resources.join(", "),
-            self.verbs.join(", ")
-        )
-    }
-
-    /// Why a call is outside the grant, if it is. `namespace` is `None`
-    /// for cluster-scoped objects and lists across namespaces.
-    pub fn refuses(
-        &self,
-        verb: &str,
-        namespace: Option<&str>,
-        api_version: &str,
-        kind: &str,
-    ) -> Option<String> {
-        let resource = format!("{api_version}/{kind}");
-        if !self.resources.contains(&resource) {
-            return Some(format!(
-                "resource `{resource}` is not granted (granted: {})",
-                self.resources.join(", ")
-            ));
-        }
-        if !self.verbs.iter().any(|granted| granted == verb) {
-            return Some(format!(
-                "verb `{verb}` is not granted (granted: {})",
-                self.verbs.join(", ")
-            ));
-        }
-        let everywhere = self.namespaces.iter().any(|granted| granted == "*");
-        match namespace {
-            _ if everywhere => None,
-            Some(namespace) if self.namespaces.iter().any(|granted| granted == namespace) => None,
-            Some(namespace) => Some(format!(
-                "namespace `{namespace}` is not granted (granted: {})",
-                self.namespaces.join(", ")
-            )),
-            None => Some(format!(
-                "a call across namespaces or on a cluster-scoped object needs `namespaces = [\"*\"]` (granted: {})",
-                self.namespaces.join(", ")
-            )),
-        }
-    }
-}
 
 /// How the host reaches the cluster for a run: a kubeconfig context, and
 /// the client and kinds once they are known.

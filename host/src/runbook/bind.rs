@@ -3,8 +3,8 @@
 //! check again.
 
 use super::{ForEach, Runbook, Step, StepGrants, StepId};
-use crate::capability::http::UrlGrant;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
+use crate::grant::UrlGrant;
 use crate::template::{Reference, RunField, Template};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -695,14 +695,11 @@ fn validate_step(
         http_grants,
         secret_grants: raw.grants.secrets,
         fs_read,
-        aws: raw
-            .grants
-            .aws
-            .map(|grant| crate::capability::aws::AwsGrant {
-                services: grant.services,
-                actions: grant.actions,
-                regions: grant.regions,
-            }),
+        aws: raw.grants.aws.map(|grant| crate::grant::AwsGrant {
+            services: grant.services,
+            actions: grant.actions,
+            regions: grant.regions,
+        }),
         kube,
     }
 }
@@ -730,8 +727,8 @@ fn kube_grant(
     source: &Arc<Source>,
     at: &ValuePath,
     problems: &mut Diagnostics,
-) -> crate::capability::kube::KubeGrant {
-    use crate::capability::kube::VERBS;
+) -> crate::grant::KubeGrant {
+    use crate::grant::VERBS;
     for (position, verb) in raw.verbs.iter().enumerate() {
         if !VERBS.contains(&verb.as_str()) {
             let hint = match crate::diagnostic::did_you_mean(verb, VERBS.iter().copied()) {
@@ -767,7 +764,7 @@ fn kube_grant(
                 .hint("name the namespaces, or `\"*\"` for all of them"),
         );
     }
-    crate::capability::kube::KubeGrant {
+    crate::grant::KubeGrant {
         namespaces: raw.namespaces,
         resources: raw.resources,
         verbs: raw.verbs,
