@@ -105,8 +105,16 @@ async fn nothing_outside_the_grant_is_visible() {
 #[tokio::test]
 async fn a_symlink_inside_the_grant_cannot_lead_out_of_it() {
     for path in ["./dist/image/escape", "./dist/image/sideways"] {
-        let (status, summary, _) = read(path).await;
+        let (status, summary, outputs) = read(path).await;
+        // Refused by the sandbox when opened, not some other failure, and
+        // nothing of the target came back.
         assert_eq!(status, Status::Failed, "{path}: {summary}");
+        assert!(summary.contains("cannot read"), "{path}: {summary}");
+        assert!(
+            !summary.contains("not granted")
+                && outputs.values().all(|value| !value.contains("not granted")),
+            "{path}: {summary}"
+        );
     }
 }
 

@@ -6,9 +6,9 @@ pub mod duration;
 pub mod http;
 pub mod log;
 
-#[doc(hidden)]
 pub mod aws;
 pub mod kube;
+#[doc(hidden)]
 pub mod private;
 
 /// The generated bindings of the `runbook:plugin` WIT package.
