@@ -32,6 +32,24 @@ pub struct StepGrants {
     pub kube: Option<KubeGrant>,
 }
 
+impl StepGrants {
+    /// The URL grants as the runbook wrote them (resolved).
+    pub fn http_texts(&self) -> Vec<String> {
+        self.http
+            .iter()
+            .map(|grant| grant.as_str().to_owned())
+            .collect()
+    }
+
+    /// The folder grants as the runbook wrote them.
+    pub fn fs_texts(&self) -> Vec<String> {
+        self.fs_read
+            .iter()
+            .map(|grant| grant.written.clone())
+            .collect()
+    }
+}
+
 /// A folder a step may read: the host folder (checked to be inside the
 /// runbook's folder) and the path the plugin sees it at.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -433,24 +433,6 @@ pub fn parse_memory(text: &str) -> Option<u64> {
     number.checked_mul(multiplier)
 }
 
-impl StepGrants {
-    /// The URL grants as the runbook wrote them (resolved).
-    pub fn http_texts(&self) -> Vec<String> {
-        self.http
-            .iter()
-            .map(|grant| grant.as_str().to_owned())
-            .collect()
-    }
-
-    /// The folder grants as the runbook wrote them.
-    pub fn fs_texts(&self) -> Vec<String> {
-        self.fs_read
-            .iter()
-            .map(|grant| grant.written.clone())
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

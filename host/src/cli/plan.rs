@@ -47,10 +47,26 @@ struct PlannedStepView {
     error: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Everything a step is granted, as a reviewer reads it.
+#[derive(Serialize, Default)]
 struct GrantsView {
     http: Vec<String>,
     secrets: Vec<String>,
+    fs_read: Vec<String>,
+    kube: Option<String>,
+    aws: Option<String>,
+}
+
+impl GrantsView {
+    fn of(grants: &crate::grant::StepGrants) -> Self {
+        GrantsView {
+            http: grants.http_texts(),
+            secrets: grants.secrets.clone(),
+            fs_read: grants.fs_texts(),
+            kube: grants.kube.as_ref().map(crate::grant::KubeGrant::describe),
+            aws: grants.aws.as_ref().map(crate::grant::AwsGrant::describe),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -118,10 +134,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
                     name: planned.name.clone(),
                     plugin: "manual".into(),
                     digest: String::new(),
-                    grants: GrantsView {
-                        http: vec![],
-                        secrets: vec![],
-                    },
+                    grants: GrantsView::default(),
                     actions: checklist
                         .iter()
                         .map(|item| ActionView {
@@ -184,10 +197,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             name: planned.name.clone(),
             plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
             digest: plugin.digest.clone(),
-            grants: GrantsView {
-                http: planned.grants.http_texts(),
-                secrets: planned.grants.secrets.clone(),
-            },
+            grants: GrantsView::of(&planned.grants),
             actions,
             intercepted,
             error,
@@ -257,6 +267,15 @@ fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) -> Result<
         }
         if !view.grants.secrets.is_empty() {
             outln!("   grants secrets: {}", view.grants.secrets.join(", "))?;
+        }
+        if !view.grants.fs_read.is_empty() {
+            outln!("   grants fs.read: {}", view.grants.fs_read.join(", "))?;
+        }
+        if let Some(kube) = &view.grants.kube {
+            outln!("   grants kube: {kube}")?;
+        }
+        if let Some(aws) = &view.grants.aws {
+            outln!("   grants aws: {aws}")?;
         }
     }
     outln!()?;

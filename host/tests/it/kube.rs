@@ -282,6 +282,13 @@ async fn a_plan_sends_writes_with_dry_run_and_the_cluster_does_not_change() {
             text.contains("⊘ kube patch apps/v1/Deployment shop/api: the API server accepted it with dryRun=All; nothing changed"),
             "{command:?}: {text}"
         );
+        // The reviewer sees every grant, not only HTTP and secrets.
+        assert!(
+            text.contains(
+                "grants kube: namespaces shop; resources apps/v1/Deployment; verbs get, patch, watch"
+            ),
+            "{command:?}: {text}"
+        );
     }
     let patches: Vec<String> = emulator
         .requests()
