@@ -535,194 +535,198 @@ impl EventSink {
     }
 }
 
-/// Redacts every string of an event. The matches name every variant and
-/// every field, so that a new event or a new field does not compile until
-/// it says how it is redacted.
+impl Event {
+    /// Hands every string of the event to `visit`, which may rewrite it:
+    /// its time, its step, every text field, and both keys and values of
+    /// its maps. This is the one list of an event's texts: the redactor
+    /// and the terminal filter both walk it, and the match is exhaustive,
+    /// so a new kind of event cannot reach a writer without saying which
+    /// of its fields are text.
+    pub fn map_texts(&mut self, mut visit: impl FnMut(&mut String)) {
+        fn visit_map(map: &mut BTreeMap<String, String>, visit: &mut impl FnMut(&mut String)) {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(mut key, mut value)| {
+                    visit(&mut key);
+                    visit(&mut value);
+                    (key, value)
+                })
+                .collect();
+        }
+        visit(&mut self.time);
+        if let Some(step) = &mut self.step {
+            visit(&mut step.0);
+        }
+        match &mut self.kind {
+            EventKind::RunStarted {
+                run_id,
+                runbook,
+                file,
+                environment,
+                operator,
+                params,
+                steps: _,
+                plan_hash,
+                emergency,
+            } => {
+                emergency.iter_mut().for_each(&mut visit);
+                visit(run_id);
+                visit(runbook);
+                visit(file);
+                environment.iter_mut().for_each(&mut visit);
+                visit(operator);
+                visit_map(params, &mut visit);
+                plan_hash.iter_mut().for_each(&mut visit);
+            }
+            EventKind::RunResumed {
+                operator,
+                plan_hash,
+                rerun,
+                skip,
+            } => {
+                visit(operator);
+                plan_hash.iter_mut().for_each(&mut visit);
+                rerun.iter_mut().for_each(&mut visit);
+                skip.iter_mut().for_each(&mut visit);
+            }
+            EventKind::Approved { by, plan_hash } => {
+                visit(by);
+                visit(plan_hash);
+            }
+            EventKind::StepStarted {
+                name,
+                plugin,
+                digest,
+                idempotent: _,
+            } => {
+                visit(name);
+                visit(plugin);
+                visit(digest);
+            }
+            EventKind::Log { level: _, message }
+            | EventKind::Progress {
+                message,
+                fraction: _,
+            } => visit(message),
+            EventKind::Http {
+                method,
+                url,
+                status: _,
+                bytes: _,
+                duration_ms: _,
+                decision: _,
+                grant,
+                reason,
+            } => {
+                visit(method);
+                visit(url);
+                grant.iter_mut().for_each(&mut visit);
+                reason.iter_mut().for_each(&mut visit);
+            }
+            EventKind::Aws {
+                service,
+                action,
+                region,
+                status: _,
+                duration_ms: _,
+                reason,
+            } => {
+                visit(service);
+                visit(action);
+                visit(region);
+                reason.iter_mut().for_each(&mut visit);
+            }
+            EventKind::Kube {
+                verb,
+                object,
+                outcome,
+                ok: _,
+                dry_run: _,
+                duration_ms: _,
+            } => {
+                visit(verb);
+                visit(object);
+                visit(outcome);
+            }
+            EventKind::FileOpened {
+                path,
+                decision: _,
+                reason,
+            } => {
+                visit(path);
+                reason.iter_mut().for_each(&mut visit);
+            }
+            EventKind::SecretUsed {
+                secret,
+                destination,
+                decision: _,
+            } => {
+                visit(secret);
+                visit(destination);
+            }
+            EventKind::HeldBack {
+                capability,
+                requested,
+            }
+            | EventKind::Denied {
+                capability,
+                requested,
+                decision: _,
+            } => {
+                visit(capability);
+                visit(requested);
+            }
+            EventKind::StepRetry {
+                attempt: _,
+                delay_ms: _,
+                reason,
+            } => visit(reason),
+            EventKind::RollbackStarted {
+                reason,
+                steps,
+                whole_run: _,
+            } => {
+                visit(reason);
+                steps.iter_mut().for_each(&mut visit);
+            }
+            EventKind::RollbackStepStarted { idempotent: _ } => {}
+            EventKind::RunAbandoned { by, state } => {
+                visit(by);
+                visit(state);
+            }
+            EventKind::Checkpoint { key, value } => {
+                visit(key);
+                visit(value);
+            }
+            EventKind::StepRolledBack { status: _, summary } => visit(summary),
+            EventKind::RollbackFinished { failed: _ } => {}
+            EventKind::Confirmed { by, items } => {
+                visit(by);
+                items.iter_mut().for_each(&mut visit);
+            }
+            EventKind::StepFinished {
+                status: _,
+                summary,
+                outputs,
+                elapsed_ms: _,
+            } => {
+                visit(summary);
+                visit_map(outputs, &mut visit);
+            }
+            EventKind::RunFinished {
+                status: _,
+                elapsed_ms: _,
+                failed_step,
+            } => failed_step.iter_mut().for_each(&mut visit),
+            EventKind::AuditHead { records: _, hash } => visit(hash),
+        }
+    }
+}
+
+/// Redacts every string of an event (see [`Event::map_texts`]).
 fn redact_event(mut event: Event, redactor: &Redactor) -> Event {
-    if redactor.is_empty() {
-        return event;
-    }
-    let scrub = |text: &mut String| redactor.scrub(text);
-    let scrub_all =
-        |texts: &mut Vec<String>| texts.iter_mut().for_each(|text| redactor.scrub(text));
-    let scrub_map = |map: &mut BTreeMap<String, String>| {
-        *map = std::mem::take(map)
-            .into_iter()
-            .map(|(key, value)| {
-                (
-                    redactor.apply(&key).into_owned(),
-                    redactor.apply(&value).into_owned(),
-                )
-            })
-            .collect();
-    };
-    let Event { time, step, kind } = &mut event;
-    scrub(time);
-    if let Some(step) = step {
-        scrub(&mut step.0);
-    }
-    match kind {
-        EventKind::RunStarted {
-            run_id,
-            runbook,
-            file,
-            environment,
-            operator,
-            params,
-            steps: _,
-            plan_hash,
-            emergency,
-        } => {
-            emergency.iter_mut().for_each(scrub);
-            scrub(run_id);
-            scrub(runbook);
-            scrub(file);
-            environment.iter_mut().for_each(scrub);
-            scrub(operator);
-            scrub_map(params);
-            plan_hash.iter_mut().for_each(scrub);
-        }
-        EventKind::RunResumed {
-            operator,
-            plan_hash,
-            rerun,
-            skip,
-        } => {
-            scrub(operator);
-            plan_hash.iter_mut().for_each(scrub);
-            scrub_all(rerun);
-            scrub_all(skip);
-        }
-        EventKind::Approved { by, plan_hash } => {
-            scrub(by);
-            scrub(plan_hash);
-        }
-        EventKind::StepStarted {
-            name,
-            plugin,
-            digest,
-            idempotent: _,
-        } => {
-            scrub(name);
-            scrub(plugin);
-            scrub(digest);
-        }
-        EventKind::Log { level: _, message }
-        | EventKind::Progress {
-            message,
-            fraction: _,
-        } => scrub(message),
-        EventKind::Http {
-            method,
-            url,
-            status: _,
-            bytes: _,
-            duration_ms: _,
-            decision: _,
-            grant,
-            reason,
-        } => {
-            scrub(method);
-            scrub(url);
-            grant.iter_mut().for_each(scrub);
-            reason.iter_mut().for_each(scrub);
-        }
-        EventKind::Aws {
-            service,
-            action,
-            region,
-            status: _,
-            duration_ms: _,
-            reason,
-        } => {
-            scrub(service);
-            scrub(action);
-            scrub(region);
-            reason.iter_mut().for_each(scrub);
-        }
-        EventKind::Kube {
-            verb,
-            object,
-            outcome,
-            ok: _,
-            dry_run: _,
-            duration_ms: _,
-        } => {
-            scrub(verb);
-            scrub(object);
-            scrub(outcome);
-        }
-        EventKind::FileOpened {
-            path,
-            decision: _,
-            reason,
-        } => {
-            scrub(path);
-            reason.iter_mut().for_each(scrub);
-        }
-        EventKind::SecretUsed {
-            secret,
-            destination,
-            decision: _,
-        } => {
-            scrub(secret);
-            scrub(destination);
-        }
-        EventKind::HeldBack {
-            capability,
-            requested,
-        }
-        | EventKind::Denied {
-            capability,
-            requested,
-            decision: _,
-        } => {
-            scrub(capability);
-            scrub(requested);
-        }
-        EventKind::StepRetry {
-            attempt: _,
-            delay_ms: _,
-            reason,
-        } => scrub(reason),
-        EventKind::RollbackStarted {
-            reason,
-            steps,
-            whole_run: _,
-        } => {
-            scrub(reason);
-            scrub_all(steps);
-        }
-        EventKind::RollbackStepStarted { idempotent: _ } => {}
-        EventKind::RunAbandoned { by, state } => {
-            scrub(by);
-            scrub(state);
-        }
-        EventKind::Checkpoint { key, value } => {
-            scrub(key);
-            scrub(value);
-        }
-        EventKind::StepRolledBack { status: _, summary } => scrub(summary),
-        EventKind::RollbackFinished { failed: _ } => {}
-        EventKind::Confirmed { by, items } => {
-            scrub(by);
-            scrub_all(items);
-        }
-        EventKind::StepFinished {
-            status: _,
-            summary,
-            outputs,
-            elapsed_ms: _,
-        } => {
-            scrub(summary);
-            scrub_map(outputs);
-        }
-        EventKind::RunFinished {
-            status: _,
-            elapsed_ms: _,
-            failed_step,
-        } => failed_step.iter_mut().for_each(scrub),
-        EventKind::AuditHead { records: _, hash } => scrub(hash),
+    if !redactor.is_empty() {
+        event.map_texts(|text| redactor.scrub(text));
     }
     event
 }

@@ -411,156 +411,16 @@ impl EventWriter for Progress {
     }
 }
 
-/// A copy of `event` whose every string has passed [`terminal::text`]: the
-/// one place where event text is made safe to draw. A new kind of event
-/// that carries text must list its fields here.
+/// A copy of `event` whose every string (see [`Event::map_texts`]) has
+/// passed [`terminal::text`]: the one place where event text is made safe
+/// to draw.
 fn for_terminal(event: &Event) -> Event {
-    fn scrub(text: &mut String) {
+    let mut event = event.clone();
+    event.map_texts(|text| {
         if let std::borrow::Cow::Owned(clean) = terminal::text(text) {
             *text = clean;
         }
-    }
-    fn scrub_all<'a>(texts: impl IntoIterator<Item = &'a mut String>) {
-        texts.into_iter().for_each(scrub);
-    }
-    let mut event = event.clone();
-    if let Some(step) = &mut event.step {
-        scrub(&mut step.0);
-    }
-    match &mut event.kind {
-        EventKind::RunStarted {
-            run_id,
-            runbook,
-            file,
-            environment,
-            operator,
-            params,
-            plan_hash,
-            emergency,
-            steps: _,
-        } => {
-            scrub_all([run_id, runbook, file, operator]);
-            scrub_all(
-                environment
-                    .iter_mut()
-                    .chain(plan_hash.iter_mut())
-                    .chain(emergency.iter_mut()),
-            );
-            *params = params
-                .iter()
-                .map(|(key, value)| (terminal::owned(key), terminal::owned(value)))
-                .collect();
-        }
-        EventKind::RunResumed {
-            operator,
-            plan_hash,
-            rerun,
-            skip,
-        } => {
-            scrub(operator);
-            scrub_all(plan_hash.iter_mut().chain(rerun).chain(skip));
-        }
-        EventKind::Approved { by, plan_hash } => scrub_all([by, plan_hash]),
-        EventKind::StepStarted {
-            name,
-            plugin,
-            digest,
-            idempotent: _,
-        } => scrub_all([name, plugin, digest]),
-        EventKind::Log { message, level: _ }
-        | EventKind::Progress {
-            message,
-            fraction: _,
-        } => scrub(message),
-        EventKind::Http {
-            method,
-            url,
-            grant,
-            reason,
-            status: _,
-            bytes: _,
-            duration_ms: _,
-            decision: _,
-        } => {
-            scrub_all([method, url]);
-            scrub_all(grant.iter_mut().chain(reason.iter_mut()));
-        }
-        EventKind::Aws {
-            service,
-            action,
-            region,
-            reason,
-            status: _,
-            duration_ms: _,
-        } => {
-            scrub_all([service, action, region]);
-            scrub_all(reason.iter_mut());
-        }
-        EventKind::Kube {
-            verb,
-            object,
-            outcome,
-            ok: _,
-            dry_run: _,
-            duration_ms: _,
-        } => scrub_all([verb, object, outcome]),
-        EventKind::FileOpened {
-            path,
-            reason,
-            decision: _,
-        } => {
-            scrub(path);
-            scrub_all(reason.iter_mut());
-        }
-        EventKind::SecretUsed {
-            secret,
-            destination,
-            decision: _,
-        } => scrub_all([secret, destination]),
-        EventKind::HeldBack {
-            capability,
-            requested,
-        }
-        | EventKind::Denied {
-            capability,
-            requested,
-            decision: _,
-        } => scrub_all([capability, requested]),
-        EventKind::StepRetry {
-            reason,
-            attempt: _,
-            delay_ms: _,
-        } => scrub(reason),
-        EventKind::RollbackStarted { reason, steps, .. } => {
-            scrub(reason);
-            scrub_all(steps);
-        }
-        EventKind::StepRolledBack { summary, status: _ } => scrub(summary),
-        EventKind::Confirmed { by, items } => {
-            scrub(by);
-            scrub_all(items);
-        }
-        EventKind::StepFinished {
-            summary,
-            outputs,
-            status: _,
-            elapsed_ms: _,
-        } => {
-            scrub(summary);
-            *outputs = outputs
-                .iter()
-                .map(|(key, value)| (terminal::owned(key), terminal::owned(value)))
-                .collect();
-        }
-        EventKind::RunFinished {
-            failed_step,
-            status: _,
-            elapsed_ms: _,
-        } => scrub_all(failed_step.iter_mut()),
-        EventKind::AuditHead { hash, records: _ } => scrub(hash),
-        // The other kinds carry no text.
-        _ => {}
-    }
+    });
     event
 }
 
