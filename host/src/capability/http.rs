@@ -225,16 +225,13 @@ async fn send_within_grants(
         .find_map(|(name, _)| refused_header(name).map(|why| (name, why)))
     {
         let requested = format!("{method} {}", shown(&url, secret));
-        context.emit(EventKind::Http {
-            method: method.to_string(),
-            url: shown(&url, secret),
-            status: None,
-            bytes: 0,
-            duration_ms: millis(started.elapsed()),
-            decision: Decision::Denied,
-            grant: None,
-            reason: Some(format!("header `{name}` refused: {why}")),
-        });
+        refused(
+            context,
+            &method,
+            shown(&url, secret),
+            started,
+            format!("header `{name}` refused: {why}"),
+        );
         return Err(PluginError::denied(
             "http",
             format!("header `{name}` on {requested}"),
@@ -255,16 +252,13 @@ async fn send_within_grants(
             let what = if redirect == 0 { "request" } else { "redirect" };
             let refusal = UrlGrant::why_not(&context.grants.http, &url);
             let why = refusal.describe();
-            context.emit(EventKind::Http {
-                method: method.to_string(),
-                url: shown(&url, secret),
-                status: None,
-                bytes: 0,
-                duration_ms: millis(started.elapsed()),
-                decision: Decision::Denied,
-                grant: None,
-                reason: Some(format!("{what} to {why}")),
-            });
+            refused(
+                context,
+                &method,
+                shown(&url, secret),
+                started,
+                format!("{what} to {why}"),
+            );
             let hint = if refusal == Refusal::PathOnceDecoded {
                 format!(
                     "{what} to {why} (`%2e`, `%2f`, `%5c`), which servers may route outside the grant; send the path without encoded dots and slashes"
@@ -399,16 +393,13 @@ async fn send_within_grants(
                 if body_holds_secret {
                     let reason =
                         "redirect to another origin would resend a body that holds a secret";
-                    context.emit(EventKind::Http {
-                        method: method.to_string(),
-                        url: shown(&next, secret),
-                        status: None,
-                        bytes: 0,
-                        duration_ms: millis(started.elapsed()),
-                        decision: Decision::Denied,
-                        grant: None,
-                        reason: Some(reason.to_owned()),
-                    });
+                    refused(
+                        context,
+                        &method,
+                        shown(&next, secret),
+                        started,
+                        reason.to_owned(),
+                    );
                     return Err(PluginError::denied(
                         "http",
                         format!(
@@ -579,6 +570,26 @@ fn unseal_names(
             "only handles given to this step in this run can be used",
         )),
     }
+}
+
+/// Records a request the host refused before sending it.
+fn refused(
+    context: &StepContext,
+    method: &impl std::fmt::Display,
+    url: String,
+    started: Instant,
+    reason: impl Into<String>,
+) {
+    context.emit(EventKind::Http {
+        method: method.to_string(),
+        url,
+        status: None,
+        bytes: 0,
+        duration_ms: millis(started.elapsed()),
+        decision: Decision::Denied,
+        grant: None,
+        reason: Some(reason.into()),
+    });
 }
 
 fn describe_reqwest_error(error: &reqwest::Error) -> String {
