@@ -5,14 +5,11 @@
 //! Run: `cargo bench -p runbook --bench step` (after `scripts/build-plugins`).
 //! Prints the median, p10 and p90 of the per-step time over batches.
 
-use runbook::capability::StepContext;
-use runbook::capability::secrets::SecretStore;
-use runbook::events::EventSink;
+use runbook::capability::RunAccess;
 use runbook::plugin::{PluginRuntime, RuntimeOptions};
 use runbook::runbook::{StepGrants, StepId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const BATCHES: usize = 30;
 const PER_BATCH: usize = 2_000;
@@ -30,8 +27,7 @@ fn main() {
         .expect("runtime");
         let path = runbook_testenv::plugin_path("noop");
         let plugin = plugins.load(&path, None).await.expect("noop loads");
-        let secrets = SecretStore::new(Default::default());
-        let events = EventSink::new();
+        let access = RunAccess::bare(plugins.http_client());
         let grants = StepGrants {
             http: vec![runbook::capability::http::UrlGrant::parse("http://127.0.0.1:8080").unwrap()],
             secrets: vec![],
@@ -40,20 +36,13 @@ fn main() {
             kube: None,
         };
         let step = || {
-            Arc::new(StepContext {
-                step_id: StepId("bench".into()),
-                grants: grants.clone(),
-                secrets: secrets.clone(),
-                redactor: secrets.redactor(),
-                events: events.clone(),
-                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-                cancel: CancellationToken::new(),
-                http: plugins.http_client(),
-                dry_run: false,
-                aws: None,
-                kube: None,
-                checkpoints: Default::default(),
-            })
+            Arc::new(access.for_step(
+                StepId("bench".into()),
+                grants.clone(),
+                tokio::time::Instant::now() + Duration::from_secs(60),
+                false,
+                Default::default(),
+            ))
         };
         let params = r#"{"message":"hi"}"#;
         for _ in 0..500 {

@@ -182,96 +182,25 @@ impl EventWriter for AuditLog {
                     self.digests.insert(step.0.clone(), digest.clone());
                 }
             }
-            EventKind::Http {
-                method,
-                url,
-                status,
+            EventKind::CapabilityCall {
+                capability,
+                requested,
                 decision,
                 grant,
-                reason,
-                ..
-            } => {
-                let detail = match (status, reason) {
-                    (Some(status), Some(reason)) => Some(format!("{status}: {reason}")),
-                    (Some(status), None) => Some(status.to_string()),
-                    (None, reason) => reason.clone(),
-                };
-                self.append(
-                    event,
-                    "http",
-                    format!("{method} {url}"),
-                    *decision,
-                    grant.clone(),
-                    detail,
-                );
-            }
-            EventKind::Aws {
-                service,
-                action,
-                region,
-                status,
-                reason,
-                ..
-            } => self.append(
-                event,
-                "aws",
-                format!("{service}:{action} in {region}"),
-                Decision::Allowed,
-                None,
-                status
-                    .map(|code| code.to_string())
-                    .or_else(|| reason.clone()),
-            ),
-            EventKind::Kube {
-                verb,
-                object,
                 outcome,
                 dry_run,
                 ..
             } => self.append(
                 event,
-                "kube",
-                format!("{verb} {object}"),
-                Decision::Allowed,
-                None,
-                Some(if *dry_run {
-                    format!("{outcome} (dryRun=All)")
+                capability,
+                requested.clone(),
+                *decision,
+                grant.clone(),
+                Some(if *dry_run && *decision == Decision::Allowed {
+                    format!("{outcome} (dry run)")
                 } else {
                     outcome.clone()
                 }),
-            ),
-            EventKind::FileOpened {
-                path,
-                decision,
-                reason,
-            } => self.append(event, "fs", path.clone(), *decision, None, reason.clone()),
-            EventKind::SecretUsed {
-                secret,
-                destination,
-                decision,
-            } => self.append(
-                event,
-                "secrets",
-                format!("use `{secret}` for {destination}"),
-                *decision,
-                None,
-                None,
-            ),
-            EventKind::Denied {
-                capability,
-                requested,
-                decision,
-            } => self.append(event, capability, requested.clone(), *decision, None, None),
-            EventKind::HeldBack {
-                capability,
-                requested,
-            } => self.append(
-                event,
-                capability,
-                requested.clone(),
-                Decision::Denied,
-                None,
-                Some("dry run: not sent".into()),
             ),
             EventKind::StepRolledBack { status, summary } => self.append(
                 event,
@@ -483,15 +412,15 @@ mod tests {
     }
 
     fn http(url: &str, decision: Decision) -> EventKind {
-        EventKind::Http {
-            method: "GET".into(),
-            url: url.into(),
-            status: Some(200),
-            bytes: 2,
-            duration_ms: 1.0,
+        EventKind::CapabilityCall {
+            capability: "http".into(),
+            requested: format!("GET {url}"),
             decision,
             grant: Some("http://h".into()),
-            reason: None,
+            outcome: "200".into(),
+            ok: true,
+            dry_run: false,
+            duration_ms: 1.0,
         }
     }
 

@@ -1,25 +1,283 @@
-//! What a step may do to the world, one file per capability. Each host
-//! function checks the step's grants first; a denial is an error value the
-//! plugin sees and an event in the run log, never a trap.
+//! What a step may do to the world, one place per capability, each with
+//! the same parts (as wasmtime's `wasi-config` and Spin's factors):
+//!
+//! - the **grant** it reads from the runbook (a type in [`crate::grant`],
+//!   re-exported by the capability as `Grant`);
+//! - its **run-wide access**: a client, credentials, a connection, built
+//!   once per run and shared by every step ([`RunAccess`]);
+//! - the **per-step view** its host functions see ([`StepContext`], in the
+//!   step's [`StepState`]);
+//! - its **host functions**, whose first act is the grant check, and each
+//!   call recorded as one [`CapabilityCall`](crate::events::EventKind::CapabilityCall)
+//!   event through [`StepContext::call`];
+//! - its **`add_to_linker`**, and a [`Capability`] entry saying what it is
+//!   called, which interface a component imports to use it, and how a grant
+//!   is read.
+//!
+//! [`CAPABILITIES`] is the one registration list: linking, the
+//! need-versus-grant rules of `validate`, `exec` and `audit`, and the
+//! capability names all read it. Adding a capability is its own file plus
+//! one line there.
 
 pub mod aws;
+pub mod clock;
 pub mod fs;
 pub mod http;
 pub mod kube;
+pub mod log;
 pub mod secrets;
-pub mod sigv4;
 
-use crate::events::{EventKind, EventSink};
+pub mod store;
+
+use crate::events::{Decision, EventKind, EventSink};
 use crate::grant::{StepGrants, StepId};
-use crate::plugin::bindings::PluginError;
-use crate::plugin::bindings::runbook::plugin::{clock, log, types};
-use crate::plugin::state::StepState;
-use secrets::{Redactor, SecretStore};
-use std::time::Duration;
+use crate::redact::Redactor;
+use crate::wit::PluginError;
+use secrets::SecretStore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+pub use store::StepState;
 use tokio_util::sync::CancellationToken;
+use wasmtime::component::{HasSelf, Linker};
+
+/// One capability, as the rest of the host needs to know it.
+#[derive(Debug, Clone, Copy)]
+pub struct Capability {
+    /// Its name in `describe`, events, grants and reports (`http`).
+    pub name: &'static str,
+    /// The `runbook:plugin` interface a component imports to use it, or
+    /// to use what it grants (secrets travel in HTTP requests); `None`
+    /// when it comes through WASI, which every component imports.
+    pub used_through: Option<&'static str>,
+    /// The key that grants it, for messages (`grants.http`).
+    pub grant_key: &'static str,
+    /// A grant to copy, for hints.
+    pub example: &'static str,
+    /// Whether a plugin that needs it is refused when the step grants none
+    /// (rather than running with every call denied).
+    pub refused_without_grant: bool,
+    /// Whether the step's grants give it anything.
+    pub granted: fn(&StepGrants) -> bool,
+    /// Links its host functions.
+    pub add_to_linker: fn(&mut Linker<StepState>) -> wasmtime::Result<()>,
+}
+
+/// Every capability a runbook can grant, in the order they are linked:
+/// the one list to extend when a capability is added.
+pub const CAPABILITIES: &[Capability] = &[
+    http::CAPABILITY,
+    secrets::CAPABILITY,
+    fs::CAPABILITY,
+    kube::CAPABILITY,
+    aws::CAPABILITY,
+];
+
+/// The capability called `name`, if there is one.
+pub fn named(name: &str) -> Option<&'static Capability> {
+    CAPABILITIES
+        .iter()
+        .find(|capability| capability.name == name)
+}
+
+/// Links every host function a step may call into `linker`: WASI with
+/// nothing ambient, the interfaces every step has (`types`, `log`,
+/// `clock`), then each capability's.
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    crate::wit::runbook::plugin::types::add_to_linker::<_, HasSelf<StepState>>(linker, |state| {
+        state
+    })?;
+    log::add_to_linker(linker)?;
+    clock::add_to_linker(linker)?;
+    for capability in CAPABILITIES {
+        (capability.add_to_linker)(linker)?;
+    }
+    Ok(())
+}
+
+impl crate::wit::runbook::plugin::types::Host for StepState {}
+
+/// What a plugin asks for, as the need-versus-grant rules read it.
+#[derive(Debug, Clone)]
+pub struct Asks<'a> {
+    /// The plugin's name.
+    pub plugin: &'a str,
+    /// Capabilities it needs to run.
+    pub needs: Vec<&'static str>,
+    /// Capabilities it may use, with some parameters.
+    pub may_use: Vec<&'static str>,
+    /// The interfaces its component imports.
+    pub imports: &'a [String],
+}
+
+impl Asks<'_> {
+    fn needs(&self, name: &str) -> bool {
+        self.needs.contains(&name)
+    }
+
+    fn may_use(&self, name: &str) -> bool {
+        self.needs(name) || self.may_use.contains(&name)
+    }
+
+    fn imports(&self, interface: &str) -> bool {
+        self.imports
+            .iter()
+            .any(|import| import.starts_with(&format!("runbook:plugin/{interface}@")))
+    }
+}
+
+/// How what a plugin asks for and what a step grants disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mismatch {
+    /// It needs the capability and the step grants none: refused before
+    /// the run.
+    NeedsUngranted,
+    /// The step grants what the plugin does not ask for, or cannot use.
+    WiderThanAsked,
+    /// The component imports the interface and the plugin does not
+    /// declare the capability.
+    ImportedUndeclared,
+    /// The plugin declares the capability and its component cannot use it.
+    DeclaredUnimported,
+}
+
+/// One disagreement between a plugin and a step's grants.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    /// Which capability.
+    pub capability: &'static str,
+    /// What kind of disagreement.
+    pub mismatch: Mismatch,
+    /// One line for the operator or the reviewer.
+    pub message: String,
+}
+
+/// The need-versus-grant rules, for every capability: what `validate` and
+/// `exec` refuse or warn about, and what `audit` reports.
+pub fn review(asks: &Asks<'_>, grants: &StepGrants) -> Vec<Finding> {
+    let mut found = Vec::new();
+    for capability in CAPABILITIES {
+        let name = capability.name;
+        let granted = (capability.granted)(grants);
+        let mut finding = |mismatch, message: String| {
+            found.push(Finding {
+                capability: name,
+                mismatch,
+                message,
+            });
+        };
+        // Secrets and files are needed by some parameters only (a webhook
+        // in a secret, a folder to push): without a grant the plugin says
+        // what it misses when it is used so.
+        if asks.needs(name) && !granted && capability.refused_without_grant {
+            finding(
+                Mismatch::NeedsUngranted,
+                format!(
+                    "plugin `{}` needs `{name}`, and the step grants {}",
+                    asks.plugin,
+                    if name == "http" { "no URL" } else { "none" }
+                ),
+            );
+        }
+        let usable = match capability.used_through {
+            Some(interface) => asks.imports(interface) && asks.may_use(name),
+            None => asks.may_use(name),
+        };
+        if granted && !usable {
+            finding(
+                Mismatch::WiderThanAsked,
+                format!(
+                    "grant wider than the plugin asks: `{}` is given but plugin `{}` does not ask for `{name}` or cannot use it",
+                    capability.grant_key, asks.plugin
+                ),
+            );
+        }
+        if capability.used_through != Some(name) {
+            continue;
+        }
+        if asks.imports(name) && !asks.may_use(name) {
+            finding(
+                Mismatch::ImportedUndeclared,
+                format!(
+                    "imports `runbook:plugin/{name}` but does not declare the `{name}` capability"
+                ),
+            );
+        }
+        if asks.may_use(name) && !asks.imports(name) {
+            finding(
+                Mismatch::DeclaredUnimported,
+                format!("declares `{name}` but cannot use it: the component does not import it"),
+            );
+        }
+    }
+    found
+}
+
+/// What every step of a run shares: clients, credentials, connections,
+/// secrets. Built once per run; each step's [`StepContext`] holds a clone.
+#[derive(Debug, Clone)]
+pub struct RunAccess {
+    /// The run's secrets.
+    pub secrets: SecretStore,
+    /// Scrubs secret values from what goes back to the guest.
+    pub redactor: Redactor,
+    /// The run log and the operator's view.
+    pub events: EventSink,
+    /// Fires when the run is cancelled.
+    pub cancel: CancellationToken,
+    /// The shared HTTP client.
+    pub http: http::HttpClient,
+    /// Credentials and endpoint for AWS calls, when the run has them.
+    pub aws: Option<aws::AwsAccess>,
+    /// The cluster connection for Kubernetes calls, when the run has one.
+    pub kube: Option<Arc<kube::KubeAccess>>,
+}
+
+impl RunAccess {
+    /// Access with no secrets, no cloud and no event writers: for
+    /// `describe` and for tools that only inspect.
+    pub fn bare(http: http::HttpClient) -> Self {
+        RunAccess {
+            secrets: SecretStore::new(Default::default()),
+            redactor: Redactor::default(),
+            events: EventSink::new(),
+            cancel: CancellationToken::new(),
+            http,
+            aws: None,
+            kube: None,
+        }
+    }
+
+    /// The view of one step: who is calling, what it is granted, until when.
+    pub fn for_step(
+        &self,
+        step_id: StepId,
+        grants: StepGrants,
+        deadline: tokio::time::Instant,
+        dry_run: bool,
+        checkpoints: Checkpoints,
+    ) -> StepContext {
+        StepContext {
+            step_id,
+            grants,
+            secrets: self.secrets.clone(),
+            redactor: self.redactor.clone(),
+            events: self.events.clone(),
+            deadline,
+            cancel: self.cancel.clone(),
+            http: self.http.clone(),
+            dry_run,
+            aws: self.aws.clone(),
+            kube: self.kube.clone(),
+            checkpoints,
+        }
+    }
+}
 
 /// Everything a step's host functions need: who is calling, what it is
-/// granted, where events go, and when it must stop.
+/// granted, where events go, and when it must stop. Built by
+/// [`RunAccess::for_step`].
 #[derive(Debug)]
 pub struct StepContext {
     /// The step's id.
@@ -43,7 +301,7 @@ pub struct StepContext {
     /// Credentials and endpoint for AWS calls, when the run has them.
     pub aws: Option<aws::AwsAccess>,
     /// The cluster connection for Kubernetes calls, when the run has one.
-    pub kube: Option<std::sync::Arc<kube::KubeAccess>>,
+    pub kube: Option<Arc<kube::KubeAccess>>,
     /// What the step recorded for its rollback before changing anything
     /// (`log.checkpoint`), shared by its attempts: the first value of a
     /// key is kept.
@@ -51,7 +309,7 @@ pub struct StepContext {
 }
 
 /// A step's checkpoints: key -> the value recorded first.
-pub type Checkpoints = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
+pub type Checkpoints = Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
 
 impl StepContext {
     /// Records an event for this step.
@@ -64,144 +322,164 @@ impl StepContext {
         let own = tokio::time::Instant::now() + timeout.unwrap_or(http::DEFAULT_REQUEST_TIMEOUT);
         own.min(self.deadline)
     }
-}
 
-impl types::Host for StepState {}
-
-impl log::Host for StepState {
-    async fn log(&mut self, level: log::Level, message: String) {
-        let message = truncate(message, 8 * 1024);
-        if self.log_budget.admit(message.len() + 1) {
-            self.context.emit(EventKind::Log {
-                level: level.into(),
-                message,
-            });
+    /// Starts recording a capability call: `requested` says what was
+    /// asked (`GET https://...`, `patch apps/v1/Deployment shop/api`). The
+    /// call becomes one event when it is denied, held back or finished.
+    pub fn call(&self, capability: &'static str, requested: impl Into<String>) -> Call<'_> {
+        Call {
+            context: self,
+            capability,
+            requested: requested.into(),
+            started: Instant::now(),
+            dry_run: false,
         }
-    }
-
-    async fn progress(&mut self, message: String, fraction: Option<f32>) {
-        let fraction = fraction
-            .filter(|value| value.is_finite())
-            .map(|value| value.clamp(0.0, 1.0));
-        let message = truncate(message, 1024);
-        if self.log_budget.admit(message.len() + 1) {
-            self.context.emit(EventKind::Progress { message, fraction });
-        }
-    }
-
-    async fn checkpoint(&mut self, key: String, value: String) -> Result<(), PluginError> {
-        self.record_checkpoint(key, value)
     }
 }
 
-impl StepState {
-    /// `log.checkpoint`: durable before it returns, first value kept.
-    fn record_checkpoint(&mut self, key: String, value: String) -> Result<(), PluginError> {
-        const MAX_KEY: usize = 256;
-        const MAX_VALUE: usize = 256 * 1024;
-        const MAX_KEYS: usize = 64;
-        if key.len() > MAX_KEY || value.len() > MAX_VALUE {
-            return Err(PluginError::Failed(format!(
-                "a checkpoint's key is at most {MAX_KEY} bytes and its value {} KiB",
-                MAX_VALUE / 1024
-            )));
+/// A capability call being made; see [`StepContext::call`].
+#[must_use = "a call is recorded only when it is denied, held back or finished"]
+pub struct Call<'a> {
+    context: &'a StepContext,
+    capability: &'static str,
+    requested: String,
+    started: Instant,
+    dry_run: bool,
+}
+
+impl Call<'_> {
+    /// Marks a write sent as a dry run (Kubernetes' `dryRun=All`): the
+    /// service checks it and changes nothing.
+    pub fn sent_as_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// What was asked.
+    pub fn requested(&self) -> &str {
+        &self.requested
+    }
+
+    /// Outside the step's grants: recorded with why, and the error the
+    /// plugin sees, naming what would grant it.
+    pub fn deny(self, why: impl Into<String>, hint: impl Into<String>) -> PluginError {
+        let error = PluginError::denied(self.capability, self.requested.clone(), hint);
+        self.record(Decision::Denied, None, why.into(), false);
+        error
+    }
+
+    /// Outside the step's grants, when the plugin sees another error
+    /// than the plain denial: recorded with why.
+    pub fn refuse(self, why: impl Into<String>) {
+        self.record(Decision::Denied, None, why.into(), false);
+    }
+
+    /// Within the grants, but a plan does not send what changes things:
+    /// recorded, and the error the plugin sees.
+    pub fn hold_back(self, grant: Option<String>, hint: impl Into<String>) -> PluginError {
+        let error = PluginError::denied(self.capability, self.requested.clone(), hint);
+        self.record(
+            Decision::HeldBack,
+            grant,
+            "not sent: a plan sends nothing that changes things".into(),
+            true,
+        );
+        error
+    }
+
+    /// Made under `grant`: what came of it (a status, `patched`, an
+    /// error), and whether it did what was asked.
+    pub fn finish(self, grant: Option<String>, outcome: impl Into<String>, ok: bool) {
+        self.record(Decision::Allowed, grant, outcome.into(), ok);
+    }
+
+    fn record(self, decision: Decision, grant: Option<String>, outcome: String, ok: bool) {
+        let dry_run = self.dry_run || decision == Decision::HeldBack;
+        self.context.emit(EventKind::CapabilityCall {
+            capability: self.capability.to_owned(),
+            requested: self.requested,
+            decision,
+            grant,
+            outcome,
+            ok,
+            dry_run,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asks<'a>(needs: &[&'static str], imports: &'a [String]) -> Asks<'a> {
+        Asks {
+            plugin: "p",
+            needs: needs.to_vec(),
+            may_use: Vec::new(),
+            imports,
         }
-        let context = &self.context;
-        if context.dry_run {
-            return Ok(());
-        }
-        let fresh = {
-            let mut checkpoints = context
-                .checkpoints
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if checkpoints.contains_key(&key) {
-                false
-            } else if checkpoints.len() >= MAX_KEYS {
-                return Err(PluginError::Failed(format!(
-                    "a step records at most {MAX_KEYS} checkpoints"
-                )));
-            } else {
-                checkpoints.insert(key.clone(), value.clone());
-                true
-            }
+    }
+
+    fn mismatches(findings: &[Finding]) -> Vec<(&str, Mismatch)> {
+        findings
+            .iter()
+            .map(|finding| (finding.capability, finding.mismatch))
+            .collect()
+    }
+
+    #[test]
+    fn a_plugin_that_needs_an_ungranted_capability_is_refused() {
+        let imports = ["runbook:plugin/http@0.1.0".to_owned()];
+        let found = review(&asks(&["http"], &imports), &StepGrants::default());
+        assert_eq!(mismatches(&found), [("http", Mismatch::NeedsUngranted)]);
+        assert!(found[0].message.contains("grants no URL"), "{found:?}");
+    }
+
+    #[test]
+    fn a_grant_the_plugin_cannot_use_is_wider_than_it_asks() {
+        let grants = StepGrants {
+            secrets: vec!["token".into()],
+            kube: Some(crate::grant::KubeGrant {
+                namespaces: vec!["app".into()],
+                resources: vec!["v1/Service".into()],
+                verbs: vec!["get".into()],
+            }),
+            ..StepGrants::default()
         };
-        if fresh {
-            context.emit(EventKind::Checkpoint { key, value });
-        }
-        match context.events.failure() {
-            None => Ok(()),
-            Some(failure) => Err(PluginError::Failed(format!(
-                "the checkpoint could not be recorded, so nothing may change: {failure}"
-            ))),
-        }
-    }
-}
-
-impl clock::Host for StepState {
-    async fn sleep(&mut self, milliseconds: u64) -> Result<(), PluginError> {
-        let context = &self.context;
-        let wake = tokio::time::Instant::now() + Duration::from_millis(milliseconds);
-        if wake > context.deadline {
-            tokio::select! {
-                () = tokio::time::sleep_until(context.deadline) => {}
-                () = context.cancel.cancelled() => return Err(PluginError::Cancelled),
-            }
-            return Err(PluginError::Timeout(
-                "the step's timeout passed while it slept".into(),
-            ));
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(wake) => Ok(()),
-            () = context.cancel.cancelled() => Err(PluginError::Cancelled),
-        }
+        // No HTTP import: the secret cannot be sent anywhere.
+        let found = review(&asks(&[], &[]), &grants);
+        assert_eq!(
+            mismatches(&found),
+            [
+                ("secrets", Mismatch::WiderThanAsked),
+                ("kube", Mismatch::WiderThanAsked)
+            ]
+        );
     }
 
-    async fn remaining(&mut self) -> u64 {
-        let left = self
-            .context
-            .deadline
-            .saturating_duration_since(tokio::time::Instant::now());
-        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+    #[test]
+    fn imports_and_declarations_must_agree() {
+        let imports = ["runbook:plugin/kube@0.1.0".to_owned()];
+        let found = review(&asks(&["aws"], &imports), &StepGrants::default());
+        assert_eq!(
+            mismatches(&found),
+            [
+                ("kube", Mismatch::ImportedUndeclared),
+                ("aws", Mismatch::NeedsUngranted),
+                ("aws", Mismatch::DeclaredUnimported)
+            ]
+        );
     }
-}
 
-impl crate::plugin::bindings::runbook::plugin::http::Host for StepState {
-    async fn send(
-        &mut self,
-        request: crate::plugin::bindings::runbook::plugin::http::Request,
-    ) -> Result<crate::plugin::bindings::runbook::plugin::http::Response, PluginError> {
-        http::send(&self.context, request).await
+    #[test]
+    fn every_capability_has_a_unique_name_and_grant_key() {
+        let mut names: Vec<_> = CAPABILITIES.iter().map(|c| c.name).collect();
+        let mut keys: Vec<_> = CAPABILITIES.iter().map(|c| c.grant_key).collect();
+        names.dedup();
+        keys.dedup();
+        assert_eq!(names.len(), CAPABILITIES.len());
+        assert_eq!(keys.len(), CAPABILITIES.len());
+        assert!(named("kube").is_some() && named("nope").is_none());
     }
-}
-
-impl crate::plugin::bindings::runbook::plugin::secrets::Host for StepState {
-    async fn handle(&mut self, name: String) -> Result<String, PluginError> {
-        secrets::handle(&self.context, &name)
-    }
-}
-
-impl From<log::Level> for crate::events::Level {
-    fn from(level: log::Level) -> Self {
-        match level {
-            log::Level::Trace => crate::events::Level::Trace,
-            log::Level::Debug => crate::events::Level::Debug,
-            log::Level::Info => crate::events::Level::Info,
-            log::Level::Warn => crate::events::Level::Warn,
-            log::Level::Error => crate::events::Level::Error,
-        }
-    }
-}
-
-/// Cuts a guest-provided string to at most `limit` bytes on a char boundary.
-pub fn truncate(mut text: String, limit: usize) -> String {
-    if text.len() > limit {
-        let mut end = limit;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str(" [truncated]");
-    }
-    text
 }

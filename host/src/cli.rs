@@ -77,7 +77,7 @@ handle that the host swaps for the value only on requests to granted hosts.";
 #[derive(Debug, Parser)]
 #[command(name = "runbook", version, after_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
-    /// More detail: plugin debug logs and every HTTP request.
+    /// More detail: plugin debug logs and every capability call (HTTP, Kubernetes, AWS, files).
     #[arg(short, long, global = true)]
     pub verbose: bool,
 

@@ -27,12 +27,14 @@ pub enum Level {
 
 /// Whether a capability call was let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Within the step's grants.
     Allowed,
     /// Outside them.
     Denied,
+    /// Within them, but a plan sends nothing that changes things.
+    HeldBack,
 }
 
 /// How a step or run ended.
@@ -158,91 +160,31 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         fraction: Option<f32>,
     },
-    /// An outbound HTTP request, allowed or denied.
-    Http {
-        /// Method.
-        method: String,
-        /// URL with the query hidden.
-        url: String,
-        /// Response status, when there was a response.
-        status: Option<u16>,
-        /// Body bytes received.
-        bytes: u64,
-        /// Time taken.
-        duration_ms: f64,
-        /// Allowed or denied.
+    /// A call a step made through a capability (`http`, `secrets`, `fs`,
+    /// `kube`, `aws`), allowed, denied or held back: one kind of event for
+    /// every capability, which the audit log, the terminal and `--output
+    /// json` all read.
+    CapabilityCall {
+        /// Which capability.
+        capability: String,
+        /// What was asked: `GET https://...`, `patch apps/v1/Deployment
+        /// shop/api`, `rds:CreateDBSnapshot in us-east-1`, `read /dist/x`.
+        requested: String,
+        /// Whether the grants let it through.
         decision: Decision,
-        /// The grant that allowed it.
+        /// The grant that allowed it, where one grant entry did.
+        #[serde(skip_serializing_if = "Option::is_none")]
         grant: Option<String>,
-        /// Why it was denied or failed, or where it redirected.
-        reason: Option<String>,
-    },
-    /// An AWS call the step was granted, signed by the host.
-    Aws {
-        /// Service.
-        service: String,
-        /// Action.
-        action: String,
-        /// Region.
-        region: String,
-        /// Response status, when there was a response.
-        status: Option<u16>,
-        /// Time taken.
-        duration_ms: f64,
-        /// Why it failed, when it did.
-        reason: Option<String>,
-    },
-    /// A Kubernetes call the step was granted, made by the host.
-    Kube {
-        /// `get`, `list`, `watch`, `create`, `patch`, `delete`.
-        verb: String,
-        /// `apps/v1/Deployment ns/name`.
-        object: String,
-        /// What came of it: `patched`, `not found`, the error.
+        /// What came of it: a status, `patched`, an error, why it was
+        /// denied.
         outcome: String,
-        /// Whether it succeeded.
+        /// Whether it did what was asked.
         ok: bool,
-        /// A write sent with `dryRun=All` (planning).
+        /// A write made while planning: held back, or sent as a dry run
+        /// that changes nothing.
         dry_run: bool,
         /// Time taken.
         duration_ms: f64,
-    },
-    /// A plugin opened a file or folder (inside a granted folder, or tried
-    /// to outside one).
-    FileOpened {
-        /// `read /dist/image/index.json`.
-        path: String,
-        /// Denied when the sandbox refused it.
-        decision: Decision,
-        /// The WASI error, when the open failed.
-        reason: Option<String>,
-    },
-    /// A sealed secret was unsealed for a request, or refused.
-    SecretUsed {
-        /// The secret's name (never its value).
-        secret: String,
-        /// Where it was sent.
-        destination: String,
-        /// Allowed or denied.
-        decision: Decision,
-    },
-    /// A write the step was granted but that a plan does not send (an
-    /// HTTP method other than GET or HEAD, an AWS action that changes
-    /// things): recorded, held back.
-    HeldBack {
-        /// `http` or `aws`.
-        capability: String,
-        /// `POST https://...`, `rds:CreateDBSnapshot in us-east-1`.
-        requested: String,
-    },
-    /// A capability call outside the step's grants.
-    Denied {
-        /// Which capability.
-        capability: String,
-        /// What was asked.
-        requested: String,
-        /// Always denied.
-        decision: Decision,
     },
     /// A step failed with a transient error and will be tried again.
     StepRetry {
@@ -359,13 +301,7 @@ impl Durability {
         match &event.kind {
             EventKind::Log { .. }
             | EventKind::Progress { .. }
-            | EventKind::Http { .. }
-            | EventKind::Aws { .. }
-            | EventKind::Kube { .. }
-            | EventKind::FileOpened { .. }
-            | EventKind::SecretUsed { .. }
-            | EventKind::Denied { .. }
-            | EventKind::HeldBack { .. }
+            | EventKind::CapabilityCall { .. }
             | EventKind::StepRetry { .. } => false,
             EventKind::StepStarted { idempotent, .. } => {
                 if *idempotent {
@@ -608,73 +544,20 @@ impl Event {
                 message,
                 fraction: _,
             } => visit(message),
-            EventKind::Http {
-                method,
-                url,
-                status: _,
-                bytes: _,
-                duration_ms: _,
+            EventKind::CapabilityCall {
+                capability,
+                requested,
                 decision: _,
                 grant,
-                reason,
-            } => {
-                visit(method);
-                visit(url);
-                grant.iter_mut().for_each(&mut visit);
-                reason.iter_mut().for_each(&mut visit);
-            }
-            EventKind::Aws {
-                service,
-                action,
-                region,
-                status: _,
-                duration_ms: _,
-                reason,
-            } => {
-                visit(service);
-                visit(action);
-                visit(region);
-                reason.iter_mut().for_each(&mut visit);
-            }
-            EventKind::Kube {
-                verb,
-                object,
                 outcome,
                 ok: _,
                 dry_run: _,
                 duration_ms: _,
             } => {
-                visit(verb);
-                visit(object);
-                visit(outcome);
-            }
-            EventKind::FileOpened {
-                path,
-                decision: _,
-                reason,
-            } => {
-                visit(path);
-                reason.iter_mut().for_each(&mut visit);
-            }
-            EventKind::SecretUsed {
-                secret,
-                destination,
-                decision: _,
-            } => {
-                visit(secret);
-                visit(destination);
-            }
-            EventKind::HeldBack {
-                capability,
-                requested,
-            }
-            | EventKind::Denied {
-                capability,
-                requested,
-                decision: _,
-            } => {
                 visit(capability);
                 visit(requested);
+                grant.iter_mut().for_each(&mut visit);
+                visit(outcome);
             }
             EventKind::StepRetry {
                 attempt: _,
@@ -851,17 +734,28 @@ mod tests {
         );
         sink.emit_for(
             Some(&step),
-            EventKind::Denied {
+            EventKind::CapabilityCall {
                 capability: "http".into(),
                 requested: format!("POST {normalised}"),
                 decision: Decision::Denied,
+                grant: None,
+                outcome: format!("request to {normalised} not granted"),
+                ok: false,
+                dry_run: false,
+                duration_ms: 0.0,
             },
         );
         sink.emit_for(
             Some(&step),
-            EventKind::HeldBack {
+            EventKind::CapabilityCall {
                 capability: "http".into(),
                 requested: format!("POST {WEBHOOK}"),
+                decision: Decision::HeldBack,
+                grant: Some(WEBHOOK.into()),
+                outcome: "not sent".into(),
+                ok: true,
+                dry_run: true,
+                duration_ms: 0.0,
             },
         );
         sink.emit(EventKind::RunFinished {

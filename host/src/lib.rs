@@ -23,3 +23,4 @@ pub mod schedule;
 pub mod state;
 pub mod template;
 pub mod terminal;
+pub mod wit;

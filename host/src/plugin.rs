@@ -3,23 +3,17 @@
 //! pre-instantiated component, with a memory cap, a deadline and
 //! cancellation.
 
-pub mod bindings;
 pub mod cache;
-pub mod state;
 
-use crate::capability::StepContext;
 use crate::capability::http::HttpClient;
-use crate::capability::secrets::{Redactor, SecretStore};
-use crate::events::EventSink;
+use crate::capability::{RunAccess, StepContext, StepState};
 use crate::grant::{StepGrants, StepId};
-use bindings::{Descriptor, Outcome, PlannedAction, PluginError, StepPre};
+use crate::wit::{Descriptor, Outcome, PlannedAction, PluginError, StepPre};
 use sha2::{Digest, Sha256};
-use state::StepState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -114,6 +108,23 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// What the plugin asks for, as the need-versus-grant rules
+    /// ([`crate::capability::review`]) read it.
+    pub fn asks(&self) -> crate::capability::Asks<'_> {
+        let names = |capabilities: &[crate::wit::Capability]| {
+            capabilities
+                .iter()
+                .map(|capability| capability.name())
+                .collect()
+        };
+        crate::capability::Asks {
+            plugin: &self.descriptor.name,
+            needs: names(&self.descriptor.capabilities),
+            may_use: names(&self.descriptor.optional_capabilities),
+            imports: &self.imports,
+        }
+    }
+
     /// Whether the plugin needs `capability` (`http`, `kube`, ...) to run.
     pub fn needs(&self, capability: &str) -> bool {
         self.descriptor
@@ -148,15 +159,8 @@ impl PluginRuntime {
     pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
         let engine = build_engine()?;
         let mut linker = Linker::<StepState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|error| anyhow::anyhow!("linking WASI: {error}"))?;
-        crate::capability::fs::audit_opens(&mut linker)
-            .map_err(|error| anyhow::anyhow!("linking the audited file opens: {error}"))?;
-        bindings::Step::add_to_linker::<StepState, wasmtime::component::HasSelf<StepState>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(|error| anyhow::anyhow!("linking the runbook:plugin imports: {error}"))?;
+        crate::capability::add_to_linker(&mut linker)
+            .map_err(|error| anyhow::anyhow!("linking the host functions: {error}"))?;
         let cache_dir = options.cache_dir.unwrap_or_else(cache::default_dir);
         let cache = cache::ComponentCache::new(cache_dir, &engine);
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -270,20 +274,13 @@ impl PluginRuntime {
     /// A context with no grants and no event writers: for `describe` and
     /// for tools that only inspect.
     pub fn bare_context(&self, step_id: StepId, timeout: Duration) -> Arc<StepContext> {
-        Arc::new(StepContext {
+        Arc::new(RunAccess::bare(self.http.clone()).for_step(
             step_id,
-            grants: StepGrants::default(),
-            secrets: SecretStore::new(Default::default()),
-            redactor: Redactor::default(),
-            events: EventSink::new(),
-            deadline: tokio::time::Instant::now() + timeout,
-            cancel: CancellationToken::new(),
-            http: self.http.clone(),
-            dry_run: false,
-            aws: None,
-            kube: None,
-            checkpoints: Default::default(),
-        })
+            StepGrants::default(),
+            tokio::time::Instant::now() + timeout,
+            false,
+            Default::default(),
+        ))
     }
 
     /// Calls `describe`.
@@ -378,7 +375,7 @@ impl PluginRuntime {
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
-                &'a bindings::Step,
+                &'a crate::wit::Step,
                 &'a mut Store<StepState>,
             ) -> std::pin::Pin<
                 Box<
@@ -473,7 +470,7 @@ fn build_engine() -> anyhow::Result<Engine> {
         .total_memories(128)
         .total_tables(256)
         .total_stacks(64)
-        .max_memories_per_component(state::MAX_MEMORIES as u32)
+        .max_memories_per_component(crate::capability::store::MAX_MEMORIES as u32)
         .max_memory_size(crate::runbook::MAX_MEMORY as usize)
         // Steps are short and reuse the same few slots: resetting a slot's
         // first pages with memset (and, where the kernel can say which pages

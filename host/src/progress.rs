@@ -190,53 +190,29 @@ impl EventWriter for Progress {
                     lines.push(format!("      … {text}"));
                 }
             }
-            EventKind::Http {
-                method,
-                url,
-                status,
+            EventKind::CapabilityCall {
+                capability,
+                requested,
                 decision,
-                reason,
+                outcome,
+                ok,
                 duration_ms,
                 ..
-            } => {
-                if *decision == Decision::Denied {
-                    lines.push(format!(
-                        "      {} {method} {url}: {}",
-                        screen.paint("31", "✗ denied"),
-                        reason.clone().unwrap_or_default()
-                    ));
-                } else if screen.verbose {
-                    let status =
-                        status.map_or_else(|| "no response".to_owned(), |code| code.to_string());
-                    lines.push(format!(
-                        "      {} {method} {url} → {status} in {duration_ms:.1} ms",
-                        screen.paint("2", "http")
-                    ));
-                }
-            }
-            EventKind::SecretUsed {
-                secret,
-                destination,
-                decision: Decision::Denied,
-            } => lines.push(format!(
-                "      {} secret `{secret}` for {destination}",
-                screen.paint("31", "✗ denied")
-            )),
-            EventKind::Denied {
-                capability,
-                requested,
-                ..
-            } => lines.push(format!(
-                "      {} {capability}: {requested}",
-                screen.paint("31", "✗ denied")
-            )),
-            EventKind::HeldBack {
-                capability,
-                requested,
-            } => lines.push(format!(
-                "      {} {capability}: {requested} (dry run)",
-                screen.paint("2", "⊘ not sent")
-            )),
+            } => match decision {
+                Decision::Denied => lines.push(format!(
+                    "      {} {requested}: {outcome}",
+                    screen.paint("31", "✗ denied")
+                )),
+                Decision::HeldBack => lines.push(format!(
+                    "      {} {capability}: {requested} (dry run)",
+                    screen.paint("2", "⊘ not sent")
+                )),
+                Decision::Allowed if screen.verbose || !ok => lines.push(format!(
+                    "      {} {requested} → {outcome} in {duration_ms:.1} ms",
+                    screen.paint("2", capability)
+                )),
+                Decision::Allowed => {}
+            },
             EventKind::StepFinished {
                 status,
                 summary,
@@ -338,56 +314,7 @@ impl EventWriter for Progress {
             }
             EventKind::Confirmed { by, .. } => lines.push(format!("      ✓ confirmed by {by}")),
             EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
-            EventKind::Aws {
-                service,
-                action,
-                region,
-                status,
-                reason,
-                duration_ms,
-            } => {
-                if screen.verbose || reason.is_some() {
-                    let outcome = status.map_or_else(
-                        || reason.clone().unwrap_or_default(),
-                        |code| code.to_string(),
-                    );
-                    lines.push(format!(
-                        "      {} {service}:{action} in {region} → {outcome} in {duration_ms:.1} ms",
-                        screen.paint("2", "aws")
-                    ));
-                }
-            }
-            EventKind::Kube {
-                verb,
-                object,
-                outcome,
-                ok,
-                dry_run,
-                duration_ms,
-            } => {
-                if screen.verbose || !ok {
-                    let dry = if *dry_run { " (dry run)" } else { "" };
-                    lines.push(format!(
-                        "      {} {verb} {object}{dry} → {outcome} in {duration_ms:.1} ms",
-                        screen.paint("2", "kube")
-                    ));
-                }
-            }
-            EventKind::FileOpened {
-                path,
-                decision,
-                reason,
-            } => {
-                if screen.verbose || *decision == Decision::Denied {
-                    let outcome = reason.as_deref().unwrap_or("ok");
-                    lines.push(format!(
-                        "      {} {path} → {outcome}",
-                        screen.paint("2", "fs")
-                    ));
-                }
-            }
-            EventKind::SecretUsed { .. }
-            | EventKind::AuditHead { .. }
+            EventKind::AuditHead { .. }
             | EventKind::RollbackStepStarted { .. }
             | EventKind::Checkpoint { .. }
             | EventKind::RunAbandoned { .. } => {}
@@ -482,20 +409,25 @@ mod tests {
                 message: forged.clone(),
                 fraction: None,
             },
-            EventKind::Http {
-                method: forged.clone(),
-                url: forged.clone(),
-                status: None,
-                bytes: 0,
-                duration_ms: 0.0,
-                decision: Decision::Denied,
-                grant: Some(forged.clone()),
-                reason: Some(forged.clone()),
-            },
-            EventKind::Denied {
+            EventKind::CapabilityCall {
                 capability: forged.clone(),
                 requested: forged.clone(),
                 decision: Decision::Denied,
+                grant: Some(forged.clone()),
+                outcome: forged.clone(),
+                ok: false,
+                dry_run: false,
+                duration_ms: 0.0,
+            },
+            EventKind::CapabilityCall {
+                capability: forged.clone(),
+                requested: forged.clone(),
+                decision: Decision::Allowed,
+                grant: None,
+                outcome: forged.clone(),
+                ok: false,
+                dry_run: true,
+                duration_ms: 0.0,
             },
             EventKind::StepRetry {
                 attempt: 1,

@@ -4,14 +4,31 @@
 //! IAM) and the JSON protocol (DynamoDB, ECR, ...). While planning,
 //! actions that change things are recorded and not sent.
 
-use super::StepContext;
-use super::sigv4::{self, Credentials, SignableRequest};
-use crate::events::{Decision, EventKind};
+pub mod sigv4;
+
+use super::{Capability, StepContext, StepState};
 pub use crate::grant::AwsGrant;
-use crate::plugin::bindings::PluginError;
-use crate::plugin::bindings::runbook::plugin::aws::{Host, Protocol, Request, Response};
-use crate::plugin::state::StepState;
-use std::time::Instant;
+pub use crate::grant::AwsGrant as Grant;
+use crate::wit::PluginError;
+use crate::wit::runbook::plugin::aws::{self as wit_aws, Host, Protocol, Request, Response};
+use sigv4::{Credentials, SignableRequest};
+
+/// AWS calls, signed on the host, within granted services, actions and
+/// regions.
+pub const CAPABILITY: Capability = Capability {
+    name: "aws",
+    used_through: Some("aws"),
+    grant_key: "grants.aws",
+    example: "grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\"], regions = [\"us-east-1\"] }",
+    refused_without_grant: true,
+    granted: |grants| grants.aws.is_some(),
+    add_to_linker,
+};
+
+/// Links `runbook:plugin/aws`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<StepState>) -> wasmtime::Result<()> {
+    wit_aws::add_to_linker::<_, wasmtime::component::HasSelf<StepState>>(linker, |state| state)
+}
 
 /// How the host reaches AWS for a run: credentials and an optional endpoint.
 #[derive(Debug, Clone, Default)]
@@ -116,26 +133,16 @@ pub fn is_read_only(action: &str) -> bool {
         .any(|prefix| action.starts_with(prefix))
 }
 
-fn deny(context: &StepContext, requested: String, reason: String, hint: String) -> PluginError {
-    context.emit(EventKind::Denied {
-        capability: "aws".into(),
-        requested: format!("{requested} ({reason})"),
-        decision: Decision::Denied,
-    });
-    PluginError::denied("aws", requested, hint)
-}
-
 /// Makes an AWS call within the step's grant.
 pub async fn call(context: &StepContext, request: Request) -> Result<Response, PluginError> {
     let requested = format!(
         "{}:{} in {}",
         request.service, request.action, request.region
     );
+    let record = context.call("aws", requested.clone());
     let Some(grant) = &context.grants.aws else {
-        return Err(deny(
-            context,
-            requested,
-            "no AWS grant".into(),
+        return Err(record.deny(
+            "no AWS grant",
             format!(
                 "step `{}` has no AWS grant; if intended, add `grants.aws = {{ services = [\"{}\"], actions = [\"{}\"], regions = [\"{}\"] }}`",
                 context.step_id, request.service, request.action, request.region
@@ -143,21 +150,12 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         ));
     };
     if let Some(reason) = grant.refuses(&request.service, &request.action, &request.region) {
-        return Err(deny(
-            context,
-            requested,
-            reason.clone(),
-            format!("{reason}; if intended, add it to the step's `grants.aws`"),
-        ));
+        let hint = format!("{reason}; if intended, add it to the step's `grants.aws`");
+        return Err(record.deny(reason, hint));
     }
     if context.dry_run && !is_read_only(&request.action) {
-        context.emit(EventKind::HeldBack {
-            capability: "aws".into(),
-            requested: requested.clone(),
-        });
-        return Err(PluginError::denied(
-            "aws",
-            requested,
+        return Err(record.hold_back(
+            None,
             "`plan` runs plugins read-only: AWS actions that change things are recorded, not sent",
         ));
     }
@@ -262,7 +260,6 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         &request.service,
         &amz_date,
     );
-    let started = Instant::now();
     let mut builder = context.http.client().post(endpoint.clone()).body(body);
     for (name, value) in headers.iter().filter(|(name, _)| name != "host") {
         builder = builder.header(name.as_str(), value.as_str());
@@ -284,14 +281,10 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         }
         Err(error) => Err(error.to_string()),
     };
-    context.emit(EventKind::Aws {
-        service: request.service.clone(),
-        action: request.action.clone(),
-        region: request.region.clone(),
-        status: outcome.as_ref().ok().map(|(status, _)| *status),
-        duration_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0,
-        reason: outcome.as_ref().err().cloned(),
-    });
+    match &outcome {
+        Ok((status, _)) => record.finish(None, status.to_string(), true),
+        Err(reason) => record.finish(None, reason.clone(), false),
+    }
     match outcome {
         Ok((status, text)) => Ok(Response {
             status,

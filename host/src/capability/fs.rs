@@ -7,11 +7,10 @@
 //! a 1 GiB layer goes from disk to the network without entering the
 //! sandbox or the host's memory whole.
 
-use super::StepContext;
-use crate::events::{Decision, EventKind};
-use crate::plugin::bindings::PluginError;
-use crate::plugin::bindings::runbook::plugin::http::FileBody;
-use crate::plugin::state::StepState;
+use super::{Capability, StepContext, StepState};
+pub use crate::grant::FsGrant as Grant;
+use crate::wit::PluginError;
+use crate::wit::runbook::plugin::http::FileBody;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
@@ -23,9 +22,36 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 
-/// Replaces WASI's `open-at` and `get-directories` in `linker` with
-/// versions that do the same and record what was opened.
-pub fn audit_opens(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+/// Reading files in granted folders.
+pub const CAPABILITY: Capability = Capability {
+    name: "fs",
+    used_through: None,
+    grant_key: "grants.fs.read",
+    example: "grants.fs.read = [\"./dist\"]",
+    refused_without_grant: false,
+    granted: |grants| !grants.fs_read.is_empty(),
+    add_to_linker,
+};
+
+/// Preopens the step's granted folders, read-only: cap-std keeps every
+/// path (`..`, symlinks) inside its folder. A folder that cannot be opened
+/// is recorded as a denied call, and the plugin finds it missing.
+pub fn preopen(builder: &mut wasmtime_wasi::WasiCtxBuilder, context: &StepContext) {
+    for grant in &context.grants.fs_read {
+        if let Err(error) =
+            builder.preopened_dir(&grant.host, &grant.guest, wasmtime_wasi::FsPerms::ReadOnly)
+        {
+            context
+                .call("fs", format!("read {}", grant.written))
+                .refuse(format!("the granted folder cannot be opened: {error}"));
+        }
+    }
+}
+
+/// Replaces WASI's `open-at` and `get-directories` in `linker` (linked
+/// with the rest of WASI by [`super::add_to_linker`]) with versions that do
+/// the same and record what was opened.
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     linker.instance(PREOPENS)?.func_wrap(
         "get-directories",
@@ -68,16 +94,14 @@ pub fn audit_opens(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                     state.opened.insert(descriptor.rep(), full.clone());
                 }
                 let verb = if writing { "write" } else { "read" };
-                state.context.emit(EventKind::FileOpened {
-                    path: format!("{verb} {full}"),
-                    decision: match &opened {
-                        Err(ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly) => {
-                            Decision::Denied
-                        }
-                        _ => Decision::Allowed,
-                    },
-                    reason: opened.as_ref().err().map(|code| code.name().to_owned()),
-                });
+                let call = state.context.call("fs", format!("{verb} {full}"));
+                match &opened {
+                    Ok(_) => call.finish(None, "opened", true),
+                    Err(
+                        code @ (ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly),
+                    ) => call.refuse(code.name()),
+                    Err(code) => call.finish(None, code.name(), false),
+                }
                 Ok((opened,))
             })
         },
@@ -133,16 +157,10 @@ pub async fn stream_granted(
 > {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let denied = |reason: String| {
-        context.emit(EventKind::FileOpened {
-            path: format!("read {}", file.path),
-            decision: Decision::Denied,
-            reason: Some(reason.clone()),
-        });
-        PluginError::denied(
-            "fs",
-            format!("read {}", file.path),
-            format!("{reason}; if intended, add its folder to the step's `grants.fs.read`"),
-        )
+        let hint = format!("{reason}; if intended, add its folder to the step's `grants.fs.read`");
+        context
+            .call("fs", format!("read {}", file.path))
+            .deny(reason, hint)
     };
     let host_path = resolve_granted(context, &file.path).map_err(denied)?;
     let mut opened = tokio::fs::File::open(&host_path)
@@ -165,14 +183,15 @@ pub async fn stream_granted(
         .seek(std::io::SeekFrom::Start(file.offset))
         .await
         .map_err(|error| PluginError::Failed(format!("{}: {error}", file.path)))?;
-    context.emit(EventKind::FileOpened {
-        path: format!(
-            "read {} (bytes {}+{}, streamed)",
-            file.path, file.offset, file.length
-        ),
-        decision: Decision::Allowed,
-        reason: None,
-    });
+    context
+        .call(
+            "fs",
+            format!(
+                "read {} (bytes {}+{}, streamed)",
+                file.path, file.offset, file.length
+            ),
+        )
+        .finish(None, "opened", true);
     let stream = tokio_util::io::ReaderStream::with_capacity(opened.take(file.length), 256 * 1024);
     Ok((file.length, stream))
 }

@@ -4,18 +4,40 @@
 //! addresses are refused; secret handles are unsealed only here; every
 //! request, allowed or denied, is an event.
 
-use super::StepContext;
 use super::secrets::Unseal;
-use crate::events::{Decision, EventKind};
+use super::{Capability, StepContext, StepState};
 use crate::grant::Refusal;
 pub use crate::grant::UrlGrant;
-use crate::plugin::bindings::PluginError;
-use crate::plugin::bindings::runbook::plugin::http::{Request, Response};
+pub use crate::grant::UrlGrant as Grant;
+use crate::wit::PluginError;
+use crate::wit::runbook::plugin::http::{self as wit_http, Request, Response};
 use futures_util::StreamExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
+
+/// Outbound HTTP to granted URL prefixes.
+pub const CAPABILITY: Capability = Capability {
+    name: "http",
+    used_through: Some("http"),
+    grant_key: "grants.http",
+    example: "grants.http = [\"https://api.example.com\"]",
+    refused_without_grant: true,
+    granted: |grants| !grants.http.is_empty(),
+    add_to_linker,
+};
+
+/// Links `runbook:plugin/http`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<StepState>) -> wasmtime::Result<()> {
+    wit_http::add_to_linker::<_, wasmtime::component::HasSelf<StepState>>(linker, |state| state)
+}
+
+impl wit_http::Host for StepState {
+    async fn send(&mut self, request: Request) -> Result<Response, PluginError> {
+        send(&self.context, request).await
+    }
+}
 
 /// Largest response body handed to a plugin.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -225,13 +247,9 @@ async fn send_within_grants(
         .find_map(|(name, _)| refused_header(name).map(|why| (name, why)))
     {
         let requested = format!("{method} {}", shown(&url, secret));
-        refused(
-            context,
-            &method,
-            shown(&url, secret),
-            started,
-            format!("header `{name}` refused: {why}"),
-        );
+        context
+            .call("http", requested.clone())
+            .refuse(format!("header `{name}` refused: {why}"));
         return Err(PluginError::denied(
             "http",
             format!("header `{name}` on {requested}"),
@@ -247,18 +265,11 @@ async fn send_within_grants(
     let mut body_file = request.body_file;
     let mut method = method;
     for redirect in 0..=MAX_REDIRECTS {
+        let call = context.call("http", format!("{method} {}", shown(&url, secret)));
         let Some(grant) = context.grants.http.iter().find(|grant| grant.allows(&url)) else {
-            let requested = format!("{method} {}", shown(&url, secret));
             let what = if redirect == 0 { "request" } else { "redirect" };
             let refusal = UrlGrant::why_not(&context.grants.http, &url);
             let why = refusal.describe();
-            refused(
-                context,
-                &method,
-                shown(&url, secret),
-                started,
-                format!("{what} to {why}"),
-            );
             let hint = if refusal == Refusal::PathOnceDecoded {
                 format!(
                     "{what} to {why} (`%2e`, `%2f`, `%5c`), which servers may route outside the grant; send the path without encoded dots and slashes"
@@ -270,17 +281,13 @@ async fn send_within_grants(
                     suggested_grant(&url)
                 )
             };
-            return Err(PluginError::denied("http", requested, hint));
+            return Err(call.deny(format!("{what} to {why}"), hint));
         };
+        let granted = Some(grant.as_str().to_owned());
 
         if context.dry_run && !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD) {
-            context.emit(EventKind::HeldBack {
-                capability: "http".into(),
-                requested: format!("{method} {}", shown(&url, secret)),
-            });
-            return Err(PluginError::denied(
-                "http",
-                format!("{method} {}", shown(&url, secret)),
+            return Err(call.hold_back(
+                granted,
                 "`plan` runs plugins read-only: only GET and HEAD are sent",
             ));
         }
@@ -337,16 +344,7 @@ async fn send_within_grants(
             Ok(response) => response,
             Err(error) => {
                 let reason = describe_reqwest_error(&error);
-                context.emit(EventKind::Http {
-                    method: method.to_string(),
-                    url: destination.clone(),
-                    status: None,
-                    bytes: 0,
-                    duration_ms: millis(started.elapsed()),
-                    decision: Decision::Allowed,
-                    grant: Some(grant.as_str().to_owned()),
-                    reason: Some(reason.clone()),
-                });
+                call.finish(granted, reason.clone(), false);
                 let message = format!("{method} {destination}: {reason}");
                 return Err(if error.is_timeout() {
                     PluginError::Timeout(message)
@@ -365,16 +363,11 @@ async fn send_within_grants(
             let next = url.join(location).map_err(|error| {
                 PluginError::Failed(format!("redirect to `{location}` is not a URL: {error}"))
             })?;
-            context.emit(EventKind::Http {
-                method: method.to_string(),
-                url: destination.clone(),
-                status: Some(status.as_u16()),
-                bytes: 0,
-                duration_ms: millis(started.elapsed()),
-                decision: Decision::Allowed,
-                grant: Some(grant.as_str().to_owned()),
-                reason: Some(format!("redirect to {}", shown(&next, secret))),
-            });
+            call.finish(
+                granted,
+                format!("{}: redirect to {}", status.as_u16(), shown(&next, secret)),
+                true,
+            );
             if status == reqwest::StatusCode::SEE_OTHER
                 || ((status == reqwest::StatusCode::MOVED_PERMANENTLY
                     || status == reqwest::StatusCode::FOUND)
@@ -393,13 +386,9 @@ async fn send_within_grants(
                 if body_holds_secret {
                     let reason =
                         "redirect to another origin would resend a body that holds a secret";
-                    refused(
-                        context,
-                        &method,
-                        shown(&next, secret),
-                        started,
-                        reason.to_owned(),
-                    );
+                    context
+                        .call("http", format!("{method} {}", shown(&next, secret)))
+                        .refuse(reason);
                     return Err(PluginError::denied(
                         "http",
                         format!(
@@ -469,16 +458,7 @@ async fn send_within_grants(
             }
         }
         let elapsed = started.elapsed();
-        context.emit(EventKind::Http {
-            method: method.to_string(),
-            url: destination,
-            status: Some(status.as_u16()),
-            bytes: collected.len() as u64,
-            duration_ms: millis(elapsed),
-            decision: Decision::Allowed,
-            grant: Some(grant.as_str().to_owned()),
-            reason: None,
-        });
+        call.finish(granted, status.as_u16().to_string(), true);
         return Ok(Response {
             status: status.as_u16(),
             headers: response_headers,
@@ -541,20 +521,16 @@ fn unseal_names(
     match context.secrets.unseal(text, &context.grants.secrets) {
         Unseal::Text(value, used) => {
             for name in &used {
-                context.emit(EventKind::SecretUsed {
-                    secret: (*name).to_owned(),
-                    destination: destination.to_owned(),
-                    decision: Decision::Allowed,
-                });
+                context
+                    .call("secrets", format!("use `{name}` for {destination}"))
+                    .finish(Some((*name).to_owned()), "unsealed", true);
             }
             Ok((value, used.into_iter().map(str::to_owned).collect()))
         }
         Unseal::NotGranted(name) => {
-            context.emit(EventKind::SecretUsed {
-                secret: name.clone(),
-                destination: destination.to_owned(),
-                decision: Decision::Denied,
-            });
+            context
+                .call("secrets", format!("use `{name}` for {destination}"))
+                .refuse("not granted to the step");
             Err(PluginError::denied(
                 "secrets",
                 format!("use of secret `{name}`"),
@@ -564,32 +540,11 @@ fn unseal_names(
                 ),
             ))
         }
-        Unseal::Forged(what) => Err(PluginError::denied(
-            "secrets",
-            what,
+        Unseal::Forged(what) => Err(context.call("secrets", what).deny(
+            "not a handle given to this step in this run",
             "only handles given to this step in this run can be used",
         )),
     }
-}
-
-/// Records a request the host refused before sending it.
-fn refused(
-    context: &StepContext,
-    method: &impl std::fmt::Display,
-    url: String,
-    started: Instant,
-    reason: impl Into<String>,
-) {
-    context.emit(EventKind::Http {
-        method: method.to_string(),
-        url,
-        status: None,
-        bytes: 0,
-        duration_ms: millis(started.elapsed()),
-        decision: Decision::Denied,
-        grant: None,
-        reason: Some(reason.into()),
-    });
 }
 
 fn describe_reqwest_error(error: &reqwest::Error) -> String {
@@ -607,10 +562,6 @@ fn describe_reqwest_error(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1_000_000.0).round() / 1_000.0
 }
 
 #[cfg(test)]

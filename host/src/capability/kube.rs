@@ -4,12 +4,12 @@
 //! While planning, writes go to the API server with `dryRun=All`: the
 //! server checks them and changes nothing.
 
-use super::StepContext;
-use crate::events::{Decision, EventKind};
+use super::{Capability, StepContext, StepState};
+use crate::events::EventKind;
+pub use crate::grant::KubeGrant as Grant;
 pub use crate::grant::{KubeGrant, VERBS};
-use crate::plugin::bindings::PluginError;
-use crate::plugin::bindings::runbook::plugin::kube::{Condition, Host, ObjectRef, PatchKind};
-use crate::plugin::state::StepState;
+use crate::wit::PluginError;
+use crate::wit::runbook::plugin::kube::{self as wit_kube, Condition, Host, ObjectRef, PatchKind};
 use futures_util::StreamExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
@@ -19,7 +19,24 @@ use kube::discovery::Scope;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// Kubernetes calls made by the host, within granted namespaces,
+/// resources and verbs.
+pub const CAPABILITY: Capability = Capability {
+    name: "kube",
+    used_through: Some("kube"),
+    grant_key: "grants.kube",
+    example: "grants.kube = { namespaces = [\"app\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }",
+    refused_without_grant: true,
+    granted: |grants| grants.kube.is_some(),
+    add_to_linker,
+};
+
+/// Links `runbook:plugin/kube`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<StepState>) -> wasmtime::Result<()> {
+    wit_kube::add_to_linker::<_, wasmtime::component::HasSelf<StepState>>(linker, |state| state)
+}
 
 /// How the host reaches the cluster for a run: a kubeconfig context, and
 /// the client and kinds once they are known.
@@ -157,12 +174,9 @@ fn describe(object: &ObjectRef) -> String {
     }
 }
 
-/// One call: what it asks and how it went, evented once at the end.
+/// One call: what it asks and how it went, recorded once at the end.
 struct Call<'a> {
-    context: &'a StepContext,
-    verb: &'static str,
-    requested: String,
-    started: Instant,
+    record: super::Call<'a>,
 }
 
 impl<'a> Call<'a> {
@@ -191,21 +205,13 @@ impl<'a> Call<'a> {
                     (reason, hint)
                 }),
         };
+        let record = context
+            .call("kube", format!("{verb} {requested}"))
+            .sent_as_dry_run(context.dry_run && is_write(verb));
         if let Some((reason, hint)) = refusal {
-            let requested = format!("{verb} {requested}");
-            context.emit(EventKind::Denied {
-                capability: "kube".into(),
-                requested: format!("{requested} ({reason})"),
-                decision: Decision::Denied,
-            });
-            return Err(PluginError::denied("kube", requested, hint));
+            return Err(record.deny(reason, hint));
         }
-        Ok(Call {
-            context,
-            verb,
-            requested,
-            started: Instant::now(),
-        })
+        Ok(Call { record })
     }
 
     /// [`Call::begin`] for a call on one object.
@@ -234,14 +240,7 @@ impl<'a> Call<'a> {
             Ok(value) => outcome(value),
             Err(error) => error.describe(),
         };
-        self.context.emit(EventKind::Kube {
-            verb: self.verb.to_owned(),
-            object: self.requested,
-            outcome: summary,
-            ok: result.is_ok(),
-            dry_run: self.context.dry_run && is_write(self.verb),
-            duration_ms: (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0,
-        });
+        self.record.finish(None, summary, result.is_ok());
         result
     }
 }

@@ -3,7 +3,7 @@
 //! its value only on a granted request, and the [`Redactor`] scrubs values
 //! from everything the runner writes or gives back to a guest.
 
-use crate::plugin::bindings::PluginError;
+use crate::wit::PluginError;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -172,30 +172,55 @@ pub fn basic_credential(redactor: &Redactor, user: &str, password: &str) -> Stri
     format!("Basic {encoded}")
 }
 
+/// Secrets, sealed: a step holds handles, and the HTTP capability
+/// unseals them on granted requests (so a grant is used through HTTP).
+pub const CAPABILITY: super::Capability = super::Capability {
+    name: "secrets",
+    used_through: Some("http"),
+    grant_key: "grants.secrets",
+    example: "grants.secrets = [\"SLACK_WEBHOOK\"]",
+    refused_without_grant: false,
+    granted: |grants| !grants.secrets.is_empty(),
+    add_to_linker,
+};
+
+/// Links `runbook:plugin/secrets`.
+pub fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<super::StepState>,
+) -> wasmtime::Result<()> {
+    crate::wit::runbook::plugin::secrets::add_to_linker::<
+        _,
+        wasmtime::component::HasSelf<super::StepState>,
+    >(linker, |state| state)
+}
+
+impl crate::wit::runbook::plugin::secrets::Host for super::StepState {
+    async fn handle(&mut self, name: String) -> Result<String, PluginError> {
+        handle(&self.context, &name)
+    }
+}
+
 /// `secrets.handle(name)`: the handle of a secret the step is granted.
-pub fn handle(
-    context: &super::StepContext,
-    name: &str,
-) -> Result<String, crate::plugin::bindings::PluginError> {
-    use crate::events::{Decision, EventKind};
+pub fn handle(context: &super::StepContext, name: &str) -> Result<String, crate::wit::PluginError> {
     let granted = context.grants.secrets.iter().any(|grant| grant == name);
     let known = context.secrets.contains(name);
     if granted && known {
         return Ok(context.secrets.handle(name));
     }
-    context.emit(EventKind::SecretUsed {
-        secret: name.to_owned(),
-        destination: "handle".to_owned(),
-        decision: Decision::Denied,
-    });
-    Err(crate::plugin::bindings::PluginError::denied(
-        "secrets",
-        format!("handle of secret `{name}`"),
-        format!(
-            "secret not granted to step `{}`; if intended, add `grants.secrets = [\"{name}\"]` to the step",
-            context.step_id
-        ),
-    ))
+    let hint = format!(
+        "secret not granted to step `{}`; if intended, add `grants.secrets = [\"{name}\"]` to the step",
+        context.step_id
+    );
+    Err(context
+        .call("secrets", format!("handle of secret `{name}`"))
+        .deny(
+            if granted {
+                "the run has no such secret"
+            } else {
+                "not granted to the step"
+            },
+            hint,
+        ))
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ fn touched(run: &str, args: &AuditArgs) -> Result<u8, Failure> {
                 let decision = match record.decision {
                     crate::events::Decision::Allowed => "allowed",
                     crate::events::Decision::Denied => "DENIED",
+                    crate::events::Decision::HeldBack => "held back",
                 };
                 if markdown {
                     outln!(
@@ -251,7 +252,7 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                     .iter()
                     .map(|capability| capability.name().to_owned())
                     .collect(),
-                findings: findings(plugin, &grants),
+                findings: findings(plugin, &planned.grants),
                 embedded: plugin.embedded_capabilities.clone(),
                 grants,
             });
@@ -265,55 +266,24 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
     Ok(exit::SUCCESS)
 }
 
-/// Where what a plugin declares, imports and is granted disagree.
-fn findings(plugin: &LoadedPlugin, grants: &Grants) -> Vec<String> {
-    let imports = |interface: &str| {
-        plugin
-            .imports
-            .iter()
-            .any(|import| import.starts_with(&format!("runbook:plugin/{interface}@")))
-    };
-    let mut found = Vec::new();
-    for capability in ["http", "kube", "aws", "secrets"] {
-        if imports(capability) && !plugin.may_use(capability) {
-            found.push(format!("imports `runbook:plugin/{capability}` but does not declare the `{capability}` capability"));
-        }
-        if plugin.may_use(capability) && !imports(capability) && capability != "secrets" {
-            found.push(format!(
-                "declares `{capability}` but cannot use it: the component does not import it"
-            ));
-        }
-    }
+/// Where what a plugin declares, imports and is granted disagree: the
+/// need-versus-grant rules `validate` and `exec` apply, and whether the
+/// component was built to say what it needs.
+fn findings(plugin: &LoadedPlugin, grants: &crate::grant::StepGrants) -> Vec<String> {
+    let mut found: Vec<String> = crate::capability::review(&plugin.asks(), grants)
+        .into_iter()
+        .map(|finding| match finding.mismatch {
+            crate::capability::Mismatch::NeedsUngranted => {
+                format!("{}: `validate` and `exec` refuse it", finding.message)
+            }
+            _ => finding.message,
+        })
+        .collect();
     if plugin.embedded_capabilities.is_none() {
         found.push(
             "no `runbook:capabilities` section: what it needs is known only by running `describe`"
                 .into(),
         );
-    }
-    if plugin.needs("http") && grants.http.is_empty() {
-        found.push("needs `http` but the step grants no URL: every request will be denied".into());
-    }
-    if !grants.http.is_empty() && !imports("http") {
-        found.push("grant wider than the plugin asks: `grants.http` is given but the component cannot make HTTP requests".into());
-    }
-    for (capability, granted) in [
-        ("kube", grants.kube.is_some()),
-        ("aws", grants.aws.is_some()),
-    ] {
-        if plugin.needs(capability) && !granted {
-            found.push(format!(
-                "needs `{capability}` but the step grants none: `validate` and `exec` refuse it"
-            ));
-        }
-        if granted && !imports(capability) {
-            found.push(format!("grant wider than the plugin asks: `grants.{capability}` is given but the component cannot make {capability} calls"));
-        }
-    }
-    if !grants.fs_read.is_empty() && !plugin.may_use("fs") {
-        found.push("grant wider than the plugin asks: `grants.fs.read` is given but the plugin does not declare `fs`".into());
-    }
-    if !grants.secrets.is_empty() && !imports("http") {
-        found.push("grant wider than the plugin asks: `grants.secrets` is given but the component cannot send them anywhere".into());
     }
     found
 }

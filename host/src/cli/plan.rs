@@ -2,11 +2,11 @@
 //! step's grants but read-only, and prints the actions. Nothing changes.
 
 use super::{BindArgs, Cli, Failure, Output, exit};
-use crate::capability::StepContext;
+use crate::capability::RunAccess;
 use crate::capability::secrets::SecretStore;
 use crate::engine::preflight;
 use crate::engine::render::{Scope, StepOutputs, Unknown};
-use crate::events::{EventKind, EventSink};
+use crate::events::{Decision, EventKind, EventSink};
 use crate::runbook::{self, Bindings, bind::bind};
 use serde::Serialize;
 use std::sync::Arc;
@@ -155,20 +155,22 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         let events = EventSink::new();
         events.set_redactor(secrets.redactor());
         events.add(recorder.clone());
-        let context = Arc::new(StepContext {
-            step_id: planned.id.clone(),
-            grants: planned.grants.clone(),
+        let access = RunAccess {
             secrets: secrets.clone(),
             redactor: secrets.redactor(),
             events,
-            deadline: tokio::time::Instant::now() + step.timeout,
             cancel: CancellationToken::new(),
             http: runtime.http_client(),
-            dry_run: true,
             aws: Some(aws.clone()),
             kube: Some(kube.clone()),
-            checkpoints: Default::default(),
-        });
+        };
+        let context = Arc::new(access.for_step(
+            planned.id.clone(),
+            planned.grants.clone(),
+            tokio::time::Instant::now() + step.timeout,
+            true,
+            Default::default(),
+        ));
         let result = runtime
             .plan(plugin, context, step.memory_limit, &params.to_string())
             .await;
@@ -286,25 +288,25 @@ fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) -> Result<
 
 /// A write the host intercepted while planning, in words.
 fn intercepted_write(kind: &EventKind) -> Option<String> {
-    match kind {
-        EventKind::HeldBack {
-            capability,
-            requested,
-        } => Some(format!("{capability} {requested}: not sent (dry run)")),
-        EventKind::Kube {
-            verb,
-            object,
-            outcome,
-            ok,
-            dry_run: true,
-            ..
-        } => Some(if *ok {
-            format!(
-                "kube {verb} {object}: the API server accepted it with dryRun=All; nothing changed"
-            )
-        } else {
-            format!("kube {verb} {object}: the API server refused it even as a dry run: {outcome}")
-        }),
-        _ => None,
-    }
+    let EventKind::CapabilityCall {
+        capability,
+        requested,
+        decision,
+        outcome,
+        ok,
+        dry_run: true,
+        ..
+    } = kind
+    else {
+        return None;
+    };
+    Some(match (decision, ok) {
+        (Decision::HeldBack, _) => format!("{capability} {requested}: not sent (dry run)"),
+        (_, true) => format!(
+            "{capability} {requested}: the API server accepted it with dryRun=All; nothing changed"
+        ),
+        (_, false) => format!(
+            "{capability} {requested}: the API server refused it even as a dry run: {outcome}"
+        ),
+    })
 }

@@ -208,7 +208,7 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
     Ok(exit::SUCCESS)
 }
 
-/// Prints a run's log lines and HTTP requests, for one step or all.
+/// Prints a run's log lines and capability calls, for one step or all.
 pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
     each_event(&args.run, args.state_dir.as_deref(), |event| {
         let step = event
@@ -225,14 +225,11 @@ pub fn logs(_cli: &Cli, args: &LogsArgs) -> Result<u8, Failure> {
         let text = |key: &str| field(event, key);
         match kind {
             "log" => outln!("{step} [{}] {}", text("level"), text("message")),
-            "http" => outln!(
-                "{step} [http] {} {} → {} ({})",
-                text("method"),
-                text("url"),
-                event
-                    .get("status")
-                    .map(|status| status.to_string())
-                    .unwrap_or_default(),
+            "capability_call" => outln!(
+                "{step} [{}] {} → {} ({})",
+                text("capability"),
+                text("requested"),
+                text("outcome"),
                 text("decision")
             ),
             "step_finished" => outln!("{step} [{}] {}", text("status"), text("summary")),

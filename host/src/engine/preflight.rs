@@ -3,11 +3,12 @@
 //! Problems are diagnostics at their place in the runbook.
 
 use super::render::{Scope, StepOutputs, Unknown};
+use crate::capability::Mismatch;
 use crate::capability::secrets::SecretStore;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::plugin::bindings::PluginError;
 use crate::plugin::{LoadError, LoadedPlugin, PluginRuntime};
 use crate::runbook::Plan;
+use crate::wit::PluginError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,70 +161,32 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
         let Some(plugin) = step.plugin().and_then(|name| plugins.get(name)) else {
             continue;
         };
-        let grants = &planned.grants;
         let at = step.path().key("grants");
-        if plugin.needs("http") && grants.http.is_empty() {
-            problems.push(
-                Diagnostic::new(format!(
-                    "step `{}`: plugin `{}` needs `http`, and the step grants no URL",
-                    step.id, plugin.descriptor.name
-                ))
-                .at(&plan.runbook.source, &step.path())
-                .hint("grant what it may call: `grants.http = [\"https://api.example.com\"]`"),
-            );
-        }
-        let missing = [
-            (
-                plugin.needs("kube") && grants.kube.is_none(),
-                "kube",
-                "grants.kube = { namespaces = [\"app\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }",
-            ),
-            (
-                plugin.needs("aws") && grants.aws.is_none(),
-                "aws",
-                "grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\"], regions = [\"us-east-1\"] }",
-            ),
-        ];
-        for (is_missing, capability, example) in missing {
-            if is_missing {
-                problems.push(
-                    Diagnostic::new(format!(
-                        "step `{}`: plugin `{}` needs `{capability}`, and the step grants none",
-                        step.id, plugin.descriptor.name
-                    ))
-                    .at(&plan.runbook.source, &step.path())
-                    .hint(format!("grant what it may do, for example `{example}`")),
-                );
-            }
-        }
-        let wider = [
-            (
-                !grants.http.is_empty() && !plugin.may_use("http"),
-                "grants.http",
-            ),
-            (
-                !grants.fs_read.is_empty() && !plugin.may_use("fs"),
-                "grants.fs",
-            ),
-            (
-                grants.kube.is_some() && !plugin.may_use("kube"),
-                "grants.kube",
-            ),
-            (grants.aws.is_some() && !plugin.may_use("aws"), "grants.aws"),
-        ];
-        for (is_wider, key) in wider {
-            if is_wider {
-                warnings.push(format!(
-                    "warning: step `{}` grants `{key}` but plugin `{}` does not ask for it ({}:{})",
+        for finding in crate::capability::review(&plugin.asks(), &planned.grants) {
+            let capability = crate::capability::named(finding.capability);
+            match finding.mismatch {
+                Mismatch::NeedsUngranted => problems.push(
+                    Diagnostic::new(format!("step `{}`: {}", step.id, finding.message))
+                        .at(&plan.runbook.source, &step.path())
+                        .hint(format!(
+                            "grant what it may do, for example `{}`",
+                            capability.map_or("", |capability| capability.example)
+                        )),
+                ),
+                Mismatch::WiderThanAsked => warnings.push(format!(
+                    "warning: step `{}`: {} ({}:{})",
                     step.id,
-                    crate::terminal::text(&plugin.descriptor.name),
+                    crate::terminal::text(&finding.message),
                     plan.runbook.source.path.display(),
                     plan.runbook
                         .source
                         .span_of(&at)
                         .map(|span| plan.runbook.source.line_column(span.start).0)
                         .unwrap_or(0)
-                ));
+                )),
+                // Whether a component imports what it declares is the
+                // plugin's affair, reported by `audit` and `inspect`.
+                Mismatch::ImportedUndeclared | Mismatch::DeclaredUnimported => {}
             }
         }
     }

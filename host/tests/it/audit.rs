@@ -45,11 +45,12 @@ fn the_review_shows_digest_imports_declarations_grants_and_mismatches() {
         "{report}"
     );
     assert!(
-        report.contains("needs `http` but the step grants no URL"),
+        report
+            .contains("needs `http`, and the step grants no URL: `validate` and `exec` refuse it"),
         "{report}"
     );
     assert!(
-        report.contains("`grants.http` is given but the component cannot make HTTP requests"),
+        report.contains("grant wider than the plugin asks: `grants.http` is given but plugin"),
         "{report}"
     );
 

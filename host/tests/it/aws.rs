@@ -4,8 +4,8 @@
 
 use crate::support::{RunOptions, run};
 use runbook::capability::aws::AwsAccess;
-use runbook::capability::sigv4::Credentials;
-use runbook::events::{EventKind, Status};
+use runbook::capability::aws::sigv4::Credentials;
+use runbook::events::{Decision, EventKind, Status};
 use runbook_testenv::Moto;
 
 fn access(moto: &Moto) -> Option<AwsAccess> {
@@ -90,7 +90,7 @@ async fn granted_rds_calls_reach_moto_and_the_rest_are_denied_before_sending() {
     let denials = finished
         .events
         .iter()
-        .filter(|(event, _)| matches!(&event.kind, EventKind::Denied { capability, .. } if capability == "aws"))
+        .filter(|(event, _)| matches!(&event.kind, EventKind::CapabilityCall { capability, decision: Decision::Denied, .. } if capability == "aws"))
         .count();
     assert_eq!(denials, 3);
 

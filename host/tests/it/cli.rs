@@ -85,7 +85,7 @@ async fn exec_runs_the_runbook_shows_progress_and_writes_a_run_log() {
     let log = std::fs::read_to_string(log_path).expect("run log exists");
     assert!(log.contains("\"event\":\"run_started\""));
     assert!(log.contains("\"operator\":\"alice\""));
-    assert!(log.contains("\"event\":\"http\""));
+    assert!(log.contains("\"event\":\"capability_call\",\"capability\":\"http\""));
     assert!(!log.contains(KEY), "the secret is in the run log");
 }
 

@@ -49,11 +49,13 @@ async fn read_audited(
         .events
         .iter()
         .filter_map(|(event, _)| match &event.kind {
-            EventKind::FileOpened {
-                path,
+            EventKind::CapabilityCall {
+                capability,
+                requested,
                 decision,
-                reason,
-            } => Some(format!("{path} {decision:?} {reason:?}")),
+                outcome,
+                ..
+            } if capability == "fs" => Some(format!("{requested} {decision:?} {outcome}")),
             _ => None,
         })
         .collect();
@@ -68,8 +70,8 @@ async fn every_file_open_is_recorded_with_its_path_and_outcome() {
     assert_eq!(
         opens,
         [
-            "read /dist/image/manifest.json Allowed None",
-            "write /dist/image/manifest.json.copy Denied Some(\"not-permitted\")",
+            "read /dist/image/manifest.json Allowed opened",
+            "write /dist/image/manifest.json.copy Denied not-permitted",
         ]
     );
     let (_, _, _, opens) = read_audited("./dist/image/sideways").await;

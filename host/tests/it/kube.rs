@@ -6,7 +6,7 @@
 
 use crate::support::{RunOptions, TestRunbook, cache_dir, run};
 use runbook::capability::kube::KubeAccess;
-use runbook::events::{EventKind, Status};
+use runbook::events::{Decision, EventKind, Status};
 use runbook_testenv::KubeEmulator;
 use serde_json::json;
 use std::path::PathBuf;
@@ -139,19 +139,20 @@ async fn granted_calls_reach_the_cluster_and_others_are_denied_before_sending() 
     let denials = finished
         .events
         .iter()
-        .filter(|(event, _)| matches!(&event.kind, EventKind::Denied { capability, .. } if capability == "kube"))
+        .filter(|(event, _)| matches!(&event.kind, EventKind::CapabilityCall { capability, decision: Decision::Denied, .. } if capability == "kube"))
         .count();
     assert_eq!(denials, 4);
     let calls: Vec<String> = finished
         .events
         .iter()
         .filter_map(|(event, _)| match &event.kind {
-            EventKind::Kube {
-                verb,
-                object,
+            EventKind::CapabilityCall {
+                capability,
+                requested,
+                decision: Decision::Allowed,
                 outcome,
                 ..
-            } => Some(format!("{verb} {object}: {outcome}")),
+            } if capability == "kube" => Some(format!("{requested}: {outcome}")),
             _ => None,
         })
         .collect();

@@ -99,13 +99,13 @@ async fn a_large_layer_goes_up_in_chunks_streamed_by_the_host() {
     let patches = finished
         .events
         .iter()
-        .filter(|(event, _)| matches!(&event.kind, EventKind::Http { method, status: Some(202), .. } if method == "PATCH"))
+        .filter(|(event, _)| matches!(&event.kind, EventKind::CapabilityCall { requested, outcome, .. } if requested.starts_with("PATCH ") && outcome == "202"))
         .count();
     assert_eq!(patches, 4, "a 3 MiB + 12 KiB layer in 1 MiB chunks");
     let streamed = finished
         .events
         .iter()
-        .filter(|(event, _)| matches!(&event.kind, EventKind::FileOpened { path, .. } if path.contains("streamed")))
+        .filter(|(event, _)| matches!(&event.kind, EventKind::CapabilityCall { capability, requested, .. } if capability == "fs" && requested.contains("streamed")))
         .count();
     assert!(streamed >= 4, "{streamed}");
     assert_eq!(

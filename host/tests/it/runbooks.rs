@@ -6,8 +6,8 @@
 
 use crate::support::{Finished, RunOptions, run_file, runtime};
 use runbook::capability::aws::AwsAccess;
+use runbook::capability::aws::sigv4::Credentials;
 use runbook::capability::kube::KubeAccess;
-use runbook::capability::sigv4::Credentials;
 use runbook::events::Status;
 use runbook_testenv::estate::{self, Estate};
 use runbook_testenv::workspace_root;

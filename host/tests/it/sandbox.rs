@@ -105,7 +105,7 @@ async fn a_request_to_an_ungranted_host_is_denied_and_recorded() {
         "the request reached the server"
     );
     let denied = finished.events.iter().any(|(event, _)| {
-        matches!(&event.kind, EventKind::Http { decision: Decision::Denied, url, .. } if url.ends_with("/health"))
+        matches!(&event.kind, EventKind::CapabilityCall { capability, decision: Decision::Denied, requested, .. } if capability == "http" && requested.ends_with("/health"))
     });
     assert!(denied, "no denied http event: {:#?}", finished.lines());
 }
@@ -158,10 +158,15 @@ async fn kubernetes_and_aws_calls_without_grants_are_denied_as_errors_not_traps(
         let (status, summary, _) = finished.step("bad");
         assert_eq!(status, Status::Denied, "{mode}: {summary}");
         assert!(summary.starts_with(capability), "{summary}");
-        let recorded = finished
-            .events
-            .iter()
-            .any(|(event, _)| matches!(&event.kind, EventKind::Denied { .. }));
+        let recorded = finished.events.iter().any(|(event, _)| {
+            matches!(
+                &event.kind,
+                EventKind::CapabilityCall {
+                    decision: Decision::Denied,
+                    ..
+                }
+            )
+        });
         assert!(recorded, "no denial event for {mode}");
     }
 }
@@ -253,7 +258,7 @@ async fn printed_lines_become_step_logs() {
 
 #[tokio::test]
 async fn a_flood_of_log_lines_is_capped_per_call_and_the_drop_is_reported_once() {
-    use runbook::plugin::state::{MAX_LOG_BYTES, MAX_LOG_LINES};
+    use runbook::capability::log::{MAX_LOG_BYTES, MAX_LOG_LINES};
     let finished = run(&misbehave("flood", ""), RunOptions::default()).await;
     assert_eq!(finished.step("bad").0, Status::Succeeded);
     let logs: Vec<&str> = finished

@@ -80,8 +80,8 @@ grants.secrets = ["API_KEY"]
         "the run log holds the secret"
     );
     assert!(
-        finished.log().contains("\"secret_used\""),
-        "no secret_used event"
+        finished.log().contains("\"capability\":\"secrets\""),
+        "no call of the secrets capability"
     );
 }
 
@@ -169,9 +169,9 @@ use runbook::capability::StepContext;
 use runbook::capability::http::{HttpClient, UrlGrant, send};
 use runbook::capability::secrets::SecretStore;
 use runbook::events::{EventSink, Recorder};
-use runbook::plugin::bindings::PluginError;
-use runbook::plugin::bindings::runbook::plugin::http::{Request, Response};
 use runbook::runbook::{StepGrants, StepId};
+use runbook::wit::PluginError;
+use runbook::wit::runbook::plugin::http::{Request, Response};
 use runbook_testenv::http::{Request as Received, Response as Answer, bind_loopback, serve};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -288,7 +288,7 @@ fn recorded(recorder: &Recorder) -> String {
         .join("\n")
 }
 
-fn denial(result: Result<Response, PluginError>) -> runbook::plugin::bindings::Denial {
+fn denial(result: Result<Response, PluginError>) -> runbook::wit::Denial {
     match result {
         Err(PluginError::Denied(denial)) => denial,
         Err(other) => panic!("not a denial: {}", other.describe()),

@@ -4,7 +4,7 @@
 
 use crate::support::{RunOptions, run};
 use runbook::capability::aws::AwsAccess;
-use runbook::capability::sigv4::Credentials;
+use runbook::capability::aws::sigv4::Credentials;
 use runbook::events::{EventKind, Status};
 use runbook_testenv::{Moto, SlowRds};
 
