@@ -105,22 +105,26 @@ async fn a_snapshot_that_stays_creating_times_out_at_the_deadline() {
     );
 }
 
-#[tokio::test]
-async fn a_version_with_dots_is_refused_as_a_snapshot_identifier_before_any_call() {
-    let moto = rds().await;
-    let proxy = SlowRds::start(&moto.url, 0).await.unwrap();
-    let finished = run(
-        &step("with.snapshot = \"pre-1.2.3\"\n"),
-        through(&proxy.url),
-    )
-    .await;
-    let (status, summary, _) = finished.step("snapshot");
-    assert_eq!(status, Status::Failed, "{summary}");
+#[test]
+fn a_version_with_dots_is_refused_as_a_snapshot_identifier_by_validate() {
+    // Refused by the plugin's `check`, which calls nothing: no AWS here.
+    let file = crate::support::TestRunbook::new(&step("with.snapshot = \"pre-1.2.3\"\n"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("validate")
+        .arg(&file.path)
+        .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        summary.contains("`pre-1.2.3` is not a snapshot identifier"),
-        "{summary}"
+        stderr.contains("`pre-1.2.3` is not a snapshot identifier"),
+        "{stderr}"
     );
-    assert!(proxy.actions().is_empty());
+    assert!(
+        stderr.contains("runbook.toml:9:17"),
+        "at the value: {stderr}"
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,21 @@ impl Step for Notify {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Http, Capability::Secrets];
 
+    /// The webhook is a sealed secret or an http(s) URL.
+    fn check(params: &Params) -> Result<(), Error> {
+        let webhook = params.webhook.trim();
+        let sealed = webhook.starts_with("@@") && webhook.ends_with("@@");
+        let url = webhook.starts_with("https://") || webhook.starts_with("http://");
+        if sealed || url || runbook_sdk::unresolved(webhook) {
+            Ok(())
+        } else {
+            Err(Error::invalid_param(
+                "webhook",
+                "give the incoming webhook's http(s) URL, or the secret that holds it: `webhook = \"${{ secrets.SLACK_WEBHOOK }}\"`",
+            ))
+        }
+    }
+
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         Ok(vec![PlannedAction::write(format!(
             "post to the webhook: {}",

@@ -139,6 +139,9 @@ fn snapshot_id(params: &Params) -> Result<String, Error> {
         .snapshot
         .clone()
         .ok_or_else(|| Error::invalid_param("snapshot", "give the snapshot's identifier"))?;
+    if runbook_sdk::unresolved(&id) {
+        return Ok(id);
+    }
     let valid = id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && id.len() <= 255
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -388,6 +391,36 @@ impl Step for RdsSnapshot {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Aws];
     const IDEMPOTENT: bool = true;
+
+    /// What each mode needs, so that `validate` names what is missing
+    /// rather than the middle of a deploy.
+    fn check(params: &Params) -> Result<(), Error> {
+        match params.mode {
+            Mode::Create => {
+                Kind::of(params)?;
+                snapshot_id(params)?;
+            }
+            Mode::Restore => {
+                snapshot_id(params)?;
+                if params.target_instance.is_none() {
+                    return Err(Error::invalid_param(
+                        "target_instance",
+                        "`restore` creates a new instance: name it with `target_instance`",
+                    ));
+                }
+            }
+            Mode::Prune => {
+                Kind::of(params)?;
+                if params.keep.is_none() {
+                    return Err(Error::invalid_param(
+                        "keep",
+                        "`prune` deletes the oldest snapshots: say how many of the newest to keep",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         Ok(match params.mode {
