@@ -104,6 +104,12 @@ impl Moto {
         self.query("iam", "2010-05-08", action, params)
     }
 
+    /// Calls the CloudWatch Query API directly (`PutMetricData`, to give a
+    /// gate metrics to read).
+    pub fn cloudwatch(&self, action: &str, params: &[(&str, &str)]) -> String {
+        self.query("monitoring", "2010-08-01", action, params)
+    }
+
     fn query(&self, service: &str, version: &str, action: &str, params: &[(&str, &str)]) -> String {
         query_at(&self.url, service, version, action, params)
     }

@@ -1,7 +1,7 @@
 //! The host side of `runbook:plugin/aws`: the grant check first (service,
 //! action, region), then the request is built and signed on the host with
 //! the operator's credentials (SigV4), for the Query protocol (RDS, EC2,
-//! IAM) and the JSON protocol (DynamoDB, ECR, ...). While planning,
+//! IAM, CloudWatch) and the JSON protocol (DynamoDB, ECR, ...). While planning,
 //! actions that change things are recorded and not sent.
 
 pub mod sigv4;
@@ -102,6 +102,7 @@ fn query_version(service: &str) -> Option<&'static str> {
         "cloudformation" => "2010-05-15",
         "elasticloadbalancing" => "2015-12-01",
         "autoscaling" => "2011-01-01",
+        "monitoring" => "2010-08-01",
         _ => return None,
     })
 }

@@ -213,7 +213,7 @@ fn the_review_of_a_runbook_using_every_shipped_plugin_shows_each_ones_exact_capa
         ("migrate", "k8s-job", "with.namespace = \"shop\"\nwith.name = \"m\"\nwith.image = \"app:1\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"batch/v1/Job\", \"v1/Pod\"], verbs = [\"get\", \"list\", \"create\", \"delete\", \"watch\", \"logs\"] }\n".to_owned(), vec!["kube"]),
         ("rollout", "k8s-rollout", format!("with.namespace = \"shop\"\nwith.workloads = [\"deployment/api\"]\nwith.images = {{ app = \"app:2\" }}\n{kube}"), vec!["kube"]),
         ("canary", "canary-shift", "with.router = { type = \"service\", namespace = \"shop\", service = \"api\", stable = \"blue\", canary = \"green\" }\nwith.stages = [100]\nwith.hold = \"1s\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"v1/Service\"], verbs = [\"get\", \"patch\"] }\n".to_owned(), vec!["kube"]),
-        ("gate", "metrics-gate", "with.prometheus = \"http://127.0.0.1:9090\"\nwith.duration = \"1s\"\nwith.checks = [{ name = \"e\", query = \"up\", min = 1 }]\ngrants.http = [\"http://127.0.0.1:9090/api/v1/query\"]\n".to_owned(), vec!["http"]),
+        ("gate", "metrics-gate", "with.prometheus = \"http://127.0.0.1:9090\"\nwith.duration = \"1s\"\nwith.checks = [{ name = \"e\", query = \"up\", min = 1 }]\ngrants.http = [\"http://127.0.0.1:9090/api/v1/query\"]\n".to_owned(), vec![]),
         ("flag", "feature-flag", "with.url = \"http://127.0.0.1:8080/admin/feature-flags\"\nwith.key = \"k\"\nwith.percentage = 10\ngrants.http = [\"http://127.0.0.1:8080/admin/feature-flags\"]\n".to_owned(), vec!["http", "secrets"]),
         ("smoke", "smoke-test", "with.checks = [{ url = \"http://127.0.0.1:8080/health\" }]\ngrants.http = [\"http://127.0.0.1:8080\"]\n".to_owned(), vec!["http"]),
         ("announce", "notify", "always = true\nwith.webhook = \"http://127.0.0.1:8080/hooks/x\"\nwith.text = \"done\"\ngrants.http = [\"http://127.0.0.1:8080/hooks/\"]\n".to_owned(), vec!["http", "secrets"]),
@@ -255,8 +255,9 @@ fn the_review_of_a_runbook_using_every_shipped_plugin_shows_each_ones_exact_capa
                 .collect()
         };
         let optional = names("optional");
-        let expected_optional: Vec<String> = if *id == "canary" {
-            vec!["http".into()]
+        // Metrics come over HTTP (Prometheus) or AWS (CloudWatch).
+        let expected_optional: Vec<String> = if matches!(*id, "canary" | "gate") {
+            vec!["http".into(), "aws".into()]
         } else {
             vec![]
         };

@@ -1,67 +1,176 @@
-//! Prometheus analysis for step plugins: checks (a query and its
-//! thresholds, absolute or relative to a baseline query), evaluated every
-//! `interval` over a hold period, with a failure limit, as Argo Rollouts'
-//! analysis and the source runbooks' "abort when the error rate exceeds 2%
-//! or latency 3x the baseline" do.
+//! Metric analysis for step plugins, in the source runbooks' words: checks
+//! (a query and its limits, absolute or relative to a baseline query)
+//! evaluated every `interval` over a hold period. A breach counts once it
+//! has held `for` a while ("error rate above baseline by more than 10% for
+//! more than 5 minutes"), or, without `for`, once a check has failed more
+//! rounds than `failure_limit` (Argo Rollouts' analysis). Metrics come from
+//! Prometheus or AWS CloudWatch, with one check shape for both.
 
-use runbook_sdk::http::Request;
+pub mod cloudwatch;
+pub mod prometheus;
+
 use runbook_sdk::{Error, HumanDuration};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+pub use cloudwatch::{CloudWatch, Metric};
 
 /// What to watch, and when it is bad.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
-    /// The Prometheus server, `http://prometheus:9090`.
-    pub prometheus: String,
+    /// The Prometheus server, `http://prometheus:9090` (or give
+    /// `cloudwatch`).
+    #[serde(default)]
+    pub prometheus: Option<String>,
+    /// AWS CloudWatch, `{ region = "us-east-1" }` (instead of
+    /// `prometheus`).
+    #[serde(default)]
+    pub cloudwatch: Option<CloudWatch>,
     /// The checks, each evaluated every round.
     pub checks: Vec<Check>,
     /// Time between rounds (default 30s).
     #[serde(default)]
     pub interval: Option<HumanDuration>,
-    /// Failed rounds a check may have before the analysis fails (default 0:
-    /// the first failed round fails it).
+    /// Failed rounds a check without `for` may have before the analysis
+    /// fails (default 0: the first failed round fails it).
     #[serde(default)]
     pub failure_limit: u32,
-    /// A check that never returns data fails the analysis (default true).
-    /// Queries on series that may not exist yet should end in `or vector(0)`.
-    #[serde(default = "yes")]
-    pub fail_without_data: bool,
+    /// What a round without data means for every check that does not say
+    /// (default `wait`).
+    #[serde(default)]
+    pub no_data: NoData,
 }
 
-fn yes() -> bool {
-    true
+/// What a round in which a check's query returns nothing means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoData {
+    /// It neither passes nor fails; but a check that had no data in any
+    /// round of the hold fails at its end (is the target scraped?).
+    #[default]
+    Wait,
+    /// It fails like a breach (a series that must always exist).
+    Fail,
+    /// It passes (a series that exists only when something goes wrong).
+    Pass,
 }
 
-/// One query and its thresholds.
+/// A query: PromQL for Prometheus, a metric statistic for CloudWatch.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Query {
+    /// PromQL giving one number (aggregate to one series).
+    Promql(String),
+    /// A CloudWatch metric statistic.
+    Metric(Metric),
+}
+
+impl Query {
+    fn describe(&self) -> String {
+        match self {
+            Query::Promql(promql) => promql.clone(),
+            Query::Metric(metric) => metric.describe(),
+        }
+    }
+}
+
+/// How far above its baseline a value may go: `"10%"` of the baseline, or
+/// a number in the value's own unit (`0.005`: half a percentage point of
+/// an error rate).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Increase {
+    /// `"10%"`.
+    Percent(String),
+    /// `0.005`.
+    Absolute(f64),
+}
+
+impl Increase {
+    /// The highest value allowed over `baseline`, or why the limit is not
+    /// one.
+    fn limit(&self, baseline: f64) -> Result<f64, String> {
+        match self {
+            Increase::Absolute(by) => Ok(baseline + by),
+            Increase::Percent(text) => {
+                let percent = text
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|number| number.trim().parse::<f64>().ok())
+                    .filter(|percent| percent.is_finite() && *percent >= 0.0)
+                    .ok_or_else(|| {
+                        format!("`{text}` is not a percentage: write it like \"10%\", or give a number in the metric's unit")
+                    })?;
+                Ok(baseline * (1.0 + percent / 100.0))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Increase::Percent(text) => format!("+{}", text.trim()),
+            Increase::Absolute(by) => format!("+{}", show(*by)),
+        }
+    }
+}
+
+/// One query and its limits.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     /// Used in messages and outputs: `error_rate`, `p95_latency`.
     pub name: String,
-    /// PromQL giving one number (aggregate to one series).
-    pub query: String,
+    /// What to measure.
+    pub query: Query,
     /// Fails above this.
     #[serde(default)]
     pub max: Option<f64>,
     /// Fails below this.
     #[serde(default)]
     pub min: Option<f64>,
-    /// PromQL of the baseline for `max_ratio` (the stable version's p95).
+    /// The baseline for `max_ratio` and `max_increase` (the stable
+    /// version's error rate or p95), a query of the same kind.
     #[serde(default)]
-    pub baseline: Option<String>,
-    /// Fails above `max_ratio` × the baseline's value.
+    pub baseline: Option<Query>,
+    /// Fails above `max_ratio` × the baseline ("2x normal").
     #[serde(default)]
     pub max_ratio: Option<f64>,
+    /// Fails more than this above the baseline: `"10%"` or a number.
+    #[serde(default)]
+    pub max_increase: Option<Increase>,
+    /// A failing round counts only once the check has failed every round
+    /// for this long ("for more than 5 minutes"); one bad round does not
+    /// fail. Without it, `failure_limit` counts failed rounds.
+    #[serde(default, rename = "for")]
+    pub sustained: Option<HumanDuration>,
+    /// What a round without data means for this check (default: the
+    /// analysis's `no_data`).
+    #[serde(default)]
+    pub no_data: Option<NoData>,
 }
 
 impl Analysis {
     /// Problems with the parameters, as `(path, message)` under `prefix`.
     pub fn check(&self, prefix: &str) -> Result<(), Error> {
+        let cloudwatch = match (&self.prometheus, &self.cloudwatch) {
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_param(
+                    format!("{prefix}cloudwatch"),
+                    "read metrics from `prometheus` or `cloudwatch`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Error::invalid_param(
+                    format!("{prefix}prometheus"),
+                    "say where the metrics are: `prometheus = \"http://prometheus:9090\"` or `cloudwatch = { region = \"us-east-1\" }`",
+                ));
+            }
+        };
         if self.checks.is_empty() {
             return Err(Error::invalid_param(
                 format!("{prefix}checks"),
@@ -69,19 +178,7 @@ impl Analysis {
             ));
         }
         for (index, check) in self.checks.iter().enumerate() {
-            let at = format!("{prefix}checks[{index}]");
-            if check.max.is_none() && check.min.is_none() && check.max_ratio.is_none() {
-                return Err(Error::invalid_param(
-                    at,
-                    "give `max`, `min` or `max_ratio` (with `baseline`)",
-                ));
-            }
-            if check.max_ratio.is_some() != check.baseline.is_some() {
-                return Err(Error::invalid_param(
-                    at,
-                    "`max_ratio` and `baseline` go together",
-                ));
-            }
+            check.check(&format!("{prefix}checks[{index}]"), cloudwatch)?;
         }
         Ok(())
     }
@@ -90,6 +187,15 @@ impl Analysis {
     pub fn interval(&self) -> Duration {
         self.interval
             .map_or(Duration::from_secs(30), HumanDuration::get)
+    }
+
+    /// Where the metrics come from, for plans: `Prometheus` or
+    /// `CloudWatch in us-east-1`.
+    pub fn source(&self) -> String {
+        match &self.cloudwatch {
+            Some(cloudwatch) => format!("CloudWatch in {}", cloudwatch.region),
+            None => "Prometheus".to_owned(),
+        }
     }
 
     /// What a hold would do, in words, for plans.
@@ -102,9 +208,74 @@ impl Analysis {
             self.failure_limit
         )
     }
+
+    /// Runs a query against the analysis's metric source.
+    fn query(&self, query: &Query) -> Result<Option<f64>, Error> {
+        match (query, &self.prometheus, &self.cloudwatch) {
+            (Query::Promql(promql), Some(prometheus), _) => prometheus::query(prometheus, promql),
+            (Query::Metric(metric), _, Some(cloudwatch)) => cloudwatch::query(cloudwatch, metric),
+            (query, _, _) => Err(Error::invalid_param(
+                "checks",
+                format!(
+                    "`{}` is not a query for {}",
+                    query.describe(),
+                    self.source()
+                ),
+            )),
+        }
+    }
 }
 
 impl Check {
+    fn check(&self, at: &str, cloudwatch: bool) -> Result<(), Error> {
+        let relative = self.max_ratio.is_some() || self.max_increase.is_some();
+        if self.max.is_none() && self.min.is_none() && !relative {
+            return Err(Error::invalid_param(
+                at,
+                "give `max`, `min`, or `max_ratio` or `max_increase` with `baseline`",
+            ));
+        }
+        if relative != self.baseline.is_some() {
+            return Err(Error::invalid_param(
+                at,
+                "`max_ratio` and `max_increase` compare with a `baseline`: give both or neither",
+            ));
+        }
+        if let Some(increase) = &self.max_increase {
+            increase
+                .limit(1.0)
+                .map_err(|message| Error::invalid_param(format!("{at}.max_increase"), message))?;
+        }
+        if self.sustained.is_some_and(|held| held.get().is_zero()) {
+            return Err(Error::invalid_param(
+                format!("{at}.for"),
+                "a breach must hold for some time: leave `for` out to fail at once",
+            ));
+        }
+        for (key, query) in [
+            ("query", Some(&self.query)),
+            ("baseline", self.baseline.as_ref()),
+        ] {
+            match (query, cloudwatch) {
+                (Some(Query::Metric(metric)), true) => metric.check(&format!("{at}.{key}"))?,
+                (Some(Query::Promql(_)), false) | (None, _) => {}
+                (Some(Query::Promql(_)), true) => {
+                    return Err(Error::invalid_param(
+                        format!("{at}.{key}"),
+                        "with `cloudwatch`, a query is a metric: `{ namespace = \"AWS/Lambda\", metric = \"Errors\", dimensions = { FunctionName = \"api\" }, stat = \"Sum\" }`",
+                    ));
+                }
+                (Some(Query::Metric(_)), false) => {
+                    return Err(Error::invalid_param(
+                        format!("{at}.{key}"),
+                        "with `prometheus`, a query is PromQL text",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         let mut limits = Vec::new();
         if let Some(max) = self.max {
@@ -116,7 +287,14 @@ impl Check {
         if let Some(ratio) = self.max_ratio {
             limits.push(format!("≤ {ratio}× baseline"));
         }
-        format!("{} {}", self.name, limits.join(" and "))
+        if let Some(increase) = &self.max_increase {
+            limits.push(format!("≤ baseline {}", increase.describe()));
+        }
+        let sustained = self
+            .sustained
+            .map(|held| format!(" for {held}"))
+            .unwrap_or_default();
+        format!("{} {}{sustained}", self.name, limits.join(" and "))
     }
 
     /// Why `value` fails this check, if it does.
@@ -131,13 +309,26 @@ impl Check {
         {
             return Some(format!("{} = {} is below {min}", self.name, show(value)));
         }
-        if let (Some(ratio), Some(baseline)) = (self.max_ratio, baseline)
+        let baseline = baseline?;
+        if let Some(ratio) = self.max_ratio
             && value > ratio * baseline
         {
             return Some(format!(
                 "{} = {} is above {ratio}× the baseline {}",
                 self.name,
                 show(value),
+                show(baseline)
+            ));
+        }
+        if let Some(increase) = &self.max_increase
+            && let Ok(limit) = increase.limit(baseline)
+            && value > limit
+        {
+            return Some(format!(
+                "{} = {} is more than {} above the baseline {}",
+                self.name,
+                show(value),
+                increase.describe().trim_start_matches('+'),
                 show(baseline)
             ));
         }
@@ -159,47 +350,6 @@ pub fn show(value: f64) -> String {
     } else {
         format!("{value:.3e}")
     }
-}
-
-/// Runs an instant query; `None` when it returns no series (or NaN).
-pub fn query(prometheus: &str, promql: &str) -> Result<Option<f64>, Error> {
-    let url = format!(
-        "{}/api/v1/query?query={}",
-        prometheus.trim_end_matches('/'),
-        runbook_sdk::http::encode_component(promql)
-    );
-    let response = Request::get(url).timeout(Duration::from_secs(30)).send()?;
-    let body = response.json().map_err(|_| {
-        Error::transient(format!(
-            "Prometheus answered {} without JSON",
-            response.status
-        ))
-    })?;
-    if body["status"] != "success" {
-        let message = body["error"].as_str().unwrap_or("no error message");
-        return Err(if response.status == 400 {
-            Error::failed(format!(
-                "Prometheus rejected the query `{promql}`: {message}"
-            ))
-        } else {
-            Error::transient(format!(
-                "Prometheus answered {}: {message}",
-                response.status
-            ))
-        });
-    }
-    let sample = match body["data"]["resultType"].as_str() {
-        Some("scalar") => body["data"]["result"].get(1).cloned(),
-        _ => body["data"]["result"]
-            .get(0)
-            .and_then(|series| series["value"].get(1))
-            .cloned(),
-    };
-    Ok(sample
-        .as_ref()
-        .and_then(Value::as_str)
-        .and_then(|text| text.parse::<f64>().ok())
-        .filter(|value| value.is_finite()))
 }
 
 /// What one round found.
@@ -229,14 +379,18 @@ impl Round {
 pub fn evaluate(analysis: &Analysis) -> Result<Round, Error> {
     let mut round = Round::default();
     for check in &analysis.checks {
-        let value = query(&analysis.prometheus, &check.query)?;
+        let value = analysis.query(&check.query)?;
         let baseline = match &check.baseline {
-            Some(baseline) => query(&analysis.prometheus, baseline)?,
+            Some(baseline) => analysis.query(baseline)?,
             None => None,
         };
-        if let Some(value) = value
-            && let Some(reason) = check.judge(value, baseline)
-        {
+        let no_data = check.no_data.unwrap_or(analysis.no_data);
+        let reason = match value {
+            Some(value) => check.judge(value, baseline),
+            None if no_data == NoData::Fail => Some(format!("`{}` returned no data", check.name)),
+            None => None,
+        };
+        if let Some(reason) = reason {
             round.failed.push((check.name.clone(), reason));
         }
         round.values.insert(check.name.clone(), value);
@@ -244,11 +398,13 @@ pub fn evaluate(analysis: &Analysis) -> Result<Round, Error> {
     Ok(round)
 }
 
-/// Analysis over time: counts each check's failed rounds.
+/// Analysis over time: when each check began failing, and how many rounds
+/// it failed.
 #[derive(Debug)]
 pub struct Monitor<'a> {
     analysis: &'a Analysis,
     failures: BTreeMap<String, u32>,
+    failing_since: BTreeMap<String, Instant>,
     with_data: BTreeMap<String, bool>,
     /// Rounds evaluated so far.
     pub rounds: u32,
@@ -259,9 +415,10 @@ pub struct Monitor<'a> {
 /// Why an analysis failed.
 #[derive(Debug)]
 pub enum Verdict {
-    /// A check failed more rounds than the limit allows.
+    /// A check's breach held `for` its duration, or it failed more rounds
+    /// than the limit allows.
     Breached(String),
-    /// The step could not go on (cancelled, timed out, Prometheus down).
+    /// The step could not go on (cancelled, timed out, the source down).
     Error(Error),
 }
 
@@ -277,6 +434,7 @@ impl<'a> Monitor<'a> {
         Monitor {
             analysis,
             failures: BTreeMap::new(),
+            failing_since: BTreeMap::new(),
             with_data: BTreeMap::new(),
             rounds: 0,
             last: Round::default(),
@@ -284,7 +442,10 @@ impl<'a> Monitor<'a> {
     }
 
     /// Evaluates rounds every `interval` for `duration` (at least one
-    /// round), calling `report` after each; fails at the first breach.
+    /// round), calling `report` after each; fails at the first breach
+    /// that counts. A breach still short of its `for` when the time is up
+    /// keeps the hold going until it clears or counts: the end of a hold
+    /// does not let through what one more minute would have failed.
     pub fn hold(
         &mut self,
         duration: Duration,
@@ -294,15 +455,79 @@ impl<'a> Monitor<'a> {
         loop {
             let round = evaluate(self.analysis)?;
             self.rounds += 1;
-            for (name, value) in &round.values {
-                *self.with_data.entry(name.clone()).or_default() |= value.is_some();
-            }
             report(&round);
-            for (name, reason) in &round.failed {
-                let failures = self.failures.entry(name.clone()).or_default();
-                *failures += 1;
-                if *failures > self.analysis.failure_limit {
-                    self.last = round.clone();
+            let pending = self.judge(&round, Instant::now())?;
+            self.last = round;
+            let elapsed = started.elapsed();
+            let wait = match pending {
+                _ if elapsed < duration => self.analysis.interval().min(duration - elapsed),
+                Some(left) => {
+                    runbook_sdk::log::info(format!(
+                        "the hold is over, but a breach is {} short of counting: watching until it clears or counts",
+                        HumanDuration(left)
+                    ));
+                    self.analysis.interval().min(left)
+                }
+                None => break,
+            };
+            runbook_sdk::sleep(wait)?;
+        }
+        if let Some((name, _)) = self
+            .with_data
+            .iter()
+            .find(|(name, seen)| !**seen && self.no_data_of(name) == NoData::Wait)
+        {
+            return Err(Verdict::Breached(format!(
+                "`{name}` returned no data in {} rounds: are the metrics there? (a query on a series that may not exist yet can end in `or vector(0)`, or say `no_data = \"pass\"`)",
+                self.rounds
+            )));
+        }
+        Ok(())
+    }
+
+    fn no_data_of(&self, name: &str) -> NoData {
+        self.analysis
+            .checks
+            .iter()
+            .find(|check| check.name == name)
+            .and_then(|check| check.no_data)
+            .unwrap_or(self.analysis.no_data)
+    }
+
+    /// Takes one round into account at `now`: a breach that counts is an
+    /// error; otherwise, how long the longest breach still pending has to
+    /// hold before it counts, if one is.
+    fn judge(&mut self, round: &Round, now: Instant) -> Result<Option<Duration>, Verdict> {
+        for (name, value) in &round.values {
+            *self.with_data.entry(name.clone()).or_default() |= value.is_some();
+        }
+        let failed: BTreeMap<&str, &str> = round
+            .failed
+            .iter()
+            .map(|(name, reason)| (name.as_str(), reason.as_str()))
+            .collect();
+        let mut pending = None;
+        for check in &self.analysis.checks {
+            let Some(reason) = failed.get(check.name.as_str()) else {
+                self.failing_since.remove(&check.name);
+                continue;
+            };
+            let failures = self.failures.entry(check.name.clone()).or_default();
+            *failures += 1;
+            let since = *self.failing_since.entry(check.name.clone()).or_insert(now);
+            match check.sustained {
+                Some(held) => {
+                    let failing = now.duration_since(since);
+                    if failing >= held.get() {
+                        return Err(Verdict::Breached(format!(
+                            "{reason}, failing for {} (limit {held})",
+                            HumanDuration(failing)
+                        )));
+                    }
+                    let left = held.get() - failing;
+                    pending = Some(pending.map_or(left, |other: Duration| other.max(left)));
+                }
+                None if *failures > self.analysis.failure_limit => {
                     return Err(Verdict::Breached(format!(
                         "{reason} ({failures} failed round{} of {}, limit {})",
                         if *failures == 1 { "" } else { "s" },
@@ -310,23 +535,10 @@ impl<'a> Monitor<'a> {
                         self.analysis.failure_limit
                     )));
                 }
+                None => {}
             }
-            self.last = round;
-            let elapsed = started.elapsed();
-            if elapsed >= duration {
-                break;
-            }
-            runbook_sdk::sleep(self.analysis.interval().min(duration - elapsed))?;
         }
-        if self.analysis.fail_without_data
-            && let Some((name, _)) = self.with_data.iter().find(|(_, seen)| !**seen)
-        {
-            return Err(Verdict::Breached(format!(
-                "`{name}` returned no data in {} rounds: is Prometheus scraping the target? (a query on a series that may not exist yet can end in `or vector(0)`)",
-                self.rounds
-            )));
-        }
-        Ok(())
+        Ok(pending)
     }
 
     /// The latest value of each check, for outputs.
@@ -346,11 +558,14 @@ mod tests {
     fn check(max: Option<f64>, ratio: Option<f64>) -> Check {
         Check {
             name: "p95".into(),
-            query: "q".into(),
+            query: Query::Promql("q".into()),
             max,
             min: None,
-            baseline: ratio.map(|_| "b".into()),
+            baseline: ratio.map(|_| Query::Promql("b".into())),
             max_ratio: ratio,
+            max_increase: None,
+            sustained: None,
+            no_data: None,
         }
     }
 
@@ -366,6 +581,100 @@ mod tests {
             "p95 = 0.4 is above 3× the baseline 0.1"
         );
         assert_eq!(check(None, Some(3.0)).judge(0.2, Some(0.1)), None);
+    }
+
+    #[test]
+    fn an_increase_is_a_percentage_of_the_baseline_or_a_number_in_its_unit() {
+        let mut relative = check(None, None);
+        relative.baseline = Some(Query::Promql("b".into()));
+        relative.max_increase = Some(Increase::Percent("10%".into()));
+        assert_eq!(relative.judge(0.105, Some(0.1)), None);
+        assert_eq!(
+            relative.judge(0.12, Some(0.1)).unwrap(),
+            "p95 = 0.12 is more than 10% above the baseline 0.1"
+        );
+        relative.max_increase = Some(Increase::Absolute(0.005));
+        assert_eq!(relative.judge(0.014, Some(0.01)), None);
+        assert!(relative.judge(0.016, Some(0.01)).is_some());
+        // No baseline data: nothing to compare with.
+        assert_eq!(relative.judge(5.0, None), None);
+        assert!(Increase::Percent("ten".into()).limit(1.0).is_err());
+        assert!(relative.check("c", false).is_ok());
+    }
+
+    fn analysis(check: Check) -> Analysis {
+        Analysis {
+            prometheus: Some("http://p".into()),
+            cloudwatch: None,
+            checks: vec![check],
+            interval: None,
+            failure_limit: 0,
+            no_data: NoData::Wait,
+        }
+    }
+
+    fn round(failing: bool) -> Round {
+        Round {
+            values: [("p95".to_owned(), Some(1.0))].into(),
+            failed: if failing {
+                vec![("p95".into(), "p95 = 1 is above 0.5".into())]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    #[test]
+    fn a_breach_counts_only_once_it_has_held_for_its_duration() {
+        let mut sustained = check(Some(0.5), None);
+        sustained.sustained = Some(HumanDuration(Duration::from_secs(30)));
+        let analysis = analysis(sustained);
+        let mut monitor = Monitor::new(&analysis);
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        // A spike of two rounds, then health: never counts.
+        assert_eq!(
+            monitor.judge(&round(true), at(0)).unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            monitor.judge(&round(true), at(10)).unwrap(),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(monitor.judge(&round(false), at(20)).unwrap(), None);
+        // A breach that holds: it counts when it has lasted 30s.
+        assert!(monitor.judge(&round(true), at(30)).unwrap().is_some());
+        assert!(monitor.judge(&round(true), at(50)).unwrap().is_some());
+        match monitor.judge(&round(true), at(60)) {
+            Err(Verdict::Breached(reason)) => {
+                assert_eq!(reason, "p95 = 1 is above 0.5, failing for 30s (limit 30s)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_for_the_failure_limit_counts_rounds() {
+        let mut analysis = analysis(check(Some(0.5), None));
+        analysis.failure_limit = 1;
+        let mut monitor = Monitor::new(&analysis);
+        let now = Instant::now();
+        assert_eq!(monitor.judge(&round(true), now).unwrap(), None);
+        assert!(monitor.judge(&round(true), now).is_err());
+    }
+
+    #[test]
+    fn a_source_and_queries_of_its_kind_are_required() {
+        let mut analysis = analysis(check(Some(1.0), None));
+        assert!(analysis.check("").is_ok());
+        analysis.cloudwatch = Some(CloudWatch {
+            region: "us-east-1".into(),
+        });
+        assert!(analysis.check("").is_err(), "both sources");
+        analysis.prometheus = None;
+        assert!(analysis.check("").is_err(), "PromQL for CloudWatch");
+        analysis.cloudwatch = None;
+        assert!(analysis.check("").is_err(), "no source");
     }
 
     #[test]

@@ -118,8 +118,9 @@ fn back_to_stable(router: &Router) -> String {
 impl Step for CanaryShift {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Kube];
-    // Only with `analysis`: a blue/green switch needs no HTTP grant.
-    const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Http];
+    // Only with `analysis` (HTTP for Prometheus, AWS for CloudWatch): a
+    // blue/green switch needs neither.
+    const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Http, Capability::Aws];
 
     fn check(params: &Params) -> Result<(), Error> {
         check_params(params)

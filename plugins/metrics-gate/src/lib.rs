@@ -1,6 +1,7 @@
 //! `metrics-gate`: post-deploy monitoring as a step. Evaluates Prometheus
-//! checks every `interval` for `duration`; fails as soon as a check fails
-//! more rounds than `failure_limit` allows. Changes nothing, so there is
+//! or CloudWatch checks every `interval` for `duration`; fails as soon as a
+//! breach counts: once it has held `for` its duration, or once a check
+//! without `for` fails more rounds than `failure_limit` allows. Changes nothing, so there is
 //! nothing to roll back: its failure makes the runbook's rollback run.
 
 use runbook_analysis::{Analysis, Monitor, Verdict};
@@ -19,36 +20,45 @@ struct Params {
     /// Wait this long before the first round (metrics of a new version).
     #[serde(default)]
     initial_delay: Option<HumanDuration>,
-    /// The Prometheus server, `http://prometheus:9090`.
-    prometheus: String,
+    /// The Prometheus server, `http://prometheus:9090` (or give
+    /// `cloudwatch`).
+    #[serde(default)]
+    prometheus: Option<String>,
+    /// AWS CloudWatch, `{ region = "us-east-1" }` (instead of `prometheus`).
+    #[serde(default)]
+    cloudwatch: Option<runbook_analysis::CloudWatch>,
     /// The checks, each evaluated every round.
     checks: Vec<runbook_analysis::Check>,
     /// Time between rounds (default 30s).
     #[serde(default)]
     interval: Option<HumanDuration>,
-    /// Failed rounds a check may have before the gate fails (default 0).
+    /// Failed rounds a check without `for` may have before the gate fails
+    /// (default 0).
     #[serde(default)]
     failure_limit: u32,
-    /// A check that never returns data fails the gate (default true).
+    /// What a round without data means: `wait` (default), `fail`, `pass`.
     #[serde(default)]
-    fail_without_data: Option<bool>,
+    no_data: runbook_analysis::NoData,
 }
 
 impl Params {
     fn analysis(&self) -> Analysis {
         Analysis {
             prometheus: self.prometheus.clone(),
+            cloudwatch: self.cloudwatch.clone(),
             checks: self.checks.clone(),
             interval: self.interval,
             failure_limit: self.failure_limit,
-            fail_without_data: self.fail_without_data.unwrap_or(true),
+            no_data: self.no_data,
         }
     }
 }
 
 impl Step for MetricsGate {
     type Params = Params;
-    const CAPABILITIES: &'static [Capability] = &[Capability::Http];
+    const CAPABILITIES: &'static [Capability] = &[];
+    /// HTTP for Prometheus, AWS for CloudWatch.
+    const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Http, Capability::Aws];
     const IDEMPOTENT: bool = true;
 
     fn check(params: &Params) -> Result<(), Error> {
@@ -58,7 +68,8 @@ impl Step for MetricsGate {
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         let analysis = params.analysis();
         Ok(vec![PlannedAction::read(format!(
-            "watch Prometheus for {}, {}",
+            "watch {} for {}, {}",
+            analysis.source(),
             params.duration,
             analysis.describe()
         ))])
