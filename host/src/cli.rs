@@ -320,7 +320,9 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// The runtime, with the cache folder from the command line.
 pub fn plugin_runtime(cli: &Cli) -> anyhow::Result<crate::plugin::PluginRuntime> {
-    crate::plugin::PluginRuntime::new(crate::plugin::RuntimeOptions {
-        cache_dir: cli.cache_dir.clone(),
-    })
+    Ok(crate::plugin::PluginRuntime::new(
+        crate::plugin::RuntimeOptions {
+            cache_dir: cli.cache_dir.clone(),
+        },
+    )?)
 }
