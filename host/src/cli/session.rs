@@ -115,7 +115,9 @@ impl Interface for Terminal {
                 format!("note: {notice}")
             }
         };
-        eprintln!("{line}");
+        // Notices quote plugin names, operators and lock holders: text the
+        // host did not write passes the terminal filter.
+        eprintln!("{}", crate::terminal::text(&line));
     }
 
     fn watch(&self, events: &EventSink) {
@@ -162,6 +164,7 @@ impl Ask for TerminalChecklist {
 pub fn print_ended(ended: Result<Ended, crate::run::Error>, output: Output) -> Result<u8, Failure> {
     match ended {
         Ok(Ended::AwaitingApprovals { run_id, waiting }) => {
+            let waiting = crate::terminal::text(&waiting);
             eprintln!("⏸ {waiting}, then `runbook resume {run_id}`");
             Ok(exit::WAITING)
         }

@@ -154,7 +154,9 @@ pub fn load_secrets(
 }
 
 /// Refuses a step whose plugin needs a capability the runbook does not
-/// grant it; warns where a grant is wider than the plugin asks.
+/// grant it; warns where a grant is wider than the plugin asks. The
+/// warnings quote the plugin's name as it is: whoever draws them passes
+/// them through the terminal filter.
 pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>, Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut warnings = Vec::new();
@@ -223,7 +225,7 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
                 warnings.push(format!(
                     "warning: step `{}` grants `{key}` but plugin `{}` does not ask for it ({}:{})",
                     step.id,
-                    crate::terminal::text(&plugin.descriptor.name),
+                    plugin.descriptor.name,
                     plan.runbook.source.path.display(),
                     plan.runbook
                         .source
