@@ -86,7 +86,7 @@ impl std::fmt::Display for Notice {
 }
 
 /// How a run is carried out, whatever started it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Where run state goes; `None` for `.runbook/` beside the runbook (a
     /// resumed run keeps the folder it started in).
@@ -94,7 +94,7 @@ pub struct Options {
     /// The per-user index of runs ([`crate::state::index_dir`]), which
     /// lets `resume`, `approve` and `confirm` find a run from anywhere.
     pub index_dir: PathBuf,
-    /// At most this many steps at once.
+    /// At most this many steps at once (at least one).
     pub parallel: usize,
     /// Why this is an emergency run (`--emergency --reason`), which may
     /// run outside the deploy windows with the emergency approvers.
