@@ -40,6 +40,7 @@ fn main() {
                 StepId("bench".into()),
                 grants.clone(),
                 tokio::time::Instant::now() + Duration::from_secs(60),
+                &tokio_util::sync::CancellationToken::new(),
                 false,
                 Default::default(),
             ))

@@ -224,8 +224,6 @@ pub struct RunAccess {
     pub redactor: Redactor,
     /// The run log and the operator's view.
     pub events: EventSink,
-    /// Fires when the run is cancelled.
-    pub cancel: CancellationToken,
     /// The shared HTTP client.
     pub http: http::HttpClient,
     /// Credentials and endpoint for AWS calls, when the run has them.
@@ -242,19 +240,21 @@ impl RunAccess {
             secrets: SecretStore::new(Default::default()),
             redactor: Redactor::default(),
             events: EventSink::new(),
-            cancel: CancellationToken::new(),
             http,
             aws: None,
             kube: None,
         }
     }
 
-    /// The view of one step: who is calling, what it is granted, until when.
+    /// The view of one step: who is calling, what it is granted, until
+    /// when, and what stops it (the run's cancellation, or for a rollback
+    /// and `always` steps, only a second Ctrl-C).
     pub fn for_step(
         &self,
         step_id: StepId,
         grants: StepGrants,
         deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
         dry_run: bool,
         checkpoints: Checkpoints,
     ) -> StepContext {
@@ -265,7 +265,7 @@ impl RunAccess {
             redactor: self.redactor.clone(),
             events: self.events.clone(),
             deadline,
-            cancel: self.cancel.clone(),
+            cancel: cancel.clone(),
             http: self.http.clone(),
             dry_run,
             aws: self.aws.clone(),

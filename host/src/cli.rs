@@ -260,6 +260,15 @@ impl From<crate::runbook::LoadError> for Failure {
     }
 }
 
+impl From<crate::run::Error> for Failure {
+    fn from(error: crate::run::Error) -> Self {
+        match error {
+            crate::run::Error::Refused(diagnostics) => Failure::Invalid(diagnostics),
+            other => Failure::Internal(other.into()),
+        }
+    }
+}
+
 /// Runs the parsed command line and returns the process's exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -309,17 +318,11 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// A new run id: UTC time and a random suffix, sortable and unique enough.
-pub fn new_run_id() -> String {
-    let now = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S");
-    let mut bytes = [0_u8; 3];
-    let _ = getrandom::fill(&mut bytes);
-    format!("{now}-{}", hex::encode(bytes))
-}
-
 /// The runtime, with the cache folder from the command line.
 pub fn plugin_runtime(cli: &Cli) -> anyhow::Result<crate::plugin::PluginRuntime> {
-    crate::plugin::PluginRuntime::new(crate::plugin::RuntimeOptions {
-        cache_dir: cli.cache_dir.clone(),
-    })
+    Ok(crate::plugin::PluginRuntime::new(
+        crate::plugin::RuntimeOptions {
+            cache_dir: cli.cache_dir.clone(),
+        },
+    )?)
 }

@@ -8,8 +8,7 @@ pub mod render;
 mod rollback;
 mod step;
 
-use crate::capability::secrets::SecretStore;
-use crate::events::{EventKind, EventSink, Status};
+use crate::events::{EventKind, Status};
 use crate::plugin::PluginRuntime;
 use crate::runbook::{Plan, Policy};
 use futures_util::StreamExt;
@@ -104,10 +103,9 @@ pub struct Executor<'a> {
     pub runtime: &'a PluginRuntime,
     /// Loaded plugins by name.
     pub plugins: &'a Plugins,
-    /// Where events go.
-    pub events: EventSink,
-    /// The run's secrets.
-    pub secrets: SecretStore,
+    /// What every step shares: where events go, the secrets, the HTTP
+    /// client, AWS and the cluster.
+    pub access: crate::capability::RunAccess,
     /// First Ctrl-C: running steps stop, then the failure policy applies.
     pub cancel: CancellationToken,
     /// Second Ctrl-C: rollback and `always` steps stop too.
@@ -124,10 +122,6 @@ pub struct Executor<'a> {
     pub checkpoints: BTreeMap<String, BTreeMap<String, String>>,
     /// Manual steps' confirmations.
     pub confirmations: Confirmations,
-    /// AWS credentials and endpoint, for steps granted AWS.
-    pub aws: Option<crate::capability::aws::AwsAccess>,
-    /// The cluster connection, for steps granted Kubernetes.
-    pub kube: Option<std::sync::Arc<crate::capability::kube::KubeAccess>>,
 }
 
 /// The state of one planned step during the run.
@@ -206,7 +200,7 @@ impl Executor<'_> {
         }
         let mut running = FuturesUnordered::new();
         loop {
-            if self.events.failure().is_some() {
+            if self.access.events.failure().is_some() {
                 // The run can no longer be recorded: start nothing more.
                 stopping.get_or_insert(Policy::Abort);
             }
@@ -343,7 +337,7 @@ impl Executor<'_> {
             report.status = Status::Cancelled;
         }
 
-        report.unrecorded = self.events.failure();
+        report.unrecorded = self.access.events.failure();
         if report.unrecorded.is_some() {
             report.status = Status::Failed;
         }
@@ -385,7 +379,7 @@ impl Executor<'_> {
             report.rolled_back = whole_run && (ran || self.rollback.is_some());
             report.rollback_failures = failures;
         }
-        report.unrecorded = self.events.failure();
+        report.unrecorded = self.access.events.failure();
 
         state
             .outcomes
@@ -413,22 +407,22 @@ impl Executor<'_> {
                 }
             }
         }
-        report.unrecorded = self.events.failure();
+        report.unrecorded = self.access.events.failure();
 
         state.outputs.remove(render::RUN_KEY);
         report.outputs = state.outputs;
         if report.unrecorded.is_some() {
             // The run stopped, it did not end: no end is recorded (or
             // drawn), and `resume` takes it from what the journal holds.
-            self.events.finish();
+            self.access.events.finish();
             return report;
         }
-        self.events.emit(EventKind::RunFinished {
+        self.access.events.emit(EventKind::RunFinished {
             status: report.status,
             elapsed_ms: millis(started),
             failed_step: report.failed_step.clone(),
         });
-        self.events.finish();
+        self.access.events.finish();
         report
     }
 
@@ -454,7 +448,7 @@ impl Executor<'_> {
         Scope {
             plan,
             outputs: &state.outputs,
-            secrets: &self.secrets,
+            secrets: &self.access.secrets,
             unknown: Unknown::Fail,
             outcomes: &state.outcomes,
             item: plan.steps[index].item.as_ref(),
@@ -503,7 +497,7 @@ impl Executor<'_> {
         let planned = &plan.steps[index];
         state.slots[index] = Slot::Done(Status::Skipped);
         self.record_result(plan, state, index, Status::Skipped, BTreeMap::new());
-        self.events.emit_for(
+        self.access.events.emit_for(
             Some(&planned.id),
             EventKind::StepFinished {
                 status: Status::Skipped,

@@ -18,6 +18,7 @@ pub mod lockfile;
 pub mod plugin;
 pub mod progress;
 pub mod redact;
+pub mod run;
 pub mod runbook;
 pub mod schedule;
 pub mod state;

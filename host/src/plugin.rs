@@ -53,6 +53,37 @@ pub enum LoadError {
     },
 }
 
+/// Why the plugin runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime could not create the engine.
+    #[error("creating the wasm engine: {0}")]
+    Engine(String),
+    /// The host's imports could not be added to the linker.
+    #[error("linking {what}: {reason}")]
+    Link {
+        /// Which imports.
+        what: &'static str,
+        /// Why, from wasmtime.
+        reason: String,
+    },
+    /// The thread that advances the epoch could not be started.
+    #[error("cannot start the epoch ticker thread")]
+    Ticker(#[source] std::io::Error),
+    /// The HTTP client that capability calls share could not be built.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+impl RuntimeError {
+    fn link(what: &'static str, error: impl std::fmt::Display) -> Self {
+        RuntimeError::Link {
+            what,
+            reason: error.to_string(),
+        }
+    }
+}
+
 /// Why a call into a plugin did not return a value.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -156,11 +187,11 @@ impl std::fmt::Debug for LoadedPlugin {
 
 impl PluginRuntime {
     /// Builds the engine, the linker and the cache, and starts the epoch ticker.
-    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+    pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let engine = build_engine()?;
         let mut linker = Linker::<StepState>::new(&engine);
         crate::capability::add_to_linker(&mut linker)
-            .map_err(|error| anyhow::anyhow!("linking the host functions: {error}"))?;
+            .map_err(|error| RuntimeError::link("the host functions", error))?;
         let cache_dir = options.cache_dir.unwrap_or_else(cache::default_dir);
         let cache = cache::ComponentCache::new(cache_dir, &engine);
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -174,13 +205,14 @@ impl PluginRuntime {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
                     }
-                })?;
+                })
+                .map_err(RuntimeError::Ticker)?;
         }
         Ok(PluginRuntime {
             engine,
             linker,
             cache,
-            http: HttpClient::new()?,
+            http: HttpClient::new().map_err(RuntimeError::Http)?,
             ticker_stop,
         })
     }
@@ -278,6 +310,7 @@ impl PluginRuntime {
             step_id,
             StepGrants::default(),
             tokio::time::Instant::now() + timeout,
+            &tokio_util::sync::CancellationToken::new(),
             false,
             Default::default(),
         ))
@@ -458,7 +491,7 @@ fn describe_trap(error: &wasmtime::Error) -> String {
 
 /// The engine: component model, async, epoch interruption, and the pooling
 /// allocator when the machine lets it reserve its address space.
-fn build_engine() -> anyhow::Result<Engine> {
+fn build_engine() -> Result<Engine, RuntimeError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
@@ -487,8 +520,7 @@ fn build_engine() -> anyhow::Result<Engine> {
             tracing::warn!(
                 "the pooling allocator is not available here ({error}); allocating instances on demand"
             );
-            Engine::new(&config)
-                .map_err(|error| anyhow::anyhow!("creating the wasm engine: {error}"))
+            Engine::new(&config).map_err(|error| RuntimeError::Engine(error.to_string()))
         }
     }
 }

@@ -40,13 +40,13 @@ pub fn index_dir() -> PathBuf {
     base.join("runbook").join("runs")
 }
 
-/// Remembers where a run's folder is, so that `resume`, `approve` and
-/// `confirm` find it from any directory. Best effort: without it, they
-/// search the current directory.
-pub fn index_run(run_id: &str, run_dir: &Path) {
-    let dir = index_dir();
+/// Remembers where a run's folder is, in the index `dir` (usually
+/// [`index_dir`]), so that `resume`, `approve` and `confirm` find it from
+/// any directory. Best effort: without it, they search the current
+/// directory.
+pub fn index_run(dir: &Path, run_id: &str, run_dir: &Path) {
     let absolute = std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
-    if std::fs::create_dir_all(&dir).is_ok() {
+    if std::fs::create_dir_all(dir).is_ok() {
         let _ = write_atomically(
             &dir.join(run_id),
             absolute.display().to_string().as_bytes(),

@@ -37,7 +37,7 @@ impl std::fmt::Debug for SecretStore {
 /// Why a secret could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
-    /// The process environment lacks the variable.
+    /// Neither the process environment nor the caller has it.
     #[error("secret `{0}` is not set")]
     Missing(String),
 }
@@ -54,25 +54,6 @@ pub enum Unseal<'a> {
 }
 
 impl SecretStore {
-    /// Reads each named secret from the process environment.
-    pub fn from_env(names: impl IntoIterator<Item = String>) -> Result<Self, Vec<SecretError>> {
-        let mut values = BTreeMap::new();
-        let mut missing = Vec::new();
-        for name in names {
-            match std::env::var(&name) {
-                Ok(value) => {
-                    values.insert(name, value);
-                }
-                Err(_) => missing.push(SecretError::Missing(name)),
-            }
-        }
-        if missing.is_empty() {
-            Ok(Self::new(values))
-        } else {
-            Err(missing)
-        }
-    }
-
     /// A store over known values, with a fresh random nonce.
     pub fn new(values: BTreeMap<String, String>) -> Self {
         let mut bytes = [0_u8; 12];

@@ -1,8 +1,9 @@
 //! `runbook exec`: check everything, pass the gates, run the steps with
 //! live progress, write the journal and the deployment record.
 
-use super::session::{self, RunOptions, Start};
+use super::session::{RunOptions, Terminal};
 use super::{BindArgs, Cli, Failure};
+use crate::run::{self, Secrets, Start};
 use crate::runbook::Bindings;
 
 /// `runbook exec FILE --env NAME --set K=V...`
@@ -36,9 +37,27 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> Result<u8, Failure> {
         environment: args.bind.env.clone(),
         sets: args.bind.set.clone(),
         operator: args.bind.operator(),
-        run_id: super::new_run_id(),
+        run_id: run::new_run_id(),
         lenient: false,
     };
-    let prepared = session::prepare(cli, &args.bind.file, bindings, &args.options).await?;
-    session::drive(cli, prepared, &args.options, Start::New, None).await
+    let runtime = super::plugin_runtime(cli)?;
+    let terminal = Terminal::new(cli, args.options.output);
+    let options = args.options.for_run();
+    let ended = async {
+        let file = &args.bind.file;
+        let prepared =
+            run::prepare(&runtime, file, bindings, Secrets::Environment, &terminal).await?;
+        let connections = args.options.connections(&prepared);
+        run::run(
+            &runtime,
+            prepared,
+            Start::New,
+            connections,
+            &options,
+            &terminal,
+        )
+        .await
+    }
+    .await;
+    super::session::print_ended(ended, args.options.output)
 }

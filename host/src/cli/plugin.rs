@@ -2,8 +2,9 @@
 //! read from the component itself.
 
 use super::{Cli, Failure, Output, exit};
+use crate::plugin::LoadedPlugin;
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `runbook plugin ...`
 #[derive(Debug, clap::Subcommand)]
@@ -60,65 +61,75 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
             "embedded_capabilities": plugin.embedded_capabilities,
             "params_schema": schema,
         }))?,
-        Output::Text => {
-            outln!("{} {}", descriptor.name, descriptor.version)?;
-            if !descriptor.description.is_empty() {
-                outln!("  {}", descriptor.description)?;
-            }
-            outln!()?;
-            outln!(
-                "file          {} ({} KiB)",
-                file.display(),
-                size.div_ceil(1024)
-            )?;
-            outln!("sha256        {}", plugin.digest)?;
-            outln!(
-                "needs         {}",
-                if capabilities.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    capabilities.join(", ")
-                }
-            )?;
-            if !descriptor.optional_capabilities.is_empty() {
-                let optional: Vec<&str> = descriptor
-                    .optional_capabilities
-                    .iter()
-                    .map(|capability| capability.name())
-                    .collect();
-                outln!(
-                    "optional      {} (only with some parameters)",
-                    optional.join(", ")
-                )?;
-            }
-            outln!(
-                "embedded      {}",
-                match &plugin.embedded_capabilities {
-                    Some(names) if names.is_empty() => "nothing (written at build time)".to_owned(),
-                    Some(names) => format!("{} (written at build time)", names.join(", ")),
-                    None =>
-                        "no `runbook:capabilities` section: not built with runbook-sdk".to_owned(),
-                }
-            )?;
-            outln!(
-                "idempotent    {}",
-                if descriptor.idempotent {
-                    "yes: may be re-run after a crash"
-                } else {
-                    "no"
-                }
-            )?;
-            outln!()?;
-            outln!("imports (what the component can call at all):")?;
-            for import in &plugin.imports {
-                outln!("  {import}")?;
-            }
-            outln!()?;
-            outln!("parameters:")?;
-            print_schema(&schema)?;
-        }
+        Output::Text => print_text(file, &plugin, size, &capabilities, &schema)?,
     }
     Ok(exit::SUCCESS)
+}
+
+/// `plugin inspect` for people: what the plugin is, needs and imports,
+/// and its parameters.
+fn print_text(
+    file: &Path,
+    plugin: &LoadedPlugin,
+    size: u64,
+    capabilities: &[&str],
+    schema: &serde_json::Value,
+) -> Result<(), Failure> {
+    let descriptor = &plugin.descriptor;
+    outln!("{} {}", descriptor.name, descriptor.version)?;
+    if !descriptor.description.is_empty() {
+        outln!("  {}", descriptor.description)?;
+    }
+    outln!()?;
+    outln!(
+        "file          {} ({} KiB)",
+        file.display(),
+        size.div_ceil(1024)
+    )?;
+    outln!("sha256        {}", plugin.digest)?;
+    outln!(
+        "needs         {}",
+        if capabilities.is_empty() {
+            "nothing".to_owned()
+        } else {
+            capabilities.join(", ")
+        }
+    )?;
+    if !descriptor.optional_capabilities.is_empty() {
+        let optional: Vec<&str> = descriptor
+            .optional_capabilities
+            .iter()
+            .map(|capability| capability.name())
+            .collect();
+        outln!(
+            "optional      {} (only with some parameters)",
+            optional.join(", ")
+        )?;
+    }
+    outln!(
+        "embedded      {}",
+        match &plugin.embedded_capabilities {
+            Some(names) if names.is_empty() => "nothing (written at build time)".to_owned(),
+            Some(names) => format!("{} (written at build time)", names.join(", ")),
+            None => "no `runbook:capabilities` section: not built with runbook-sdk".to_owned(),
+        }
+    )?;
+    outln!(
+        "idempotent    {}",
+        if descriptor.idempotent {
+            "yes: may be re-run after a crash"
+        } else {
+            "no"
+        }
+    )?;
+    outln!()?;
+    outln!("imports (what the component can call at all):")?;
+    for import in &plugin.imports {
+        outln!("  {import}")?;
+    }
+    outln!()?;
+    outln!("parameters:")?;
+    print_schema(schema)
 }
 
 /// Prints a JSON Schema's properties, one per line, nested objects indented.

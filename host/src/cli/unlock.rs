@@ -1,7 +1,6 @@
 //! `runbook unlock FILE --env NAME`: break a lock left behind by a run whose
 //! process died. Never silent: it says whose lock it breaks.
 
-use super::session;
 use super::{Cli, Failure, exit};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::state::{self, LockError, RunLock};
@@ -50,10 +49,12 @@ pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
         }
         Err(error) => return Err(Failure::Internal(error.into())),
     };
-    let unfinished = lock
-        .left_by()
-        .cloned()
-        .and_then(|left| Some((session::unfinished(&state_dir, &left.run_id)?, left)));
+    let unfinished = lock.left_by().cloned().and_then(|left| {
+        Some((
+            crate::run::gates::unfinished(&state_dir, &left.run_id)?,
+            left,
+        ))
+    });
     let Some((state, left)) = unfinished else {
         outln!("no lock is held for {}{env}", runbook.name)?;
         return Ok(exit::SUCCESS);

@@ -128,27 +128,36 @@ pub async fn load_runbook_plugins(
     problems.into_result(plugins)
 }
 
-/// Reads the secrets the runbook uses from the environment.
-pub fn load_secrets(plan: &Plan) -> Result<SecretStore, Diagnostics> {
-    SecretStore::from_env(plan.secret_names()).map_err(|missing| {
-        Diagnostics(
-            missing
-                .into_iter()
-                .map(|error| {
-                    let name = match &error {
-                        crate::capability::secrets::SecretError::Missing(name) => name.clone(),
-                    };
-                    Diagnostic::new(error.to_string()).hint(format!(
-                        "secrets are read from the environment: `export {name}=...` before running"
-                    ))
-                })
-                .collect(),
-        )
-    })
+/// Looks up every secret the runbook uses (in the process environment,
+/// say); each one missing is a diagnostic.
+pub fn load_secrets(
+    plan: &Plan,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<SecretStore, Diagnostics> {
+    let mut values = BTreeMap::new();
+    let mut missing = Diagnostics::default();
+    for name in plan.secret_names() {
+        match lookup(&name) {
+            Some(value) => {
+                values.insert(name, value);
+            }
+            None => missing.push(
+                Diagnostic::new(
+                    crate::capability::secrets::SecretError::Missing(name.clone()).to_string(),
+                )
+                .hint(format!(
+                    "secrets are read from the environment: `export {name}=...` before running"
+                )),
+            ),
+        }
+    }
+    missing.into_result(SecretStore::new(values))
 }
 
 /// Refuses a step whose plugin needs a capability the runbook does not
-/// grant it; warns where a grant is wider than the plugin asks.
+/// grant it; warns where a grant is wider than the plugin asks. The
+/// warnings quote the plugin's name as it is: whoever draws them passes
+/// them through the terminal filter.
 pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>, Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut warnings = Vec::new();
@@ -176,7 +185,7 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
                 Mismatch::WiderThanAsked => warnings.push(format!(
                     "warning: step `{}`: {} ({}:{})",
                     step.id,
-                    crate::terminal::text(&finding.message),
+                    finding.message,
                     plan.runbook.source.path.display(),
                     plan.runbook
                         .source

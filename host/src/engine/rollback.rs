@@ -47,7 +47,7 @@ impl Executor<'_> {
             return (false, Vec::new());
         }
         if !undo.continued {
-            self.events.emit(EventKind::RollbackStarted {
+            self.access.events.emit(EventKind::RollbackStarted {
                 reason: undo.reason,
                 steps: undo
                     .order
@@ -62,7 +62,7 @@ impl Executor<'_> {
         for index in undo.order {
             // A second interrupt stops the rollback, as an unrecordable
             // journal does: `resume` continues it from the journal.
-            if self.events.failure().is_some() || self.abort.is_cancelled() {
+            if self.access.events.failure().is_some() || self.abort.is_cancelled() {
                 stopped = true;
                 break;
             }
@@ -72,13 +72,13 @@ impl Executor<'_> {
                 continue;
             };
             let plugin = &self.plugins[name];
-            self.events.emit_for(
+            self.access.events.emit_for(
                 Some(&planned.id),
                 EventKind::RollbackStepStarted {
                     idempotent: plugin.descriptor.idempotent,
                 },
             );
-            if self.events.failure().is_some() {
+            if self.access.events.failure().is_some() {
                 break;
             }
             // The outputs of this run of the step (of this element, for a
@@ -130,13 +130,13 @@ impl Executor<'_> {
             if status == Status::Failed {
                 failed.push(planned.id.0.clone());
             }
-            self.events.emit_for(
+            self.access.events.emit_for(
                 Some(&planned.id),
                 EventKind::StepRolledBack { status, summary },
             );
         }
-        if !stopped && self.events.failure().is_none() {
-            self.events.emit(EventKind::RollbackFinished {
+        if !stopped && self.access.events.failure().is_none() {
+            self.access.events.emit(EventKind::RollbackFinished {
                 failed: failed.len(),
             });
         }

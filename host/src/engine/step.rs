@@ -38,20 +38,14 @@ impl Executor<'_> {
         cancel: &tokio_util::sync::CancellationToken,
         checkpoints: &crate::capability::Checkpoints,
     ) -> Arc<StepContext> {
-        Arc::new(StepContext {
-            step_id: planned.id.clone(),
-            grants: planned.grants.clone(),
-            secrets: self.secrets.clone(),
-            redactor: self.secrets.redactor(),
-            events: self.events.clone(),
+        Arc::new(self.access.for_step(
+            planned.id.clone(),
+            planned.grants.clone(),
             deadline,
-            cancel: cancel.clone(),
-            http: self.runtime.http_client(),
-            dry_run: false,
-            aws: self.aws.clone(),
-            kube: self.kube.clone(),
-            checkpoints: Arc::clone(checkpoints),
-        })
+            cancel,
+            false,
+            Arc::clone(checkpoints),
+        ))
     }
 
     /// Runs a step (with its retries) and records its start and end.
@@ -74,7 +68,7 @@ impl Executor<'_> {
             }
             Action::Manual(_) => ("manual".to_owned(), String::new(), true),
         };
-        self.events.emit_for(
+        self.access.events.emit_for(
             Some(&planned.id),
             EventKind::StepStarted {
                 name: planned.name.clone(),
@@ -96,7 +90,7 @@ impl Executor<'_> {
         let mut result = match (&step.action, params) {
             // Its start could not be recorded: a crash now would leave no
             // trace of it, so it does not run.
-            _ if self.events.failure().is_some() => {
+            _ if self.access.events.failure().is_some() => {
                 StepResult::new(Status::Failed, "not started: the run cannot be recorded")
             }
             (Action::Manual(checklist), _) => self.confirm(plan, index, checklist).await,
@@ -114,7 +108,7 @@ impl Executor<'_> {
         // Between the effect and its record: a crash here leaves the step
         // started and not finished.
         let _ = crate::fault::point("step.done");
-        self.events.emit_for(
+        self.access.events.emit_for(
             Some(&planned.id),
             EventKind::StepFinished {
                 status: result.status,
@@ -165,7 +159,7 @@ impl Executor<'_> {
                 _ => String::new(),
             };
             let delay = jitter(step.retries.pause(attempt));
-            self.events.emit_for(
+            self.access.events.emit_for(
                 Some(&planned.id),
                 EventKind::StepRetry {
                     attempt,
@@ -203,7 +197,7 @@ impl Executor<'_> {
                 .unwrap_or_else(|_| Err(String::new()));
             return match answers {
                 Ok(ticked) => {
-                    self.events.emit_for(
+                    self.access.events.emit_for(
                         Some(&planned.id),
                         EventKind::Confirmed {
                             by: self.confirmations.operator.clone(),

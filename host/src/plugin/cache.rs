@@ -7,6 +7,22 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Why a component could not be compiled, or its compiled code not be
+/// kept or read back. wasmtime's errors are kept as their whole text, cause
+/// chain included, which is how they were always shown.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// wasmtime could not compile the component.
+    #[error("{0}")]
+    Compile(String),
+    /// wasmtime could not serialize or map the compiled code.
+    #[error("{0}")]
+    Code(String),
+    /// The cache folder or file could not be written.
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+}
+
 /// The folder of compiled components.
 #[derive(Debug)]
 pub struct ComponentCache {
@@ -51,7 +67,7 @@ impl ComponentCache {
         engine: &Engine,
         digest: &str,
         bytes: &[u8],
-    ) -> anyhow::Result<(Component, bool)> {
+    ) -> Result<(Component, bool), CacheError> {
         let path = self.path_for(digest);
         if path.exists() {
             match deserialize(engine, &path) {
@@ -61,8 +77,8 @@ impl ComponentCache {
                 }
             }
         }
-        let component =
-            Component::new(engine, bytes).map_err(|error| anyhow::anyhow!("{error:#}"))?;
+        let component = Component::new(engine, bytes)
+            .map_err(|error| CacheError::Compile(format!("{error:#}")))?;
         if let Err(error) = self.store(&path, &component) {
             tracing::warn!(
                 "cannot cache compiled plugin in {}: {error:#}",
@@ -72,11 +88,11 @@ impl ComponentCache {
         Ok((component, true))
     }
 
-    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+    fn store(&self, path: &Path, component: &Component) -> Result<(), CacheError> {
         std::fs::create_dir_all(&self.dir)?;
         let serialized = component
             .serialize()
-            .map_err(|error| anyhow::anyhow!("{error:#}"))?;
+            .map_err(|error| CacheError::Code(format!("{error:#}")))?;
         let temporary = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&temporary, serialized)?;
         std::fs::rename(&temporary, path)?;
@@ -88,10 +104,10 @@ impl ComponentCache {
     unsafe_code,
     reason = "wasmtime maps compiled code from the file; the cache folder belongs to the user and entries are written only by this module"
 )]
-fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+fn deserialize(engine: &Engine, path: &Path) -> Result<Component, CacheError> {
     // SAFETY: the file was written by `Component::serialize` of an engine
     // with the same compatibility hash (it is in the file name), and
     // wasmtime checks the header again before using it.
     unsafe { Component::deserialize_file(engine, path) }
-        .map_err(|error| anyhow::anyhow!("{error:#}"))
+        .map_err(|error| CacheError::Code(format!("{error:#}")))
 }

@@ -21,7 +21,7 @@ fn access(moto: &Moto) -> Option<AwsAccess> {
 
 fn step(id: &str, service: &str, action: &str, region: &str, params: &str) -> String {
     format!(
-        "\n[[steps]]\nid = \"{id}\"\nuses = \"misbehave\"\non_failure = \"continue\"\nneeds = []\nwith.mode = \"aws-call\"\nwith.aws = [\"{service}\", \"{action}\", \"{region}\", {params}]\ngrants.aws = {{ services = [\"rds\"], actions = [\"CreateDBInstance\", \"CreateDBSnapshot\", \"Describe*\"], regions = [\"us-east-1\"] }}\n"
+        "\n[[steps]]\nid = \"{id}\"\nuses = \"misbehave\"\non_failure = \"continue\"\nneeds = []\nwith.mode = \"aws-call\"\nwith.aws = [\"{service}\", \"{action}\", \"{region}\", {params}]\ngrants.http = [\"http://127.0.0.1:9\"]\ngrants.aws = {{ services = [\"rds\"], actions = [\"CreateDBInstance\", \"CreateDBSnapshot\", \"Describe*\"], regions = [\"us-east-1\"] }}\n"
     )
 }
 
@@ -111,7 +111,7 @@ async fn granted_rds_calls_reach_moto_and_the_rest_are_denied_before_sending() {
 #[tokio::test]
 async fn a_step_without_an_aws_grant_is_told_how_to_grant_it() {
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
-    let body = "[runbook]\nname = \"rds\"\n\n[[steps]]\nid = \"sneaky\"\nuses = \"misbehave\"\nwith.mode = \"aws-call\"\nwith.aws = [\"rds\", \"DeleteDBInstance\", \"us-east-1\", {}]\n";
+    let body = "[runbook]\nname = \"rds\"\n\n[[steps]]\nid = \"sneaky\"\nuses = \"misbehave\"\nwith.mode = \"aws-call\"\nwith.aws = [\"rds\", \"DeleteDBInstance\", \"us-east-1\", {}]\ngrants.http = [\"http://127.0.0.1:9\"]\n";
     let finished = run(
         body,
         RunOptions {

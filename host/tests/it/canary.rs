@@ -241,7 +241,7 @@ async fn blue_green_switches_the_service_selector_and_rollback_switches_it_back(
         "metadata": {"name": "api", "namespace": "shop"},
         "spec": {"selector": {"app": "api", "version": "blue"}, "ports": [{"port": 80}]}
     }));
-    let body = "[runbook]\nname = \"blue-green\"\n\n[[steps]]\nid = \"switch\"\nuses = \"canary-shift\"\nwith.router = { type = \"service\", namespace = \"shop\", service = \"api\", stable = \"blue\", canary = \"green\" }\nwith.stages = [100]\nwith.hold = \"1s\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"v1/Service\"], verbs = [\"get\", \"patch\"] }\n\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n";
+    let body = "[runbook]\nname = \"blue-green\"\n\n[[steps]]\nid = \"switch\"\nuses = \"canary-shift\"\nwith.router = { type = \"service\", namespace = \"shop\", service = \"api\", stable = \"blue\", canary = \"green\" }\nwith.stages = [100]\nwith.hold = \"1s\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"v1/Service\"], verbs = [\"get\", \"patch\"] }\n\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n";
     let selector = |emulator: &KubeEmulator| {
         emulator.get("v1", "Service", Some("shop"), "api").unwrap()["spec"]["selector"]["version"]
             .clone()

@@ -375,7 +375,7 @@ async fn a_manual_checklist_is_ticked_through_the_ask_interface() {
         let (status, summary, _) = finished.step("check");
         assert_eq!(status, expected, "{summary}");
         match answer {
-            None => assert_eq!(summary, "confirmed by alice"),
+            None => assert_eq!(summary, "confirmed by tester"),
             Some(item) => assert!(summary.contains(item), "{summary}"),
         }
     }

@@ -38,7 +38,7 @@ async fn read_audited(
     std::fs::write(
         &file,
         format!(
-            "[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"read-file\"\nwith.path = \"{path}\"\ngrants.fs.read = [\"./dist/image\"]\n\n{}",
+            "[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"read-file\"\nwith.path = \"{path}\"\ngrants.fs.read = [\"./dist/image\"]\ngrants.http = [\"http://127.0.0.1:9\"]\n\n{}",
             plugins_table()
         ),
     )
@@ -133,7 +133,7 @@ fn grants_that_leave_the_runbook_folder_are_refused_before_anything_runs() {
     ] {
         std::fs::write(
             &file,
-            format!("[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"print\"\ngrants.fs.read = [\"{grant}\"]\n\n{}", plugins_table()),
+            format!("[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"print\"\ngrants.fs.read = [\"{grant}\"]\ngrants.http = [\"http://127.0.0.1:9\"]\n\n{}", plugins_table()),
         )
         .unwrap();
         let error = runbook::runbook::load(&file).unwrap_err().to_string();

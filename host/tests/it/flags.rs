@@ -32,7 +32,7 @@ async fn a_flag_steps_up_and_rollback_walks_it_back_to_where_it_was() {
     });
     let base = service.base_url();
     let body = format!(
-        "[runbook]\nname = \"flags\"\n\n{}{}[[steps]]\nid = \"monitor\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n",
+        "[runbook]\nname = \"flags\"\n\n{}{}[[steps]]\nid = \"monitor\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n",
         flag_step("ten", &base, 10),
         flag_step("fifty", &base, 50)
     );
@@ -67,7 +67,7 @@ async fn a_flag_that_did_not_exist_is_switched_off_on_rollback() {
     let service = SampleService::start(None).await.unwrap();
     let base = service.base_url();
     let body = format!(
-        "[runbook]\nname = \"flags\"\n\n{}[[steps]]\nid = \"monitor\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n",
+        "[runbook]\nname = \"flags\"\n\n{}[[steps]]\nid = \"monitor\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n",
         flag_step("ten", &base, 10)
     );
     let finished = run(&body, with_token("anything")).await;

@@ -109,7 +109,7 @@ async fn a_failed_migration_fails_the_step_with_its_exit_code_and_last_log_line(
 async fn rollback_runs_the_downgrade_job_and_a_rerun_replaces_the_finished_job() {
     let (emulator, _dir, kubeconfig) = cluster().await;
     let body = format!(
-        "[runbook]\nname = \"migrate\"\n\n{}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n",
+        "[runbook]\nname = \"migrate\"\n\n{}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n",
         migrate("with.rollback_command = [\"alembic\", \"downgrade\", \"-1\"]\n")
     );
     let finished = run_on(&body, kubeconfig.clone(), None).await;
@@ -170,7 +170,7 @@ async fn a_migration_that_changed_nothing_is_not_downgraded_by_a_rollback() {
     assert_eq!(outputs["changed"], "true");
 
     let body = format!(
-        "[runbook]\nname = \"migrate\"\non_failure = \"rollback\"\n\n{step}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n"
+        "[runbook]\nname = \"migrate\"\non_failure = \"rollback\"\n\n{step}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n"
     );
     let again = run_on(&body, kubeconfig, None).await;
     let (status, summary, outputs) = again.step("migrate");

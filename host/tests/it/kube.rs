@@ -83,7 +83,7 @@ const GRANT: &str = "grants.kube = { namespaces = [\"shop\"], resources = [\"app
 fn step(id: &str, needs: &[&str], call: &str) -> String {
     let needs: Vec<String> = needs.iter().map(|need| format!("\"{need}\"")).collect();
     format!(
-        "\n[[steps]]\nid = \"{id}\"\nuses = \"misbehave\"\nneeds = [{}]\nwith.mode = \"kube-call\"\nwith.kube = {call}\n{GRANT}\n",
+        "\n[[steps]]\nid = \"{id}\"\nuses = \"misbehave\"\nneeds = [{}]\nwith.mode = \"kube-call\"\nwith.kube = {call}\n{GRANT}\ngrants.http = [\"http://127.0.0.1:9\"]\n",
         needs.join(", ")
     )
 }

@@ -11,7 +11,7 @@ async fn an_always_step_reports_the_failed_run_to_a_webhook_whose_url_is_a_secre
     let base = service.base_url();
     let webhook = format!("{base}/hooks/T000/B000/XXXXSECRET");
     let body = format!(
-        "[runbook]\nname = \"riskcast\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n\n[[steps]]\nid = \"announce\"\nuses = \"notify\"\nalways = true\nwith.webhook = \"${{{{ secrets.SLACK_WEBHOOK }}}}\"\nwith.runbook = \"riskcast\"\nwith.status = \"${{{{ run.status }}}}\"\nwith.failed_step = \"${{{{ run.failed_step }}}}\"\nwith.run = \"${{{{ run.id }}}}\"\nwith.fields = {{ version = \"1.2.3\" }}\ngrants.http = [\"{base}/hooks/\"]\ngrants.secrets = [\"SLACK_WEBHOOK\"]\n"
+        "[runbook]\nname = \"riskcast\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n\n[[steps]]\nid = \"announce\"\nuses = \"notify\"\nalways = true\nwith.webhook = \"${{{{ secrets.SLACK_WEBHOOK }}}}\"\nwith.runbook = \"riskcast\"\nwith.status = \"${{{{ run.status }}}}\"\nwith.failed_step = \"${{{{ run.failed_step }}}}\"\nwith.run = \"${{{{ run.id }}}}\"\nwith.fields = {{ version = \"1.2.3\" }}\ngrants.http = [\"{base}/hooks/\"]\ngrants.secrets = [\"SLACK_WEBHOOK\"]\n"
     );
     let finished = run(
         &body,

@@ -155,7 +155,7 @@ async fn rollback_points_a_moved_tag_back_and_removes_a_new_one() {
     );
 
     let second = format!(
-        "[runbook]\nname = \"push\"\n\n{}[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n",
+        "[runbook]\nname = \"push\"\n\n{}[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n",
         push_step("push", &registry, "[\"latest\", \"2.0.0\"]", "")
     );
     let (runbook, new) = runbook_with_image(&second, "v2");

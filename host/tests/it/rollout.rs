@@ -47,7 +47,7 @@ async fn a_new_image_rolls_out_and_reports_the_revision() {
 async fn when_a_later_step_fails_rollback_restores_the_previous_pod_template() {
     let (_emulator, _dir, kubeconfig) = cluster().await;
     let body = format!(
-        "[runbook]\nname = \"deploy\"\n\n{}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\n",
+        "[runbook]\nname = \"deploy\"\n\n{}\n[[steps]]\nid = \"smoke\"\nuses = \"misbehave\"\nwith.mode = \"escape\"\ngrants.http = [\"http://127.0.0.1:9\"]\n",
         rollout("app:2")
     );
     let finished = run_on(&body, kubeconfig.clone(), None).await;

@@ -6,9 +6,16 @@ use runbook_testenv::SampleService;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// A runbook of one `misbehave` step. The plugin needs `http`, so the step
+/// is granted a URL that answers nothing, unless `extra` grants its own.
 fn misbehave(mode: &str, extra: &str) -> String {
+    let grant = if extra.contains("grants.http") {
+        ""
+    } else {
+        "grants.http = [\"http://127.0.0.1:9\"]\n"
+    };
     format!(
-        "[runbook]\nname = \"fixture\"\n\n[[steps]]\nid = \"bad\"\nuses = \"misbehave\"\nwith.mode = \"{mode}\"\n{extra}\n"
+        "[runbook]\nname = \"fixture\"\n\n[[steps]]\nid = \"bad\"\nuses = \"misbehave\"\nwith.mode = \"{mode}\"\n{grant}{extra}\n"
     )
 }
 

@@ -189,27 +189,30 @@ fn step(http: &[&str], secrets: &[(&str, &str)]) -> (StepContext, Recorder) {
     events.set_redactor(store.redactor());
     let recorder = Recorder::new();
     events.add(recorder.clone());
-    let context = StepContext {
-        step_id: StepId("hostile".into()),
-        grants: StepGrants {
-            http: http
-                .iter()
-                .map(|grant| UrlGrant::parse(grant).unwrap())
-                .collect(),
-            secrets: secrets.iter().map(|(name, _)| (*name).to_owned()).collect(),
-            ..StepGrants::default()
-        },
+    let access = runbook::capability::RunAccess {
         redactor: store.redactor(),
         secrets: store,
         events,
-        deadline: tokio::time::Instant::now() + Duration::from_secs(20),
-        cancel: tokio_util::sync::CancellationToken::new(),
         http: HttpClient::new().unwrap(),
-        dry_run: false,
         aws: None,
         kube: None,
-        checkpoints: Default::default(),
     };
+    let grants = StepGrants {
+        http: http
+            .iter()
+            .map(|grant| UrlGrant::parse(grant).unwrap())
+            .collect(),
+        secrets: secrets.iter().map(|(name, _)| (*name).to_owned()).collect(),
+        ..StepGrants::default()
+    };
+    let context = access.for_step(
+        StepId("hostile".into()),
+        grants,
+        tokio::time::Instant::now() + Duration::from_secs(20),
+        &tokio_util::sync::CancellationToken::new(),
+        false,
+        Default::default(),
+    );
     (context, recorder)
 }
 

@@ -1,11 +1,12 @@
 //! Shared test helpers: write a runbook into a temporary folder, run it
-//! through the library with an event recorder, and look at what happened.
+//! through the library's pipeline (the one `runbook exec` runs) with an
+//! event recorder, and look at what happened.
 
-use runbook::capability::secrets::SecretStore;
-use runbook::engine::{Executor, RunReport, preflight};
+use runbook::engine::{Ask, RunReport};
 use runbook::events::{Event, EventKind, EventSink, Recorder, Status};
 use runbook::plugin::{PluginRuntime, RuntimeOptions};
-use runbook::runbook::{Bindings, bind::bind};
+use runbook::run::{self, Connections, Ended, Interface, Notice, Secrets, Start};
+use runbook::runbook::Bindings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -125,57 +126,79 @@ pub struct RunOptions {
     /// The cluster connection.
     pub kube: Option<std::sync::Arc<runbook::capability::kube::KubeAccess>>,
     /// Who ticks manual checklists now (the CLI's terminal prompt).
-    pub ask: Option<std::sync::Arc<dyn runbook::engine::Ask>>,
+    pub ask: Option<Arc<dyn Ask>>,
 }
 
-/// Validates, binds and runs a runbook file through the library.
+/// The test's side of a run: its events go to a recorder, its notices
+/// are kept, and manual checklists are ticked by the test's `ask`.
+struct TestInterface {
+    recorder: Recorder,
+    ask: Option<Arc<dyn Ask>>,
+}
+
+impl Interface for TestInterface {
+    fn notice(&self, _notice: Notice) {}
+
+    fn watch(&self, events: &EventSink) {
+        events.add(self.recorder.clone());
+    }
+
+    fn ask(&self) -> Option<Arc<dyn Ask>> {
+        self.ask.clone()
+    }
+}
+
+/// Runs a runbook file through the library's pipeline, as `runbook exec`
+/// does: every check before the run (capabilities and secrets included),
+/// the gates, the journal and audit log (in a temporary state folder), the
+/// steps, the deployment record.
 pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions) -> Finished {
-    let runbook = Arc::new(runbook::runbook::load(path).unwrap_or_else(|error| panic!("{error}")));
-    let plan = bind(
-        runbook,
-        Bindings {
-            environment: options.environment,
-            sets: options.sets,
-            operator: "tester".into(),
-            run_id: "test-run".into(),
-            lenient: false,
-        },
-    )
-    .unwrap_or_else(|error| panic!("{error}"));
-    let plugins = preflight::load_plugins(runtime, &plan)
+    let interface = TestInterface {
+        recorder: Recorder::new(),
+        ask: options.ask,
+    };
+    let bindings = Bindings {
+        environment: options.environment,
+        sets: options.sets,
+        operator: "tester".into(),
+        run_id: "test-run".into(),
+        lenient: false,
+    };
+    let secrets = Secrets::Given(options.secrets);
+    let prepared = run::prepare(runtime, path, bindings, secrets, &interface)
         .await
         .unwrap_or_else(|error| panic!("{error}"));
-    let secrets = SecretStore::new(options.secrets);
-    preflight::check_params(runtime, &plan, &plugins, &secrets)
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    let recorder = Recorder::new();
-    let events = EventSink::new();
-    events.set_redactor(secrets.redactor());
-    events.add(recorder.clone());
-    let executor = Executor {
-        runtime,
-        plugins: &plugins,
-        events,
-        secrets,
+    let state = tempfile::tempdir().expect("temporary folder");
+    let run_options = run::Options {
+        state_dir: Some(state.path().join("state")),
+        index_dir: state.path().join("index"),
+        parallel: options.parallel.unwrap_or(16),
+        emergency: None,
+        wait_lock: false,
+        wait_approval: false,
         cancel: options.cancel.unwrap_or_default(),
         abort: CancellationToken::new(),
-        parallel: options.parallel.unwrap_or(16),
-        recorded: BTreeMap::new(),
-        rollback: None,
-        checkpoints: BTreeMap::new(),
-        confirmations: runbook::engine::Confirmations {
-            ask: options.ask,
-            operator: "alice".into(),
-            ..Default::default()
-        },
+    };
+    let connections = Connections {
         aws: options.aws,
         kube: options.kube,
     };
-    let report = executor.execute(&plan).await;
+    let ended = run::run(
+        runtime,
+        prepared,
+        Start::New,
+        connections,
+        &run_options,
+        &interface,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    let Ended::Ran(finished) = ended else {
+        panic!("the run stopped at its approval gate: {ended:?}");
+    };
     Finished {
-        report,
-        events: recorder.events(),
+        report: finished.report,
+        events: interface.recorder.events(),
     }
 }
 

@@ -1,0 +1,274 @@
+//! The run as a library, as cargo's `ops` is to its commands: everything
+//! between the parsed command line and what is printed. [`prepare`] loads,
+//! binds and checks; [`gates`] holds the deploy window, the lock and the
+//! approvals; [`execute`] runs the steps (or plans them, a dry execute);
+//! [`record`] keeps the journal, audit log, run index and deployment
+//! record; [`resume`] decides how a stopped run goes on. `exec`, `resume`,
+//! `plan` and the tests all come through here, so they run one pipeline.
+//! Nothing here touches the terminal: what the operator should see comes
+//! back as values, or goes to the [`Interface`] the caller supplies.
+
+pub mod execute;
+pub mod gates;
+pub mod prepare;
+pub mod record;
+pub mod resume;
+
+pub use execute::Connections;
+pub use prepare::{Prepared, Secrets, prepare};
+pub use record::Finished;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::engine::Ask;
+use crate::events::EventSink;
+use crate::plugin::PluginRuntime;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What a run needs from whoever started it: the CLI supplies one that
+/// draws on the terminal, the tests one that records.
+pub trait Interface: Send + Sync {
+    /// Something the operator should know now: a warning before the run,
+    /// or why it waits.
+    fn notice(&self, notice: Notice);
+    /// Adds the writers that show the run's events as they happen
+    /// (progress on stderr, JSON lines on stdout, a test's recorder).
+    fn watch(&self, events: &EventSink);
+    /// Who ticks a manual step's checklist now; without one, the step
+    /// waits for `runbook confirm`.
+    fn ask(&self) -> Option<Arc<dyn Ask>>;
+}
+
+/// What the operator should know while a run is prepared, or waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A step is granted more than its plugin asks for (the whole line,
+    /// with the file and line).
+    WiderGrant(String),
+    /// Another run holds the lock, and this one waits for it (`--wait-lock`).
+    LockHeld(String),
+    /// This run's earlier process died holding the lock, and this one takes
+    /// it over.
+    LockTakenOver {
+        /// The dead process.
+        pid: u32,
+    },
+    /// The run waits for approvals (`--wait-approval`): who may give them,
+    /// and how. Repeated while it waits.
+    AwaitingApprovals(String),
+    /// A crash cut the journal's last record short, and it was dropped.
+    JournalTornTail,
+    /// A crash left a finished run without its deployment record, which is
+    /// written now.
+    RecordWritten(PathBuf),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::WiderGrant(line) | Notice::LockHeld(line) | Notice::AwaitingApprovals(line) => {
+                formatter.write_str(line)
+            }
+            Notice::LockTakenOver { pid } => write!(
+                formatter,
+                "taking over the lock that this run's earlier process {pid} left when it died"
+            ),
+            Notice::JournalTornTail => formatter
+                .write_str("the journal's last record was cut short by the crash and was dropped"),
+            Notice::RecordWritten(path) => write!(
+                formatter,
+                "the run's deployment record was missing and is written now: {}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// How a run is carried out, whatever started it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where run state goes; `None` for `.runbook/` beside the runbook (a
+    /// resumed run keeps the folder it started in).
+    pub state_dir: Option<PathBuf>,
+    /// The per-user index of runs ([`crate::state::index_dir`]), which
+    /// lets `resume`, `approve` and `confirm` find a run from anywhere.
+    pub index_dir: PathBuf,
+    /// At most this many steps at once (at least one).
+    pub parallel: usize,
+    /// Why this is an emergency run (`--emergency --reason`), which may
+    /// run outside the deploy windows with the emergency approvers.
+    pub emergency: Option<String>,
+    /// Wait for the lock when another run holds it, instead of refusing.
+    pub wait_lock: bool,
+    /// Wait at the approval gate, instead of stopping there.
+    pub wait_approval: bool,
+    /// First interrupt: running steps stop, then the failure policy applies.
+    pub cancel: CancellationToken,
+    /// Second interrupt: the rollback and `always` steps stop too.
+    pub abort: CancellationToken,
+}
+
+/// How this process takes part in the run.
+pub enum Start {
+    /// A new run.
+    New,
+    /// A later process of a run that stopped ([`resume::prepare`]).
+    Resume(Box<resume::Resumption>),
+}
+
+/// How a call of [`run`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The run stopped at the approval gate (without
+    /// [`Options::wait_approval`]); `resume` continues it.
+    AwaitingApprovals {
+        /// The run's id.
+        run_id: String,
+        /// Who may approve it, and how.
+        waiting: String,
+    },
+    /// The steps ran: how it went, and what was recorded.
+    Ran(Box<Finished>),
+}
+
+/// Why a run was refused or could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runbook, its bindings, the state of earlier runs or a gate
+    /// refuse the run: nothing ran.
+    #[error("{0}")]
+    Refused(Diagnostics),
+    /// The runbook file cannot be read.
+    #[error(transparent)]
+    Runbook(crate::runbook::LoadError),
+    /// The run's journal cannot be opened.
+    #[error("cannot open the run journal {}", path.display())]
+    Journal {
+        /// The journal.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run's audit log cannot be opened.
+    #[error("cannot open the audit log in {}", run_dir.display())]
+    AuditLog {
+        /// The run's folder.
+        run_dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal of the run to resume cannot be read.
+    #[error(transparent)]
+    JournalRead(crate::journal::JournalError),
+    /// The lock cannot be taken or written.
+    #[error(transparent)]
+    Lock(crate::state::LockError),
+    /// Interrupted (Ctrl-C, SIGTERM) before the first step: no step ran.
+    #[error("interrupted before the first step")]
+    Interrupted,
+    /// A step's parameters cannot be rendered for planning.
+    #[error("step `{step}`: {reason}")]
+    Render {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A refusal with one diagnostic and the hint that says what to do.
+    pub fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Refused(Diagnostics(vec![Diagnostic::new(message).hint(hint)]))
+    }
+}
+
+impl From<Diagnostics> for Error {
+    fn from(diagnostics: Diagnostics) -> Self {
+        Error::Refused(diagnostics)
+    }
+}
+
+impl From<crate::runbook::LoadError> for Error {
+    fn from(error: crate::runbook::LoadError) -> Self {
+        match error {
+            crate::runbook::LoadError::Invalid(diagnostics) => Error::Refused(diagnostics),
+            other => Error::Runbook(other),
+        }
+    }
+}
+
+/// Passes the gates, runs the prepared plan and records it: the deploy
+/// window, the lock (a resume holds it already), the journal, the
+/// approvals, the steps, the deployment record.
+pub async fn run(
+    runtime: &PluginRuntime,
+    prepared: Prepared,
+    start: Start,
+    connections: Connections,
+    options: &Options,
+    interface: &dyn Interface,
+) -> Result<Ended, Error> {
+    let plan = &prepared.plan;
+    // A run started with `--emergency` stays one when resumed without it:
+    // its approvals come from the emergency approvers.
+    let emergency = options.emergency.is_some()
+        || matches!(&start, Start::Resume(resumption) if resumption.record.emergency.is_some());
+    if options.cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    gates::window(&prepared, options.emergency.is_some())?;
+    // One run per runbook and environment; a resume took the lock before
+    // it read the journal, and `start` holds it to the end.
+    let (state_dir, _lock) = match &start {
+        Start::New => {
+            let state_dir =
+                crate::state::state_dir(&plan.runbook.source.path, options.state_dir.as_deref());
+            let lock = gates::take_lock(plan, &state_dir, options, interface).await?;
+            (state_dir, Some(lock))
+        }
+        Start::Resume(resumption) => (resumption.state_dir.clone(), None),
+    };
+    let recording = record::open(&prepared, &state_dir, &options.index_dir, interface)?;
+    let earlier = record::start(&recording, &prepared, &start, options);
+    let approved_by = match gates::approvals(
+        &prepared,
+        emergency,
+        earlier.approvals.clone(),
+        &recording,
+        options,
+        interface,
+    )
+    .await?
+    {
+        gates::Approval::Given(approved_by) => approved_by,
+        gates::Approval::Waiting(waiting) => {
+            record::stop_at_gate(&recording);
+            let run_id = plan.run_id.clone();
+            return Ok(Ended::AwaitingApprovals { run_id, waiting });
+        }
+    };
+    let report = execute::execute(
+        runtime,
+        &prepared,
+        earlier,
+        connections,
+        &recording.events,
+        options,
+        interface,
+    )
+    .await;
+    let finished = record::finish(recording, plan, report, approved_by, options, &state_dir);
+    Ok(Ended::Ran(Box::new(finished)))
+}
+
+/// A new run id: UTC time and a random suffix, sortable and unique enough.
+pub fn new_run_id() -> String {
+    let now = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S");
+    let mut bytes = [0_u8; 3];
+    let _ = getrandom::fill(&mut bytes);
+    format!("{now}-{}", hex::encode(bytes))
+}

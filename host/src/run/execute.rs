@@ -1,0 +1,312 @@
+//! Running the prepared plan through the [`Executor`], and its dry twin for
+//! `plan`: every step's plugin asked what it would do, with the step's
+//! grants but read-only (HTTP and AWS writes held back, Kubernetes writes
+//! sent with `dryRun=All`).
+
+use super::resume::Earlier;
+use super::{Error, Interface, Options, Prepared};
+use crate::capability::RunAccess;
+use crate::capability::aws::AwsAccess;
+use crate::capability::kube::KubeAccess;
+use crate::engine::render::{Scope, StepOutcomes, StepOutputs, Unknown};
+use crate::engine::{Confirmations, Executor, RunReport};
+use crate::events::{Decision, EventKind, EventSink, Recorder};
+use crate::plugin::{LoadedPlugin, PluginRuntime};
+use crate::runbook::{Action, PlannedStep};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Where steps granted AWS or Kubernetes reach: the caller's choice, as
+/// the endpoint and context are (`--aws-endpoint`, `--kube-context`).
+#[derive(Clone, Default)]
+pub struct Connections {
+    /// AWS credentials and endpoint, for steps granted AWS.
+    pub aws: Option<AwsAccess>,
+    /// The cluster connection, for steps granted Kubernetes.
+    pub kube: Option<Arc<KubeAccess>>,
+}
+
+impl Connections {
+    /// The environment's `aws_endpoint` and `kube_context`, unless given
+    /// here; AWS credentials from the process environment, the cluster
+    /// from the kubeconfig.
+    pub fn for_environment(
+        prepared: &Prepared,
+        aws_endpoint: Option<String>,
+        kube_context: Option<String>,
+    ) -> Self {
+        let environment = prepared.environment();
+        Connections {
+            aws: Some(AwsAccess::from_environment(
+                aws_endpoint
+                    .or_else(|| {
+                        environment.and_then(|environment| environment.aws_endpoint.clone())
+                    })
+                    .and_then(|endpoint| url::Url::parse(&endpoint).ok()),
+            )),
+            kube: Some(KubeAccess::new(kube_context.or_else(|| {
+                environment.and_then(|environment| environment.kube_context.clone())
+            }))),
+        }
+    }
+}
+
+/// Runs the plan's steps, their failure policy and `always` steps,
+/// continuing what earlier processes of the run left; every event goes to
+/// `events`.
+pub async fn execute(
+    runtime: &PluginRuntime,
+    prepared: &Prepared,
+    earlier: Earlier,
+    connections: Connections,
+    events: &EventSink,
+    options: &Options,
+    interface: &dyn Interface,
+) -> RunReport {
+    let executor = Executor {
+        runtime,
+        plugins: &prepared.plugins,
+        access: RunAccess {
+            secrets: prepared.secrets.clone(),
+            redactor: prepared.secrets.redactor(),
+            events: events.clone(),
+            http: runtime.http_client(),
+            aws: connections.aws,
+            kube: connections.kube,
+        },
+        cancel: options.cancel.clone(),
+        abort: options.abort.clone(),
+        parallel: options.parallel.max(1),
+        recorded: earlier.recorded,
+        rollback: earlier.rollback,
+        checkpoints: earlier.checkpoints,
+        confirmations: Confirmations {
+            given: earlier.confirmations,
+            ask: interface.ask(),
+            operator: prepared.plan.operator.clone(),
+        },
+    };
+    executor.execute(&prepared.plan).await
+}
+
+/// What one step would do, as `plan` shows it.
+#[derive(Debug, Serialize)]
+pub struct PlannedStepView {
+    /// The step's id.
+    pub step: String,
+    /// Its name.
+    pub name: String,
+    /// Its plugin's name and version, or `manual`.
+    pub plugin: String,
+    /// Its plugin's sha256.
+    pub digest: String,
+    /// What it is granted.
+    pub grants: GrantsView,
+    /// What its plugin says it would do.
+    pub actions: Vec<ActionView>,
+    /// Writes the plugin attempted while planning, which the host held
+    /// back (HTTP, AWS) or sent with `dryRun=All` (Kubernetes).
+    pub intercepted: Vec<String>,
+    /// Why it could not be planned.
+    pub error: Option<String>,
+}
+
+/// Everything a step is granted, as a reviewer reads it.
+#[derive(Debug, Serialize, Default)]
+pub struct GrantsView {
+    /// URLs it may call.
+    pub http: Vec<String>,
+    /// Secrets it may send.
+    pub secrets: Vec<String>,
+    /// Files it may read.
+    pub fs_read: Vec<String>,
+    /// What it may do in the cluster.
+    pub kube: Option<String>,
+    /// What it may do in AWS.
+    pub aws: Option<String>,
+}
+
+impl GrantsView {
+    fn of(grants: &crate::grant::StepGrants) -> Self {
+        GrantsView {
+            http: grants.http_texts(),
+            secrets: grants.secrets.clone(),
+            fs_read: grants.fs_texts(),
+            kube: grants.kube.as_ref().map(crate::grant::KubeGrant::describe),
+            aws: grants.aws.as_ref().map(crate::grant::AwsGrant::describe),
+        }
+    }
+}
+
+/// One thing a step would do.
+#[derive(Debug, Serialize)]
+pub struct ActionView {
+    /// In words.
+    pub description: String,
+    /// Whether it changes something.
+    pub mutates: bool,
+}
+
+/// The dry execute behind `plan`: asks every step's plugin what it would
+/// do, in order, with outputs of earlier steps as placeholders. Nothing
+/// changes; what plugins answer passes the run's redactor.
+pub async fn dry(
+    runtime: &PluginRuntime,
+    prepared: &Prepared,
+    connections: &Connections,
+) -> Result<Vec<PlannedStepView>, Error> {
+    let plan = &prepared.plan;
+    let outputs = StepOutputs::new();
+    let outcomes = StepOutcomes::new();
+    let mut views = Vec::new();
+    for planned in &plan.steps {
+        let step = plan.step(planned);
+        let plugin = match &step.action {
+            Action::Plugin(name) => &prepared.plugins[name],
+            Action::Manual(checklist) => {
+                views.push(manual_view(planned, checklist));
+                continue;
+            }
+        };
+        let scope = Scope {
+            plan,
+            outputs: &outputs,
+            secrets: &prepared.secrets,
+            unknown: Unknown::Placeholder,
+            outcomes: &outcomes,
+            item: planned.item.as_ref(),
+        };
+        let params = scope.render(&step.with).map_err(|error| Error::Render {
+            step: step.id.to_string(),
+            reason: error.to_string(),
+        })?;
+        let view = dry_step(runtime, prepared, connections, planned, plugin, &params).await;
+        views.push(view);
+    }
+    // What plugins answered passes the redactor too: a plan prints it.
+    let redactor = prepared.secrets.redactor();
+    for view in &mut views {
+        for action in &mut view.actions {
+            redactor.scrub(&mut action.description);
+        }
+        view.intercepted
+            .iter_mut()
+            .for_each(|write| redactor.scrub(write));
+        view.error
+            .iter_mut()
+            .for_each(|error| redactor.scrub(error));
+    }
+    Ok(views)
+}
+
+/// A manual step's plan: its checklist.
+fn manual_view(planned: &PlannedStep, checklist: &[String]) -> PlannedStepView {
+    PlannedStepView {
+        step: planned.id.0.clone(),
+        name: planned.name.clone(),
+        plugin: "manual".into(),
+        digest: String::new(),
+        grants: GrantsView::default(),
+        actions: checklist
+            .iter()
+            .map(|item| ActionView {
+                description: format!("operator confirms: {item}"),
+                mutates: false,
+            })
+            .collect(),
+        intercepted: Vec::new(),
+        error: None,
+    }
+}
+
+/// Asks one step's plugin what it would do, in a dry-run sandbox with the
+/// step's grants, and notes the writes the host intercepted.
+async fn dry_step(
+    runtime: &PluginRuntime,
+    prepared: &Prepared,
+    connections: &Connections,
+    planned: &PlannedStep,
+    plugin: &LoadedPlugin,
+    params: &serde_json::Value,
+) -> PlannedStepView {
+    let step = prepared.plan.step(planned);
+    let secrets = &prepared.secrets;
+    let recorder = Recorder::new();
+    let events = EventSink::new();
+    events.set_redactor(secrets.redactor());
+    events.add(recorder.clone());
+    let access = RunAccess {
+        secrets: secrets.clone(),
+        redactor: secrets.redactor(),
+        events,
+        http: runtime.http_client(),
+        aws: connections.aws.clone(),
+        kube: connections.kube.clone(),
+    };
+    let context = Arc::new(access.for_step(
+        planned.id.clone(),
+        planned.grants.clone(),
+        tokio::time::Instant::now() + step.timeout,
+        &CancellationToken::new(),
+        true,
+        Default::default(),
+    ));
+    let result = runtime
+        .plan(plugin, context, step.memory_limit, &params.to_string())
+        .await;
+    let (actions, error) = match result {
+        Ok(Ok(actions)) => (
+            actions
+                .into_iter()
+                .map(|action| ActionView {
+                    description: action.description,
+                    mutates: action.mutates,
+                })
+                .collect(),
+            None,
+        ),
+        Ok(Err(error)) => (Vec::new(), Some(error.describe())),
+        Err(error) => (Vec::new(), Some(error.to_string())),
+    };
+    let intercepted = recorder
+        .events()
+        .into_iter()
+        .filter_map(|(event, _)| intercepted_write(&event.kind))
+        .collect();
+    PlannedStepView {
+        step: planned.id.0.clone(),
+        name: planned.name.clone(),
+        plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
+        digest: plugin.digest.clone(),
+        grants: GrantsView::of(&planned.grants),
+        actions,
+        intercepted,
+        error,
+    }
+}
+
+/// A write the host intercepted while planning, in words.
+fn intercepted_write(kind: &EventKind) -> Option<String> {
+    let EventKind::CapabilityCall {
+        capability,
+        requested,
+        decision,
+        outcome,
+        ok,
+        dry_run: true,
+        ..
+    } = kind
+    else {
+        return None;
+    };
+    Some(match (decision, ok) {
+        (Decision::HeldBack, _) => format!("{capability} {requested}: not sent (dry run)"),
+        (_, true) => format!(
+            "{capability} {requested}: the API server accepted it with dryRun=All; nothing changed"
+        ),
+        (_, false) => format!(
+            "{capability} {requested}: the API server refused it even as a dry run: {outcome}"
+        ),
+    })
+}

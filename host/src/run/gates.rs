@@ -1,0 +1,213 @@
+//! What a run must pass before its first step: the deploy window, the lock
+//! of its runbook and environment, and the approvals bound to its
+//! fingerprint. The rules themselves are in [`crate::gates`] and
+//! [`crate::schedule`]; this module applies them, and waits where asked.
+
+use super::record::Recording;
+use super::{Error, Interface, Notice, Options, Prepared};
+use crate::gates::ApprovalCount;
+use crate::journal::{self, JournalError};
+use crate::runbook::{Approvals, Plan};
+use crate::state::{self, LockError, LockHolder, RunLock};
+use std::path::Path;
+use std::time::Duration;
+
+/// Refuses a run outside its environment's deploy windows or in a
+/// freeze, unless it is an emergency.
+pub fn window(prepared: &Prepared, emergency: bool) -> Result<(), Error> {
+    let Some(environment) = prepared.environment() else {
+        return Ok(());
+    };
+    match environment.schedule.check(crate::schedule::now()) {
+        Err(closed) if !emergency => Err(Error::refuse(
+            format!("no deploys now: {}", closed.reason),
+            match &closed.next_open {
+                Some(next) => format!("the next window opens {next}; in an emergency, run with `--emergency --reason \"...\"`"),
+                None => "no window opens within a year; in an emergency, run with `--emergency --reason \"...\"`".into(),
+            },
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the lock of the plan's runbook and environment for this process
+/// (waiting for it with [`Options::wait_lock`], until interrupted), and writes this run as its holder. A lock
+/// that a dead process left is free; but when that process's run is
+/// unfinished, a new run is refused: it must be resumed or abandoned
+/// (`runbook unlock`) first.
+pub async fn take_lock(
+    plan: &Plan,
+    state_dir: &Path,
+    options: &Options,
+    interface: &dyn Interface,
+) -> Result<RunLock, Error> {
+    let path = state::lock_path(state_dir, &plan.runbook.name, plan.environment.as_deref());
+    let mut waiting = false;
+    let mut lock = loop {
+        match RunLock::acquire(&path) {
+            Ok(lock) => break lock,
+            Err(LockError::Held(current)) if options.wait_lock => {
+                if !waiting {
+                    interface.notice(Notice::LockHeld(LockError::Held(current).to_string()));
+                    waiting = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    () = options.cancel.cancelled() => return Err(Error::Interrupted),
+                }
+            }
+            Err(error @ LockError::Held(_)) => {
+                return Err(Error::refuse(
+                    error.to_string(),
+                    "wait for it with `--wait-lock`",
+                ));
+            }
+            Err(error) => return Err(Error::Lock(error)),
+        }
+    };
+    if let Some(left) = lock.left_by().cloned() {
+        if left.run_id == plan.run_id {
+            interface.notice(Notice::LockTakenOver { pid: left.pid });
+        } else if let Some(state) = unfinished(state_dir, &left.run_id) {
+            return Err(left_unfinished(plan, &left, &state));
+        }
+    }
+    let holder = LockHolder {
+        run_id: plan.run_id.clone(),
+        operator: plan.operator.clone(),
+        since: jiff::Timestamp::now().to_string(),
+        pid: std::process::id(),
+        host: state::hostname(),
+    };
+    lock.claim(&holder)
+        .map_err(|source| Error::Lock(LockError::Io { path, source }))?;
+    Ok(lock)
+}
+
+/// The refusal of a new run while the lock's last holder, whose process
+/// died, left its run unfinished.
+fn left_unfinished(plan: &Plan, left: &LockHolder, state: &str) -> Error {
+    Error::refuse(
+        format!(
+            "run {} by {} died unfinished ({state}); its process {} on {} is gone",
+            left.run_id, left.operator, left.pid, left.host
+        ),
+        format!(
+            "continue it with `runbook resume {}`; or, if it is to be abandoned, `runbook unlock {}{}` and start anew",
+            left.run_id,
+            plan.runbook.source.path.display(),
+            plan.environment
+                .as_ref()
+                .map(|name| format!(" --env {name}"))
+                .unwrap_or_default()
+        ),
+    )
+}
+
+/// How a run that a dead process left stands, when it is unfinished: it
+/// has a journal, and the journal has no end.
+pub fn unfinished(state_dir: &Path, run_id: &str) -> Option<String> {
+    let journal = state::journal_path(&state::run_dir(state_dir, run_id));
+    let record = match journal::read(&journal) {
+        Ok(record) => record,
+        // It died before its run started: nothing to continue.
+        Err(JournalError::NoStart(_) | JournalError::Read { .. }) => return None,
+        Err(error) => return Some(error.to_string()),
+    };
+    if record.finished.is_some() {
+        return None;
+    }
+    if let Some(rollback) = record
+        .rollback
+        .as_ref()
+        .filter(|rollback| !rollback.finished)
+    {
+        return Some(format!("its rollback ({}) was cut short", rollback.reason));
+    }
+    let running: Vec<String> = record
+        .order
+        .iter()
+        .filter(|id| record.steps[*id].interrupted)
+        .map(|id| format!("`{id}`"))
+        .collect();
+    Some(match running.as_slice() {
+        [] => "between steps".to_owned(),
+        ids => format!("during {}", ids.join(", ")),
+    })
+}
+
+/// How the approval gate was passed, or not.
+#[derive(Debug)]
+pub enum Approval {
+    /// Enough valid approvals (none, when the environment asks for none):
+    /// who gave them.
+    Given(Vec<String>),
+    /// Not enough, and the run does not wait: who may approve, and how.
+    Waiting(String),
+}
+
+/// Counts the approvals bound to the run's fingerprint against the
+/// environment's rule (the emergency one for an emergency run). With
+/// [`Options::wait_approval`], waits for them, reading the journal each
+/// second (`runbook approve` appends them there) until interrupted.
+pub async fn approvals(
+    prepared: &Prepared,
+    emergency: bool,
+    mut given: Vec<(String, String)>,
+    recording: &Recording,
+    options: &Options,
+    interface: &dyn Interface,
+) -> Result<Approval, Error> {
+    let plan = &prepared.plan;
+    let Some(rule) = prepared
+        .environment()
+        .and_then(|environment| crate::gates::rule(environment, emergency))
+    else {
+        return Ok(Approval::Given(Vec::new()));
+    };
+    loop {
+        let counted = crate::gates::count(rule, &given, &prepared.fingerprint, &plan.operator);
+        if counted.is_met() {
+            return Ok(Approval::Given(counted.valid));
+        }
+        let waiting = waiting_for(plan, rule, &counted);
+        if !options.wait_approval {
+            return Ok(Approval::Waiting(waiting));
+        }
+        interface.notice(Notice::AwaitingApprovals(waiting));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = options.cancel.cancelled() => return Err(Error::Interrupted),
+        }
+        given = journal::read(&recording.journal)
+            .map(|record| record.approvals)
+            .unwrap_or_default();
+    }
+}
+
+/// Who must approve a waiting run, how many so far, which approvals do
+/// not count and why, and the command that approves.
+fn waiting_for(plan: &Plan, rule: &Approvals, counted: &ApprovalCount) -> String {
+    format!(
+        "run {} needs {} approval{} from {} ({} so far{}): `runbook approve {} --as NAME`",
+        plan.run_id,
+        rule.required,
+        if rule.required == 1 { "" } else { "s" },
+        rule.from.join(", "),
+        counted.valid.len(),
+        if counted.ignored.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not counted: {}",
+                counted
+                    .ignored
+                    .iter()
+                    .map(|(who, why)| format!("{who} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        plan.run_id
+    )
+}

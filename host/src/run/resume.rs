@@ -1,0 +1,486 @@
+//! How a run that stopped (a crash, a failure, a gate) goes on. Steps that
+//! succeeded never run again; a step that was running when the process
+//! died runs again only if its plugin is idempotent or the operator says
+//! so; a rollback cut short goes on where it stopped.
+
+use super::{Error, Interface, Notice, Options, Prepared, Secrets, Start};
+use crate::engine::{PendingRollback, Recorded};
+use crate::events::Status;
+use crate::journal::{self, RollbackRecord, RunRecord};
+use crate::plugin::PluginRuntime;
+use crate::runbook::{Action, Bindings, Plan, Policy};
+use crate::state::{self, RunLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What `runbook resume RUN` asks.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The run's id.
+    pub run: String,
+    /// Interrupted steps to run again although their plugin is not
+    /// idempotent.
+    pub rerun: Vec<String>,
+    /// Interrupted steps to treat as done (the operator checked that they
+    /// took effect).
+    pub skip: Vec<String>,
+    /// Who resumes it, for the run log; `None` for the operator who
+    /// started it.
+    pub operator: Option<String>,
+}
+
+/// A stopped run, ready to go on: what its journal says, and what this
+/// process does about it. It holds the run's lock, taken before the
+/// journal was read, so that two resumes cannot both continue one run.
+pub struct Resumption {
+    /// What the journal says.
+    pub record: RunRecord,
+    /// Steps already finished, kept as they are.
+    pub recorded: BTreeMap<String, Recorded>,
+    /// A rollback that is to go on, or to start (the process died before
+    /// it began).
+    pub rollback: Option<PendingRollback>,
+    /// Interrupted steps (or undos) to run again.
+    pub rerun: Vec<String>,
+    /// Interrupted steps (or undos) to skip.
+    pub skip: Vec<String>,
+    /// The state folder the run started in.
+    pub state_dir: PathBuf,
+    /// Who resumes it.
+    pub operator: String,
+    /// Held for as long as this process continues the run.
+    _lock: RunLock,
+}
+
+/// What earlier processes of a run left for this one: nothing, for a new run.
+#[derive(Debug, Default)]
+pub struct Earlier {
+    /// Steps already finished.
+    pub recorded: BTreeMap<String, Recorded>,
+    /// A rollback to continue.
+    pub rollback: Option<PendingRollback>,
+    /// What steps recorded for their rollback (`log.checkpoint`), by step.
+    pub checkpoints: BTreeMap<String, BTreeMap<String, String>>,
+    /// Approvals given so far: who, and the fingerprint approved.
+    pub approvals: Vec<(String, String)>,
+    /// Manual steps confirmed: step, and who.
+    pub confirmations: BTreeMap<String, String>,
+}
+
+impl Earlier {
+    /// What a resumed run's journal holds.
+    pub fn of(resumption: &Resumption) -> Self {
+        let record = &resumption.record;
+        Earlier {
+            recorded: resumption.recorded.clone(),
+            rollback: resumption.rollback.clone(),
+            checkpoints: record
+                .steps
+                .iter()
+                .filter(|(_, step)| !step.checkpoints.is_empty())
+                .map(|(id, step)| (id.clone(), step.checkpoints.clone()))
+                .collect(),
+            approvals: record.approvals.clone(),
+            confirmations: record.confirmations.clone(),
+        }
+    }
+}
+
+/// Finds the run (in the run index, or [`Options::state_dir`]), refuses
+/// one that is over or whose runbook changed, prepares it again exactly as
+/// it started, takes its lock, and decides from its journal what this
+/// process does.
+pub async fn prepare(
+    runtime: &PluginRuntime,
+    request: &Request,
+    options: &Options,
+    interface: &dyn Interface,
+) -> Result<(Prepared, Start), Error> {
+    let run_dir = state::find_run(&request.run, options.state_dir.as_deref()).map_err(|error| {
+        Error::refuse(
+            error.to_string(),
+            "pass the state folder with `--state-dir DIR`",
+        )
+    })?;
+    let journal_path = state::journal_path(&run_dir);
+    let record = read_journal(&journal_path)?;
+    let state_dir: PathBuf = run_dir
+        .parent()
+        .and_then(|runs| runs.parent())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".runbook"));
+    check_resumable(request, &record, &run_dir, &state_dir, false, interface)?;
+    let bindings = Bindings {
+        environment: record.environment.clone(),
+        sets: record.params.clone().into_iter().collect(),
+        operator: record.operator.clone(),
+        run_id: record.run_id.clone(),
+        lenient: false,
+    };
+    let file = PathBuf::from(&record.file);
+    let prepared =
+        super::prepare(runtime, &file, bindings, Secrets::Environment, interface).await?;
+    check_fingerprint(request, &record, &prepared)?;
+
+    // Only the lock's holder may continue the run, and what it continues
+    // is what the journal says once the lock is held: another process may
+    // have resumed it meanwhile.
+    let lock = super::gates::take_lock(&prepared.plan, &state_dir, options, interface).await?;
+    let record = read_journal(&journal_path)?;
+    check_resumable(request, &record, &run_dir, &state_dir, true, interface)?;
+    if record.recovered_truncation {
+        interface.notice(Notice::JournalTornTail);
+    }
+    check_named_steps(request, &prepared.plan)?;
+    let decided = decide(request, &record, &prepared)?;
+    let resumption = Resumption {
+        record,
+        recorded: decided.recorded,
+        rollback: decided.rollback,
+        rerun: decided.rerun,
+        skip: decided.skip,
+        state_dir,
+        operator: request
+            .operator
+            .clone()
+            .unwrap_or_else(|| prepared.plan.operator.clone()),
+        _lock: lock,
+    };
+    Ok((prepared, Start::Resume(Box::new(resumption))))
+}
+
+/// Reads the run's journal; a run that never started has nothing to resume.
+fn read_journal(path: &Path) -> Result<RunRecord, Error> {
+    journal::read(path).map_err(|error| match error {
+        journal::JournalError::NoStart(_) => Error::refuse(
+            error.to_string(),
+            "nothing ran; start a new run with `runbook exec`",
+        ),
+        other => Error::JournalRead(other),
+    })
+}
+
+/// Refuses a run that was abandoned or is over: succeeded, or rolled back
+/// to the end. A crash between such a run's end and its deployment record
+/// leaves the record to write now, by the lock's holder only, so that it
+/// never replaces the record a finishing process writes.
+fn check_resumable(
+    request: &Request,
+    record: &RunRecord,
+    run_dir: &Path,
+    state_dir: &Path,
+    holding_lock: bool,
+    interface: &dyn Interface,
+) -> Result<(), Error> {
+    if record.abandoned {
+        return Err(Error::refuse(
+            format!("run {} was abandoned with `runbook unlock`", request.run),
+            "an abandoned run is over, and newer runs may have changed what it touched; start a new run with `runbook exec`",
+        ));
+    }
+    let over = record.finished == Some(Status::Succeeded)
+        || record.rollback.as_ref().is_some_and(|rollback| {
+            rollback.whole_run && rollback.finished && record.finished.is_some()
+        });
+    if over {
+        write_missing_record(record, run_dir, state_dir, holding_lock, interface);
+    }
+    if record.finished == Some(Status::Succeeded) {
+        return Err(Error::refuse(
+            format!("run {} already succeeded", request.run),
+            "start a new run with `runbook exec`",
+        ));
+    }
+    if over {
+        return Err(Error::refuse(
+            format!("run {} was rolled back", request.run),
+            "a rolled-back run is over; start a new run with `runbook exec`",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the deployment record of a run that is over, when a crash left
+/// it unwritten and this process holds (or can take) the lock.
+fn write_missing_record(
+    record: &RunRecord,
+    run_dir: &Path,
+    state_dir: &Path,
+    holding_lock: bool,
+    interface: &dyn Interface,
+) {
+    let lock = (!holding_lock).then(|| {
+        RunLock::acquire(&state::lock_path(
+            state_dir,
+            &record.runbook,
+            record.environment.as_deref(),
+        ))
+    });
+    let may_write = holding_lock || matches!(lock, Some(Ok(_)));
+    if may_write
+        && !state_dir
+            .join("deployments")
+            .join(format!("{}.json", record.run_id))
+            .exists()
+    {
+        let rebuilt = state::DeploymentRecord::from_journal(record, &state::journal_path(run_dir));
+        if let Ok(path) = state::write_record(state_dir, &rebuilt) {
+            interface.notice(Notice::RecordWritten(path));
+        }
+    }
+}
+
+/// Refuses to resume a run whose runbook, parameters, plugins or grants
+/// changed since it started: its approvals were given for what started.
+fn check_fingerprint(
+    request: &Request,
+    record: &RunRecord,
+    prepared: &Prepared,
+) -> Result<(), Error> {
+    if record.plan_hash.as_deref() == Some(prepared.fingerprint.as_str()) {
+        return Ok(());
+    }
+    Err(Error::refuse(
+        format!(
+            "the runbook, its parameters, plugins or grants changed since run {} started (fingerprint {} is now {})",
+            request.run,
+            record
+                .plan_hash
+                .as_deref()
+                .map(|hash| &hash[..12.min(hash.len())])
+                .unwrap_or("unknown"),
+            &prepared.fingerprint[..12]
+        ),
+        "resume runs exactly what was started; restore the files, or start a new run with `runbook exec`",
+    ))
+}
+
+/// Refuses `--rerun` and `--skip` of steps the run does not have.
+fn check_named_steps(request: &Request, plan: &Plan) -> Result<(), Error> {
+    let known: Vec<&str> = plan
+        .steps
+        .iter()
+        .map(|planned| planned.id.0.as_str())
+        .collect();
+    match request
+        .rerun
+        .iter()
+        .chain(&request.skip)
+        .find(|named| !known.contains(&named.as_str()))
+    {
+        Some(named) => Err(Error::refuse(
+            format!("run {} has no step `{named}`", request.run),
+            format!("its steps are: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What this process does with each step the journal knows.
+#[derive(Default)]
+struct Decided {
+    recorded: BTreeMap<String, Recorded>,
+    rollback: Option<PendingRollback>,
+    rerun: Vec<String>,
+    skip: Vec<String>,
+    /// Interrupted steps (`true`: their undo) that neither an idempotent
+    /// plugin nor the operator allows to run again.
+    undecided: Vec<(String, bool)>,
+}
+
+/// Decides from the journal which steps are kept, run again or skipped,
+/// and whether a rollback goes on or starts. The first interrupted step
+/// (or undo) that may not simply run again is asked about; the rest come
+/// with the next resume.
+fn decide(request: &Request, record: &RunRecord, prepared: &Prepared) -> Result<Decided, Error> {
+    let plan = &prepared.plan;
+    // A rollback cut short, or a whole-run rollback whose process died
+    // before the run's end (its `always` steps may not have run).
+    let pending = record
+        .rollback
+        .as_ref()
+        .filter(|rollback| !rollback.finished || (rollback.whole_run && record.finished.is_none()));
+    let into_rollback = into_rollback(plan, record);
+    let mut decided = Decided::default();
+    let rolling_back = pending.is_some() || into_rollback.is_some();
+    decide_steps(request, record, prepared, rolling_back, &mut decided);
+    decided.rollback = match pending {
+        None => into_rollback,
+        Some(rollback) => Some(continue_rollback(request, record, rollback, &mut decided)),
+    };
+    if let Some((id, undo)) = decided.undecided.first() {
+        let (what, again) = if *undo {
+            ("its rollback was running", "undo it again")
+        } else {
+            ("it was running", "run it again")
+        };
+        return Err(Error::refuse(
+            format!(
+                "`{id}`: {what} when the run stopped, and its plugin is not idempotent: it may or may not have taken effect"
+            ),
+            format!(
+                "check by hand, then `runbook resume {} --rerun {id}` to {again} or `--skip {id}` if it took effect",
+                request.run
+            ),
+        ));
+    }
+    Ok(decided)
+}
+
+/// A step failed and its policy was to roll back, but the process died
+/// before the rollback began: the rollback is what comes next, undoing
+/// what succeeded, newest first.
+fn into_rollback(plan: &Plan, record: &RunRecord) -> Option<PendingRollback> {
+    if record.finished.is_some()
+        || record
+            .rollback
+            .as_ref()
+            .is_some_and(|rollback| !rollback.finished || rollback.whole_run)
+    {
+        return None;
+    }
+    let failed = plan.steps.iter().find(|planned| {
+        let step = plan.step(planned);
+        let policy = step.on_failure.unwrap_or(plan.runbook.on_failure);
+        record.steps.get(&planned.id.0).is_some_and(|step_record| {
+            matches!(step_record.status, Some(Status::Failed | Status::Denied))
+                && policy == Policy::Rollback
+        })
+    })?;
+    let undoable = |planned: &&crate::runbook::PlannedStep| {
+        let step = plan.step(planned);
+        !step.always && matches!(step.action, Action::Plugin(_))
+    };
+    // Steps that ran beside the failed one and were cut short by the
+    // crash are undone first (what they did is unknown; their checkpoints
+    // say what to restore), then the completed ones.
+    let interrupted = plan
+        .steps
+        .iter()
+        .filter(undoable)
+        .filter(|planned| {
+            record
+                .steps
+                .get(&planned.id.0)
+                .is_some_and(|step_record| step_record.interrupted)
+        })
+        .map(|planned| planned.id.0.clone());
+    let mut done: Vec<(usize, String)> = plan
+        .steps
+        .iter()
+        .filter(undoable)
+        .filter_map(|planned| {
+            let order = record.steps.get(&planned.id.0)?.order?;
+            Some((order, planned.id.0.clone()))
+        })
+        .collect();
+    done.sort();
+    Some(PendingRollback {
+        steps: interrupted
+            .chain(done.into_iter().rev().map(|(_, id)| id))
+            .collect(),
+        whole_run: true,
+        failed_step: Some(failed.id.0.clone()),
+        reason: "a step failed".to_owned(),
+        started: false,
+    })
+}
+
+/// Which steps are kept as done, run again, skipped, or asked about.
+fn decide_steps(
+    request: &Request,
+    record: &RunRecord,
+    prepared: &Prepared,
+    rolling_back: bool,
+    decided: &mut Decided,
+) {
+    let plan = &prepared.plan;
+    for planned in &plan.steps {
+        let id = &planned.id.0;
+        let Some(step_record) = record.steps.get(id) else {
+            continue;
+        };
+        let step = plan.step(planned);
+        // An `always` step ran at the end of a process of the run: when it
+        // was the last process, and it died before the run's end was
+        // recorded, it is done; when that process's end was recorded (the
+        // run failed or was cancelled, and is now resumed), it runs again
+        // at the new end.
+        let always_done = record.finished.is_none() && step_record.finished_in == record.processes;
+        if step_record.status == Some(Status::Succeeded) && (!step.always || always_done) {
+            decided.recorded.insert(
+                id.clone(),
+                Recorded {
+                    status: Status::Succeeded,
+                    outputs: step_record.outputs.clone(),
+                    order: step_record.order.unwrap_or(usize::MAX),
+                },
+            );
+            continue;
+        }
+        // When the run goes on with a rollback, only its `always` steps run
+        // again: an interrupted ordinary step is undone, not repeated.
+        if !step_record.interrupted || (rolling_back && !step.always) {
+            continue;
+        }
+        let idempotent = match &step.action {
+            Action::Plugin(name) => prepared.plugins[name].descriptor.idempotent,
+            Action::Manual(_) => true,
+        };
+        if request.skip.contains(id) {
+            // The operator checked that it took effect: its dependents go on.
+            decided.skip.push(id.clone());
+            decided.recorded.insert(
+                id.clone(),
+                Recorded {
+                    status: Status::Succeeded,
+                    outputs: BTreeMap::new(),
+                    order: usize::MAX,
+                },
+            );
+        } else if idempotent || request.rerun.contains(id) {
+            decided.rerun.push(id.clone());
+        } else {
+            decided.undecided.push((id.clone(), false));
+        }
+    }
+}
+
+/// A rollback cut short goes on where it stopped. An undo that was in
+/// flight runs again if its plugin says that is harmless; otherwise the
+/// operator decides, as for a step.
+fn continue_rollback(
+    request: &Request,
+    record: &RunRecord,
+    rollback: &RollbackRecord,
+    decided: &mut Decided,
+) -> PendingRollback {
+    let mut steps = Vec::new();
+    for id in &rollback.steps {
+        let Some(step_record) = record.steps.get(id) else {
+            continue;
+        };
+        if step_record.rollback_status.is_some() {
+            continue;
+        }
+        if step_record.rollback_interrupted {
+            if request.skip.contains(id) {
+                decided.skip.push(id.clone());
+                continue;
+            }
+            if !step_record.idempotent_rollback && !request.rerun.contains(id) {
+                decided.undecided.push((id.clone(), true));
+                continue;
+            }
+            decided.rerun.push(id.clone());
+        }
+        steps.push(id.clone());
+    }
+    PendingRollback {
+        steps,
+        whole_run: rollback.whole_run,
+        failed_step: record.failed_step.clone(),
+        reason: rollback.reason.clone(),
+        started: true,
+    }
+}
