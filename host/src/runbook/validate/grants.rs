@@ -1,0 +1,239 @@
+//! A step's `grants`: HTTP prefixes (templates, rendered when the runbook is
+//! bound), secret names, Kubernetes verbs and resources, folders to read,
+//! and AWS calls. Each is checked here so that a typo is an error before
+//! the run rather than a denial in the middle of a deploy.
+
+use super::is_identifier;
+use super::references::ReferenceCheck;
+use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
+use crate::grant::{AwsGrant, KubeGrant, VERBS};
+use crate::runbook::FsGrant;
+use crate::runbook::model::{RawGrants, RawKubeGrant};
+use crate::template::Template;
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+/// A step's grants, checked; secrets stay the names the runbook wrote.
+pub(super) struct Grants {
+    /// URL prefixes, still templated, each with its place.
+    pub(super) http: Vec<(Template, ValuePath)>,
+    /// Folders the step may read.
+    pub(super) fs_read: Vec<FsGrant>,
+    /// AWS calls the step may make.
+    pub(super) aws: Option<AwsGrant>,
+    /// Kubernetes calls the step may make.
+    pub(super) kube: Option<KubeGrant>,
+}
+
+/// Checks the grants at `at` of the step `check` is for; every problem is
+/// reported and the grant at fault left out.
+pub(super) fn validate_grants(
+    check: &ReferenceCheck<'_>,
+    raw: &RawGrants,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> Grants {
+    let source = check.source;
+    let http = http_grants(check, &raw.http, &at.key("http"), problems);
+    secret_grants(source, &raw.secrets, &at.key("secrets"), problems);
+    let kube = raw
+        .kube
+        .as_ref()
+        .map(|grant| kube_grant(grant, source, &at.key("kube"), problems));
+    let fs_read = fs_grants(source, &raw.fs.read, &at.key("fs").key("read"), problems);
+    Grants {
+        http,
+        fs_read,
+        aws: raw.aws.as_ref().map(|grant| AwsGrant {
+            services: grant.services.clone(),
+            actions: grant.actions.clone(),
+            regions: grant.regions.clone(),
+        }),
+        kube,
+    }
+}
+
+/// `grants.http`: templates that may refer only to what is fixed before the
+/// run starts.
+fn http_grants(
+    check: &ReferenceCheck<'_>,
+    written: &[String],
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> Vec<(Template, ValuePath)> {
+    let mut grants = Vec::new();
+    for (position, text) in written.iter().enumerate() {
+        let at = at.index(position);
+        match Template::parse(text) {
+            Ok(template) => {
+                check.fixed_before_run().check(&template, &at, problems);
+                grants.push((template, at));
+            }
+            Err(error) => problems.push(
+                Diagnostic::new(error.message)
+                    .at(check.source, &at)
+                    .hint(error.hint),
+            ),
+        }
+    }
+    grants
+}
+
+/// `grants.secrets`: names, as the secret store knows them.
+fn secret_grants(
+    source: &Arc<Source>,
+    names: &[String],
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) {
+    for (position, secret) in names.iter().enumerate() {
+        if !is_identifier(secret) {
+            problems.push(
+                Diagnostic::new(format!("`{secret}` is not a secret name"))
+                    .at(source, &at.index(position))
+                    .hint("secret names are letters, digits, `_` and `-`"),
+            );
+        }
+    }
+}
+
+/// `grants.kube`: known verbs, `GROUP/VERSION/Kind` resources, and at least
+/// one namespace.
+fn kube_grant(
+    raw: &RawKubeGrant,
+    source: &Arc<Source>,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> KubeGrant {
+    for (position, verb) in raw.verbs.iter().enumerate() {
+        if !VERBS.contains(&verb.as_str()) {
+            let hint = match did_you_mean(verb, VERBS.iter().copied()) {
+                Some(near) => format!("did you mean `{near}`? verbs are {}", VERBS.join(", ")),
+                None => format!("verbs are {}", VERBS.join(", ")),
+            };
+            problems.push(
+                Diagnostic::new(format!("`{verb}` is not a Kubernetes verb"))
+                    .at(source, &at.key("verbs").index(position))
+                    .hint(hint),
+            );
+        }
+    }
+    for (position, resource) in raw.resources.iter().enumerate() {
+        if !is_resource(resource) {
+            problems.push(
+                Diagnostic::new(format!("`{resource}` is not GROUP/VERSION/Kind"))
+                    .at(source, &at.key("resources").index(position))
+                    .hint("write `apps/v1/Deployment`, or `v1/Service` for the core group"),
+            );
+        }
+    }
+    if raw.namespaces.is_empty() {
+        problems.push(
+            Diagnostic::new("`grants.kube.namespaces` is empty: the grant allows nothing")
+                .at(source, &at.key("namespaces"))
+                .hint("name the namespaces, or `\"*\"` for all of them"),
+        );
+    }
+    KubeGrant {
+        namespaces: raw.namespaces.clone(),
+        resources: raw.resources.clone(),
+        verbs: raw.verbs.clone(),
+    }
+}
+
+/// Whether `resource` is `GROUP/VERSION/Kind` or `VERSION/Kind`, the kind
+/// capitalised as Kubernetes writes kinds.
+fn is_resource(resource: &str) -> bool {
+    let parts: Vec<&str> = resource.split('/').collect();
+    matches!(parts.len(), 2 | 3)
+        && parts.iter().all(|part| !part.is_empty())
+        && parts
+            .last()
+            .is_some_and(|kind| kind.starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
+/// `grants.fs.read`: each entry resolved, or reported and left out.
+fn fs_grants(
+    source: &Arc<Source>,
+    written: &[String],
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> Vec<FsGrant> {
+    written
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(position, written)| match fs_grant(&source.path, written) {
+                Ok(grant) => Some(grant),
+                Err((message, hint)) => {
+                    problems.push(
+                        Diagnostic::new(message)
+                            .at(source, &at.index(position))
+                            .hint(hint),
+                    );
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// Checks a `grants.fs.read` entry: relative, without `..`, an existing
+/// folder that stays inside the runbook's folder after symlinks.
+fn fs_grant(runbook: &Path, written: &str) -> Result<FsGrant, (String, String)> {
+    let hint = "write a folder relative to the runbook, inside its folder: `grants.fs.read = [\"./dist\"]`".to_owned();
+    let relative = Path::new(written);
+    if relative.is_absolute() {
+        return Err((format!("`{written}` is an absolute path"), hint));
+    }
+    if relative
+        .components()
+        .any(|part| matches!(part, Component::ParentDir))
+    {
+        return Err((format!("`{written}` climbs out with `..`"), hint));
+    }
+    let base = runbook
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let host = base
+        .join(relative)
+        .canonicalize()
+        .map_err(|error| (format!("cannot grant `{written}`: {error}"), hint.clone()))?;
+    let root = base.canonicalize().map_err(|error| {
+        (
+            format!("cannot resolve the runbook's folder: {error}"),
+            hint.clone(),
+        )
+    })?;
+    if !host.starts_with(&root) {
+        return Err((
+            format!(
+                "`{written}` leads outside the runbook's folder (to {}) through a symlink",
+                host.display()
+            ),
+            hint,
+        ));
+    }
+    if !host.is_dir() {
+        return Err((format!("`{written}` is not a folder"), hint));
+    }
+    Ok(FsGrant {
+        written: written.to_owned(),
+        guest: guest_path(relative),
+        host,
+    })
+}
+
+/// Where the plugin sees a granted folder: its path below the runbook's
+/// folder, from `/`.
+fn guest_path(relative: &Path) -> String {
+    let parts: Vec<String> = relative
+        .components()
+        .filter_map(|part| match part {
+            Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    format!("/{}", parts.join("/"))
+}

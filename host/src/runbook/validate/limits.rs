@@ -1,0 +1,138 @@
+//! What bounds one run of a step: its `timeout`, its `memory` and its
+//! `retries`. Each is at most a fixed ceiling, so that a typo cannot ask
+//! for a year or a terabyte.
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
+use crate::runbook::model::RawRetries;
+use crate::runbook::{
+    DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_DURATION, MAX_MEMORY, RetryPolicy,
+    parse_memory,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The step's `timeout` at `at`; a wrong one is reported and the default
+/// used.
+pub(super) fn timeout(
+    source: &Arc<Source>,
+    text: Option<&str>,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> Duration {
+    text.map_or(DEFAULT_TIMEOUT, |text| {
+        let hint = "write it like \"90s\", \"2m\" or \"1h 30m\"";
+        duration(source, text, at, DEFAULT_TIMEOUT, hint, problems)
+    })
+}
+
+/// The step's `memory` at `at`, in bytes; a wrong one is reported and the
+/// default used.
+pub(super) fn memory_limit(
+    source: &Arc<Source>,
+    text: Option<&str>,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> u64 {
+    let Some(text) = text else {
+        return DEFAULT_MEMORY;
+    };
+    match parse_memory(text) {
+        Some(limit) if limit <= MAX_MEMORY => limit,
+        Some(_) => {
+            problems.push(
+                Diagnostic::new(format!(
+                    "`{text}` is more than {} GiB, the most memory a step may have",
+                    MAX_MEMORY >> 30
+                ))
+                .at(source, at),
+            );
+            DEFAULT_MEMORY
+        }
+        None => {
+            problems.push(
+                Diagnostic::new(format!("`{text}` is not a memory size"))
+                    .at(source, at)
+                    .hint("write it like \"64MiB\" or \"1GiB\""),
+            );
+            DEFAULT_MEMORY
+        }
+    }
+}
+
+/// The step's `retries` at `at`. Attempts out of bounds are reported and
+/// clamped; a wrong pause is reported and its default used.
+pub(super) fn retries(
+    source: &Arc<Source>,
+    raw: Option<&RawRetries>,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> RetryPolicy {
+    let Some(raw) = raw else {
+        return RetryPolicy::default();
+    };
+    let defaults = RetryPolicy::default();
+    let mut pause = |text: &Option<String>, default: Duration, key: &str| {
+        text.as_deref().map_or(default, |text| {
+            let hint = "write it like \"2s\" or \"1m\"";
+            duration(source, text, &at.key(key), default, hint, problems)
+        })
+    };
+    let policy = RetryPolicy {
+        attempts: raw.attempts.clamp(1, MAX_ATTEMPTS),
+        backoff: pause(&raw.backoff, defaults.backoff, "backoff"),
+        max: pause(&raw.max, defaults.max, "max"),
+    };
+    if raw.attempts == 0 {
+        problems.push(
+            Diagnostic::new("`attempts` counts every try, the first included: it is at least 1")
+                .at(source, &at.key("attempts")),
+        );
+    }
+    if raw.attempts > MAX_ATTEMPTS {
+        problems.push(
+            Diagnostic::new(format!(
+                "`attempts` is {}; a step is tried at most {MAX_ATTEMPTS} times",
+                raw.attempts
+            ))
+            .at(source, &at.key("attempts"))
+            .hint("wait longer between tries instead: raise `backoff` and `max`"),
+        );
+    }
+    policy
+}
+
+/// The duration at `at`; a wrong one is reported, with `hint` unless a
+/// better one is known, and `fallback` used.
+fn duration(
+    source: &Arc<Source>,
+    text: &str,
+    at: &ValuePath,
+    fallback: Duration,
+    hint: &'static str,
+    problems: &mut Diagnostics,
+) -> Duration {
+    parse_duration(text).unwrap_or_else(|(message, better)| {
+        problems.push(
+            Diagnostic::new(message)
+                .at(source, at)
+                .hint(better.unwrap_or(hint)),
+        );
+        fallback
+    })
+}
+
+/// A duration a runbook wrote, at most [`MAX_DURATION`]; else the message
+/// and, when the default one does not fit, a hint.
+fn parse_duration(text: &str) -> Result<Duration, (String, Option<&'static str>)> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        Ok(_) => Err((
+            format!(
+                "`{text}` is longer than {} days, the longest duration a runbook may set",
+                MAX_DURATION.as_secs() / 86_400
+            ),
+            Some("a step that needs longer should be split, or be a manual step"),
+        )),
+        Err(error) => Err((format!("`{text}` is not a duration: {error}"), None)),
+    }
+}
