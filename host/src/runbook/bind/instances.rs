@@ -1,0 +1,93 @@
+//! The plan's steps: one per step, or one per element of its `for_each`,
+//! each needing every instance of the steps its step needs.
+
+use super::{Plan, PlannedStep, grants};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::runbook::{ForEach, Step, StepId, for_each_label, for_each_problem};
+use std::collections::BTreeMap;
+
+/// Every step's instances, in file order, each with its grants resolved.
+pub(super) fn plan_steps(plan: &Plan, problems: &mut Diagnostics) -> Vec<PlannedStep> {
+    let mut planned: Vec<PlannedStep> = Vec::new();
+    let mut instances_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for step in &plan.runbook.steps {
+        let grants = grants::resolve(plan, step, problems);
+        let items = items(plan, step, problems);
+        let needs: Vec<usize> = step
+            .needs
+            .iter()
+            .flat_map(|need| {
+                instances_of
+                    .get(need.0.as_str())
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let first = planned.len();
+        for (position, item) in items.into_iter().enumerate() {
+            let (id, name) = instance_name(step, item.as_ref(), position);
+            planned.push(PlannedStep {
+                index: step.index,
+                id,
+                name,
+                item,
+                needs: needs.clone(),
+                grants: grants.clone(),
+            });
+        }
+        instances_of.insert(step.id.0.as_str(), (first..planned.len()).collect());
+    }
+    planned
+}
+
+/// The elements the step runs for (`None`: it runs once, for no element).
+/// A `for_each` expression must give a list that can run; else the step
+/// has no instance and the problem is reported.
+fn items(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<Option<serde_json::Value>> {
+    let template = match &step.for_each {
+        None => return vec![None],
+        Some(ForEach::Items(items)) => return items.iter().cloned().map(Some).collect(),
+        Some(ForEach::Expression(template)) => template,
+    };
+    let at = step.path().key("for_each");
+    let source = &plan.runbook.source;
+    match template.value(|reference| plan.static_value(reference).ok_or(())) {
+        Ok(serde_json::Value::Array(items)) => match for_each_problem(&step.id.0, &items) {
+            None => items.into_iter().map(Some).collect(),
+            Some((message, hint, _)) => {
+                problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+                Vec::new()
+            }
+        },
+        Ok(other) => {
+            problems.push(
+                Diagnostic::new(format!("`for_each` gives {other}, not a list"))
+                    .at(source, &at)
+                    .hint("make the variable a list: `services = [\"api\", \"worker\"]`"),
+            );
+            Vec::new()
+        }
+        // A value not known before the run: the grants' check reports
+        // what is missing from the environment.
+        Err(()) => Vec::new(),
+    }
+}
+
+/// The id and display name of the instance of `step` for `item`, the
+/// element at `position`.
+fn instance_name(
+    step: &Step,
+    item: Option<&serde_json::Value>,
+    position: usize,
+) -> (StepId, String) {
+    match item {
+        None => (step.id.clone(), step.name.clone()),
+        Some(item) => {
+            let label = for_each_label(item, position);
+            (
+                StepId(format!("{}[{label}]", step.id)),
+                format!("{} [{}]", step.name, crate::template::as_text(item)),
+            )
+        }
+    }
+}
