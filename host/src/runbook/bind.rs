@@ -187,4 +187,25 @@ mod tests {
             "{long}"
         );
     }
+
+    #[test]
+    fn a_for_each_from_a_variable_the_environment_lacks_is_refused_not_run_for_nothing() {
+        let text = "[runbook]\nname = \"fan-out\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n[environments.production.vars]\nservices = [\"api\"]\n\n[environments.staging.vars]\n\n[[steps]]\nid = \"deploy\"\nuses = \"noop\"\nfor_each = \"${{ vars.services }}\"\n";
+        let runbook = crate::runbook::parse(crate::diagnostic::Source::new("fan-out.toml", text))
+            .expect("the runbook is valid");
+        let problems = bind(
+            Arc::new(runbook),
+            Bindings {
+                environment: Some("staging".into()),
+                ..Bindings::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            problems
+                .to_string()
+                .contains("`for_each` refers to a value the environment does not define"),
+            "{problems}"
+        );
+    }
 }

@@ -67,9 +67,17 @@ fn items(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<Option<ser
             );
             Vec::new()
         }
-        // A value not known before the run: the grants' check reports
-        // what is missing from the environment.
-        Err(()) => Vec::new(),
+        // A variable the chosen environment lacks (validation checked only
+        // that some environment defines it), or a run field known only
+        // later: without this the step would silently run for nothing.
+        Err(()) => {
+            problems.push(
+                Diagnostic::new("`for_each` refers to a value the environment does not define")
+                    .at(source, &at)
+                    .hint("give every environment the variable, as a list: `services = [\"api\", \"worker\"]`"),
+            );
+            Vec::new()
+        }
     }
 }
 
