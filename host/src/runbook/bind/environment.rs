@@ -2,7 +2,8 @@
 //! runbook must define, and the variables its steps read from it.
 
 use super::{Plan, names};
-use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
+use crate::diagnostic::{Diagnostics, ValuePath};
+use crate::runbook::Code;
 use crate::runbook::Runbook;
 use crate::template::Reference;
 
@@ -18,16 +19,18 @@ pub(super) fn choose(
         (Some(name), _) if defined.contains_key(name) => Some(name.to_owned()),
         (Some(name), true) => {
             problems.push(
-                Diagnostic::new(format!(
-                    "there is no environment `{name}`: the runbook defines none"
-                ))
-                .hint("drop `--env`, or add `[environments.NAME.vars]` to the runbook"),
+                Code::NoEnvironments
+                    .diagnostic(format!(
+                        "there is no environment `{name}`: the runbook defines none"
+                    ))
+                    .hint("drop `--env`, or add `[environments.NAME.vars]` to the runbook"),
             );
             None
         }
         (Some(name), false) => {
             problems.push(
-                Diagnostic::new(format!("there is no environment `{name}`"))
+                Code::UnknownEnvironment
+                    .diagnostic(format!("there is no environment `{name}`"))
                     .at(&runbook.source, &ValuePath::default().key("environments"))
                     .hint(format!("choose one of: {}", names(defined.keys()))),
             );
@@ -36,7 +39,8 @@ pub(super) fn choose(
         (None, true) => None,
         (None, false) => {
             problems.push(
-                Diagnostic::new("choose an environment with `--env`")
+                Code::NoEnvironmentChosen
+                    .diagnostic("choose an environment with `--env`")
                     .hint(format!("this runbook defines: {}", names(defined.keys()))),
             );
             None
@@ -56,13 +60,14 @@ pub(super) fn check_vars(plan: &Plan, environment: &str, problems: &mut Diagnost
                         && !plan.vars.contains_key(name)
                     {
                         problems.push(
-                            Diagnostic::new(format!(
-                                "environment `{environment}` does not define variable `{name}`"
-                            ))
-                            .at(source, at)
-                            .hint(format!(
-                                "add `{name} = ...` under `[environments.{environment}.vars]`"
-                            )),
+                            Code::UndefinedVar
+                                .diagnostic(format!(
+                                    "environment `{environment}` does not define variable `{name}`"
+                                ))
+                                .at(source, at)
+                                .hint(format!(
+                                    "add `{name} = ...` under `[environments.{environment}.vars]`"
+                                )),
                         );
                     }
                 }

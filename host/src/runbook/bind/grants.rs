@@ -5,6 +5,7 @@
 use super::Plan;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
 use crate::grant::UrlGrant;
+use crate::runbook::Code;
 use crate::runbook::{Step, StepGrants};
 use crate::template::Template;
 
@@ -49,7 +50,7 @@ fn http_grants(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<UrlG
             // `UrlGrant::parse` would take `*` as a literal host or
             // path, and the grant would silently allow nothing.
             problems.push(
-                Diagnostic::new(format!(
+                Code::HttpWildcard.diagnostic(format!(
                     "`{rendered}` is not an HTTP grant: grants have no wildcards"
                 ))
                 .at(source, at)
@@ -60,7 +61,7 @@ fn http_grants(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<UrlG
         match UrlGrant::parse(&rendered) {
             Ok(grant) => grants.push(grant),
             Err(error) => problems.push(
-                Diagnostic::new(format!("`{rendered}` is not an HTTP grant: {error}"))
+                Code::HttpGrant.diagnostic(format!("`{rendered}` is not an HTTP grant: {error}"))
                     .at(source, at)
                     .hint("write `scheme://host[:port][/path-prefix]`, e.g. \"https://api.example.com/v1\""),
             ),
@@ -89,6 +90,7 @@ fn fill_in(plan: &Plan, text: &mut String, at: &ValuePath, problems: &mut Diagno
 /// A grant that names a value not known before the run: a variable the
 /// environment lacks, or a run field known only later.
 fn undefined_value(plan: &Plan, at: &ValuePath) -> Diagnostic {
-    Diagnostic::new("this grant refers to a value the environment does not define")
+    Code::GrantUndefined
+        .diagnostic("this grant refers to a value the environment does not define")
         .at(&plan.runbook.source, at)
 }

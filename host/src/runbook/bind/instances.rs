@@ -2,8 +2,8 @@
 //! each needing every instance of the steps its step needs.
 
 use super::{Plan, PlannedStep, grants};
-use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::runbook::{ForEach, Step, StepId, for_each_label, for_each_problem};
+use crate::diagnostic::Diagnostics;
+use crate::runbook::{Code, ForEach, Step, StepId, for_each_label, for_each_problem};
 use std::collections::BTreeMap;
 
 /// Every step's instances, in file order, each with its grants resolved.
@@ -54,14 +54,15 @@ fn items(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<Option<ser
     match template.value(|reference| plan.static_value(reference).ok_or(())) {
         Ok(serde_json::Value::Array(items)) => match for_each_problem(&step.id.0, &items) {
             None => items.into_iter().map(Some).collect(),
-            Some((message, hint, _)) => {
-                problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+            Some((problem, _)) => {
+                problems.push(problem.at(source, &at));
                 Vec::new()
             }
         },
         Ok(other) => {
             problems.push(
-                Diagnostic::new(format!("`for_each` gives {other}, not a list"))
+                Code::ForEachNotAList
+                    .diagnostic(format!("`for_each` gives {other}, not a list"))
                     .at(source, &at)
                     .hint("make the variable a list: `services = [\"api\", \"worker\"]`"),
             );
@@ -72,7 +73,8 @@ fn items(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<Option<ser
         // later: without this the step would silently run for nothing.
         Err(()) => {
             problems.push(
-                Diagnostic::new("`for_each` refers to a value the environment does not define")
+                Code::ForEachUndefined
+                    .diagnostic("`for_each` refers to a value the environment does not define")
                     .at(source, &at)
                     .hint("give every environment the variable, as a list: `services = [\"api\", \"worker\"]`"),
             );

@@ -4,6 +4,7 @@
 
 use super::{Bindings, names};
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
+use crate::runbook::Code;
 use crate::runbook::{ParamSpec, Runbook};
 use std::collections::BTreeMap;
 
@@ -19,14 +20,15 @@ pub(super) fn bind_params(
             params.insert(key.clone(), value.clone());
         } else {
             problems.push(
-                Diagnostic::new(format!(
-                    "`--set {key}=...` names no parameter of this runbook"
-                ))
-                .hint(if runbook.params.is_empty() {
-                    "this runbook takes no parameters".to_owned()
-                } else {
-                    format!("its parameters are: {}", names(runbook.params.keys()))
-                }),
+                Code::UnknownSet
+                    .diagnostic(format!(
+                        "`--set {key}=...` names no parameter of this runbook"
+                    ))
+                    .hint(if runbook.params.is_empty() {
+                        "this runbook takes no parameters".to_owned()
+                    } else {
+                        format!("its parameters are: {}", names(runbook.params.keys()))
+                    }),
             );
         }
     }
@@ -69,10 +71,11 @@ fn check_pattern(
         .and_then(|rest| rest.strip_suffix(")$"))
         .unwrap_or(shown);
     problems.push(
-        Diagnostic::new(format!(
-            "parameter `{name}` = `{value}` does not match its pattern `{shown}`"
-        ))
-        .at(&runbook.source, &path.key("pattern")),
+        Code::ParamMismatch
+            .diagnostic(format!(
+                "parameter `{name}` = `{value}` does not match its pattern `{shown}`"
+            ))
+            .at(&runbook.source, &path.key("pattern")),
     );
 }
 
@@ -94,7 +97,8 @@ fn missing(runbook: &Runbook, name: &str, spec: &ParamSpec, path: &ValuePath) ->
         .as_ref()
         .map(|description| format!(" ({description})"))
         .unwrap_or_default();
-    Diagnostic::new(format!("missing required parameter `{name}`"))
+    Code::MissingParam
+        .diagnostic(format!("missing required parameter `{name}`"))
         .at(&runbook.source, path)
         .hint(format!("pass it with `--set {name}=VALUE`{described}"))
 }

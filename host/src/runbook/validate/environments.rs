@@ -2,7 +2,8 @@
 //! and approvals. Knows nothing of steps.
 
 use super::values::toml_to_json;
-use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
+use crate::diagnostic::{Diagnostics, Source, ValuePath};
+use crate::runbook::Code;
 use crate::runbook::model::{RawApprovals, RawEnvironment};
 use crate::runbook::{Approvals, Environment, Schedule};
 use std::collections::BTreeMap;
@@ -62,13 +63,18 @@ fn schedule(
     problems: &mut Diagnostics,
 ) -> Schedule {
     let mut schedule = Schedule::new(environment.timezone.as_deref()).unwrap_or_else(|message| {
-        problems.push(Diagnostic::new(message).at(source, &path.key("timezone")));
+        problems.push(
+            Code::Timezone
+                .diagnostic(message)
+                .at(source, &path.key("timezone")),
+        );
         Schedule::default()
     });
     for (position, window) in environment.windows.iter().enumerate() {
         if let Err(message) = schedule.add_window(&window.days, &window.from, &window.to) {
             problems.push(
-                Diagnostic::new(format!("deploy window: {message}"))
+                Code::Window
+                    .diagnostic(format!("deploy window: {message}"))
                     .at(source, &path.key("windows").index(position))
                     .hint(
                         "write `{ days = [\"mon\", \"tue\"], from = \"09:00\", to = \"17:00\" }`",
@@ -83,7 +89,7 @@ fn schedule(
             freeze.reason.clone(),
         ) {
             problems.push(
-                Diagnostic::new(format!("freeze: {message}"))
+                Code::Freeze.diagnostic(format!("freeze: {message}"))
                     .at(source, &path.key("freezes").index(position))
                     .hint("write `{ from = \"2026-12-24\", to = \"2026-12-26\", reason = \"holidays\" }`"),
             );
@@ -107,13 +113,14 @@ fn approvals(
     from.dedup();
     if raw.required == 0 || raw.required as usize > from.len() {
         problems.push(
-            Diagnostic::new(format!(
-                "{key} requires {} approvals from {} distinct people",
-                raw.required,
-                from.len()
-            ))
-            .at(source, &path.key(key))
-            .hint("`required` must be at least 1 and at most the number of people in `from`"),
+            Code::Approvals
+                .diagnostic(format!(
+                    "{key} requires {} approvals from {} distinct people",
+                    raw.required,
+                    from.len()
+                ))
+                .at(source, &path.key(key))
+                .hint("`required` must be at least 1 and at most the number of people in `from`"),
         );
     }
     Some(Approvals {

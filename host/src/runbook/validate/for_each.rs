@@ -4,8 +4,8 @@
 
 use super::references::ReferenceCheck;
 use super::values::toml_to_json;
-use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::runbook::{ForEach, MAX_FOR_EACH, for_each_problem, for_each_too_long};
+use crate::diagnostic::{Diagnostics, ValuePath};
+use crate::runbook::{Code, ForEach, MAX_FOR_EACH, for_each_problem, for_each_too_long};
 use crate::template::Template;
 
 /// The step's `for_each` at `at`. The expression form may refer only to
@@ -26,7 +26,8 @@ pub(super) fn for_each(
             }
             Err(error) => {
                 problems.push(
-                    Diagnostic::new(error.message)
+                    Code::Expression
+                        .diagnostic(error.message)
                         .at(source, at)
                         .hint(error.hint),
                 );
@@ -35,7 +36,7 @@ pub(super) fn for_each(
         },
         _ => {
             problems.push(
-                Diagnostic::new("`for_each` is a list or an expression giving one")
+                Code::ForEachShape.diagnostic("`for_each` is a list or an expression giving one")
                     .at(source, at)
                     .hint("write `for_each = [\"api\", \"worker\"]` or `for_each = \"${{ vars.services }}\"`"),
             );
@@ -54,19 +55,22 @@ fn items_of(
 ) -> Option<ForEach> {
     let source = check.source;
     if items.is_empty() {
-        problems.push(Diagnostic::new("`for_each` is an empty list").at(source, at));
+        problems.push(
+            Code::ForEachEmpty
+                .diagnostic("`for_each` is an empty list")
+                .at(source, at),
+        );
     }
     if items.len() > MAX_FOR_EACH {
         // Refused before anything is copied, so a huge list costs only
         // its parsing.
-        let (message, hint) = for_each_too_long(check.step_id, items.len());
-        problems.push(Diagnostic::new(message).at(source, at).hint(hint));
+        problems.push(for_each_too_long(check.step_id, items.len()).at(source, at));
         return None;
     }
     let items: Vec<serde_json::Value> = items.iter().cloned().map(toml_to_json).collect();
-    if let Some((message, hint, position)) = for_each_problem(check.step_id, &items) {
+    if let Some((problem, position)) = for_each_problem(check.step_id, &items) {
         let at = position.map_or_else(|| at.clone(), |position| at.index(position));
-        problems.push(Diagnostic::new(message).at(source, &at).hint(hint));
+        problems.push(problem.at(source, &at));
     }
     Some(ForEach::Items(items))
 }

@@ -7,8 +7,8 @@ use super::is_identifier;
 use super::references::ReferenceCheck;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
 use crate::grant::{AwsGrant, KubeGrant, VERBS};
-use crate::runbook::FsGrant;
 use crate::runbook::model::{RawGrants, RawKubeGrant};
+use crate::runbook::{Code, FsGrant};
 use crate::template::Template;
 use std::path::{Component, Path};
 use std::sync::Arc;
@@ -70,7 +70,8 @@ fn http_grants(
                 grants.push((template, at));
             }
             Err(error) => problems.push(
-                Diagnostic::new(error.message)
+                Code::Expression
+                    .diagnostic(error.message)
                     .at(check.source, &at)
                     .hint(error.hint),
             ),
@@ -89,7 +90,8 @@ fn secret_grants(
     for (position, secret) in names.iter().enumerate() {
         if !is_identifier(secret) {
             problems.push(
-                Diagnostic::new(format!("`{secret}` is not a secret name"))
+                Code::SecretName
+                    .diagnostic(format!("`{secret}` is not a secret name"))
                     .at(source, &at.index(position))
                     .hint("secret names are letters, digits, `_` and `-`"),
             );
@@ -112,7 +114,8 @@ fn kube_grant(
                 None => format!("verbs are {}", VERBS.join(", ")),
             };
             problems.push(
-                Diagnostic::new(format!("`{verb}` is not a Kubernetes verb"))
+                Code::KubeVerb
+                    .diagnostic(format!("`{verb}` is not a Kubernetes verb"))
                     .at(source, &at.key("verbs").index(position))
                     .hint(hint),
             );
@@ -121,7 +124,8 @@ fn kube_grant(
     for (position, resource) in raw.resources.iter().enumerate() {
         if !is_resource(resource) {
             problems.push(
-                Diagnostic::new(format!("`{resource}` is not GROUP/VERSION/Kind"))
+                Code::KubeResource
+                    .diagnostic(format!("`{resource}` is not GROUP/VERSION/Kind"))
                     .at(source, &at.key("resources").index(position))
                     .hint("write `apps/v1/Deployment`, or `v1/Service` for the core group"),
             );
@@ -129,7 +133,8 @@ fn kube_grant(
     }
     if raw.namespaces.is_empty() {
         problems.push(
-            Diagnostic::new("`grants.kube.namespaces` is empty: the grant allows nothing")
+            Code::KubeNoNamespace
+                .diagnostic("`grants.kube.namespaces` is empty: the grant allows nothing")
                 .at(source, &at.key("namespaces"))
                 .hint("name the namespaces, or `\"*\"` for all of them"),
         );
@@ -159,64 +164,61 @@ fn fs_grants(
     at: &ValuePath,
     problems: &mut Diagnostics,
 ) -> Vec<FsGrant> {
-    written
-        .iter()
-        .enumerate()
-        .filter_map(
-            |(position, written)| match fs_grant(&source.path, written) {
-                Ok(grant) => Some(grant),
-                Err((message, hint)) => {
-                    problems.push(
-                        Diagnostic::new(message)
-                            .at(source, &at.index(position))
-                            .hint(hint),
-                    );
-                    None
-                }
-            },
-        )
-        .collect()
+    let mut grants = Vec::new();
+    for (position, written) in written.iter().enumerate() {
+        match fs_grant(&source.path, written) {
+            Ok(grant) => grants.push(grant),
+            Err(problem) => problems.push(problem.at(source, &at.index(position))),
+        }
+    }
+    grants
 }
 
 /// Checks a `grants.fs.read` entry: relative, without `..`, an existing
-/// folder that stays inside the runbook's folder after symlinks.
-fn fs_grant(runbook: &Path, written: &str) -> Result<FsGrant, (String, String)> {
-    let hint = "write a folder relative to the runbook, inside its folder: `grants.fs.read = [\"./dist\"]`".to_owned();
+/// folder that stays inside the runbook's folder after symlinks. A problem
+/// comes without its place.
+fn fs_grant(runbook: &Path, written: &str) -> Result<FsGrant, Diagnostic> {
+    let problem = |code: Code, message: String| {
+        code.diagnostic(message).hint(
+            "write a folder relative to the runbook, inside its folder: `grants.fs.read = [\"./dist\"]`",
+        )
+    };
     let relative = Path::new(written);
     if relative.is_absolute() {
-        return Err((format!("`{written}` is an absolute path"), hint));
+        let message = format!("`{written}` is an absolute path");
+        return Err(problem(Code::FsAbsolute, message));
     }
     if relative
         .components()
         .any(|part| matches!(part, Component::ParentDir))
     {
-        return Err((format!("`{written}` climbs out with `..`"), hint));
+        let message = format!("`{written}` climbs out with `..`");
+        return Err(problem(Code::FsClimbs, message));
     }
     let base = runbook
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let host = base
-        .join(relative)
-        .canonicalize()
-        .map_err(|error| (format!("cannot grant `{written}`: {error}"), hint.clone()))?;
+    let host = base.join(relative).canonicalize().map_err(|error| {
+        let message = format!("cannot grant `{written}`: {error}");
+        problem(Code::FsMissing, message)
+    })?;
+    // Fails only if the folder went away since `host` was resolved in it:
+    // the same kind of problem.
     let root = base.canonicalize().map_err(|error| {
-        (
-            format!("cannot resolve the runbook's folder: {error}"),
-            hint.clone(),
-        )
+        let message = format!("cannot resolve the runbook's folder: {error}");
+        problem(Code::FsMissing, message)
     })?;
     if !host.starts_with(&root) {
-        return Err((
-            format!(
-                "`{written}` leads outside the runbook's folder (to {}) through a symlink",
-                host.display()
-            ),
-            hint,
-        ));
+        let message = format!(
+            "`{written}` leads outside the runbook's folder (to {}) through a symlink",
+            host.display()
+        );
+        return Err(problem(Code::FsSymlinkEscape, message));
     }
     if !host.is_dir() {
-        return Err((format!("`{written}` is not a folder"), hint));
+        let message = format!("`{written}` is not a folder");
+        return Err(problem(Code::FsNotAFolder, message));
     }
     Ok(FsGrant {
         written: written.to_owned(),

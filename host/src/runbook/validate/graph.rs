@@ -2,7 +2,8 @@
 //! above), cycles, and what each step transitively needs. Knows nothing of
 //! what a step does.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
+use crate::diagnostic::{Diagnostics, Source, ValuePath, did_you_mean};
+use crate::runbook::Code;
 use crate::runbook::model::RawStep;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,12 +38,13 @@ impl StepGraph {
         {
             let first = graph.index_of[&cycle[0]];
             problems.push(
-                Diagnostic::new(format!(
-                    "the steps depend on each other in a cycle: {}",
-                    cycle.join(" → ")
-                ))
-                .at(source, &ValuePath::step(first).key("needs"))
-                .hint("remove one of these `needs` so that the steps can be ordered"),
+                Code::Cycle
+                    .diagnostic(format!(
+                        "the steps depend on each other in a cycle: {}",
+                        cycle.join(" → ")
+                    ))
+                    .at(source, &ValuePath::step(first).key("needs"))
+                    .hint("remove one of these `needs` so that the steps can be ordered"),
             );
         }
         graph
@@ -137,7 +139,8 @@ fn index_ids(
     for (index, step) in steps.iter().enumerate() {
         if index_of.insert(step.id.clone(), index).is_some() {
             problems.push(
-                Diagnostic::new(format!("step id `{}` is used twice", step.id))
+                Code::DuplicateStepId
+                    .diagnostic(format!("step id `{}` is used twice", step.id))
                     .at(source, &ValuePath::step(index).key("id"))
                     .hint("give every step its own id"),
             );
@@ -169,7 +172,8 @@ fn known_needs(
                 None => "name the id of another step".to_owned(),
             };
             problems.push(
-                Diagnostic::new(format!("step `{}` needs unknown step `{need}`", step.id))
+                Code::UnknownNeed
+                    .diagnostic(format!("step `{}` needs unknown step `{need}`", step.id))
                     .at(source, &ValuePath::step(index).key("needs").index(position))
                     .hint(hint),
             );

@@ -5,7 +5,7 @@
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
 use crate::runbook::model::RawRetries;
 use crate::runbook::{
-    DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_DURATION, MAX_MEMORY, RetryPolicy,
+    Code, DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_DURATION, MAX_MEMORY, RetryPolicy,
     parse_memory,
 };
 use std::sync::Arc;
@@ -40,17 +40,19 @@ pub(super) fn memory_limit(
         Some(limit) if limit <= MAX_MEMORY => limit,
         Some(_) => {
             problems.push(
-                Diagnostic::new(format!(
-                    "`{text}` is more than {} GiB, the most memory a step may have",
-                    MAX_MEMORY >> 30
-                ))
-                .at(source, at),
+                Code::MemoryTooLarge
+                    .diagnostic(format!(
+                        "`{text}` is more than {} GiB, the most memory a step may have",
+                        MAX_MEMORY >> 30
+                    ))
+                    .at(source, at),
             );
             DEFAULT_MEMORY
         }
         None => {
             problems.push(
-                Diagnostic::new(format!("`{text}` is not a memory size"))
+                Code::NotAMemorySize
+                    .diagnostic(format!("`{text}` is not a memory size"))
                     .at(source, at)
                     .hint("write it like \"64MiB\" or \"1GiB\""),
             );
@@ -84,18 +86,20 @@ pub(super) fn retries(
     };
     if raw.attempts == 0 {
         problems.push(
-            Diagnostic::new("`attempts` counts every try, the first included: it is at least 1")
+            Code::NoAttempts
+                .diagnostic("`attempts` counts every try, the first included: it is at least 1")
                 .at(source, &at.key("attempts")),
         );
     }
     if raw.attempts > MAX_ATTEMPTS {
         problems.push(
-            Diagnostic::new(format!(
-                "`attempts` is {}; a step is tried at most {MAX_ATTEMPTS} times",
-                raw.attempts
-            ))
-            .at(source, &at.key("attempts"))
-            .hint("wait longer between tries instead: raise `backoff` and `max`"),
+            Code::TooManyAttempts
+                .diagnostic(format!(
+                    "`attempts` is {}; a step is tried at most {MAX_ATTEMPTS} times",
+                    raw.attempts
+                ))
+                .at(source, &at.key("attempts"))
+                .hint("wait longer between tries instead: raise `backoff` and `max`"),
         );
     }
     policy
@@ -111,28 +115,29 @@ fn duration(
     hint: &'static str,
     problems: &mut Diagnostics,
 ) -> Duration {
-    parse_duration(text).unwrap_or_else(|(message, better)| {
-        problems.push(
-            Diagnostic::new(message)
-                .at(source, at)
-                .hint(better.unwrap_or(hint)),
-        );
+    parse_duration(text).unwrap_or_else(|problem| {
+        let problem = match problem.hint {
+            Some(_) => problem,
+            None => problem.hint(hint),
+        };
+        problems.push(problem.at(source, at));
         fallback
     })
 }
 
-/// A duration a runbook wrote, at most [`MAX_DURATION`]; else the message
-/// and, when the default one does not fit, a hint.
-fn parse_duration(text: &str) -> Result<Duration, (String, Option<&'static str>)> {
+/// A duration a runbook wrote, at most [`MAX_DURATION`]; else the problem,
+/// without its place, and with a hint only when the caller's would not fit.
+fn parse_duration(text: &str) -> Result<Duration, Diagnostic> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration <= MAX_DURATION => Ok(duration),
-        Ok(_) => Err((
-            format!(
+        Ok(_) => Err(Code::DurationTooLong
+            .diagnostic(format!(
                 "`{text}` is longer than {} days, the longest duration a runbook may set",
                 MAX_DURATION.as_secs() / 86_400
-            ),
-            Some("a step that needs longer should be split, or be a manual step"),
-        )),
-        Err(error) => Err((format!("`{text}` is not a duration: {error}"), None)),
+            ))
+            .hint("a step that needs longer should be split, or be a manual step")),
+        Err(error) => {
+            Err(Code::NotADuration.diagnostic(format!("`{text}` is not a duration: {error}")))
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `[params.NAME]`: each parameter's pattern compiles, and its default
 //! matches it. The values themselves are checked when the runbook is bound.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
+use crate::diagnostic::{Diagnostics, Source, ValuePath};
+use crate::runbook::Code;
 use crate::runbook::ParamSpec;
 use crate::runbook::model::RawParam;
 use regex::Regex;
@@ -25,10 +26,11 @@ pub(super) fn validate_params(
             && !regex.is_match(default)
         {
             problems.push(
-                Diagnostic::new(format!(
-                    "the default of parameter `{name}` does not match its own pattern"
-                ))
-                .at(source, &path.key("default")),
+                Code::DefaultMismatch
+                    .diagnostic(format!(
+                        "the default of parameter `{name}` does not match its own pattern"
+                    ))
+                    .at(source, &path.key("default")),
             );
         }
         params.insert(
@@ -56,7 +58,8 @@ fn compile(
         Ok(regex) => Some(regex),
         Err(error) => {
             problems.push(
-                Diagnostic::new(format!("parameter `{name}` has an invalid pattern"))
+                Code::InvalidPattern
+                    .diagnostic(format!("parameter `{name}` has an invalid pattern"))
                     .at(source, &path.key("pattern"))
                     // The regex error's last line says what is wrong; the
                     // lines above repeat the pattern.

@@ -2,7 +2,8 @@
 //! folder, and its pinned digest's form. Whether the file exists and matches
 //! is checked when the plugins load.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, relative_to};
+use crate::diagnostic::{Diagnostics, Source, ValuePath, relative_to};
+use crate::runbook::Code;
 use crate::runbook::PluginSource;
 use crate::runbook::model::RawPluginSource;
 use std::collections::BTreeMap;
@@ -24,7 +25,8 @@ pub(super) fn validate_plugins(
                 && !is_sha256(digest)
             {
                 problems.push(
-                    Diagnostic::new(format!("plugin `{name}` has a malformed sha256"))
+                    Code::MalformedSha256
+                        .diagnostic(format!("plugin `{name}` has a malformed sha256"))
                         .at(
                             source,
                             &ValuePath::default().key("plugins").key(&name).key("sha256"),

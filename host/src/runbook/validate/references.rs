@@ -6,12 +6,10 @@
 use super::StepContext;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
 use crate::expression::Expr;
+use crate::runbook::Code;
 use crate::template::{Reference, Template};
 use std::ops::Range;
 use std::sync::Arc;
-
-/// What is wrong with a reference, and what to do about it.
-type Problem = (String, String);
 
 /// The references one value of a step may make.
 #[derive(Clone, Copy)]
@@ -50,12 +48,9 @@ impl ReferenceCheck<'_> {
     /// value may not make, pointing at its expression.
     pub(super) fn check(&self, template: &Template, at: &ValuePath, problems: &mut Diagnostics) {
         for (reference, range) in template.references() {
-            if let Some((message, hint)) = self.problem(reference) {
-                problems.push(
-                    Diagnostic::new(message)
-                        .at_span(self.source, self.span_in_string(at, range))
-                        .hint(hint),
-                );
+            if let Some(problem) = self.problem(reference) {
+                let span = self.span_in_string(at, range);
+                problems.push(problem.at_span(self.source, span));
             }
         }
     }
@@ -72,24 +67,28 @@ impl ReferenceCheck<'_> {
         }
     }
 
-    /// Why this value may not make `reference`, if it may not.
-    pub(super) fn problem(&self, reference: &Reference) -> Option<Problem> {
+    /// Why this value may not make `reference`, if it may not, without
+    /// its place.
+    pub(super) fn problem(&self, reference: &Reference) -> Option<Diagnostic> {
         match reference {
             Reference::Param(name) => self.param_problem(reference, name),
             Reference::Var(name) => self.var_problem(name),
             Reference::StepOutput { step, .. } => self.output_problem(reference, step),
             Reference::StepOutcome(step) => self.step_problem(reference, step),
-            Reference::Item(_) if !self.allow_item => Some((
-                format!("`{reference}` is only known in a step with `for_each`"),
-                "add `for_each = [...]` to this step".into(),
-            )),
+            Reference::Item(_) if !self.allow_item => Some(
+                Code::ItemOutsideForEach
+                    .diagnostic(format!(
+                        "`{reference}` is only known in a step with `for_each`"
+                    ))
+                    .hint("add `for_each = [...]` to this step"),
+            ),
             Reference::Secret(name) => self.secret_problem(reference, name),
             Reference::Item(_) | Reference::Run(_) => None,
         }
     }
 
     /// A parameter the runbook does not declare.
-    fn param_problem(&self, reference: &Reference, name: &str) -> Option<Problem> {
+    fn param_problem(&self, reference: &Reference, name: &str) -> Option<Diagnostic> {
         let params = self.context.declared.params;
         if params.contains_key(name) {
             return None;
@@ -102,15 +101,18 @@ impl ReferenceCheck<'_> {
                 params.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         };
-        Some((
-            format!("unknown parameter `{name}` in `${{{{ {reference} }}}}`"),
-            hint,
-        ))
+        Some(
+            Code::UnknownParam
+                .diagnostic(format!(
+                    "unknown parameter `{name}` in `${{{{ {reference} }}}}`"
+                ))
+                .hint(hint),
+        )
     }
 
     /// A variable no environment defines; whether the chosen one does is
     /// checked when the runbook is bound.
-    fn var_problem(&self, name: &str) -> Option<Problem> {
+    fn var_problem(&self, name: &str) -> Option<Diagnostic> {
         let defined = self
             .context
             .declared
@@ -118,37 +120,38 @@ impl ReferenceCheck<'_> {
             .values()
             .any(|environment| environment.vars.contains_key(name));
         (!defined).then(|| {
-            (
-                format!("no environment defines variable `{name}`"),
-                format!("add `{name} = ...` under `[environments.NAME.vars]`"),
-            )
+            Code::UnknownVar
+                .diagnostic(format!("no environment defines variable `{name}`"))
+                .hint(format!(
+                    "add `{name} = ...` under `[environments.NAME.vars]`"
+                ))
         })
     }
 
     /// An output: known only at run time, of a step this one needs, which
     /// runs once.
-    fn output_problem(&self, reference: &Reference, step: &str) -> Option<Problem> {
+    fn output_problem(&self, reference: &Reference, step: &str) -> Option<Diagnostic> {
         if !self.allow_step_outputs {
-            return Some((
-                format!("`{reference}` cannot be used in a grant"),
-                "grants are fixed before the run starts; use `params` or `vars` here".into(),
-            ));
+            return Some(
+                Code::OutputBeforeRun
+                    .diagnostic(format!("`{reference}` cannot be used in a grant"))
+                    .hint("grants are fixed before the run starts; use `params` or `vars` here"),
+            );
         }
         self.step_problem(reference, step).or_else(|| {
             self.context.for_each_steps.contains(step).then(|| {
-                (
-                    format!(
+                Code::OutputOfForEach
+                    .diagnostic(format!(
                         "step `{step}` runs once per `for_each` element: its outputs cannot be referenced"
-                    ),
-                    "refer to `steps.ID.outcome`, or split the step".into(),
-                )
+                    ))
+                    .hint("refer to `steps.ID.outcome`, or split the step")
             })
         })
     }
 
     /// An output or outcome of a step this one does not need, so that it
     /// may not have run yet.
-    fn step_problem(&self, reference: &Reference, step: &str) -> Option<Problem> {
+    fn step_problem(&self, reference: &Reference, step: &str) -> Option<Diagnostic> {
         if self.context.ancestors.contains(step) {
             return None;
         }
@@ -160,32 +163,35 @@ impl ReferenceCheck<'_> {
                 self.step_id
             )
         };
-        Some((
-            format!(
-                "`{reference}` refers to step `{step}`, which `{}` does not need",
-                self.step_id
-            ),
-            hint,
-        ))
+        Some(
+            Code::StepNotNeeded
+                .diagnostic(format!(
+                    "`{reference}` refers to step `{step}`, which `{}` does not need",
+                    self.step_id
+                ))
+                .hint(hint),
+        )
     }
 
     /// A secret outside `with`, or one the step is not granted.
-    fn secret_problem(&self, reference: &Reference, name: &str) -> Option<Problem> {
+    fn secret_problem(&self, reference: &Reference, name: &str) -> Option<Diagnostic> {
         if !self.allow_secrets {
-            return Some((
-                format!("`{reference}` cannot be used here"),
-                "secrets can be used only in a step's `with`".into(),
-            ));
+            return Some(
+                Code::SecretOutsideWith
+                    .diagnostic(format!("`{reference}` cannot be used here"))
+                    .hint("secrets can be used only in a step's `with`"),
+            );
         }
         let granted = self.secret_grants.iter().any(|secret| secret == name);
         (!granted).then(|| {
-            (
-                format!(
+            Code::SecretWithoutGrant
+                .diagnostic(format!(
                     "step `{}` uses secret `{name}` without a grant",
                     self.step_id
-                ),
-                format!("grant it to this step: `grants.secrets = [\"{name}\"]`"),
-            )
+                ))
+                .hint(format!(
+                    "grant it to this step: `grants.secrets = [\"{name}\"]`"
+                ))
         })
     }
 }
@@ -199,36 +205,39 @@ pub(super) fn condition(
     at: &ValuePath,
     problems: &mut Diagnostics,
 ) -> Option<Expr> {
-    let source = check.source;
     match parse_condition(text) {
         Ok(expression) => {
             for reference in expression.references() {
-                if let Some((message, hint)) = check.problem(reference) {
-                    problems.push(Diagnostic::new(message).at(source, at).hint(hint));
+                if let Some(problem) = check.problem(reference) {
+                    problems.push(problem.at(check.source, at));
                 }
             }
             Some(expression)
         }
-        Err((message, hint)) => {
-            problems.push(
-                Diagnostic::new(format!("`if`: {message}"))
-                    .at(source, at)
-                    .hint(hint),
-            );
+        Err(problem) => {
+            problems.push(problem.at(check.source, at));
             None
         }
     }
 }
 
 /// An `if` as an expression: written bare (`steps.a.outcome == 'failed'`),
-/// or as a string that is one `${{ ... }}` and nothing else.
-fn parse_condition(text: &str) -> Result<Expr, Problem> {
+/// or as a string that is one `${{ ... }}` and nothing else. A problem
+/// comes without its place.
+fn parse_condition(text: &str) -> Result<Expr, Diagnostic> {
+    let not_parsed = |(message, hint): (String, String)| {
+        Code::Condition
+            .diagnostic(format!("`if`: {message}"))
+            .hint(hint)
+    };
     if !text.contains("${{") {
-        return Expr::parse(text);
+        return Expr::parse(text).map_err(not_parsed);
     }
-    let template = Template::parse(text).map_err(|error| (error.message, error.hint))?;
-    template.sole_expression().cloned().ok_or((
-        "`if` must be one expression".to_owned(),
-        "write `if = \"${{ steps.migrate.outcome == 'failed' }}\"`".to_owned(),
-    ))
+    let template =
+        Template::parse(text).map_err(|error| not_parsed((error.message, error.hint)))?;
+    template.sole_expression().cloned().ok_or_else(|| {
+        Code::ConditionNotOneExpression
+            .diagnostic("`if`: `if` must be one expression")
+            .hint("write `if = \"${{ steps.migrate.outcome == 'failed' }}\"`")
+    })
 }

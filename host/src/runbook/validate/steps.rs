@@ -6,7 +6,8 @@ use super::graph::StepGraph;
 use super::references::{ReferenceCheck, condition};
 use super::values::tree_from_toml;
 use super::{Declared, StepContext, for_each, grants, is_identifier, limits};
-use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
+use crate::diagnostic::{Diagnostics, Source, ValuePath, did_you_mean};
+use crate::runbook::Code;
 use crate::runbook::model::{RawKind, RawStep};
 use crate::runbook::{Action, PluginSource, Step, StepId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +48,8 @@ pub(super) fn validate_steps(
     }
     if steps.is_empty() {
         problems.push(
-            Diagnostic::new("the runbook has no steps")
+            Code::NoSteps
+                .diagnostic("the runbook has no steps")
                 .at(source, &ValuePath::default().key("runbook"))
                 .hint("add a `[[steps]]` table with `id` and `uses`"),
         );
@@ -133,7 +135,8 @@ fn validate_step(
 fn check_id(source: &Arc<Source>, id: &str, path: &ValuePath, problems: &mut Diagnostics) {
     if !is_identifier(id) {
         problems.push(
-            Diagnostic::new(format!("step id `{id}` is not a valid id"))
+            Code::InvalidStepId
+                .diagnostic(format!("step id `{id}` is not a valid id"))
                 .at(source, &path.key("id"))
                 .hint("ids are letters, digits, `_` and `-`, starting with a letter"),
         );
@@ -154,7 +157,8 @@ fn action(
         (RawKind::Manual, None) => {
             if raw.checklist.is_empty() {
                 problems.push(
-                    Diagnostic::new(format!("manual step `{id}` has no checklist"))
+                    Code::ManualWithoutChecklist
+                        .diagnostic(format!("manual step `{id}` has no checklist"))
                         .at(source, &path.key("kind"))
                         .hint(
                             "list what the operator confirms: `checklist = [\"backup verified\"]`",
@@ -165,7 +169,8 @@ fn action(
         }
         (RawKind::Manual, Some(_)) => {
             problems.push(
-                Diagnostic::new(format!("manual step `{id}` cannot also use a plugin"))
+                Code::ManualWithPlugin
+                    .diagnostic(format!("manual step `{id}` cannot also use a plugin"))
                     .at(source, &path.key("uses"))
                     .hint("drop `uses`, or drop `kind = \"manual\"`"),
             );
@@ -173,7 +178,7 @@ fn action(
         }
         (RawKind::Plugin, None) => {
             problems.push(
-                Diagnostic::new(format!("step `{id}` has no `uses`"))
+                Code::NoUses.diagnostic(format!("step `{id}` has no `uses`"))
                     .at(source, path)
                     .hint("name a plugin (`uses = \"smoke-test\"`), or make it `kind = \"manual\"` with a `checklist`"),
             );
@@ -182,7 +187,8 @@ fn action(
         (RawKind::Plugin, Some(uses)) => {
             if !raw.checklist.is_empty() {
                 problems.push(
-                    Diagnostic::new(format!("step `{id}` has a checklist but is not manual"))
+                    Code::ChecklistNotManual
+                        .diagnostic(format!("step `{id}` has a checklist but is not manual"))
                         .at(source, &path.key("checklist"))
                         .hint("add `kind = \"manual\"`"),
                 );
@@ -216,7 +222,8 @@ fn check_plugin(
         ),
     };
     problems.push(
-        Diagnostic::new(format!("step `{id}` uses unknown plugin `{uses}`"))
+        Code::UnknownPlugin
+            .diagnostic(format!("step `{id}` uses unknown plugin `{uses}`"))
             .at(source, &path.key("uses"))
             .hint(hint),
     );

@@ -1,7 +1,8 @@
 //! TOML values into the checked model: a step's `with` table as a tree of
 //! templates, and any value as JSON.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
+use crate::diagnostic::{Diagnostics, Source, ValuePath};
+use crate::runbook::Code;
 use crate::runbook::ParamTree;
 use crate::template::Template;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ pub(super) fn tree_from_toml(
             Ok(template) => ParamTree::String(template),
             Err(error) => {
                 problems.push(
-                    Diagnostic::new(error.message)
+                    Code::Expression
+                        .diagnostic(error.message)
                         .at(source, path)
                         .hint(error.hint),
                 );
