@@ -145,9 +145,102 @@ fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
         .join(", ")
 }
 
+/// What the tests of every part of binding share: a runbook's text bound
+/// to an environment and `--set` values.
+#[cfg(test)]
+mod testing {
+    use super::{Bindings, Plan, bind};
+    use crate::diagnostic::{Diagnostics, Source};
+    use crate::runbook::Runbook;
+    use std::sync::Arc;
+
+    /// A valid runbook with a `noop` plugin, `[[steps]]` and the rest
+    /// written as `rest`.
+    pub(super) fn runbook(rest: &str) -> Arc<Runbook> {
+        let text = format!("[runbook]\nname = \"r\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n{rest}");
+        let runbook = crate::runbook::parse(Source::new("r.toml", text.as_str()))
+            .unwrap_or_else(|problems| panic!("{problems}\n{text}"));
+        Arc::new(runbook)
+    }
+
+    /// `runbook` bound strictly to `environment` with `sets`.
+    pub(super) fn bound(
+        runbook: &Arc<Runbook>,
+        environment: Option<&str>,
+        sets: &[(&str, &str)],
+    ) -> Result<Plan, Diagnostics> {
+        bind(
+            Arc::clone(runbook),
+            Bindings {
+                environment: environment.map(str::to_owned),
+                sets: sets
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect(),
+                operator: "alice".into(),
+                run_id: "run-1".into(),
+                lenient: false,
+            },
+        )
+    }
+
+    /// The codes of the problems binding reports; none when it binds.
+    pub(super) fn codes(bound: Result<Plan, Diagnostics>) -> Vec<&'static str> {
+        match bound {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .0
+                .iter()
+                .map(|problem| problem.code.expect("every diagnostic has a code"))
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{bound, runbook};
     use super::*;
+
+    #[test]
+    fn values_known_before_the_run_are_the_parameters_variables_and_run_fields() {
+        let runbook = runbook(
+            "[params.version]\ndefault = \"1.0\"\n\n[environments.production.vars]\nreplicas = 3\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n",
+        );
+        let plan = bound(&runbook, Some("production"), &[]).unwrap();
+        let value = |text: &str| {
+            let expression = crate::expression::Expr::parse(text).unwrap();
+            plan.static_value(expression.references()[0])
+        };
+        assert_eq!(value("params.version"), Some("1.0".into()));
+        assert_eq!(value("vars.replicas"), Some(3.into()));
+        assert_eq!(value("vars.missing"), None);
+        assert_eq!(value("run.id"), Some("run-1".into()));
+        assert_eq!(value("run.environment"), Some("production".into()));
+        assert_eq!(value("run.operator"), Some("alice".into()));
+        for later in [
+            "run.status",
+            "steps.a.outcome",
+            "steps.a.outputs.x",
+            "secrets.token",
+            "item",
+        ] {
+            assert_eq!(value(later), None, "{later}");
+        }
+    }
+
+    #[test]
+    fn the_secrets_named_are_those_used_in_with_and_those_granted() {
+        let runbook = runbook(
+            "[[steps]]\nid = \"a\"\nuses = \"noop\"\nwith.auth = \"Bearer ${{ secrets.token }}\"\ngrants.secrets = [\"token\", \"spare\"]\n\n[[steps]]\nid = \"b\"\nuses = \"noop\"\n",
+        );
+        let plan = bound(&runbook, None, &[]).unwrap();
+        assert_eq!(
+            plan.secret_names().into_iter().collect::<Vec<_>>(),
+            ["spare", "token"]
+        );
+        assert_eq!(plan.step(&plan.steps[1]).id.0, "b");
+    }
 
     fn bind_services(services: &str) -> Result<Plan, Diagnostics> {
         let text = format!(

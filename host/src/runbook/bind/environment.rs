@@ -74,3 +74,56 @@ pub(super) fn check_vars(plan: &Plan, environment: &str, problems: &mut Diagnost
             });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::runbook::bind::testing::{bound, codes, runbook};
+
+    const STEP: &str =
+        "[[steps]]\nid = \"a\"\nuses = \"noop\"\nwith.message = \"${{ vars.greeting }}\"\n";
+
+    #[test]
+    fn the_environment_named_is_chosen_with_its_variables() {
+        let runbook = runbook(&format!(
+            "[environments.production.vars]\ngreeting = \"hi\"\n\n[environments.staging.vars]\ngreeting = \"yo\"\n\n{STEP}"
+        ));
+        let plan = bound(&runbook, Some("staging"), &[]).unwrap();
+        assert_eq!(plan.environment.as_deref(), Some("staging"));
+        assert_eq!(plan.vars["greeting"], "yo");
+    }
+
+    #[test]
+    fn a_runbook_with_environments_needs_one_of_them_chosen() {
+        let runbook = runbook(&format!(
+            "[environments.production.vars]\ngreeting = \"hi\"\n\n{STEP}"
+        ));
+        assert_eq!(codes(bound(&runbook, None, &[])), ["NoEnvironmentChosen"]);
+        assert_eq!(
+            codes(bound(&runbook, Some("prod"), &[])),
+            ["UnknownEnvironment"]
+        );
+    }
+
+    #[test]
+    fn a_runbook_without_environments_takes_none() {
+        let runbook = runbook("[[steps]]\nid = \"a\"\nuses = \"noop\"\n");
+        let plan = bound(&runbook, None, &[]).unwrap();
+        assert!(plan.environment.is_none() && plan.vars.is_empty());
+        assert_eq!(
+            codes(bound(&runbook, Some("production"), &[])),
+            ["NoEnvironments"]
+        );
+    }
+
+    #[test]
+    fn a_variable_of_with_must_be_defined_by_the_chosen_environment() {
+        let runbook = runbook(&format!(
+            "[environments.production.vars]\ngreeting = \"hi\"\n\n[environments.staging.vars]\n\n{STEP}"
+        ));
+        assert!(bound(&runbook, Some("production"), &[]).is_ok());
+        assert_eq!(
+            codes(bound(&runbook, Some("staging"), &[])),
+            ["UndefinedVar"]
+        );
+    }
+}

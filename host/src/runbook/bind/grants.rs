@@ -94,3 +94,70 @@ fn undefined_value(plan: &Plan, at: &ValuePath) -> Diagnostic {
         .diagnostic("this grant refers to a value the environment does not define")
         .at(&plan.runbook.source, at)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::runbook::bind::testing::{bound, codes, runbook};
+
+    /// A runbook whose one step has `grants`, in an environment `vars`.
+    fn with_grants(vars: &str, grants: &str) -> std::sync::Arc<crate::runbook::Runbook> {
+        runbook(&format!(
+            "[environments.production.vars]\n{vars}\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n{grants}\n"
+        ))
+    }
+
+    #[test]
+    fn http_grants_are_rendered_from_the_environment_and_parsed() {
+        let runbook = with_grants(
+            "api = \"https://api.example.com\"",
+            "grants.http = [\"${{ vars.api }}/v1\", \"http://127.0.0.1:8080\"]",
+        );
+        let plan = bound(&runbook, Some("production"), &[]).unwrap();
+        assert_eq!(
+            plan.steps[0].grants.http_texts(),
+            ["https://api.example.com/v1", "http://127.0.0.1:8080"]
+        );
+    }
+
+    #[test]
+    fn a_wildcard_a_wrong_url_and_an_unknown_value_are_each_reported() {
+        let runbook = with_grants(
+            "api = \"https://*.example.com\"",
+            "grants.http = [\"${{ vars.api }}\", \"ftp://files.example.com\", \"https://${{ run.status }}\"]",
+        );
+        assert_eq!(
+            codes(bound(&runbook, Some("production"), &[])),
+            ["HttpWildcard", "HttpGrant", "GrantUndefined"]
+        );
+    }
+
+    #[test]
+    fn namespaces_and_regions_may_name_the_environments_variables() {
+        let runbook = with_grants(
+            "namespace = \"shop\"\nregion = \"eu-west-1\"",
+            "grants.kube = { namespaces = [\"${{ vars.namespace }}\", \"kube-system\"], resources = [\"v1/Pod\"], verbs = [\"get\"] }\ngrants.aws = { services = [\"rds\"], actions = [\"*\"], regions = [\"${{ vars.region }}\"] }",
+        );
+        let plan = bound(&runbook, Some("production"), &[]).unwrap();
+        let grants = &plan.steps[0].grants;
+        assert_eq!(
+            grants.kube.as_ref().unwrap().namespaces,
+            ["shop", "kube-system"]
+        );
+        assert_eq!(grants.aws.as_ref().unwrap().regions, ["eu-west-1"]);
+    }
+
+    #[test]
+    fn a_namespace_or_region_the_environment_lacks_is_reported() {
+        let runbook = runbook(
+            "[environments.production.vars]\nnamespace = \"shop\"\n\n[environments.staging.vars]\nregion = \"eu-west-1\"\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\ngrants.kube = { namespaces = [\"${{ vars.namespace }}\"], resources = [\"v1/Pod\"], verbs = [\"get\"] }\ngrants.aws = { services = [\"rds\"], actions = [\"*\"], regions = [\"${{ vars.region }}\"] }\n",
+        );
+        assert_eq!(
+            codes(bound(&runbook, Some("production"), &[])),
+            ["GrantUndefined"]
+        );
+        assert_eq!(
+            codes(bound(&runbook, Some("staging"), &[])),
+            ["GrantUndefined"]
+        );
+    }
+}

@@ -101,3 +101,57 @@ fn instance_name(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::runbook::bind::testing::{bound, codes, runbook};
+
+    #[test]
+    fn each_element_is_an_instance_and_a_later_step_needs_every_instance() {
+        let runbook = runbook(
+            "[[steps]]\nid = \"build\"\nuses = \"noop\"\n\n[[steps]]\nid = \"deploy\"\nname = \"Deploy\"\nuses = \"noop\"\nfor_each = [\"api\", { port = 80 }]\n\n[[steps]]\nid = \"verify\"\nuses = \"noop\"\n",
+        );
+        let plan = bound(&runbook, None, &[]).unwrap();
+        let view: Vec<(&str, &str, &[usize])> = plan
+            .steps
+            .iter()
+            .map(|step| {
+                (
+                    step.id.0.as_str(),
+                    step.name.as_str(),
+                    step.needs.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("build", "build", &[][..]),
+                ("deploy[api]", "Deploy [api]", &[0][..]),
+                ("deploy[1]", "Deploy [{\"port\":80}]", &[0][..]),
+                ("verify", "verify", &[1, 2][..]),
+            ]
+        );
+        assert_eq!(plan.steps[2].item, Some(serde_json::json!({"port": 80})));
+        assert_eq!(plan.steps[2].index, 1);
+    }
+
+    #[test]
+    fn a_for_each_expression_must_give_a_list() {
+        let runbook = runbook(
+            "[environments.production.vars]\nservices = \"api\"\n\n[[steps]]\nid = \"deploy\"\nuses = \"noop\"\nfor_each = \"${{ vars.services }}\"\n",
+        );
+        assert_eq!(
+            codes(bound(&runbook, Some("production"), &[])),
+            ["ForEachNotAList"]
+        );
+    }
+
+    #[test]
+    fn a_for_each_of_a_value_known_only_later_is_reported() {
+        let runbook = runbook(
+            "[[steps]]\nid = \"deploy\"\nuses = \"noop\"\nfor_each = \"${{ run.failed_step }}\"\n",
+        );
+        assert_eq!(codes(bound(&runbook, None, &[])), ["ForEachUndefined"]);
+    }
+}

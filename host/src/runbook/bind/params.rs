@@ -102,3 +102,74 @@ fn missing(runbook: &Runbook, name: &str, spec: &ParamSpec, path: &ValuePath) ->
         .at(&runbook.source, path)
         .hint(format!("pass it with `--set {name}=VALUE`{described}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::bind::testing::{bound, codes, runbook};
+
+    const PARAMS: &str = "[params.version]\nrequired = true\npattern = \"[0-9]+\\\\.[0-9]+\"\ndescription = \"the release\"\n\n[params.region]\ndefault = \"eu\"\n\n[params.note]\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n";
+
+    #[test]
+    fn set_values_then_defaults_then_empty_for_optional_ones() {
+        let runbook = runbook(PARAMS);
+        let plan = bound(&runbook, None, &[("version", "1.0"), ("version", "1.2")]).unwrap();
+        assert_eq!(plan.params["version"], "1.2", "a later --set wins");
+        assert_eq!(plan.params["region"], "eu");
+        assert_eq!(plan.params["note"], "");
+    }
+
+    #[test]
+    fn validate_checks_a_placeholder_where_a_run_needs_a_value() {
+        let runbook = runbook(PARAMS);
+        let bindings = Bindings {
+            lenient: true,
+            ..Bindings::default()
+        };
+        let mut problems = Diagnostics::default();
+        let params = bind_params(&runbook, &bindings, &mut problems);
+        assert!(problems.is_empty());
+        assert_eq!(params["version"], "<params.version>");
+        assert_eq!(params["region"], "eu");
+    }
+
+    #[test]
+    fn a_missing_required_parameter_is_reported_with_its_description() {
+        let problems = bound(&runbook(PARAMS), None, &[]).unwrap_err();
+        assert_eq!(problems.0[0].code, Some("MissingParam"));
+        assert_eq!(
+            problems.0[0].hint.as_deref(),
+            Some("pass it with `--set version=VALUE` (the release)")
+        );
+    }
+
+    #[test]
+    fn a_value_must_match_the_pattern_shown_as_written() {
+        let problems = bound(&runbook(PARAMS), None, &[("version", "latest")]).unwrap_err();
+        assert_eq!(problems.0[0].code, Some("ParamMismatch"));
+        assert!(
+            problems.0[0]
+                .message
+                .ends_with("its pattern `[0-9]+\\.[0-9]+`"),
+            "{}",
+            problems.0[0].message
+        );
+    }
+
+    #[test]
+    fn a_set_for_an_undeclared_parameter_is_reported_with_the_declared_ones() {
+        let runbook = runbook(PARAMS);
+        let problems = bound(&runbook, None, &[("version", "1.0"), ("verison", "1")]).unwrap_err();
+        assert_eq!(problems.0[0].code, Some("UnknownSet"));
+        assert_eq!(
+            problems.0[0].hint.as_deref(),
+            Some("its parameters are: `note`, `region`, `version`")
+        );
+        let none = runbook_without_params();
+        assert_eq!(codes(bound(&none, None, &[("x", "1")])), ["UnknownSet"]);
+    }
+
+    fn runbook_without_params() -> std::sync::Arc<Runbook> {
+        runbook("[[steps]]\nid = \"a\"\nuses = \"noop\"\n")
+    }
+}

@@ -128,3 +128,61 @@ fn approvals(
         from: raw.from,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, raw, source};
+
+    /// The environment written as the TOML `text`, and its problems' codes.
+    fn checked(text: &str) -> (Environment, Vec<&'static str>) {
+        let source = source(text);
+        let mut problems = Diagnostics::default();
+        let environment =
+            validate_environment(&source, &ValuePath::default(), raw(text), &mut problems);
+        (environment, codes(&problems))
+    }
+
+    #[test]
+    fn variables_become_json_and_gates_are_kept() {
+        let (environment, problems) = checked(
+            "kube_context = \"kind\"\nvars = { replicas = 3, services = [\"api\"], day = 2026-12-24 }\napprovals = { required = 1, from = [\"alice\"] }\nwindows = [{ days = [\"mon\"], from = \"09:00\", to = \"17:00\" }]\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(environment.vars["replicas"], serde_json::json!(3));
+        assert_eq!(environment.vars["services"], serde_json::json!(["api"]));
+        assert_eq!(environment.vars["day"], serde_json::json!("2026-12-24"));
+        assert_eq!(environment.approvals.unwrap().required, 1);
+        assert!(!environment.schedule.is_unrestricted());
+        assert_eq!(environment.kube_context.as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn a_wrong_time_zone_window_or_freeze_is_reported_and_left_out() {
+        let (environment, problems) = checked(
+            "timezone = \"Mars/Olympus\"\nwindows = [{ days = [], from = \"09:00\", to = \"17:00\" }, { days = [\"mon\"], from = \"17:00\", to = \"09:00\" }]\nfreezes = [{ from = \"24.12.2026\", to = 2026-12-26 }]\n",
+        );
+        assert_eq!(problems, ["Timezone", "Window", "Window", "Freeze"]);
+        assert!(environment.schedule.is_unrestricted());
+    }
+
+    #[test]
+    fn approvals_need_one_to_as_many_distinct_people_as_are_named() {
+        let (_, problems) = checked("approvals = { required = 2, from = [\"alice\", \"bob\"] }");
+        assert!(problems.is_empty());
+        let (_, problems) = checked(
+            "approvals = { required = 2, from = [\"alice\", \"alice\"] }\nemergency_approvals = { required = 0, from = [\"bob\"] }",
+        );
+        assert_eq!(problems, ["Approvals", "Approvals"]);
+    }
+
+    #[test]
+    fn environments_are_checked_each_at_its_own_place() {
+        let text = "[a]\ntimezone = \"Nowhere\"\n\n[b]\ntimezone = \"Nowhere\"\n";
+        let source = source(text);
+        let mut problems = Diagnostics::default();
+        let checked = validate_environments(&source, raw(text), &mut problems);
+        assert_eq!(checked.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(codes(&problems), ["Timezone", "Timezone"]);
+    }
+}

@@ -74,3 +74,76 @@ fn items_of(
     }
     Some(ForEach::Items(items))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{Scope, codes, source};
+
+    /// The `for_each` written as `value`, and the codes of its problems.
+    fn check_for_each(value: &str, scope: &Scope) -> (Option<ForEach>, Vec<&'static str>) {
+        let text = format!("for_each = {value}");
+        let source = source(&text);
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let mut problems = Diagnostics::default();
+        let at = ValuePath::default().key("for_each");
+        let checked = scope.check(&source, "deploy", &[], |check| {
+            for_each(check, &table["for_each"], &at, &mut problems)
+        });
+        (checked, codes(&problems))
+    }
+
+    #[test]
+    fn a_list_of_distinct_elements_is_kept_as_json() {
+        let (checked, problems) =
+            check_for_each("[\"api\", 2, { name = \"x\" }]", &Scope::default());
+        assert!(problems.is_empty());
+        let Some(ForEach::Items(items)) = checked else {
+            panic!("{checked:?}")
+        };
+        assert_eq!(items[1], serde_json::json!(2));
+        assert_eq!(items[2], serde_json::json!({"name": "x"}));
+    }
+
+    #[test]
+    fn an_empty_list_and_a_repeat_are_reported_but_kept() {
+        let (checked, problems) = check_for_each("[]", &Scope::default());
+        assert!(matches!(checked, Some(ForEach::Items(items)) if items.is_empty()));
+        assert_eq!(problems, ["ForEachEmpty"]);
+        // `5`, not a name, runs under its position, as `deploy[1]`, like
+        // the element `"1"`.
+        let (_, problems) = check_for_each("[\"1\", 5]", &Scope::default());
+        assert_eq!(problems, ["ForEachRepeat"]);
+    }
+
+    #[test]
+    fn a_list_too_long_is_dropped_before_it_is_copied() {
+        let list = format!("[{}]", vec!["0"; MAX_FOR_EACH + 1].join(", "));
+        let (checked, problems) = check_for_each(&list, &Scope::default());
+        assert!(checked.is_none());
+        assert_eq!(problems, ["ForEachTooLong"]);
+    }
+
+    #[test]
+    fn an_expression_may_name_only_what_is_fixed_before_the_run() {
+        let mut scope = Scope::new(&[], &["services"]);
+        scope.ancestors.insert("list".into());
+        let (checked, problems) = check_for_each("\"${{ vars.services }}\"", &scope);
+        assert!(matches!(checked, Some(ForEach::Expression(_))));
+        assert!(problems.is_empty());
+        let (_, problems) = check_for_each("\"${{ steps.list.outputs.names }}\"", &scope);
+        assert_eq!(problems, ["OutputBeforeRun"]);
+        let (checked, problems) = check_for_each("\"${{ vars.services\"", &scope);
+        assert!(checked.is_none());
+        assert_eq!(problems, ["Expression"]);
+    }
+
+    #[test]
+    fn anything_else_is_neither_a_list_nor_an_expression() {
+        for value in ["3", "true", "{ a = 1 }"] {
+            let (checked, problems) = check_for_each(value, &Scope::default());
+            assert!(checked.is_none());
+            assert_eq!(problems, ["ForEachShape"], "{value}");
+        }
+    }
+}

@@ -239,3 +239,116 @@ fn guest_path(relative: &Path) -> String {
         .collect();
     format!("/{}", parts.join("/"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{Scope, codes, raw, source};
+
+    /// The grants written as the TOML `text` of a step's `grants` table,
+    /// checked for step `deploy` of a runbook in the current folder.
+    fn checked(text: &str) -> (Grants, Vec<&'static str>) {
+        let source = source(text);
+        let raw: RawGrants = raw(text);
+        let mut problems = Diagnostics::default();
+        let grants = Scope::new(&[], &["host"]).check(&source, "deploy", &[], |check| {
+            validate_grants(check, &raw, &ValuePath::default(), &mut problems)
+        });
+        (grants, codes(&problems))
+    }
+
+    #[test]
+    fn http_grants_stay_templates_that_name_only_values_fixed_before_the_run() {
+        let (grants, problems) =
+            checked("http = [\"https://${{ vars.host }}\", \"https://${{ item }}\", \"${{\"]");
+        assert_eq!(
+            grants.http.len(),
+            2,
+            "the one that does not parse is left out"
+        );
+        assert_eq!(problems, ["ItemOutsideForEach", "Expression"]);
+    }
+
+    #[test]
+    fn secret_names_are_identifiers() {
+        let (_, problems) = checked("secrets = [\"api-token\", \"API_KEY\", \"a b\", \"\"]");
+        assert_eq!(problems, ["SecretName", "SecretName"]);
+    }
+
+    #[test]
+    fn a_kube_grant_has_known_verbs_whole_resources_and_a_namespace() {
+        let (grants, problems) = checked(
+            "kube = { namespaces = [\"shop\"], resources = [\"apps/v1/Deployment\", \"v1/Service\"], verbs = [\"get\", \"patch\"] }",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(grants.kube.unwrap().namespaces, ["shop"]);
+        let (_, problems) = checked(
+            "kube = { namespaces = [], resources = [\"v1/service\", \"apps//Deployment\", \"a/b/c/D\"], verbs = [\"patsh\"] }",
+        );
+        assert_eq!(
+            problems,
+            [
+                "KubeVerb",
+                "KubeResource",
+                "KubeResource",
+                "KubeResource",
+                "KubeNoNamespace"
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_are_version_and_kind_with_or_without_a_group() {
+        assert!(is_resource("v1/ConfigMap"));
+        assert!(is_resource("batch/v1/Job"));
+        for bad in [
+            "Deployment",
+            "v1/",
+            "/v1/Job",
+            "apps/v1/deployment",
+            "a/b/c/D",
+        ] {
+            assert!(!is_resource(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_aws_grant_is_taken_as_written() {
+        let (grants, problems) = checked(
+            "aws = { services = [\"rds\"], actions = [\"Describe*\"], regions = [\"${{ vars.region }}\"] }",
+        );
+        assert!(problems.is_empty());
+        assert_eq!(grants.aws.unwrap().regions, ["${{ vars.region }}"]);
+    }
+
+    #[test]
+    fn a_folder_is_granted_relative_to_the_runbook_and_seen_from_the_root() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(folder.path().join("site/dist")).unwrap();
+        let runbook = folder.path().join("r.toml");
+        let grant = fs_grant(&runbook, "./site/dist").unwrap();
+        assert_eq!(grant.guest, "/site/dist");
+        assert_eq!(
+            grant.host,
+            folder.path().join("site/dist").canonicalize().unwrap()
+        );
+        assert_eq!(grant.written, "./site/dist");
+        assert_eq!(fs_grant(&runbook, ".").unwrap().guest, "/");
+    }
+
+    #[test]
+    fn a_folder_outside_the_runbooks_or_not_a_folder_is_refused() {
+        let folder = tempfile::tempdir().unwrap();
+        let inside = folder.path().join("runbooks");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("notes.txt"), "").unwrap();
+        std::os::unix::fs::symlink(folder.path(), inside.join("up")).unwrap();
+        let runbook = inside.join("r.toml");
+        let code = |written| fs_grant(&runbook, written).unwrap_err().code.unwrap();
+        assert_eq!(code("/etc"), "FsAbsolute");
+        assert_eq!(code("dist/../../x"), "FsClimbs");
+        assert_eq!(code("missing"), "FsMissing");
+        assert_eq!(code("up"), "FsSymlinkEscape");
+        assert_eq!(code("notes.txt"), "FsNotAFolder");
+    }
+}

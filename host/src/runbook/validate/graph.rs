@@ -183,3 +183,112 @@ fn known_needs(
     }
     known
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, source};
+
+    /// The graph of steps written as `id needs…` lines; `id -` has no
+    /// `needs` key (it follows the step above).
+    fn graph(lines: &[&str]) -> (StepGraph, Diagnostics, Arc<Source>) {
+        let mut text = String::new();
+        for line in lines {
+            let mut words = line.split_whitespace();
+            let id = words.next().unwrap();
+            text.push_str(&format!("[[steps]]\nid = \"{id}\"\n"));
+            let needs: Vec<String> = words.map(|need| format!("\"{need}\"")).collect();
+            if needs.first().map(String::as_str) != Some("\"-\"") {
+                text.push_str(&format!("needs = [{}]\n", needs.join(", ")));
+            }
+        }
+        let steps: Vec<RawStep> = crate::runbook::validate::testing::raw::<
+            std::collections::BTreeMap<String, Vec<RawStep>>,
+        >(&text)
+        .remove("steps")
+        .unwrap();
+        let source = source(&text);
+        let mut problems = Diagnostics::default();
+        let graph = StepGraph::new(&source, &steps, &mut problems);
+        (graph, problems, source)
+    }
+
+    #[test]
+    fn a_step_without_needs_follows_the_step_above_and_the_first_follows_none() {
+        let (graph, problems, _) = graph(&["a -", "b -", "c a"]);
+        assert!(problems.is_empty());
+        assert!(graph.needs(0).is_empty());
+        assert_eq!(graph.needs(1), ["a"]);
+        assert_eq!(graph.needs(2), ["a"]);
+        assert_eq!(graph.ancestors(2), ["a".to_owned()].into());
+    }
+
+    #[test]
+    fn empty_needs_means_no_dependency_and_a_repeated_need_counts_once() {
+        let (graph, problems, _) = graph(&["a", "b", "c a a b"]);
+        assert!(problems.is_empty());
+        assert!(graph.needs(1).is_empty());
+        assert_eq!(graph.needs(2), ["a", "b"]);
+    }
+
+    #[test]
+    fn ancestors_are_every_step_needed_transitively_and_only_those() {
+        let (graph, _, _) = graph(&["a", "b a", "c b", "d", "e c d"]);
+        let ancestors = |index| graph.ancestors(index).into_iter().collect::<Vec<_>>();
+        assert_eq!(ancestors(2), ["a", "b"]);
+        assert_eq!(ancestors(4), ["a", "b", "c", "d"]);
+        assert!(ancestors(3).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_need_is_reported_with_a_near_name_and_left_out() {
+        let (graph, problems, _) = graph(&["deploy", "verify deploi"]);
+        assert_eq!(codes(&problems), ["UnknownNeed"]);
+        assert!(problems.0[0].hint.as_deref().unwrap().contains("`deploy`"));
+        assert!(graph.needs(1).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_is_reported_once_from_its_first_step_back_to_it() {
+        let (_, problems, source) = graph(&["a", "b a d", "c b", "d c"]);
+        assert_eq!(codes(&problems), ["Cycle"]);
+        assert!(
+            problems.0[0].message.ends_with("b → d → c → b"),
+            "{}",
+            problems.0[0].message
+        );
+        let place = problems.0[0].place.as_ref().unwrap();
+        assert_eq!(
+            source.line_column(place.span.start).0,
+            6,
+            "at `needs` of `b`"
+        );
+    }
+
+    #[test]
+    fn a_step_that_needs_itself_is_a_cycle() {
+        let (_, problems, _) = graph(&["a a"]);
+        assert_eq!(codes(&problems), ["Cycle"]);
+        assert!(problems.0[0].message.ends_with(": a → a"));
+    }
+
+    #[test]
+    fn a_duplicate_id_is_reported_and_hides_the_cycles_it_would_make_up() {
+        let (_, problems, _) = graph(&["a b", "b a", "a"]);
+        assert_eq!(codes(&problems), ["DuplicateStepId"]);
+    }
+
+    #[test]
+    fn a_chain_of_many_steps_has_no_cycle_and_does_not_exhaust_the_stack() {
+        let lines: Vec<String> = (0..20_000)
+            .map(|index| match index {
+                0 => "s0".to_owned(),
+                _ => format!("s{index} s{}", index - 1),
+            })
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (graph, problems, _) = graph(&lines);
+        assert!(problems.is_empty());
+        assert!(graph.cycle().is_none());
+    }
+}

@@ -141,3 +141,86 @@ fn parse_duration(text: &str) -> Result<Duration, Diagnostic> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, raw, source};
+
+    #[test]
+    fn durations_are_human_and_at_most_thirty_days() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("30days").unwrap(), MAX_DURATION);
+        let long = parse_duration("31days").unwrap_err();
+        assert_eq!(long.code, Some("DurationTooLong"));
+        assert!(long.hint.is_some(), "its own hint replaces the caller's");
+        let wrong = parse_duration("soon").unwrap_err();
+        assert_eq!(wrong.code, Some("NotADuration"));
+        assert!(wrong.hint.is_none(), "the caller's hint fits");
+    }
+
+    #[test]
+    fn a_timeout_defaults_and_a_wrong_one_falls_back_with_the_callers_hint() {
+        let source = source("timeout = \"soon\"");
+        let at = ValuePath::default().key("timeout");
+        let mut problems = Diagnostics::default();
+        assert_eq!(timeout(&source, None, &at, &mut problems), DEFAULT_TIMEOUT);
+        assert_eq!(
+            timeout(&source, Some("2m"), &at, &mut problems),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            timeout(&source, Some("soon"), &at, &mut problems),
+            DEFAULT_TIMEOUT
+        );
+        assert_eq!(codes(&problems), ["NotADuration"]);
+        assert!(problems.0[0].hint.as_deref().unwrap().contains("\"90s\""));
+    }
+
+    #[test]
+    fn memory_is_a_size_up_to_four_gibibytes() {
+        let source = source("");
+        let at = ValuePath::default().key("memory");
+        let mut problems = Diagnostics::default();
+        let mut limit = |text| memory_limit(&source, text, &at, &mut problems);
+        assert_eq!(limit(None), DEFAULT_MEMORY);
+        assert_eq!(limit(Some("128MiB")), 128 << 20);
+        assert_eq!(limit(Some("4GiB")), MAX_MEMORY);
+        assert_eq!(limit(Some("5GiB")), DEFAULT_MEMORY);
+        assert_eq!(limit(Some("plenty")), DEFAULT_MEMORY);
+        assert_eq!(codes(&problems), ["MemoryTooLarge", "NotAMemorySize"]);
+    }
+
+    #[test]
+    fn attempts_are_clamped_to_one_to_ten_and_each_wrong_part_is_reported() {
+        let source = source("");
+        let at = ValuePath::default().key("retries");
+        let mut problems = Diagnostics::default();
+        let mut policy = |text: &str| {
+            let raw: RawRetries = raw(text);
+            retries(&source, Some(&raw), &at, &mut problems)
+        };
+        let given = policy("attempts = 3\nbackoff = \"2s\"\nmax = \"1m\"");
+        assert_eq!(
+            given,
+            RetryPolicy {
+                attempts: 3,
+                backoff: Duration::from_secs(2),
+                max: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(policy("attempts = 0").attempts, 1);
+        let many = policy("attempts = 50\nmax = \"later\"");
+        assert_eq!(many.attempts, MAX_ATTEMPTS);
+        assert_eq!(many.max, RetryPolicy::default().max);
+        assert_eq!(
+            codes(&problems),
+            ["NoAttempts", "NotADuration", "TooManyAttempts"]
+        );
+        assert_eq!(
+            retries(&source, None, &at, &mut problems),
+            RetryPolicy::default()
+        );
+    }
+}

@@ -69,3 +69,46 @@ fn compile(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, raw, source};
+
+    /// The `[params]` written as the TOML `text`, and its problems' codes.
+    fn checked(text: &str) -> (BTreeMap<String, ParamSpec>, Vec<&'static str>) {
+        let source = source(text);
+        let mut problems = Diagnostics::default();
+        let params = validate_params(&source, &raw(text), &mut problems);
+        (params, codes(&problems))
+    }
+
+    #[test]
+    fn a_pattern_must_match_the_whole_value() {
+        let (params, problems) = checked("[version]\npattern = \"[0-9]+\"\ndefault = \"42\"");
+        assert!(problems.is_empty());
+        let pattern = params["version"].pattern.as_ref().unwrap();
+        assert!(pattern.is_match("42"));
+        assert!(!pattern.is_match("v42"), "anchored at the start");
+        assert!(!pattern.is_match("42a"), "anchored at the end");
+    }
+
+    #[test]
+    fn alternatives_are_anchored_as_a_whole() {
+        let (params, _) = checked("[stage]\npattern = \"dev|prod\"");
+        let pattern = params["stage"].pattern.as_ref().unwrap();
+        assert!(pattern.is_match("prod"));
+        assert!(!pattern.is_match("production"));
+    }
+
+    #[test]
+    fn a_wrong_pattern_is_left_out_and_a_default_it_refuses_is_reported() {
+        let (params, problems) = checked(
+            "[a]\npattern = \"(\"\ndefault = \"x\"\n\n[b]\npattern = \"[a-z]+\"\ndefault = \"X\"\nrequired = true\ndescription = \"b\"",
+        );
+        assert_eq!(problems, ["InvalidPattern", "DefaultMismatch"]);
+        assert!(params["a"].pattern.is_none());
+        assert!(params["b"].required);
+        assert_eq!(params["b"].default.as_deref(), Some("X"));
+    }
+}

@@ -47,3 +47,28 @@ pub(super) fn validate_plugins(
 fn is_sha256(digest: &str) -> bool {
     digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, raw};
+
+    #[test]
+    fn paths_are_joined_to_the_runbooks_folder_and_digests_lowered() {
+        let digest = "AB".repeat(32);
+        let text = format!(
+            "plain = \"plugins/noop.wasm\"\npinned = {{ path = \"/opt/p.wasm\", sha256 = \"{digest}\" }}\nshort = {{ path = \"s.wasm\", sha256 = \"ab\" }}\nhexless = {{ path = \"h.wasm\", sha256 = \"{}\" }}\n",
+            "g".repeat(64)
+        );
+        let source = Source::new("ops/deploy.toml", text.as_str());
+        let mut problems = Diagnostics::default();
+        let plugins = validate_plugins(&source, raw(&text), &mut problems);
+        assert_eq!(
+            plugins["plain"].path,
+            std::path::Path::new("ops/plugins/noop.wasm")
+        );
+        assert_eq!(plugins["pinned"].path, std::path::Path::new("/opt/p.wasm"));
+        assert_eq!(plugins["pinned"].sha256, Some("ab".repeat(32)));
+        assert_eq!(codes(&problems), ["MalformedSha256", "MalformedSha256"]);
+    }
+}

@@ -241,3 +241,161 @@ fn parse_condition(text: &str) -> Result<Expr, Diagnostic> {
             .hint("write `if = \"${{ steps.migrate.outcome == 'failed' }}\"`")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{Scope, codes, source};
+
+    /// The code of the problem with `reference` in the `with` of step
+    /// `deploy`, granted `token`, in `scope`; `fixed` checks it as a value
+    /// fixed before the run, `item` as in a step with `for_each`.
+    fn problem(scope: &Scope, reference: &str, fixed: bool, item: bool) -> Option<&'static str> {
+        let source = source("");
+        let reference = Expr::parse(reference).unwrap();
+        let reference = reference.references()[0].clone();
+        scope.check(&source, "deploy", &["token".to_owned()], |check| {
+            let mut check = *check;
+            check.allow_item = item;
+            if fixed {
+                check = check.fixed_before_run();
+            }
+            check
+                .problem(&reference)
+                .map(|problem| problem.code.unwrap())
+        })
+    }
+
+    #[test]
+    fn parameters_must_be_declared_and_variables_defined_somewhere() {
+        let scope = Scope::new(&["version"], &["region"]);
+        assert_eq!(problem(&scope, "params.version", false, false), None);
+        assert_eq!(
+            problem(&scope, "params.verison", false, false),
+            Some("UnknownParam")
+        );
+        assert_eq!(problem(&scope, "vars.region", true, false), None);
+        assert_eq!(
+            problem(&scope, "vars.zone", false, false),
+            Some("UnknownVar")
+        );
+    }
+
+    #[test]
+    fn outputs_and_outcomes_are_only_of_needed_steps_and_never_in_fixed_values() {
+        let mut scope = Scope::new(&[], &[]);
+        scope.ancestors.insert("build".into());
+        assert_eq!(
+            problem(&scope, "steps.build.outputs.tag", false, false),
+            None
+        );
+        assert_eq!(problem(&scope, "steps.build.outcome", false, false), None);
+        assert_eq!(
+            problem(&scope, "steps.test.outputs.tag", false, false),
+            Some("StepNotNeeded")
+        );
+        assert_eq!(
+            problem(&scope, "steps.test.outcome", true, false),
+            Some("StepNotNeeded")
+        );
+        assert_eq!(
+            problem(&scope, "steps.build.outputs.tag", true, false),
+            Some("OutputBeforeRun")
+        );
+        // An outcome in a value fixed before the run passes here; binding
+        // refuses it as a value not known before the run.
+        assert_eq!(problem(&scope, "steps.build.outcome", true, false), None);
+    }
+
+    #[test]
+    fn a_step_cannot_read_its_own_outputs_and_is_told_so() {
+        let source = source("");
+        let scope = Scope::new(&[], &[]);
+        let expression = Expr::parse("steps.deploy.outputs.x").unwrap();
+        let hint = scope.check(&source, "deploy", &[], |check| {
+            check.problem(expression.references()[0]).unwrap().hint
+        });
+        assert_eq!(hint.as_deref(), Some("a step cannot read its own outputs"));
+    }
+
+    #[test]
+    fn outputs_of_a_for_each_step_cannot_be_read_but_its_outcome_can() {
+        let mut scope = Scope::new(&[], &[]);
+        scope.ancestors.insert("fan".into());
+        scope.for_each_steps.insert("fan".into());
+        assert_eq!(
+            problem(&scope, "steps.fan.outputs.x", false, false),
+            Some("OutputOfForEach")
+        );
+        assert_eq!(problem(&scope, "steps.fan.outcome", false, false), None);
+    }
+
+    #[test]
+    fn item_only_in_a_for_each_step_and_secrets_only_granted_and_only_in_with() {
+        let scope = Scope::new(&[], &[]);
+        assert_eq!(
+            problem(&scope, "item", false, false),
+            Some("ItemOutsideForEach")
+        );
+        assert_eq!(problem(&scope, "item.name", false, true), None);
+        assert_eq!(problem(&scope, "secrets.token", false, false), None);
+        assert_eq!(
+            problem(&scope, "secrets.password", false, false),
+            Some("SecretWithoutGrant")
+        );
+        assert_eq!(
+            problem(&scope, "secrets.token", true, false),
+            Some("SecretOutsideWith")
+        );
+        assert_eq!(problem(&scope, "run.operator", true, false), None);
+    }
+
+    #[test]
+    fn a_problem_points_at_its_expression_or_at_the_whole_string_with_escapes() {
+        let text = "a = \"x ${{ params.nope }} y\"\nb = \"\\u0078 ${{ params.nope }}\"\n";
+        let source = source(text);
+        let scope = Scope::new(&[], &[]);
+        let mut problems = Diagnostics::default();
+        scope.check(&source, "deploy", &[], |check| {
+            for key in ["a", "b"] {
+                let value: toml::Table = toml::from_str(text).unwrap();
+                let template = Template::parse(value[key].as_str().unwrap()).unwrap();
+                check.check(&template, &ValuePath::default().key(key), &mut problems);
+            }
+        });
+        assert_eq!(codes(&problems), ["UnknownParam", "UnknownParam"]);
+        let spans: Vec<&str> = problems
+            .0
+            .iter()
+            .map(|problem| &text[problem.place.as_ref().unwrap().span.clone()])
+            .collect();
+        assert_eq!(
+            spans,
+            ["${{ params.nope }}", "\"\\u0078 ${{ params.nope }}\""]
+        );
+    }
+
+    #[test]
+    fn a_condition_is_one_expression_bare_or_wrapped_with_its_references_checked() {
+        let source = source("if = \"x\"");
+        let mut scope = Scope::new(&[], &[]);
+        scope.ancestors.insert("migrate".into());
+        let at = ValuePath::default().key("if");
+        let mut problems = Diagnostics::default();
+        let parsed = scope.check(&source, "restore", &[], |check| {
+            [
+                "steps.migrate.outcome == 'failed'",
+                "${{ steps.migrate.outcome == 'failed' }}",
+                "${{ steps.other.outcome }}",
+                "${{ run.id }} and ${{ run.id }}",
+                "steps.migrate.outcome ==",
+            ]
+            .map(|text| condition(check, text, &at, &mut problems).is_some())
+        });
+        assert_eq!(parsed, [true, true, true, false, false]);
+        assert_eq!(
+            codes(&problems),
+            ["StepNotNeeded", "ConditionNotOneExpression", "Condition"]
+        );
+    }
+}

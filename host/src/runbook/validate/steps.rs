@@ -228,3 +228,162 @@ fn check_plugin(
             .hint(hint),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, codes_of, raw, source};
+
+    /// A runbook with a `noop` plugin and the steps written as `steps`.
+    fn runbook(steps: &str) -> String {
+        format!("[runbook]\nname = \"r\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n{steps}")
+    }
+
+    /// What step `text` does, checked against plugins `noop` and `smoke`.
+    fn action_of(text: &str) -> (Action, Vec<&'static str>) {
+        let source = source(text);
+        let step: RawStep = raw(text);
+        let plugins = ["noop", "smoke"]
+            .map(|name| {
+                let plugin = PluginSource {
+                    path: format!("{name}.wasm").into(),
+                    sha256: None,
+                };
+                (name.to_owned(), plugin)
+            })
+            .into();
+        let mut problems = Diagnostics::default();
+        let action = action(
+            &source,
+            &step,
+            &ValuePath::default(),
+            &plugins,
+            &mut problems,
+        );
+        (action, codes(&problems))
+    }
+
+    #[test]
+    fn a_step_runs_a_declared_plugin_or_is_manual_with_a_checklist() {
+        let (action, problems) = action_of("id = \"a\"\nuses = \"noop\"");
+        assert!(matches!(action, Action::Plugin(name) if name == "noop"));
+        assert!(problems.is_empty());
+        let (action, problems) = action_of("id = \"a\"\nkind = \"manual\"\nchecklist = [\"ok\"]");
+        assert!(matches!(action, Action::Manual(items) if items == ["ok"]));
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn each_mix_of_kind_uses_and_checklist_that_cannot_be_meant_is_reported() {
+        let cases = [
+            ("kind = \"manual\"", "ManualWithoutChecklist"),
+            (
+                "kind = \"manual\"\nuses = \"noop\"\nchecklist = [\"ok\"]",
+                "ManualWithPlugin",
+            ),
+            ("checklist = [\"ok\"]", "NoUses"),
+            (
+                "uses = \"noop\"\nchecklist = [\"ok\"]",
+                "ChecklistNotManual",
+            ),
+            ("uses = \"nope\"", "UnknownPlugin"),
+        ];
+        for (text, code) in cases {
+            let (_, problems) = action_of(&format!("id = \"a\"\n{text}"));
+            assert_eq!(problems, [code], "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_plugin_gets_the_nearest_name_or_the_list() {
+        let source = source("");
+        let mut problems = Diagnostics::default();
+        let declared: BTreeMap<String, PluginSource> = [(
+            "smoke-test".to_owned(),
+            PluginSource {
+                path: "s.wasm".into(),
+                sha256: None,
+            },
+        )]
+        .into();
+        let at = ValuePath::default();
+        check_plugin(&source, "a", "smoke-tset", &at, &declared, &mut problems);
+        check_plugin(&source, "a", "deploy", &at, &declared, &mut problems);
+        check_plugin(&source, "a", "deploy", &at, &BTreeMap::new(), &mut problems);
+        let hints: Vec<&str> = problems
+            .0
+            .iter()
+            .map(|problem| problem.hint.as_deref().unwrap())
+            .collect();
+        assert_eq!(hints[0], "did you mean `smoke-test`?");
+        assert_eq!(hints[1], "declared plugins: smoke-test");
+        assert!(hints[2].starts_with("declare it:"), "{}", hints[2]);
+    }
+
+    #[test]
+    fn a_step_id_must_be_an_identifier() {
+        assert_eq!(
+            codes_of(&runbook(
+                "[[steps]]\nid = \"deploy api\"\nuses = \"noop\"\n"
+            )),
+            ["InvalidStepId"]
+        );
+    }
+
+    #[test]
+    fn a_runbook_without_steps_is_reported_at_its_header() {
+        assert_eq!(codes_of(&runbook("")), ["NoSteps"]);
+    }
+
+    #[test]
+    fn a_checked_step_keeps_what_it_wrote_and_defaults_the_rest() {
+        let text = runbook(
+            "[[steps]]\nid = \"a\"\nuses = \"noop\"\n\n[[steps]]\nid = \"b\"\nname = \"Bee\"\nuses = \"noop\"\nalways = true\non_failure = \"continue\"\ntimeout = \"5m\"\nmemory = \"128MiB\"\nif = \"steps.a.outcome == 'failed'\"\nwith.message = \"${{ steps.a.outputs.message }}\"\ngrants.secrets = [\"token\"]\n",
+        );
+        let runbook = crate::runbook::parse(source(&text)).unwrap();
+        let (a, b) = (&runbook.steps[0], &runbook.steps[1]);
+        assert_eq!(a.name, "a");
+        assert_eq!(a.timeout, crate::runbook::DEFAULT_TIMEOUT);
+        assert!(a.condition.is_none());
+        assert_eq!(b.name, "Bee");
+        assert_eq!(b.needs, [StepId("a".into())]);
+        assert!(b.always);
+        assert_eq!(b.on_failure, Some(crate::runbook::Policy::Continue));
+        assert_eq!(b.timeout, std::time::Duration::from_secs(300));
+        assert_eq!(b.memory_limit, 128 << 20);
+        assert!(b.condition.is_some());
+        assert_eq!(b.secret_grants, ["token"]);
+        assert_eq!(b.path(), ValuePath::step(1));
+    }
+
+    #[test]
+    fn the_problems_of_one_step_come_in_the_order_of_its_keys_checks() {
+        let text = runbook(
+            "[[steps]]\nid = \"1\"\nuses = \"nope\"\ntimeout = \"x\"\nmemory = \"x\"\nwith.a = \"${{ params.x }}\"\nif = \"(\"\nretries = { attempts = 0 }\nfor_each = 1\ngrants.secrets = [\"a b\"]\n",
+        );
+        assert_eq!(
+            codes_of(&text),
+            [
+                "InvalidStepId",
+                "UnknownPlugin",
+                "NotADuration",
+                "NotAMemorySize",
+                "UnknownParam",
+                "Condition",
+                "NoAttempts",
+                "ForEachShape",
+                "SecretName"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_step_that_mentions_steps_needs_its_ancestors() {
+        let step = |text: &str| raw::<RawStep>(&format!("id = \"a\"\n{text}"));
+        assert!(mentions_steps(&step("if = \"steps.b.outcome\"")));
+        assert!(mentions_steps(&step(
+            "with.x = [\"${{ steps.b.outputs.y }}\"]"
+        )));
+        assert!(!mentions_steps(&step("with.x = \"${{ params.y }}\"")));
+    }
+}

@@ -65,3 +65,44 @@ pub fn toml_to_json(value: toml::Value) -> serde_json::Value {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, source};
+
+    #[test]
+    fn every_string_of_a_tree_is_a_template_and_a_bad_one_stays_text() {
+        let text =
+            "url = \"${{ params.base }}/health\"\nchecks = [{ status = 200, body = \"${{\" }]\n";
+        let source = source(text);
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let mut problems = Diagnostics::default();
+        let tree = tree_from_toml(
+            toml::Value::Table(table),
+            &ValuePath::default(),
+            &source,
+            &mut problems,
+        );
+        assert_eq!(codes(&problems), ["Expression"]);
+        let place = problems.0[0].place.as_ref().unwrap();
+        assert_eq!(&text[place.span.clone()], "\"${{\"");
+        let mut paths = Vec::new();
+        tree.templates(&ValuePath::default(), &mut |_, at| {
+            paths.push(at.to_string())
+        });
+        assert_eq!(paths, ["url"], "the bad string is no template");
+    }
+
+    #[test]
+    fn toml_values_become_json_with_dates_as_their_text() {
+        let value: toml::Table = toml::from_str(
+            "a = 1\nb = 1.5\nc = true\nd = 2026-12-24T10:00:00Z\ne = [{ f = \"g\" }]",
+        )
+        .unwrap();
+        assert_eq!(
+            toml_to_json(toml::Value::Table(value)),
+            serde_json::json!({"a": 1, "b": 1.5, "c": true, "d": "2026-12-24T10:00:00Z", "e": [{"f": "g"}]})
+        );
+    }
+}
