@@ -156,6 +156,9 @@ pub struct Diagnostic {
     pub place: Option<Place>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// The stable name of the kind of problem (`UnknownNeed`), when its
+    /// maker gives one: for tests and tools, never shown to the operator.
+    pub code: Option<&'static str>,
 }
 
 impl Diagnostic {
@@ -165,7 +168,14 @@ impl Diagnostic {
             message: message.into(),
             place: None,
             hint: None,
+            code: None,
         }
+    }
+
+    /// Names the kind of problem.
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 
     /// Points the diagnostic at a byte range.

@@ -3,12 +3,14 @@
 //! (`bind`). The engine only ever sees a `Plan`.
 
 pub mod bind;
+pub mod code;
 pub mod model;
 pub mod validate;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
 pub use crate::grant::{FsGrant, StepGrants, StepId};
 use crate::template::Template;
+pub use code::Code;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -225,41 +227,38 @@ pub fn for_each_label(item: &serde_json::Value, position: usize) -> String {
     }
 }
 
-/// The message and hint for a `for_each` of `length` elements, more than
-/// [`MAX_FOR_EACH`].
-pub fn for_each_too_long(step_id: &str, length: usize) -> (String, String) {
-    (
-        format!(
+/// The problem of a `for_each` of `length` elements, more than
+/// [`MAX_FOR_EACH`], without its place.
+pub fn for_each_too_long(step_id: &str, length: usize) -> Diagnostic {
+    Code::ForEachTooLong
+        .diagnostic(format!(
             "`for_each` of step `{step_id}` has {length} elements; at most {MAX_FOR_EACH} are allowed"
-        ),
-        "split the work over several steps or runs".to_owned(),
-    )
+        ))
+        .hint("split the work over several steps or runs")
 }
 
-/// Why a `for_each` list cannot run, with a hint and the position of the
-/// element at fault: too long, or two elements that would run under one
-/// id (the same element twice, or a name equal to another's position).
+/// Why a `for_each` list cannot run, without its place, and the position
+/// of the element at fault: too long, or two elements that would run under
+/// one id (the same element twice, or a name equal to another's position).
 /// Linear in the list's length.
 pub fn for_each_problem(
     step_id: &str,
     items: &[serde_json::Value],
-) -> Option<(String, String, Option<usize>)> {
+) -> Option<(Diagnostic, Option<usize>)> {
     if items.len() > MAX_FOR_EACH {
-        let (message, hint) = for_each_too_long(step_id, items.len());
-        return Some((message, hint, None));
+        return Some((for_each_too_long(step_id, items.len()), None));
     }
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     for (position, item) in items.iter().enumerate() {
         let label = for_each_label(item, position);
         if !seen.insert(label.clone()) {
-            return Some((
-                format!(
+            let problem = Code::ForEachRepeat
+                .diagnostic(format!(
                     "`for_each` element `{}` of step `{step_id}` would run as `{step_id}[{label}]`, like an earlier one",
                     crate::template::as_text(item)
-                ),
-                "each element runs once under its own name: remove the repeat".to_owned(),
-                Some(position),
-            ));
+                ))
+                .hint("each element runs once under its own name: remove the repeat");
+            return Some((problem, Some(position)));
         }
     }
     None
@@ -340,7 +339,7 @@ pub fn load(path: &Path) -> Result<Runbook, LoadError> {
         .map_err(read_error)?;
     if bytes.len() as u64 > MAX_RUNBOOK_BYTES {
         return Err(LoadError::Invalid(Diagnostics(vec![
-            Diagnostic::new(format!(
+            Code::TooLarge.diagnostic(format!(
                 "runbook `{}` is larger than {} KiB",
                 path.display(),
                 MAX_RUNBOOK_BYTES >> 10
@@ -356,11 +355,12 @@ pub fn load(path: &Path) -> Result<Runbook, LoadError> {
             let byte = error.as_bytes()[at];
             let source = Source::new(path, String::from_utf8_lossy(error.as_bytes()).into_owned());
             return Err(LoadError::Invalid(Diagnostics(vec![
-                Diagnostic::new(format!(
-                    "the runbook is not UTF-8 text: invalid byte 0x{byte:02x}"
-                ))
-                .at_span(&source, at..at + '\u{fffd}'.len_utf8())
-                .hint("save the file as UTF-8"),
+                Code::NotUtf8
+                    .diagnostic(format!(
+                        "the runbook is not UTF-8 text: invalid byte 0x{byte:02x}"
+                    ))
+                    .at_span(&source, at..at + '\u{fffd}'.len_utf8())
+                    .hint("save the file as UTF-8"),
             ])));
         }
     };
@@ -370,14 +370,9 @@ pub fn load(path: &Path) -> Result<Runbook, LoadError> {
 /// Parses and validates a runbook's text.
 pub fn parse(source: Arc<Source>) -> Result<Runbook, Diagnostics> {
     let raw: model::RawRunbook = toml::from_str(&source.text).map_err(|error| {
-        let message = error.message().trim().to_owned();
-        let (message, hint) = explain_toml_error(&message);
-        let mut diagnostic = Diagnostic::new(message);
+        let mut diagnostic = explain_toml_error(error.message().trim());
         if let Some(span) = error.span() {
             diagnostic = diagnostic.at_span(&source, span);
-        }
-        if let Some(hint) = hint {
-            diagnostic = diagnostic.hint(hint);
         }
         Diagnostics(vec![diagnostic])
     })?;
@@ -385,7 +380,7 @@ pub fn parse(source: Arc<Source>) -> Result<Runbook, Diagnostics> {
 }
 
 /// Turns serde's wording into the operator's, with a hint where one helps.
-fn explain_toml_error(message: &str) -> (String, Option<String>) {
+fn explain_toml_error(message: &str) -> Diagnostic {
     if let Some((field, allowed)) = crate::diagnostic::parse_unknown_field(message) {
         let listed = allowed
             .iter()
@@ -399,18 +394,19 @@ fn explain_toml_error(message: &str) -> (String, Option<String>) {
             None if allowed.is_empty() => "remove it".to_owned(),
             None => format!("the keys allowed here are {listed}"),
         };
-        return (format!("unknown key `{field}`"), Some(hint));
+        return Code::UnknownKey
+            .diagnostic(format!("unknown key `{field}`"))
+            .hint(hint);
     }
     if message.starts_with("data did not match any variant of untagged enum RawPluginSource") {
-        return (
-            "a plugin is a path or `{ path = \"...\", sha256 = \"...\" }`".into(),
-            Some("write `name = \"plugins/name.wasm\"`".into()),
-        );
+        return Code::PluginSourceShape
+            .diagnostic("a plugin is a path or `{ path = \"...\", sha256 = \"...\" }`")
+            .hint("write `name = \"plugins/name.wasm\"`");
     }
     if let Some(field) = message.strip_prefix("missing field ") {
-        return (format!("missing key {field}"), None);
+        return Code::MissingKey.diagnostic(format!("missing key {field}"));
     }
-    (message.to_owned(), None)
+    Code::Toml.diagnostic(message)
 }
 
 /// Parses a memory size such as `64MiB`, `1GiB` or `512KiB`.

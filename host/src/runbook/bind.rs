@@ -1,11 +1,17 @@
 //! Binds a checked runbook to an environment and parameter values: the
 //! result, a [`Plan`], is everything the engine needs and nothing it must
-//! check again.
+//! check again. This file is the driver; choosing the environment, the
+//! parameters' values, the grants and the `for_each` instances have their
+//! files in `bind/`.
 
-use super::{ForEach, Runbook, Step, StepGrants, StepId};
-use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::grant::UrlGrant;
-use crate::template::{Reference, RunField, Template};
+mod environment;
+mod grants;
+mod instances;
+mod params;
+
+use super::{Runbook, Step, StepGrants, StepId};
+use crate::diagnostic::{Diagnostics, ValuePath};
+use crate::template::{Reference, RunField};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -109,109 +115,13 @@ impl Plan {
 /// Binds the runbook; every problem is reported.
 pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnostics> {
     let mut problems = Diagnostics::default();
-    let source = &runbook.source;
-
-    let environment = match (&bindings.environment, runbook.environments.is_empty()) {
-        (Some(name), _) if runbook.environments.contains_key(name) => Some(name.clone()),
-        (Some(name), true) => {
-            problems.push(
-                Diagnostic::new(format!(
-                    "there is no environment `{name}`: the runbook defines none"
-                ))
-                .hint("drop `--env`, or add `[environments.NAME.vars]` to the runbook"),
-            );
-            None
-        }
-        (Some(name), false) => {
-            problems.push(
-                Diagnostic::new(format!("there is no environment `{name}`"))
-                    .at(source, &ValuePath::default().key("environments"))
-                    .hint(format!(
-                        "choose one of: {}",
-                        names(runbook.environments.keys())
-                    )),
-            );
-            None
-        }
-        (None, true) => None,
-        (None, false) => {
-            problems.push(
-                Diagnostic::new("choose an environment with `--env`").hint(format!(
-                    "this runbook defines: {}",
-                    names(runbook.environments.keys())
-                )),
-            );
-            None
-        }
-    };
+    let environment = environment::choose(&runbook, bindings.environment.as_deref(), &mut problems);
     let vars = environment
         .as_ref()
         .and_then(|name| runbook.environments.get(name))
         .map(|environment| environment.vars.clone())
         .unwrap_or_default();
-
-    let mut params = BTreeMap::new();
-    for (key, value) in &bindings.sets {
-        if runbook.params.contains_key(key) {
-            params.insert(key.clone(), value.clone());
-        } else {
-            problems.push(
-                Diagnostic::new(format!(
-                    "`--set {key}=...` names no parameter of this runbook"
-                ))
-                .hint(if runbook.params.is_empty() {
-                    "this runbook takes no parameters".to_owned()
-                } else {
-                    format!("its parameters are: {}", names(runbook.params.keys()))
-                }),
-            );
-        }
-    }
-    for (name, spec) in &runbook.params {
-        let path = ValuePath::default().key("params").key(name);
-        match params.get(name) {
-            Some(value) => {
-                if let Some(pattern) = &spec.pattern
-                    && !pattern.is_match(value)
-                {
-                    let shown = pattern.as_str();
-                    let shown = shown
-                        .strip_prefix("^(?:")
-                        .and_then(|rest| rest.strip_suffix(")$"))
-                        .unwrap_or(shown);
-                    problems.push(
-                        Diagnostic::new(format!(
-                            "parameter `{name}` = `{value}` does not match its pattern `{shown}`"
-                        ))
-                        .at(source, &path.key("pattern")),
-                    );
-                }
-            }
-            None => match &spec.default {
-                Some(default) => {
-                    params.insert(name.clone(), default.clone());
-                }
-                None if bindings.lenient => {
-                    params.insert(name.clone(), format!("<params.{name}>"));
-                }
-                None if spec.required => problems.push(
-                    Diagnostic::new(format!("missing required parameter `{name}`"))
-                        .at(source, &path)
-                        .hint(format!(
-                            "pass it with `--set {name}=VALUE`{}",
-                            spec.description
-                                .as_ref()
-                                .map(|description| format!(" ({description})"))
-                                .unwrap_or_default()
-                        )),
-                ),
-                None => {
-                    params.insert(name.clone(), String::new());
-                }
-            },
-        }
-    }
-
+    let params = params::bind_params(&runbook, &bindings, &mut problems);
     let mut plan = Plan {
         runbook: Arc::clone(&runbook),
         environment,
@@ -221,187 +131,116 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         run_id: bindings.run_id,
         steps: Vec::new(),
     };
-
-    // Every `vars.X` must exist in the chosen environment.
     if let Some(environment) = &plan.environment {
-        for step in &runbook.steps {
-            step.with
-                .templates(&step.path().key("with"), &mut |template, at| {
-                    for (reference, _) in template.references() {
-                        if let Reference::Var(name) = reference
-                            && !plan.vars.contains_key(name)
-                        {
-                            problems.push(
-                                Diagnostic::new(format!(
-                                    "environment `{environment}` does not define variable `{name}`"
-                                ))
-                                .at(source, at)
-                                .hint(format!(
-                                    "add `{name} = ...` under `[environments.{environment}.vars]`"
-                                )),
-                            );
-                        }
-                    }
-                });
-        }
+        environment::check_vars(&plan, environment, &mut problems);
     }
-
-    let mut instances_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for step in &runbook.steps {
-        let mut grants = StepGrants {
-            http: Vec::new(),
-            secrets: step.secret_grants.clone(),
-            fs_read: step.fs_read.clone(),
-            aws: step.aws.clone(),
-            kube: step.kube.clone(),
-        };
-        for (template, at) in &step.http_grants {
-            let rendered = template.render(|reference| plan.static_value(reference).ok_or(()));
-            let Ok(rendered) = rendered else {
-                problems.push(
-                    Diagnostic::new("this grant refers to a value the environment does not define")
-                        .at(source, at),
-                );
-                continue;
-            };
-            if rendered.contains('*') {
-                // `UrlGrant::parse` would take `*` as a literal host or
-                // path, and the grant would silently allow nothing.
-                problems.push(
-                    Diagnostic::new(format!(
-                        "`{rendered}` is not an HTTP grant: grants have no wildcards"
-                    ))
-                    .at(source, at)
-                    .hint("grant each host the step calls, e.g. \"https://api.example.com\"; a grant already allows every path below its own"),
-                );
-                continue;
-            }
-            match UrlGrant::parse(&rendered) {
-                Ok(grant) => grants.http.push(grant),
-                Err(error) => problems.push(
-                    Diagnostic::new(format!("`{rendered}` is not an HTTP grant: {error}"))
-                        .at(source, at)
-                        .hint("write `scheme://host[:port][/path-prefix]`, e.g. \"https://api.example.com/v1\""),
-                ),
-            }
-        }
-        // Kubernetes namespaces and AWS regions may come from the
-        // environment (`namespaces = ["${{ vars.namespace }}"]`).
-        let grants_at = step.path().key("grants");
-        let fixed = |text: &mut String, at: ValuePath, problems: &mut Diagnostics| {
-            if !text.contains("${{") {
-                return;
-            }
-            let rendered = Template::parse(text).ok().and_then(|template| {
-                template
-                    .render(|reference| plan.static_value(reference).ok_or(()))
-                    .ok()
-            });
-            match rendered {
-                Some(value) => *text = value,
-                None => problems.push(
-                    Diagnostic::new("this grant refers to a value the environment does not define")
-                        .at(source, &at),
-                ),
-            }
-        };
-        if let Some(kube) = &mut grants.kube {
-            for (position, namespace) in kube.namespaces.iter_mut().enumerate() {
-                fixed(
-                    namespace,
-                    grants_at.key("kube").key("namespaces").index(position),
-                    &mut problems,
-                );
-            }
-        }
-        if let Some(aws) = &mut grants.aws {
-            for (position, region) in aws.regions.iter_mut().enumerate() {
-                fixed(
-                    region,
-                    grants_at.key("aws").key("regions").index(position),
-                    &mut problems,
-                );
-            }
-        }
-        let items: Vec<Option<serde_json::Value>> = match &step.for_each {
-            None => vec![None],
-            Some(ForEach::Items(items)) => items.iter().cloned().map(Some).collect(),
-            Some(ForEach::Expression(template)) => {
-                match template.value(|reference| plan.static_value(reference).ok_or(())) {
-                    Ok(serde_json::Value::Array(items)) => {
-                        match super::for_each_problem(&step.id.0, &items) {
-                            None => items.into_iter().map(Some).collect(),
-                            Some((message, hint, _)) => {
-                                problems.push(
-                                    Diagnostic::new(message)
-                                        .at(source, &step.path().key("for_each"))
-                                        .hint(hint),
-                                );
-                                Vec::new()
-                            }
-                        }
-                    }
-                    Ok(other) => {
-                        problems.push(
-                            Diagnostic::new(format!("`for_each` gives {other}, not a list"))
-                                .at(source, &step.path().key("for_each"))
-                                .hint(
-                                    "make the variable a list: `services = [\"api\", \"worker\"]`",
-                                ),
-                        );
-                        Vec::new()
-                    }
-                    Err(()) => Vec::new(),
-                }
-            }
-        };
-        let base_needs: Vec<usize> = step
-            .needs
-            .iter()
-            .flat_map(|need| {
-                instances_of
-                    .get(need.0.as_str())
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .collect();
-        let mut indices = Vec::new();
-        for (position, item) in items.into_iter().enumerate() {
-            let (id, name) = match &item {
-                None => (step.id.clone(), step.name.clone()),
-                Some(item) => {
-                    let label = super::for_each_label(item, position);
-                    (
-                        StepId(format!("{}[{label}]", step.id)),
-                        format!("{} [{}]", step.name, crate::template::as_text(item)),
-                    )
-                }
-            };
-            indices.push(plan.steps.len());
-            plan.steps.push(super::PlannedStep {
-                index: step.index,
-                id,
-                name,
-                item,
-                needs: base_needs.clone(),
-                grants: grants.clone(),
-            });
-        }
-        instances_of.insert(step.id.0.as_str(), indices);
-    }
-
+    plan.steps = instances::plan_steps(&plan, &mut problems);
     problems.into_result(plan)
 }
 
+/// `` `a`, `b` ``: names as a hint lists them.
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     keys.map(|key| format!("`{key}`"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// What the tests of every part of binding share: a runbook's text bound
+/// to an environment and `--set` values.
+#[cfg(test)]
+mod testing {
+    use super::{Bindings, Plan, bind};
+    use crate::diagnostic::{Diagnostics, Source};
+    use crate::runbook::Runbook;
+    use std::sync::Arc;
+
+    /// A valid runbook with a `noop` plugin, `[[steps]]` and the rest
+    /// written as `rest`.
+    pub(super) fn runbook(rest: &str) -> Arc<Runbook> {
+        let text = format!("[runbook]\nname = \"r\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n{rest}");
+        let runbook = crate::runbook::parse(Source::new("r.toml", text.as_str()))
+            .unwrap_or_else(|problems| panic!("{problems}\n{text}"));
+        Arc::new(runbook)
+    }
+
+    /// `runbook` bound strictly to `environment` with `sets`.
+    pub(super) fn bound(
+        runbook: &Arc<Runbook>,
+        environment: Option<&str>,
+        sets: &[(&str, &str)],
+    ) -> Result<Plan, Diagnostics> {
+        bind(
+            Arc::clone(runbook),
+            Bindings {
+                environment: environment.map(str::to_owned),
+                sets: sets
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect(),
+                operator: "alice".into(),
+                run_id: "run-1".into(),
+                lenient: false,
+            },
+        )
+    }
+
+    /// The codes of the problems binding reports; none when it binds.
+    pub(super) fn codes(bound: Result<Plan, Diagnostics>) -> Vec<&'static str> {
+        match bound {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .0
+                .iter()
+                .map(|problem| problem.code.expect("every diagnostic has a code"))
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{bound, runbook};
     use super::*;
+
+    #[test]
+    fn values_known_before_the_run_are_the_parameters_variables_and_run_fields() {
+        let runbook = runbook(
+            "[params.version]\ndefault = \"1.0\"\n\n[environments.production.vars]\nreplicas = 3\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n",
+        );
+        let plan = bound(&runbook, Some("production"), &[]).unwrap();
+        let value = |text: &str| {
+            let expression = crate::expression::Expr::parse(text).unwrap();
+            plan.static_value(expression.references()[0])
+        };
+        assert_eq!(value("params.version"), Some("1.0".into()));
+        assert_eq!(value("vars.replicas"), Some(3.into()));
+        assert_eq!(value("vars.missing"), None);
+        assert_eq!(value("run.id"), Some("run-1".into()));
+        assert_eq!(value("run.environment"), Some("production".into()));
+        assert_eq!(value("run.operator"), Some("alice".into()));
+        for later in [
+            "run.status",
+            "steps.a.outcome",
+            "steps.a.outputs.x",
+            "secrets.token",
+            "item",
+        ] {
+            assert_eq!(value(later), None, "{later}");
+        }
+    }
+
+    #[test]
+    fn the_secrets_named_are_those_used_in_with_and_those_granted() {
+        let runbook = runbook(
+            "[[steps]]\nid = \"a\"\nuses = \"noop\"\nwith.auth = \"Bearer ${{ secrets.token }}\"\ngrants.secrets = [\"token\", \"spare\"]\n\n[[steps]]\nid = \"b\"\nuses = \"noop\"\n",
+        );
+        let plan = bound(&runbook, None, &[]).unwrap();
+        assert_eq!(
+            plan.secret_names().into_iter().collect::<Vec<_>>(),
+            ["spare", "token"]
+        );
+        assert_eq!(plan.step(&plan.steps[1]).id.0, "b");
+    }
 
     fn bind_services(services: &str) -> Result<Plan, Diagnostics> {
         let text = format!(
@@ -439,6 +278,27 @@ mod tests {
         assert!(
             long.to_string().contains("has 1001 elements; at most 1000"),
             "{long}"
+        );
+    }
+
+    #[test]
+    fn a_for_each_from_a_variable_the_environment_lacks_is_refused_not_run_for_nothing() {
+        let text = "[runbook]\nname = \"fan-out\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n[environments.production.vars]\nservices = [\"api\"]\n\n[environments.staging.vars]\n\n[[steps]]\nid = \"deploy\"\nuses = \"noop\"\nfor_each = \"${{ vars.services }}\"\n";
+        let runbook = crate::runbook::parse(crate::diagnostic::Source::new("fan-out.toml", text))
+            .expect("the runbook is valid");
+        let problems = bind(
+            Arc::new(runbook),
+            Bindings {
+                environment: Some("staging".into()),
+                ..Bindings::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            problems
+                .to_string()
+                .contains("`for_each` refers to a value the environment does not define"),
+            "{problems}"
         );
     }
 }

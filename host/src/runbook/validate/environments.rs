@@ -1,0 +1,188 @@
+//! `[environments.NAME]`: variables, the time zone, deploy windows, freezes
+//! and approvals. Knows nothing of steps.
+
+use super::values::toml_to_json;
+use crate::diagnostic::{Diagnostics, Source, ValuePath};
+use crate::runbook::Code;
+use crate::runbook::model::{RawApprovals, RawEnvironment};
+use crate::runbook::{Approvals, Environment, Schedule};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Checks every environment, in name order.
+pub(super) fn validate_environments(
+    source: &Arc<Source>,
+    raw: BTreeMap<String, RawEnvironment>,
+    problems: &mut Diagnostics,
+) -> BTreeMap<String, Environment> {
+    raw.into_iter()
+        .map(|(name, environment)| {
+            let path = ValuePath::default().key("environments").key(&name);
+            let checked = validate_environment(source, &path, environment, problems);
+            (name, checked)
+        })
+        .collect()
+}
+
+/// Checks one environment at `path`.
+fn validate_environment(
+    source: &Arc<Source>,
+    path: &ValuePath,
+    environment: RawEnvironment,
+    problems: &mut Diagnostics,
+) -> Environment {
+    let schedule = schedule(source, path, &environment, problems);
+    let regular = approvals(source, path, environment.approvals, "approvals", problems);
+    let emergency_approvals = approvals(
+        source,
+        path,
+        environment.emergency_approvals,
+        "emergency_approvals",
+        problems,
+    );
+    Environment {
+        aws_endpoint: environment.aws_endpoint,
+        kube_context: environment.kube_context,
+        description: environment.description,
+        vars: environment
+            .vars
+            .into_iter()
+            .map(|(key, value)| (key, toml_to_json(value)))
+            .collect(),
+        approvals: regular,
+        emergency_approvals,
+        schedule,
+    }
+}
+
+/// The time zone, windows and freezes; a wrong one is reported and left out.
+fn schedule(
+    source: &Arc<Source>,
+    path: &ValuePath,
+    environment: &RawEnvironment,
+    problems: &mut Diagnostics,
+) -> Schedule {
+    let mut schedule = Schedule::new(environment.timezone.as_deref()).unwrap_or_else(|message| {
+        problems.push(
+            Code::Timezone
+                .diagnostic(message)
+                .at(source, &path.key("timezone")),
+        );
+        Schedule::default()
+    });
+    for (position, window) in environment.windows.iter().enumerate() {
+        if let Err(message) = schedule.add_window(&window.days, &window.from, &window.to) {
+            problems.push(
+                Code::Window
+                    .diagnostic(format!("deploy window: {message}"))
+                    .at(source, &path.key("windows").index(position))
+                    .hint(
+                        "write `{ days = [\"mon\", \"tue\"], from = \"09:00\", to = \"17:00\" }`",
+                    ),
+            );
+        }
+    }
+    for (position, freeze) in environment.freezes.iter().enumerate() {
+        if let Err(message) = schedule.add_freeze(
+            &freeze.from.text(),
+            &freeze.to.text(),
+            freeze.reason.clone(),
+        ) {
+            problems.push(
+                Code::Freeze.diagnostic(format!("freeze: {message}"))
+                    .at(source, &path.key("freezes").index(position))
+                    .hint("write `{ from = \"2026-12-24\", to = \"2026-12-26\", reason = \"holidays\" }`"),
+            );
+        }
+    }
+    schedule
+}
+
+/// `approvals` or `emergency_approvals` (`key`): at least one approval, and
+/// no more than there are distinct people to give them.
+fn approvals(
+    source: &Arc<Source>,
+    path: &ValuePath,
+    raw: Option<RawApprovals>,
+    key: &str,
+    problems: &mut Diagnostics,
+) -> Option<Approvals> {
+    let raw = raw?;
+    let mut from = raw.from.clone();
+    from.sort();
+    from.dedup();
+    if raw.required == 0 || raw.required as usize > from.len() {
+        problems.push(
+            Code::Approvals
+                .diagnostic(format!(
+                    "{key} requires {} approvals from {} distinct people",
+                    raw.required,
+                    from.len()
+                ))
+                .at(source, &path.key(key))
+                .hint("`required` must be at least 1 and at most the number of people in `from`"),
+        );
+    }
+    Some(Approvals {
+        required: raw.required,
+        from: raw.from,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runbook::validate::testing::{codes, raw, source};
+
+    /// The environment written as the TOML `text`, and its problems' codes.
+    fn checked(text: &str) -> (Environment, Vec<&'static str>) {
+        let source = source(text);
+        let mut problems = Diagnostics::default();
+        let environment =
+            validate_environment(&source, &ValuePath::default(), raw(text), &mut problems);
+        (environment, codes(&problems))
+    }
+
+    #[test]
+    fn variables_become_json_and_gates_are_kept() {
+        let (environment, problems) = checked(
+            "kube_context = \"kind\"\nvars = { replicas = 3, services = [\"api\"], day = 2026-12-24 }\napprovals = { required = 1, from = [\"alice\"] }\nwindows = [{ days = [\"mon\"], from = \"09:00\", to = \"17:00\" }]\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(environment.vars["replicas"], serde_json::json!(3));
+        assert_eq!(environment.vars["services"], serde_json::json!(["api"]));
+        assert_eq!(environment.vars["day"], serde_json::json!("2026-12-24"));
+        assert_eq!(environment.approvals.unwrap().required, 1);
+        assert!(!environment.schedule.is_unrestricted());
+        assert_eq!(environment.kube_context.as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn a_wrong_time_zone_window_or_freeze_is_reported_and_left_out() {
+        let (environment, problems) = checked(
+            "timezone = \"Mars/Olympus\"\nwindows = [{ days = [], from = \"09:00\", to = \"17:00\" }, { days = [\"mon\"], from = \"17:00\", to = \"09:00\" }]\nfreezes = [{ from = \"24.12.2026\", to = 2026-12-26 }]\n",
+        );
+        assert_eq!(problems, ["Timezone", "Window", "Window", "Freeze"]);
+        assert!(environment.schedule.is_unrestricted());
+    }
+
+    #[test]
+    fn approvals_need_one_to_as_many_distinct_people_as_are_named() {
+        let (_, problems) = checked("approvals = { required = 2, from = [\"alice\", \"bob\"] }");
+        assert!(problems.is_empty());
+        let (_, problems) = checked(
+            "approvals = { required = 2, from = [\"alice\", \"alice\"] }\nemergency_approvals = { required = 0, from = [\"bob\"] }",
+        );
+        assert_eq!(problems, ["Approvals", "Approvals"]);
+    }
+
+    #[test]
+    fn environments_are_checked_each_at_its_own_place() {
+        let text = "[a]\ntimezone = \"Nowhere\"\n\n[b]\ntimezone = \"Nowhere\"\n";
+        let source = source(text);
+        let mut problems = Diagnostics::default();
+        let checked = validate_environments(&source, raw(text), &mut problems);
+        assert_eq!(checked.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(codes(&problems), ["Timezone", "Timezone"]);
+    }
+}
