@@ -1,6 +1,7 @@
 //! Whether a workload finished rolling out, by the rules `kubectl rollout
-//! status` uses. Pure: it reads the object it is given and nothing else,
-//! so the watch loop and the tests feed it the same JSON the server sends.
+//! status` uses (`k8s.io/kubectl/pkg/polymorphichelpers/rollout_status.go`),
+//! in its words. Pure: it reads the object it is given and nothing else, so
+//! the watch loop and the tests feed it the same JSON the server sends.
 
 use serde_json::Value;
 
@@ -15,12 +16,6 @@ pub(super) enum Progress {
     Failed(String),
 }
 
-/// An integer field of the object; absent counts as zero, as it does for
-/// the server's own types.
-fn field(object: &Value, pointer: &str) -> i64 {
-    object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
-}
-
 /// The status condition of a type (`Progressing`, `Failed`), if present.
 pub(super) fn status_condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
     object
@@ -30,124 +25,194 @@ pub(super) fn status_condition<'a>(object: &'a Value, kind: &str) -> Option<&'a 
         .find(|condition| condition.get("type").and_then(Value::as_str) == Some(kind))
 }
 
-/// Whether a Deployment or StatefulSet finished rolling out, by the rules
-/// `kubectl rollout status` uses.
+/// Whether a Deployment or StatefulSet finished rolling out.
 pub(super) fn rollout_progress(kind: &str, object: &Value) -> Progress {
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("?");
-    let generation = field(object, "/metadata/generation");
-    let observed = field(object, "/status/observedGeneration");
-    if observed < generation {
-        return Progress::Waiting(format!(
-            "waiting for the {kind} controller to see generation {generation}"
-        ));
-    }
-    let desired = object
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let updated = field(object, "/status/updatedReplicas");
+    let workload = Workload(object);
     match kind {
-        "Deployment" => {
-            if let Some(progressing) = status_condition(object, "Progressing")
-                && progressing.get("reason").and_then(Value::as_str)
-                    == Some("ProgressDeadlineExceeded")
-            {
-                return Progress::Failed(format!(
-                    "deployment \"{name}\" exceeded its progress deadline"
-                ));
-            }
-            let total = field(object, "/status/replicas");
-            let available = field(object, "/status/availableReplicas");
-            if updated < desired {
-                Progress::Waiting(format!("{updated} of {desired} new replicas updated"))
-            } else if total > updated {
-                Progress::Waiting(format!(
-                    "{} old replicas pending termination",
-                    total - updated
-                ))
-            } else if available < updated {
-                Progress::Waiting(format!(
-                    "{available} of {updated} updated replicas available"
-                ))
-            } else {
-                Progress::Done
-            }
-        }
-        "StatefulSet" => {
-            let ready = field(object, "/status/readyReplicas");
-            let current = object
-                .pointer("/status/currentRevision")
-                .and_then(Value::as_str);
-            let update = object
-                .pointer("/status/updateRevision")
-                .and_then(Value::as_str);
-            if ready < desired {
-                Progress::Waiting(format!("{ready} of {desired} pods ready"))
-            } else if updated < desired || current != update {
-                Progress::Waiting(format!("{updated} of {desired} pods updated"))
-            } else {
-                Progress::Done
-            }
-        }
+        "Deployment" => deployment(&workload),
+        "StatefulSet" => stateful_set(&workload),
         other => Progress::Failed(format!(
             "rollout-complete applies to Deployments and StatefulSets, not {other}"
         )),
     }
 }
 
+/// A workload object as the rules read it: a field the server left out
+/// counts as zero, as it does once kubectl decodes the object.
+struct Workload<'a>(&'a Value);
+
+impl Workload<'_> {
+    fn int(&self, pointer: &str) -> i64 {
+        self.0.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+    }
+
+    fn text(&self, pointer: &str) -> Option<&str> {
+        self.0.pointer(pointer).and_then(Value::as_str)
+    }
+
+    fn name(&self) -> &str {
+        self.text("/metadata/name").unwrap_or("?")
+    }
+
+    /// Whether the controller has seen the latest spec.
+    fn observed(&self) -> bool {
+        self.int("/metadata/generation") <= self.int("/status/observedGeneration")
+    }
+
+    /// `spec.replicas`, which the server sets to 1 when it is left out.
+    fn replicas(&self) -> i64 {
+        self.0
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+    }
+}
+
+/// A Deployment: its progress deadline, then new replicas, old ones gone,
+/// and the new ones available.
+fn deployment(workload: &Workload) -> Progress {
+    if !workload.observed() {
+        return waiting("waiting for deployment spec update to be observed");
+    }
+    if status_condition(workload.0, "Progressing")
+        .and_then(|progressing| progressing.get("reason"))
+        .and_then(Value::as_str)
+        == Some("ProgressDeadlineExceeded")
+    {
+        return Progress::Failed(format!(
+            "deployment \"{}\" exceeded its progress deadline",
+            workload.name()
+        ));
+    }
+    let desired = workload.replicas();
+    let total = workload.int("/status/replicas");
+    let updated = workload.int("/status/updatedReplicas");
+    let available = workload.int("/status/availableReplicas");
+    if updated < desired {
+        waiting(format!(
+            "{updated} out of {desired} new replicas have been updated"
+        ))
+    } else if total > updated {
+        waiting(format!(
+            "{} old replicas are pending termination",
+            total - updated
+        ))
+    } else if available < updated {
+        waiting(format!(
+            "{available} of {updated} updated replicas are available"
+        ))
+    } else {
+        Progress::Done
+    }
+}
+
+/// A StatefulSet: its pods ready, then updated to the update revision.
+fn stateful_set(workload: &Workload) -> Progress {
+    if !workload.observed() {
+        return waiting("waiting for statefulset spec update to be observed");
+    }
+    let desired = workload.replicas();
+    let ready = workload.int("/status/readyReplicas");
+    let updated = workload.int("/status/updatedReplicas");
+    if ready < desired {
+        return waiting(format!("waiting for {} pods to be ready", desired - ready));
+    }
+    if updated < desired
+        || workload.text("/status/currentRevision") != workload.text("/status/updateRevision")
+    {
+        waiting(format!("{updated} of {desired} pods updated"))
+    } else {
+        Progress::Done
+    }
+}
+
+fn waiting(reason: impl Into<String>) -> Progress {
+    Progress::Waiting(reason.into())
+}
+
+/// Each case is one branch of kubectl's rules, with the words kubectl
+/// says there (less its `Waiting for deployment "api" rollout to finish:`
+/// preamble, as the progress line names the object itself).
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deployment(generation: i64, status: Value) -> Value {
-        json!({"metadata": {"name": "api", "generation": generation}, "spec": {"replicas": 3}, "status": status})
+    /// A workload of `kind` named `api`.
+    fn workload(kind: &str, generation: i64, spec: Value, status: Value) -> Value {
+        json!({"kind": kind, "metadata": {"name": "api", "generation": generation},
+               "spec": spec, "status": status})
+    }
+
+    /// Judges each case and names the one that differs.
+    fn judge_all(kind: &str, cases: Vec<(&str, Value, Progress)>) {
+        for (case, object, expected) in cases {
+            assert_eq!(rollout_progress(kind, &object), expected, "{kind}: {case}");
+        }
+    }
+
+    /// A Deployment of `replicas` at `generation`, and its status: the
+    /// generation observed, and its replicas in all, updated and available.
+    fn deployment(generation: i64, replicas: i64, status: [i64; 4]) -> Value {
+        let [observed, total, updated, available] = status;
+        workload(
+            "Deployment",
+            generation,
+            json!({"replicas": replicas}),
+            json!({"observedGeneration": observed, "replicas": total,
+                   "updatedReplicas": updated, "availableReplicas": available}),
+        )
+    }
+
+    /// `deployment` whose controller gave up on it.
+    fn past_deadline(mut object: Value) -> Value {
+        object["status"]["conditions"] = json!([{"type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded"}]);
+        object
     }
 
     #[test]
-    fn a_rollout_is_complete_only_when_observed_updated_and_available() {
-        let waiting = |status| {
-            matches!(
-                rollout_progress("Deployment", &deployment(2, status)),
-                Progress::Waiting(_)
-            )
-        };
-        assert!(waiting(
-            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3})
-        ));
-        assert!(waiting(
-            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3})
-        ));
-        assert!(waiting(
-            json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3})
-        ));
-        assert!(waiting(
-            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2})
-        ));
-        assert_eq!(
-            rollout_progress(
-                "Deployment",
-                &deployment(
-                    2,
-                    json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3})
-                )
-            ),
-            Progress::Done
-        );
-    }
-
-    #[test]
-    fn a_rollout_past_its_progress_deadline_fails() {
-        let stalled = deployment(
-            2,
-            json!({"observedGeneration": 2, "updatedReplicas": 1,
-            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}),
-        );
-        assert!(
-            matches!(rollout_progress("Deployment", &stalled), Progress::Failed(reason) if reason.contains("progress deadline"))
+    fn a_deployment_is_judged_as_kubectl_judges_it() {
+        judge_all(
+            "Deployment",
+            vec![
+                (
+                    "a spec not yet observed",
+                    deployment(2, 2, [1, 2, 2, 2]),
+                    waiting("waiting for deployment spec update to be observed"),
+                ),
+                (
+                    "past its progress deadline",
+                    past_deadline(deployment(2, 3, [2, 3, 1, 1])),
+                    Progress::Failed("deployment \"api\" exceeded its progress deadline".into()),
+                ),
+                (
+                    "a deadline reported before the newest spec was observed",
+                    past_deadline(deployment(3, 3, [2, 3, 1, 1])),
+                    waiting("waiting for deployment spec update to be observed"),
+                ),
+                (
+                    // kubectl's own case: a generation of 0 counts as observed.
+                    "new replicas not yet updated",
+                    deployment(0, 1, [1, 1, 0, 1]),
+                    waiting("0 out of 1 new replicas have been updated"),
+                ),
+                (
+                    "old replicas still running",
+                    deployment(1, 1, [1, 2, 1, 2]),
+                    waiting("1 old replicas are pending termination"),
+                ),
+                (
+                    "updated replicas not yet available",
+                    deployment(1, 2, [1, 2, 2, 1]),
+                    waiting("1 of 2 updated replicas are available"),
+                ),
+                (
+                    "observed, updated and available",
+                    deployment(1, 2, [1, 2, 2, 2]),
+                    Progress::Done,
+                ),
+            ],
         );
     }
 }
