@@ -59,6 +59,13 @@ impl Workload<'_> {
         self.int("/metadata/generation") <= self.int("/status/observedGeneration")
     }
 
+    /// `spec.updateStrategy.type`, which the server sets to
+    /// `RollingUpdate` when it is left out.
+    fn strategy(&self) -> &str {
+        self.text("/spec/updateStrategy/type")
+            .unwrap_or("RollingUpdate")
+    }
+
     /// `spec.replicas`, which the server sets to 1 when it is left out.
     fn replicas(&self) -> i64 {
         self.0
@@ -108,6 +115,9 @@ fn deployment(workload: &Workload) -> Progress {
 
 /// A StatefulSet: its pods ready, then updated to the update revision.
 fn stateful_set(workload: &Workload) -> Progress {
+    if let Some(refused) = rolling_update_only(workload) {
+        return refused;
+    }
     if !workload.observed() {
         return waiting("waiting for statefulset spec update to be observed");
     }
@@ -124,6 +134,18 @@ fn stateful_set(workload: &Workload) -> Progress {
     } else {
         Progress::Done
     }
+}
+
+/// Only a rolling update has a rollout to follow: with `OnDelete` the
+/// controller replaces a pod only when someone deletes it, so waiting
+/// would last until the timeout.
+fn rolling_update_only(workload: &Workload) -> Option<Progress> {
+    let strategy = workload.strategy();
+    (strategy != "RollingUpdate").then(|| {
+        Progress::Failed(format!(
+            "rollout status is only available for RollingUpdate strategy type, not {strategy}"
+        ))
+    })
 }
 
 fn waiting(reason: impl Into<String>) -> Progress {
@@ -213,6 +235,37 @@ mod tests {
                     Progress::Done,
                 ),
             ],
+        );
+    }
+
+    /// A StatefulSet of 3 replicas at generation 1 with this update
+    /// strategy, and its status: the generation observed, and its pods
+    /// ready and updated.
+    fn stateful_set(strategy: Value, status: [i64; 3], revisions: [&str; 2]) -> Value {
+        let [observed, ready, updated] = status;
+        let [current, update] = revisions;
+        workload(
+            "StatefulSet",
+            1,
+            json!({"replicas": 3, "updateStrategy": strategy}),
+            json!({"observedGeneration": observed, "replicas": 3, "readyReplicas": ready,
+                   "updatedReplicas": updated, "currentRevision": current, "updateRevision": update}),
+        )
+    }
+
+    #[test]
+    fn a_statefulset_is_judged_as_kubectl_judges_it() {
+        let on_delete = json!({"type": "OnDelete"});
+        judge_all(
+            "StatefulSet",
+            vec![(
+                "updated only when its pods are deleted",
+                stateful_set(on_delete, [1, 3, 0], ["api-1", "api-2"]),
+                Progress::Failed(
+                    "rollout status is only available for RollingUpdate strategy type, not OnDelete"
+                        .into(),
+                ),
+            )],
         );
     }
 }
