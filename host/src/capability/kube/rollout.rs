@@ -118,7 +118,9 @@ fn stateful_set(workload: &Workload) -> Progress {
     if let Some(refused) = rolling_update_only(workload) {
         return refused;
     }
-    if !workload.observed() {
+    // Unlike a Deployment's, a StatefulSet's status not yet written by
+    // its controller (observedGeneration 0) is not taken as observed.
+    if workload.int("/status/observedGeneration") == 0 || !workload.observed() {
         return waiting("waiting for statefulset spec update to be observed");
     }
     let desired = workload.replicas();
@@ -253,19 +255,42 @@ mod tests {
         )
     }
 
+    /// `object` as it was created, before the server numbered its spec.
+    fn unnumbered(mut object: Value) -> Value {
+        object["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove("generation");
+        object
+    }
+
     #[test]
     fn a_statefulset_is_judged_as_kubectl_judges_it() {
         let on_delete = json!({"type": "OnDelete"});
+        let rolling = || json!({"type": "RollingUpdate"});
+        let unobserved = || waiting("waiting for statefulset spec update to be observed");
         judge_all(
             "StatefulSet",
-            vec![(
-                "updated only when its pods are deleted",
-                stateful_set(on_delete, [1, 3, 0], ["api-1", "api-2"]),
-                Progress::Failed(
-                    "rollout status is only available for RollingUpdate strategy type, not OnDelete"
-                        .into(),
+            vec![
+                (
+                    "updated only when its pods are deleted",
+                    stateful_set(on_delete, [1, 3, 0], ["api-1", "api-2"]),
+                    Progress::Failed(
+                        "rollout status is only available for RollingUpdate strategy type, not OnDelete"
+                            .into(),
+                    ),
                 ),
-            )],
+                (
+                    "a spec not yet observed",
+                    stateful_set(rolling(), [0, 3, 3], ["api-1", "api-1"]),
+                    unobserved(),
+                ),
+                (
+                    "no generation observed yet, however ready it looks",
+                    unnumbered(stateful_set(rolling(), [0, 3, 3], ["api-1", "api-1"])),
+                    unobserved(),
+                ),
+            ],
         );
     }
 }
