@@ -66,6 +66,24 @@ impl Workload<'_> {
             .unwrap_or("RollingUpdate")
     }
 
+    /// A rolling update's partition: pods below it keep the old revision.
+    /// `None` when the spec has no `rollingUpdate` block, which happens
+    /// only when the strategy was named without one: a strategy left out
+    /// is given a block with partition 0 by the server.
+    fn partition(&self) -> Option<i64> {
+        let strategy = self.0.pointer("/spec/updateStrategy");
+        match strategy.and_then(|strategy| strategy.get("rollingUpdate")) {
+            Some(rolling) => Some(
+                rolling
+                    .get("partition")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+            ),
+            None if self.text("/spec/updateStrategy/type").is_none() => Some(0),
+            None => None,
+        }
+    }
+
     /// `spec.replicas`, which the server sets to 1 when it is left out.
     fn replicas(&self) -> i64 {
         self.0
@@ -113,7 +131,8 @@ fn deployment(workload: &Workload) -> Progress {
     }
 }
 
-/// A StatefulSet: its pods ready, then updated to the update revision.
+/// A StatefulSet: its pods ready, then updated; with a partition only
+/// those at or above it, which is all of them when it is 0.
 fn stateful_set(workload: &Workload) -> Progress {
     if let Some(refused) = rolling_update_only(workload) {
         return refused;
@@ -125,17 +144,26 @@ fn stateful_set(workload: &Workload) -> Progress {
     }
     let desired = workload.replicas();
     let ready = workload.int("/status/readyReplicas");
-    let updated = workload.int("/status/updatedReplicas");
     if ready < desired {
         return waiting(format!("waiting for {} pods to be ready", desired - ready));
     }
-    if updated < desired
-        || workload.text("/status/currentRevision") != workload.text("/status/updateRevision")
-    {
-        waiting(format!("{updated} of {desired} pods updated"))
-    } else {
-        Progress::Done
+    let updated = workload.int("/status/updatedReplicas");
+    if let Some(partition) = workload.partition() {
+        let wanted = desired - partition;
+        if updated < wanted {
+            return waiting(format!(
+                "waiting for partitioned roll out to finish: {updated} out of {wanted} new pods have been updated"
+            ));
+        }
+        return Progress::Done;
     }
+    let revision = workload.text("/status/updateRevision").unwrap_or_default();
+    if workload.text("/status/currentRevision").unwrap_or_default() != revision {
+        return waiting(format!(
+            "waiting for statefulset rolling update to complete {updated} pods at revision {revision}"
+        ));
+    }
+    Progress::Done
 }
 
 /// Only a rolling update has a rollout to follow: with `OnDelete` the
@@ -268,6 +296,8 @@ mod tests {
     fn a_statefulset_is_judged_as_kubectl_judges_it() {
         let on_delete = json!({"type": "OnDelete"});
         let rolling = || json!({"type": "RollingUpdate"});
+        let partitioned =
+            |partition| json!({"type": "RollingUpdate", "rollingUpdate": {"partition": partition}});
         let unobserved = || waiting("waiting for statefulset spec update to be observed");
         judge_all(
             "StatefulSet",
@@ -284,6 +314,45 @@ mod tests {
                     "a spec not yet observed",
                     stateful_set(rolling(), [0, 3, 3], ["api-1", "api-1"]),
                     unobserved(),
+                ),
+                (
+                    "pods not yet ready",
+                    stateful_set(rolling(), [1, 2, 3], ["api-1", "api-1"]),
+                    waiting("waiting for 1 pods to be ready"),
+                ),
+                (
+                    "pods above the partition not yet updated",
+                    stateful_set(partitioned(2), [1, 3, 0], ["api-1", "api-2"]),
+                    waiting(
+                        "waiting for partitioned roll out to finish: 0 out of 1 new pods have been updated",
+                    ),
+                ),
+                (
+                    "every pod above the partition updated, those below not",
+                    stateful_set(partitioned(2), [1, 3, 1], ["api-1", "api-2"]),
+                    Progress::Done,
+                ),
+                (
+                    "every pod updated, its current revision not yet moved",
+                    stateful_set(partitioned(0), [1, 3, 3], ["api-1", "api-2"]),
+                    Progress::Done,
+                ),
+                (
+                    "a strategy left out, as the server defaults it: partition 0",
+                    stateful_set(Value::Null, [1, 3, 2], ["api-1", "api-2"]),
+                    waiting(
+                        "waiting for partitioned roll out to finish: 2 out of 3 new pods have been updated",
+                    ),
+                ),
+                (
+                    "a rolling update without a partition, its revision not yet current",
+                    stateful_set(rolling(), [1, 3, 3], ["api-1", "api-2"]),
+                    waiting("waiting for statefulset rolling update to complete 3 pods at revision api-2"),
+                ),
+                (
+                    "a rolling update without a partition, its revision current",
+                    stateful_set(rolling(), [1, 3, 3], ["api-2", "api-2"]),
+                    Progress::Done,
                 ),
                 (
                     "no generation observed yet, however ready it looks",
