@@ -25,14 +25,15 @@ pub(super) fn status_condition<'a>(object: &'a Value, kind: &str) -> Option<&'a 
         .find(|condition| condition.get("type").and_then(Value::as_str) == Some(kind))
 }
 
-/// Whether a Deployment or StatefulSet finished rolling out.
+/// Whether a Deployment, DaemonSet or StatefulSet finished rolling out.
 pub(super) fn rollout_progress(kind: &str, object: &Value) -> Progress {
     let workload = Workload(object);
     match kind {
         "Deployment" => deployment(&workload),
+        "DaemonSet" => daemon_set(&workload),
         "StatefulSet" => stateful_set(&workload),
         other => Progress::Failed(format!(
-            "rollout-complete applies to Deployments and StatefulSets, not {other}"
+            "rollout-complete applies to Deployments, DaemonSets and StatefulSets, not {other}"
         )),
     }
 }
@@ -125,6 +126,31 @@ fn deployment(workload: &Workload) -> Progress {
     } else if available < updated {
         waiting(format!(
             "{available} of {updated} updated replicas are available"
+        ))
+    } else {
+        Progress::Done
+    }
+}
+
+/// A DaemonSet: a rolling update, then every node's pod updated and
+/// available.
+fn daemon_set(workload: &Workload) -> Progress {
+    if let Some(refused) = rolling_update_only(workload) {
+        return refused;
+    }
+    if !workload.observed() {
+        return waiting("waiting for daemon set spec update to be observed");
+    }
+    let desired = workload.int("/status/desiredNumberScheduled");
+    let updated = workload.int("/status/updatedNumberScheduled");
+    let available = workload.int("/status/numberAvailable");
+    if updated < desired {
+        waiting(format!(
+            "{updated} out of {desired} new pods have been updated"
+        ))
+    } else if available < desired {
+        waiting(format!(
+            "{available} of {desired} updated pods are available"
         ))
     } else {
         Progress::Done
@@ -265,6 +291,68 @@ mod tests {
                     Progress::Done,
                 ),
             ],
+        );
+    }
+
+    /// A DaemonSet at generation 1 updated `strategy`, and its status:
+    /// the generation observed, and its pods desired, updated and
+    /// available.
+    fn daemon_set(strategy: &str, status: [i64; 4]) -> Value {
+        let [observed, desired, updated, available] = status;
+        workload(
+            "DaemonSet",
+            1,
+            json!({"updateStrategy": {"type": strategy}}),
+            json!({"observedGeneration": observed, "desiredNumberScheduled": desired,
+                   "updatedNumberScheduled": updated, "numberAvailable": available}),
+        )
+    }
+
+    #[test]
+    fn a_daemon_set_is_judged_as_kubectl_judges_it() {
+        judge_all(
+            "DaemonSet",
+            vec![
+                (
+                    "updated only when its pods are deleted",
+                    daemon_set("OnDelete", [1, 2, 0, 2]),
+                    Progress::Failed(
+                        "rollout status is only available for RollingUpdate strategy type, not OnDelete"
+                            .into(),
+                    ),
+                ),
+                (
+                    "a spec not yet observed",
+                    daemon_set("RollingUpdate", [0, 2, 2, 2]),
+                    waiting("waiting for daemon set spec update to be observed"),
+                ),
+                (
+                    "new pods not yet updated",
+                    daemon_set("RollingUpdate", [1, 1, 0, 0]),
+                    waiting("0 out of 1 new pods have been updated"),
+                ),
+                (
+                    "updated pods not yet available",
+                    daemon_set("RollingUpdate", [1, 2, 2, 1]),
+                    waiting("1 of 2 updated pods are available"),
+                ),
+                (
+                    "observed, updated and available",
+                    daemon_set("RollingUpdate", [1, 2, 2, 2]),
+                    Progress::Done,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn other_kinds_have_no_rollout_to_follow() {
+        assert_eq!(
+            rollout_progress("Job", &workload("Job", 1, json!({}), json!({}))),
+            Progress::Failed(
+                "rollout-complete applies to Deployments, DaemonSets and StatefulSets, not Job"
+                    .into()
+            )
         );
     }
 
