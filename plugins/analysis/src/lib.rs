@@ -5,16 +5,15 @@
 //! or latency 3x the baseline" do.
 
 use runbook_sdk::http::Request;
-use runbook_sdk::{Error, HumanDuration};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::Value;
+use runbook_sdk::serde_json::Value;
+use runbook_sdk::{Deserialize, Error, HumanDuration, JsonSchema};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What to watch, and when it is bad.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub struct Analysis {
     /// The Prometheus server, `http://prometheus:9090`.
     pub prometheus: String,
@@ -39,7 +38,8 @@ fn yes() -> bool {
 
 /// One query and its thresholds.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub struct Check {
     /// Used in messages and outputs: `error_rate`, `p95_latency`.
     pub name: String,
