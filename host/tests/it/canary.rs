@@ -2,8 +2,9 @@
 //! emulator, Prometheus scraping the sample service's stable and canary
 //! traffic, and `kubectl` reading the weights at the end.
 
-use crate::kube::{cluster, kubectl, run_on};
+use crate::kube::{cluster, run_on};
 use crate::metrics::ERROR_RATE;
+use crate::support::kubectl_get;
 use runbook::events::Status;
 use runbook_testenv::{KubeEmulator, Prometheus, SampleService};
 use serde_json::json;
@@ -78,17 +79,16 @@ fn canary_weight(emulator: &KubeEmulator) -> u64 {
         .unwrap()
 }
 
+/// The weights of the `shop/api` VirtualService's routes, stable first.
 async fn kubectl_weights(kubeconfig: &Path) -> String {
-    let args = [
-        "get",
-        "virtualservices.networking.istio.io",
-        "api",
-        "-n",
+    let router = "virtualservices.networking.istio.io/api";
+    kubectl_get(
+        kubeconfig,
         "shop",
-        "-o",
-        "jsonpath={.spec.http[0].route[*].weight}",
-    ];
-    kubectl(kubeconfig, &args).await
+        router,
+        "{.spec.http[0].route[*].weight}",
+    )
+    .await
 }
 
 #[tokio::test]

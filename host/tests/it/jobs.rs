@@ -2,7 +2,8 @@
 //! runs, its logs reach the step log, a failure carries the exit code, and
 //! rollback runs the downgrade Job.
 
-use crate::kube::{cluster, kubectl, run_on};
+use crate::kube::{cluster, run_on};
+use crate::support::kubectl_get;
 use runbook::events::Status;
 
 fn migrate(extra: &str) -> String {
@@ -35,31 +36,19 @@ async fn a_migration_job_runs_to_completion_and_its_logs_reach_the_step_log() {
             .join("\n")
             .contains("Running upgrade a1 -> b2")
     );
-    let succeeded = kubectl(
+    let succeeded = kubectl_get(
         &kubeconfig,
-        &[
-            "get",
-            "job",
-            "riskcast-migrate-1",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.status.succeeded}",
-        ],
+        "shop",
+        "job/riskcast-migrate-1",
+        "{.status.succeeded}",
     )
     .await;
     assert_eq!(succeeded, "1");
-    let command = kubectl(
+    let command = kubectl_get(
         &kubeconfig,
-        &[
-            "get",
-            "job",
-            "riskcast-migrate-1",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].command}",
-        ],
+        "shop",
+        "job/riskcast-migrate-1",
+        "{.spec.template.spec.containers[0].command}",
     )
     .await;
     assert_eq!(command, r#"["alembic","upgrade","head"]"#);
@@ -89,17 +78,11 @@ async fn a_failed_migration_fails_the_step_with_its_exit_code_and_last_log_line(
         summary.ends_with("last log line: ERROR: relation \"decisions\" already exists"),
         "{summary}"
     );
-    let failed = kubectl(
+    let failed = kubectl_get(
         &kubeconfig,
-        &[
-            "get",
-            "job",
-            "riskcast-migrate-1",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.status.failed}",
-        ],
+        "shop",
+        "job/riskcast-migrate-1",
+        "{.status.failed}",
     )
     .await;
     assert_eq!(failed, "1");

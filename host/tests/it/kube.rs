@@ -4,7 +4,7 @@
 //! resource is denied, recorded, and never sent; a plan writes only with
 //! `dryRun=All`.
 
-use crate::support::{RunOptions, TestRunbook, cache_dir, run};
+use crate::support::{RunOptions, TestRunbook, cache_dir, kubectl, kubectl_get, run};
 use runbook::capability::kube::KubeAccess;
 use runbook::events::{Decision, EventKind, Status};
 use runbook_testenv::KubeEmulator;
@@ -41,28 +41,6 @@ pub fn image_of(emulator: &KubeEmulator, namespace: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// Runs `kubectl` against the emulator; its standard output. Fails the
-/// test when kubectl fails.
-pub async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let kubeconfig = kubeconfig.to_path_buf();
-    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let output = std::process::Command::new("kubectl")
-            .args(&args)
-            .env("KUBECONFIG", kubeconfig)
-            .output()
-            .expect("kubectl is installed (scripts/test installs the Debian package `kubectl`)");
-        assert!(
-            output.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    })
-    .await
-    .unwrap()
 }
 
 /// Runs a runbook with Kubernetes access through `kubeconfig`.
@@ -331,17 +309,11 @@ async fn kubectl_reads_sets_an_image_and_follows_the_rollout_on_the_emulator() {
     )
     .await;
     assert!(status.contains("successfully rolled out"), "{status}");
-    let images = kubectl(
+    let images = kubectl_get(
         &kubeconfig,
-        &[
-            "get",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[*].image}",
-        ],
+        "shop",
+        "deployment/api",
+        "{.spec.template.spec.containers[*].image}",
     )
     .await;
     assert_eq!(images, "app:3 envoy:1");
@@ -360,19 +332,7 @@ async fn kubectl_reads_sets_an_image_and_follows_the_rollout_on_the_emulator() {
         ],
     )
     .await;
-    let replicas = kubectl(
-        &kubeconfig,
-        &[
-            "get",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    )
-    .await;
+    let replicas = kubectl_get(&kubeconfig, "shop", "deployment/api", "{.spec.replicas}").await;
     assert_eq!(replicas, "2");
 }
 

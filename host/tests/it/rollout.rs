@@ -2,7 +2,8 @@
 //! checking the results: images roll out, a failed rollout is undone
 //! before the step fails, and rollback restores the previous pod template.
 
-use crate::kube::{cluster, image_of, kubectl, run_on};
+use crate::kube::{cluster, image_of, run_on};
+use crate::support::kubectl_get;
 use runbook::events::Status;
 use std::path::Path;
 
@@ -15,13 +16,8 @@ fn rollout(image: &str) -> String {
 }
 
 /// `kubectl get` of one field of the `shop/api` Deployment.
-async fn kubectl_field(kubeconfig: &Path, jsonpath: &str) -> String {
-    let jsonpath = format!("jsonpath={jsonpath}");
-    kubectl(
-        kubeconfig,
-        &["get", "deployment", "api", "-n", "shop", "-o", &jsonpath],
-    )
-    .await
+async fn api_field(kubeconfig: &Path, jsonpath: &str) -> String {
+    kubectl_get(kubeconfig, "shop", "deployment/api", jsonpath).await
 }
 
 #[tokio::test]
@@ -34,11 +30,11 @@ async fn a_new_image_rolls_out_and_reports_the_revision() {
     assert_eq!(summary, "set image of deployment/api (app: app:1 → app:2)");
     assert_eq!(outputs["revision"], "2");
     assert_eq!(
-        kubectl_field(&kubeconfig, "{.spec.template.spec.containers[*].image}").await,
+        api_field(&kubeconfig, "{.spec.template.spec.containers[*].image}").await,
         "app:2 envoy:1"
     );
     assert_eq!(
-        kubectl_field(&kubeconfig, "{.status.updatedReplicas}").await,
+        api_field(&kubeconfig, "{.status.updatedReplicas}").await,
         "3"
     );
 }
@@ -58,7 +54,7 @@ async fn when_a_later_step_fails_rollback_restores_the_previous_pod_template() {
         "{rolled_back}"
     );
     assert_eq!(
-        kubectl_field(&kubeconfig, "{.spec.template.spec.containers[*].image}").await,
+        api_field(&kubeconfig, "{.spec.template.spec.containers[*].image}").await,
         "app:1 envoy:1"
     );
 }

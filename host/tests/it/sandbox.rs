@@ -178,55 +178,56 @@ async fn kubernetes_and_aws_calls_without_grants_are_denied_as_errors_not_traps(
     }
 }
 
-#[tokio::test]
-async fn a_waiting_plugin_is_cancelled_promptly() {
+/// How long a cancelled step may take to end: the guest notices a
+/// cancellation at the next epoch tick (`EPOCH_TICK`, 10 ms), a host call
+/// at once; the rest is slack for a busy machine. One that waited for a
+/// host call to return, or ticked the epoch once a second, would not make
+/// it.
+const PROMPTLY: Duration = Duration::from_secs(1);
+
+/// Runs the fixture in `mode`, cancels the run while its step is under
+/// way, and returns the run with how long it went on after the cancel.
+async fn cancelled_while(mode: &str) -> (crate::support::Finished, Duration) {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
-    tokio::spawn(async move {
+    let cancelled_at = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         trigger.cancel();
+        Instant::now()
     });
-    let started = Instant::now();
     let finished = run(
-        &misbehave("sleep", ""),
+        &misbehave(mode, ""),
         RunOptions {
             cancel: Some(cancel),
             ..RunOptions::default()
         },
     )
     .await;
+    let ended = Instant::now();
+    let cancelled_at = cancelled_at.await.expect("the cancel fired");
+    (finished, ended.saturating_duration_since(cancelled_at))
+}
+
+#[tokio::test]
+async fn a_waiting_plugin_is_cancelled_promptly() {
+    let (finished, after_cancel) = cancelled_while("sleep").await;
     assert_eq!(finished.step("bad").0, Status::Cancelled);
     assert_eq!(finished.report.status, Status::Cancelled);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+        after_cancel < PROMPTLY,
+        "ended {after_cancel:?} after the cancel"
     );
 }
 
 #[tokio::test]
 async fn a_busy_plugin_is_cancelled_promptly() {
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        trigger.cancel();
-    });
-    let started = Instant::now();
-    let finished = run(
-        &misbehave("loop", ""),
-        RunOptions {
-            cancel: Some(cancel),
-            ..RunOptions::default()
-        },
-    )
-    .await;
+    let (finished, after_cancel) = cancelled_while("loop").await;
     assert_eq!(finished.step("bad").0, Status::Cancelled);
+    assert_eq!(finished.report.status, Status::Cancelled);
     // Not at the step's timeout: at the next epoch tick after Ctrl-C.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+        after_cancel < PROMPTLY,
+        "ended {after_cancel:?} after the cancel"
     );
 }
 

@@ -221,3 +221,38 @@ pub fn toml_files(folder: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Runs `kubectl` against the cluster `kubeconfig` points at (the
+/// API-server emulator); its standard output. Fails the test when kubectl
+/// fails, with what it said.
+pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new("kubectl")
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .expect("kubectl is installed (scripts/test installs the Debian package `kubectl`)");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// `kubectl get` of one object (`deployment/api`) in `namespace`, printed
+/// through a JSONPath template (`{.status.updatedReplicas}`).
+pub async fn kubectl_get(
+    kubeconfig: &Path,
+    namespace: &str,
+    object: &str,
+    jsonpath: &str,
+) -> String {
+    let output = format!("jsonpath={jsonpath}");
+    kubectl(kubeconfig, &["get", object, "-n", namespace, "-o", &output]).await
+}

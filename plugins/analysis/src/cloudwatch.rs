@@ -3,16 +3,15 @@
 //! `monitoring`), which signs the call within the step's `grants.aws`.
 
 use runbook_sdk::aws::{self, xml_elements, xml_text};
-use runbook_sdk::{Error, HumanDuration};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use runbook_sdk::serde_json::{Map, Value};
+use runbook_sdk::{Deserialize, Error, HumanDuration, JsonSchema};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where CloudWatch is read.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub struct CloudWatch {
     /// The region of the metrics, `us-east-1`.
     pub region: String,
@@ -21,7 +20,8 @@ pub struct CloudWatch {
 /// One CloudWatch metric statistic, the CloudWatch form of a check's
 /// `query` or `baseline`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub struct Metric {
     /// `AWS/ApplicationELB`, `AWS/Lambda`, or a custom namespace.
     pub namespace: String,

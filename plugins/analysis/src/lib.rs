@@ -9,9 +9,7 @@
 pub mod cloudwatch;
 pub mod prometheus;
 
-use runbook_sdk::{Error, HumanDuration};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use runbook_sdk::{Deserialize, Error, HumanDuration, JsonSchema};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +17,8 @@ pub use cloudwatch::{CloudWatch, Metric};
 
 /// What to watch, and when it is bad.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub struct Analysis {
     /// The Prometheus server, `http://prometheus:9090` (or give
     /// `cloudwatch`).
@@ -46,7 +45,8 @@ pub struct Analysis {
 
 /// What a round in which a check's query returns nothing means.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(crate = "runbook_sdk::serde", rename_all = "snake_case")]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub enum NoData {
     /// It neither passes nor fails; but a check that had no data in any
     /// round of the hold fails at its end (is the target scraped?).
@@ -60,7 +60,8 @@ pub enum NoData {
 
 /// A query: PromQL for Prometheus, a metric statistic for CloudWatch.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(crate = "runbook_sdk::serde", untagged)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub enum Query {
     /// PromQL giving one number (aggregate to one series).
     Promql(String),
@@ -81,7 +82,8 @@ impl Query {
 /// a number in the value's own unit (`0.005`: half a percentage point of
 /// an error rate).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(crate = "runbook_sdk::serde", untagged)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub enum Increase {
     /// `"10%"`.
     Percent(String),
@@ -119,7 +121,8 @@ impl Increase {
 
 /// One query and its limits.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub struct Check {
     /// Used in messages and outputs: `error_rate`, `p95_latency`.
     pub name: String,

@@ -3,7 +3,7 @@
 
 use runbook_sdk::Error;
 use runbook_sdk::http::Request;
-use serde_json::Value;
+use runbook_sdk::serde_json::Value;
 use std::time::Duration;
 
 /// Runs an instant query; `None` when it returns no series (or NaN).

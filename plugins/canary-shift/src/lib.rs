@@ -7,15 +7,17 @@ mod router;
 
 use router::Router;
 use runbook_analysis::{Analysis, Monitor, Verdict};
-use runbook_sdk::{Capability, Error, HumanDuration, Outcome, Outputs, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use runbook_sdk::{
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, Outputs, PlannedAction,
+    Step,
+};
 
 struct CanaryShift;
 
 /// Where traffic is split, the stages, and what must hold at each.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// Istio, Gateway API or Service (blue/green).
     router: Router,
@@ -40,7 +42,8 @@ struct Params {
 }
 
 #[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(crate = "runbook_sdk::serde", rename_all = "kebab-case")]
+#[schemars(crate = "runbook_sdk::schemars")]
 enum Finish {
     #[default]
     Promote,

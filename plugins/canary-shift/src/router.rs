@@ -2,15 +2,19 @@
 //! Gateway API HTTPRoute backend weights, and a Service whose selector
 //! points at one colour (blue/green: all or nothing).
 
-use runbook_sdk::Error;
 use runbook_sdk::kube::{self, ObjectRef, PatchKind};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{Value, json};
+use runbook_sdk::{Deserialize, Error, JsonSchema};
 
 /// Where the traffic split lives.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    crate = "runbook_sdk::serde",
+    tag = "type",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
+#[schemars(crate = "runbook_sdk::schemars")]
 pub enum Router {
     /// An Istio VirtualService whose HTTP route has a stable and a canary
     /// destination.

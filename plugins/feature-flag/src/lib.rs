@@ -6,17 +6,18 @@
 //! after the change, and rollback puts back the value it found.
 
 use runbook_sdk::http::Request;
-use runbook_sdk::{Capability, Error, Outcome, Outputs, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{Value, json};
+use runbook_sdk::{
+    Capability, Deserialize, Error, JsonSchema, Outcome, Outputs, PlannedAction, Step,
+};
 use std::collections::BTreeMap;
 
 struct FeatureFlag;
 
 /// Which flag, what value, and how to reach the flag service.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// Where changes are sent, e.g. `https://api.example.com/admin/feature-flags`.
     url: String,
@@ -46,7 +47,8 @@ struct Params {
 }
 
 #[derive(Deserialize, JsonSchema, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct RequestTemplate {
     #[serde(default)]
     method: Option<String>,

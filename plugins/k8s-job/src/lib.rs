@@ -5,10 +5,11 @@
 //! can run a second Job (`alembic downgrade -1`).
 
 use runbook_sdk::kube::{self, ObjectRef};
-use runbook_sdk::{Capability, Error, HumanDuration, Outcome, Outputs, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{Value, json};
+use runbook_sdk::{
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, Outputs, PlannedAction,
+    Step,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ struct Job;
 
 /// The Job to run.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// The Job's namespace.
     namespace: String,

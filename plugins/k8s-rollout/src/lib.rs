@@ -5,10 +5,11 @@
 //! each workload's previous pod template, as `kubectl rollout undo` does.
 
 use runbook_sdk::kube::{self, ObjectRef, PatchKind};
-use runbook_sdk::{Capability, Error, HumanDuration, Outcome, Outputs, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{self, Value, json};
+use runbook_sdk::{
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, Outputs, PlannedAction,
+    Step,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ struct Rollout;
 
 /// What to change in which workloads.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// The namespace of the workloads.
     namespace: String,
@@ -37,7 +39,8 @@ struct Params {
 }
 
 #[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(crate = "runbook_sdk::serde", rename_all = "kebab-case")]
+#[schemars(crate = "runbook_sdk::schemars")]
 enum Action {
     #[default]
     SetImage,

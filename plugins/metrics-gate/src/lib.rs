@@ -5,15 +5,16 @@
 //! nothing to roll back: its failure makes the runbook's rollback run.
 
 use runbook_analysis::{Analysis, Monitor, Verdict};
-use runbook_sdk::{Capability, Error, HumanDuration, Outcome, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use runbook_sdk::{
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, PlannedAction, Step,
+};
 
 struct MetricsGate;
 
 /// What to watch and for how long.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// How long to watch.
     duration: HumanDuration,

@@ -1,15 +1,14 @@
 //! The smallest possible step: does nothing. It measures the host's per-step
 //! overhead and shows the shape of a plugin.
 
-use runbook_sdk::{Capability, Error, Outcome, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use runbook_sdk::{Capability, Deserialize, Error, JsonSchema, Outcome, PlannedAction, Step};
 
 struct Noop;
 
 /// No parameters but an optional message to echo as the summary.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// Returned as the step's summary and its `message` output.
     #[serde(default)]

@@ -4,16 +4,15 @@
 //! `grants.http`. Typically an `always = true` step at the end of a runbook.
 
 use runbook_sdk::http::Request;
-use runbook_sdk::{Capability, Error, Outcome, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{Value, json};
+use runbook_sdk::{Capability, Deserialize, Error, JsonSchema, Outcome, PlannedAction, Step};
 
 struct Notify;
 
 /// Where to post and what.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// The incoming webhook URL, or a sealed secret holding it.
     webhook: String,

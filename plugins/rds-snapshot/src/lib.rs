@@ -6,17 +6,18 @@
 //! goes through the host's AWS capability, signed there.
 
 use runbook_sdk::aws::{self, xml_elements, xml_text};
-use runbook_sdk::{Capability, Error, HumanDuration, Outcome, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{Value, json};
+use runbook_sdk::{
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, PlannedAction, Step,
+};
 use std::time::{Duration, Instant};
 
 struct RdsSnapshot;
 
 /// What to snapshot, restore or prune.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// `create` (default), `restore` or `prune`.
     #[serde(default)]
@@ -57,7 +58,8 @@ struct Params {
 }
 
 #[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(crate = "runbook_sdk::serde", rename_all = "kebab-case")]
+#[schemars(crate = "runbook_sdk::schemars")]
 enum Mode {
     #[default]
     Create,

@@ -6,7 +6,7 @@
 //! file that the host streams when uploading.
 
 use runbook_sdk::Error;
-use serde_json::{Value, json};
+use runbook_sdk::serde_json::{self, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};

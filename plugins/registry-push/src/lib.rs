@@ -11,16 +11,17 @@ mod registry;
 
 use layout::Image;
 use registry::Registry;
-use runbook_sdk::{Capability, Error, Outcome, Outputs, PlannedAction, Step};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::Value;
+use runbook_sdk::serde_json::{self, Value};
+use runbook_sdk::{
+    Capability, Deserialize, Error, JsonSchema, Outcome, Outputs, PlannedAction, Step,
+};
 
 struct RegistryPush;
 
 /// What to push or promote, where, and as whom.
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// `push` (default) or `promote`.
     #[serde(default)]
@@ -58,7 +59,8 @@ struct Params {
 }
 
 #[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(crate = "runbook_sdk::serde", rename_all = "kebab-case")]
+#[schemars(crate = "runbook_sdk::schemars")]
 enum Mode {
     #[default]
     Push,

@@ -128,8 +128,9 @@ pub fn logs(
     host::logs(namespace, pod, container, tail_lines)
 }
 
-/// Waits until a Deployment or StatefulSet finished rolling out (fails at
-/// its progress deadline); returns the object.
+/// Waits until a Deployment, DaemonSet or StatefulSet finished rolling
+/// out (fails at a Deployment's progress deadline, or at once for an
+/// `OnDelete` update strategy); returns the object.
 pub fn wait_rollout(object: &ObjectRef, timeout: Duration) -> Result<Value, Error> {
     parse(&host::wait(
         &object.host(),

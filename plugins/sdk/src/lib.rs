@@ -28,6 +28,10 @@ pub use bindings::runbook::plugin::types::{
     Capability, Denial, Error, Outcome, ParamError, PlannedAction,
 };
 pub use duration::HumanDuration;
+// A plugin derives through these instead of depending on serde and
+// schemars itself (`#[serde(crate = "runbook_sdk::serde")]`,
+// `#[schemars(crate = "runbook_sdk::schemars")]`), so every plugin uses
+// the versions the SDK was built with.
 pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize};
 pub use serde_json;

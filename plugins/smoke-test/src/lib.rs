@@ -3,10 +3,11 @@
 //! failing checks are retried until they pass or the time is up.
 
 use runbook_sdk::http::{Request, Response};
-use runbook_sdk::{Capability, Error, HumanDuration, Outcome, PlannedAction, Step, log};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::Value;
+use runbook_sdk::serde;
+use runbook_sdk::serde_json::{self, Value};
+use runbook_sdk::{
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, PlannedAction, Step, log,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,8 @@ struct SmokeTest;
 
 /// Smoke-test parameters.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
     /// The checks, run in order.
     checks: Vec<Check>,
@@ -32,7 +34,8 @@ struct Params {
 
 /// One HTTP check.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
+#[schemars(crate = "runbook_sdk::schemars")]
 struct Check {
     /// Name used in messages and as the output key (default `check-N`).
     #[serde(default)]
@@ -71,7 +74,7 @@ struct Check {
 
 /// One status or several acceptable ones.
 #[derive(Debug, JsonSchema)]
-#[schemars(untagged)]
+#[schemars(crate = "runbook_sdk::schemars", untagged)]
 enum ExpectStatus {
     One(u16),
     Any(Vec<u16>),
@@ -423,7 +426,7 @@ runbook_sdk::export_step!(SmokeTest);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use runbook_sdk::serde_json::json;
 
     #[test]
     fn dotted_paths_reach_nested_fields() {

@@ -1,0 +1,151 @@
+//! One Kubernetes call from a step: the grant check before anything else,
+//! and the one `CapabilityCall` event that records it (refused, or how it
+//! went).
+
+use crate::capability::StepContext;
+use crate::wit::PluginError;
+use crate::wit::runbook::plugin::kube::ObjectRef;
+
+/// One call the step's grant allowed: what it asks, recorded once at the
+/// end by [`Call::finish`].
+pub(super) struct Call<'a> {
+    /// The calling step.
+    pub(super) context: &'a StepContext,
+    record: crate::capability::Call<'a>,
+}
+
+impl<'a> Call<'a> {
+    /// Checks the grant; a refusal is evented and returned as `denied`.
+    pub(super) fn begin(
+        context: &'a StepContext,
+        verb: &'static str,
+        namespace: Option<&str>,
+        api_version: &str,
+        kind: &str,
+        requested: String,
+    ) -> Result<Self, PluginError> {
+        let record = context
+            .call("kube", format!("{verb} {requested}"))
+            .sent_as_dry_run(context.dry_run && is_write(verb));
+        let refusal = match &context.grants.kube {
+            None => Some((
+                "no Kubernetes grant".to_owned(),
+                format!(
+                    "step `{}` has no Kubernetes grant; if intended, add `grants.kube = {{ namespaces = [\"{}\"], resources = [\"{api_version}/{kind}\"], verbs = [\"{verb}\"] }}`",
+                    context.step_id,
+                    namespace.unwrap_or("*"),
+                ),
+            )),
+            Some(grant) => grant
+                .refuses(verb, namespace, api_version, kind)
+                .map(|reason| {
+                    let hint = format!("{reason}; if intended, add it to the step's `grants.kube`");
+                    (reason, hint)
+                }),
+        };
+        if let Some((reason, hint)) = refusal {
+            return Err(record.deny(reason, hint));
+        }
+        Ok(Call { context, record })
+    }
+
+    /// [`Call::begin`] for a call on one object.
+    pub(super) fn on_object(
+        context: &'a StepContext,
+        verb: &'static str,
+        object: &ObjectRef,
+    ) -> Result<Self, PluginError> {
+        Self::begin(
+            context,
+            verb,
+            object.namespace.as_deref(),
+            &object.api_version,
+            &object.kind,
+            describe(object),
+        )
+    }
+
+    /// Runs `work` unless the run is cancelled or `deadline` passes first.
+    pub(super) async fn bounded<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        work: impl Future<Output = Result<T, PluginError>>,
+    ) -> Result<T, PluginError> {
+        tokio::select! {
+            result = work => result,
+            () = self.context.cancel.cancelled() => Err(PluginError::Cancelled),
+            () = tokio::time::sleep_until(deadline) => Err(PluginError::Timeout("the Kubernetes call did not finish in time".into())),
+        }
+    }
+
+    /// Records the call's end and passes its result through.
+    pub(super) fn finish<T>(
+        self,
+        result: Result<T, PluginError>,
+        outcome: impl FnOnce(&T) -> String,
+    ) -> Result<T, PluginError> {
+        let outcome = match &result {
+            Ok(value) => outcome(value),
+            Err(error) => error.describe(),
+        };
+        self.record.finish(None, outcome, result.is_ok());
+        result
+    }
+}
+
+/// Whether `verb` changes the cluster (and so is sent with `dryRun=All`
+/// while planning).
+fn is_write(verb: &str) -> bool {
+    matches!(verb, "create" | "patch" | "delete")
+}
+
+/// An object as the audit names it: `apps/v1/Deployment shop/api`.
+pub(super) fn describe(object: &ObjectRef) -> String {
+    match &object.namespace {
+        Some(namespace) => format!(
+            "{}/{} {namespace}/{}",
+            object.api_version, object.kind, object.name
+        ),
+        None => format!("{}/{} {}", object.api_version, object.kind, object.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::grant::KubeGrant;
+
+    fn grant() -> KubeGrant {
+        KubeGrant {
+            namespaces: vec!["riskcast-prod".into()],
+            resources: vec!["apps/v1/Deployment".into()],
+            verbs: vec!["get".into(), "patch".into(), "watch".into()],
+        }
+    }
+
+    #[test]
+    fn a_call_inside_the_grant_is_allowed() {
+        assert_eq!(
+            grant().refuses("patch", Some("riskcast-prod"), "apps/v1", "Deployment"),
+            None
+        );
+    }
+
+    #[test]
+    fn another_namespace_verb_or_resource_is_refused_and_named() {
+        let refused = |verb, namespace, api_version, kind| {
+            grant().refuses(verb, namespace, api_version, kind).unwrap()
+        };
+        assert!(
+            refused("get", Some("kube-system"), "apps/v1", "Deployment")
+                .contains("namespace `kube-system`")
+        );
+        assert!(
+            refused("delete", Some("riskcast-prod"), "apps/v1", "Deployment")
+                .contains("verb `delete`")
+        );
+        assert!(
+            refused("get", Some("riskcast-prod"), "v1", "Secret").contains("resource `v1/Secret`")
+        );
+        assert!(refused("get", None, "apps/v1", "Deployment").contains("namespaces = [\"*\"]"));
+    }
+}
