@@ -99,7 +99,7 @@ async fn assert_refused(path: &str, opened: &str) {
     assert_eq!(status, Status::Failed, "{path}: {summary}");
     assert_eq!(
         opens,
-        [format!("read {opened} Denied Some(\"not-permitted\")")],
+        [format!("read {opened} Denied not-permitted")],
         "{path}: {summary}"
     );
     assert!(
