@@ -99,6 +99,56 @@ pub enum Expr {
     Binary(Box<Expr>, Operator, Box<Expr>),
 }
 
+/// How tightly an operator binds: `||` loosest, then `&&`, then the
+/// comparisons (as the parser reads them).
+fn precedence(operator: Operator) -> u8 {
+    match operator {
+        Operator::Or => 1,
+        Operator::And => 2,
+        _ => 3,
+    }
+}
+
+/// Writes an expression back as it parses: the same meaning, with
+/// parentheses only where precedence needs them. A placeholder that names
+/// an expression not known yet (`plan`, `validate`) is written this way.
+impl fmt::Display for Expr {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Literal(Value::String(text)) if !text.contains('\'') => {
+                write!(formatter, "'{text}'")
+            }
+            Expr::Literal(Value::String(text)) => write!(formatter, "\"{text}\""),
+            Expr::Literal(value) => write!(formatter, "{value}"),
+            Expr::Reference(reference) => write!(formatter, "{reference}"),
+            Expr::Not(inner) => match inner.as_ref() {
+                Expr::Binary(..) => write!(formatter, "!({inner})"),
+                _ => write!(formatter, "!{inner}"),
+            },
+            Expr::Binary(left, operator, right) => {
+                let binds = precedence(*operator);
+                // `&&` and `||` chains read left to right, so only a right
+                // operand that binds as loosely needs parentheses; a
+                // comparison does not chain, so neither side may be one.
+                let left_loosest = if binds == 3 { 4 } else { binds };
+                let wrap = |operand: &Expr, loosest: u8| match operand {
+                    Expr::Binary(_, inner, _) if precedence(*inner) < loosest => {
+                        format!("({operand})")
+                    }
+                    _ => operand.to_string(),
+                };
+                write!(
+                    formatter,
+                    "{} {} {}",
+                    wrap(left, left_loosest),
+                    Token::Operator(*operator),
+                    wrap(right, binds + 1)
+                )
+            }
+        }
+    }
+}
+
 /// Why an expression did not parse: a message and a hint.
 pub type ParseError = (String, String);
 
@@ -533,6 +583,45 @@ mod tests {
         );
         assert_eq!(evaluate("!vars.canary || item == 'worker'"), json!(false));
         assert_eq!(evaluate("!(vars.canary && item == 'worker')"), json!(true));
+    }
+
+    /// Blue/green computes the idle colour from the live one read by a
+    /// step: `&&` and `||` return an operand, so `a && b || c` picks.
+    #[test]
+    fn and_or_choose_a_value_as_a_conditional() {
+        let idle = "steps.live.outputs.colour == 'blue' && 'green' || 'blue'";
+        let expr = Expr::parse(idle).unwrap();
+        for (live, expected) in [("blue", "green"), ("green", "blue")] {
+            let value = expr.evaluate(&mut |_| Ok::<_, ()>(json!(live))).unwrap();
+            assert_eq!(value, json!(expected), "live {live}");
+        }
+        assert_eq!(
+            evaluate("params.replicas > 2 && 'many' || 'few'"),
+            json!("many")
+        );
+    }
+
+    #[test]
+    fn an_expression_is_written_back_as_it_parses() {
+        for text in [
+            "steps.live.outputs.colour == 'blue' && 'green' || 'blue'",
+            "vars.a && (vars.b || vars.c)",
+            "!(vars.a && vars.b) || !vars.c",
+            "params.x != \"it's\" && params.n >= -2.5",
+            "(vars.a || vars.b) || vars.c",
+            "vars.a || (vars.b || vars.c)",
+            "(vars.a == 1) == (vars.b == 2)",
+        ] {
+            let expr = Expr::parse(text).unwrap();
+            let written = expr.to_string();
+            assert_eq!(Expr::parse(&written).unwrap(), expr, "{text} → {written}");
+        }
+        assert_eq!(
+            Expr::parse("(params.a == 1) && ((vars.c))")
+                .unwrap()
+                .to_string(),
+            "params.a == 1 && vars.c"
+        );
     }
 
     #[test]

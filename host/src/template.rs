@@ -112,16 +112,7 @@ impl Template {
         &self,
         mut lookup: impl FnMut(&Reference) -> Result<serde_json::Value, E>,
     ) -> Result<String, E> {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Expression(expression, _) => {
-                    out.push_str(&as_text(&expression.evaluate(&mut lookup)?))
-                }
-            }
-        }
-        Ok(out)
+        self.render_with(|expression| expression.evaluate(&mut lookup))
     }
 
     /// The string's value: a lone expression keeps its type, anything else
@@ -130,10 +121,34 @@ impl Template {
         &self,
         mut lookup: impl FnMut(&Reference) -> Result<serde_json::Value, E>,
     ) -> Result<serde_json::Value, E> {
+        self.value_with(|expression| expression.evaluate(&mut lookup))
+    }
+
+    /// As [`Template::value`], with `evaluate` giving each expression's
+    /// value (a caller that must see a whole expression, not only its
+    /// references).
+    pub fn value_with<E>(
+        &self,
+        mut evaluate: impl FnMut(&Expr) -> Result<serde_json::Value, E>,
+    ) -> Result<serde_json::Value, E> {
         match self.sole_expression() {
-            Some(expression) => expression.evaluate(&mut lookup),
-            None => self.render(lookup).map(serde_json::Value::String),
+            Some(expression) => evaluate(expression),
+            None => self.render_with(evaluate).map(serde_json::Value::String),
         }
+    }
+
+    fn render_with<E>(
+        &self,
+        mut evaluate: impl FnMut(&Expr) -> Result<serde_json::Value, E>,
+    ) -> Result<String, E> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Expression(expression, _) => out.push_str(&as_text(&evaluate(expression)?)),
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::capability::secrets::SecretStore;
 use crate::runbook::{ParamTree, Plan};
-use crate::template::{Reference, RunField};
+use crate::template::{Expr, Reference, RunField};
 use std::collections::BTreeMap;
 
 /// Outputs of the steps that have finished, by step id.
@@ -110,6 +110,40 @@ impl Scope<'_> {
         }
     }
 
+    /// Whether a reference is only a placeholder here: an output, or the
+    /// `for_each` element, not known while validating or planning.
+    fn is_placeholder(&self, reference: &Reference) -> bool {
+        if self.unknown != Unknown::Placeholder {
+            return false;
+        }
+        match reference {
+            Reference::StepOutput { step, key } => self
+                .outputs
+                .get(step)
+                .is_none_or(|outputs| !outputs.contains_key(key)),
+            Reference::Item(_) => self.item.is_none(),
+            _ => false,
+        }
+    }
+
+    /// One `${{ ... }}`'s value. While validating or planning, one that
+    /// depends on a value not known yet is a placeholder naming the whole
+    /// expression (`<steps.live.outputs.colour == 'blue' && 'green' ||
+    /// 'blue'>`): comparing the placeholder would pick a branch as if the
+    /// value were known, and the plan would show that guess as fact.
+    fn expression(&self, expression: &Expr) -> Result<serde_json::Value, RenderError> {
+        let mut unknown = false;
+        let value = expression.evaluate(&mut |reference| {
+            unknown |= self.is_placeholder(reference);
+            self.value(reference)
+        })?;
+        Ok(match expression {
+            Expr::Reference(_) => value,
+            _ if unknown => format!("<{expression}>").into(),
+            _ => value,
+        })
+    }
+
     /// Evaluates an `if` condition.
     pub fn condition(&self, expression: &crate::expression::Expr) -> Result<bool, RenderError> {
         expression
@@ -121,7 +155,9 @@ impl Scope<'_> {
     pub fn render(&self, tree: &ParamTree) -> Result<serde_json::Value, RenderError> {
         Ok(match tree {
             ParamTree::Scalar(value) => value.clone(),
-            ParamTree::String(template) => template.value(|reference| self.value(reference))?,
+            ParamTree::String(template) => {
+                template.value_with(|expression| self.expression(expression))?
+            }
             ParamTree::Array(items) => items
                 .iter()
                 .map(|item| self.render(item))
