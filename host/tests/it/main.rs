@@ -14,6 +14,7 @@ mod flags;
 mod format;
 mod jobs;
 mod kube;
+mod live;
 mod metrics;
 mod notify;
 mod operations;

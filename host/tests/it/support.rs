@@ -27,6 +27,7 @@ pub fn plugins_table() -> String {
         "metrics-gate",
         "canary-shift",
         "k8s-job",
+        "k8s-read",
         "rds-snapshot",
         "registry-push",
     ] {
