@@ -292,3 +292,34 @@ async fn a_gateway_api_route_moves_its_backend_weights() {
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][1]["weight"], 100);
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][1]["port"], 80);
 }
+
+/// The refusal to switch onto the serving colour does not stop traffic
+/// going home: with green serving, `stages = [0]` puts blue back.
+#[tokio::test]
+async fn blue_green_stage_zero_sends_traffic_home_from_the_serving_colour() {
+    let (emulator, _dir, kubeconfig) = cluster().await;
+    emulator.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {"selector": {"app": "api", "version": "green"}, "ports": [{"port": 80}]}
+    }));
+    let body = "[runbook]\nname = \"blue-green\"\n\n[[steps]]\nid = \"home\"\nuses = \"canary-shift\"\nwith.router = { type = \"service\", namespace = \"shop\", service = \"api\", stable = \"blue\", canary = \"green\" }\nwith.stages = [0]\ngrants.kube = { namespaces = [\"shop\"], resources = [\"v1/Service\"], verbs = [\"get\", \"patch\"] }\n";
+    let finished = run_on(body, kubeconfig.clone(), None).await;
+    let (status, summary, outputs) = finished.step("home");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(
+        summary,
+        "all traffic in Service shop/api is home on stable (the canary had 100%)"
+    );
+    assert_eq!(outputs["initial_canary_weight"], "100");
+    assert_eq!(
+        kubectl_get(
+            &kubeconfig,
+            "shop",
+            "service/api",
+            "{.spec.selector.version}"
+        )
+        .await,
+        "blue"
+    );
+}

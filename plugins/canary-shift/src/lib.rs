@@ -81,10 +81,19 @@ fn check_params(params: &Params) -> Result<(), Error> {
             "a stage is a percentage, at most 100",
         ));
     }
-    if params.router.all_or_nothing() && params.stages.iter().any(|stage| *stage != 100) {
+    if params.router.all_or_nothing() && params.stages != [100] && params.stages != [0] {
         return Err(Error::invalid_param(
             "stages",
-            "a Service router switches all traffic at once: use `stages = [100]` (blue/green)",
+            "a Service router switches all traffic at once: use `stages = [100]` (blue/green), or `[0]` to send it home to stable",
+        ));
+    }
+    let (stable, canary) = params.router.names();
+    if stable == canary && !runbook_sdk::unresolved(canary) {
+        return Err(Error::invalid_param(
+            "router.canary",
+            format!(
+                "`canary` is `{canary}`, as `stable` is: the new version would go where the traffic already is; name the other colour (for blue/green, compute it from the live one with a `k8s-read` step)"
+            ),
         ));
     }
     if let Some(analysis) = &params.analysis {
@@ -118,6 +127,32 @@ fn back_to_stable(router: &Router) -> String {
     }
 }
 
+/// The plan of a Service router (blue/green): from the colour it serves
+/// now, read from the cluster, to the new one; refused as the run would
+/// be when the new colour already serves.
+fn plan_switch(params: &Params) -> Result<Vec<PlannedAction>, Error> {
+    let router = &params.router;
+    let (stable, canary) = router.names();
+    let live = router.live_colour()?.unwrap_or_default();
+    let object = router.object();
+    if params.stages == [0] {
+        return Ok(vec![PlannedAction::write(format!(
+            "send all traffic in {object} home to stable `{stable}` (`{live}` serves now)"
+        ))]);
+    }
+    if runbook_sdk::unresolved(canary) {
+        return Ok(vec![PlannedAction::write(format!(
+            "switch {object} from `{live}` (serving now) to {canary}, known when the run gets here; refused then if that colour already serves"
+        ))]);
+    }
+    if live == canary {
+        return Err(router.live_target_refusal());
+    }
+    Ok(vec![PlannedAction::write(format!(
+        "switch {object} from `{live}` to `{canary}`, all traffic at once"
+    ))])
+}
+
 impl Step for CanaryShift {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Kube];
@@ -130,6 +165,9 @@ impl Step for CanaryShift {
     }
 
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
+        if params.router.all_or_nothing() {
+            return plan_switch(params);
+        }
         let now = params.router.canary_weight()?;
         if params.stages == [0] {
             return Ok(vec![PlannedAction::write(format!(
@@ -168,6 +206,12 @@ impl Step for CanaryShift {
     fn run(params: Params) -> Result<Outcome, Error> {
         let router = &params.router;
         let initial = router.canary_weight()?;
+        // Blue/green: switching to the colour that already serves would
+        // put a version no one checked in front of every user (it was
+        // deployed onto the live colour); sending traffic home is fine.
+        if router.all_or_nothing() && initial == 100 && params.stages != [0] {
+            return Err(router.live_target_refusal());
+        }
         if params.stages == [0] {
             router.set(0)?;
             return Ok(Outcome::new(format!(

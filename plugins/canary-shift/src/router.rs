@@ -142,34 +142,72 @@ impl Router {
         }
     }
 
+    /// The stable and canary names (colours, subsets, backends).
+    pub fn names(&self) -> (&str, &str) {
+        match self {
+            Router::Istio { stable, canary, .. }
+            | Router::GatewayApi { stable, canary, .. }
+            | Router::Service { stable, canary, .. } => (stable, canary),
+        }
+    }
+
+    /// A Service router's selector key that names the colour.
+    fn selector_key(&self) -> &str {
+        match self {
+            Router::Service { selector_key, .. } => selector_key.as_deref().unwrap_or("version"),
+            _ => "",
+        }
+    }
+
+    /// For a Service router: the colour its selector names now, read from
+    /// the cluster (`None` for the weighted routers).
+    pub fn live_colour(&self) -> Result<Option<String>, Error> {
+        if !self.all_or_nothing() {
+            return Ok(None);
+        }
+        let object = kube::get_existing(&self.object())?;
+        let key = self.selector_key();
+        let pointer = format!(
+            "/spec/selector/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        );
+        match object.pointer(&pointer).and_then(Value::as_str) {
+            Some(live) => Ok(Some(live.to_owned())),
+            None => Err(Error::failed(format!(
+                "{} has no selector `{key}`: set `selector_key` to the selector key that names the colour",
+                self.object()
+            ))),
+        }
+    }
+
+    /// Why a Service router must not switch: the colour it would switch
+    /// to already carries all traffic, so the new version was deployed
+    /// onto the colour users are on.
+    pub fn live_target_refusal(&self) -> Error {
+        let (_, canary) = self.names();
+        Error::failed(format!(
+            "{canary} already carries all traffic: the new version was deployed onto the live colour; compute the target from the live selector (k8s-read), as `${{{{ steps.live.outputs.colour == 'blue' && 'green' || 'blue' }}}}` ({} selects {}={canary}; if this step itself switched it before the run stopped, resume with `--skip` for this step)",
+            self.object(),
+            self.selector_key()
+        ))
+    }
+
     /// The canary's current share of traffic, in percent.
     pub fn canary_weight(&self) -> Result<u32, Error> {
-        let object = kube::get_existing(&self.object())?;
-        match self {
-            Router::Service {
-                selector_key,
-                stable,
-                canary,
-                ..
-            } => {
-                let key = selector_key.as_deref().unwrap_or("version");
-                match object
-                    .pointer(&format!("/spec/selector/{key}"))
-                    .and_then(Value::as_str)
-                {
-                    Some(live) if live == canary => Ok(100),
-                    Some(live) if live == stable => Ok(0),
-                    other => Err(Error::failed(format!(
-                        "the Service selects {key}={}, neither `{stable}` nor `{canary}`",
-                        other.unwrap_or("(nothing)")
-                    ))),
-                }
-            }
-            _ => {
-                let weighted = self.weighted(&object)?;
-                Ok(weight(&weighted.entries[weighted.canary_at]))
-            }
+        let (stable, canary) = self.names();
+        if let Some(live) = self.live_colour()? {
+            return match live {
+                live if live == canary => Ok(100),
+                live if live == stable => Ok(0),
+                live => Err(Error::failed(format!(
+                    "the Service selects {}={live}, neither `{stable}` nor `{canary}`",
+                    self.selector_key()
+                ))),
+            };
         }
+        let object = kube::get_existing(&self.object())?;
+        let weighted = self.weighted(&object)?;
+        Ok(weight(&weighted.entries[weighted.canary_at]))
     }
 
     /// Sends `canary` percent to the canary and the rest to stable.

@@ -216,6 +216,25 @@ fn change(
     })
 }
 
+/// What an action would do to a workload not known yet (its name comes
+/// from an earlier step's output, such as the idle colour).
+fn unknown_change(params: &Params, workload: &Workload) -> String {
+    let label = &workload.label;
+    match params.action {
+        Action::SetImage => {
+            let images: Vec<String> = params
+                .images
+                .iter()
+                .map(|(container, image)| format!("{container} = {image}"))
+                .collect();
+            format!("set image of {label} ({})", images.join(", "))
+        }
+        Action::Scale => format!("scale {label} to {} replicas", params.replicas.unwrap_or(1)),
+        Action::Pause => format!("pause the rollout of {label}"),
+        Action::Resume => format!("resume the rollout of {label}"),
+    }
+}
+
 fn timeout(params: &Params) -> Duration {
     params
         .timeout
@@ -275,6 +294,13 @@ impl Step for Rollout {
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
         let mut actions = Vec::new();
         for workload in workloads(params)? {
+            if runbook_sdk::unresolved(&workload.label) {
+                actions.push(PlannedAction::write(format!(
+                    "{}, the workload known when the run gets here",
+                    unknown_change(params, &workload)
+                )));
+                continue;
+            }
             let object = kube::get_existing(&workload.object)?;
             match change(params, &workload, &object)? {
                 Some((_, words)) => {
