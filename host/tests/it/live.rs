@@ -135,6 +135,20 @@ async fn run_release(
     crate::support::run(body, options).await
 }
 
+/// What `runbook validate` says of a runbook it refuses.
+fn refused_by_validate(runbook: &TestRunbook) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("validate")
+        .arg(&runbook.path)
+        .env("RUNBOOK_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{said}");
+    said
+}
+
 #[tokio::test]
 async fn k8s_read_returns_live_fields_and_names_a_missing_one() {
     let (_emulator, _dir, kubeconfig) = blue_green().await;
@@ -171,15 +185,7 @@ async fn k8s_read_refuses_a_pointer_that_is_not_one_before_anything_runs() {
     let runbook = TestRunbook::new(
         "[runbook]\nname = \"read\"\n\n[[steps]]\nid = \"live\"\nuses = \"k8s-read\"\nwith.object = { api_version = \"v1\", kind = \"Service\", namespace = \"shop\", name = \"api\" }\nwith.outputs = { colour = \"spec/selector/colour\" }\ngrants.kube = { namespaces = [\"shop\"], resources = [\"v1/Service\"], verbs = [\"get\"] }\n",
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .arg("validate")
-        .arg(&runbook.path)
-        .env("RUNBOOK_CACHE_DIR", cache_dir())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{said}");
+    let said = refused_by_validate(&runbook);
     assert!(
         said.contains("`spec/selector/colour` is not a JSON pointer: start it with `/`"),
         "{said}"
@@ -292,4 +298,17 @@ async fn a_target_equal_to_the_live_colour_is_refused_before_traffic_moves() {
         "{:#?}",
         emulator.requests()
     );
+}
+
+/// The same colour typed for both sides cannot be right whichever serves:
+/// `validate` refuses it at its line, before anything reads the cluster.
+#[test]
+fn a_canary_colour_equal_to_stable_is_refused_by_validate() {
+    let runbook = TestRunbook::new(&release("blue", "blue"));
+    let said = refused_by_validate(&runbook);
+    assert!(
+        said.contains("`canary` is `blue`, as `stable` is: the new version would go where the traffic already is"),
+        "{said}"
+    );
+    assert!(said.contains("runbook.toml:33:"), "{said}");
 }
