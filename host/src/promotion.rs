@@ -222,7 +222,7 @@ impl Wording<'_> {
                 "run {run_id} in `{environment}`{values} succeeded {} ago; `soaked` needs {}: it is eligible at {}",
                 ago(succeeded),
                 span(signed(self.requires.soaked)),
-                clock(*eligible)
+                clock_from(*eligible)
             ),
             Verdict::TooOld { run_id, succeeded } => format!(
                 "the newest run in `{environment}`{values} that succeeded, {run_id}, is {} old; `within` allows {}",
@@ -248,6 +248,15 @@ impl Wording<'_> {
 /// A time as the refusal shows it: `2026-11-23 14:05 UTC`.
 pub fn clock(time: Timestamp) -> String {
     time.strftime("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A time from which something holds, as the refusal shows it: rounded up
+/// to the minute, so that a run started at the minute shown passes.
+pub fn clock_from(time: Timestamp) -> String {
+    let rounding = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Minute)
+        .mode(jiff::RoundMode::Ceil);
+    clock(time.round(rounding).unwrap_or(time))
 }
 
 /// A span in its two largest units: `9d 2h`, `26h`, `3h 12m`, `42s`;
@@ -439,6 +448,14 @@ mod tests {
             wording.requirement(),
             "a run of `api` in `staging` with version=1.2.3 that succeeded at least 24h and at most 7d ago and was not rolled back"
         );
+    }
+
+    #[test]
+    fn an_eligible_time_is_shown_rounded_up_to_the_minute() {
+        let time: Timestamp = "2026-11-24T09:00:01Z".parse().unwrap();
+        assert_eq!(clock_from(time), "2026-11-24 09:01 UTC");
+        assert_eq!(clock(time), "2026-11-24 09:00 UTC");
+        assert_eq!(clock_from(now()), "2026-11-23 12:00 UTC");
     }
 
     #[test]
