@@ -17,6 +17,7 @@ mod kube;
 mod metrics;
 mod notify;
 mod operations;
+mod promotion;
 mod registry;
 mod rollout;
 mod runbooks;
