@@ -3,7 +3,7 @@
 //! days ago. The staging runs are real runs; the clock of the production
 //! runs is moved with `RUNBOOK_NOW`, so nothing sleeps.
 
-use crate::support::{TestRunbook, cache_dir};
+use crate::support::{TestRunbook, cache_dir, run_id, text};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -56,14 +56,6 @@ fn runbook(index: &Path, operator: &str, now: Option<&str>, args: &[&str]) -> Ou
         command.env("RUNBOOK_NOW", now);
     }
     command.output().expect("runbook runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The time `hours` from now, as `RUNBOOK_NOW` takes it.
@@ -123,16 +115,6 @@ impl Rehearsal {
         let path = self.state(&format!("deployments/{run_id}.json"));
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
-}
-
-/// The run id printed in the header line `… · run ID`.
-fn run_id(output: &Output) -> String {
-    let all = text(output);
-    all.split(" · run ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no run id in: {all}"))
-        .to_owned()
 }
 
 /// Asserts a refusal (exit 2, nothing run) that says `says`.
