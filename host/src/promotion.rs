@@ -1,7 +1,7 @@
 //! The promotion rule: whether the deployment records show the earlier
 //! success a run needs (`requires` of its environment), which run that is,
 //! or what is missing, in the words of the refusal. Pure: the caller reads
-//! the records and the clock ([`crate::run::gates::promotion`]).
+//! the records and the clock (`run::gates::promotion`).
 
 use crate::runbook::Promotion;
 use crate::state::DeploymentRecord;

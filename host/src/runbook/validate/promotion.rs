@@ -2,7 +2,7 @@
 //! another environment of the runbook and declared parameters, its
 //! durations read and `within` is no shorter than `soaked`, and no
 //! environments require each other in a circle. Whether a run meets it is
-//! [`crate::promotion`]'s to say, at run time.
+//! the promotion rule's (`promotion.rs`) to say, at run time.
 
 use super::limits::duration;
 use crate::diagnostic::{Diagnostics, Source, ValuePath, did_you_mean};
