@@ -1,5 +1,6 @@
 //! The audit log: every capability call of a run (HTTP, secret use,
-//! denials) and every rollback, as JSON lines in
+//! denials), every rollback and the promotion gate (which run satisfied
+//! it, or the emergency that overrode it), as JSON lines in
 //! `.runbook/runs/RUN/audit.jsonl`, each carrying the hash of the one
 //! before, so that `runbook audit verify RUN` detects any edit, deletion or
 //! reordering. The head hash and count also go into the journal when the
@@ -26,7 +27,7 @@ pub struct AuditRecord {
     pub step: Option<String>,
     /// The sha256 of the step's plugin.
     pub plugin_digest: Option<String>,
-    /// `http`, `secrets`, `kube`, `aws`, `rollback`.
+    /// `http`, `secrets`, `kube`, `aws`, `rollback`, `promotion`.
     pub capability: String,
     /// What was asked, as the operator would write it.
     pub request: String,
@@ -201,6 +202,24 @@ impl EventWriter for AuditLog {
                 } else {
                     outcome.clone()
                 }),
+            ),
+            EventKind::PromotionChecked {
+                requires,
+                satisfied_by,
+                detail,
+                overridden,
+                ..
+            } => self.append(
+                event,
+                "promotion",
+                requires.clone(),
+                Decision::Allowed,
+                match (satisfied_by, overridden) {
+                    (Some(run_id), _) => Some(format!("run {run_id}")),
+                    (None, Some(reason)) => Some(format!("--emergency: {reason}")),
+                    (None, None) => None,
+                },
+                Some(detail.clone()),
             ),
             EventKind::StepRolledBack { status, summary } => self.append(
                 event,

@@ -126,6 +126,21 @@ pub enum EventKind {
         /// Where it stood.
         state: String,
     },
+    /// The promotion gate of a new run (`requires` of its environment):
+    /// the earlier run that satisfies it, or the emergency that let the
+    /// run go without one.
+    PromotionChecked {
+        /// The environment the run is promoted from.
+        from: String,
+        /// What the gate asks, in words.
+        requires: String,
+        /// The run that satisfies it, when one does.
+        satisfied_by: Option<String>,
+        /// How that run satisfies it; when overridden, what is missing.
+        detail: String,
+        /// The `--emergency --reason` that overrode a gate not met.
+        overridden: Option<String>,
+    },
     /// Someone approved the run.
     Approved {
         /// Who.
@@ -528,6 +543,19 @@ impl Event {
             EventKind::Approved { by, plan_hash } => {
                 visit(by);
                 visit(plan_hash);
+            }
+            EventKind::PromotionChecked {
+                from,
+                requires,
+                satisfied_by,
+                detail,
+                overridden,
+            } => {
+                visit(from);
+                visit(requires);
+                satisfied_by.iter_mut().for_each(&mut visit);
+                visit(detail);
+                overridden.iter_mut().for_each(&mut visit);
             }
             EventKind::StepStarted {
                 name,

@@ -17,6 +17,7 @@ pub mod jsonl;
 pub mod lockfile;
 pub mod plugin;
 pub mod progress;
+pub mod promotion;
 pub mod redact;
 pub mod run;
 pub mod runbook;

@@ -314,6 +314,15 @@ impl EventWriter for Progress {
             }
             EventKind::Confirmed { by, .. } => lines.push(format!("      ✓ confirmed by {by}")),
             EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
+            EventKind::PromotionChecked {
+                detail, overridden, ..
+            } => lines.push(match overridden {
+                None => format!("  ✓ promoted from {detail}"),
+                Some(reason) => screen.paint(
+                    "33",
+                    &format!("  ⚠ promotion gate overridden (emergency: {reason}): {detail}"),
+                ),
+            }),
             EventKind::AuditHead { .. }
             | EventKind::RollbackStepStarted { .. }
             | EventKind::Checkpoint { .. }

@@ -1,7 +1,7 @@
 //! The run as a library, as cargo's `ops` is to its commands: everything
 //! between the parsed command line and what is printed. [`prepare`] loads,
-//! binds and checks; [`gates`] holds the deploy window, the lock and the
-//! approvals; [`execute`] runs the steps (or plans them, a dry execute);
+//! binds and checks; [`gates`] holds the deploy window, the promotion
+//! gate, the lock and the approvals; [`execute`] runs the steps (or plans them, a dry execute);
 //! [`record`] keeps the journal, audit log, run index and deployment
 //! record; [`resume`] decides how a stopped run goes on. `exec`, `resume`,
 //! `plan` and the tests all come through here, so they run one pipeline.
@@ -97,7 +97,8 @@ pub struct Options {
     /// At most this many steps at once (at least one).
     pub parallel: usize,
     /// Why this is an emergency run (`--emergency --reason`), which may
-    /// run outside the deploy windows with the emergency approvers.
+    /// run outside the deploy windows, or without the earlier success its
+    /// promotion gate asks for, with the emergency approvers.
     pub emergency: Option<String>,
     /// Wait for the lock when another run holds it, instead of refusing.
     pub wait_lock: bool,
@@ -202,8 +203,9 @@ impl From<crate::runbook::LoadError> for Error {
 }
 
 /// Passes the gates, runs the prepared plan and records it: the deploy
-/// window, the lock (a resume holds it already), the journal, the
-/// approvals, the steps, the deployment record.
+/// window, the promotion gate (a new run only), the lock (a resume holds
+/// it already), the journal, the approvals, the steps, the deployment
+/// record.
 pub async fn run(
     runtime: &PluginRuntime,
     prepared: Prepared,
@@ -222,18 +224,23 @@ pub async fn run(
     }
     gates::window(&prepared, options.emergency.is_some())?;
     // One run per runbook and environment; a resume took the lock before
-    // it read the journal, and `start` holds it to the end.
-    let (state_dir, _lock) = match &start {
+    // it read the journal, and `start` holds it to the end. A resume
+    // passed the promotion gate when its run started.
+    let (state_dir, _lock, promotion) = match &start {
         Start::New => {
             let state_dir =
                 crate::state::state_dir(&plan.runbook.source.path, options.state_dir.as_deref());
+            let promotion = gates::promotion(&prepared, &state_dir, options.emergency.as_deref())?;
             let lock = gates::take_lock(plan, &state_dir, options, interface).await?;
-            (state_dir, Some(lock))
+            (state_dir, Some(lock), promotion)
         }
-        Start::Resume(resumption) => (resumption.state_dir.clone(), None),
+        Start::Resume(resumption) => (resumption.state_dir.clone(), None, None),
     };
     let recording = record::open(&prepared, &state_dir, &options.index_dir, interface)?;
     let earlier = record::start(&recording, &prepared, &start, options);
+    if let Some(gate) = promotion {
+        record::promotion(&recording, gate);
+    }
     let approved_by = match gates::approvals(
         &prepared,
         emergency,

@@ -72,6 +72,24 @@ pub struct Environment {
     pub aws_endpoint: Option<String>,
     /// The kubeconfig context for Kubernetes calls.
     pub kube_context: Option<String>,
+    /// The success in another environment a run here needs first.
+    pub requires: Option<Promotion>,
+}
+
+/// A promotion requirement: a run in this environment needs a run of the
+/// same runbook in [`Promotion::environment`] with the same values of
+/// [`Promotion::same`] that succeeded at least [`Promotion::soaked`] and
+/// at most [`Promotion::within`] ago, and was not rolled back since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    /// The environment deployed first (`staging`).
+    pub environment: String,
+    /// Parameters that must have had the same values there.
+    pub same: Vec<String>,
+    /// How long that success must have soaked, at least (zero: any).
+    pub soaked: Duration,
+    /// How old that success may be, at most (`None`: any age).
+    pub within: Option<Duration>,
 }
 
 /// `required` distinct approvers out of `from`.

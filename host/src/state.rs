@@ -3,6 +3,7 @@
 //! that allows one run per runbook and environment, and deployment records.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A runbook's state folder: `.runbook/` beside it, unless given.
@@ -287,8 +288,10 @@ pub fn hostname() -> String {
 }
 
 /// The record of one deployment, in the shape the source runbooks keep by
-/// hand, written to `.runbook/deployments/RUN.json`.
-#[derive(Debug, Clone, Serialize)]
+/// hand, written to `.runbook/deployments/RUN.json`. The promotion gate
+/// reads them back ([`read_records`]): a record says which runbook ran in
+/// which environment, with which parameters, how it ended and when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     /// When the run started.
     pub timestamp: String,
@@ -304,11 +307,17 @@ pub struct DeploymentRecord {
     pub commit: Option<String>,
     /// `params.strategy`, when the runbook has one.
     pub strategy: Option<String>,
+    /// Every parameter's value. Records written before it was kept have
+    /// none; [`read_records`] then takes `version`, `commit` and
+    /// `strategy`.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
     /// Who ran it.
     pub operator: String,
     /// Who approved it.
     pub approvals: Vec<String>,
-    /// How it ended.
+    /// How it ended: `succeeded`, `failed`, ...; `rolled_back` once a
+    /// later rollback undid it.
     pub status: String,
     /// Whether an emergency override was used, and why.
     pub emergency: Option<String>,
@@ -316,7 +325,7 @@ pub struct DeploymentRecord {
     pub run_id: String,
     /// The run's journal: the verification logs.
     pub logs: String,
-    /// Each step: id, status, summary.
+    /// Each step: id, status, summary, whether it was rolled back.
     pub steps: Vec<serde_json::Value>,
 }
 
@@ -331,6 +340,7 @@ impl DeploymentRecord {
             version: record.params.get("version").cloned(),
             commit: record.params.get("commit").cloned(),
             strategy: record.params.get("strategy").cloned(),
+            params: record.params.clone(),
             operator: record.operator.clone(),
             approvals: record
                 .approvals
@@ -359,6 +369,55 @@ impl DeploymentRecord {
                 .collect(),
         }
     }
+
+    /// Whether the run was undone after it ended: its status says so, or
+    /// one of its steps was rolled back (a step that ran again after its
+    /// rollback is not). A run that failed and rolled back has failed too.
+    pub fn rolled_back(&self) -> bool {
+        self.status == "rolled_back"
+            || self.steps.iter().any(|step| {
+                step.get("rolled_back")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false)
+            })
+    }
+}
+
+/// The deployment records of a state folder that can be read, and the
+/// files that cannot (damaged, or not a record).
+pub fn read_records(state: &Path) -> (Vec<DeploymentRecord>, Vec<PathBuf>) {
+    let mut records = Vec::new();
+    let mut unreadable = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state.join("deployments")) else {
+        return (records, unreadable);
+    };
+    for path in entries.flatten().map(|entry| entry.path()) {
+        if path.extension().is_none_or(|extension| extension != "json") {
+            // A temporary file of a write in progress, or not ours.
+            continue;
+        }
+        let parsed = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<DeploymentRecord>(&text).ok());
+        match parsed {
+            Some(mut record) => {
+                if record.params.is_empty() {
+                    let known = [
+                        ("version", &record.version),
+                        ("commit", &record.commit),
+                        ("strategy", &record.strategy),
+                    ];
+                    record.params = known
+                        .into_iter()
+                        .filter_map(|(key, value)| Some((key.to_owned(), value.clone()?)))
+                        .collect();
+                }
+                records.push(record);
+            }
+            None => unreadable.push(path),
+        }
+    }
+    (records, unreadable)
 }
 
 /// Writes a deployment record; returns its path.
@@ -431,6 +490,51 @@ mod tests {
         std::fs::write(&path, serde_json::to_string(&holder(999_999_999)).unwrap()).unwrap();
         let lock = RunLock::acquire(&path).unwrap();
         assert_eq!(lock.left_by().map(|holder| holder.pid), Some(999_999_999));
+    }
+
+    #[test]
+    fn records_are_read_back_with_their_params_and_older_ones_from_their_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = DeploymentRecord::from_journal(
+            &crate::journal::RunRecord {
+                run_id: "new".into(),
+                runbook: "api".into(),
+                params: [("version".to_owned(), "1.2.3".to_owned())].into(),
+                ..Default::default()
+            },
+            Path::new("events.jsonl"),
+        );
+        write_record(dir.path(), &record).unwrap();
+        // A record written before `params` was kept.
+        record.run_id = "old".into();
+        record.version = Some("1.0.0".into());
+        let mut old = serde_json::to_value(&record).unwrap();
+        old.as_object_mut().unwrap().remove("params");
+        let deployments = dir.path().join("deployments");
+        std::fs::write(deployments.join("old.json"), old.to_string()).unwrap();
+        std::fs::write(deployments.join("torn.json"), "{\"run_id\": ").unwrap();
+        std::fs::write(deployments.join("x.tmp-1"), "{").unwrap();
+        let (mut records, unreadable) = read_records(dir.path());
+        records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        assert_eq!(records[0].params["version"], "1.2.3");
+        assert_eq!(records[1].params["version"], "1.0.0");
+        assert_eq!(unreadable, [deployments.join("torn.json")]);
+    }
+
+    #[test]
+    fn a_record_is_rolled_back_by_its_status_or_a_step_rolled_back() {
+        let mut record = DeploymentRecord::from_journal(
+            &crate::journal::RunRecord::default(),
+            Path::new("events.jsonl"),
+        );
+        record.status = "succeeded".into();
+        record.steps = vec![serde_json::json!({"id": "a", "rolled_back": false})];
+        assert!(!record.rolled_back());
+        record.steps = vec![serde_json::json!({"id": "a", "rolled_back": true})];
+        assert!(record.rolled_back());
+        record.steps.clear();
+        record.status = "rolled_back".into();
+        assert!(record.rolled_back());
     }
 
     #[test]

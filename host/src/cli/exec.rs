@@ -30,6 +30,9 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> Result<u8, Failure> {
             output: args.options.output,
             aws_endpoint: args.options.aws_endpoint.clone(),
             kube_context: args.options.kube_context.clone(),
+            state_dir: args.options.state_dir.clone(),
+            emergency: args.options.emergency,
+            reason: args.options.reason.clone(),
         };
         return super::plan::run(cli, &plan).await;
     }

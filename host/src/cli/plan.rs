@@ -1,13 +1,16 @@
 //! `runbook plan`: the run's pipeline as a dry execute ([`crate::run`]):
-//! prepared and checked as `exec` prepares it, then every step's plugin is
-//! asked what it would do, with the step's grants but read-only. This file
-//! prints the actions. Nothing changes.
+//! prepared and checked as `exec` prepares it, its promotion gate passed,
+//! then every step's plugin is asked what it would do, with the step's
+//! grants but read-only. This file prints the actions. Nothing changes.
 
 use super::session::Terminal;
 use super::{BindArgs, Cli, Failure, Output, exit};
 use crate::run::execute::PlannedStepView;
+use crate::run::gates::PromotionGate;
 use crate::run::{self, Connections, Secrets};
 use crate::runbook::Bindings;
+use crate::state;
+use std::path::PathBuf;
 
 /// `runbook plan FILE --env NAME --set K=V...`
 #[derive(Debug, clap::Args)]
@@ -28,6 +31,20 @@ pub struct PlanArgs {
     /// through this kubeconfig context.
     #[arg(long, value_name = "NAME")]
     pub kube_context: Option<String>,
+
+    /// Where run state is [default: `.runbook/` beside the runbook]: the
+    /// promotion gate reads its deployment records.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Plan an emergency run: one that may go without the earlier success
+    /// its environment's promotion gate asks for. Needs `--reason`.
+    #[arg(long, requires = "reason")]
+    pub emergency: bool,
+
+    /// Why the emergency.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 /// Runs the command: the run's preparation, then its dry execute.
@@ -52,6 +69,16 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         &terminal,
     )
     .await?;
+    // The gate `exec` would pass first: a plan of a run that would be
+    // refused is refused, and one that passes shows how.
+    let state_dir = state::state_dir(
+        &prepared.plan.runbook.source.path,
+        args.state_dir.as_deref(),
+    );
+    let emergency = args
+        .emergency
+        .then(|| args.reason.clone().unwrap_or_default());
+    let promotion = run::gates::promotion(&prepared, &state_dir, emergency.as_deref())?;
     let connections = Connections::for_environment(
         &prepared,
         args.aws_endpoint.clone(),
@@ -69,9 +96,10 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             "runbook": plan.runbook.name,
             "environment": plan.environment,
             "params": plan.params,
+            "promotion": promotion,
             "steps": views,
         })),
-        Output::Text => print_text(plan, &views),
+        Output::Text => print_text(plan, promotion.as_ref(), &views),
     };
     match printed {
         // The reader went away; the plan's verdict still stands.
@@ -80,7 +108,11 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     }
 }
 
-fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) -> Result<(), Failure> {
+fn print_text(
+    plan: &crate::runbook::Plan,
+    promotion: Option<&PromotionGate>,
+    views: &[PlannedStepView],
+) -> Result<(), Failure> {
     let environment = plan
         .environment
         .as_ref()
@@ -91,6 +123,14 @@ fn print_text(plan: &crate::runbook::Plan, views: &[PlannedStepView]) -> Result<
         plan.runbook.name,
         views.len()
     )?;
+    if let Some(gate) = promotion {
+        outln!()?;
+        outln!("Promotion: needs {}", gate.requires)?;
+        match &gate.overridden {
+            None => outln!("   ✓ satisfied by {}", gate.detail)?,
+            Some(reason) => outln!("   ⚠ overridden by --emergency ({reason}): {}", gate.detail)?,
+        }
+    }
     for (position, view) in views.iter().enumerate() {
         outln!()?;
         outln!("{}. {} ({})", position + 1, view.name, view.plugin)?;

@@ -154,6 +154,9 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             .join(" ")
     )?;
     outln!("status     {}", status_of(&record))?;
+    if let Some(reason) = &record.emergency {
+        outln!("emergency  {reason}")?;
+    }
     if !record.approvals.is_empty() {
         outln!(
             "approvals  {}",
@@ -196,6 +199,13 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             ),
             "confirmed" => format!("{step}: confirmed by {}", text("by")),
             "approved" => format!("approved by {}", text("by")),
+            "promotion_checked" => match event.get("overridden").and_then(|value| value.as_str()) {
+                None => format!("promoted from {}", text("detail")),
+                Some(reason) => format!(
+                    "promotion gate overridden (emergency: {reason}): {}",
+                    text("detail")
+                ),
+            },
             "rollback_started" => format!("rollback started: {}", text("reason")),
             "step_rolled_back" => {
                 format!("{step}: rollback {} — {}", text("status"), text("summary"))

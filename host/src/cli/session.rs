@@ -28,8 +28,9 @@ pub struct RunOptions {
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
 
-    /// Run outside the deploy windows or in a freeze; needs `--reason` and
-    /// the environment's emergency approvals. Recorded.
+    /// Run outside the deploy windows or in a freeze, or without the
+    /// earlier success the environment's promotion gate asks for; needs
+    /// `--reason` and the environment's emergency approvals. Recorded.
     #[arg(long, requires = "reason")]
     pub emergency: bool,
 

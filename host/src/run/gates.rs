@@ -1,12 +1,15 @@
-//! What a run must pass before its first step: the deploy window, the lock
+//! What a run must pass before its first step: the deploy window, the
+//! promotion gate (an earlier success in another environment), the lock
 //! of its runbook and environment, and the approvals bound to its
-//! fingerprint. The rules themselves are in [`crate::gates`] and
-//! [`crate::schedule`]; this module applies them, and waits where asked.
+//! fingerprint. The rules themselves are in [`crate::gates`],
+//! [`crate::promotion`] and [`crate::schedule`]; this module applies them,
+//! and waits where asked.
 
 use super::record::Recording;
 use super::{Error, Interface, Notice, Options, Prepared};
 use crate::gates::ApprovalCount;
 use crate::journal::{self, JournalError};
+use crate::promotion::{Asking, Verdict, Wording};
 use crate::runbook::{Approvals, Plan};
 use crate::state::{self, LockError, LockHolder, RunLock};
 use std::path::Path;
@@ -28,6 +31,137 @@ pub fn window(prepared: &Prepared, emergency: bool) -> Result<(), Error> {
         )),
         _ => Ok(()),
     }
+}
+
+/// How a new run passed its environment's promotion gate: shown by
+/// `plan`, journaled and audited by `exec`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PromotionGate {
+    /// The environment the run is promoted from.
+    pub from: String,
+    /// What the gate asks, in words.
+    pub requires: String,
+    /// The run that satisfies it; `None` when an emergency overrode it.
+    pub satisfied_by: Option<String>,
+    /// How that run satisfies it; when overridden, what is missing.
+    pub detail: String,
+    /// The emergency reason that overrode a gate not met.
+    pub overridden: Option<String>,
+}
+
+/// The promotion gate of a new run: the deployment records in
+/// `state_dir` must show the success its environment `requires` (judged
+/// at [`crate::schedule::now`], so `RUNBOOK_NOW` rehearses it). Refused,
+/// saying what is missing and which run will satisfy it, unless
+/// `emergency` gives a reason to go without. `None` when the environment
+/// requires nothing. A resumed run is not checked again: it passed when
+/// it started, and its staging run ageing past `within` since does not
+/// make its remaining steps wrong.
+pub fn promotion(
+    prepared: &Prepared,
+    state_dir: &Path,
+    emergency: Option<&str>,
+) -> Result<Option<PromotionGate>, Error> {
+    let Some(requires) = prepared
+        .environment()
+        .and_then(|environment| environment.requires.as_ref())
+    else {
+        return Ok(None);
+    };
+    let plan = &prepared.plan;
+    let asking = Asking {
+        runbook: &plan.runbook.name,
+        params: &plan.params,
+    };
+    let now = crate::schedule::now();
+    let (records, unreadable) = state::read_records(state_dir);
+    let verdict = crate::promotion::judge(requires, asking, &records, now);
+    let wording = Wording {
+        requires,
+        asking,
+        now,
+    };
+    let mut gate = PromotionGate {
+        from: requires.environment.clone(),
+        requires: wording.requirement(),
+        satisfied_by: None,
+        detail: String::new(),
+        overridden: None,
+    };
+    if let Verdict::Met { run_id, succeeded } = &verdict {
+        gate.detail = wording.met(run_id, *succeeded);
+        gate.satisfied_by = Some(run_id.clone());
+        return Ok(Some(gate));
+    }
+    let missing = wording.missing(&verdict).unwrap_or_default();
+    let Some(reason) = emergency else {
+        return Err(promotion_refused(
+            plan,
+            &wording,
+            &verdict,
+            &missing,
+            &unreadable,
+        ));
+    };
+    gate.detail = missing;
+    gate.overridden = Some(reason.to_owned());
+    Ok(Some(gate))
+}
+
+/// The refusal of a run whose promotion gate is not met: what is missing,
+/// and what to do: deploy to the earlier environment, or wait until the
+/// run that will satisfy it has soaked.
+fn promotion_refused(
+    plan: &Plan,
+    wording: &Wording<'_>,
+    verdict: &Verdict,
+    missing: &str,
+    unreadable: &[std::path::PathBuf],
+) -> Error {
+    let requires = wording.requires;
+    let environment = plan.environment.as_deref().unwrap_or_default();
+    let first = match verdict {
+        Verdict::NotSoaked { eligible, .. } => {
+            format!("run again from {}", crate::promotion::clock_from(*eligible))
+        }
+        _ => format!(
+            "deploy it to `{}` {}: `runbook exec {} --env {}{}`",
+            requires.environment,
+            if matches!(verdict, Verdict::TooOld { .. }) {
+                "again"
+            } else {
+                "first"
+            },
+            plan.runbook.source.path.display(),
+            requires.environment,
+            requires
+                .same
+                .iter()
+                .filter_map(|name| Some(format!(" --set {name}={}", plan.params.get(name)?)))
+                .collect::<String>()
+        ),
+    };
+    let mut hint = format!(
+        "{first}; `{environment}` needs {}; in an emergency, run with `--emergency --reason \"...\"`",
+        wording.requirement()
+    );
+    if !unreadable.is_empty() {
+        hint.push_str(&format!(
+            "; these deployment records could not be read: {}",
+            unreadable
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Error::refuse(
+        format!(
+            "`{environment}` is deployed only after `{}`: {missing}",
+            requires.environment
+        ),
+        hint,
+    )
 }
 
 /// Takes the lock of the plan's runbook and environment for this process

@@ -103,6 +103,18 @@ pub fn start(
     earlier
 }
 
+/// Records how the run passed its promotion gate, or that an emergency
+/// overrode it: in the journal (`show`) and the audit log.
+pub fn promotion(recording: &Recording, gate: super::gates::PromotionGate) {
+    recording.events.emit(EventKind::PromotionChecked {
+        from: gate.from,
+        requires: gate.requires,
+        satisfied_by: gate.satisfied_by,
+        detail: gate.detail,
+        overridden: gate.overridden,
+    });
+}
+
 /// Records that the run stops at the approval gate; `resume` continues it.
 pub fn stop_at_gate(recording: &Recording) {
     recording.events.emit(EventKind::RunFinished {

@@ -56,6 +56,14 @@ codes! {
     Freeze,
     /// Approvals that can never or always be given.
     Approvals,
+    /// `requires.environment` names no environment of the runbook.
+    UnknownRequiredEnvironment,
+    /// `requires.same` names no parameter of the runbook.
+    UnknownSameParam,
+    /// `requires.within` is shorter than `requires.soaked`.
+    WithinShorterThanSoaked,
+    /// Environments whose `requires` lead back to themselves.
+    RequiresCircle,
     /// A plugin's `sha256` is not 64 hex digits.
     MalformedSha256,
     // The steps' graph.

@@ -100,6 +100,29 @@ pub struct RawEnvironment {
     /// The kubeconfig context Kubernetes calls use in this environment.
     #[serde(default)]
     pub kube_context: Option<String>,
+    /// The earlier success in another environment a run here needs.
+    #[serde(default)]
+    pub requires: Option<RawRequires>,
+}
+
+/// `requires = { environment = "staging", same = ["version"], soaked =
+/// "24h", within = "7d" }`: a run here needs a run of this runbook in
+/// `environment`, with the same values of `same`, that succeeded at least
+/// `soaked` and at most `within` ago.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequires {
+    /// The environment that is deployed first.
+    pub environment: String,
+    /// Parameters whose values must be the same as in that run.
+    #[serde(default)]
+    pub same: Vec<String>,
+    /// How long ago that run must have succeeded, at least.
+    #[serde(default)]
+    pub soaked: Option<String>,
+    /// How long ago that run may have succeeded, at most.
+    #[serde(default)]
+    pub within: Option<String>,
 }
 
 /// `approvals = { required = 2, from = ["alice", "bob", "carol"] }`.

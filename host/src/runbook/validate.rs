@@ -10,6 +10,7 @@ mod graph;
 mod limits;
 mod params;
 mod plugins;
+mod promotion;
 mod references;
 mod steps;
 mod values;
@@ -27,7 +28,7 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
     let mut problems = Diagnostics::default();
     let params = params::validate_params(&source, &raw.params, &mut problems);
     let environments =
-        environments::validate_environments(&source, raw.environments, &mut problems);
+        environments::validate_environments(&source, raw.environments, &params, &mut problems);
     let plugins = plugins::validate_plugins(&source, raw.plugins, &mut problems);
     let declared = Declared {
         params: &params,
@@ -145,6 +146,7 @@ mod testing {
                 schedule: Default::default(),
                 aws_endpoint: None,
                 kube_context: None,
+                requires: None,
             };
             Scope {
                 params: params

@@ -18,6 +18,7 @@ mod live;
 mod metrics;
 mod notify;
 mod operations;
+mod promotion;
 mod registry;
 mod rollout;
 mod runbooks;

@@ -2,7 +2,7 @@
 //! approvals, deploy windows, the lock, and resume after a crash, checked
 //! through the journal, the deployment record and a counter service.
 
-use crate::support::{TestRunbook, cache_dir};
+use crate::support::{TestRunbook, cache_dir, run_id, text};
 use runbook_testenv::Counter;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -34,24 +34,6 @@ impl Env {
     fn run(&self, operator: &str, args: &[&str]) -> Output {
         self.command(operator, args).output().expect("runbook runs")
     }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// The run id printed in the header line `… · run ID`.
-fn run_id(output: &Output) -> String {
-    let all = text(output);
-    all.split(" · run ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no run id in: {all}"))
-        .to_owned()
 }
 
 fn recorder(id: &str, counter: &Counter, extra: &str) -> String {

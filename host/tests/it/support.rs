@@ -209,6 +209,25 @@ pub async fn run(body: &str, options: RunOptions) -> Finished {
     run_file(&runtime(), &runbook.path, options).await
 }
 
+/// What a command printed: its standard output, then its standard error.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The run id `exec` prints in its header line `… · run ID`.
+pub fn run_id(output: &std::process::Output) -> String {
+    let all = text(output);
+    all.split(" · run ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id in: {all}"))
+        .to_owned()
+}
+
 /// The `.toml` files of a folder, sorted.
 pub fn toml_files(folder: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(folder)

@@ -1,36 +1,53 @@
-//! `[environments.NAME]`: variables, the time zone, deploy windows, freezes
-//! and approvals. Knows nothing of steps.
+//! `[environments.NAME]`: variables, the time zone, deploy windows, freezes,
+//! approvals, and the promotion gate (`requires`, in `promotion.rs`). Knows
+//! nothing of steps.
 
+use super::promotion::{self, Names};
 use super::values::toml_to_json;
 use crate::diagnostic::{Diagnostics, Source, ValuePath};
 use crate::runbook::Code;
 use crate::runbook::model::{RawApprovals, RawEnvironment};
-use crate::runbook::{Approvals, Environment, Schedule};
+use crate::runbook::{Approvals, Environment, ParamSpec, Schedule};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Checks every environment, in name order.
+/// Checks every environment, in name order; `requires` may name the
+/// declared `params`.
 pub(super) fn validate_environments(
     source: &Arc<Source>,
     raw: BTreeMap<String, RawEnvironment>,
+    params: &BTreeMap<String, ParamSpec>,
     problems: &mut Diagnostics,
 ) -> BTreeMap<String, Environment> {
-    raw.into_iter()
+    let declared: Vec<String> = raw.keys().cloned().collect();
+    let names = Names {
+        environments: declared.iter().map(String::as_str).collect(),
+        params,
+    };
+    let environments = raw
+        .into_iter()
         .map(|(name, environment)| {
             let path = ValuePath::default().key("environments").key(&name);
-            let checked = validate_environment(source, &path, environment, problems);
+            let checked = validate_environment(source, &path, environment, &names, problems);
             (name, checked)
         })
-        .collect()
+        .collect();
+    promotion::circles(source, &environments, problems);
+    environments
 }
 
 /// Checks one environment at `path`.
 fn validate_environment(
     source: &Arc<Source>,
     path: &ValuePath,
-    environment: RawEnvironment,
+    mut environment: RawEnvironment,
+    names: &Names<'_>,
     problems: &mut Diagnostics,
 ) -> Environment {
+    let requires = environment
+        .requires
+        .take()
+        .map(|raw| promotion::requires(source, path, raw, names, problems));
     let schedule = schedule(source, path, &environment, problems);
     let regular = approvals(source, path, environment.approvals, "approvals", problems);
     let emergency_approvals = approvals(
@@ -52,6 +69,7 @@ fn validate_environment(
         approvals: regular,
         emergency_approvals,
         schedule,
+        requires,
     }
 }
 
@@ -138,8 +156,18 @@ mod tests {
     fn checked(text: &str) -> (Environment, Vec<&'static str>) {
         let source = source(text);
         let mut problems = Diagnostics::default();
-        let environment =
-            validate_environment(&source, &ValuePath::default(), raw(text), &mut problems);
+        let params = BTreeMap::new();
+        let names = Names {
+            environments: Vec::new(),
+            params: &params,
+        };
+        let environment = validate_environment(
+            &source,
+            &ValuePath::default(),
+            raw(text),
+            &names,
+            &mut problems,
+        );
         (environment, codes(&problems))
     }
 
@@ -181,7 +209,7 @@ mod tests {
         let text = "[a]\ntimezone = \"Nowhere\"\n\n[b]\ntimezone = \"Nowhere\"\n";
         let source = source(text);
         let mut problems = Diagnostics::default();
-        let checked = validate_environments(&source, raw(text), &mut problems);
+        let checked = validate_environments(&source, raw(text), &BTreeMap::new(), &mut problems);
         assert_eq!(checked.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(codes(&problems), ["Timezone", "Timezone"]);
     }

@@ -107,7 +107,7 @@ pub(super) fn retries(
 
 /// The duration at `at`; a wrong one is reported, with `hint` unless a
 /// better one is known, and `fallback` used.
-fn duration(
+pub(super) fn duration(
     source: &Arc<Source>,
     text: &str,
     at: &ValuePath,
