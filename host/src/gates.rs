@@ -195,6 +195,7 @@ mod tests {
             schedule: Default::default(),
             aws_endpoint: None,
             kube_context: None,
+            rollback_window: None,
         };
         assert_eq!(super::rule(&environment, true).unwrap().from, ["eve"]);
         assert_eq!(super::rule(&environment, false), Some(&rule()));

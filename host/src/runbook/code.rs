@@ -56,6 +56,8 @@ codes! {
     Freeze,
     /// Approvals that can never or always be given.
     Approvals,
+    /// A `rollback_window` of no time at all.
+    RollbackWindowEmpty,
     /// A plugin's `sha256` is not 64 hex digits.
     MalformedSha256,
     // The steps' graph.

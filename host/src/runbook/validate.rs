@@ -145,6 +145,7 @@ mod testing {
                 schedule: Default::default(),
                 aws_endpoint: None,
                 kube_context: None,
+                rollback_window: None,
             };
             Scope {
                 params: params
