@@ -28,8 +28,9 @@ pub struct RunOptions {
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
 
-    /// Run outside the deploy windows or in a freeze; needs `--reason` and
-    /// the environment's emergency approvals. Recorded.
+    /// An emergency: `exec` and `resume` run outside the deploy windows or
+    /// in a freeze, `rollback` past the environment's `rollback_window`;
+    /// needs `--reason` and the environment's emergency approvals. Recorded.
     #[arg(long, requires = "reason")]
     pub emergency: bool,
 
@@ -200,6 +201,7 @@ fn print_finished(finished: &Finished, output: Output) -> u8 {
             );
         }
         if report.status == Status::Waiting
+            || report.status == Status::Cancelled
             || (report.status.is_failure()
                 && report.status != Status::Denied
                 && !report.rolled_back)
