@@ -18,6 +18,7 @@ mod metrics;
 mod notify;
 mod operations;
 mod registry;
+mod rollback;
 mod rollout;
 mod runbooks;
 mod sandbox;
