@@ -21,6 +21,7 @@ pub mod lock;
 pub mod plan;
 pub mod plugin;
 pub mod resume;
+pub mod rollback;
 pub mod runs;
 pub mod session;
 pub mod unlock;
@@ -56,6 +57,7 @@ Examples:
   runbook exec runbooks/smoke.toml --env staging --set version=1.2.3
   runbook approve 20261122-101500-a1b2c3 --as bob
   runbook resume 20261122-101500-a1b2c3
+  runbook rollback 20261122-101500-a1b2c3 --dry-run
   runbook runs
   runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm
 
@@ -113,6 +115,12 @@ pub enum Command {
         after_help = "Examples:\n  runbook resume 20261122-101500-a1b2c3\n  runbook resume 20261122-101500-a1b2c3 --rerun migrate"
     )]
     Resume(resume::ResumeArgs),
+    /// Undo a run that ended: its completed steps' rollbacks, newest first.
+    #[command(
+        long_about = "Undo a run that ended (succeeded, or stopped without rolling back): each completed step's plugin rollback, newest first, from the outputs and checkpoints the run recorded. The rollback is a later process of the same run: journaled, audited, resumable with `runbook resume RUN` after a crash, and the run then shows `rolled_back` in `runbook runs`, `show` and its deployment record.\n\nRefused while the run is running or locked, when it was rolled back already, when a later run of the same runbook and environment succeeded on top of it (`--force` goes ahead, recorded), and when the environment's `rollback_window` has passed since the run ended (`--emergency --reason` goes past it, recorded, with the emergency approvals). Deploy windows and freezes do not hold a rollback back. Where the environment requires approvals, the rollback needs its own: `runbook approve RUN --as NAME` once it waits, then `runbook resume RUN`; an approval of the deploy does not approve its rollback.",
+        after_help = "Examples:\n  runbook rollback 20261122-101500-a1b2c3 --dry-run\n  runbook rollback 20261122-101500-a1b2c3\n  runbook rollback 20261122-101500-a1b2c3 --force\n  runbook rollback 20261122-101500-a1b2c3 --emergency --reason \"checkout broken since 1.2.3\""
+    )]
+    Rollback(rollback::RollbackArgs),
     /// Approve a run waiting at its environment's approval gate.
     #[command(after_help = "Example:\n  runbook approve 20261122-101500-a1b2c3 --as bob")]
     Approve(approve::ApproveArgs),
@@ -288,6 +296,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Plan(args) => plan::run(&cli, args).await,
             Command::Plugin(command) => plugin::run(&cli, command).await,
             Command::Resume(args) => resume::run(&cli, args).await,
+            Command::Rollback(args) => rollback::run(&cli, args).await,
             Command::Approve(args) => approve::approve(&cli, args),
             Command::Confirm(args) => approve::confirm(&cli, args),
             Command::Runs(args) => runs::runs(&cli, args),

@@ -68,6 +68,10 @@ pub struct PendingRollback {
     /// Whether its `rollback_started` is in the journal already (the
     /// process died during the rollback, not just before it).
     pub started: bool,
+    /// An operator asked for it after the run ended (`runbook rollback`),
+    /// rather than a failure: the run ends `rolled_back` when every undo
+    /// worked, and nothing failed.
+    pub requested: bool,
 }
 
 /// How manual steps are confirmed.
@@ -188,10 +192,14 @@ impl Executor<'_> {
         };
         let mut stopping: Option<Policy> = None;
         if let Some(pending) = &self.rollback {
-            // Continuing a rollback: no step runs.
-            report.status = Status::Failed;
-            report.failed_step.clone_from(&pending.failed_step);
-            report.failure = Some(pending.reason.clone());
+            // Continuing (or carrying out) a rollback: no step runs.
+            if pending.requested {
+                report.status = Status::RolledBack;
+            } else {
+                report.status = Status::Failed;
+                report.failed_step.clone_from(&pending.failed_step);
+                report.failure = Some(pending.reason.clone());
+            }
             for (index, planned) in plan.steps.iter().enumerate() {
                 if matches!(state.slots[index], Slot::Pending) && !plan.step(planned).always {
                     state.slots[index] = Slot::Done(Status::Skipped);
@@ -378,6 +386,9 @@ impl Executor<'_> {
             let (ran, failures) = self.roll_back(plan, &state, undo).await;
             report.rolled_back = whole_run && (ran || self.rollback.is_some());
             report.rollback_failures = failures;
+            if report.status == Status::RolledBack {
+                requested_outcome(&mut report, self.abort.is_cancelled());
+            }
         }
         report.unrecorded = self.access.events.failure();
 
@@ -506,6 +517,23 @@ impl Executor<'_> {
                 elapsed_ms: 0.0,
             },
         );
+    }
+}
+
+/// How a rollback an operator asked for ended: `rolled_back` only when
+/// every undo worked; an undo that failed fails the run (the operator must
+/// look), and a second interrupt cancels it (`resume` continues it).
+fn requested_outcome(report: &mut RunReport, aborted: bool) {
+    if aborted {
+        report.status = Status::Cancelled;
+        report.failure = Some("the rollback was interrupted".to_owned());
+    } else if let Some(first) = report.rollback_failures.first() {
+        report.status = Status::Failed;
+        report.failed_step = Some(first.clone());
+        report.failure = Some(format!(
+            "could not undo {}",
+            report.rollback_failures.join(", ")
+        ));
     }
 }
 

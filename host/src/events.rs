@@ -118,6 +118,27 @@ pub enum EventKind {
         /// Interrupted steps the operator chose to skip.
         skip: Vec<String>,
     },
+    /// `runbook rollback RUN`: an operator asked to undo a run that had
+    /// ended. A later process of the run begins here; it undoes `steps`
+    /// through the same journaled rollback as a failure does, so `resume`
+    /// continues it after a crash.
+    RollbackRequested {
+        /// Who asked.
+        operator: String,
+        /// The rollback's fingerprint, distinct from the run's: approvals
+        /// of the rollback are bound to it ([`crate::gates::rollback_fingerprint`]).
+        plan_hash: String,
+        /// The steps to undo, newest first.
+        steps: Vec<String>,
+        /// Why, when it was asked with `--emergency`: past the
+        /// environment's `rollback_window`, with its emergency approvers.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        emergency: Option<String>,
+        /// The later run that succeeded on top of this one, when the
+        /// operator went ahead with `--force`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forced_over: Option<String>,
+    },
     /// `runbook unlock` gave up a run whose process died unfinished: it
     /// can no longer be resumed.
     RunAbandoned {
@@ -556,6 +577,19 @@ impl Event {
                 satisfied_by.iter_mut().for_each(&mut visit);
                 visit(detail);
                 overridden.iter_mut().for_each(&mut visit);
+            }
+            EventKind::RollbackRequested {
+                operator,
+                plan_hash,
+                steps,
+                emergency,
+                forced_over,
+            } => {
+                visit(operator);
+                visit(plan_hash);
+                steps.iter_mut().for_each(&mut visit);
+                emergency.iter_mut().for_each(&mut visit);
+                forced_over.iter_mut().for_each(&mut visit);
             }
             EventKind::StepStarted {
                 name,

@@ -49,6 +49,24 @@ pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> St
     hex::encode(hasher.finalize())
 }
 
+/// The fingerprint of a rollback asked for after a run ended (`runbook
+/// rollback`): the run's own fingerprint, its id and the steps to undo, in
+/// order, under a distinct tag. An approval of the deploy therefore never
+/// approves its rollback, nor an approval of one run's rollback another's.
+pub fn rollback_fingerprint(run_fingerprint: &str, run_id: &str, steps: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    for (name, value) in [("rollback-of", run_fingerprint), ("run", run_id)]
+        .into_iter()
+        .chain(steps.iter().map(|step| ("undo", step.as_str())))
+    {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.len().to_le_bytes());
+        hasher.update(value.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// The approvals a run needs before its first step: a run started with
 /// `--emergency` needs its environment's `emergency_approvals` (its
 /// ordinary `approvals` when it has none); any other run its `approvals`.
@@ -196,11 +214,27 @@ mod tests {
             aws_endpoint: None,
             kube_context: None,
             requires: None,
+            rollback_window: None,
         };
         assert_eq!(super::rule(&environment, true).unwrap().from, ["eve"]);
         assert_eq!(super::rule(&environment, false), Some(&rule()));
         environment.emergency_approvals = None;
         assert_eq!(super::rule(&environment, true), Some(&rule()));
+    }
+
+    #[test]
+    fn an_approval_of_a_deploy_does_not_approve_its_rollback() {
+        let steps = vec!["deploy".to_owned(), "migrate".to_owned()];
+        let rollback = rollback_fingerprint("h", "run-1", &steps);
+        assert_ne!(rollback, "h");
+        let counted = count(&rule(), &approvals(&[("bob", "h")]), &rollback, "alice");
+        assert!(counted.valid.is_empty());
+        assert_ne!(rollback, rollback_fingerprint("h", "run-2", &steps));
+        assert_ne!(
+            rollback,
+            rollback_fingerprint("h", "run-1", &["deploy".to_owned()])
+        );
+        assert_eq!(rollback, rollback_fingerprint("h", "run-1", &steps));
     }
 
     #[test]

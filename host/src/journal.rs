@@ -144,6 +144,24 @@ pub struct RollbackRecord {
     pub finished: bool,
 }
 
+/// `runbook rollback RUN` as the journal remembers it: who asked to undo
+/// the run after it ended, and how.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RollbackRequest {
+    /// Who asked.
+    pub operator: String,
+    /// When.
+    pub time: String,
+    /// The rollback's fingerprint, which its approvals carry.
+    pub plan_hash: String,
+    /// The steps to undo, newest first.
+    pub steps: Vec<String>,
+    /// Why, when asked with `--emergency`.
+    pub emergency: Option<String>,
+    /// The later run it went over with `--force`.
+    pub forced_over: Option<String>,
+}
+
 /// Everything the journal says about a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunRecord {
@@ -183,6 +201,8 @@ pub struct RunRecord {
     pub finished_at: String,
     /// Why, when it started as an emergency run (`--emergency`).
     pub emergency: Option<String>,
+    /// Asked to be rolled back after it ended (`runbook rollback`).
+    pub rollback_request: Option<RollbackRequest>,
     /// `runbook unlock` abandoned it: it can no longer be resumed.
     pub abandoned: bool,
     /// How many processes the run has had (`run_started`, then each
@@ -222,6 +242,17 @@ pub enum JournalError {
         "the run never started: its journal {0} has no run_started record (the process stopped before the run began); start a new run with `runbook exec`"
     )]
     NoStart(PathBuf),
+}
+
+impl RunRecord {
+    /// Whether the approvals the run waits for now are the emergency ones:
+    /// those of its rollback when one was asked for, else of its start.
+    pub fn approving_as_emergency(&self) -> bool {
+        match &self.rollback_request {
+            Some(request) => request.emergency.is_some(),
+            None => self.emergency.is_some(),
+        }
+    }
 }
 
 /// Reads a run's journal.
@@ -302,7 +333,7 @@ pub fn replay(
         let text_of = |key: &str| get(key).as_str().unwrap_or_default().to_owned();
         // A process of the run began: the log may grow again until it
         // records its head.
-        if matches!(kind, "run_started" | "run_resumed") {
+        if matches!(kind, "run_started" | "run_resumed" | "rollback_requested") {
             record.audit.closed = false;
             record.processes += 1;
         }
@@ -344,6 +375,22 @@ pub fn replay(
                     entry.status = Some(Status::Succeeded);
                     entry.summary = "marked done by the operator on resume".into();
                 }
+            }
+            ("rollback_requested", _) => {
+                // A new process that undoes the run: it is not over until
+                // that rollback is, and its approvals bind to this hash.
+                record.finished = None;
+                record.rollback = None;
+                let request = RollbackRequest {
+                    operator: text_of("operator"),
+                    time,
+                    plan_hash: text_of("plan_hash"),
+                    steps: serde_json::from_value(get("steps")).unwrap_or_default(),
+                    emergency: get("emergency").as_str().map(str::to_owned),
+                    forced_over: get("forced_over").as_str().map(str::to_owned),
+                };
+                record.plan_hash = Some(request.plan_hash.clone());
+                record.rollback_request = Some(request);
             }
             ("step_started", Some(step)) => {
                 if !record.steps.contains_key(&step) {

@@ -245,6 +245,9 @@ impl EventWriter for Progress {
                     (Status::Succeeded, _) => {
                         screen.paint("32;1", &format!("✓ run succeeded in {elapsed}"))
                     }
+                    (Status::RolledBack, _) => {
+                        screen.paint("32;1", &format!("↶ run rolled back in {elapsed}"))
+                    }
                     (Status::Waiting, Some(step)) => {
                         screen.paint("33;1", &format!("⏸ run waits at step `{step}`"))
                     }
@@ -309,6 +312,21 @@ impl EventWriter for Progress {
                 }
                 if !skip.is_empty() {
                     line.push_str(&format!("; skipping: {}", skip.join(", ")));
+                }
+                lines.push(line);
+            }
+            EventKind::RollbackRequested {
+                operator,
+                emergency,
+                forced_over,
+                ..
+            } => {
+                let mut line = format!("{} rollback asked by {operator}", screen.paint("1", "↶"));
+                if let Some(later) = forced_over {
+                    line.push_str(&format!("; forced over the later run {later}"));
+                }
+                if let Some(reason) = emergency {
+                    line.push_str(&format!("; emergency: {reason}"));
                 }
                 lines.push(line);
             }

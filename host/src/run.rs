@@ -13,6 +13,7 @@ pub mod gates;
 pub mod prepare;
 pub mod record;
 pub mod resume;
+pub mod rollback;
 
 pub use execute::Connections;
 pub use prepare::{Prepared, Secrets, prepare};
@@ -216,13 +217,20 @@ pub async fn run(
 ) -> Result<Ended, Error> {
     let plan = &prepared.plan;
     // A run started with `--emergency` stays one when resumed without it:
-    // its approvals come from the emergency approvers.
+    // its approvals come from the emergency approvers. So does a rollback
+    // asked with `--emergency`; the deploy's emergency is not its own.
     let emergency = options.emergency.is_some()
-        || matches!(&start, Start::Resume(resumption) if resumption.record.emergency.is_some());
+        || matches!(&start, Start::Resume(resumption) if resumption.record.approving_as_emergency());
     if options.cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    gates::window(&prepared, options.emergency.is_some())?;
+    // A rollback asked after the run ended undoes a change: the deploy
+    // windows, which hold back changes, do not hold it back.
+    let undoing =
+        matches!(&start, Start::Resume(resumption) if resumption.record.rollback_request.is_some());
+    if !undoing {
+        gates::window(&prepared, options.emergency.is_some())?;
+    }
     // One run per runbook and environment; a resume took the lock before
     // it read the journal, and `start` holds it to the end. A resume
     // passed the promotion gate when its run started.

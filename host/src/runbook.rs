@@ -72,6 +72,9 @@ pub struct Environment {
     pub aws_endpoint: Option<String>,
     /// The kubeconfig context for Kubernetes calls.
     pub kube_context: Option<String>,
+    /// How long after a run ends `runbook rollback` may undo it without
+    /// `--emergency`; `None` for any time.
+    pub rollback_window: Option<std::time::Duration>,
     /// The success in another environment a run here needs first.
     pub requires: Option<Promotion>,
 }

@@ -327,6 +327,27 @@ pub struct DeploymentRecord {
     pub logs: String,
     /// Each step: id, status, summary, whether it was rolled back.
     pub steps: Vec<serde_json::Value>,
+    /// When the run was rolled back after it ended (`runbook rollback`):
+    /// who asked, when, and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackAsked>,
+}
+
+/// A rollback asked for after a run ended, in its deployment record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackAsked {
+    /// Who asked.
+    pub operator: String,
+    /// When.
+    pub asked: String,
+    /// The steps undone, newest first.
+    pub steps: Vec<String>,
+    /// Who approved the rollback.
+    pub approvals: Vec<String>,
+    /// Why, when it was an emergency (past the `rollback_window`).
+    pub emergency: Option<String>,
+    /// The later run it went over with `--force`.
+    pub forced_over: Option<String>,
 }
 
 impl DeploymentRecord {
@@ -342,9 +363,17 @@ impl DeploymentRecord {
             strategy: record.params.get("strategy").cloned(),
             params: record.params.clone(),
             operator: record.operator.clone(),
+            // A rollback's approvals are its own (below); these are the
+            // run's.
             approvals: record
                 .approvals
                 .iter()
+                .filter(|(_, hash)| {
+                    record
+                        .rollback_request
+                        .as_ref()
+                        .is_none_or(|asked| asked.plan_hash != *hash)
+                })
                 .map(|(who, _)| who.clone())
                 .collect(),
             status: record
@@ -367,6 +396,19 @@ impl DeploymentRecord {
                     })
                 })
                 .collect(),
+            rollback: record.rollback_request.as_ref().map(|asked| RollbackAsked {
+                operator: asked.operator.clone(),
+                asked: asked.time.clone(),
+                steps: asked.steps.clone(),
+                approvals: record
+                    .approvals
+                    .iter()
+                    .filter(|(_, hash)| *hash == asked.plan_hash)
+                    .map(|(who, _)| who.clone())
+                    .collect(),
+                emergency: asked.emergency.clone(),
+                forced_over: asked.forced_over.clone(),
+            }),
         }
     }
 

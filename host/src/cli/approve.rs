@@ -56,7 +56,9 @@ pub fn approve(_cli: &Cli, args: &ApproveArgs) -> Result<u8, Failure> {
         ));
     }
     let runbook = crate::runbook::load(std::path::Path::new(&record.file))?;
-    let emergency = record.emergency.is_some();
+    // A rollback asked after the run ended is approved as asked: its own
+    // emergency or not, and its own fingerprint (the journal's latest).
+    let emergency = record.approving_as_emergency();
     let rule = record
         .environment
         .as_ref()

@@ -157,6 +157,9 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
     if let Some(reason) = &record.emergency {
         outln!("emergency  {reason}")?;
     }
+    if let Some(asked) = &record.rollback_request {
+        outln!("rollback   asked by {} at {}", asked.operator, asked.time)?;
+    }
     if !record.approvals.is_empty() {
         outln!(
             "approvals  {}",
@@ -206,6 +209,16 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
                     text("detail")
                 ),
             },
+            "rollback_requested" => {
+                let mut line = format!("rollback asked by {}", text("operator"));
+                if let Some(later) = event.get("forced_over").and_then(|value| value.as_str()) {
+                    line.push_str(&format!(" (--force over the later run {later})"));
+                }
+                if let Some(reason) = event.get("emergency").and_then(|value| value.as_str()) {
+                    line.push_str(&format!(" (emergency: {reason})"));
+                }
+                line
+            }
             "rollback_started" => format!("rollback started: {}", text("reason")),
             "step_rolled_back" => {
                 format!("{step}: rollback {} — {}", text("status"), text("summary"))

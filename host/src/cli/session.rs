@@ -28,9 +28,11 @@ pub struct RunOptions {
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
 
-    /// Run outside the deploy windows or in a freeze, or without the
-    /// earlier success the environment's promotion gate asks for; needs
-    /// `--reason` and the environment's emergency approvals. Recorded.
+    /// An emergency: `exec` and `resume` run outside the deploy windows or
+    /// in a freeze, or without the earlier success the environment's
+    /// promotion gate asks for; `rollback` goes past the environment's
+    /// `rollback_window`. Needs `--reason` and the environment's emergency
+    /// approvals. Recorded.
     #[arg(long, requires = "reason")]
     pub emergency: bool,
 
@@ -201,6 +203,7 @@ fn print_finished(finished: &Finished, output: Output) -> u8 {
             );
         }
         if report.status == Status::Waiting
+            || report.status == Status::Cancelled
             || (report.status.is_failure()
                 && report.status != Status::Denied
                 && !report.rolled_back)

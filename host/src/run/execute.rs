@@ -231,6 +231,47 @@ async fn dry_step(
     params: &serde_json::Value,
 ) -> PlannedStepView {
     let step = prepared.plan.step(planned);
+    let (context, recorder) = dry_context(runtime, prepared, connections, planned);
+    let result = runtime
+        .plan(plugin, context, step.memory_limit, &params.to_string())
+        .await;
+    let (actions, error) = match result {
+        Ok(Ok(actions)) => (
+            actions
+                .into_iter()
+                .map(|action| ActionView {
+                    description: action.description,
+                    mutates: action.mutates,
+                })
+                .collect(),
+            None,
+        ),
+        Ok(Err(error)) => (Vec::new(), Some(error.describe())),
+        Err(error) => (Vec::new(), Some(error.to_string())),
+    };
+    let intercepted = intercepted_writes(&recorder);
+    PlannedStepView {
+        step: planned.id.0.clone(),
+        name: planned.name.clone(),
+        plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
+        digest: plugin.digest.clone(),
+        grants: GrantsView::of(&planned.grants),
+        actions,
+        intercepted,
+        error,
+    }
+}
+
+/// A dry-run sandbox for one step's call: its grants, read-only (HTTP and
+/// AWS writes held back, Kubernetes writes sent with `dryRun=All`), its
+/// events kept by the recorder returned beside it.
+pub(super) fn dry_context(
+    runtime: &PluginRuntime,
+    prepared: &Prepared,
+    connections: &Connections,
+    planned: &PlannedStep,
+) -> (Arc<crate::capability::StepContext>, Recorder) {
+    let step = prepared.plan.step(planned);
     let secrets = &prepared.secrets;
     let recorder = Recorder::new();
     let events = EventSink::new();
@@ -252,38 +293,30 @@ async fn dry_step(
         true,
         Default::default(),
     ));
-    let result = runtime
-        .plan(plugin, context, step.memory_limit, &params.to_string())
-        .await;
-    let (actions, error) = match result {
-        Ok(Ok(actions)) => (
-            actions
-                .into_iter()
-                .map(|action| ActionView {
-                    description: action.description,
-                    mutates: action.mutates,
-                })
-                .collect(),
-            None,
-        ),
-        Ok(Err(error)) => (Vec::new(), Some(error.describe())),
-        Err(error) => (Vec::new(), Some(error.to_string())),
-    };
-    let intercepted = recorder
+    (context, recorder)
+}
+
+/// The writes the host intercepted in a dry-run sandbox, in words.
+pub(super) fn intercepted_writes(recorder: &Recorder) -> Vec<String> {
+    recorder
         .events()
         .into_iter()
         .filter_map(|(event, _)| intercepted_write(&event.kind))
-        .collect();
-    PlannedStepView {
-        step: planned.id.0.clone(),
-        name: planned.name.clone(),
-        plugin: format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
-        digest: plugin.digest.clone(),
-        grants: GrantsView::of(&planned.grants),
-        actions,
-        intercepted,
-        error,
-    }
+        .collect()
+}
+
+/// Whether the host held back a write in a dry-run sandbox (HTTP, AWS):
+/// the plugin was answered with a denial, so it stopped there.
+pub(super) fn held_back_a_write(recorder: &Recorder) -> bool {
+    recorder.events().iter().any(|(event, _)| {
+        matches!(
+            event.kind,
+            EventKind::CapabilityCall {
+                decision: Decision::HeldBack,
+                ..
+            }
+        )
+    })
 }
 
 /// A write the host intercepted while planning, in words.

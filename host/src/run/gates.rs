@@ -201,7 +201,11 @@ pub async fn take_lock(
     };
     if let Some(left) = lock.left_by().cloned() {
         if left.run_id == plan.run_id {
-            interface.notice(Notice::LockTakenOver { pid: left.pid });
+            // Only a process that died mid-run is taken over; one that
+            // ended (or stopped at a gate) simply left its name.
+            if unfinished(state_dir, &left.run_id).is_some() {
+                interface.notice(Notice::LockTakenOver { pid: left.pid });
+            }
         } else if let Some(state) = unfinished(state_dir, &left.run_id) {
             return Err(left_unfinished(plan, &left, &state));
         }
@@ -250,6 +254,16 @@ pub fn unfinished(state_dir: &Path, run_id: &str) -> Option<String> {
     };
     if record.finished.is_some() {
         return None;
+    }
+    if let Some(asked) = record
+        .rollback_request
+        .as_ref()
+        .filter(|_| record.rollback.is_none())
+    {
+        return Some(format!(
+            "its rollback, asked by {}, had not begun",
+            asked.operator
+        ));
     }
     if let Some(rollback) = record
         .rollback

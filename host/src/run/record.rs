@@ -85,19 +85,34 @@ pub fn start(
             Earlier::default()
         }
         Start::Resume(resumption) => {
-            events.emit(EventKind::RunResumed {
-                operator: resumption.operator.clone(),
-                plan_hash: Some(prepared.fingerprint.clone()),
-                rerun: resumption.rerun.clone(),
-                skip: resumption.skip.clone(),
-            });
+            match &resumption.asked {
+                Some(asked) => events.emit(EventKind::RollbackRequested {
+                    operator: asked.operator.clone(),
+                    plan_hash: asked.plan_hash.clone(),
+                    steps: asked.steps.clone(),
+                    emergency: asked.emergency.clone(),
+                    forced_over: asked.forced_over.clone(),
+                }),
+                None => events.emit(EventKind::RunResumed {
+                    operator: resumption.operator.clone(),
+                    plan_hash: Some(prepared.fingerprint.clone()),
+                    rerun: resumption.rerun.clone(),
+                    skip: resumption.skip.clone(),
+                }),
+            }
             Earlier::of(resumption)
         }
     };
     if let Some(reason) = &options.emergency {
+        let what = match start {
+            Start::Resume(resumption) if resumption.record.rollback_request.is_some() => {
+                "emergency rollback"
+            }
+            _ => "emergency run",
+        };
         events.emit(EventKind::Log {
             level: Level::Warn,
-            message: format!("emergency run: {reason}"),
+            message: format!("{what}: {reason}"),
         });
     }
     earlier
@@ -228,11 +243,18 @@ fn deployment_record(
     deployment.finished = jiff::Timestamp::now().to_string();
     deployment.runbook = plan.runbook.name.clone();
     deployment.run_id = plan.run_id.clone();
-    deployment.approvals = approved_by;
     deployment.status = finished.report.status.as_str().to_owned();
-    // A resumed emergency run keeps the reason its start recorded.
-    if let Some(reason) = &options.emergency {
-        deployment.emergency = Some(reason.clone());
+    match &mut deployment.rollback {
+        // The deploy's approvals stay; the rollback's are its own, as is
+        // its emergency.
+        Some(rollback) => rollback.approvals = approved_by,
+        None => {
+            deployment.approvals = approved_by;
+            // A resumed emergency run keeps the reason its start recorded.
+            if let Some(reason) = &options.emergency {
+                deployment.emergency = Some(reason.clone());
+            }
+        }
     }
     deployment.logs = std::fs::canonicalize(journal)
         .unwrap_or_else(|_| journal.clone())

@@ -6,7 +6,7 @@
 use super::{Error, Interface, Notice, Options, Prepared, Secrets, Start};
 use crate::engine::{PendingRollback, Recorded};
 use crate::events::Status;
-use crate::journal::{self, RollbackRecord, RunRecord};
+use crate::journal::{self, RollbackRecord, RollbackRequest, RunRecord};
 use crate::plugin::PluginRuntime;
 use crate::runbook::{Action, Bindings, Plan, Policy};
 use crate::state::{self, RunLock};
@@ -48,6 +48,9 @@ pub struct Resumption {
     pub state_dir: PathBuf,
     /// Who resumes it.
     pub operator: String,
+    /// A rollback this process was asked for (`runbook rollback`): it is
+    /// recorded as `rollback_requested` rather than `run_resumed`.
+    pub asked: Option<RollbackRequest>,
     /// Held for as long as this process continues the run.
     _lock: RunLock,
 }
@@ -96,31 +99,19 @@ pub async fn prepare(
     options: &Options,
     interface: &dyn Interface,
 ) -> Result<(Prepared, Start), Error> {
-    let run_dir = state::find_run(&request.run, options.state_dir.as_deref()).map_err(|error| {
-        Error::refuse(
-            error.to_string(),
-            "pass the state folder with `--state-dir DIR`",
-        )
-    })?;
+    let (run_dir, state_dir) = find(&request.run, options)?;
     let journal_path = state::journal_path(&run_dir);
     let record = read_journal(&journal_path)?;
-    let state_dir: PathBuf = run_dir
-        .parent()
-        .and_then(|runs| runs.parent())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".runbook"));
     check_resumable(request, &record, &run_dir, &state_dir, false, interface)?;
-    let bindings = Bindings {
-        environment: record.environment.clone(),
-        sets: record.params.clone().into_iter().collect(),
-        operator: record.operator.clone(),
-        run_id: record.run_id.clone(),
-        lenient: false,
-    };
-    let file = PathBuf::from(&record.file);
-    let prepared =
-        super::prepare(runtime, &file, bindings, Secrets::Environment, interface).await?;
-    check_fingerprint(request, &record, &prepared)?;
+    let mut prepared = prepare_again(runtime, &record, Secrets::Environment, interface).await?;
+    if let Some(asked) = &record.rollback_request {
+        // A rollback asked after the run ended: its approvals are bound
+        // to the rollback's fingerprint, and nothing may have changed.
+        check_fingerprint(&request.run, &record, &prepared, Some(asked))?;
+        prepared.fingerprint = rollback_fingerprint(&prepared, asked.steps.clone());
+    } else {
+        check_fingerprint(&request.run, &record, &prepared, None)?;
+    }
 
     // Only the lock's holder may continue the run, and what it continues
     // is what the journal says once the lock is held: another process may
@@ -132,8 +123,31 @@ pub async fn prepare(
         interface.notice(Notice::JournalTornTail);
     }
     check_named_steps(request, &prepared.plan)?;
-    let decided = decide(request, &record, &prepared)?;
-    let resumption = Resumption {
+    if record.rollback.is_none()
+        && let Some(asked) = &record.rollback_request
+    {
+        // Approved meanwhile, or its process died before it began: a later
+        // run may have succeeded since it was asked for.
+        if asked.forced_over.is_none() {
+            super::rollback::refuse_over_later_run(&record, &state_dir)?;
+        }
+    }
+    let resumption = take_over(request, record, &prepared, state_dir, lock, None)?;
+    Ok((prepared, Start::Resume(Box::new(resumption))))
+}
+
+/// Decides from the journal what this process does, holding the run's
+/// lock; `asked` is a rollback to record first (`runbook rollback`).
+pub(super) fn take_over(
+    request: &Request,
+    record: RunRecord,
+    prepared: &Prepared,
+    state_dir: PathBuf,
+    lock: RunLock,
+    asked: Option<RollbackRequest>,
+) -> Result<Resumption, Error> {
+    let decided = decide(request, &record, prepared)?;
+    Ok(Resumption {
         record,
         recorded: decided.recorded,
         rollback: decided.rollback,
@@ -144,13 +158,54 @@ pub async fn prepare(
             .operator
             .clone()
             .unwrap_or_else(|| prepared.plan.operator.clone()),
+        asked,
         _lock: lock,
+    })
+}
+
+/// Prepares the run again exactly as it started: its file, environment,
+/// parameters, operator and id.
+pub(super) async fn prepare_again(
+    runtime: &PluginRuntime,
+    record: &RunRecord,
+    secrets: Secrets,
+    interface: &dyn Interface,
+) -> Result<Prepared, Error> {
+    let bindings = Bindings {
+        environment: record.environment.clone(),
+        sets: record.params.clone().into_iter().collect(),
+        operator: record.operator.clone(),
+        run_id: record.run_id.clone(),
+        lenient: false,
     };
-    Ok((prepared, Start::Resume(Box::new(resumption))))
+    let file = PathBuf::from(&record.file);
+    super::prepare(runtime, &file, bindings, secrets, interface).await
+}
+
+/// The fingerprint of undoing `steps` of the prepared run.
+pub(super) fn rollback_fingerprint(prepared: &Prepared, steps: Vec<String>) -> String {
+    crate::gates::rollback_fingerprint(&prepared.fingerprint, &prepared.plan.run_id, &steps)
+}
+
+/// The run's folder (in [`Options::state_dir`], the run index, or below
+/// here) and the state folder it lives in.
+pub(super) fn find(run: &str, options: &Options) -> Result<(PathBuf, PathBuf), Error> {
+    let run_dir = state::find_run(run, options.state_dir.as_deref()).map_err(|error| {
+        Error::refuse(
+            error.to_string(),
+            "`runbook runs` lists the runs here; pass the state folder with `--state-dir DIR`",
+        )
+    })?;
+    let state_dir = run_dir
+        .parent()
+        .and_then(|runs| runs.parent())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".runbook"));
+    Ok((run_dir, state_dir))
 }
 
 /// Reads the run's journal; a run that never started has nothing to resume.
-fn read_journal(path: &Path) -> Result<RunRecord, Error> {
+pub(super) fn read_journal(path: &Path) -> Result<RunRecord, Error> {
     journal::read(path).map_err(|error| match error {
         journal::JournalError::NoStart(_) => Error::refuse(
             error.to_string(),
@@ -201,7 +256,8 @@ fn check_resumable(
 }
 
 /// Writes the deployment record of a run that is over, when a crash left
-/// it unwritten and this process holds (or can take) the lock.
+/// it unwritten (or left the one of the run's earlier end, before a
+/// `runbook rollback`) and this process holds (or can take) the lock.
 fn write_missing_record(
     record: &RunRecord,
     run_dir: &Path,
@@ -217,12 +273,19 @@ fn write_missing_record(
         ))
     });
     let may_write = holding_lock || matches!(lock, Some(Ok(_)));
-    if may_write
-        && !state_dir
-            .join("deployments")
-            .join(format!("{}.json", record.run_id))
-            .exists()
-    {
+    let path = state_dir
+        .join("deployments")
+        .join(format!("{}.json", record.run_id));
+    let ending = record.finished.map(Status::as_str);
+    let written_ending = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .map(|written| written["status"].as_str().map(str::to_owned));
+    let stale = match written_ending {
+        None => true,
+        Some(status) => status.as_deref() != ending,
+    };
+    if may_write && stale {
         let rebuilt = state::DeploymentRecord::from_journal(record, &state::journal_path(run_dir));
         if let Ok(path) = state::write_record(state_dir, &rebuilt) {
             interface.notice(Notice::RecordWritten(path));
@@ -232,26 +295,33 @@ fn write_missing_record(
 
 /// Refuses to resume a run whose runbook, parameters, plugins or grants
 /// changed since it started: its approvals were given for what started.
-fn check_fingerprint(
-    request: &Request,
+/// For a rollback asked after the run ended (`asked`), the journal holds
+/// the rollback's fingerprint, made from the run's.
+pub(super) fn check_fingerprint(
+    run: &str,
     record: &RunRecord,
     prepared: &Prepared,
+    asked: Option<&RollbackRequest>,
 ) -> Result<(), Error> {
-    if record.plan_hash.as_deref() == Some(prepared.fingerprint.as_str()) {
+    let now = match asked {
+        Some(asked) => rollback_fingerprint(prepared, asked.steps.clone()),
+        None => prepared.fingerprint.clone(),
+    };
+    if record.plan_hash.as_deref() == Some(now.as_str()) {
         return Ok(());
     }
     Err(Error::refuse(
         format!(
             "the runbook, its parameters, plugins or grants changed since run {} started (fingerprint {} is now {})",
-            request.run,
+            run,
             record
                 .plan_hash
                 .as_deref()
                 .map(|hash| &hash[..12.min(hash.len())])
                 .unwrap_or("unknown"),
-            &prepared.fingerprint[..12]
+            &now[..12]
         ),
-        "resume runs exactly what was started; restore the files, or start a new run with `runbook exec`",
+        "resume and rollback run exactly what was started; restore the files, or start a new run with `runbook exec`",
     ))
 }
 
@@ -300,7 +370,7 @@ fn decide(request: &Request, record: &RunRecord, prepared: &Prepared) -> Result<
         .rollback
         .as_ref()
         .filter(|rollback| !rollback.finished || (rollback.whole_run && record.finished.is_none()));
-    let into_rollback = into_rollback(plan, record);
+    let into_rollback = asked_rollback(record).or_else(|| into_rollback(plan, record));
     let mut decided = Decided::default();
     let rolling_back = pending.is_some() || into_rollback.is_some();
     decide_steps(request, record, prepared, rolling_back, &mut decided);
@@ -325,6 +395,24 @@ fn decide(request: &Request, record: &RunRecord, prepared: &Prepared) -> Result<
         ));
     }
     Ok(decided)
+}
+
+/// An operator asked to roll the run back after it ended (`runbook
+/// rollback`), and its rollback has not begun: it waited for approvals,
+/// or the process died first. It undoes the steps the request named.
+fn asked_rollback(record: &RunRecord) -> Option<PendingRollback> {
+    let asked = record.rollback_request.as_ref()?;
+    if record.rollback.is_some() {
+        return None;
+    }
+    Some(PendingRollback {
+        steps: asked.steps.clone(),
+        whole_run: true,
+        failed_step: None,
+        reason: format!("rollback asked by {}", asked.operator),
+        started: false,
+        requested: true,
+    })
 }
 
 /// A step failed and its policy was to roll back, but the process died
@@ -365,25 +453,37 @@ fn into_rollback(plan: &Plan, record: &RunRecord) -> Option<PendingRollback> {
                 .is_some_and(|step_record| step_record.interrupted)
         })
         .map(|planned| planned.id.0.clone());
-    let mut done: Vec<(usize, String)> = plan
-        .steps
-        .iter()
-        .filter(undoable)
-        .filter_map(|planned| {
-            let order = record.steps.get(&planned.id.0)?.order?;
-            Some((order, planned.id.0.clone()))
-        })
-        .collect();
-    done.sort();
     Some(PendingRollback {
         steps: interrupted
-            .chain(done.into_iter().rev().map(|(_, id)| id))
+            .chain(completed_newest_first(plan, record))
             .collect(),
         whole_run: true,
         failed_step: Some(failed.id.0.clone()),
         reason: "a step failed".to_owned(),
         started: false,
+        requested: false,
     })
+}
+
+/// The plugin steps (not `always` ones) that the journal shows succeeded,
+/// in the reverse of the order they finished in: what a rollback undoes.
+pub(super) fn completed_newest_first(plan: &Plan, record: &RunRecord) -> Vec<String> {
+    let mut done: Vec<(usize, String)> = plan
+        .steps
+        .iter()
+        .filter(|planned| {
+            let step = plan.step(planned);
+            !step.always && matches!(step.action, Action::Plugin(_))
+        })
+        .filter_map(|planned| {
+            let step_record = record.steps.get(&planned.id.0)?;
+            (step_record.status == Some(Status::Succeeded) && !step_record.rolled_back)
+                .then_some(())?;
+            Some((step_record.order?, planned.id.0.clone()))
+        })
+        .collect();
+    done.sort();
+    done.into_iter().rev().map(|(_, id)| id).collect()
 }
 
 /// Which steps are kept as done, run again, skipped, or asked about.
@@ -482,5 +582,6 @@ fn continue_rollback(
         failed_step: record.failed_step.clone(),
         reason: rollback.reason.clone(),
         started: true,
+        requested: record.rollback_request.is_some(),
     }
 }

@@ -64,6 +64,8 @@ codes! {
     WithinShorterThanSoaked,
     /// Environments whose `requires` lead back to themselves.
     RequiresCircle,
+    /// A `rollback_window` of no time at all.
+    RollbackWindowEmpty,
     /// A plugin's `sha256` is not 64 hex digits.
     MalformedSha256,
     // The steps' graph.

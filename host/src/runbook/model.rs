@@ -100,6 +100,10 @@ pub struct RawEnvironment {
     /// The kubeconfig context Kubernetes calls use in this environment.
     #[serde(default)]
     pub kube_context: Option<String>,
+    /// How long after a run ends `runbook rollback` may undo it (`"1h"`);
+    /// none means any time.
+    #[serde(default)]
+    pub rollback_window: Option<String>,
     /// The earlier success in another environment a run here needs.
     #[serde(default)]
     pub requires: Option<RawRequires>,

@@ -147,6 +147,7 @@ mod testing {
                 aws_endpoint: None,
                 kube_context: None,
                 requires: None,
+                rollback_window: None,
             };
             Scope {
                 params: params

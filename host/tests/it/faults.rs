@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-struct Bin {
+pub(crate) struct Bin {
     index: tempfile::TempDir,
 }
 
 impl Bin {
-    fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         let bin = Arc::new(Bin {
             index: tempfile::tempdir().unwrap(),
         });
@@ -39,7 +39,7 @@ impl Bin {
         bin
     }
 
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    pub(crate) fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
         command
             .args(args)
@@ -56,18 +56,18 @@ impl Bin {
         command
     }
 
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.command(args, env).output().expect("runbook runs")
     }
 }
 
 /// Asserts how a process ended, showing what it said when it is wrong.
-fn exits(output: &Output, code: i32) {
+pub(crate) fn exits(output: &Output, code: i32) {
     assert_eq!(output.status.code(), Some(code), "{}", text(output));
 }
 
 /// The id of the one run in a state folder.
-fn only_run(state: &std::path::Path) -> String {
+pub(crate) fn only_run(state: &std::path::Path) -> String {
     std::fs::read_dir(state.join("runs"))
         .unwrap()
         .next()
@@ -78,7 +78,7 @@ fn only_run(state: &std::path::Path) -> String {
         .into_owned()
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -86,7 +86,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(work).await.unwrap()
 }
 
@@ -95,13 +95,25 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 /// and (with `fail_last`) a last step that fails after acting, so that
 /// the run rolls back.
 fn runbook(name: &str, counter: &Counter, fail_last: bool) -> TestRunbook {
+    counted_runbook(name, counter, fail_last, "")
+}
+
+/// [`runbook`], with `environment` (a table of `[environments]`) added as
+/// it is.
+pub(crate) fn counted_runbook(
+    name: &str,
+    counter: &Counter,
+    fail_last: bool,
+    environment: &str,
+) -> TestRunbook {
     let step = |id: &str, needs: &str, extra: &str| {
         format!(
             "\n[[steps]]\nid = \"{id}\"\nuses = \"recorder\"\nneeds = [{needs}]\nwith.url = \"{url}\"\nwith.name = \"{name}-{id}\"\ngrants.http = [\"{url}\"]\n{extra}\n",
             url = counter.url
         )
     };
-    let mut body = format!("[runbook]\nname = \"{name}\"\non_failure = \"rollback\"\n");
+    let mut body =
+        format!("[runbook]\nname = \"{name}\"\non_failure = \"rollback\"\n{environment}\n");
     body.push_str(&step("one", "", ""));
     body.push_str("\n[[steps]]\nid = \"warm\"\nuses = \"noop\"\nneeds = [\"one\"]\n");
     body.push_str(&step("two", "\"warm\"", ""));
@@ -126,7 +138,7 @@ fn expected(name: &str, fail_last: bool) -> BTreeMap<String, (u32, u32)> {
     ])
 }
 
-fn effects(counter: &Counter, name: &str) -> BTreeMap<String, (u32, u32)> {
+pub(crate) fn effects(counter: &Counter, name: &str) -> BTreeMap<String, (u32, u32)> {
     let tally = counter.tally();
     ["one", "two", "three", "tell"]
         .iter()

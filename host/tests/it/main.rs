@@ -20,6 +20,7 @@ mod notify;
 mod operations;
 mod promotion;
 mod registry;
+mod rollback;
 mod rollout;
 mod runbooks;
 mod sandbox;

@@ -4,7 +4,7 @@
 //! run, checked in the services themselves. The estate listens on fixed
 //! ports, so these tests share one and take turns.
 
-use crate::support::{Finished, RunOptions, run_file, runtime};
+use crate::support::{Finished, RunOptions, roll_back, run_file, runtime};
 use runbook::capability::aws::AwsAccess;
 use runbook::capability::aws::sigv4::Credentials;
 use runbook::capability::kube::KubeAccess;
@@ -43,14 +43,35 @@ async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
 /// Runs `runbooks/NAME.toml` in the `local` environment at `version`,
 /// after putting the estate back as before any deploy.
 async fn deploy(name: &str, version: &str) -> Finished {
+    deploy_keeping_state(name, version, None).await
+}
+
+/// [`deploy`], keeping the run's state in `state_dir` when given.
+async fn deploy_keeping_state(
+    name: &str,
+    version: &str,
+    state_dir: Option<std::path::PathBuf>,
+) -> Finished {
     let estate = estate();
     estate.reset();
     tokio::task::spawn_blocking(move || estate.wait_until_calm())
         .await
         .unwrap();
     let options = RunOptions {
-        environment: Some("local".into()),
         sets: vec![("version".into(), version.into())],
+        state_dir,
+        ..local_options()
+    };
+    let path = workspace_root().join(format!("runbooks/{name}.toml"));
+    run_file(&runtime(), &path, options).await
+}
+
+/// The `local` environment of the estate: its secrets, moto and the
+/// emulator.
+fn local_options() -> RunOptions {
+    let estate = estate();
+    RunOptions {
+        environment: Some("local".into()),
         secrets: [
             ("ADMIN_TOKEN", estate::ADMIN_TOKEN),
             ("TEST_KEY", estate::TEST_KEY),
@@ -75,9 +96,7 @@ async fn deploy(name: &str, version: &str) -> Finished {
             Some("emulator".into()),
         )),
         ..RunOptions::default()
-    };
-    let path = workspace_root().join(format!("runbooks/{name}.toml"));
-    run_file(&runtime(), &path, options).await
+    }
 }
 
 fn image_of(namespace: &str, deployment: &str) -> String {
@@ -243,8 +262,17 @@ async fn riskcast_with_a_canary_that_breaches_its_error_rate_rolls_everything_ba
         summary.starts_with("canary at 10%: error_rate = "),
         "{summary}"
     );
-    // As before the run: images, traffic, flag, registry tag; and the
-    // migration was downgraded.
+    riskcast_is_as_before("1.2.4", None).await;
+    assert!(
+        last_message().starts_with("riskcast local: failed at step `canary-traffic`"),
+        "{}",
+        last_message()
+    );
+}
+
+/// RISKCAST as before a run of `version`: images, traffic, flag, the
+/// registry tag as it was (`tag_before`); and the migration was downgraded.
+async fn riskcast_is_as_before(version: &str, tag_before: Option<String>) {
     assert_eq!(
         image_of("riskcast-prod", "riskcast-api"),
         estate::INITIAL_VERSION
@@ -255,19 +283,55 @@ async fn riskcast_with_a_canary_that_breaches_its_error_rate_rolls_everything_ba
     );
     assert_eq!(riskcast_traffic(), [100, 0]);
     assert_eq!(flag("new_feature"), 0);
-    assert_eq!(tag_digest("riskcast/api", "1.2.4").await, None);
+    assert_eq!(tag_digest("riskcast/api", version).await, tag_before);
     let downgrade = estate()
         .kube
         .get(
             "batch/v1",
             "Job",
             Some("riskcast-prod"),
-            "riskcast-migrate-1.2.4-rollback",
+            &format!("riskcast-migrate-{version}-rollback"),
         )
         .expect("the downgrade Job ran");
     assert_eq!(downgrade["status"]["succeeded"], 1);
+}
+
+/// Seeds: DOC-0020 lets on-call roll back in the first hour; RISKCAST's
+/// "full rollback" undoes the image, the migration and the flag. A run
+/// that succeeded is undone after the fact by `runbook rollback`, through
+/// the same journaled rollback a failure runs.
+#[tokio::test]
+async fn riskcast_rolled_back_after_it_succeeded_restores_the_estate() {
+    let _turn = turn().await;
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = Some(state.path().to_path_buf());
+    // The registry keeps what earlier tests pushed: the tag must be left
+    // as it was before this run, whatever that was.
+    let tag_before = tag_digest("riskcast/api", "1.2.3").await;
+    let finished = deploy_keeping_state("riskcast", "1.2.3", state_dir.clone()).await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert_eq!(image_of("riskcast-prod", "riskcast-api"), "1.2.3");
+    assert_eq!(flag("new_feature"), 100);
+
+    let options = RunOptions {
+        state_dir,
+        ..local_options()
+    };
+    let rolled = roll_back(&runtime(), "test-run", options).await;
+    assert_eq!(rolled.report.status, Status::RolledBack, "{}", rolled.log());
     assert!(
-        last_message().starts_with("riskcast local: failed at step `canary-traffic`"),
+        rolled.report.rollback_failures.is_empty(),
+        "{}",
+        rolled.log()
+    );
+    riskcast_is_as_before("1.2.3", tag_before).await;
+    assert!(
+        last_message().starts_with("riskcast local: rolled_back"),
         "{}",
         last_message()
     );

@@ -128,6 +128,9 @@ pub struct RunOptions {
     pub kube: Option<std::sync::Arc<runbook::capability::kube::KubeAccess>>,
     /// Who ticks manual checklists now (the CLI's terminal prompt).
     pub ask: Option<Arc<dyn Ask>>,
+    /// Where run state goes, kept by the caller (for a later `rollback`);
+    /// else a temporary folder dropped with the run.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The test's side of a run: its events go to a recorder, its notices
@@ -170,16 +173,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let state = tempfile::tempdir().expect("temporary folder");
-    let run_options = run::Options {
-        state_dir: Some(state.path().join("state")),
-        index_dir: state.path().join("index"),
-        parallel: options.parallel.unwrap_or(16),
-        emergency: None,
-        wait_lock: false,
-        wait_approval: false,
-        cancel: options.cancel.unwrap_or_default(),
-        abort: CancellationToken::new(),
-    };
+    let run_options = library_options(&options.state_dir, &state, options.cancel, options.parallel);
     let connections = Connections {
         aws: options.aws,
         kube: options.kube,
@@ -194,6 +188,36 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
     )
     .await
     .unwrap_or_else(|error| panic!("{error}"));
+    ran(ended, &interface)
+}
+
+/// The library's options of a test run: state in `state_dir`, else in the
+/// temporary `state`.
+fn library_options(
+    state_dir: &Option<PathBuf>,
+    state: &tempfile::TempDir,
+    cancel: Option<CancellationToken>,
+    parallel: Option<usize>,
+) -> run::Options {
+    run::Options {
+        state_dir: Some(
+            state_dir
+                .clone()
+                .unwrap_or_else(|| state.path().join("state")),
+        ),
+        index_dir: state.path().join("index"),
+        parallel: parallel.unwrap_or(16),
+        emergency: None,
+        wait_lock: false,
+        wait_approval: false,
+        cancel: cancel.unwrap_or_default(),
+        abort: CancellationToken::new(),
+    }
+}
+
+/// What a run that ran left; a run stopped at its approval gate fails the
+/// test.
+fn ran(ended: Ended, interface: &TestInterface) -> Finished {
     let Ended::Ran(finished) = ended else {
         panic!("the run stopped at its approval gate: {ended:?}");
     };
@@ -201,6 +225,43 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         report: finished.report,
         events: interface.recorder.events(),
     }
+}
+
+/// Rolls back run `run_id` after it ended, through the library's pipeline
+/// (the one `runbook rollback` runs), in `options.state_dir`, with the
+/// secrets and connections of `options`.
+pub async fn roll_back(runtime: &PluginRuntime, run_id: &str, options: RunOptions) -> Finished {
+    let interface = TestInterface {
+        recorder: Recorder::new(),
+        ask: options.ask,
+    };
+    let state = tempfile::tempdir().expect("temporary folder");
+    let run_options = library_options(&options.state_dir, &state, options.cancel, options.parallel);
+    let request = run::rollback::Request {
+        run: run_id.to_owned(),
+        operator: "on-call".into(),
+        force: false,
+        emergency: None,
+        secrets: Secrets::Given(options.secrets),
+    };
+    let (prepared, start) = run::rollback::prepare(runtime, &request, &run_options, &interface)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let connections = Connections {
+        aws: options.aws,
+        kube: options.kube,
+    };
+    let ended = run::run(
+        runtime,
+        prepared,
+        start,
+        connections,
+        &run_options,
+        &interface,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    ran(ended, &interface)
 }
 
 /// Runs a runbook given as text.

@@ -49,6 +49,12 @@ fn validate_environment(
         .take()
         .map(|raw| promotion::requires(source, path, raw, names, problems));
     let schedule = schedule(source, path, &environment, problems);
+    let rollback_window = rollback_window(
+        source,
+        &path.key("rollback_window"),
+        environment.rollback_window.as_deref(),
+        problems,
+    );
     let regular = approvals(source, path, environment.approvals, "approvals", problems);
     let emergency_approvals = approvals(
         source,
@@ -60,6 +66,7 @@ fn validate_environment(
     Environment {
         aws_endpoint: environment.aws_endpoint,
         kube_context: environment.kube_context,
+        rollback_window,
         description: environment.description,
         vars: environment
             .vars
@@ -114,6 +121,38 @@ fn schedule(
         }
     }
     schedule
+}
+
+/// `rollback_window`: a duration of at most thirty days, and more than
+/// none (a window of nothing would refuse every rollback; leave the key out
+/// to allow one at any time).
+fn rollback_window(
+    source: &Arc<Source>,
+    at: &ValuePath,
+    text: Option<&str>,
+    problems: &mut Diagnostics,
+) -> Option<std::time::Duration> {
+    let text = text?;
+    match super::limits::parse_duration(text) {
+        Ok(window) if window.is_zero() => {
+            problems.push(
+                Code::RollbackWindowEmpty
+                    .diagnostic(format!("a rollback_window of `{text}` would refuse every `runbook rollback`"))
+                    .at(source, at)
+                    .hint("give the time after a run in which on-call may roll it back, such as \"1h\"; leave the key out to allow it at any time"),
+            );
+            None
+        }
+        Ok(window) => Some(window),
+        Err(problem) => {
+            let problem = match problem.hint {
+                Some(_) => problem,
+                None => problem.hint("write how long after a run ends it may be rolled back, such as \"1h\" or \"30m\""),
+            };
+            problems.push(problem.at(source, at));
+            None
+        }
+    }
 }
 
 /// `approvals` or `emergency_approvals` (`key`): at least one approval, and
@@ -202,6 +241,26 @@ mod tests {
             "approvals = { required = 2, from = [\"alice\", \"alice\"] }\nemergency_approvals = { required = 0, from = [\"bob\"] }",
         );
         assert_eq!(problems, ["Approvals", "Approvals"]);
+    }
+
+    #[test]
+    fn a_rollback_window_is_a_duration_of_more_than_nothing() {
+        let (environment, problems) = checked("rollback_window = \"1h 30m\"");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            environment.rollback_window,
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(checked("").0.rollback_window, None);
+        for (text, code) in [
+            ("soon", "NotADuration"),
+            ("0s", "RollbackWindowEmpty"),
+            ("40days", "DurationTooLong"),
+        ] {
+            let (environment, problems) = checked(&format!("rollback_window = \"{text}\""));
+            assert_eq!(problems, [code], "{text}");
+            assert_eq!(environment.rollback_window, None);
+        }
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub(super) fn duration(
 
 /// A duration a runbook wrote, at most [`MAX_DURATION`]; else the problem,
 /// without its place, and with a hint only when the caller's would not fit.
-fn parse_duration(text: &str) -> Result<Duration, Diagnostic> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, Diagnostic> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration <= MAX_DURATION => Ok(duration),
         Ok(_) => Err(Code::DurationTooLong
