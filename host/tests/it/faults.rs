@@ -152,6 +152,19 @@ pub(crate) fn effects(counter: &Counter, name: &str) -> BTreeMap<String, (u32, u
 }
 
 /// Every place a run of `file` passes a failpoint, in order.
+/// The failpoints a process passed, and how often, as it listed them in
+/// its `RUNBOOK_FAILPOINT_TRACE` file.
+pub fn trace_points(trace: &std::path::Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, count) = line.split_once(' ')?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
 fn failpoints_of(bin: &Bin, file: &TestRunbook) -> Vec<(String, u64)> {
     let trace = file.dir.path().join("trace");
     let output = bin.run(
@@ -159,14 +172,7 @@ fn failpoints_of(bin: &Bin, file: &TestRunbook) -> Vec<(String, u64)> {
         &[("RUNBOOK_FAILPOINT_TRACE", trace.to_str().unwrap())],
     );
     assert!(output.status.code().is_some(), "{}", text(&output));
-    let listed = std::fs::read_to_string(&trace).unwrap_or_default();
-    let points: Vec<(String, u64)> = listed
-        .lines()
-        .filter_map(|line| {
-            let (name, count) = line.split_once(' ')?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect();
+    let points = trace_points(&trace);
     assert!(
         points.len() > 10,
         "the runbook binary passed {} failpoints: it must be built with `--features runbook/failpoints` (scripts/test does)",
@@ -466,14 +472,7 @@ async fn a_crash_at_every_failpoint_of_a_continued_rollback_still_undoes_each_ef
     // The resume, unbroken, lists its failpoints.
     let (_probe, resumed, trace) = crash_then_resume("cont-probe".into(), None).await;
     exits(&resumed, 1);
-    let points: Vec<(String, u64)> = std::fs::read_to_string(&trace)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (name, count) = line.split_once(' ')?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect();
+    let points = trace_points(&trace);
     assert!(
         points.len() > 5,
         "the resume passed {} failpoints",

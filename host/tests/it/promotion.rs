@@ -242,14 +242,17 @@ fn a_staging_run_that_failed_or_was_rolled_back_does_not_count() {
         )],
     );
 
-    // A success that a later rollback undid: its record says so, as
-    // `runbook rollback` leaves it.
+    // A success that `runbook rollback` undid afterwards.
     let undone = rehearsal.staging("1.2.3", &[], 0);
-    let mut record = rehearsal.record(&undone);
-    assert_eq!(record["status"], "succeeded");
-    record["status"] = "rolled_back".into();
-    let path = rehearsal.state(&format!("deployments/{undone}.json"));
-    std::fs::write(path, record.to_string()).unwrap();
+    assert_eq!(rehearsal.record(&undone)["status"], "succeeded");
+    let rolled_back = runbook(
+        rehearsal.index.path(),
+        "alice",
+        None,
+        &["rollback", &undone],
+    );
+    assert_eq!(rolled_back.status.code(), Some(0), "{}", text(&rolled_back));
+    assert_eq!(rehearsal.record(&undone)["status"], "rolled_back");
     let refused = rehearsal.run("exec", "production", "1.2.3", Some(&tomorrow), &[]);
     assert_refused(
         &refused,

@@ -7,7 +7,7 @@
 //! every failpoint of the rollback, `resume` finishes it with each step
 //! undone exactly once.
 
-use crate::faults::{Bin, blocking, counted_runbook, effects, exits, only_run, text};
+use crate::faults::{Bin, blocking, counted_runbook, effects, exits, only_run, text, trace_points};
 use crate::support::TestRunbook;
 use runbook::state::{LockState, RunLock};
 use runbook_testenv::Counter;
@@ -432,14 +432,7 @@ async fn failpoints_of_a_rollback(bin: &Arc<Bin>, counter: &Counter) -> Vec<(Str
         .await
     };
     exits(&output, 0);
-    let points: Vec<(String, u64)> = std::fs::read_to_string(&trace)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (name, count) = line.split_once(' ')?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect();
+    let points = trace_points(&trace);
     assert!(
         points.iter().any(|(name, _)| name == "rollback.done") && points.len() > 30,
         "the runbook binary must be built with `--features runbook/failpoints`: {points:?}"
