@@ -53,9 +53,10 @@ pub struct Capability {
     pub grant_key: &'static str,
     /// A grant to copy, for hints.
     pub example: &'static str,
-    /// Whether a plugin that needs it is refused when the step grants none
-    /// (rather than running with every call denied).
-    pub refused_without_grant: bool,
+    /// When a plugin that needs it is refused if the step grants none
+    /// (rather than running with every call denied): what such a step
+    /// grants, in words (`no URL`, `none`).
+    pub refused_without_grant: Option<&'static str>,
     /// Whether the step's grants give it anything.
     pub granted: fn(&StepGrants) -> bool,
     /// Links its host functions.
@@ -170,13 +171,15 @@ pub fn review(asks: &Asks<'_>, grants: &StepGrants) -> Vec<Finding> {
         // Secrets and files are needed by some parameters only (a webhook
         // in a secret, a folder to push): without a grant the plugin says
         // what it misses when it is used so.
-        if asks.needs(name) && !granted && capability.refused_without_grant {
+        if let Some(grants_none) = capability.refused_without_grant
+            && asks.needs(name)
+            && !granted
+        {
             finding(
                 Mismatch::NeedsUngranted,
                 format!(
-                    "plugin `{}` needs `{name}`, and the step grants {}",
-                    asks.plugin,
-                    if name == "http" { "no URL" } else { "none" }
+                    "plugin `{}` needs `{name}`, and the step grants {grants_none}",
+                    asks.plugin
                 ),
             );
         }

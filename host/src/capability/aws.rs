@@ -20,7 +20,7 @@ pub const CAPABILITY: Capability = Capability {
     used_through: Some("aws"),
     grant_key: "grants.aws",
     example: "grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\"], regions = [\"us-east-1\"] }",
-    refused_without_grant: true,
+    refused_without_grant: Some("none"),
     granted: |grants| grants.aws.is_some(),
     add_to_linker,
 };

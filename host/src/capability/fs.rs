@@ -28,7 +28,7 @@ pub const CAPABILITY: Capability = Capability {
     used_through: None,
     grant_key: "grants.fs.read",
     example: "grants.fs.read = [\"./dist\"]",
-    refused_without_grant: false,
+    refused_without_grant: None,
     granted: |grants| !grants.fs_read.is_empty(),
     add_to_linker,
 };

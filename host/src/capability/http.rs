@@ -23,7 +23,7 @@ pub const CAPABILITY: Capability = Capability {
     used_through: Some("http"),
     grant_key: "grants.http",
     example: "grants.http = [\"https://api.example.com\"]",
-    refused_without_grant: true,
+    refused_without_grant: Some("no URL"),
     granted: |grants| !grants.http.is_empty(),
     add_to_linker,
 };

@@ -32,7 +32,7 @@ pub const CAPABILITY: Capability = Capability {
     used_through: Some("kube"),
     grant_key: "grants.kube",
     example: "grants.kube = { namespaces = [\"app\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }",
-    refused_without_grant: true,
+    refused_without_grant: Some("none"),
     granted: |grants| grants.kube.is_some(),
     add_to_linker,
 };

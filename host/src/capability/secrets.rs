@@ -160,7 +160,7 @@ pub const CAPABILITY: super::Capability = super::Capability {
     used_through: Some("http"),
     grant_key: "grants.secrets",
     example: "grants.secrets = [\"SLACK_WEBHOOK\"]",
-    refused_without_grant: false,
+    refused_without_grant: None,
     granted: |grants| !grants.secrets.is_empty(),
     add_to_linker,
 };
