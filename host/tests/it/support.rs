@@ -178,7 +178,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         aws: options.aws,
         kube: options.kube,
     };
-    let ended = run::run(
+    run_to_end(
         runtime,
         prepared,
         Start::New,
@@ -187,8 +187,6 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         &interface,
     )
     .await
-    .unwrap_or_else(|error| panic!("{error}"));
-    ran(ended, &interface)
 }
 
 /// The library's options of a test run: state in `state_dir`, else in the
@@ -213,6 +211,21 @@ fn library_options(
         cancel: cancel.unwrap_or_default(),
         abort: CancellationToken::new(),
     }
+}
+
+/// Runs a prepared run to its end through `run::run`, as the CLI does.
+async fn run_to_end(
+    runtime: &PluginRuntime,
+    prepared: run::Prepared,
+    start: Start,
+    connections: Connections,
+    options: &run::Options,
+    interface: &TestInterface,
+) -> Finished {
+    let ended = run::run(runtime, prepared, start, connections, options, interface)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    ran(ended, interface)
 }
 
 /// What a run that ran left; a run stopped at its approval gate fails the
@@ -251,7 +264,7 @@ pub async fn roll_back(runtime: &PluginRuntime, run_id: &str, options: RunOption
         aws: options.aws,
         kube: options.kube,
     };
-    let ended = run::run(
+    run_to_end(
         runtime,
         prepared,
         start,
@@ -260,8 +273,6 @@ pub async fn roll_back(runtime: &PluginRuntime, run_id: &str, options: RunOption
         &interface,
     )
     .await
-    .unwrap_or_else(|error| panic!("{error}"));
-    ran(ended, &interface)
 }
 
 /// Runs a runbook given as text.
