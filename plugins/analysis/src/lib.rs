@@ -9,9 +9,9 @@
 pub mod cloudwatch;
 pub mod prometheus;
 
-use runbook_sdk::{Deserialize, Error, HumanDuration, JsonSchema};
+use runbook_sdk::{Deserialize, Error, HumanDuration, JsonSchema, Serialize};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use cloudwatch::{CloudWatch, Metric};
 
@@ -401,18 +401,23 @@ pub fn evaluate(analysis: &Analysis) -> Result<Round, Error> {
     Ok(round)
 }
 
-/// Analysis over time: when each check began failing, and how many rounds
-/// it failed.
-#[derive(Debug)]
-pub struct Monitor<'a> {
-    analysis: &'a Analysis,
-    failures: BTreeMap<String, u32>,
-    failing_since: BTreeMap<String, Instant>,
-    with_data: BTreeMap<String, bool>,
+/// Where a hold stands between two rounds: when it began, and for each
+/// check since when it has failed and how often. It is plain data (JSON),
+/// so a step that holds for hours keeps it as its wait state and goes on
+/// from it in another call, or another process. Times are wall-clock
+/// milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(crate = "runbook_sdk::serde")]
+pub struct Hold {
+    /// When the hold began.
+    pub started_ms: u64,
     /// Rounds evaluated so far.
     pub rounds: u32,
-    /// The latest round.
-    pub last: Round,
+    failures: BTreeMap<String, u32>,
+    failing_since_ms: BTreeMap<String, u64>,
+    with_data: BTreeMap<String, bool>,
+    /// The latest value of each check, `None` without data.
+    pub last: BTreeMap<String, Option<f64>>,
 }
 
 /// Why an analysis failed.
@@ -431,76 +436,92 @@ impl From<Error> for Verdict {
     }
 }
 
-impl<'a> Monitor<'a> {
-    /// A monitor with no rounds yet.
-    pub fn new(analysis: &'a Analysis) -> Self {
-        Monitor {
-            analysis,
-            failures: BTreeMap::new(),
-            failing_since: BTreeMap::new(),
-            with_data: BTreeMap::new(),
-            rounds: 0,
-            last: Round::default(),
+/// What comes after a round that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Evaluate again after this long.
+    After(Duration),
+    /// The hold is over, every check within its limits.
+    Passed,
+}
+
+/// Now, in wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+impl Hold {
+    /// A hold that begins at `now_ms`, with no rounds yet.
+    pub fn new(now_ms: u64) -> Self {
+        Hold {
+            started_ms: now_ms,
+            ..Hold::default()
         }
     }
 
-    /// Evaluates rounds every `interval` for `duration` (at least one
-    /// round), calling `report` after each; fails at the first breach
-    /// that counts. A breach still short of its `for` when the time is up
-    /// keeps the hold going until it clears or counts: the end of a hold
-    /// does not let through what one more minute would have failed.
-    pub fn hold(
+    /// Evaluates one round of `analysis` at `now_ms`, hands it to `report`,
+    /// and says when the next one is due, or that the hold of `duration`
+    /// passed; fails at the first breach that counts. A breach still short
+    /// of its `for` when the time is up keeps the hold going until it
+    /// clears or counts: the end of a hold does not let through what one
+    /// more minute would have failed.
+    pub fn round(
         &mut self,
+        analysis: &Analysis,
         duration: Duration,
-        mut report: impl FnMut(&Round),
-    ) -> Result<(), Verdict> {
-        let started = Instant::now();
-        loop {
-            let round = evaluate(self.analysis)?;
-            self.rounds += 1;
-            report(&round);
-            let pending = self.judge(&round, Instant::now())?;
-            self.last = round;
-            let elapsed = started.elapsed();
-            let wait = match pending {
-                _ if elapsed < duration => self.analysis.interval().min(duration - elapsed),
-                Some(left) => {
-                    runbook_sdk::log::info(format!(
-                        "the hold is over, but a breach is {} short of counting: watching until it clears or counts",
-                        HumanDuration(left)
-                    ));
-                    self.analysis.interval().min(left)
-                }
-                None => break,
-            };
-            runbook_sdk::sleep(wait)?;
+        now_ms: u64,
+        report: impl FnOnce(&Round),
+    ) -> Result<Next, Verdict> {
+        let round = evaluate(analysis)?;
+        self.rounds += 1;
+        report(&round);
+        let pending = self.judge(analysis, &round, now_ms)?;
+        self.last = round.values;
+        let elapsed = Duration::from_millis(now_ms.saturating_sub(self.started_ms));
+        match pending {
+            _ if elapsed < duration => {
+                return Ok(Next::After(analysis.interval().min(duration - elapsed)));
+            }
+            Some(left) => {
+                runbook_sdk::log::info(format!(
+                    "the hold is over, but a breach is {} short of counting: watching until it clears or counts",
+                    HumanDuration(left)
+                ));
+                return Ok(Next::After(analysis.interval().min(left)));
+            }
+            None => {}
         }
         if let Some((name, _)) = self
             .with_data
             .iter()
-            .find(|(name, seen)| !**seen && self.no_data_of(name) == NoData::Wait)
+            .find(|(name, seen)| !**seen && no_data_of(analysis, name) == NoData::Wait)
         {
             return Err(Verdict::Breached(format!(
                 "`{name}` returned no data in {} rounds: are the metrics there? (a query on a series that may not exist yet can end in `or vector(0)`, or say `no_data = \"pass\"`)",
                 self.rounds
             )));
         }
-        Ok(())
+        Ok(Next::Passed)
     }
 
-    fn no_data_of(&self, name: &str) -> NoData {
-        self.analysis
-            .checks
-            .iter()
-            .find(|check| check.name == name)
-            .and_then(|check| check.no_data)
-            .unwrap_or(self.analysis.no_data)
+    /// About how many rounds a hold of `duration` takes: for `round 3/20`.
+    pub fn expected_rounds(analysis: &Analysis, duration: Duration) -> u32 {
+        let interval = analysis.interval().as_millis().max(1);
+        u32::try_from(duration.as_millis().div_ceil(interval) + 1).unwrap_or(u32::MAX)
     }
 
-    /// Takes one round into account at `now`: a breach that counts is an
-    /// error; otherwise, how long the longest breach still pending has to
-    /// hold before it counts, if one is.
-    fn judge(&mut self, round: &Round, now: Instant) -> Result<Option<Duration>, Verdict> {
+    /// Takes one round into account at `now_ms`: a breach that counts is
+    /// an error; otherwise, how long the longest breach still pending has
+    /// to hold before it counts, if one is.
+    fn judge(
+        &mut self,
+        analysis: &Analysis,
+        round: &Round,
+        now_ms: u64,
+    ) -> Result<Option<Duration>, Verdict> {
         for (name, value) in &round.values {
             *self.with_data.entry(name.clone()).or_default() |= value.is_some();
         }
@@ -510,17 +531,20 @@ impl<'a> Monitor<'a> {
             .map(|(name, reason)| (name.as_str(), reason.as_str()))
             .collect();
         let mut pending = None;
-        for check in &self.analysis.checks {
+        for check in &analysis.checks {
             let Some(reason) = failed.get(check.name.as_str()) else {
-                self.failing_since.remove(&check.name);
+                self.failing_since_ms.remove(&check.name);
                 continue;
             };
             let failures = self.failures.entry(check.name.clone()).or_default();
             *failures += 1;
-            let since = *self.failing_since.entry(check.name.clone()).or_insert(now);
+            let since = *self
+                .failing_since_ms
+                .entry(check.name.clone())
+                .or_insert(now_ms);
             match check.sustained {
                 Some(held) => {
-                    let failing = now.duration_since(since);
+                    let failing = Duration::from_millis(now_ms.saturating_sub(since));
                     if failing >= held.get() {
                         return Err(Verdict::Breached(format!(
                             "{reason}, failing for {} (limit {held})",
@@ -530,12 +554,12 @@ impl<'a> Monitor<'a> {
                     let left = held.get() - failing;
                     pending = Some(pending.map_or(left, |other: Duration| other.max(left)));
                 }
-                None if *failures > self.analysis.failure_limit => {
+                None if *failures > analysis.failure_limit => {
                     return Err(Verdict::Breached(format!(
                         "{reason} ({failures} failed round{} of {}, limit {})",
                         if *failures == 1 { "" } else { "s" },
                         self.rounds,
-                        self.analysis.failure_limit
+                        analysis.failure_limit
                     )));
                 }
                 None => {}
@@ -544,13 +568,48 @@ impl<'a> Monitor<'a> {
         Ok(pending)
     }
 
+    /// `error_rate=0.004 p95=0.12`: the latest round's values.
+    pub fn summary(&self) -> String {
+        Round {
+            values: self.last.clone(),
+            failed: Vec::new(),
+        }
+        .summary()
+    }
+
     /// The latest value of each check, for outputs.
     pub fn outputs(&self) -> Vec<(String, String)> {
         self.last
-            .values
             .iter()
             .map(|(name, value)| (name.clone(), value.map_or_else(|| "no data".into(), show)))
             .collect()
+    }
+}
+
+/// What a round without data means for the check called `name`.
+fn no_data_of(analysis: &Analysis, name: &str) -> NoData {
+    analysis
+        .checks
+        .iter()
+        .find(|check| check.name == name)
+        .and_then(|check| check.no_data)
+        .unwrap_or(analysis.no_data)
+}
+
+/// A whole hold inside one call: rounds every `interval` for `duration`
+/// (at least one), sleeping on the host between them, `report` after
+/// each. For a hold short enough not to need rounds of its own.
+pub fn hold(
+    analysis: &Analysis,
+    duration: Duration,
+    mut report: impl FnMut(&Round),
+) -> Result<Hold, Verdict> {
+    let mut hold = Hold::new(now_ms());
+    loop {
+        match hold.round(analysis, duration, now_ms(), &mut report)? {
+            Next::After(wait) => runbook_sdk::sleep(wait)?,
+            Next::Passed => return Ok(hold),
+        }
     }
 }
 
@@ -632,23 +691,33 @@ mod tests {
         let mut sustained = check(Some(0.5), None);
         sustained.sustained = Some(HumanDuration(Duration::from_secs(30)));
         let analysis = analysis(sustained);
-        let mut monitor = Monitor::new(&analysis);
-        let start = Instant::now();
-        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut hold = Hold::new(1_000_000);
+        let at = |seconds: u64| 1_000_000 + seconds * 1000;
         // A spike of two rounds, then health: never counts.
         assert_eq!(
-            monitor.judge(&round(true), at(0)).unwrap(),
+            hold.judge(&analysis, &round(true), at(0)).unwrap(),
             Some(Duration::from_secs(30))
         );
         assert_eq!(
-            monitor.judge(&round(true), at(10)).unwrap(),
+            hold.judge(&analysis, &round(true), at(10)).unwrap(),
             Some(Duration::from_secs(20))
         );
-        assert_eq!(monitor.judge(&round(false), at(20)).unwrap(), None);
-        // A breach that holds: it counts when it has lasted 30s.
-        assert!(monitor.judge(&round(true), at(30)).unwrap().is_some());
-        assert!(monitor.judge(&round(true), at(50)).unwrap().is_some());
-        match monitor.judge(&round(true), at(60)) {
+        assert_eq!(hold.judge(&analysis, &round(false), at(20)).unwrap(), None);
+        // A breach that holds: it counts when it has lasted 30s, also when
+        // the hold went through JSON between rounds (another process).
+        assert!(
+            hold.judge(&analysis, &round(true), at(30))
+                .unwrap()
+                .is_some()
+        );
+        let text = runbook_sdk::serde_json::to_string(&hold).unwrap();
+        let mut hold: Hold = runbook_sdk::serde_json::from_str(&text).unwrap();
+        assert!(
+            hold.judge(&analysis, &round(true), at(50))
+                .unwrap()
+                .is_some()
+        );
+        match hold.judge(&analysis, &round(true), at(60)) {
             Err(Verdict::Breached(reason)) => {
                 assert_eq!(reason, "p95 = 1 is above 0.5, failing for 30s (limit 30s)");
             }
@@ -660,10 +729,9 @@ mod tests {
     fn without_for_the_failure_limit_counts_rounds() {
         let mut analysis = analysis(check(Some(0.5), None));
         analysis.failure_limit = 1;
-        let mut monitor = Monitor::new(&analysis);
-        let now = Instant::now();
-        assert_eq!(monitor.judge(&round(true), now).unwrap(), None);
-        assert!(monitor.judge(&round(true), now).is_err());
+        let mut hold = Hold::new(0);
+        assert_eq!(hold.judge(&analysis, &round(true), 0).unwrap(), None);
+        assert!(hold.judge(&analysis, &round(true), 0).is_err());
     }
 
     #[test]

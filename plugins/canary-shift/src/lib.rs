@@ -2,14 +2,16 @@
 //! 10% → 25% → 50% → 100%), holding each stage while Prometheus checks
 //! run. On a breach it sends all traffic back to stable and fails, so the
 //! runbook's rollback runs; `rollback` always returns traffic to stable.
+//! Each stage change and analysis round is one call, with a journaled wait
+//! between them, so a long canary survives the process that started it.
 
 mod router;
 
 use router::Router;
-use runbook_analysis::{Analysis, Monitor, Verdict};
+use runbook_analysis::{Analysis, Hold, Next, Verdict};
 use runbook_sdk::{
     Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, Outputs, PlannedAction,
-    Step,
+    RunResult, Serialize, Step, Wait,
 };
 
 struct CanaryShift;
@@ -203,95 +205,94 @@ impl Step for CanaryShift {
         Ok(actions)
     }
 
-    fn run(params: Params) -> Result<Outcome, Error> {
+    /// One call per stage change or analysis round, with a journaled
+    /// wait between them: a run killed during a long stage goes on from
+    /// that stage, its analysis rounds kept.
+    fn round(params: Params, state: Option<String>) -> Result<RunResult, Error> {
         let router = &params.router;
-        let initial = router.canary_weight()?;
-        // Blue/green: switching to the colour that already serves would
-        // put a version no one checked in front of every user (it was
-        // deployed onto the live colour); sending traffic home is fine.
-        if router.all_or_nothing() && initial == 100 && params.stages != [0] {
-            return Err(router.live_target_refusal());
-        }
-        if params.stages == [0] {
-            router.set(0)?;
-            return Ok(Outcome::new(format!(
-                "all traffic in {} is home on stable (the canary had {initial}%)",
-                router.object()
-            ))
-            .output("canary_weight", "0")
-            .output("initial_canary_weight", initial.to_string()));
-        }
+        let mut shift = match runbook_sdk::state::<Shift>(state.as_deref())? {
+            Some(shift) => shift,
+            None => match start(&params)? {
+                Ok(shift) => shift,
+                Err(done) => return Ok(RunResult::Done(done)),
+            },
+        };
         let count = params.stages.len();
-        let mut last_values = String::new();
-        for (position, stage) in params.stages.iter().copied().enumerate() {
-            if let Err(error) = router.set(stage) {
-                let back = back_to_stable(router);
-                return Err(Error::failed(format!(
-                    "setting canary {stage}% failed: {}; {back}",
-                    error.message()
-                )));
-            }
-            let fraction = (position + 1) as f32 / count as f32;
-            runbook_sdk::log::info(format!("canary at {stage}% in {}", router.object()));
-            runbook_sdk::log::progress(format!("canary {stage}%"), Some(fraction));
-            if stage >= 100 {
-                break;
-            }
-            let hold = params
-                .holds
-                .get(position)
-                .copied()
-                .or(params.hold)
-                .map_or(std::time::Duration::ZERO, HumanDuration::get);
-            let held = match &params.analysis {
-                Some(analysis) => {
-                    let mut monitor = Monitor::new(analysis);
-                    let held = monitor.hold(hold, |round| {
-                        runbook_sdk::log::progress(
-                            format!("canary {stage}% · {}", round.summary()),
-                            Some(fraction),
-                        );
-                    });
-                    last_values = monitor.last.summary();
-                    held
-                }
-                None => runbook_sdk::sleep(hold).map_err(Verdict::Error),
-            };
-            match held {
-                Ok(()) => {}
-                Err(Verdict::Breached(reason)) => {
+        while let Some(stage) = params.stages.get(shift.position).copied() {
+            let number = shift.position + 1;
+            let fraction = number as f32 / count as f32;
+            if !shift.entered {
+                if let Err(error) = router.set(stage) {
                     let back = back_to_stable(router);
                     return Err(Error::failed(format!(
-                        "canary at {stage}%: {reason}; {back}"
-                    )));
-                }
-                Err(Verdict::Error(error)) => {
-                    let back = back_to_stable(router);
-                    return Err(Error::failed(format!(
-                        "canary at {stage}% interrupted: {}; {back}",
+                        "setting canary {stage}% failed: {}; {back}",
                         error.message()
                     )));
                 }
+                runbook_sdk::log::info(format!("canary at {stage}% in {}", router.object()));
+                runbook_sdk::log::milestone(format!(
+                    "canary at {stage}% in {} (stage {number}/{count})",
+                    router.object()
+                ));
+                runbook_sdk::log::progress(format!("canary {stage}%"), Some(fraction));
+                if stage >= 100 {
+                    break;
+                }
+                let now = runbook_analysis::now_ms();
+                shift.entered = true;
+                shift.hold = params.analysis.as_ref().map(|_| Hold::new(now));
+                shift.until_ms = now.saturating_add(
+                    u64::try_from(hold_of(&params, shift.position).as_millis()).unwrap_or(u64::MAX),
+                );
             }
+            let now = runbook_analysis::now_ms();
+            let wait = match (&params.analysis, &mut shift.hold) {
+                (Some(analysis), Some(hold)) => {
+                    let next =
+                        hold.round(analysis, hold_of(&params, shift.position), now, |round| {
+                            runbook_sdk::log::progress(
+                                format!("canary {stage}% · {}", round.summary()),
+                                Some(fraction),
+                            );
+                        });
+                    shift.last_values = hold.summary();
+                    match next {
+                        Ok(Next::After(wait)) => Some(wait),
+                        Ok(Next::Passed) => None,
+                        Err(Verdict::Breached(reason)) => {
+                            let back = back_to_stable(router);
+                            return Err(Error::failed(format!(
+                                "canary at {stage}%: {reason}; {back}"
+                            )));
+                        }
+                        Err(Verdict::Error(error)) => {
+                            let back = back_to_stable(router);
+                            return Err(Error::failed(format!(
+                                "canary at {stage}% interrupted: {}; {back}",
+                                error.message()
+                            )));
+                        }
+                    }
+                }
+                _ => (now < shift.until_ms)
+                    .then(|| std::time::Duration::from_millis(shift.until_ms - now)),
+            };
+            if let Some(wait) = wait {
+                let rounds = shift.hold.as_ref().map(|hold| hold.rounds);
+                let status = match rounds {
+                    Some(rounds) => format!(
+                        "canary {stage}% (stage {number}/{count}), analysis round {rounds}: {}",
+                        shift.last_values
+                    ),
+                    None => format!("canary {stage}% (stage {number}/{count}), holding"),
+                };
+                return Ok(RunResult::Wait(Wait::after(wait, &shift, status)));
+            }
+            shift.position += 1;
+            shift.entered = false;
+            shift.hold = None;
         }
-        let mut last = params.stages.last().copied().unwrap_or(0);
-        if params.finish == Finish::Stable {
-            router.set(0)?;
-            last = 0;
-        }
-        let mut summary = format!(
-            "canary {initial}% → {}% in {count} stages",
-            params.stages.last().copied().unwrap_or(0)
-        );
-        if params.finish == Finish::Stable {
-            summary.push_str(", then all traffic back to stable");
-        }
-        if !last_values.is_empty() {
-            summary.push_str(&format!("; last analysis: {last_values}"));
-        }
-        Ok(Outcome::new(summary)
-            .output("canary_weight", last.to_string())
-            .output("initial_canary_weight", initial.to_string()))
+        finish(&params, &shift).map(RunResult::Done)
     }
 
     fn rollback(params: Params, _outputs: &Outputs) -> Result<String, Error> {
@@ -301,6 +302,88 @@ impl Step for CanaryShift {
             params.router.object()
         ))
     }
+}
+
+/// What the shift keeps between its calls.
+#[derive(Serialize, Deserialize)]
+#[serde(crate = "runbook_sdk::serde")]
+struct Shift {
+    /// The canary's weight before the step.
+    initial: u32,
+    /// The stage being set or held, by its place in `stages`.
+    position: usize,
+    /// Whether that stage's weight is set and its hold begun.
+    entered: bool,
+    /// Its analysis so far, when it has checks.
+    hold: Option<Hold>,
+    /// When its hold ends (wall-clock milliseconds).
+    until_ms: u64,
+    /// The latest analysis values, for the summary.
+    last_values: String,
+}
+
+/// The first call: the weight now, and the refusals that come before any
+/// change; `Err` when the step is done at once (`stages = [0]`).
+fn start(params: &Params) -> Result<Result<Shift, Outcome>, Error> {
+    let router = &params.router;
+    let initial = router.canary_weight()?;
+    // Blue/green: switching to the colour that already serves would put a
+    // version no one checked in front of every user (it was deployed onto
+    // the live colour); sending traffic home is fine.
+    if router.all_or_nothing() && initial == 100 && params.stages != [0] {
+        return Err(router.live_target_refusal());
+    }
+    if params.stages == [0] {
+        router.set(0)?;
+        return Ok(Err(Outcome::new(format!(
+            "all traffic in {} is home on stable (the canary had {initial}%)",
+            router.object()
+        ))
+        .output("canary_weight", "0")
+        .output("initial_canary_weight", initial.to_string())));
+    }
+    Ok(Ok(Shift {
+        initial,
+        position: 0,
+        entered: false,
+        hold: None,
+        until_ms: 0,
+        last_values: String::new(),
+    }))
+}
+
+/// How long the stage at `position` is held.
+fn hold_of(params: &Params, position: usize) -> std::time::Duration {
+    params
+        .holds
+        .get(position)
+        .copied()
+        .or(params.hold)
+        .map_or(std::time::Duration::ZERO, HumanDuration::get)
+}
+
+/// After the last stage: traffic where `finish` says, and the outcome.
+fn finish(params: &Params, shift: &Shift) -> Result<Outcome, Error> {
+    let count = params.stages.len();
+    let mut last = params.stages.last().copied().unwrap_or(0);
+    if params.finish == Finish::Stable {
+        params.router.set(0)?;
+        last = 0;
+    }
+    let mut summary = format!(
+        "canary {}% → {}% in {count} stages",
+        shift.initial,
+        params.stages.last().copied().unwrap_or(0)
+    );
+    if params.finish == Finish::Stable {
+        summary.push_str(", then all traffic back to stable");
+    }
+    if !shift.last_values.is_empty() {
+        summary.push_str(&format!("; last analysis: {}", shift.last_values));
+    }
+    Ok(Outcome::new(summary)
+        .output("canary_weight", last.to_string())
+        .output("initial_canary_weight", shift.initial.to_string()))
 }
 
 runbook_sdk::export_step!(CanaryShift);

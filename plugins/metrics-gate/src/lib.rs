@@ -1,13 +1,16 @@
 //! `metrics-gate`: post-deploy monitoring as a step. Evaluates Prometheus
-//! or CloudWatch checks every `interval` for `duration`; fails as soon as a
-//! breach counts: once it has held `for` its duration, or once a check
+//! or CloudWatch checks every `interval` for `duration`, one round per
+//! call with a journaled wait between rounds; fails as soon as a breach
+//! counts: once it has held `for` its duration, or once a check
 //! without `for` fails more rounds than `failure_limit` allows. Changes nothing, so there is
 //! nothing to roll back: its failure makes the runbook's rollback run.
 
-use runbook_analysis::{Analysis, Monitor, Verdict};
+use runbook_analysis::{Analysis, Hold, Next, Verdict};
 use runbook_sdk::{
-    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, PlannedAction, Step,
+    Capability, Deserialize, Error, HumanDuration, JsonSchema, Outcome, PlannedAction, RunResult,
+    Serialize, Step, Wait,
 };
+use std::time::Duration;
 
 struct MetricsGate;
 
@@ -76,45 +79,77 @@ impl Step for MetricsGate {
         ))])
     }
 
-    fn run(params: Params) -> Result<Outcome, Error> {
+    /// One analysis round per call: between rounds the step waits on the
+    /// host, journaled, so a process killed during a 24-hour soak goes on
+    /// at its next round with the rounds before kept, and a long soak can
+    /// park (`exec --detach`, `runbook worker`).
+    fn round(params: Params, state: Option<String>) -> Result<RunResult, Error> {
         let analysis = params.analysis();
-        if let Some(delay) = params.initial_delay {
+        let state: Option<Soak> = runbook_sdk::state(state.as_deref())?;
+        let mut hold = match state {
+            None if params.initial_delay.is_some() => {
+                let delay = params.initial_delay.unwrap_or_default();
+                return Ok(RunResult::Wait(Wait::after(
+                    delay.get(),
+                    &Soak { hold: None },
+                    format!("waiting {delay} before the first round"),
+                )));
+            }
+            None | Some(Soak { hold: None }) => Hold::new(runbook_analysis::now_ms()),
+            Some(Soak { hold: Some(hold) }) => hold,
+        };
+        let duration = params.duration.get();
+        let expected = Hold::expected_rounds(&analysis, duration);
+        let now = runbook_analysis::now_ms();
+        let elapsed = Duration::from_millis(now.saturating_sub(hold.started_ms));
+        let fraction = (elapsed.as_secs_f32() / duration.as_secs_f32().max(0.001)).min(1.0);
+        let number = hold.rounds + 1;
+        let next = hold.round(&analysis, duration, now, |round| {
             runbook_sdk::log::progress(
-                format!("waiting {delay} before the first round"),
-                Some(0.0),
+                format!("round {number}/{expected}: {}", round.summary()),
+                Some(fraction),
             );
-            runbook_sdk::sleep(delay.get())?;
-        }
-        let started = std::time::Instant::now();
-        let total = params.duration.get().as_secs_f32().max(0.001);
-        let mut monitor = Monitor::new(&analysis);
-        let held = monitor.hold(params.duration.get(), |round| {
-            let fraction = (started.elapsed().as_secs_f32() / total).min(1.0);
-            runbook_sdk::log::progress(round.summary(), Some(fraction));
-            if !round.failed.is_empty() {
-                for (_, reason) in &round.failed {
-                    runbook_sdk::log::warn(reason);
-                }
+            for (_, reason) in &round.failed {
+                runbook_sdk::log::warn(reason);
             }
         });
-        match held {
-            Ok(()) => {
+        match next {
+            Ok(Next::After(wait)) => {
+                let status = format!("soak round {}/{expected}: {}", hold.rounds, hold.summary());
+                Ok(RunResult::Wait(Wait::after(
+                    wait,
+                    &Soak { hold: Some(hold) },
+                    status,
+                )))
+            }
+            Ok(Next::Passed) => {
                 let mut outcome = Outcome::new(format!(
                     "{} rounds over {}, all within limits: {}",
-                    monitor.rounds,
+                    hold.rounds,
                     params.duration,
-                    monitor.last.summary()
+                    hold.summary()
                 ))
-                .output("rounds", monitor.rounds.to_string());
-                for (name, value) in monitor.outputs() {
+                .output("rounds", hold.rounds.to_string());
+                for (name, value) in hold.outputs() {
                     outcome = outcome.output(name, value);
                 }
-                Ok(outcome)
+                Ok(RunResult::Done(outcome))
             }
-            Err(Verdict::Breached(reason)) => Err(Error::failed(reason)),
+            Err(Verdict::Breached(reason)) => Err(Error::failed(format!(
+                "{reason} (round {} of the soak)",
+                hold.rounds
+            ))),
             Err(Verdict::Error(error)) => Err(error),
         }
     }
+}
+
+/// What the gate keeps between its rounds.
+#[derive(Serialize, Deserialize)]
+#[serde(crate = "runbook_sdk::serde")]
+struct Soak {
+    /// The hold, once its first round began (none during `initial_delay`).
+    hold: Option<Hold>,
 }
 
 runbook_sdk::export_step!(MetricsGate);

@@ -25,7 +25,7 @@ pub mod bindings {
 }
 
 pub use bindings::runbook::plugin::types::{
-    Capability, Denial, Error, Outcome, ParamError, PlannedAction,
+    Capability, Denial, Error, Outcome, ParamError, PlannedAction, RunResult, Wait,
 };
 pub use duration::HumanDuration;
 // A plugin derives through these instead of depending on serde and
@@ -33,7 +33,7 @@ pub use duration::HumanDuration;
 // `#[schemars(crate = "runbook_sdk::schemars")]`), so every plugin uses
 // the versions the SDK was built with.
 pub use schemars::{self, JsonSchema};
-pub use serde::{self, Deserialize};
+pub use serde::{self, Deserialize, Serialize};
 pub use serde_json;
 
 /// A step plugin. Implement it for a unit struct and export it with
@@ -70,8 +70,28 @@ pub trait Step {
     /// What `run` would do, without doing it.
     fn plan(params: &Self::Params) -> Result<Vec<PlannedAction>, Error>;
 
-    /// Do the step.
-    fn run(params: Self::Params) -> Result<Outcome, Error>;
+    /// Do the step, in one call. A step that holds for long (a soak, a
+    /// canary's stages) implements [`Step::round`] instead.
+    fn run(params: Self::Params) -> Result<Outcome, Error> {
+        let _ = params;
+        Err(Error::failed(
+            "the plugin implements neither `Step::run` nor `Step::round`",
+        ))
+    }
+
+    /// One round of a step that works in rounds: `state` is `None` on the
+    /// first call, and after a [`Wait`] the state it carried. Return
+    /// `RunResult::Done(outcome)` when the step is done, or
+    /// `RunResult::Wait(Wait::after(..))` to be called again later: the
+    /// host journals the wait, so a run killed during a 24-hour soak goes
+    /// on at its next round, and a long wait lets the process end (`exec
+    /// --detach`, `runbook worker`). After a crash the host calls again
+    /// with the last state it recorded, so what a round does must be safe
+    /// to redo from that state. The default calls [`Step::run`].
+    fn round(params: Self::Params, state: Option<String>) -> Result<RunResult, Error> {
+        let _ = state;
+        Self::run(params).map(RunResult::Done)
+    }
 
     /// Undo a previous `run`, given its outputs. The default has nothing to
     /// undo, which is right for steps that change nothing (checks, waits).
@@ -120,6 +140,38 @@ impl Outcome {
         self.outputs.push((key.into(), value.into()));
         self
     }
+}
+
+impl Wait {
+    /// Call the step again after `after`, with `state` (any value that
+    /// serializes to JSON: [`state`] reads it back) and `status`, a few
+    /// words for the operator (`soak round 12/288`).
+    pub fn after(
+        after: std::time::Duration,
+        state: &impl serde::Serialize,
+        status: impl Into<String>,
+    ) -> Self {
+        Wait {
+            after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            state: serde_json::to_string(state).unwrap_or_default(),
+            status: status.into(),
+        }
+    }
+}
+
+/// The state an earlier [`Wait`] carried, read back: `None` on a step's
+/// first call. A state that does not parse (a plugin upgraded between two
+/// rounds) fails the step with a message saying so.
+pub fn state<T: serde::de::DeserializeOwned>(state: Option<&str>) -> Result<Option<T>, Error> {
+    state
+        .map(|text| {
+            serde_json::from_str(text).map_err(|error| {
+                Error::failed(format!(
+                    "cannot read the state this step waited with ({error}); was the plugin changed between two rounds?"
+                ))
+            })
+        })
+        .transpose()
 }
 
 impl PlannedAction {
@@ -190,7 +242,7 @@ pub fn remaining() -> std::time::Duration {
 }
 
 /// Exports a [`Step`] implementation as the component's `describe`, `check`,
-/// `plan`, `run` and `rollback`.
+/// `plan`, `run` (of `runbook:plugin@0.2`) and `rollback`.
 ///
 /// ```ignore
 /// struct Hello;
@@ -222,10 +274,13 @@ macro_rules! export_step {
                 <$step as $crate::Step>::plan(&params)
             }
 
-            fn run(params: String) -> Result<$crate::Outcome, $crate::Error> {
+            fn run(
+                params: String,
+                state: Option<String>,
+            ) -> Result<$crate::RunResult, $crate::Error> {
                 let params = $crate::private::parse::<<$step as $crate::Step>::Params>(&params)?;
                 <$step as $crate::Step>::check(&params)?;
-                <$step as $crate::Step>::run(params)
+                <$step as $crate::Step>::round(params, state)
             }
 
             fn rollback(

@@ -27,6 +27,12 @@ pub fn progress(message: impl AsRef<str>, fraction: Option<f32>) {
     host::progress(message.as_ref(), fraction);
 }
 
+/// A moment the people following the run should hear about (the canary
+/// reached 25 %): logged, and sent by the run's notifications.
+pub fn milestone(message: impl AsRef<str>) {
+    host::milestone(message.as_ref());
+}
+
 /// Records, before the step changes anything, a value its rollback needs
 /// (the state it is about to replace), durably: it reaches `rollback`
 /// among the outputs, and the first value recorded for a key is kept when
