@@ -47,14 +47,14 @@ fn main() {
         };
         let params = r#"{"message":"hi"}"#;
         for _ in 0..500 {
-            let outcome = plugins.run(&plugin, step(), 64 << 20, params).await;
+            let outcome = plugins.run(&plugin, step(), 64 << 20, params, None).await;
             assert!(matches!(outcome, Ok(Ok(_))));
         }
         let mut per_step = Vec::with_capacity(BATCHES);
         for _ in 0..BATCHES {
             let started = Instant::now();
             for _ in 0..PER_BATCH {
-                let outcome = plugins.run(&plugin, step(), 64 << 20, params).await;
+                let outcome = plugins.run(&plugin, step(), 64 << 20, params, None).await;
                 debug_assert!(matches!(outcome, Ok(Ok(_))));
             }
             per_step.push(started.elapsed().as_secs_f64() * 1e6 / PER_BATCH as f64);

@@ -221,6 +221,23 @@ impl EventWriter for AuditLog {
                 },
                 Some(detail.clone()),
             ),
+            EventKind::Decided {
+                choice,
+                by,
+                how,
+                note,
+            } => self.append(
+                event,
+                "decision",
+                format!("{} the failed step", choice.as_str()),
+                Decision::Allowed,
+                Some(format!("on_failure = \"ask\", by {by} ({how})")),
+                Some(if note.is_empty() {
+                    choice.as_str().to_owned()
+                } else {
+                    format!("{}: {note}", choice.as_str())
+                }),
+            ),
             EventKind::StepRolledBack { status, summary } => self.append(
                 event,
                 "rollback",

@@ -93,7 +93,48 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     for capability in CAPABILITIES {
         (capability.add_to_linker)(linker)?;
     }
-    Ok(())
+    add_v0_1_to_linker(linker)
+}
+
+/// The same host functions again under the names a plugin built against
+/// `runbook:plugin@0.1.x` imports them by (`runbook:plugin/http@0.1.0`),
+/// so that such a plugin keeps running unchanged: each 0.1 interface is
+/// its 0.2 namesake less what was added since, with the same grant checks.
+/// (The linker matches `@0.1.0` and `@0.1.1` imports to `@0.1.1`.)
+fn add_v0_1_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    use crate::wit::runbook::plugin as current;
+    let name = |interface: &str| format!("runbook:plugin/{interface}@0.1.1");
+    fn getter(state: &mut StepState) -> &mut StepState {
+        state
+    }
+    current::types::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("types"))?,
+        getter,
+    )?;
+    current::log::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("log"))?,
+        getter,
+    )?;
+    current::clock::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("clock"))?,
+        getter,
+    )?;
+    current::http::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("http"))?,
+        getter,
+    )?;
+    current::secrets::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("secrets"))?,
+        getter,
+    )?;
+    current::kube::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("kube"))?,
+        getter,
+    )?;
+    current::aws::add_to_linker_instance::<_, HasSelf<StepState>>(
+        &mut linker.instance(&name("aws"))?,
+        getter,
+    )
 }
 
 impl crate::wit::runbook::plugin::types::Host for StepState {}

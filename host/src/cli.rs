@@ -16,6 +16,7 @@ macro_rules! outln {
 
 pub mod approve;
 pub mod audit;
+pub mod decide;
 pub mod exec;
 pub mod lock;
 pub mod plan;
@@ -26,6 +27,7 @@ pub mod runs;
 pub mod session;
 pub mod unlock;
 pub mod validate;
+pub mod worker;
 
 use crate::diagnostic::Diagnostics;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -42,7 +44,8 @@ pub mod exit {
     pub const INVALID: u8 = 2;
     /// A step was denied a capability it was not granted.
     pub const DENIED: u8 = 3;
-    /// The run waits for approvals or a confirmation; resume it later.
+    /// The run waits for approvals, a confirmation or a step's next round;
+    /// resume it later (or `runbook worker` does).
     pub const WAITING: u8 = 4;
     /// The run was interrupted (Ctrl-C, SIGTERM).
     pub const CANCELLED: u8 = 130;
@@ -57,6 +60,8 @@ Examples:
   runbook exec runbooks/smoke.toml --env staging --set version=1.2.3
   runbook approve 20261122-101500-a1b2c3 --as bob
   runbook resume 20261122-101500-a1b2c3
+  runbook decide 20261122-101500-a1b2c3 retry
+  runbook worker --state-dir .runbook
   runbook rollback 20261122-101500-a1b2c3 --dry-run
   runbook runs
   runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm
@@ -66,7 +71,9 @@ Exit codes:
   1    a step failed
   2    the runbook or the command line is invalid; nothing ran
   3    a step was denied a capability its runbook does not grant
-  4    the run waits for approvals or a manual confirmation (runbook resume RUN)
+  4    the run waits for approvals, a manual confirmation (runbook resume RUN),
+       a step's next round (runbook worker, or runbook resume RUN) or a
+       decision on a failed step (runbook decide RUN retry|skip|rollback|abort)
   70   runbook itself failed
   130  interrupted (Ctrl-C)
 
@@ -121,6 +128,15 @@ pub enum Command {
         after_help = "Examples:\n  runbook rollback 20261122-101500-a1b2c3 --dry-run\n  runbook rollback 20261122-101500-a1b2c3\n  runbook rollback 20261122-101500-a1b2c3 --force\n  runbook rollback 20261122-101500-a1b2c3 --emergency --reason \"checkout broken since 1.2.3\""
     )]
     Rollback(rollback::RollbackArgs),
+    /// Choose what happens to a run that stopped at a failed step (`on_failure = "ask"`).
+    #[command(
+        long_about = "Choose what happens to a run that stopped at a failed step whose policy is `on_failure = \"ask\"` (at the runbook, the environment or the step), and go on with it in this process: `retry` runs the failed step again, `skip` goes on as if it had succeeded (its dependents run; a rollback does not undo it), `rollback` undoes what the run completed, newest first, and `abort` ends the run as it stands. On an interactive terminal `exec` asks at once; without one (CI, `--detach`, `--output json`) the run ends waiting (exit 4) and `runbook runs` shows it waiting for a decision. The choice, who made it and the note are kept in the run log and the audit log.",
+        after_help = "Examples:
+  runbook decide 20261122-101500-a1b2c3 retry
+  runbook decide 20261122-101500-a1b2c3 skip --as alice --note \"smoke test flaky, checked by hand\"
+  runbook decide 20261122-101500-a1b2c3 rollback"
+    )]
+    Decide(decide::DecideArgs),
     /// Approve a run waiting at its environment's approval gate.
     #[command(after_help = "Example:\n  runbook approve 20261122-101500-a1b2c3 --as bob")]
     Approve(approve::ApproveArgs),
@@ -137,6 +153,15 @@ pub enum Command {
     Logs(runs::LogsArgs),
     /// Break a lock left by a run whose process died.
     Unlock(unlock::UnlockArgs),
+    /// Go on with runs whose step waits for its next round, when it is due.
+    #[command(
+        long_about = "Go on with every run whose step waits for its next round (a soak, a canary's stages), when that round is due: runs parked by `exec --detach` or by a wait longer than `--park-after`, and runs whose process died during a wait. Each run goes on as `runbook resume RUN` would, under its lock, so a run is never carried by two processes. Runs wait in the worker between short rounds and park again at long waits. Stopping the worker is like a crash for the runs it carries: each goes on from its last journaled wait with the next worker. Run it beside the state folder as a systemd unit or a Kubernetes Deployment; `--once` suits cron.",
+        after_help = "Examples:
+  runbook exec soak.toml --env production --set version=1.2.3 --detach
+  runbook worker --state-dir /srv/deploys/.runbook
+  runbook worker --once"
+    )]
+    Worker(worker::WorkerArgs),
     /// For reviewers: what each step's plugin is, imports, asks for and is granted; what a run touched; whether its audit log is intact.
     #[command(
         after_help = "Examples:\n  runbook audit runbooks/smoke.toml --output markdown\n  runbook audit --run 20261122-101500-a1b2c3\n  runbook audit verify 20261122-101500-a1b2c3"
@@ -296,6 +321,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Plan(args) => plan::run(&cli, args).await,
             Command::Plugin(command) => plugin::run(&cli, command).await,
             Command::Resume(args) => resume::run(&cli, args).await,
+            Command::Decide(args) => decide::run(&cli, args).await,
             Command::Rollback(args) => rollback::run(&cli, args).await,
             Command::Approve(args) => approve::approve(&cli, args),
             Command::Confirm(args) => approve::confirm(&cli, args),
@@ -303,6 +329,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Show(args) => runs::show(&cli, args),
             Command::Logs(args) => runs::logs(&cli, args),
             Command::Unlock(args) => unlock::run(&cli, args),
+            Command::Worker(args) => worker::run(&cli, args).await,
             Command::Audit(args) => audit::run(&cli, args).await,
             Command::Lock(args) => lock::run(&cli, args).await,
         }

@@ -8,7 +8,7 @@ pub mod render;
 mod rollback;
 mod step;
 
-use crate::events::{EventKind, Status};
+use crate::events::{Choice, EventKind, Status};
 use crate::plugin::PluginRuntime;
 use crate::runbook::{Plan, Policy};
 use futures_util::StreamExt;
@@ -38,6 +38,9 @@ pub struct RunReport {
     /// could not be written (a full disk): it stopped before its next
     /// step, and `resume` continues it once the disk is fixed.
     pub unrecorded: Option<String>,
+    /// The failed step the run waits at for a person's choice (`on_failure
+    /// = "ask"`): `runbook decide` goes on.
+    pub awaiting_decision: Option<String>,
 }
 
 /// What is known of a step before this process runs it: from the journal
@@ -51,6 +54,9 @@ pub struct Recorded {
     /// When it finished among the run's steps (0 for the first): a
     /// rollback undoes steps in the reverse of this order.
     pub order: usize,
+    /// What it said when it ended: why it failed, for a failed step that
+    /// waits for a person's choice.
+    pub summary: String,
 }
 
 /// A rollback that an earlier process of the run started and did not
@@ -84,6 +90,9 @@ pub struct Confirmations {
     pub ask: Option<std::sync::Arc<dyn Ask>>,
     /// Who answers.
     pub operator: String,
+    /// What people chose for steps that failed under `on_failure = "ask"`
+    /// in earlier processes of the run (`runbook decide`): skip or abort.
+    pub decided: BTreeMap<String, Choice>,
 }
 
 /// A person the engine can ask to tick a manual step's checklist: the
@@ -93,6 +102,13 @@ pub trait Ask: Send + Sync {
     /// Asks for each item in turn (blocking); the ticked items, or the
     /// first item left unticked.
     fn tick(&self, step: &str, items: &[String]) -> Result<Vec<String>, String>;
+
+    /// Asks what happens to `step`, which failed under `on_failure =
+    /// "ask"` with `failure` (blocking); `None` when no one answers, and
+    /// the run then waits for `runbook decide`.
+    fn decide(&self, _step: &str, _failure: &str) -> Option<Choice> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn Ask {
@@ -126,6 +142,13 @@ pub struct Executor<'a> {
     pub checkpoints: BTreeMap<String, BTreeMap<String, String>>,
     /// Manual steps' confirmations.
     pub confirmations: Confirmations,
+    /// Where steps that wait to be called again stood in earlier processes
+    /// of the run, by step: they go on from there.
+    pub waits: BTreeMap<String, crate::journal::WaitRecord>,
+    /// A step's wait this long or longer parks the run (the process ends,
+    /// `runbook worker` or `resume` goes on); `Some(ZERO)` parks at every
+    /// wait (`--detach`), `None` never parks.
+    pub park_after: Option<std::time::Duration>,
 }
 
 /// The state of one planned step during the run.
@@ -189,6 +212,7 @@ impl Executor<'_> {
             rollback_failures: Vec::new(),
             rolled_back: false,
             unrecorded: None,
+            awaiting_decision: None,
         };
         let mut stopping: Option<Policy> = None;
         if let Some(pending) = &self.rollback {
@@ -204,6 +228,31 @@ impl Executor<'_> {
                 if matches!(state.slots[index], Slot::Pending) && !plan.step(planned).always {
                     state.slots[index] = Slot::Done(Status::Skipped);
                 }
+            }
+        }
+        if self.rollback.is_none() {
+            // Steps that failed under `ask` in an earlier process: what a
+            // person chose (`runbook decide`), or ask again.
+            for (index, planned) in plan.steps.iter().enumerate() {
+                let Some(recorded) = self.recorded.get(&planned.id.0) else {
+                    continue;
+                };
+                if stopping.is_some()
+                    || !matches!(recorded.status, Status::Failed | Status::Denied)
+                    || plan.policy(planned) != Policy::Ask
+                {
+                    continue;
+                }
+                let given = self.confirmations.decided.get(&planned.id.0).copied();
+                let choice = self.choose(plan, index, &recorded.summary, given).await;
+                self.settle(
+                    plan,
+                    &mut state,
+                    &mut report,
+                    &mut stopping,
+                    (index, &recorded.summary),
+                    choice,
+                );
             }
         }
         let mut running = FuturesUnordered::new();
@@ -301,7 +350,27 @@ impl Executor<'_> {
                 state.interrupted.push(index);
             }
             let planned = &plan.steps[index];
-            let step = plan.step(planned);
+            let policy = if result.status == Status::Cancelled {
+                // Interrupted by the operator, who is there: nothing to ask.
+                match plan.runbook.on_failure {
+                    Policy::Ask => Policy::Abort,
+                    policy => policy,
+                }
+            } else {
+                plan.policy(planned)
+            };
+            if policy == Policy::Ask && result.status.is_failure() && stopping.is_none() {
+                let choice = self.choose(plan, index, &result.summary, None).await;
+                self.settle(
+                    plan,
+                    &mut state,
+                    &mut report,
+                    &mut stopping,
+                    (index, &result.summary),
+                    choice,
+                );
+                continue;
+            }
             if report.failed_step.is_none()
                 && (result.status.is_failure() || result.status == Status::Waiting)
             {
@@ -313,11 +382,6 @@ impl Executor<'_> {
                 stopping.get_or_insert(Policy::Abort);
                 continue;
             }
-            let policy = if result.status == Status::Cancelled {
-                plan.runbook.on_failure
-            } else {
-                step.on_failure.unwrap_or(plan.runbook.on_failure)
-            };
             if policy != Policy::Continue && stopping.is_none() {
                 stopping = Some(policy);
             }
@@ -435,6 +499,96 @@ impl Executor<'_> {
         });
         self.access.events.finish();
         report
+    }
+
+    /// What happens after `index` failed under `on_failure = "ask"`: the
+    /// choice `given` (`runbook decide`), else the operator's answer on
+    /// the terminal, journaled; `None` when no one can answer now.
+    async fn choose(
+        &self,
+        plan: &Plan,
+        index: usize,
+        failure: &str,
+        given: Option<Choice>,
+    ) -> Option<Choice> {
+        if given.is_some() {
+            return given;
+        }
+        let ask = self.confirmations.ask.clone()?;
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let planned = &plan.steps[index];
+        let (id, why) = (planned.id.0.clone(), failure.to_owned());
+        let choice = tokio::task::spawn_blocking(move || ask.decide(&id, &why))
+            .await
+            .ok()
+            .flatten()?;
+        self.access.events.emit_for(
+            Some(&planned.id),
+            EventKind::Decided {
+                choice,
+                by: self.confirmations.operator.clone(),
+                how: "terminal".to_owned(),
+                note: String::new(),
+            },
+        );
+        Some(choice)
+    }
+
+    /// Carries out a choice for a step that failed under `ask`: run it
+    /// again, go on past it, roll back, abort; without one, the run stops
+    /// `waiting` for `runbook decide`.
+    fn settle(
+        &self,
+        plan: &Plan,
+        state: &mut RunState,
+        report: &mut RunReport,
+        stopping: &mut Option<Policy>,
+        (index, failure): (usize, &str),
+        choice: Option<Choice>,
+    ) {
+        let id = &plan.steps[index].id;
+        let mut fail = |status: Status, why: String| {
+            if report.failed_step.is_none() {
+                report.status = status;
+                report.failed_step = Some(id.0.clone());
+                report.failure = Some(why);
+            }
+        };
+        match choice {
+            Some(Choice::Retry) => state.slots[index] = Slot::Pending,
+            // Its dependents run; its outcome stays `failed` for
+            // expressions, and a rollback does not undo it, as it did not
+            // complete.
+            Some(Choice::Skip) => state.slots[index] = Slot::Done(Status::Succeeded),
+            Some(Choice::Rollback) => {
+                fail(Status::Failed, failure.to_owned());
+                stopping.get_or_insert(Policy::Rollback);
+            }
+            Some(Choice::Abort) => {
+                fail(Status::Failed, failure.to_owned());
+                stopping.get_or_insert(Policy::Abort);
+            }
+            None => {
+                self.access.events.emit_for(
+                    Some(id),
+                    EventKind::DecisionNeeded {
+                        failure: failure.to_owned(),
+                        choices: Choice::ALL.to_vec(),
+                    },
+                );
+                fail(
+                    Status::Waiting,
+                    format!(
+                        "`{id}` failed: {failure}\nwaiting for a decision: `runbook decide {} retry|skip|rollback|abort`",
+                        plan.run_id
+                    ),
+                );
+                report.awaiting_decision = Some(id.0.clone());
+                stopping.get_or_insert(Policy::Abort);
+            }
+        }
     }
 
     /// Whether a step whose needs are done should run.

@@ -78,6 +78,37 @@ impl Status {
     }
 }
 
+/// What a person chose for a step that failed in a run whose failure
+/// policy is `ask` (Octopus Deploy's "guided failure").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    /// Run the failed step again.
+    Retry,
+    /// Go on as if it had succeeded: the steps after it run; it is not
+    /// undone by a later rollback, as it did not complete.
+    Skip,
+    /// Undo what the run completed, newest first.
+    Rollback,
+    /// End the run as it stands, undoing nothing.
+    Abort,
+}
+
+impl Choice {
+    /// Every choice, in the order a prompt offers them.
+    pub const ALL: [Choice; 4] = [Choice::Retry, Choice::Skip, Choice::Rollback, Choice::Abort];
+
+    /// The name in the run log and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::Retry => "retry",
+            Choice::Skip => "skip",
+            Choice::Rollback => "rollback",
+            Choice::Abort => "abort",
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -196,6 +227,28 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         fraction: Option<f32>,
     },
+    /// A moment the people following the run should hear about (a canary
+    /// reached its next stage): `log.milestone`.
+    Milestone {
+        /// What happened.
+        message: String,
+    },
+    /// A step is not done and waits to be called again (`run` returned
+    /// `wait`): with its state, so that another process can go on from
+    /// here. Durable before the step waits.
+    StepWaiting {
+        /// How many times the step has waited so far, this one included.
+        round: u32,
+        /// Where it stands, in the plugin's words: `soak round 12/288`.
+        status: String,
+        /// When it is called again (RFC 3339, UTC).
+        wake_at: String,
+        /// The plugin's state, given back to that call.
+        state: String,
+        /// Whether the run parks here: the process ends, and `runbook
+        /// worker` or `runbook resume` goes on when it is due.
+        parked: bool,
+    },
     /// A call a step made through a capability (`http`, `secrets`, `fs`,
     /// `kube`, `aws`), allowed, denied or held back: one kind of event for
     /// every capability, which the audit log, the terminal and `--output
@@ -267,6 +320,27 @@ pub enum EventKind {
         /// How many steps could not be undone.
         failed: usize,
     },
+    /// A step failed under `on_failure = "ask"` and no one could choose
+    /// at once: the run waits for `runbook decide`.
+    DecisionNeeded {
+        /// Why the step failed.
+        failure: String,
+        /// What may be chosen.
+        choices: Vec<Choice>,
+    },
+    /// A person chose what happens to a step that failed under
+    /// `on_failure = "ask"`.
+    Decided {
+        /// What they chose.
+        choice: Choice,
+        /// Who.
+        by: String,
+        /// `terminal` (asked when the step failed) or `command` (`runbook
+        /// decide`).
+        how: String,
+        /// Why, in their words (may be empty).
+        note: String,
+    },
     /// An operator confirmed a manual step's checklist.
     Confirmed {
         /// Who.
@@ -284,6 +358,14 @@ pub enum EventKind {
         outputs: BTreeMap<String, String>,
         /// Time taken.
         elapsed_ms: f64,
+    },
+    /// The run parks before its first step until a gate opens (its deploy
+    /// window, with `--detach`): `runbook worker` starts it then.
+    RunWaiting {
+        /// When the gate opens (RFC 3339, UTC).
+        until: String,
+        /// What it waits for, in words.
+        reason: String,
     },
     /// The run ended.
     RunFinished {
@@ -337,6 +419,7 @@ impl Durability {
         match &event.kind {
             EventKind::Log { .. }
             | EventKind::Progress { .. }
+            | EventKind::Milestone { .. }
             | EventKind::CapabilityCall { .. }
             | EventKind::StepRetry { .. } => false,
             EventKind::StepStarted { idempotent, .. } => {
@@ -602,10 +685,26 @@ impl Event {
                 visit(digest);
             }
             EventKind::Log { level: _, message }
+            | EventKind::Milestone { message }
             | EventKind::Progress {
                 message,
                 fraction: _,
             } => visit(message),
+            EventKind::StepWaiting {
+                round: _,
+                status,
+                wake_at,
+                state,
+                parked: _,
+            } => {
+                visit(status);
+                visit(wake_at);
+                visit(state);
+            }
+            EventKind::RunWaiting { until, reason } => {
+                visit(until);
+                visit(reason);
+            }
             EventKind::CapabilityCall {
                 capability,
                 requested,
@@ -648,6 +747,20 @@ impl Event {
             EventKind::Confirmed { by, items } => {
                 visit(by);
                 items.iter_mut().for_each(&mut visit);
+            }
+            EventKind::DecisionNeeded {
+                failure,
+                choices: _,
+            } => visit(failure),
+            EventKind::Decided {
+                choice: _,
+                by,
+                how,
+                note,
+            } => {
+                visit(by);
+                visit(how);
+                visit(note);
             }
             EventKind::StepFinished {
                 status: _,

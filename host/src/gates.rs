@@ -215,6 +215,7 @@ mod tests {
             kube_context: None,
             requires: None,
             rollback_window: None,
+            on_failure: None,
         };
         assert_eq!(super::rule(&environment, true).unwrap().from, ["eve"]);
         assert_eq!(super::rule(&environment, false), Some(&rule()));

@@ -129,6 +129,29 @@ pub struct StepRecord {
     pub checkpoints: BTreeMap<String, String>,
     /// Which process of the run (1 for the first) last finished it.
     pub finished_in: usize,
+    /// Its last wait, while it is not done (`run` returned `wait`): the
+    /// state a later call goes on from.
+    pub wait: Option<WaitRecord>,
+    /// It failed under `on_failure = "ask"` and waits for a person's
+    /// choice (`runbook decide`).
+    pub awaiting_decision: bool,
+    /// What a person chose for its failure, until it starts again.
+    pub decision: Option<crate::events::Choice>,
+}
+
+/// A step's wait as the journal remembers it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WaitRecord {
+    /// How many times the step has waited.
+    pub round: u32,
+    /// Where it stands, in the plugin's words.
+    pub status: String,
+    /// When it is to be called again (RFC 3339).
+    pub wake_at: String,
+    /// The plugin's state for that call.
+    pub state: String,
+    /// Whether the run parked there (the process ended).
+    pub parked: bool,
 }
 
 /// A rollback as the journal remembers it.
@@ -205,6 +228,9 @@ pub struct RunRecord {
     pub rollback_request: Option<RollbackRequest>,
     /// `runbook unlock` abandoned it: it can no longer be resumed.
     pub abandoned: bool,
+    /// It parked before its first step until a gate opens (`run_waiting`):
+    /// when, and why, in a wait's shape (no state).
+    pub run_wait: Option<WaitRecord>,
     /// How many processes the run has had (`run_started`, then each
     /// `run_resumed`).
     pub processes: usize,
@@ -245,6 +271,58 @@ pub enum JournalError {
 }
 
 impl RunRecord {
+    /// The step the run is parked at and its wait, when the run ended
+    /// waiting for a step that waits to be called again.
+    /// `""` for a run parked before its first step (its deploy window).
+    pub fn parked(&self) -> Option<(&str, &WaitRecord)> {
+        if self.finished != Some(Status::Waiting) || self.abandoned {
+            return None;
+        }
+        if let Some(wait) = &self.run_wait {
+            return Some(("", wait));
+        }
+        self.waiting_step()
+    }
+
+    /// A step that waits to be called again, and its wait: parked, or
+    /// left mid-wait by a process that died. A run that is over has none.
+    pub fn waiting_step(&self) -> Option<(&str, &WaitRecord)> {
+        if !self.may_go_on() {
+            return None;
+        }
+        self.order.iter().find_map(|id| {
+            let step = &self.steps[id];
+            match (&step.wait, step.status) {
+                (Some(wait), Some(Status::Waiting)) => Some((id.as_str(), wait)),
+                (Some(wait), None) if step.interrupted => Some((id.as_str(), wait)),
+                _ => None,
+            }
+        })
+    }
+
+    /// Whether the run stopped partway and may go on from where it stands:
+    /// it waits, or its process died, and no rollback has begun.
+    fn may_go_on(&self) -> bool {
+        !self.abandoned
+            && matches!(self.finished, None | Some(Status::Waiting))
+            && self.rollback.is_none()
+    }
+
+    /// The failed step the run waits at for a person's choice (`on_failure
+    /// = "ask"`), and why it failed: also when the process that was to
+    /// carry out a choice died before recording it. A run that is over
+    /// has none.
+    pub fn awaiting_decision(&self) -> Option<(&str, &str)> {
+        if !self.may_go_on() {
+            return None;
+        }
+        self.order.iter().find_map(|id| {
+            let step = &self.steps[id];
+            (step.awaiting_decision && step.decision.is_none())
+                .then_some((id.as_str(), step.summary.as_str()))
+        })
+    }
+
     /// Whether the approvals the run waits for now are the emergency ones:
     /// those of its rollback when one was asked for, else of its start.
     pub fn approving_as_emergency(&self) -> bool {
@@ -352,6 +430,7 @@ pub fn replay(
             }
             ("run_resumed", _) => {
                 record.finished = None;
+                record.run_wait = None;
                 if let Some(hash) = get("plan_hash").as_str() {
                     record.plan_hash = Some(hash.to_owned());
                 }
@@ -402,6 +481,8 @@ pub fn replay(
                 entry.order = None;
                 entry.rolled_back = false;
                 entry.rollback_status = None;
+                entry.awaiting_decision = false;
+                entry.decision = None;
                 entry.idempotent = get("idempotent").as_bool().unwrap_or(false);
             }
             ("step_finished", Some(step)) => {
@@ -416,10 +497,37 @@ pub fn replay(
                 entry.interrupted = entry.status == Some(Status::Cancelled) && !entry.idempotent;
                 entry.outputs = serde_json::from_value(get("outputs")).unwrap_or_default();
                 entry.summary = text_of("summary");
+                // A step that ended waiting goes on from its wait; one
+                // that ended otherwise is done with it.
+                if entry.status != Some(Status::Waiting) {
+                    entry.wait = None;
+                }
                 if entry.status == Some(Status::Succeeded) {
                     entry.order = Some(finished_steps);
                     finished_steps += 1;
                 }
+            }
+            ("step_waiting", Some(step)) => {
+                record.steps.entry(step).or_default().wait = Some(WaitRecord {
+                    round: get("round")
+                        .as_u64()
+                        .and_then(|round| u32::try_from(round).ok())
+                        .unwrap_or(0),
+                    status: text_of("status"),
+                    wake_at: text_of("wake_at"),
+                    state: text_of("state"),
+                    parked: get("parked").as_bool().unwrap_or(false),
+                });
+            }
+            ("decision_needed", Some(step)) => {
+                let entry = record.steps.entry(step).or_default();
+                entry.awaiting_decision = true;
+                entry.decision = None;
+            }
+            ("decided", Some(step)) => {
+                let entry = record.steps.entry(step).or_default();
+                entry.awaiting_decision = false;
+                entry.decision = serde_json::from_value(get("choice")).ok();
             }
             ("checkpoint", Some(step)) => {
                 record
@@ -474,6 +582,15 @@ pub fn replay(
                 record.audit.closed = true;
             }
             ("run_abandoned", _) => record.abandoned = true,
+            ("run_waiting", _) => {
+                record.run_wait = Some(WaitRecord {
+                    round: 0,
+                    status: text_of("reason"),
+                    wake_at: text_of("until"),
+                    state: String::new(),
+                    parked: true,
+                });
+            }
             ("run_finished", _) => {
                 record.finished_at = time;
                 record.finished = serde_json::from_value(get("status")).ok();

@@ -8,7 +8,7 @@ pub mod cache;
 use crate::capability::http::HttpClient;
 use crate::capability::{RunAccess, StepContext, StepState};
 use crate::grant::{StepGrants, StepId};
-use crate::wit::{Descriptor, Outcome, PlannedAction, PluginError, StepPre};
+use crate::wit::{Descriptor, Outcome, PlannedAction, PluginError, RunResult, StepPre};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,10 +135,89 @@ pub struct LoadedPlugin {
     pub embedded_capabilities: Option<Vec<String>>,
     /// Whether this load compiled the component (a cache miss).
     pub compiled: bool,
-    pre: StepPre<StepState>,
+    pre: Pre,
+}
+
+/// A pre-instantiated component, of the contract it was built against.
+enum Pre {
+    /// `runbook:plugin@0.2`.
+    Current(StepPre<StepState>),
+    /// `runbook:plugin@0.1.x`: `run` takes no state and cannot wait.
+    V0_1(crate::wit::v0_1::StepPre<StepState>),
+}
+
+/// An instance, ready for one call of one export.
+enum Instance {
+    Current(crate::wit::Step),
+    V0_1(crate::wit::v0_1::Step),
+}
+
+impl Instance {
+    async fn describe(&self, store: &mut Store<StepState>) -> wasmtime::Result<Descriptor> {
+        match self {
+            Instance::Current(step) => step.call_describe(store).await,
+            Instance::V0_1(step) => step.call_describe(store).await,
+        }
+    }
+
+    async fn check(
+        &self,
+        store: &mut Store<StepState>,
+        params: &str,
+    ) -> wasmtime::Result<Result<(), PluginError>> {
+        match self {
+            Instance::Current(step) => step.call_check(store, params).await,
+            Instance::V0_1(step) => step.call_check(store, params).await,
+        }
+    }
+
+    async fn plan(
+        &self,
+        store: &mut Store<StepState>,
+        params: &str,
+    ) -> wasmtime::Result<Result<Vec<PlannedAction>, PluginError>> {
+        match self {
+            Instance::Current(step) => step.call_plan(store, params).await,
+            Instance::V0_1(step) => step.call_plan(store, params).await,
+        }
+    }
+
+    async fn run(
+        &self,
+        store: &mut Store<StepState>,
+        params: &str,
+        state: Option<&str>,
+    ) -> wasmtime::Result<Result<RunResult, PluginError>> {
+        match self {
+            Instance::Current(step) => step.call_run(store, params, state).await,
+            // A 0.1 plugin does all its work in one call.
+            Instance::V0_1(step) => Ok(step.call_run(store, params).await?.map(RunResult::Done)),
+        }
+    }
+
+    async fn rollback(
+        &self,
+        store: &mut Store<StepState>,
+        params: &str,
+        outputs: &[(String, String)],
+    ) -> wasmtime::Result<Result<String, PluginError>> {
+        match self {
+            Instance::Current(step) => step.call_rollback(store, params, outputs).await,
+            Instance::V0_1(step) => step.call_rollback(store, params, outputs).await,
+        }
+    }
 }
 
 impl LoadedPlugin {
+    /// The contract the component was built against: `0.2`, or `0.1` for
+    /// a plugin the host serves for compatibility (its `run` cannot wait).
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => "0.2",
+            Pre::V0_1(_) => "0.1",
+        }
+    }
+
     /// What the plugin asks for, as the need-versus-grant rules
     /// ([`crate::capability::review`]) read it.
     pub fn asks(&self) -> crate::capability::Asks<'_> {
@@ -260,11 +339,18 @@ impl PluginRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|error| invalid(format!("{error:#}")))?;
-        let pre = StepPre::new(instance_pre).map_err(|error| {
-            invalid(format!(
-                "it does not export the `runbook:plugin/step` world ({error:#})"
-            ))
-        })?;
+        // The current contract first; a plugin built against 0.1.x
+        // exports the older `run`.
+        let pre = match StepPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Current(pre),
+            Err(current) => crate::wit::v0_1::StepPre::new(instance_pre)
+                .map(Pre::V0_1)
+                .map_err(|_| {
+                    invalid(format!(
+                        "it does not export the `runbook:plugin/step` world of 0.2 or 0.1 ({current:#})"
+                    ))
+                })?,
+        };
         let mut plugin = LoadedPlugin {
             path: path.to_path_buf(),
             digest,
@@ -326,7 +412,7 @@ impl PluginRuntime {
             plugin,
             context,
             crate::runbook::DEFAULT_MEMORY,
-            |step, store| Box::pin(async move { step.call_describe(store).await.map(Ok) }),
+            |step, store| Box::pin(async move { step.describe(store).await.map(Ok) }),
         )
         .await
         .map(|result| result.unwrap_or_else(|never: PluginError| panic!("{never:?}")))
@@ -344,7 +430,7 @@ impl PluginRuntime {
             plugin,
             context,
             crate::runbook::DEFAULT_MEMORY,
-            move |step, store| Box::pin(async move { step.call_check(store, &params).await }),
+            move |step, store| Box::pin(async move { step.check(store, &params).await }),
         )
         .await
     }
@@ -359,24 +445,62 @@ impl PluginRuntime {
     ) -> CallResult<Vec<PlannedAction>> {
         let params = params.to_owned();
         self.call(plugin, context, memory_limit, move |step, store| {
-            Box::pin(async move { step.call_plan(store, &params).await })
+            Box::pin(async move { step.plan(store, &params).await })
         })
         .await
     }
 
-    /// Calls `run`.
+    /// Calls `run`: the first time with no state, after a wait with the
+    /// state the wait returned.
     pub async fn run(
         &self,
         plugin: &LoadedPlugin,
         context: Arc<StepContext>,
         memory_limit: u64,
         params: &str,
-    ) -> CallResult<Outcome> {
+        state: Option<&str>,
+    ) -> CallResult<RunResult> {
         let params = params.to_owned();
+        let state = state.map(str::to_owned);
         self.call(plugin, context, memory_limit, move |step, store| {
-            Box::pin(async move { step.call_run(store, &params).await })
+            Box::pin(async move { step.run(store, &params, state.as_deref()).await })
         })
         .await
+    }
+
+    /// Calls `run` until the step is done, waiting in this process between
+    /// rounds: for tools that need the outcome (`describe`, benchmarks),
+    /// not for runs, which journal each wait.
+    pub async fn run_to_end(
+        &self,
+        plugin: &LoadedPlugin,
+        context: Arc<StepContext>,
+        memory_limit: u64,
+        params: &str,
+    ) -> CallResult<Outcome> {
+        let mut state = None;
+        loop {
+            match self
+                .run(
+                    plugin,
+                    Arc::clone(&context),
+                    memory_limit,
+                    params,
+                    state.as_deref(),
+                )
+                .await?
+            {
+                Ok(RunResult::Done(outcome)) => return Ok(Ok(outcome)),
+                Ok(RunResult::Wait(wait)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(wait.after_ms)) => {}
+                        () = context.cancel.cancelled() => return Err(CallError::Cancelled),
+                    }
+                    state = Some(wait.state);
+                }
+                Err(error) => return Ok(Err(error)),
+            }
+        }
     }
 
     /// Calls `rollback` with the outputs of an earlier `run`.
@@ -390,7 +514,7 @@ impl PluginRuntime {
     ) -> CallResult<String> {
         let params = params.to_owned();
         self.call(plugin, context, memory_limit, move |step, store| {
-            Box::pin(async move { step.call_rollback(store, &params, &outputs).await })
+            Box::pin(async move { step.rollback(store, &params, &outputs).await })
         })
         .await
     }
@@ -408,7 +532,7 @@ impl PluginRuntime {
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
-                &'a crate::wit::Step,
+                &'a Instance,
                 &'a mut Store<StepState>,
             ) -> std::pin::Pin<
                 Box<
@@ -430,7 +554,12 @@ impl PluginRuntime {
 
         let outcome = {
             let work = async {
-                let step = plugin.pre.instantiate_async(&mut store).await?;
+                let step = match &plugin.pre {
+                    Pre::Current(pre) => {
+                        Instance::Current(pre.instantiate_async(&mut store).await?)
+                    }
+                    Pre::V0_1(pre) => Instance::V0_1(pre.instantiate_async(&mut store).await?),
+                };
                 export(&step, &mut store).await
             };
             tokio::select! {

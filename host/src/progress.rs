@@ -263,6 +263,30 @@ impl EventWriter for Progress {
                 };
                 lines.push(line);
             }
+            EventKind::Milestone { message } => {
+                lines.push(format!("      {} {message}", screen.paint("1", "◆")));
+            }
+            EventKind::StepWaiting {
+                status,
+                wake_at,
+                parked,
+                ..
+            } => {
+                let next = wake_at
+                    .parse::<jiff::Timestamp>()
+                    .map(|wake| wake.strftime("%H:%M:%S UTC").to_string())
+                    .unwrap_or_else(|_| wake_at.clone());
+                let text = format!("{status}; next round at {next}");
+                if *parked {
+                    lines.push(format!("      {} {text}", screen.paint("33", "⏸ parked:")));
+                } else if screen.live {
+                    if let Some(running) = screen.running.get_mut(&step) {
+                        running.message = text;
+                    }
+                } else {
+                    lines.push(format!("      ⏳ {text}"));
+                }
+            }
             EventKind::StepRetry {
                 attempt,
                 delay_ms,
@@ -330,7 +354,30 @@ impl EventWriter for Progress {
                 }
                 lines.push(line);
             }
+            EventKind::RunWaiting { until, reason } => {
+                let at = until
+                    .parse::<jiff::Timestamp>()
+                    .map(|at| at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_else(|_| until.clone());
+                lines.push(format!(
+                    "{} parked until {at}: waits for {reason}",
+                    screen.paint("33;1", "⏸")
+                ));
+            }
             EventKind::Confirmed { by, .. } => lines.push(format!("      ✓ confirmed by {by}")),
+            EventKind::DecisionNeeded { .. } => lines.push(format!(
+                "      {} retry, skip, rollback or abort?",
+                screen.paint("33;1", "⏸ waiting for a decision:")
+            )),
+            EventKind::Decided {
+                choice, by, note, ..
+            } => {
+                let mut line = format!("      ✓ {by} chose {}", choice.as_str());
+                if !note.is_empty() {
+                    line.push_str(&format!(" ({note})"));
+                }
+                lines.push(line);
+            }
             EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
             EventKind::PromotionChecked {
                 detail, overridden, ..

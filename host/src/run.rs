@@ -3,7 +3,8 @@
 //! binds and checks; [`gates`] holds the deploy window, the promotion
 //! gate, the lock and the approvals; [`execute`] runs the steps (or plans them, a dry execute);
 //! [`record`] keeps the journal, audit log, run index and deployment
-//! record; [`resume`] decides how a stopped run goes on. `exec`, `resume`,
+//! record; [`resume`] decides how a stopped run goes on; [`worker`] finds
+//! the runs whose step waits for its next round, and goes on with them. `exec`, `resume`,
 //! `plan` and the tests all come through here, so they run one pipeline.
 //! Nothing here touches the terminal: what the operator should see comes
 //! back as values, or goes to the [`Interface`] the caller supplies.
@@ -14,6 +15,7 @@ pub mod prepare;
 pub mod record;
 pub mod resume;
 pub mod rollback;
+pub mod worker;
 
 pub use execute::Connections;
 pub use prepare::{Prepared, Secrets, prepare};
@@ -105,6 +107,11 @@ pub struct Options {
     pub wait_lock: bool,
     /// Wait at the approval gate, instead of stopping there.
     pub wait_approval: bool,
+    /// A step's wait this long or longer parks the run: the process ends,
+    /// and `runbook worker` or `runbook resume` goes on when it is due.
+    /// `Some(ZERO)` parks at the first wait (`--detach`); `None` waits in
+    /// this process however long.
+    pub park_after: Option<std::time::Duration>,
     /// First interrupt: running steps stop, then the failure policy applies.
     pub cancel: CancellationToken,
     /// Second interrupt: the rollback and `always` steps stop too.
@@ -129,6 +136,16 @@ pub enum Ended {
         run_id: String,
         /// Who may approve it, and how.
         waiting: String,
+    },
+    /// The run parked before its first step, until its deploy window
+    /// opens (`--detach`); `runbook worker` starts it then.
+    Parked {
+        /// The run's id.
+        run_id: String,
+        /// When the window opens (RFC 3339).
+        until: String,
+        /// What it waits for.
+        reason: String,
     },
     /// The steps ran: how it went, and what was recorded.
     Ran(Box<Finished>),
@@ -228,8 +245,23 @@ pub async fn run(
     // windows, which hold back changes, do not hold it back.
     let undoing =
         matches!(&start, Start::Resume(resumption) if resumption.record.rollback_request.is_some());
-    if !undoing {
-        gates::window(&prepared, options.emergency.is_some())?;
+    let closed = if undoing {
+        None
+    } else {
+        gates::window(&prepared, options.emergency.is_some()).err()
+    };
+    // Closed: refused, unless a new run was asked to park (`--detach`)
+    // and the window opens within a year: it then waits for it, as a
+    // step waits for its next round.
+    let park_for_window = closed.as_ref().filter(|closed| {
+        matches!(start, Start::New)
+            && options.park_after == Some(std::time::Duration::ZERO)
+            && closed.opens_at.is_some()
+    });
+    if let Some(closed) = &closed
+        && park_for_window.is_none()
+    {
+        return Err(gates::closed(closed));
     }
     // One run per runbook and environment; a resume took the lock before
     // it read the journal, and `start` holds it to the end. A resume
@@ -248,6 +280,20 @@ pub async fn run(
     let earlier = record::start(&recording, &prepared, &start, options);
     if let Some(gate) = promotion {
         record::promotion(&recording, gate);
+    }
+    if let Some(closed) = park_for_window {
+        let until = closed.opens_at.map(|at| at.to_string()).unwrap_or_default();
+        let reason = format!(
+            "the deploy window, which opens {}",
+            closed.next_open.clone().unwrap_or_default()
+        );
+        record::park(&recording, &until, &reason);
+        let run_id = plan.run_id.clone();
+        return Ok(Ended::Parked {
+            run_id,
+            until,
+            reason,
+        });
     }
     let approved_by = match gates::approvals(
         &prepared,

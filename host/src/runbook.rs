@@ -77,6 +77,8 @@ pub struct Environment {
     pub rollback_window: Option<std::time::Duration>,
     /// The success in another environment a run here needs first.
     pub requires: Option<Promotion>,
+    /// What a failed step does to a run here, over the runbook's policy.
+    pub on_failure: Option<Policy>,
 }
 
 /// A promotion requirement: a run in this environment needs a run of the

@@ -50,6 +50,8 @@ pub struct Closed {
     pub reason: String,
     /// The next instant a run may start, if one comes within a year.
     pub next_open: Option<String>,
+    /// That instant, for a run that waits for it.
+    pub opens_at: Option<Timestamp>,
 }
 
 impl Schedule {
@@ -112,11 +114,13 @@ impl Schedule {
     pub fn check(&self, now: Timestamp) -> Result<(), Closed> {
         let local = now.to_zoned(self.time_zone.clone());
         if let Some(reason) = self.why_closed(&local) {
+            let next = self.next_open(&local);
             return Err(Closed {
                 reason,
-                next_open: self
-                    .next_open(&local)
-                    .map(|zoned| describe(&zoned, &self.time_zone_name)),
+                next_open: next
+                    .as_ref()
+                    .map(|zoned| describe(zoned, &self.time_zone_name)),
+                opens_at: next.map(|zoned| zoned.timestamp()),
             });
         }
         Ok(())

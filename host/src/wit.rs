@@ -1,6 +1,7 @@
-//! The one `bindgen!` of the host: Rust types and traits for the
-//! `runbook:plugin` WIT package. Host imports are async, so a plugin that
-//! sleeps or waits on HTTP holds no thread.
+//! The host's bindings of the `runbook:plugin` WIT package: Rust types and
+//! traits for the current contract (0.2), and [`v0_1`], the exports of
+//! plugins built against 0.1.x, which the host keeps serving. Host imports
+//! are async, so a plugin that sleeps or waits on HTTP holds no thread.
 
 #![allow(missing_docs, reason = "generated code")]
 
@@ -11,7 +12,28 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::runbook::plugin::types::{Capability, Denial, Error as PluginError, ParamError};
+pub use self::runbook::plugin::types::{
+    Capability, Denial, Error as PluginError, Outcome, ParamError, Wait,
+};
+
+/// The exports of a plugin built against `runbook:plugin@0.1.x`, whose
+/// `run` takes no state and cannot wait. Its imports are the current ones
+/// under their 0.1 names (`capability::add_to_linker`): every
+/// 0.1 interface is the 0.2 one less functions added since, and its types
+/// are the 0.2 types.
+pub mod v0_1 {
+    #![allow(missing_docs, dead_code, reason = "generated code")]
+
+    wasmtime::component::bindgen!({
+        world: "step",
+        path: "../wit/0.1/plugin.wit",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "runbook:plugin/types": super::runbook::plugin::types,
+        },
+    });
+}
 
 impl PluginError {
     /// A denial, with the hint that would grant it.

@@ -1,5 +1,5 @@
 //! Logging, the capability every step has: `log.log`, `log.progress`,
-//! `log.checkpoint`, and what a plugin prints on stdout and stderr, all
+//! `log.milestone`, `log.checkpoint`, and what a plugin prints on stdout and stderr, all
 //! drawn from one budget per call so a step's record stays small whatever
 //! the plugin does. Granted to every step; nothing to check but the budget.
 
@@ -65,6 +65,13 @@ impl log::Host for StepState {
         let message = truncate(message, 1024);
         if self.log_budget.admit(message.len() + 1) {
             self.context.emit(EventKind::Progress { message, fraction });
+        }
+    }
+
+    async fn milestone(&mut self, message: String) {
+        let message = truncate(message, 1024);
+        if self.log_budget.admit(message.len() + 1) {
+            self.context.emit(EventKind::Milestone { message });
         }
     }
 

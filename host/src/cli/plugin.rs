@@ -57,6 +57,7 @@ async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failur
             "capabilities": capabilities,
             "optional_capabilities": descriptor.optional_capabilities.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
             "idempotent": descriptor.idempotent,
+            "contract": plugin.contract(),
             "imports": plugin.imports,
             "embedded_capabilities": plugin.embedded_capabilities,
             "params_schema": schema,
@@ -87,6 +88,15 @@ fn print_text(
         size.div_ceil(1024)
     )?;
     outln!("sha256        {}", plugin.digest)?;
+    outln!(
+        "contract      runbook:plugin@{}{}",
+        plugin.contract(),
+        if plugin.contract() == "0.1" {
+            " (served unchanged; its steps cannot wait between rounds)"
+        } else {
+            ""
+        }
+    )?;
     outln!(
         "needs         {}",
         if capabilities.is_empty() {

@@ -32,15 +32,34 @@ pub async fn run(cli: &Cli, args: &ResumeArgs) -> Result<u8, Failure> {
         operator: std::env::var("RUNBOOK_OPERATOR")
             .or_else(|_| std::env::var("USER"))
             .ok(),
+        decision: None,
     };
+    go_on(cli, &request, &args.options).await
+}
+
+/// Goes on with a stopped run in this process, as `request` asks
+/// (`resume`, `decide`), and prints how it ended.
+pub(super) async fn go_on(
+    cli: &Cli,
+    request: &resume::Request,
+    options: &RunOptions,
+) -> Result<u8, Failure> {
     let runtime = super::plugin_runtime(cli)?;
-    let terminal = Terminal::new(cli, args.options.output);
-    let options = args.options.for_run();
+    let terminal = Terminal::new(cli, options.output);
+    let run_options = options.for_run();
     let ended = async {
-        let (prepared, start) = resume::prepare(&runtime, &request, &options, &terminal).await?;
-        let connections = args.options.connections(&prepared);
-        run::run(&runtime, prepared, start, connections, &options, &terminal).await
+        let (prepared, start) = resume::prepare(&runtime, request, &run_options, &terminal).await?;
+        let connections = options.connections(&prepared);
+        run::run(
+            &runtime,
+            prepared,
+            start,
+            connections,
+            &run_options,
+            &terminal,
+        )
+        .await
     }
     .await;
-    super::session::print_ended(ended, args.options.output)
+    super::session::print_ended(ended, options.output)
 }

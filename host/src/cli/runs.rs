@@ -47,6 +47,17 @@ fn field(event: &serde_json::Value, key: &str) -> String {
 }
 
 fn status_of(record: &RunRecord) -> String {
+    if let Some((step, wait)) = record.parked() {
+        let what = if step.is_empty() {
+            wait.status.clone()
+        } else {
+            format!("{step}: {}", wait.status)
+        };
+        return format!("waiting until {} ({what})", when(&wait.wake_at));
+    }
+    if let Some((step, _)) = record.awaiting_decision() {
+        return format!("waiting for a decision on `{step}` (runbook decide)");
+    }
     match record.finished {
         Some(status) => status.as_str().to_owned(),
         None if record.steps.values().any(|step| step.interrupted) => "interrupted".into(),
@@ -54,10 +65,25 @@ fn status_of(record: &RunRecord) -> String {
     }
 }
 
-/// Lists runs, newest first.
-pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
-    let folders: Vec<PathBuf> = match &args.state_dir {
-        Some(dir) => vec![dir.clone()],
+/// A wake-up time as an operator reads it: the time of day in UTC, with
+/// the date when it is not today.
+fn when(wake_at: &str) -> String {
+    let Ok(wake) = wake_at.parse::<jiff::Timestamp>() else {
+        return wake_at.to_owned();
+    };
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    if wake.strftime("%Y-%m-%d").to_string() == today {
+        wake.strftime("%H:%M:%S UTC").to_string()
+    } else {
+        wake.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+    }
+}
+
+/// The state folders a command looks in: the one given, else `.runbook/`
+/// here and in the folders just below.
+pub(super) fn state_folders(given: Option<&Path>) -> Vec<PathBuf> {
+    match given {
+        Some(dir) => vec![dir.to_path_buf()],
         None => {
             let mut folders = vec![PathBuf::from(".runbook")];
             if let Ok(entries) = std::fs::read_dir(".") {
@@ -70,7 +96,12 @@ pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
             }
             folders
         }
-    };
+    }
+}
+
+/// Lists runs, newest first.
+pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
+    let folders = state_folders(args.state_dir.as_deref());
     let mut rows = Vec::new();
     for folder in folders {
         for run in state::list_runs(&folder) {
@@ -85,22 +116,22 @@ pub fn runs(_cli: &Cli, args: &RunsArgs) -> Result<u8, Failure> {
         return Ok(exit::SUCCESS);
     }
     outln!(
-        "{:<24} {:<22} {:<12} {:<10} {:<12} started",
+        "{:<24} {:<22} {:<12} {:<10} {:<30} status",
         "run",
         "runbook",
         "environment",
         "operator",
-        "status"
+        "started"
     )?;
     for record in rows {
         outln!(
-            "{:<24} {:<22} {:<12} {:<10} {:<12} {}",
+            "{:<24} {:<22} {:<12} {:<10} {:<30} {}",
             record.run_id,
             record.runbook,
             record.environment.clone().unwrap_or_else(|| "-".into()),
             record.operator,
-            status_of(&record),
-            record.started
+            record.started,
+            status_of(&record)
         )?;
     }
     Ok(exit::SUCCESS)
@@ -190,6 +221,21 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             "run_started" => format!("run started by {}", text("operator")),
             "run_resumed" => format!("run resumed by {}", text("operator")),
             "step_started" => format!("{step}: started"),
+            "run_waiting" => format!(
+                "run parked until {}: waits for {}",
+                when(&text("until")),
+                text("reason")
+            ),
+            "step_waiting" => format!(
+                "{step}: waits until {} ({}){}",
+                when(&text("wake_at")),
+                text("status"),
+                if event["parked"].as_bool() == Some(true) {
+                    ", parked"
+                } else {
+                    ""
+                }
+            ),
             "step_retry" => format!(
                 "{step}: try {} failed, retrying: {}",
                 event["attempt"],
@@ -201,6 +247,21 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
                 text("summary").replace('\n', " / ")
             ),
             "confirmed" => format!("{step}: confirmed by {}", text("by")),
+            "decision_needed" => format!(
+                "{step}: waits for a decision: retry, skip, rollback or abort (runbook decide)"
+            ),
+            "decided" => {
+                let mut line = format!(
+                    "{step}: {} chose {} ({})",
+                    text("by"),
+                    text("choice"),
+                    text("how")
+                );
+                if !text("note").is_empty() {
+                    line.push_str(&format!(": {}", text("note")));
+                }
+                line
+            }
             "approved" => format!("approved by {}", text("by")),
             "promotion_checked" => match event.get("overridden").and_then(|value| value.as_str()) {
                 None => format!("promoted from {}", text("detail")),

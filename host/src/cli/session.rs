@@ -5,13 +5,17 @@
 
 use super::{Cli, Failure, Output, exit};
 use crate::engine::Ask;
-use crate::events::{EventSink, JsonStdout, Status};
+use crate::events::{Choice, EventSink, JsonStdout, Status};
 use crate::progress::Progress;
 use crate::run::record::{Deployment, Finished, Unrecorded};
 use crate::run::{Ended, Interface, Notice};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// A wait of a step this long or longer parks the run unless
+/// `--park-after` says otherwise: nobody keeps a terminal open for an hour.
+pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The options of a run that `exec` and `resume` both take.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +52,19 @@ pub struct RunOptions {
     #[arg(long)]
     pub wait_approval: bool,
 
+    /// Park the run at the first wait of a step that works in rounds (a
+    /// soak, a canary's stages): the process ends, the journal keeps where
+    /// the step stands, and `runbook worker` (or `runbook resume RUN`)
+    /// goes on when the wait is due. `runbook runs` shows when.
+    #[arg(long, conflicts_with = "park_after")]
+    pub detach: bool,
+
+    /// Park the run at any wait at least this long, instead of waiting in
+    /// this process [default: 1h]. Shorter waits (an analysis round every
+    /// 30s) are waited here, each journaled first.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub park_after: Option<std::time::Duration>,
+
     /// Send AWS calls to this endpoint (an emulator such as moto) instead
     /// of AWS; overrides the environment's `aws_endpoint`.
     #[arg(long, value_name = "URL")]
@@ -72,6 +89,11 @@ impl RunOptions {
                 .then(|| self.reason.clone().unwrap_or_default()),
             wait_lock: self.wait_lock,
             wait_approval: self.wait_approval,
+            park_after: Some(if self.detach {
+                std::time::Duration::ZERO
+            } else {
+                self.park_after.unwrap_or(PARK_AFTER)
+            }),
             cancel: CancellationToken::new(),
             abort: CancellationToken::new(),
         };
@@ -160,6 +182,32 @@ impl Ask for TerminalChecklist {
         }
         Ok(ticked)
     }
+
+    fn decide(&self, step: &str, failure: &str) -> Option<Choice> {
+        eprintln!(
+            "\nStep `{}` failed: {}\nWhat now? [r]etry it, [s]kip it and go on, roll [b]ack the run, [a]bort the run, or Enter to decide later with `runbook decide`",
+            crate::terminal::text(step),
+            crate::terminal::text(failure)
+        );
+        loop {
+            eprint!("  [r/s/b/a] ");
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            match line.trim().to_ascii_lowercase().as_str() {
+                "" => return None,
+                "r" | "retry" => return Some(Choice::Retry),
+                "s" | "skip" => return Some(Choice::Skip),
+                "b" | "rollback" | "roll back" => return Some(Choice::Rollback),
+                "a" | "abort" => return Some(Choice::Abort),
+                other => eprintln!(
+                    "  `{}` is not a choice: r, s, b, a, or Enter for later",
+                    crate::terminal::text(other)
+                ),
+            }
+        }
+    }
 }
 
 /// Prints how the run ended, or why it did not start, and returns the
@@ -169,6 +217,17 @@ pub fn print_ended(ended: Result<Ended, crate::run::Error>, output: Output) -> R
         Ok(Ended::AwaitingApprovals { run_id, waiting }) => {
             let waiting = crate::terminal::text(&waiting);
             eprintln!("⏸ {waiting}, then `runbook resume {run_id}`");
+            Ok(exit::WAITING)
+        }
+        Ok(Ended::Parked {
+            run_id,
+            until,
+            reason,
+        }) => {
+            eprintln!(
+                "⏸ parked: run {run_id} waits for {} (until {until}); `runbook worker` starts it then, or `runbook resume {run_id}` once it is open",
+                crate::terminal::text(&reason)
+            );
             Ok(exit::WAITING)
         }
         Ok(Ended::Ran(finished)) => Ok(print_finished(&finished, output)),
@@ -202,7 +261,12 @@ fn print_finished(finished: &Finished, output: Output) -> u8 {
                 report.rollback_failures.join(", ")
             );
         }
-        if report.status == Status::Waiting
+        if let Some(step) = &report.awaiting_decision {
+            eprintln!(
+                "  `{step}` failed; choose with `runbook decide {} retry|skip|rollback|abort`",
+                finished.run_id
+            );
+        } else if report.status == Status::Waiting
             || report.status == Status::Cancelled
             || (report.status.is_failure()
                 && report.status != Status::Denied

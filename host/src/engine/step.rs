@@ -1,6 +1,7 @@
 //! One step, start to end: the started event, the plugin call in a fresh
-//! sandbox, retries of transient failures with backoff and jitter, manual
-//! checklists, and the finished event.
+//! sandbox, retries of transient failures with backoff and jitter, the
+//! waits between a plugin's rounds (journaled, in this process or parked),
+//! manual checklists, and the finished event.
 
 use super::{Executor, millis};
 use crate::capability::StepContext;
@@ -120,6 +121,10 @@ impl Executor<'_> {
         result
     }
 
+    /// Calls the step's plugin until it is done: each call with its
+    /// retries, and between calls the waits the plugin asks for, each
+    /// journaled before it begins. A step an earlier process left waiting
+    /// goes on from its recorded state, once that wait is due.
     async fn call_with_retries(
         &self,
         plan: &Plan,
@@ -130,8 +135,6 @@ impl Executor<'_> {
     ) -> StepResult {
         let planned = &plan.steps[index];
         let step = plan.step(planned);
-        let plugin = &self.plugins[plugin];
-        let deadline = tokio::time::Instant::now() + step.timeout;
         // `always` steps finish what they do at the end of a run, even an
         // interrupted one: only the second interrupt stops them.
         let cancel = if step.always {
@@ -139,20 +142,174 @@ impl Executor<'_> {
         } else {
             &self.cancel
         };
+        let mut waited = self.waits.get(&planned.id.0).cloned();
+        let mut calls = 0_u32;
+        loop {
+            if let Some(wait) = &waited {
+                if calls == 0 {
+                    self.access.events.emit_for(
+                        Some(&planned.id),
+                        EventKind::Log {
+                            level: crate::events::Level::Info,
+                            message: format!(
+                                "going on from wait {} ({}), due {}",
+                                wait.round, wait.status, wait.wake_at
+                            ),
+                        },
+                    );
+                }
+                let due = wait
+                    .wake_at
+                    .parse::<jiff::Timestamp>()
+                    .map(|wake| wake.duration_since(jiff::Timestamp::now()))
+                    .ok()
+                    .and_then(|left| Duration::try_from(left).ok())
+                    .unwrap_or_default();
+                // Resumed long before it is due: it stays parked rather
+                // than hold this process for hours.
+                if calls == 0
+                    && self
+                        .park_after
+                        .is_some_and(|limit| due >= limit && !due.is_zero())
+                {
+                    return StepResult::new(
+                        Status::Waiting,
+                        format!(
+                            "parked: waits until {} ({}); `runbook worker` or `runbook resume {}` goes on then",
+                            wait.wake_at, wait.status, plan.run_id
+                        ),
+                    );
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(due) => {}
+                    () = cancel.cancelled() => return StepResult::new(
+                        Status::Cancelled,
+                        format!("cancelled while waiting ({})", wait.status),
+                    ),
+                }
+            }
+            calls += 1;
+            let state = waited.as_ref().map(|wait| wait.state.as_str());
+            let wait = match self
+                .call_once(plan, index, plugin, params, state, checkpoints, cancel)
+                .await
+            {
+                Ok(crate::wit::RunResult::Done(outcome)) => return done(outcome),
+                Ok(crate::wit::RunResult::Wait(wait)) => wait,
+                Err(result) => return result,
+            };
+            match self.record_wait(planned, waited.as_ref(), wait) {
+                Ok(record) if record.parked => {
+                    return StepResult::new(
+                        Status::Waiting,
+                        format!(
+                            "parked: waits until {} ({}); `runbook worker` or `runbook resume {}` goes on then",
+                            record.wake_at, record.status, plan.run_id
+                        ),
+                    );
+                }
+                Ok(record) => waited = Some(record),
+                Err(result) => return result,
+            }
+        }
+    }
+
+    /// Journals a wait the plugin asked for, durably, before it begins;
+    /// whether it parks the run.
+    fn record_wait(
+        &self,
+        planned: &crate::runbook::PlannedStep,
+        previous: Option<&crate::journal::WaitRecord>,
+        wait: crate::wit::Wait,
+    ) -> Result<crate::journal::WaitRecord, StepResult> {
+        if wait.state.len() > MAX_WAIT_STATE {
+            return Err(StepResult::new(
+                Status::Failed,
+                format!(
+                    "the plugin asked to wait with {} KiB of state; a wait's state is at most {} KiB",
+                    wait.state.len().div_ceil(1024),
+                    MAX_WAIT_STATE / 1024
+                ),
+            ));
+        }
+        let after = Duration::from_millis(wait.after_ms);
+        let wake_at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(after).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(jiff::Timestamp::MAX)
+            .round(jiff::TimestampRound::new().smallest(jiff::Unit::Millisecond))
+            .unwrap_or(jiff::Timestamp::MAX);
+        let record = crate::journal::WaitRecord {
+            round: previous.map_or(1, |wait| wait.round.saturating_add(1)),
+            status: crate::capability::log::truncate(wait.status, 200),
+            wake_at: wake_at.to_string(),
+            state: wait.state,
+            parked: self.park_after.is_some_and(|limit| after >= limit),
+        };
+        self.access.events.emit_for(
+            Some(&planned.id),
+            EventKind::StepWaiting {
+                round: record.round,
+                status: record.status.clone(),
+                wake_at: record.wake_at.clone(),
+                state: record.state.clone(),
+                parked: record.parked,
+            },
+        );
+        if let Some(failure) = self.access.events.failure() {
+            return Err(StepResult::new(
+                Status::Failed,
+                format!("its wait could not be recorded: {failure}"),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// One call of the step's plugin, with retries of transient failures:
+    /// what it returned, or how the step ended.
+    #[allow(clippy::too_many_arguments, reason = "one call's whole context")]
+    async fn call_once(
+        &self,
+        plan: &Plan,
+        index: usize,
+        plugin: &str,
+        params: &str,
+        state: Option<&str>,
+        checkpoints: &crate::capability::Checkpoints,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<crate::wit::RunResult, StepResult> {
+        let planned = &plan.steps[index];
+        let step = plan.step(planned);
+        let plugin = &self.plugins[plugin];
+        // The step's timeout bounds each call: a step that waits between
+        // rounds has each round bounded, not its whole hold.
+        let deadline = tokio::time::Instant::now() + step.timeout;
         let mut attempt = 1;
         loop {
             let context = self.context(planned, deadline, cancel, checkpoints);
             let called = self
                 .runtime
-                .run(plugin, context, step.memory_limit, params)
+                .run(plugin, context, step.memory_limit, params, state)
                 .await;
             let retryable = matches!(&called, Ok(Err(PluginError::Transient(_))));
             if !retryable || attempt >= step.retries.attempts {
-                let mut result = step_result(called);
+                let error = match called {
+                    Ok(Ok(mut result)) => {
+                        if attempt > 1
+                            && let crate::wit::RunResult::Done(outcome) = &mut result
+                        {
+                            outcome.summary =
+                                format!("{} (after {attempt} attempts)", outcome.summary);
+                        }
+                        return Ok(result);
+                    }
+                    Ok(Err(error)) => Ok(error),
+                    Err(error) => Err(error),
+                };
+                let mut result = step_error(error);
                 if attempt > 1 {
                     result.summary = format!("{} (after {attempt} attempts)", result.summary);
                 }
-                return result;
+                return Err(result);
             }
             let reason = match &called {
                 Ok(Err(error)) => error.describe(),
@@ -169,14 +326,14 @@ impl Executor<'_> {
             );
             let wake = tokio::time::Instant::now() + delay;
             if wake >= deadline {
-                return StepResult::new(
+                return Err(StepResult::new(
                     Status::Failed,
                     format!("the step's timeout leaves no time for try {}", attempt + 1),
-                );
+                ));
             }
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
-                () = cancel.cancelled() => return StepResult::new(Status::Cancelled, "cancelled while waiting to retry"),
+                () = cancel.cancelled() => return Err(StepResult::new(Status::Cancelled, "cancelled while waiting to retry")),
             }
             attempt += 1;
         }
@@ -238,20 +395,26 @@ fn jitter(pause: Duration) -> Duration {
     pause.mul_f64(0.5 + f64::from(byte[0]) / 510.0)
 }
 
-fn step_result(called: Result<Result<Outcome, PluginError>, CallError>) -> StepResult {
+/// Most bytes of state a step may ask to be called again with: it is
+/// journaled at every wait.
+pub const MAX_WAIT_STATE: usize = 64 * 1024;
+
+fn done(outcome: Outcome) -> StepResult {
+    StepResult {
+        status: Status::Succeeded,
+        summary: outcome.summary,
+        outputs: outcome.outputs.into_iter().collect(),
+    }
+}
+
+/// How a step ends when its plugin (or the call) failed.
+fn step_error(called: Result<PluginError, CallError>) -> StepResult {
     match called {
-        Ok(Ok(outcome)) => StepResult {
-            status: Status::Succeeded,
-            summary: outcome.summary,
-            outputs: outcome.outputs.into_iter().collect(),
-        },
-        Ok(Err(error @ PluginError::Denied(_))) => {
-            StepResult::new(Status::Denied, error.describe())
-        }
-        Ok(Err(PluginError::Cancelled)) | Err(CallError::Cancelled) => {
+        Ok(error @ PluginError::Denied(_)) => StepResult::new(Status::Denied, error.describe()),
+        Ok(PluginError::Cancelled) | Err(CallError::Cancelled) => {
             StepResult::new(Status::Cancelled, "cancelled")
         }
-        Ok(Err(error)) => StepResult::new(Status::Failed, error.describe()),
+        Ok(error) => StepResult::new(Status::Failed, error.describe()),
         Err(error) => StepResult::new(Status::Failed, error.to_string()),
     }
 }

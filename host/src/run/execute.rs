@@ -85,7 +85,10 @@ pub async fn execute(
             given: earlier.confirmations,
             ask: interface.ask(),
             operator: prepared.plan.operator.clone(),
+            decided: earlier.decisions,
         },
+        waits: earlier.waits,
+        park_after: options.park_after,
     };
     executor.execute(&prepared.plan).await
 }

@@ -15,22 +15,29 @@ use crate::state::{self, LockError, LockHolder, RunLock};
 use std::path::Path;
 use std::time::Duration;
 
-/// Refuses a run outside its environment's deploy windows or in a
-/// freeze, unless it is an emergency.
-pub fn window(prepared: &Prepared, emergency: bool) -> Result<(), Error> {
+/// Whether a run may start now: closed outside its environment's deploy
+/// windows or in a freeze, unless it is an emergency.
+pub fn window(prepared: &Prepared, emergency: bool) -> Result<(), crate::schedule::Closed> {
     let Some(environment) = prepared.environment() else {
         return Ok(());
     };
     match environment.schedule.check(crate::schedule::now()) {
-        Err(closed) if !emergency => Err(Error::refuse(
-            format!("no deploys now: {}", closed.reason),
-            match &closed.next_open {
-                Some(next) => format!("the next window opens {next}; in an emergency, run with `--emergency --reason \"...\"`"),
-                None => "no window opens within a year; in an emergency, run with `--emergency --reason \"...\"`".into(),
-            },
-        )),
+        Err(closed) if !emergency => Err(closed),
         _ => Ok(()),
     }
+}
+
+/// The refusal of a run outside its deploy windows.
+pub fn closed(closed: &crate::schedule::Closed) -> Error {
+    Error::refuse(
+        format!("no deploys now: {}", closed.reason),
+        match &closed.next_open {
+            Some(next) => format!(
+                "the next window opens {next}; `--detach` parks the run until then (`runbook worker` starts it); in an emergency, run with `--emergency --reason \"...\"`"
+            ),
+            None => "no window opens within a year; in an emergency, run with `--emergency --reason \"...\"`".into(),
+        },
+    )
 }
 
 /// How a new run passed its environment's promotion gate: shown by
@@ -203,7 +210,7 @@ pub async fn take_lock(
         if left.run_id == plan.run_id {
             // Only a process that died mid-run is taken over; one that
             // ended (or stopped at a gate) simply left its name.
-            if unfinished(state_dir, &left.run_id).is_some() {
+            if unfinished(state_dir, &left.run_id).is_some_and(|state| !state.starts_with(PARKED)) {
                 interface.notice(Notice::LockTakenOver { pid: left.pid });
             }
         } else if let Some(state) = unfinished(state_dir, &left.run_id) {
@@ -222,14 +229,25 @@ pub async fn take_lock(
     Ok(lock)
 }
 
+/// How [`unfinished`] begins the state of a parked run.
+const PARKED: &str = "parked";
+
 /// The refusal of a new run while the lock's last holder, whose process
-/// died, left its run unfinished.
+/// died or parked the run, left its run unfinished.
 fn left_unfinished(plan: &Plan, left: &LockHolder, state: &str) -> Error {
-    Error::refuse(
+    let message = if state.starts_with(PARKED) {
+        format!(
+            "run {} by {} is {state}: it is not over, and holds this runbook and environment until it is",
+            left.run_id, left.operator
+        )
+    } else {
         format!(
             "run {} by {} died unfinished ({state}); its process {} on {} is gone",
             left.run_id, left.operator, left.pid, left.host
-        ),
+        )
+    };
+    Error::refuse(
+        message,
         format!(
             "continue it with `runbook resume {}`; or, if it is to be abandoned, `runbook unlock {}{}` and start anew",
             left.run_id,
@@ -252,6 +270,21 @@ pub fn unfinished(state_dir: &Path, run_id: &str) -> Option<String> {
         Err(JournalError::NoStart(_) | JournalError::Read { .. }) => return None,
         Err(error) => return Some(error.to_string()),
     };
+    // A parked run is not over: its step goes on when its wait is due, and
+    // no other run of the runbook and environment may start meanwhile.
+    if let Some((step, wait)) = record.parked() {
+        return Some(if step.is_empty() {
+            format!(
+                "{PARKED} until {}, waiting for {}",
+                wait.wake_at, wait.status
+            )
+        } else {
+            format!(
+                "{PARKED} at `{step}` until {} ({})",
+                wait.wake_at, wait.status
+            )
+        });
+    }
     if record.finished.is_some() {
         return None;
     }

@@ -100,6 +100,17 @@ pub fn start(
                     skip: resumption.skip.clone(),
                 }),
             }
+            if let Some((step, decision)) = &resumption.decision {
+                events.emit_for(
+                    Some(&crate::grant::StepId(step.clone())),
+                    EventKind::Decided {
+                        choice: decision.choice,
+                        by: decision.by.clone(),
+                        how: "command".to_owned(),
+                        note: decision.note.clone(),
+                    },
+                );
+            }
             Earlier::of(resumption)
         }
     };
@@ -130,7 +141,18 @@ pub fn promotion(recording: &Recording, gate: super::gates::PromotionGate) {
     });
 }
 
-/// Records that the run stops at the approval gate; `resume` continues it.
+/// Records that the run parks before its first step until `until` (its
+/// deploy window opens), durably: `runbook worker` starts it then.
+pub fn park(recording: &Recording, until: &str, reason: &str) {
+    recording.events.emit(EventKind::RunWaiting {
+        until: until.to_owned(),
+        reason: reason.to_owned(),
+    });
+    stop_at_gate(recording);
+}
+
+/// Records that the run stops at a gate (its approvals, its window): it
+/// ends `waiting`, and a later process goes on from there.
 pub fn stop_at_gate(recording: &Recording) {
     recording.events.emit(EventKind::RunFinished {
         status: Status::Waiting,

@@ -5,7 +5,7 @@
 
 use super::{Error, Interface, Notice, Options, Prepared, Secrets, Start};
 use crate::engine::{PendingRollback, Recorded};
-use crate::events::Status;
+use crate::events::{Choice, Status};
 use crate::journal::{self, RollbackRecord, RollbackRequest, RunRecord};
 use crate::plugin::PluginRuntime;
 use crate::runbook::{Action, Bindings, Plan, Policy};
@@ -27,6 +27,21 @@ pub struct Request {
     /// Who resumes it, for the run log; `None` for the operator who
     /// started it.
     pub operator: Option<String>,
+    /// What a person chose for the failed step the run waits at (`runbook
+    /// decide`): the run must be waiting for one.
+    pub decision: Option<Decision>,
+}
+
+/// A person's choice for the step a run waits at after it failed under
+/// `on_failure = "ask"`.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// What they chose.
+    pub choice: Choice,
+    /// Who.
+    pub by: String,
+    /// Why, in their words.
+    pub note: String,
 }
 
 /// A stopped run, ready to go on: what its journal says, and what this
@@ -51,6 +66,11 @@ pub struct Resumption {
     /// A rollback this process was asked for (`runbook rollback`): it is
     /// recorded as `rollback_requested` rather than `run_resumed`.
     pub asked: Option<RollbackRequest>,
+    /// The choice this process carries out for the failed step the run
+    /// waited at (`runbook decide`), recorded after `run_resumed`.
+    pub decision: Option<(String, Decision)>,
+    /// Choices that hold for failed steps (skip, abort), by step.
+    pub decisions: BTreeMap<String, Choice>,
     /// Held for as long as this process continues the run.
     _lock: RunLock,
 }
@@ -68,6 +88,10 @@ pub struct Earlier {
     pub approvals: Vec<(String, String)>,
     /// Manual steps confirmed: step, and who.
     pub confirmations: BTreeMap<String, String>,
+    /// Steps that wait to be called again, and where they stand.
+    pub waits: BTreeMap<String, crate::journal::WaitRecord>,
+    /// What people chose for steps that failed under `on_failure = "ask"`.
+    pub decisions: BTreeMap<String, Choice>,
 }
 
 impl Earlier {
@@ -85,6 +109,12 @@ impl Earlier {
                 .collect(),
             approvals: record.approvals.clone(),
             confirmations: record.confirmations.clone(),
+            waits: record
+                .steps
+                .iter()
+                .filter_map(|(id, step)| Some((id.clone(), step.wait.clone()?)))
+                .collect(),
+            decisions: resumption.decisions.clone(),
         }
     }
 }
@@ -102,6 +132,7 @@ pub async fn prepare(
     let (run_dir, state_dir) = find(&request.run, options)?;
     let journal_path = state::journal_path(&run_dir);
     let record = read_journal(&journal_path)?;
+    check_decision(request, &record)?;
     check_resumable(request, &record, &run_dir, &state_dir, false, interface)?;
     let mut prepared = prepare_again(runtime, &record, Secrets::Environment, interface).await?;
     if let Some(asked) = &record.rollback_request {
@@ -123,6 +154,7 @@ pub async fn prepare(
         interface.notice(Notice::JournalTornTail);
     }
     check_named_steps(request, &prepared.plan)?;
+    check_decision(request, &record)?;
     if record.rollback.is_none()
         && let Some(asked) = &record.rollback_request
     {
@@ -147,7 +179,13 @@ pub(super) fn take_over(
     asked: Option<RollbackRequest>,
 ) -> Result<Resumption, Error> {
     let decided = decide(request, &record, prepared)?;
+    let decision = request.decision.clone().and_then(|decision| {
+        let (step, _) = record.awaiting_decision()?;
+        Some((step.to_owned(), decision))
+    });
     Ok(Resumption {
+        decision,
+        decisions: decided.decisions,
         record,
         recorded: decided.recorded,
         rollback: decided.rollback,
@@ -346,6 +384,28 @@ fn check_named_steps(request: &Request, plan: &Plan) -> Result<(), Error> {
     }
 }
 
+/// Refuses `runbook decide` for a run that waits for no decision.
+fn check_decision(request: &Request, record: &RunRecord) -> Result<(), Error> {
+    if request.decision.is_none() || record.awaiting_decision().is_some() {
+        return Ok(());
+    }
+    let state = match record.finished {
+        Some(Status::Waiting) => "waiting, but not for a decision",
+        Some(status) => status.as_str(),
+        None => "not finished (its process may still be running, or died)",
+    };
+    Err(Error::refuse(
+        format!(
+            "run {} is not waiting for a decision: it is {state}",
+            request.run
+        ),
+        format!(
+            "a run waits for one when a step fails under `on_failure = \"ask\"`; `runbook show {}` shows where it stands",
+            request.run
+        ),
+    ))
+}
+
 /// What this process does with each step the journal knows.
 #[derive(Default)]
 struct Decided {
@@ -356,6 +416,8 @@ struct Decided {
     /// Interrupted steps (`true`: their undo) that neither an idempotent
     /// plugin nor the operator allows to run again.
     undecided: Vec<(String, bool)>,
+    /// Choices that hold for steps that failed under `ask` (skip, abort).
+    decisions: BTreeMap<String, Choice>,
 }
 
 /// Decides from the journal which steps are kept, run again or skipped,
@@ -370,7 +432,9 @@ fn decide(request: &Request, record: &RunRecord, prepared: &Prepared) -> Result<
         .rollback
         .as_ref()
         .filter(|rollback| !rollback.finished || (rollback.whole_run && record.finished.is_none()));
-    let into_rollback = asked_rollback(record).or_else(|| into_rollback(plan, record));
+    let into_rollback = asked_rollback(record)
+        .or_else(|| decided_rollback(request, plan, record))
+        .or_else(|| into_rollback(plan, record));
     let mut decided = Decided::default();
     let rolling_back = pending.is_some() || into_rollback.is_some();
     decide_steps(request, record, prepared, rolling_back, &mut decided);
@@ -415,6 +479,39 @@ fn asked_rollback(record: &RunRecord) -> Option<PendingRollback> {
     })
 }
 
+/// The choice for a step that failed under `ask`: this process's (`runbook
+/// decide`), else one the journal holds that a crash kept from being
+/// carried out. An abort ended its process: a later resume asks again.
+fn choice_for(request: &Request, record: &RunRecord, id: &str) -> Option<Choice> {
+    let step = record.steps.get(id)?;
+    if let Some(decision) = &request.decision
+        && record.awaiting_decision().map(|(step, _)| step) == Some(id)
+    {
+        return Some(decision.choice);
+    }
+    step.decision.filter(|choice| *choice != Choice::Abort)
+}
+
+/// A person chose to roll back at a step that failed under `ask`: the
+/// rollback undoes what succeeded, newest first.
+fn decided_rollback(request: &Request, plan: &Plan, record: &RunRecord) -> Option<PendingRollback> {
+    if record.rollback.is_some() {
+        return None;
+    }
+    let failed = plan.steps.iter().find(|planned| {
+        plan.policy(planned) == Policy::Ask
+            && choice_for(request, record, &planned.id.0) == Some(Choice::Rollback)
+    })?;
+    Some(PendingRollback {
+        steps: completed_newest_first(plan, record),
+        whole_run: true,
+        failed_step: Some(failed.id.0.clone()),
+        reason: "a step failed, and rolling back was chosen".to_owned(),
+        started: false,
+        requested: false,
+    })
+}
+
 /// A step failed and its policy was to roll back, but the process died
 /// before the rollback began: the rollback is what comes next, undoing
 /// what succeeded, newest first.
@@ -428,8 +525,7 @@ fn into_rollback(plan: &Plan, record: &RunRecord) -> Option<PendingRollback> {
         return None;
     }
     let failed = plan.steps.iter().find(|planned| {
-        let step = plan.step(planned);
-        let policy = step.on_failure.unwrap_or(plan.runbook.on_failure);
+        let policy = plan.policy(planned);
         record.steps.get(&planned.id.0).is_some_and(|step_record| {
             matches!(step_record.status, Some(Status::Failed | Status::Denied))
                 && policy == Policy::Rollback
@@ -514,8 +610,35 @@ fn decide_steps(
                     status: Status::Succeeded,
                     outputs: step_record.outputs.clone(),
                     order: step_record.order.unwrap_or(usize::MAX),
+                    summary: step_record.summary.clone(),
                 },
             );
+            continue;
+        }
+        if matches!(step_record.status, Some(Status::Failed | Status::Denied))
+            && !rolling_back
+            && !step.always
+            && plan.policy(planned) == Policy::Ask
+        {
+            // Failed under `ask`: it runs again only when a person chose
+            // so; otherwise what they chose (or will choose) holds.
+            match choice_for(request, record, id) {
+                Some(Choice::Retry) => {}
+                choice => {
+                    if let Some(choice) = choice {
+                        decided.decisions.insert(id.clone(), choice);
+                    }
+                    decided.recorded.insert(
+                        id.clone(),
+                        Recorded {
+                            status: step_record.status.unwrap_or(Status::Failed),
+                            outputs: step_record.outputs.clone(),
+                            order: usize::MAX,
+                            summary: step_record.summary.clone(),
+                        },
+                    );
+                }
+            }
             continue;
         }
         // When the run goes on with a rollback, only its `always` steps run
@@ -536,9 +659,12 @@ fn decide_steps(
                     status: Status::Succeeded,
                     outputs: BTreeMap::new(),
                     order: usize::MAX,
+                    summary: "marked done by the operator on resume".to_owned(),
                 },
             );
-        } else if idempotent || request.rerun.contains(id) {
+        } else if idempotent || request.rerun.contains(id) || step_record.wait.is_some() {
+            // A step that waited goes on from the state of its last wait,
+            // which its plugin keeps safe to redo from.
             decided.rerun.push(id.clone());
         } else {
             decided.undecided.push((id.clone(), false));

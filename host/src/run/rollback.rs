@@ -82,6 +82,7 @@ pub async fn prepare(
         rerun: Vec::new(),
         skip: Vec::new(),
         operator: Some(request.operator.clone()),
+        decision: None,
     };
     let resumption: Resumption =
         resume::take_over(&resumed, record, &prepared, state_dir, lock, Some(asked))?;

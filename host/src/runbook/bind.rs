@@ -72,6 +72,20 @@ impl Plan {
         &self.runbook.steps[planned.index]
     }
 
+    /// What a failure of `planned` does to the run: the step's own
+    /// `on_failure`, else its environment's, else the runbook's.
+    pub fn policy(&self, planned: &PlannedStep) -> super::Policy {
+        self.step(planned)
+            .on_failure
+            .or_else(|| {
+                self.environment
+                    .as_ref()
+                    .and_then(|name| self.runbook.environments.get(name))
+                    .and_then(|environment| environment.on_failure)
+            })
+            .unwrap_or(self.runbook.on_failure)
+    }
+
     /// The names of every secret the steps use.
     pub fn secret_names(&self) -> BTreeSet<String> {
         let mut names = BTreeSet::new();

@@ -33,7 +33,8 @@ pub struct RawMeta {
     /// One line on what the runbook does.
     #[serde(default)]
     pub description: Option<String>,
-    /// What happens when a step fails: `rollback` (default), `abort`, `continue`.
+    /// What happens when a step fails: `rollback` (default), `abort`,
+    /// `continue`, `ask`.
     #[serde(default)]
     pub on_failure: Option<RawPolicy>,
 }
@@ -48,6 +49,9 @@ pub enum RawPolicy {
     Abort,
     /// Carry on with the steps that do not depend on the failed one.
     Continue,
+    /// Pause for a person to choose: retry the step, skip it, roll back
+    /// or abort (`runbook decide`, or the terminal's prompt).
+    Ask,
 }
 
 /// `[params.NAME]`.
@@ -107,6 +111,10 @@ pub struct RawEnvironment {
     /// The earlier success in another environment a run here needs.
     #[serde(default)]
     pub requires: Option<RawRequires>,
+    /// What a failed step does to a run in this environment, over the
+    /// runbook's `on_failure` (a step's own still wins).
+    #[serde(default)]
+    pub on_failure: Option<RawPolicy>,
 }
 
 /// `requires = { environment = "staging", same = ["version"], soaked =

@@ -148,6 +148,7 @@ mod testing {
                 kube_context: None,
                 requires: None,
                 rollback_window: None,
+                on_failure: None,
             };
             Scope {
                 params: params

@@ -186,7 +186,7 @@ fn a_locked_plugin_whose_bytes_change_is_refused_and_a_wider_one_needs_acceptanc
         text(&widening)
     );
     assert!(
-        text(&widening).contains("+ asks for import `runbook:plugin/kube@0.1.1`"),
+        text(&widening).contains("+ asks for import `runbook:plugin/kube@0.2.0`"),
         "{}",
         text(&widening)
     );

@@ -249,7 +249,7 @@ fn plugin_inspect_shows_digest_capabilities_imports_and_parameters() {
         "{stdout}"
     );
     assert!(stdout.contains("needs         http"), "{stdout}");
-    assert!(stdout.contains("runbook:plugin/http@0.1.1"), "{stdout}");
+    assert!(stdout.contains("runbook:plugin/http@0.2.0"), "{stdout}");
     assert!(
         !stdout.contains("runbook:plugin/aws"),
         "smoke-test must not import aws: {stdout}"

@@ -245,26 +245,44 @@ async fn resume_to_the_end(
             );
             return None;
         }
-        // A step (or its undo) whose outcome is unknown: look, decide.
-        assert!(
-            said.contains("may or may not have taken effect"),
-            "{trial}: unexpected resume: {said}"
-        );
-        let step = said
-            .split('`')
-            .nth(1)
-            .unwrap_or_else(|| panic!("{trial}: {said}"))
-            .to_owned();
-        let (done, undone) = effects(counter, name)[&format!("{name}-{step}")];
-        let took_effect = if said.contains("its rollback") {
-            undone == 1
-        } else {
-            done == 1
-        };
-        decisions.push(if took_effect { "--skip" } else { "--rerun" }.to_owned());
-        decisions.push(step);
+        decisions.extend(check_by_hand(&said, counter, name, trial));
     }
     panic!("{trial}: the run did not finish after 8 resumes");
+}
+
+/// What an operator tells `resume` about the step (or undo) it says may or
+/// may not have taken effect, having looked at the counter as a person
+/// checks by hand: `--skip STEP` when it did, else `--rerun STEP`.
+pub(crate) fn check_by_hand(said: &str, counter: &Counter, name: &str, trial: &str) -> [String; 2] {
+    assert!(
+        said.contains("may or may not have taken effect"),
+        "{trial}: unexpected resume: {said}"
+    );
+    let step = said
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("{trial}: {said}"))
+        .to_owned();
+    let (done, undone) = effects(counter, name)[&format!("{name}-{step}")];
+    let took_effect = if said.contains("its rollback") {
+        undone == 1
+    } else {
+        done == 1
+    };
+    [
+        if took_effect { "--skip" } else { "--rerun" }.to_owned(),
+        step,
+    ]
+}
+
+/// `(done, undone)` of NAME-one, -two, -three and -tell, in that order, as
+/// [`effects`] reports them.
+pub(crate) fn counts(name: &str, pairs: [(u32, u32); 4]) -> BTreeMap<String, (u32, u32)> {
+    ["one", "two", "three", "tell"]
+        .into_iter()
+        .map(|id| format!("{name}-{id}"))
+        .zip(pairs)
+        .collect()
 }
 
 /// What every run must leave, however it was broken: effects exactly

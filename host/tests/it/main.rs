@@ -7,6 +7,8 @@ mod audit;
 mod aws;
 mod canary;
 mod cli;
+mod decide;
+mod durable;
 mod engine;
 mod faults;
 mod files;

@@ -7,11 +7,12 @@
 //! every failpoint of the rollback, `resume` finishes it with each step
 //! undone exactly once.
 
-use crate::faults::{Bin, blocking, counted_runbook, effects, exits, only_run, text, trace_points};
+use crate::faults::{
+    Bin, blocking, counted_runbook, counts, effects, exits, only_run, text, trace_points,
+};
 use crate::support::TestRunbook;
 use runbook::state::{LockState, RunLock};
 use runbook_testenv::Counter;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
@@ -21,15 +22,6 @@ use std::sync::Arc;
 /// added as it is (a rollback window, approvals).
 fn runbook(name: &str, counter: &Counter, environment: &str) -> TestRunbook {
     counted_runbook(name, counter, false, environment)
-}
-
-/// `(done, undone)` of NAME-one, -two, -three and -tell, in that order.
-fn counts(name: &str, pairs: [(u32, u32); 4]) -> BTreeMap<String, (u32, u32)> {
-    ["one", "two", "three", "tell"]
-        .into_iter()
-        .map(|id| format!("{name}-{id}"))
-        .zip(pairs)
-        .collect()
 }
 
 /// A runbook's state folder and the binary that runs it.

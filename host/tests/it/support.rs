@@ -30,6 +30,7 @@ pub fn plugins_table() -> String {
         "k8s-read",
         "rds-snapshot",
         "registry-push",
+        "rounds",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
@@ -208,6 +209,7 @@ fn library_options(
         emergency: None,
         wait_lock: false,
         wait_approval: false,
+        park_after: None,
         cancel: cancel.unwrap_or_default(),
         abort: CancellationToken::new(),
     }

@@ -64,6 +64,7 @@ fn validate_environment(
         problems,
     );
     Environment {
+        on_failure: environment.on_failure,
         aws_endpoint: environment.aws_endpoint,
         kube_context: environment.kube_context,
         rollback_window,
