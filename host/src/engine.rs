@@ -1,8 +1,10 @@
 //! Runs a [`Plan`]: the steps as a DAG, independent ones side by side (at
 //! most `parallel` at once), each in its own sandbox with only its grants;
 //! retries of transient failures; the failure policy (roll back, abort or
-//! continue); `always` steps last; every event into the run log.
+//! continue); `always` steps last; every event into the run log; the
+//! announcements of `[notify]` beside it all.
 
+mod notify;
 pub mod preflight;
 pub mod render;
 mod rollback;
@@ -149,6 +151,9 @@ pub struct Executor<'a> {
     /// `runbook worker` or `resume` goes on); `Some(ZERO)` parks at every
     /// wait (`--detach`), `None` never parks.
     pub park_after: Option<std::time::Duration>,
+    /// What earlier processes of the run announced (`[notify]`): the
+    /// start is not announced again, holding updates keep their pace.
+    pub notified: crate::journal::NotifiedRecord,
 }
 
 /// The state of one planned step during the run.
@@ -173,8 +178,40 @@ struct RunState {
 }
 
 impl Executor<'_> {
-    /// Runs the plan to its end and reports how it ended.
+    /// Runs the plan to its end and reports how it ended. With `[notify]`,
+    /// its moments are announced beside the steps, and what is left to
+    /// announce when the run ends goes out before this returns.
     pub async fn execute(&self, plan: &Plan) -> RunReport {
+        let notify = plan
+            .runbook
+            .notify
+            .as_ref()
+            .filter(|_| !plan.targets.is_empty());
+        let Some(notify) = notify else {
+            let report = self.run_plan(plan).await;
+            self.access.events.finish();
+            return report;
+        };
+        // The announcing task reads the run's events from the sink, beside
+        // the steps in this task: nothing it does waits for a step, nor a
+        // step for it.
+        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+        self.access.events.add(notify::Tap::new(sender));
+        let ended = CancellationToken::new();
+        let run = async {
+            let report = self.run_plan(plan).await;
+            ended.cancel();
+            report
+        };
+        let announce = self.announce(plan, notify, events, &ended);
+        let (report, ()) = futures_util::future::join(run, announce).await;
+        self.access.events.finish();
+        report
+    }
+
+    /// The run itself: the steps, the failure policy, the rollback, the
+    /// `always` steps, the run's end.
+    async fn run_plan(&self, plan: &Plan) -> RunReport {
         let started = Instant::now();
         let mut state = RunState {
             slots: vec![Slot::Pending; plan.steps.len()],
@@ -489,7 +526,6 @@ impl Executor<'_> {
         if report.unrecorded.is_some() {
             // The run stopped, it did not end: no end is recorded (or
             // drawn), and `resume` takes it from what the journal holds.
-            self.access.events.finish();
             return report;
         }
         self.access.events.emit(EventKind::RunFinished {
@@ -497,7 +533,6 @@ impl Executor<'_> {
             elapsed_ms: millis(started),
             failed_step: report.failed_step.clone(),
         });
-        self.access.events.finish();
         report
     }
 

@@ -367,6 +367,20 @@ pub enum EventKind {
         /// What it waits for, in words.
         reason: String,
     },
+    /// The run's announcement of a moment (`[notify]`) went to its
+    /// targets: how many took it. A target that failed left a warning
+    /// before this; the run goes on either way. Read back when the run goes
+    /// on in another process: the start is not announced twice, holding
+    /// updates keep their pace.
+    Notified {
+        /// `start`, `stage`, `holding`, `failure`, `rollback`, `waiting`
+        /// or `end`.
+        moment: String,
+        /// How many targets it went to.
+        targets: usize,
+        /// How many of them took it.
+        ok: usize,
+    },
     /// The run ended.
     RunFinished {
         /// How.
@@ -420,6 +434,8 @@ impl Durability {
             EventKind::Log { .. }
             | EventKind::Progress { .. }
             | EventKind::Milestone { .. }
+            // An announcement lost to a power cut is at most sent again.
+            | EventKind::Notified { .. }
             | EventKind::CapabilityCall { .. }
             | EventKind::StepRetry { .. } => false,
             EventKind::StepStarted { idempotent, .. } => {
@@ -771,6 +787,11 @@ impl Event {
                 visit(summary);
                 visit_map(outputs, &mut visit);
             }
+            EventKind::Notified {
+                moment,
+                targets: _,
+                ok: _,
+            } => visit(moment),
             EventKind::RunFinished {
                 status: _,
                 elapsed_ms: _,

@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The fingerprint of what a run will do: the runbook's text, the
-/// environment, the parameters, each plugin's digest and each step's
-/// grants. An approval counts only for the fingerprint it was given for.
+/// environment, the parameters, each plugin's digest (the `[notify]`
+/// targets' too) and the grants of each step and each target. An approval
+/// counts only for the fingerprint it was given for.
 pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> String {
     let mut hasher = Sha256::new();
     let mut field = |name: &str, value: &str| {
@@ -25,24 +26,35 @@ pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> St
     for (name, digest) in plugin_digests {
         field("plugin", &format!("{name}={digest}"));
     }
-    for planned in &plan.steps {
-        let grants: Vec<&str> = planned
-            .grants
-            .http
-            .iter()
-            .map(|grant| grant.as_str())
-            .collect();
-        let folders: Vec<&str> = planned
-            .grants
+    let grants_of = |grants: &crate::grant::StepGrants| {
+        let http: Vec<&str> = grants.http.iter().map(|grant| grant.as_str()).collect();
+        let folders: Vec<&str> = grants
             .fs_read
             .iter()
             .map(|grant| grant.written.as_str())
             .collect();
+        format!(
+            "http={:?} secrets={:?} fs={:?}",
+            http, grants.secrets, folders
+        )
+    };
+    for planned in &plan.steps {
         field(
             "step",
+            &format!("{} {}", planned.id, grants_of(&planned.grants)),
+        );
+    }
+    // Announcements call plugins too, with grants of their own: what they
+    // may do is part of what is approved. (A runbook without `[notify]`
+    // keeps the fingerprint it had.)
+    for planned in &plan.targets {
+        let plugin = &plan.target(planned).plugin;
+        field(
+            "notify",
             &format!(
-                "{} http={:?} secrets={:?} fs={:?}",
-                planned.id, grants, planned.grants.secrets, folders
+                "{} uses={plugin} {}",
+                planned.id,
+                grants_of(&planned.grants)
             ),
         );
     }

@@ -154,6 +154,21 @@ pub struct WaitRecord {
     pub parked: bool,
 }
 
+/// The run's announcements (`[notify]`) as the journal remembers them:
+/// what a later process of the run must not announce again, and when the
+/// last holding update went out, so that updates keep one pace however
+/// many processes carry the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifiedRecord {
+    /// The start was announced.
+    pub started: bool,
+    /// When the last holding update went out (RFC 3339).
+    pub last_holding: Option<String>,
+    /// The step the run was last announced waiting at (`""` for the run
+    /// itself), when nothing but holding updates went out since.
+    pub waiting: Option<String>,
+}
+
 /// A rollback as the journal remembers it.
 #[derive(Debug, Clone, Default)]
 pub struct RollbackRecord {
@@ -234,6 +249,8 @@ pub struct RunRecord {
     /// How many processes the run has had (`run_started`, then each
     /// `run_resumed`).
     pub processes: usize,
+    /// What the run announced (`[notify]`).
+    pub notified: NotifiedRecord,
     /// A last line cut short was dropped.
     pub recovered_truncation: bool,
     /// The audit log's record count and head hash each time a process
@@ -529,6 +546,8 @@ pub fn replay(
                 entry.awaiting_decision = false;
                 entry.decision = serde_json::from_value(get("choice")).ok();
             }
+            // A `[notify]` target's checkpoint undoes nothing: it is no step.
+            ("checkpoint", Some(step)) if crate::runbook::is_notify_target(&step) => {}
             ("checkpoint", Some(step)) => {
                 record
                     .steps
@@ -590,6 +609,20 @@ pub fn replay(
                     state: String::new(),
                     parked: true,
                 });
+            }
+            ("notified", step) => {
+                let moment = text_of("moment");
+                match moment.as_str() {
+                    "start" => record.notified.started = true,
+                    "holding" => record.notified.last_holding = Some(time),
+                    "waiting" => record.notified.waiting = Some(step.unwrap_or_default()),
+                    _ => {}
+                }
+                // Anything but a holding update says more since the run was
+                // announced waiting: a later wait is announced again.
+                if !matches!(moment.as_str(), "holding" | "waiting") {
+                    record.notified.waiting = None;
+                }
             }
             ("run_finished", _) => {
                 record.finished_at = time;
@@ -818,6 +851,40 @@ mod tests {
             r#"{"time":"t","event":"approved","by":"bob","plan_hash":"p"}"#,
         ));
         assert!(read(&path).unwrap().audit.closed);
+    }
+
+    #[test]
+    fn announcements_are_remembered_for_the_next_process_of_the_run() {
+        let (_dir, path) = write(&format!(
+            "{START}\n{}\n{}\n{}\n{}\n{}\n",
+            r#"{"time":"2026-11-22T10:00:01Z","event":"notified","moment":"start","targets":1,"ok":1}"#,
+            r#"{"time":"2026-11-22T10:15:00Z","step":"soak","event":"notified","moment":"holding","targets":1,"ok":0}"#,
+            r#"{"time":"2026-11-22T10:20:00Z","step":"soak","event":"notified","moment":"waiting","targets":1,"ok":1}"#,
+            r#"{"time":"2026-11-22T10:30:00Z","step":"soak","event":"notified","moment":"holding","targets":1,"ok":1}"#,
+            r#"{"time":"t","step":"notify.0","event":"checkpoint","key":"k","value":"v"}"#,
+        ));
+        let record = read(&path).unwrap();
+        assert_eq!(
+            record.notified,
+            NotifiedRecord {
+                started: true,
+                last_holding: Some("2026-11-22T10:30:00Z".into()),
+                waiting: Some("soak".into()),
+            }
+        );
+        assert!(
+            record.steps.is_empty(),
+            "a target is no step: {:?}",
+            record.steps
+        );
+        let stage =
+            r#"{"time":"t","step":"soak","event":"notified","moment":"stage","targets":1,"ok":1}"#;
+        std::fs::write(
+            &path,
+            format!("{}{stage}\n", std::fs::read_to_string(&path).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(read(&path).unwrap().notified.waiting, None);
     }
 
     #[test]

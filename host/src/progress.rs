@@ -388,6 +388,21 @@ impl EventWriter for Progress {
                     &format!("  ⚠ promotion gate overridden (emergency: {reason}): {detail}"),
                 ),
             }),
+            // A target that failed said so in a warning; the rest is
+            // detail.
+            EventKind::Notified {
+                moment,
+                targets,
+                ok,
+            } => {
+                if screen.verbose {
+                    lines.push(format!(
+                        "      {} {moment}: {ok} of {targets} target{} took it",
+                        screen.paint("2", "✉ announced"),
+                        if *targets == 1 { "" } else { "s" }
+                    ));
+                }
+            }
             EventKind::AuditHead { .. }
             | EventKind::RollbackStepStarted { .. }
             | EventKind::Checkpoint { .. }

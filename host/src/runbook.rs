@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::schedule::Schedule;
-pub use bind::{Bindings, Plan, PlannedStep};
+pub use bind::{Bindings, Plan, PlannedStep, PlannedTarget};
 pub use model::RawPolicy as Policy;
 
 /// A runbook whose shape, names and references have been checked.
@@ -40,6 +40,8 @@ pub struct Runbook {
     pub steps: Vec<Step>,
     /// What a failed step does to the run, unless the step says otherwise.
     pub on_failure: Policy,
+    /// `[notify]`: who hears how the run goes, and when.
+    pub notify: Option<Notify>,
 }
 
 /// A declared parameter.
@@ -220,6 +222,144 @@ impl Step {
         ValuePath::step(self.index)
     }
 }
+
+/// A moment of the run that `[notify]` can announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Moment {
+    /// The run's first process begins its steps.
+    Start,
+    /// A step reached a stage it announces (`log.milestone`: a canary at
+    /// its next percentage).
+    Stage,
+    /// Every `every`, while a step waits between its rounds.
+    Holding,
+    /// A step failed.
+    Failure,
+    /// A rollback began.
+    Rollback,
+    /// The run stops waiting: parked, at a manual step, for a decision.
+    Waiting,
+    /// The run ended.
+    End,
+}
+
+impl Moment {
+    /// Every moment, in the order of a run.
+    pub const ALL: [Moment; 7] = [
+        Moment::Start,
+        Moment::Stage,
+        Moment::Holding,
+        Moment::Failure,
+        Moment::Rollback,
+        Moment::Waiting,
+        Moment::End,
+    ];
+
+    /// Its name in `on` and in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Moment::Start => "start",
+            Moment::Stage => "stage",
+            Moment::Holding => "holding",
+            Moment::Failure => "failure",
+            Moment::Rollback => "rollback",
+            Moment::Waiting => "waiting",
+            Moment::End => "end",
+        }
+    }
+
+    /// The moment called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Moment> {
+        Moment::ALL
+            .into_iter()
+            .find(|moment| moment.as_str() == name)
+    }
+}
+
+/// `[notify]`, checked: where the run's announcements go and when.
+#[derive(Debug)]
+pub struct Notify {
+    /// How often a step that waits between rounds is reported; `None`
+    /// for no holding updates.
+    pub every: Option<Duration>,
+    /// The moments announced.
+    pub on: std::collections::BTreeSet<Moment>,
+    /// Where they go, in file order.
+    pub targets: Vec<NotifyTarget>,
+}
+
+impl Notify {
+    /// Whether `moment` is announced.
+    pub fn announces(&self, moment: Moment) -> bool {
+        self.on.contains(&moment)
+    }
+}
+
+/// One `[[notify.targets]]`, checked: a plugin called with each
+/// announcement, in its own sandbox with only its own grants.
+#[derive(Debug)]
+pub struct NotifyTarget {
+    /// Position among the targets, for diagnostics.
+    pub index: usize,
+    /// The id its calls are journaled and audited under
+    /// ([`notify_target_id`]), which no step can have.
+    pub id: StepId,
+    /// The `[plugins]` key it uses.
+    pub plugin: String,
+    /// How long one announcement may take.
+    pub timeout: Duration,
+    /// Linear memory cap in bytes.
+    pub memory_limit: u64,
+    /// The plugin's parameters with their expressions parsed.
+    pub with: ParamTree,
+    /// URL prefixes it may call, still templated.
+    pub http_grants: Vec<(Template, ValuePath)>,
+    /// Secrets it may send.
+    pub secret_grants: Vec<String>,
+    /// Folders it may read.
+    pub fs_read: Vec<FsGrant>,
+    /// AWS calls it may make.
+    pub aws: Option<crate::grant::AwsGrant>,
+    /// Kubernetes calls it may make.
+    pub kube: Option<crate::grant::KubeGrant>,
+}
+
+impl NotifyTarget {
+    /// Where this target is in the file.
+    pub fn path(&self) -> ValuePath {
+        notify_target_path(self.index)
+    }
+}
+
+/// Where target `index` of `[notify]` is in the file.
+pub fn notify_target_path(index: usize) -> ValuePath {
+    ValuePath::default()
+        .key("notify")
+        .key("targets")
+        .index(index)
+}
+
+/// The id target `index` of `[notify]` is journaled and audited under:
+/// `notify.0`. A step id is an identifier (no `.`), and a `for_each`
+/// element's is `ID[label]`, so no step can have it.
+pub fn notify_target_id(index: usize) -> StepId {
+    StepId(format!("notify.{index}"))
+}
+
+/// Whether `id` is a notification target's ([`notify_target_id`]) rather
+/// than a step's.
+pub fn is_notify_target(id: &str) -> bool {
+    id.strip_prefix("notify.")
+        .is_some_and(|index| !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit()))
+}
+
+/// The shortest `every` of `[notify]`: updates more often than this are
+/// noise in a channel people read.
+pub const MIN_NOTIFY_EVERY: Duration = Duration::from_secs(60);
+
+/// How long one announcement to one target may take, unless the target
+/// says otherwise.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most elements a `for_each` may have: each becomes a step of the plan,
 /// with its own journal records.

@@ -1,7 +1,7 @@
 //! `runbook audit`: for security reviewers. `audit RUNBOOK` shows, for each
-//! step, the plugin's digest, the interfaces it imports (read from the
-//! component), what it declares it needs and what the runbook grants, with
-//! every mismatch; `audit --run RUN` shows what each step touched;
+//! step and each `[notify]` target, the plugin's digest, the interfaces it
+//! imports (read from the component), what it declares it needs and what
+//! the runbook grants, with every mismatch; `audit --run RUN` shows what each step touched;
 //! `audit verify RUN` checks the audit log's hash chain.
 
 use super::{Cli, Failure, exit};
@@ -226,36 +226,15 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                 continue;
             };
             let plugin = &plugins[name];
-            let grants = Grants {
-                http: planned.grants.http_texts(),
-                secrets: planned.grants.secrets.clone(),
-                fs_read: planned.grants.fs_texts(),
-                kube: planned.grants.kube.as_ref().map(|grant| grant.describe()),
-                aws: planned.grants.aws.as_ref().map(|grant| grant.describe()),
-            };
-            reviews.push(StepReview {
-                step: planned.id.0.clone(),
-                environment: environment.clone(),
-                plugin: plugin.descriptor.name.clone(),
-                version: plugin.descriptor.version.clone(),
-                sha256: plugin.digest.clone(),
-                imports: plugin.imports.clone(),
-                declares: plugin
-                    .descriptor
-                    .capabilities
-                    .iter()
-                    .map(|capability| capability.name().to_owned())
-                    .collect(),
-                optional: plugin
-                    .descriptor
-                    .optional_capabilities
-                    .iter()
-                    .map(|capability| capability.name().to_owned())
-                    .collect(),
-                findings: findings(plugin, &planned.grants),
-                embedded: plugin.embedded_capabilities.clone(),
-                grants,
-            });
+            let review = review_of(&planned.id.0, &environment, plugin, &planned.grants);
+            reviews.push(review);
+        }
+        // A `[notify]` target calls its plugin as a step does: reviewed as
+        // one, under the id its calls are audited under (`notify.0`).
+        for planned in &plan.targets {
+            let plugin = &plugins[&plan.target(planned).plugin];
+            let review = review_of(&planned.id.0, &environment, plugin, &planned.grants);
+            reviews.push(review);
         }
     }
     match args.output {
@@ -264,6 +243,46 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
         Format::Text => print_text(&runbook.name, &reviews)?,
     }
     Ok(exit::SUCCESS)
+}
+
+/// The review of `step` (a step's id, or a `[notify]` target's) in
+/// `environment`: its plugin's digest, what it declares and imports, its
+/// grants, and where they disagree.
+fn review_of(
+    step: &str,
+    environment: &Option<String>,
+    plugin: &LoadedPlugin,
+    grants: &crate::grant::StepGrants,
+) -> StepReview {
+    StepReview {
+        step: step.to_owned(),
+        environment: environment.clone(),
+        plugin: plugin.descriptor.name.clone(),
+        version: plugin.descriptor.version.clone(),
+        sha256: plugin.digest.clone(),
+        imports: plugin.imports.clone(),
+        declares: plugin
+            .descriptor
+            .capabilities
+            .iter()
+            .map(|capability| capability.name().to_owned())
+            .collect(),
+        optional: plugin
+            .descriptor
+            .optional_capabilities
+            .iter()
+            .map(|capability| capability.name().to_owned())
+            .collect(),
+        findings: findings(plugin, grants),
+        embedded: plugin.embedded_capabilities.clone(),
+        grants: Grants {
+            http: grants.http_texts(),
+            secrets: grants.secrets.clone(),
+            fs_read: grants.fs_texts(),
+            kube: grants.kube.as_ref().map(|grant| grant.describe()),
+            aws: grants.aws.as_ref().map(|grant| grant.describe()),
+        },
+    }
 }
 
 /// Where what a plugin declares, imports and is granted disagree: the

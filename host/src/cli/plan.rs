@@ -5,7 +5,7 @@
 
 use super::session::Terminal;
 use super::{BindArgs, Cli, Failure, Output, exit};
-use crate::run::execute::PlannedStepView;
+use crate::run::execute::{NotifyView, PlannedStepView};
 use crate::run::gates::PromotionGate;
 use crate::run::{self, Connections, Secrets};
 use crate::runbook::Bindings;
@@ -85,6 +85,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         args.kube_context.clone(),
     );
     let views = run::execute::dry(&runtime, &prepared, &connections).await?;
+    let notify = run::execute::notify_view(&prepared);
     let code = if views.iter().any(|view| view.error.is_some()) {
         exit::STEP_FAILED
     } else {
@@ -98,8 +99,9 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
             "params": plan.params,
             "promotion": promotion,
             "steps": views,
+            "notify": notify,
         })),
-        Output::Text => print_text(plan, promotion.as_ref(), &views),
+        Output::Text => print_text(plan, promotion.as_ref(), &views, notify.as_ref()),
     };
     match printed {
         // The reader went away; the plan's verdict still stands.
@@ -112,6 +114,7 @@ fn print_text(
     plan: &crate::runbook::Plan,
     promotion: Option<&PromotionGate>,
     views: &[PlannedStepView],
+    notify: Option<&NotifyView>,
 ) -> Result<(), Failure> {
     let environment = plan
         .environment
@@ -160,8 +163,44 @@ fn print_text(
             outln!("   grants aws: {aws}")?;
         }
     }
+    if let Some(notify) = notify {
+        print_notify(notify)?;
+    }
     outln!()?;
     outln!(
         "· reads only    ~ changes something    ⊘ a write the plugin tried, held back by the host"
     )
+}
+
+/// `[notify]`: when it announces, and each target with its grants.
+fn print_notify(notify: &NotifyView) -> Result<(), Failure> {
+    outln!()?;
+    let every = notify
+        .every
+        .as_ref()
+        .map(|every| format!("; a holding step every {every}"))
+        .unwrap_or_default();
+    outln!(
+        "Announcements (nothing is sent by planning): on {}{every}",
+        notify.on.join(", ")
+    )?;
+    for target in &notify.targets {
+        outln!("   ✉ {} ({})", target.target, target.plugin)?;
+        if !target.grants.http.is_empty() {
+            outln!("     grants http: {}", target.grants.http.join(", "))?;
+        }
+        if !target.grants.secrets.is_empty() {
+            outln!("     grants secrets: {}", target.grants.secrets.join(", "))?;
+        }
+        if !target.grants.fs_read.is_empty() {
+            outln!("     grants fs.read: {}", target.grants.fs_read.join(", "))?;
+        }
+        if let Some(kube) = &target.grants.kube {
+            outln!("     grants kube: {kube}")?;
+        }
+        if let Some(aws) = &target.grants.aws {
+            outln!("     grants aws: {aws}")?;
+        }
+    }
+    Ok(())
 }

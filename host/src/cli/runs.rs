@@ -284,6 +284,17 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             "step_rolled_back" => {
                 format!("{step}: rollback {} — {}", text("status"), text("summary"))
             }
+            "notified" => format!(
+                "announced {}{}: {} of {} targets took it",
+                text("moment"),
+                if step.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({step})")
+                },
+                event["ok"],
+                event["targets"]
+            ),
             "run_finished" => format!("run finished: {}", text("status")),
             _ => return Ok(()),
         };

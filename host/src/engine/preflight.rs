@@ -88,12 +88,19 @@ pub async fn load_runbook_plugins(
 ) -> Result<Plugins, Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut plugins = Plugins::new();
+    let targets = runbook
+        .notify
+        .iter()
+        .flat_map(|notify| &notify.targets)
+        .map(|target| target.plugin.as_str());
     let used: std::collections::BTreeSet<&str> = runbook
         .steps
         .iter()
         .filter_map(|step| step.plugin())
+        .chain(targets)
         .collect();
-    // Plugins no step uses are not loaded: compiling them would only cost time.
+    // Plugins no step or `[notify]` target uses are not loaded: compiling
+    // them would only cost time.
     for (name, source) in runbook
         .plugins
         .iter()
@@ -159,8 +166,7 @@ pub fn load_secrets(
 /// warnings quote the plugin's name as it is: whoever draws them passes
 /// them through the terminal filter.
 pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>, Diagnostics> {
-    let mut problems = Diagnostics::default();
-    let mut warnings = Vec::new();
+    let mut found = Findings::default();
     let mut seen = std::collections::BTreeSet::new();
     for planned in &plan.steps {
         let step = plan.step(planned);
@@ -170,27 +176,68 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
         let Some(plugin) = step.plugin().and_then(|name| plugins.get(name)) else {
             continue;
         };
-        let at = step.path().key("grants");
-        for finding in crate::capability::review(&plugin.asks(), &planned.grants) {
+        found.review(
+            plan,
+            plugin,
+            &planned.grants,
+            &format!("step `{}`", step.id),
+            &step.path(),
+        );
+    }
+    // A `[notify]` target is granted what its plugin needs as a step is.
+    for planned in &plan.targets {
+        let target = plan.target(planned);
+        let Some(plugin) = plugins.get(&target.plugin) else {
+            continue;
+        };
+        found.review(
+            plan,
+            plugin,
+            &planned.grants,
+            &format!("notify target {}", target.index),
+            &target.path(),
+        );
+    }
+    found.problems.into_result(found.warnings)
+}
+
+/// What [`check_capabilities`] found so far.
+#[derive(Default)]
+struct Findings {
+    problems: Diagnostics,
+    warnings: Vec<String>,
+}
+
+impl Findings {
+    /// Reviews what `plugin` asks against the `grants` of `who` (a step or a
+    /// `[notify]` target), written at `path` of the runbook.
+    fn review(
+        &mut self,
+        plan: &Plan,
+        plugin: &LoadedPlugin,
+        grants: &crate::grant::StepGrants,
+        who: &str,
+        path: &ValuePath,
+    ) {
+        let source = &plan.runbook.source;
+        for finding in crate::capability::review(&plugin.asks(), grants) {
             let capability = crate::capability::named(finding.capability);
             match finding.mismatch {
-                Mismatch::NeedsUngranted => problems.push(
-                    Diagnostic::new(format!("step `{}`: {}", step.id, finding.message))
-                        .at(&plan.runbook.source, &step.path())
+                Mismatch::NeedsUngranted => self.problems.push(
+                    Diagnostic::new(format!("{who}: {}", finding.message))
+                        .at(source, path)
                         .hint(format!(
                             "grant what it may do, for example `{}`",
                             capability.map_or("", |capability| capability.example)
                         )),
                 ),
-                Mismatch::WiderThanAsked => warnings.push(format!(
-                    "warning: step `{}`: {} ({}:{})",
-                    step.id,
+                Mismatch::WiderThanAsked => self.warnings.push(format!(
+                    "warning: {who}: {} ({}:{})",
                     finding.message,
-                    plan.runbook.source.path.display(),
-                    plan.runbook
-                        .source
-                        .span_of(&at)
-                        .map(|span| plan.runbook.source.line_column(span.start).0)
+                    source.path.display(),
+                    source
+                        .span_of(&path.key("grants"))
+                        .map(|span| source.line_column(span.start).0)
                         .unwrap_or(0)
                 )),
                 // Whether a component imports what it declares is the
@@ -199,11 +246,12 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
             }
         }
     }
-    problems.into_result(warnings)
 }
 
-/// Asks each step's plugin whether its parameters are right. Outputs of
-/// earlier steps are not known yet and are checked as placeholder strings.
+/// Asks each step's plugin, and each `[notify]` target's, whether its
+/// parameters are right. Outputs of earlier steps are not known yet and
+/// are checked as placeholder strings; a target's are checked with every
+/// key the host adds to an announcement.
 pub async fn check_params(
     runtime: &PluginRuntime,
     plan: &Plan,
@@ -235,9 +283,81 @@ pub async fn check_params(
                 continue;
             }
         };
-        let context = runtime.bare_context(planned.id.clone(), Duration::from_secs(10));
-        match runtime.check(plugin, context, &params).await {
-            Ok(Ok(())) => {}
+        let checked = Checked {
+            who: format!("step `{}`", step.id),
+            uses: step.plugin().unwrap_or_default(),
+            id: planned.id.clone(),
+            at: step.path(),
+        };
+        problems
+            .0
+            .extend(checked.check(runtime, plan, plugin, &params).await);
+    }
+    let example = super::notify::Notice::example(plan);
+    for planned in &plan.targets {
+        let target = plan.target(planned);
+        let Some(plugin) = plugins.get(&target.plugin) else {
+            continue;
+        };
+        let scope = Scope {
+            plan,
+            outputs: &outputs,
+            secrets,
+            unknown: Unknown::Placeholder,
+            outcomes: &outcomes,
+            item: None,
+        };
+        let mut params = match scope.render(&target.with) {
+            Ok(params) => params,
+            Err(error) => {
+                let at = target.path().key("with");
+                problems.push(Diagnostic::new(error.to_string()).at(&plan.runbook.source, &at));
+                continue;
+            }
+        };
+        super::notify::add_host_keys(&mut params, plan, &example);
+        let checked = Checked {
+            who: format!("notify target {}", target.index),
+            uses: &target.plugin,
+            id: planned.id.clone(),
+            at: target.path(),
+        };
+        problems.0.extend(
+            checked
+                .check(runtime, plan, plugin, &params.to_string())
+                .await,
+        );
+    }
+    problems.into_result(())
+}
+
+/// A step, or a `[notify]` target, whose parameters its plugin checks.
+struct Checked<'a> {
+    /// How messages name it: ``step `deploy` ``, `notify target 0`.
+    who: String,
+    /// The `[plugins]` key it uses.
+    uses: &'a str,
+    /// The id its check runs under.
+    id: crate::grant::StepId,
+    /// Where it is in the runbook; its `with` and `uses` are below.
+    at: ValuePath,
+}
+
+impl Checked<'_> {
+    /// What the plugin's `check` finds wrong with `params`, at its place
+    /// in the runbook.
+    async fn check(
+        &self,
+        runtime: &PluginRuntime,
+        plan: &Plan,
+        plugin: &LoadedPlugin,
+        params: &str,
+    ) -> Option<Diagnostic> {
+        let who = &self.who;
+        let with_path = self.at.key("with");
+        let context = runtime.bare_context(self.id.clone(), Duration::from_secs(10));
+        let problem = match runtime.check(plugin, context, params).await {
+            Ok(Ok(())) => return None,
             Ok(Err(PluginError::InvalidParams(error))) => {
                 let at = with_path.join_dotted(&error.path);
                 let shown = if error.path.is_empty() {
@@ -248,46 +368,32 @@ pub async fn check_params(
                 let inspect = format!(
                     "`runbook plugin inspect {}` shows the parameters `{}` takes",
                     plugin.path.display(),
-                    step.plugin().unwrap_or_default()
+                    self.uses
                 );
                 let (message, hint) = match crate::diagnostic::parse_unknown_field(&error.message) {
                     Some((field, allowed)) => (
-                        format!("step `{}`: unknown parameter `{shown}`", step.id),
+                        format!("{who}: unknown parameter `{shown}`"),
                         match crate::diagnostic::did_you_mean(field, allowed.iter().copied()) {
                             Some(suggestion) => format!("did you mean `{suggestion}`? {inspect}"),
                             None => inspect,
                         },
                     ),
-                    None => (
-                        format!("step `{}`: `{shown}`: {}", step.id, error.message),
-                        inspect,
-                    ),
+                    None => (format!("{who}: `{shown}`: {}", error.message), inspect),
                 };
-                problems.push(
-                    Diagnostic::new(message)
-                        .at(&plan.runbook.source, &at)
-                        .hint(hint),
-                );
+                Diagnostic::new(message)
+                    .at(&plan.runbook.source, &at)
+                    .hint(hint)
             }
-            Ok(Err(other)) => problems.push(
-                Diagnostic::new(format!(
-                    "step `{}`: the plugin rejected its parameters: {}",
-                    step.id,
-                    other.describe()
-                ))
-                .at(&plan.runbook.source, &with_path),
-            ),
-            Err(error) => problems.push(
-                Diagnostic::new(format!(
-                    "step `{}`: checking its parameters failed: {error}",
-                    step.id
-                ))
-                .at(
-                    &plan.runbook.source,
-                    &ValuePath::step(step.index).key("uses"),
-                ),
-            ),
-        }
+            Ok(Err(other)) => Diagnostic::new(format!(
+                "{who}: the plugin rejected its parameters: {}",
+                other.describe()
+            ))
+            .at(&plan.runbook.source, &with_path),
+            Err(error) => {
+                Diagnostic::new(format!("{who}: checking its parameters failed: {error}"))
+                    .at(&plan.runbook.source, &self.at.key("uses"))
+            }
+        };
+        Some(problem)
     }
-    problems.into_result(())
 }

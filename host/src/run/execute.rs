@@ -89,6 +89,7 @@ pub async fn execute(
         },
         waits: earlier.waits,
         park_after: options.park_after,
+        notified: earlier.notified,
     };
     executor.execute(&prepared.plan).await
 }
@@ -140,6 +141,70 @@ impl GrantsView {
             aws: grants.aws.as_ref().map(crate::grant::AwsGrant::describe),
         }
     }
+}
+
+/// What `[notify]` does, as `plan` shows it: when it announces, and
+/// where to. Nothing is announced while planning.
+#[derive(Debug, Serialize)]
+pub struct NotifyView {
+    /// The moments announced: `start`, `stage`, `holding`, `failure`,
+    /// `rollback`, `waiting`, `end`.
+    pub on: Vec<String>,
+    /// How often a step that waits between rounds is reported (`15m`).
+    pub every: Option<String>,
+    /// Where the announcements go.
+    pub targets: Vec<TargetView>,
+}
+
+/// One target of `[notify]`, as `plan` shows it.
+#[derive(Debug, Serialize)]
+pub struct TargetView {
+    /// The id its calls are journaled and audited under (`notify.0`).
+    pub target: String,
+    /// Its plugin's name and version.
+    pub plugin: String,
+    /// Its plugin's sha256.
+    pub digest: String,
+    /// What it is granted.
+    pub grants: GrantsView,
+}
+
+/// What `[notify]` of the prepared run announces, and to which targets
+/// with which grants; `None` without `[notify]`.
+pub fn notify_view(prepared: &Prepared) -> Option<NotifyView> {
+    let plan = &prepared.plan;
+    let notify = plan.runbook.notify.as_ref()?;
+    let targets = plan
+        .targets
+        .iter()
+        .map(|planned| {
+            let name = &plan.target(planned).plugin;
+            let (plugin, digest) = match prepared.plugins.get(name) {
+                Some(plugin) => (
+                    format!("{} {}", plugin.descriptor.name, plugin.descriptor.version),
+                    plugin.digest.clone(),
+                ),
+                None => (name.clone(), String::new()),
+            };
+            TargetView {
+                target: planned.id.0.clone(),
+                plugin,
+                digest,
+                grants: GrantsView::of(&planned.grants),
+            }
+        })
+        .collect();
+    Some(NotifyView {
+        on: notify
+            .on
+            .iter()
+            .map(|moment| moment.as_str().to_owned())
+            .collect(),
+        every: notify
+            .every
+            .map(|every| humantime::format_duration(every).to_string()),
+        targets,
+    })
 }
 
 /// One thing a step would do.

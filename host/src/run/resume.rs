@@ -92,6 +92,9 @@ pub struct Earlier {
     pub waits: BTreeMap<String, crate::journal::WaitRecord>,
     /// What people chose for steps that failed under `on_failure = "ask"`.
     pub decisions: BTreeMap<String, Choice>,
+    /// What the run announced (`[notify]`): the start, the last holding
+    /// update, a wait.
+    pub notified: crate::journal::NotifiedRecord,
 }
 
 impl Earlier {
@@ -115,6 +118,7 @@ impl Earlier {
                 .filter_map(|(id, step)| Some((id.clone(), step.wait.clone()?)))
                 .collect(),
             decisions: resumption.decisions.clone(),
+            notified: record.notified.clone(),
         }
     }
 }

@@ -9,7 +9,7 @@ mod grants;
 mod instances;
 mod params;
 
-use super::{Runbook, Step, StepGrants, StepId};
+use super::{NotifyTarget, Runbook, Step, StepGrants, StepId};
 use crate::diagnostic::{Diagnostics, ValuePath};
 use crate::template::{Reference, RunField};
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +47,8 @@ pub struct Plan {
     pub run_id: String,
     /// The steps, in the order they run, with their grants resolved.
     pub steps: Vec<PlannedStep>,
+    /// The targets of `[notify]`, with their grants resolved.
+    pub targets: Vec<PlannedTarget>,
 }
 
 /// A step (or one `for_each` element of a step) with its grants resolved.
@@ -66,10 +68,31 @@ pub struct PlannedStep {
     pub grants: StepGrants,
 }
 
+/// A target of `[notify]` with its grants resolved.
+#[derive(Debug)]
+pub struct PlannedTarget {
+    /// Index into the runbook's `notify.targets`.
+    pub index: usize,
+    /// The id its calls are journaled and audited under (`notify.0`).
+    pub id: StepId,
+    /// What it may touch.
+    pub grants: StepGrants,
+}
+
 impl Plan {
     /// The checked step behind a planned one.
     pub fn step(&self, planned: &PlannedStep) -> &Step {
         &self.runbook.steps[planned.index]
+    }
+
+    /// The checked target of `[notify]` behind a planned one.
+    pub fn target(&self, planned: &PlannedTarget) -> &NotifyTarget {
+        let notify = self
+            .runbook
+            .notify
+            .as_ref()
+            .expect("a plan has targets only when its runbook has `[notify]`");
+        &notify.targets[planned.index]
     }
 
     /// What a failure of `planned` does to the run: the step's own
@@ -86,19 +109,30 @@ impl Plan {
             .unwrap_or(self.runbook.on_failure)
     }
 
-    /// The names of every secret the steps use.
+    /// The names of every secret the steps and the targets of `[notify]`
+    /// use.
     pub fn secret_names(&self) -> BTreeSet<String> {
         let mut names = BTreeSet::new();
-        for step in &self.runbook.steps {
-            step.with
-                .templates(&ValuePath::default(), &mut |template, _| {
-                    for (reference, _) in template.references() {
-                        if let Reference::Secret(name) = reference {
-                            names.insert(name.clone());
-                        }
+        let targets = self
+            .runbook
+            .notify
+            .iter()
+            .flat_map(|notify| &notify.targets)
+            .map(|target| (&target.with, &target.secret_grants));
+        let steps = self
+            .runbook
+            .steps
+            .iter()
+            .map(|step| (&step.with, &step.secret_grants));
+        for (with, granted) in steps.chain(targets) {
+            with.templates(&ValuePath::default(), &mut |template, _| {
+                for (reference, _) in template.references() {
+                    if let Reference::Secret(name) = reference {
+                        names.insert(name.clone());
                     }
-                });
-            names.extend(step.secret_grants.iter().cloned());
+                }
+            });
+            names.extend(granted.iter().cloned());
         }
         names
     }
@@ -144,11 +178,23 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         operator: bindings.operator,
         run_id: bindings.run_id,
         steps: Vec::new(),
+        targets: Vec::new(),
     };
     if let Some(environment) = &plan.environment {
         environment::check_vars(&plan, environment, &mut problems);
     }
     plan.steps = instances::plan_steps(&plan, &mut problems);
+    let targets: Vec<PlannedTarget> = runbook
+        .notify
+        .iter()
+        .flat_map(|notify| &notify.targets)
+        .map(|target| PlannedTarget {
+            index: target.index,
+            id: target.id.clone(),
+            grants: grants::resolve_target(&plan, target, &mut problems),
+        })
+        .collect();
+    plan.targets = targets;
     problems.into_result(plan)
 }
 

@@ -163,6 +163,15 @@ codes! {
     HttpGrant,
     /// A grant whose value is not known before the run.
     GrantUndefined,
+    // `[notify]`.
+    /// `notify.every` shorter than [`super::MIN_NOTIFY_EVERY`].
+    NotifyEveryTooShort,
+    /// `notify.on` names no moment.
+    UnknownMoment,
+    /// `notify.on` has `holding` and `[notify]` no `every`.
+    HoldingWithoutEvery,
+    /// A `steps.` reference in `[notify]`, which runs beside the steps.
+    NotifyStepReference,
     // Binding to an environment and parameters.
     /// `--env` for a runbook without environments.
     NoEnvironments,

@@ -22,6 +22,9 @@ pub struct RawRunbook {
     /// `[[steps]]`, in order.
     #[serde(default)]
     pub steps: Vec<RawStep>,
+    /// `[notify]`: who hears how the run goes, and when.
+    #[serde(default)]
+    pub notify: Option<RawNotify>,
 }
 
 /// `[runbook]`.
@@ -339,4 +342,45 @@ pub struct RawFsGrants {
     /// Folders, relative to the runbook, the step may read (not write).
     #[serde(default)]
     pub read: Vec<String>,
+}
+
+/// `[notify]`: the run's announcements, sent to each of `targets` at the
+/// moments `on` names, and every `every` while a step holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// How often a holding step (one that waits between rounds) is
+    /// reported, `"15m"`; none for no holding updates.
+    #[serde(default)]
+    pub every: Option<String>,
+    /// The moments announced: `start`, `stage`, `holding`, `failure`,
+    /// `rollback`, `waiting`, `end`; default all of them (`holding` only
+    /// with `every`).
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+    /// `[[notify.targets]]`: where the announcements go.
+    #[serde(default)]
+    pub targets: Vec<RawNotifyTarget>,
+}
+
+/// `[[notify.targets]]`: a plugin called with each announcement, in its
+/// own sandbox with its own grants, as a step is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifyTarget {
+    /// A key of `[plugins]`.
+    pub uses: String,
+    /// The plugin's parameters; the host adds `text`, `status` and the
+    /// run's facts unless they are set here.
+    #[serde(default)]
+    pub with: toml::Table,
+    /// What the target may touch.
+    #[serde(default)]
+    pub grants: RawGrants,
+    /// How long one announcement may take, `"30s"`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Linear memory cap, `"64MiB"`.
+    #[serde(default)]
+    pub memory: Option<String>,
 }

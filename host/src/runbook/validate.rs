@@ -8,6 +8,7 @@ mod for_each;
 mod grants;
 mod graph;
 mod limits;
+mod notify;
 mod params;
 mod plugins;
 mod promotion;
@@ -36,6 +37,9 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         plugins: &plugins,
     };
     let steps = steps::validate_steps(&source, raw.steps, &declared, &mut problems);
+    let notify = raw
+        .notify
+        .map(|notify| notify::validate_notify(&source, notify, &declared, &mut problems));
     problems.into_result(Runbook {
         name: raw.runbook.name,
         description: raw.runbook.description,
@@ -45,6 +49,7 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         plugins,
         steps,
         on_failure: raw.runbook.on_failure.unwrap_or(Policy::Rollback),
+        notify,
     })
 }
 
@@ -188,6 +193,7 @@ mod testing {
                 allow_step_outputs: true,
                 allow_secrets: true,
                 allow_item: false,
+                in_notify: false,
             })
         }
     }

@@ -524,6 +524,7 @@ async fn rastup_with_canary_latency_above_its_baseline_returns_traffic_and_rolls
 #[tokio::test]
 async fn stonecaster_shifts_traffic_to_green_in_five_held_stages() {
     let _turn = turn().await;
+    let before = estate().sample.state().webhooks.len();
     let finished = deploy("stonecaster", "1.2.3").await;
     assert_eq!(
         finished.report.status,
@@ -538,6 +539,28 @@ async fn stonecaster_shifts_traffic_to_green_in_five_held_stages() {
     assert!(
         summary.starts_with("canary 0% → 100% in 5 stages"),
         "{summary}"
+    );
+    // `[notify]` told the channel as it went: the start, each of the five
+    // stages, the end.
+    let posted: Vec<String> = estate().sample.state().webhooks[before..]
+        .iter()
+        .map(|message| message["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        posted.first().map(String::as_str),
+        Some("stonecaster: started in local by tester (run test-run)"),
+        "{posted:#?}"
+    );
+    let stages = posted
+        .iter()
+        .filter(|text| text.starts_with("stonecaster local: traffic: canary at "))
+        .count();
+    assert_eq!(stages, 5, "{posted:#?}");
+    assert!(
+        posted
+            .last()
+            .is_some_and(|text| text.starts_with("stonecaster local: succeeded in ")),
+        "{posted:#?}"
     );
 }
 

@@ -1,7 +1,9 @@
 //! `notify`: posts a message to a Slack-compatible incoming webhook. The
 //! webhook URL is usually itself the secret (`${{ secrets.SLACK_WEBHOOK }}`):
 //! the host unseals it only for this request and only within the step's
-//! `grants.http`. Typically an `always = true` step at the end of a runbook.
+//! `grants.http`. Typically a target of the runbook's `[notify]`, called at
+//! each moment of the run with the host's `text` and `status`, or an
+//! `always = true` step at the end of a runbook.
 
 use runbook_sdk::http::Request;
 use runbook_sdk::serde_json::{Value, json};

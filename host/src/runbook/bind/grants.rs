@@ -1,26 +1,69 @@
-//! A step's grants with the environment's values in them: HTTP prefixes
+//! A step's grants, and a `[notify]` target's, with the environment's
+//! values in them: HTTP prefixes
 //! rendered and parsed, Kubernetes namespaces and AWS regions that name a
 //! variable filled in.
 
 use super::Plan;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::grant::UrlGrant;
+use crate::grant::{AwsGrant, KubeGrant, UrlGrant};
 use crate::runbook::Code;
-use crate::runbook::{Step, StepGrants};
+use crate::runbook::{FsGrant, NotifyTarget, Step, StepGrants};
 use crate::template::Template;
+
+/// Grants as validation left them, of a step or of a `[notify]` target.
+struct Written<'a> {
+    http: &'a [(Template, ValuePath)],
+    secrets: &'a [String],
+    fs_read: &'a [FsGrant],
+    aws: Option<&'a AwsGrant>,
+    kube: Option<&'a KubeGrant>,
+    /// Where the `grants` table is.
+    at: ValuePath,
+}
 
 /// What `step` may touch, in the environment `plan` binds.
 pub(super) fn resolve(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> StepGrants {
+    let written = Written {
+        http: &step.http_grants,
+        secrets: &step.secret_grants,
+        fs_read: &step.fs_read,
+        aws: step.aws.as_ref(),
+        kube: step.kube.as_ref(),
+        at: step.path().key("grants"),
+    };
+    resolve_written(plan, written, problems)
+}
+
+/// What the `[notify]` target may touch, in the environment `plan` binds:
+/// resolved exactly as a step's grants are.
+pub(super) fn resolve_target(
+    plan: &Plan,
+    target: &NotifyTarget,
+    problems: &mut Diagnostics,
+) -> StepGrants {
+    let written = Written {
+        http: &target.http_grants,
+        secrets: &target.secret_grants,
+        fs_read: &target.fs_read,
+        aws: target.aws.as_ref(),
+        kube: target.kube.as_ref(),
+        at: target.path().key("grants"),
+    };
+    resolve_written(plan, written, problems)
+}
+
+/// The grants `written`, with the environment's values in them.
+fn resolve_written(plan: &Plan, written: Written<'_>, problems: &mut Diagnostics) -> StepGrants {
     let mut grants = StepGrants {
-        http: http_grants(plan, step, problems),
-        secrets: step.secret_grants.clone(),
-        fs_read: step.fs_read.clone(),
-        aws: step.aws.clone(),
-        kube: step.kube.clone(),
+        http: http_grants(plan, written.http, problems),
+        secrets: written.secrets.to_vec(),
+        fs_read: written.fs_read.to_vec(),
+        aws: written.aws.cloned(),
+        kube: written.kube.cloned(),
     };
     // Kubernetes namespaces and AWS regions may come from the
     // environment (`namespaces = ["${{ vars.namespace }}"]`).
-    let at = step.path().key("grants");
+    let at = &written.at;
     if let Some(kube) = &mut grants.kube {
         let at = at.key("kube").key("namespaces");
         for (position, namespace) in kube.namespaces.iter_mut().enumerate() {
@@ -37,10 +80,14 @@ pub(super) fn resolve(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> S
 }
 
 /// `grants.http`, rendered: each a URL prefix without wildcards.
-fn http_grants(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> Vec<UrlGrant> {
+fn http_grants(
+    plan: &Plan,
+    written: &[(Template, ValuePath)],
+    problems: &mut Diagnostics,
+) -> Vec<UrlGrant> {
     let source = &plan.runbook.source;
     let mut grants = Vec::new();
-    for (template, at) in &step.http_grants {
+    for (template, at) in written {
         let rendered = template.render(|reference| plan.static_value(reference).ok_or(()));
         let Ok(rendered) = rendered else {
             problems.push(undefined_value(plan, at));

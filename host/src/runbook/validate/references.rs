@@ -30,6 +30,10 @@ pub(super) struct ReferenceCheck<'a> {
     pub(super) allow_secrets: bool,
     /// Whether the step has `for_each`, so that `item` is known.
     pub(super) allow_item: bool,
+    /// Whether the value is in `[notify]`, whose announcements go out
+    /// beside the steps: it may name no step (`step_id` is then the
+    /// target's id).
+    pub(super) in_notify: bool,
 }
 
 impl ReferenceCheck<'_> {
@@ -71,6 +75,11 @@ impl ReferenceCheck<'_> {
     /// its place.
     pub(super) fn problem(&self, reference: &Reference) -> Option<Diagnostic> {
         match reference {
+            Reference::StepOutput { .. } | Reference::StepOutcome(_) if self.in_notify => Some(
+                Code::NotifyStepReference
+                    .diagnostic(format!("`{reference}` cannot be used in `[notify]`"))
+                    .hint("announcements go out beside the steps, not after one: use `params`, `vars`, `secrets` or `run` here; the host adds `status` and `failed_step` to each"),
+            ),
             Reference::Param(name) => self.param_problem(reference, name),
             Reference::Var(name) => self.var_problem(name),
             Reference::StepOutput { step, .. } => self.output_problem(reference, step),
@@ -183,14 +192,19 @@ impl ReferenceCheck<'_> {
             );
         }
         let granted = self.secret_grants.iter().any(|secret| secret == name);
+        let (subject, this) = if self.in_notify {
+            ("notify target", "target")
+        } else {
+            ("step", "step")
+        };
         (!granted).then(|| {
             Code::SecretWithoutGrant
                 .diagnostic(format!(
-                    "step `{}` uses secret `{name}` without a grant",
+                    "{subject} `{}` uses secret `{name}` without a grant",
                     self.step_id
                 ))
                 .hint(format!(
-                    "grant it to this step: `grants.secrets = [\"{name}\"]`"
+                    "grant it to this {this}: `grants.secrets = [\"{name}\"]`"
                 ))
         })
     }

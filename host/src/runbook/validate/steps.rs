@@ -93,6 +93,7 @@ fn validate_step(
         allow_step_outputs: true,
         allow_secrets: true,
         allow_item: raw.for_each.is_some(),
+        in_notify: false,
     };
     let with_path = path.key("with");
     let with = tree_from_toml(toml::Value::Table(raw.with), &with_path, source, problems);
@@ -211,7 +212,18 @@ fn check_plugin(
     if plugins.contains_key(uses) {
         return;
     }
-    let hint = match did_you_mean(uses, plugins.keys().map(String::as_str)) {
+    problems.push(
+        Code::UnknownPlugin
+            .diagnostic(format!("step `{id}` uses unknown plugin `{uses}`"))
+            .at(source, &path.key("uses"))
+            .hint(plugin_hint(uses, plugins)),
+    );
+}
+
+/// What to do about `uses`, which names no plugin of `plugins`: the
+/// nearest name, the list, or how to declare it.
+pub(super) fn plugin_hint(uses: &str, plugins: &BTreeMap<String, PluginSource>) -> String {
+    match did_you_mean(uses, plugins.keys().map(String::as_str)) {
         Some(suggestion) => format!("did you mean `{suggestion}`?"),
         None if plugins.is_empty() => {
             format!("declare it: `[plugins]\n{uses} = \"path/to/{uses}.wasm\"`")
@@ -220,13 +232,7 @@ fn check_plugin(
             "declared plugins: {}",
             plugins.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
-    };
-    problems.push(
-        Code::UnknownPlugin
-            .diagnostic(format!("step `{id}` uses unknown plugin `{uses}`"))
-            .at(source, &path.key("uses"))
-            .hint(hint),
-    );
+    }
 }
 
 #[cfg(test)]
