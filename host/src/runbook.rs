@@ -148,15 +148,24 @@ pub struct Step {
     pub memory_limit: u64,
     /// The plugin's parameters with their expressions parsed.
     pub with: ParamTree,
-    /// URL prefixes the step may call, still templated.
-    pub http_grants: Vec<(Template, ValuePath)>,
-    /// Secrets the step may send.
-    pub secret_grants: Vec<String>,
-    /// Folders the step may read.
+    /// What the step may touch, as written.
+    pub grants: Grants,
+}
+
+/// What a step or a `[notify]` target may touch, as the runbook writes it:
+/// checked, with URL prefixes still templated (the environment's values go
+/// in when a plan is bound, [`crate::grant::StepGrants`]).
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// URL prefixes it may call, each with its place in the file.
+    pub http: Vec<(Template, ValuePath)>,
+    /// Secrets it may send.
+    pub secrets: Vec<String>,
+    /// Folders it may read.
     pub fs_read: Vec<FsGrant>,
-    /// AWS calls the step may make.
+    /// AWS calls it may make.
     pub aws: Option<crate::grant::AwsGrant>,
-    /// Kubernetes calls the step may make.
+    /// Kubernetes calls it may make.
     pub kube: Option<crate::grant::KubeGrant>,
 }
 
@@ -312,16 +321,8 @@ pub struct NotifyTarget {
     pub memory_limit: u64,
     /// The plugin's parameters with their expressions parsed.
     pub with: ParamTree,
-    /// URL prefixes it may call, still templated.
-    pub http_grants: Vec<(Template, ValuePath)>,
-    /// Secrets it may send.
-    pub secret_grants: Vec<String>,
-    /// Folders it may read.
-    pub fs_read: Vec<FsGrant>,
-    /// AWS calls it may make.
-    pub aws: Option<crate::grant::AwsGrant>,
-    /// Kubernetes calls it may make.
-    pub kube: Option<crate::grant::KubeGrant>,
+    /// What it may touch, as written.
+    pub grants: Grants,
 }
 
 impl NotifyTarget {

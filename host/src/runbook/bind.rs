@@ -118,12 +118,12 @@ impl Plan {
             .notify
             .iter()
             .flat_map(|notify| &notify.targets)
-            .map(|target| (&target.with, &target.secret_grants));
+            .map(|target| (&target.with, &target.grants.secrets));
         let steps = self
             .runbook
             .steps
             .iter()
-            .map(|step| (&step.with, &step.secret_grants));
+            .map(|step| (&step.with, &step.grants.secrets));
         for (with, granted) in steps.chain(targets) {
             with.templates(&ValuePath::default(), &mut |template, _| {
                 for (reference, _) in template.references() {

@@ -5,33 +5,14 @@
 
 use super::Plan;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::grant::{AwsGrant, KubeGrant, UrlGrant};
+use crate::grant::UrlGrant;
 use crate::runbook::Code;
-use crate::runbook::{FsGrant, NotifyTarget, Step, StepGrants};
+use crate::runbook::{Grants, NotifyTarget, Step, StepGrants};
 use crate::template::Template;
-
-/// Grants as validation left them, of a step or of a `[notify]` target.
-struct Written<'a> {
-    http: &'a [(Template, ValuePath)],
-    secrets: &'a [String],
-    fs_read: &'a [FsGrant],
-    aws: Option<&'a AwsGrant>,
-    kube: Option<&'a KubeGrant>,
-    /// Where the `grants` table is.
-    at: ValuePath,
-}
 
 /// What `step` may touch, in the environment `plan` binds.
 pub(super) fn resolve(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> StepGrants {
-    let written = Written {
-        http: &step.http_grants,
-        secrets: &step.secret_grants,
-        fs_read: &step.fs_read,
-        aws: step.aws.as_ref(),
-        kube: step.kube.as_ref(),
-        at: step.path().key("grants"),
-    };
-    resolve_written(plan, written, problems)
+    resolve_written(plan, &step.grants, &step.path().key("grants"), problems)
 }
 
 /// What the `[notify]` target may touch, in the environment `plan` binds:
@@ -41,29 +22,25 @@ pub(super) fn resolve_target(
     target: &NotifyTarget,
     problems: &mut Diagnostics,
 ) -> StepGrants {
-    let written = Written {
-        http: &target.http_grants,
-        secrets: &target.secret_grants,
-        fs_read: &target.fs_read,
-        aws: target.aws.as_ref(),
-        kube: target.kube.as_ref(),
-        at: target.path().key("grants"),
-    };
-    resolve_written(plan, written, problems)
+    resolve_written(plan, &target.grants, &target.path().key("grants"), problems)
 }
 
 /// The grants `written`, with the environment's values in them.
-fn resolve_written(plan: &Plan, written: Written<'_>, problems: &mut Diagnostics) -> StepGrants {
+fn resolve_written(
+    plan: &Plan,
+    written: &Grants,
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> StepGrants {
     let mut grants = StepGrants {
-        http: http_grants(plan, written.http, problems),
-        secrets: written.secrets.to_vec(),
-        fs_read: written.fs_read.to_vec(),
-        aws: written.aws.cloned(),
-        kube: written.kube.cloned(),
+        http: http_grants(plan, &written.http, problems),
+        secrets: written.secrets.clone(),
+        fs_read: written.fs_read.clone(),
+        aws: written.aws.clone(),
+        kube: written.kube.clone(),
     };
     // Kubernetes namespaces and AWS regions may come from the
     // environment (`namespaces = ["${{ vars.namespace }}"]`).
-    let at = &written.at;
     if let Some(kube) = &mut grants.kube {
         let at = at.key("kube").key("namespaces");
         for (position, namespace) in kube.namespaces.iter_mut().enumerate() {

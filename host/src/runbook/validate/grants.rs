@@ -8,22 +8,10 @@ use super::references::ReferenceCheck;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
 use crate::grant::{AwsGrant, KubeGrant, VERBS};
 use crate::runbook::model::{RawGrants, RawKubeGrant};
-use crate::runbook::{Code, FsGrant};
+use crate::runbook::{Code, FsGrant, Grants};
 use crate::template::Template;
 use std::path::{Component, Path};
 use std::sync::Arc;
-
-/// A step's grants, checked; secrets stay the names the runbook wrote.
-pub(super) struct Grants {
-    /// URL prefixes, still templated, each with its place.
-    pub(super) http: Vec<(Template, ValuePath)>,
-    /// Folders the step may read.
-    pub(super) fs_read: Vec<FsGrant>,
-    /// AWS calls the step may make.
-    pub(super) aws: Option<AwsGrant>,
-    /// Kubernetes calls the step may make.
-    pub(super) kube: Option<KubeGrant>,
-}
 
 /// Checks the grants at `at` of the step `check` is for; every problem is
 /// reported and the grant at fault left out.
@@ -43,6 +31,7 @@ pub(super) fn validate_grants(
     let fs_read = fs_grants(source, &raw.fs.read, &at.key("fs").key("read"), problems);
     Grants {
         http,
+        secrets: raw.secrets.clone(),
         fs_read,
         aws: raw.aws.as_ref().map(|grant| AwsGrant {
             services: grant.services.clone(),

@@ -179,11 +179,7 @@ fn validate_target(
         timeout,
         memory_limit,
         with,
-        http_grants: grants.http,
-        secret_grants: raw.grants.secrets,
-        fs_read: grants.fs_read,
-        aws: grants.aws,
-        kube: grants.kube,
+        grants,
     }
 }
 
@@ -222,7 +218,7 @@ mod tests {
         assert!(!crate::runbook::is_notify_target("notify[0]"));
         assert_eq!(target.plugin, "notify");
         assert_eq!(target.timeout, crate::runbook::DEFAULT_NOTIFY_TIMEOUT);
-        assert_eq!(target.secret_grants, ["HOOK"]);
+        assert_eq!(target.grants.secrets, ["HOOK"]);
     }
 
     #[test]

@@ -124,11 +124,7 @@ fn validate_step(
         timeout,
         memory_limit,
         with,
-        http_grants: grants.http,
-        secret_grants: raw.grants.secrets,
-        fs_read: grants.fs_read,
-        aws: grants.aws,
-        kube: grants.kube,
+        grants,
     }
 }
 
@@ -358,7 +354,7 @@ mod tests {
         assert_eq!(b.timeout, std::time::Duration::from_secs(300));
         assert_eq!(b.memory_limit, 128 << 20);
         assert!(b.condition.is_some());
-        assert_eq!(b.secret_grants, ["token"]);
+        assert_eq!(b.grants.secrets, ["token"]);
         assert_eq!(b.path(), ValuePath::step(1));
     }
 
