@@ -87,6 +87,13 @@ fn hash_of(record: &AuditRecord) -> String {
 }
 
 impl AuditLog {
+    /// Records that the calls of `step` come from the plugin with this
+    /// digest: for callers that start no step (a `[notify]` target), whose
+    /// digest no `step_started` carries.
+    pub fn know_digest(&mut self, step: &str, digest: &str) {
+        self.digests.insert(step.to_owned(), digest.to_owned());
+    }
+
     /// Opens a run's audit log, continuing its chain if it exists (resume).
     pub fn open(path: &Path, run_id: &str) -> std::io::Result<(Self, AuditHead)> {
         if let Some(parent) = path.parent() {

@@ -42,11 +42,18 @@ pub fn open(
         source,
     })?);
     state::index_run(index_dir, &plan.run_id, &run_dir);
-    let (audit_log, audit_head) = AuditLog::open(&crate::audit::path(&run_dir), &plan.run_id)
+    let (mut audit_log, audit_head) = AuditLog::open(&crate::audit::path(&run_dir), &plan.run_id)
         .map_err(|source| Error::AuditLog {
-            run_dir: run_dir.clone(),
-            source,
-        })?;
+        run_dir: run_dir.clone(),
+        source,
+    })?;
+    // `[notify]` targets start no step: their records name their plugin
+    // from the plan.
+    for planned in &plan.targets {
+        if let Some(plugin) = prepared.plugins.get(&plan.target(planned).plugin) {
+            audit_log.know_digest(&planned.id.0, &plugin.digest);
+        }
+    }
     events.add(audit_log);
     interface.watch(&events);
     Ok(Recording {

@@ -315,6 +315,17 @@ async fn the_audit_log_has_each_call_of_a_target_under_its_id() {
     assert_eq!(posts.len(), 1, "{records:#?}");
     assert_eq!(posts[0].decision, runbook::events::Decision::Allowed);
     assert!(posts[0].request.starts_with("POST "), "{:?}", posts[0]);
+    // The record names the target's plugin by its digest, as a step's does.
+    let notify_digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(runbook_testenv::plugin_path("notify")).unwrap(),
+        ))
+    };
+    assert_eq!(
+        posts[0].plugin_digest.as_deref(),
+        Some(notify_digest.as_str())
+    );
     // The chain still holds with the target's records in it.
     let record = runbook::journal::read(&runbook::state::journal_path(&run_dir)).unwrap();
     let verified =
