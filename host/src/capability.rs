@@ -219,7 +219,7 @@ pub fn review(asks: &Asks<'_>, grants: &StepGrants) -> Vec<Finding> {
             finding(
                 Mismatch::NeedsUngranted,
                 format!(
-                    "plugin `{}` needs `{name}`, and the step grants {grants_none}",
+                    "plugin `{}` needs `{name}`, and it is granted {grants_none}",
                     asks.plugin
                 ),
             );
@@ -477,7 +477,7 @@ mod tests {
         let imports = ["runbook:plugin/http@0.1.0".to_owned()];
         let found = review(&asks(&["http"], &imports), &StepGrants::default());
         assert_eq!(mismatches(&found), [("http", Mismatch::NeedsUngranted)]);
-        assert!(found[0].message.contains("grants no URL"), "{found:?}");
+        assert!(found[0].message.contains("granted no URL"), "{found:?}");
     }
 
     #[test]

@@ -11,6 +11,38 @@ use url::Url;
 #[serde(transparent)]
 pub struct StepId(pub String);
 
+impl StepId {
+    /// The id a `[notify]` target's calls are journaled and audited under:
+    /// `notify.N`, which no step can have (a step id has no dot).
+    pub fn notify_target(index: usize) -> Self {
+        StepId(format!("notify.{index}"))
+    }
+
+    /// Whether this is a `[notify]` target's id ([`StepId::notify_target`]).
+    pub fn is_notify_target(&self) -> bool {
+        self.0.strip_prefix("notify.").is_some_and(|index| {
+            !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
+        })
+    }
+
+    /// What it is, in a message: "step `deploy`", or "`[notify]` target 0".
+    pub fn subject(&self) -> String {
+        match self.0.strip_prefix("notify.") {
+            Some(index) if self.is_notify_target() => format!("`[notify]` target {index}"),
+            _ => format!("step `{}`", self.0),
+        }
+    }
+
+    /// Where a grant for it is written, in a hint: "the step", "the target".
+    pub fn place(&self) -> &'static str {
+        if self.is_notify_target() {
+            "the target"
+        } else {
+            "the step"
+        }
+    }
+}
+
 impl std::fmt::Display for StepId {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(&self.0)

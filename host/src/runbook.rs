@@ -344,14 +344,13 @@ pub fn notify_target_path(index: usize) -> ValuePath {
 /// `notify.0`. A step id is an identifier (no `.`), and a `for_each`
 /// element's is `ID[label]`, so no step can have it.
 pub fn notify_target_id(index: usize) -> StepId {
-    StepId(format!("notify.{index}"))
+    StepId::notify_target(index)
 }
 
 /// Whether `id` is a notification target's ([`notify_target_id`]) rather
 /// than a step's.
 pub fn is_notify_target(id: &str) -> bool {
-    id.strip_prefix("notify.")
-        .is_some_and(|index| !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit()))
+    StepId(id.to_owned()).is_notify_target()
 }
 
 /// The shortest `every` of `[notify]`: updates more often than this are

@@ -145,8 +145,8 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         return Err(record.deny(
             "no AWS grant",
             format!(
-                "step `{}` has no AWS grant; if intended, add `grants.aws = {{ services = [\"{}\"], actions = [\"{}\"], regions = [\"{}\"] }}`",
-                context.step_id, request.service, request.action, request.region
+                "{} has no AWS grant; if intended, add `grants.aws = {{ services = [\"{}\"], actions = [\"{}\"], regions = [\"{}\"] }}`",
+                context.step_id.subject(), request.service, request.action, request.region
             ),
         ));
     };

@@ -276,9 +276,10 @@ async fn send_within_grants(
                 )
             } else {
                 format!(
-                    "{what} not granted to step `{}`; if intended, add `grants.http = [\"{}\"]` to the step",
-                    context.step_id,
-                    suggested_grant(&url)
+                    "{what} not granted to {}; if intended, add `grants.http = [\"{}\"]` to {}",
+                    context.step_id.subject(),
+                    suggested_grant(&url),
+                    context.step_id.place()
                 )
             };
             return Err(call.deny(format!("{what} to {why}"), hint));
@@ -535,8 +536,9 @@ fn unseal_names(
                 "secrets",
                 format!("use of secret `{name}`"),
                 format!(
-                    "secret not granted to step `{}`; if intended, add `grants.secrets = [\"{name}\"]` to the step",
-                    context.step_id
+                    "secret not granted to {}; if intended, add `grants.secrets = [\"{name}\"]` to {}",
+                    context.step_id.subject(),
+                    context.step_id.place()
                 ),
             ))
         }

@@ -189,8 +189,9 @@ pub fn handle(context: &super::StepContext, name: &str) -> Result<String, crate:
         return Ok(context.secrets.handle(name));
     }
     let hint = format!(
-        "secret not granted to step `{}`; if intended, add `grants.secrets = [\"{name}\"]` to the step",
-        context.step_id
+        "secret not granted to {}; if intended, add `grants.secrets = [\"{name}\"]` to {}",
+        context.step_id.subject(),
+        context.step_id.place()
     );
     Err(context
         .call("secrets", format!("handle of secret `{name}`"))

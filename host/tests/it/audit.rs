@@ -45,8 +45,7 @@ fn the_review_shows_digest_imports_declarations_grants_and_mismatches() {
         "{report}"
     );
     assert!(
-        report
-            .contains("needs `http`, and the step grants no URL: `validate` and `exec` refuse it"),
+        report.contains("needs `http`, and it is granted no URL: `validate` and `exec` refuse it"),
         "{report}"
     );
     assert!(

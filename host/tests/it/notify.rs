@@ -251,6 +251,12 @@ async fn a_target_that_fails_or_is_denied_is_a_warning_and_the_run_goes_on() {
         warnings[1].starts_with("notify target 1 (notify): "),
         "{warnings:?}"
     );
+    // The denial's hint speaks of the target, not of a step.
+    assert!(
+        warnings[1].contains("not granted to `[notify]` target 1")
+            && warnings[1].contains("to the target"),
+        "{warnings:?}"
+    );
     // Both are in the journal, under the targets' ids, and the run's end
     // says no target took the announcement.
     let journal = journal(state.path());
