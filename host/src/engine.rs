@@ -292,6 +292,9 @@ impl Executor<'_> {
                 );
             }
         }
+        // Steps that failed under `ask`, with why, until the steps running
+        // beside them are done.
+        let mut undecided: Vec<(usize, String)> = Vec::new();
         let mut running = FuturesUnordered::new();
         loop {
             if self.access.events.failure().is_some() {
@@ -312,7 +315,11 @@ impl Executor<'_> {
                     let step = plan.step(planned);
                     // `always` steps run last, after any rollback, when
                     // `run.status` says how the run went.
-                    if step.always || stopping.is_some() || self.cancel.is_cancelled() {
+                    if step.always
+                        || stopping.is_some()
+                        || !undecided.is_empty()
+                        || self.cancel.is_cancelled()
+                    {
                         continue;
                     }
                     if !planned
@@ -363,7 +370,27 @@ impl Executor<'_> {
                 }
             }
             let Some((index, result)) = running.next().await else {
-                break;
+                if undecided.is_empty() {
+                    break;
+                }
+                // Every running step is done: ask about the failures that
+                // wait for a person, in the order they came.
+                for (index, summary) in std::mem::take(&mut undecided) {
+                    let choice = match stopping {
+                        None => self.choose(plan, index, &summary, None).await,
+                        // Another failure's policy stopped the run.
+                        Some(_) => Some(Choice::Abort),
+                    };
+                    self.settle(
+                        plan,
+                        &mut state,
+                        &mut report,
+                        &mut stopping,
+                        (index, &summary),
+                        choice,
+                    );
+                }
+                continue;
             };
             state.slots[index] = Slot::Done(result.status);
             self.record_result(
@@ -397,15 +424,10 @@ impl Executor<'_> {
                 plan.policy(planned)
             };
             if policy == Policy::Ask && result.status.is_failure() && stopping.is_none() {
-                let choice = self.choose(plan, index, &result.summary, None).await;
-                self.settle(
-                    plan,
-                    &mut state,
-                    &mut report,
-                    &mut stopping,
-                    (index, &result.summary),
-                    choice,
-                );
+                // Asked once the steps running beside it are done: no new
+                // step starts meanwhile, and none is held up by the
+                // question.
+                undecided.push((index, result.summary.clone()));
                 continue;
             }
             if report.failed_step.is_none()

@@ -329,6 +329,34 @@ fn on_a_terminal_exec_asks_at_once_and_carries_out_each_answer() {
     );
 }
 
+#[test]
+fn the_question_waits_for_the_steps_running_beside_the_failed_one() {
+    let counter = tokio_counter();
+    let step = |id: &str, needs: &str, extra: &str| {
+        format!(
+            "\n[[steps]]\nid = \"{id}\"\nuses = \"recorder\"\nneeds = [{needs}]\nwith.url = \"{url}\"\nwith.name = \"side-{id}\"\ngrants.http = [\"{url}\"]\n{extra}\n",
+            url = counter.url
+        )
+    };
+    let mut body = "[runbook]\nname = \"side\"\non_failure = \"rollback\"\n\n[environments.production]\non_failure = \"ask\"\n".to_owned();
+    body.push_str(&step("one", "", "with.fail = true"));
+    body.push_str(&step("slow", "", "with.delay = \"1500ms\""));
+    body.push_str(&step("three", "\"one\", \"slow\"", ""));
+    body.push_str(&step("tell", "", "always = true"));
+    let operator = Operator::new(TestRunbook::new(&body));
+    let (code, said, _) = on_a_terminal(&operator, "s");
+    assert_eq!(code, Some(0), "{said}");
+    // `slow` was not held up by the question: it finished first.
+    let slow_done = said.find("recorded `side-slow`").expect(&said);
+    let asked = said.find("What now?").unwrap();
+    assert!(slow_done < asked, "{said}");
+    assert_eq!(
+        effects(&counter, "side"),
+        counts("side", [(1, 0), (0, 0), (1, 0), (1, 0)])
+    );
+    assert_eq!(counter.tally().done.get("side-slow"), Some(&1));
+}
+
 /// Carries out `choice` for `run` as an operator would after a crash:
 /// `decide` while the run waits for a decision, else `resume`, deciding
 /// an interrupted step (or undo) from the counter as a person checks by
