@@ -245,3 +245,80 @@ async fn an_aurora_cluster_snapshot_is_created_and_waited_for() {
             .contains(&"CreateDBClusterSnapshot".to_owned())
     );
 }
+
+#[tokio::test]
+async fn verify_passes_on_a_fresh_backup_and_fails_on_none_or_an_old_one() {
+    let moto = rds().await;
+    let verify = |max_age: &str| {
+        step(&format!(
+            "with.mode = \"verify\"\nwith.max_age = \"{max_age}\"\n"
+        ))
+    };
+    // RDS keeps an automated snapshot of a new instance: a backup.
+    let (status, summary, outputs) = run(&verify("24h"), through(&moto.url))
+        .await
+        .step("snapshot");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert!(
+        outputs["snapshot"].starts_with("rds:riskcast-db-"),
+        "{outputs:?}"
+    );
+
+    // A newer manual snapshot is the newest backup.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let moto = tokio::task::spawn_blocking(move || {
+        moto.rds(
+            "CreateDBSnapshot",
+            &[
+                ("DBInstanceIdentifier", "riskcast-db"),
+                ("DBSnapshotIdentifier", "nightly-1"),
+            ],
+        );
+        moto
+    })
+    .await
+    .unwrap();
+    let (status, summary, outputs) = run(&verify("1h"), through(&moto.url))
+        .await
+        .step("snapshot");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert!(
+        summary.starts_with("the newest backup of riskcast-db is nightly-1, "),
+        "{summary}"
+    );
+    assert_eq!(outputs["snapshot"], "nightly-1");
+    assert!(outputs["age_seconds"].parse::<u64>().unwrap() < 3600);
+
+    // Too old.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (status, summary, _) = run(&verify("1s"), through(&moto.url))
+        .await
+        .step("snapshot");
+    assert_eq!(status, Status::Failed, "{summary}");
+    assert!(
+        summary.contains("nightly-1") && summary.contains("older than max_age 1s"),
+        "{summary}"
+    );
+
+    // None at all.
+    let ghost = verify("24h").replace("riskcast-db", "ghost-db");
+    let (status, summary, _) = run(&ghost, through(&moto.url)).await.step("snapshot");
+    assert_eq!(status, Status::Failed, "{summary}");
+    assert!(
+        summary.contains("ghost-db has no available snapshot"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn verify_without_max_age_is_refused_by_validate() {
+    let file = crate::support::TestRunbook::new(&step("with.mode = \"verify\"\n"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["validate", file.path.to_str().unwrap()])
+        .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("max_age"), "{said}");
+}

@@ -2,8 +2,10 @@
 //! instance or Aurora cluster under a templated identifier and waits, with
 //! backoff and a deadline, until it is `available`; `restore` creates an
 //! instance from a snapshot and waits for it; `prune` deletes a database's
-//! oldest manual snapshots with a prefix, keeping the newest N. Every call
-//! goes through the host's AWS capability, signed there.
+//! oldest manual snapshots with a prefix, keeping the newest N; `verify`
+//! checks that the database has a backup younger than `max_age` (its
+//! newest available snapshot, automated or manual), changing nothing.
+//! Every call goes through the host's AWS capability, signed there.
 
 use runbook_sdk::aws::{self, xml_elements, xml_text};
 use runbook_sdk::serde_json::{Value, json};
@@ -19,7 +21,7 @@ struct RdsSnapshot;
 #[serde(crate = "runbook_sdk::serde", deny_unknown_fields)]
 #[schemars(crate = "runbook_sdk::schemars")]
 struct Params {
-    /// `create` (default), `restore` or `prune`.
+    /// `create` (default), `restore`, `prune` or `verify`.
     #[serde(default)]
     mode: Mode,
     /// The AWS region.
@@ -46,6 +48,9 @@ struct Params {
     /// Prune: only snapshots whose identifier starts with this.
     #[serde(default)]
     prefix: Option<String>,
+    /// Verify: how old the newest available snapshot may be (`"24h"`).
+    #[serde(default)]
+    max_age: Option<HumanDuration>,
     /// Wait for `available` (default true).
     #[serde(default)]
     wait: Option<bool>,
@@ -65,6 +70,7 @@ enum Mode {
     Create,
     Restore,
     Prune,
+    Verify,
 }
 
 /// Instance or cluster: the names RDS uses for each.
@@ -389,6 +395,89 @@ fn prune(params: &Params) -> Result<Outcome, Error> {
     .output("deleted", deleted.join(",")))
 }
 
+/// Seconds since 1970 of an RDS time (`2026-12-02T03:30:00.123Z`, or with
+/// an offset `+00:00`), UTC only, as RDS writes them.
+fn unix_seconds(time: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| time.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let rest = time.get(19..)?;
+    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    if !matches!(rest, "Z" | "z" | "+00:00" | "") || !(1..=12).contains(&month) {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant.
+    let shifted = if month <= 2 { year - 1 } else { year };
+    let era = shifted.div_euclid(400);
+    let year_of_era = shifted - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+/// The newest available snapshot of the database, automated or manual.
+fn newest_backup(params: &Params) -> Result<Option<Snapshot>, Error> {
+    let kind = Kind::of(params)?;
+    let mut found: Vec<Snapshot> =
+        snapshots(&kind, &params.region, json!({ kind.id_key(): kind.id }))?
+            .into_iter()
+            .filter(|snapshot| snapshot.status == "available")
+            .collect();
+    // ISO 8601 times sort as text.
+    found.sort_by(|a, b| b.created.cmp(&a.created));
+    Ok(found.into_iter().next())
+}
+
+fn verify(params: &Params) -> Result<Outcome, Error> {
+    let kind = Kind::of(params)?;
+    let max_age = params.max_age.map(HumanDuration::get).ok_or_else(|| {
+        Error::invalid_param(
+            "max_age",
+            "say how old the backup may be: `max_age = \"24h\"`",
+        )
+    })?;
+    let Some(snapshot) = newest_backup(params)? else {
+        return Err(Error::failed(format!(
+            "{} has no available snapshot, automated or manual: there is no backup to restore",
+            kind.id
+        )));
+    };
+    let created = unix_seconds(&snapshot.created).ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has a creation time RDS did not write as expected: `{}`",
+            snapshot.id, snapshot.created
+        ))
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+    let age = Duration::from_secs(u64::try_from(now - created).unwrap_or(0));
+    if age > max_age {
+        return Err(Error::failed(format!(
+            "the newest backup of {} is {} ({}), {} old: older than max_age {}",
+            kind.id,
+            snapshot.id,
+            snapshot.created,
+            HumanDuration(age),
+            HumanDuration(max_age)
+        )));
+    }
+    Ok(Outcome::new(format!(
+        "the newest backup of {} is {}, {} old (max_age {})",
+        kind.id,
+        snapshot.id,
+        HumanDuration(age),
+        HumanDuration(max_age)
+    ))
+    .output("snapshot", snapshot.id)
+    .output("snapshot_arn", snapshot.arn)
+    .output("created", snapshot.created)
+    .output("age_seconds", age.as_secs().to_string()))
+}
+
 impl Step for RdsSnapshot {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Aws];
@@ -420,6 +509,15 @@ impl Step for RdsSnapshot {
                     ));
                 }
             }
+            Mode::Verify => {
+                Kind::of(params)?;
+                if params.max_age.is_none() {
+                    return Err(Error::invalid_param(
+                        "max_age",
+                        "`verify` checks the newest backup's age: say how old it may be, `max_age = \"24h\"`",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -444,6 +542,13 @@ impl Step for RdsSnapshot {
                 "create instance {} from snapshot {}",
                 params.target_instance.as_deref().unwrap_or("?"),
                 snapshot_id(params)?
+            ))],
+            Mode::Verify => vec![PlannedAction::read(format!(
+                "check that {} has an available snapshot younger than {}",
+                Kind::of(params)?.id,
+                params
+                    .max_age
+                    .map_or_else(|| "?".to_owned(), |age| age.to_string())
             ))],
             Mode::Prune => {
                 let (old, total) = prunable(params)?;
@@ -470,8 +575,29 @@ impl Step for RdsSnapshot {
             Mode::Create => create(&params),
             Mode::Restore => restore(&params),
             Mode::Prune => prune(&params),
+            Mode::Verify => verify(&params),
         }
     }
 }
 
 runbook_sdk::export_step!(RdsSnapshot);
+
+#[cfg(test)]
+mod tests {
+    use super::unix_seconds;
+
+    #[test]
+    fn rds_times_are_read_as_utc_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-12-02T03:30:00.123Z"),
+            Some(1_796_182_200)
+        );
+        assert_eq!(
+            unix_seconds("2024-02-29T12:00:00+00:00"),
+            Some(1_709_208_000)
+        );
+        assert_eq!(unix_seconds("2026-12-02T03:30:00+02:00"), None);
+        assert_eq!(unix_seconds("yesterday"), None);
+    }
+}
