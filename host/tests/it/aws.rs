@@ -188,19 +188,7 @@ async fn a_plan_holds_back_aws_actions_that_change_things() {
         .replace("needs = []\n", "")
     );
     let file = crate::support::TestRunbook::new(&body);
-    let (path, url) = (file.path.clone(), moto.url.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
-            .args(["plan", path.to_str().unwrap(), "--aws-endpoint", &url])
-            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-            .env("AWS_SECRET_ACCESS_KEY", "test-secret")
-            .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = crate::support::plan_with_aws(&file.path, &moto.url).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("⊘ aws rds:CreateDBSnapshot in us-east-1: not sent (dry run)"),

@@ -16,6 +16,7 @@ mod flags;
 mod format;
 mod jobs;
 mod kube;
+mod lb;
 mod live;
 mod metrics;
 mod notify;

@@ -3,8 +3,6 @@
 //! `available` at once); results checked with the RDS API directly.
 
 use crate::support::{RunOptions, run};
-use runbook::capability::aws::AwsAccess;
-use runbook::capability::aws::sigv4::Credentials;
 use runbook::events::{EventKind, Status};
 use runbook_testenv::{Moto, SlowRds};
 
@@ -30,17 +28,7 @@ async fn rds() -> Moto {
 }
 
 fn through(endpoint: &str) -> RunOptions {
-    RunOptions {
-        aws: Some(AwsAccess {
-            credentials: Some(Credentials {
-                access_key_id: "AKIDTEST".into(),
-                secret_access_key: "test-secret".into(),
-                session_token: None,
-            }),
-            endpoint: Some(url::Url::parse(endpoint).unwrap()),
-        }),
-        ..RunOptions::default()
-    }
+    crate::support::aws_at(endpoint)
 }
 
 fn step(with: &str) -> String {
@@ -313,11 +301,7 @@ async fn verify_passes_on_a_fresh_backup_and_fails_on_none_or_an_old_one() {
 #[test]
 fn verify_without_max_age_is_refused_by_validate() {
     let file = crate::support::TestRunbook::new(&step("with.mode = \"verify\"\n"));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .args(["validate", file.path.to_str().unwrap()])
-        .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
-        .output()
-        .unwrap();
+    let output = crate::support::runbook_cli(&["validate", file.path.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{said}");
     assert!(said.contains("max_age"), "{said}");

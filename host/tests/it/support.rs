@@ -31,6 +31,7 @@ pub fn plugins_table() -> String {
         "rds-snapshot",
         "registry-push",
         "rounds",
+        "lb-weights",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
@@ -281,6 +282,42 @@ pub async fn roll_back(runtime: &PluginRuntime, run_id: &str, options: RunOption
 pub async fn run(body: &str, options: RunOptions) -> Finished {
     let runbook = TestRunbook::new(body);
     run_file(&runtime(), &runbook.path, options).await
+}
+
+/// Options that send AWS calls to `endpoint` (moto) with test credentials.
+pub fn aws_at(endpoint: &str) -> RunOptions {
+    RunOptions {
+        aws: Some(runbook::capability::aws::AwsAccess {
+            credentials: Some(runbook::capability::aws::sigv4::Credentials {
+                access_key_id: "AKIDTEST".into(),
+                secret_access_key: "test-secret".into(),
+                session_token: None,
+            }),
+            endpoint: Some(url::Url::parse(endpoint).expect("an endpoint URL")),
+        }),
+        ..RunOptions::default()
+    }
+}
+
+/// `runbook plan FILE --aws-endpoint ENDPOINT`, off the test's runtime.
+pub async fn plan_with_aws(file: &Path, endpoint: &str) -> std::process::Output {
+    let (file, endpoint) = (file.display().to_string(), endpoint.to_owned());
+    tokio::task::spawn_blocking(move || runbook_cli(&["plan", &file, "--aws-endpoint", &endpoint]))
+        .await
+        .expect("plan runs")
+}
+
+/// Runs the `runbook` binary with `args`, the shared compiled-plugin cache,
+/// no colour, and the AWS test credentials moto takes.
+pub fn runbook_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("RUNBOOK_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runbook runs")
 }
 
 /// What a command printed: its standard output, then its standard error.
