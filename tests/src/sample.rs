@@ -27,6 +27,9 @@ pub struct SampleState {
     pub flags: std::collections::BTreeMap<String, serde_json::Value>,
     /// JSON bodies posted to `/hooks/...` (a Slack-compatible webhook).
     pub webhooks: Vec<serde_json::Value>,
+    /// Events posted to `/v2/enqueue` that the PagerDuty Events API v2
+    /// would accept, in order.
+    pub pages: Vec<serde_json::Value>,
     /// What `/metrics` reports: request counters and latency per track.
     pub traffic: crate::traffic::Traffic,
 }
@@ -57,6 +60,7 @@ impl SampleService {
             admin_token: None,
             flags: std::collections::BTreeMap::new(),
             webhooks: Vec::new(),
+            pages: Vec::new(),
             traffic: crate::traffic::Traffic::default(),
         }));
         let shared = Arc::clone(&state);
@@ -179,6 +183,7 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
         (_, path) if path.starts_with("/admin/feature-flags") => {
             feature_flags(&mut state, &request)
         }
+        ("POST", "/v2/enqueue") => enqueue(&mut state, &request),
         ("POST", path) if path.starts_with("/hooks/") => {
             match serde_json::from_slice::<serde_json::Value>(&request.body) {
                 Ok(message) if message.get("text").is_some() || message.get("blocks").is_some() => {
@@ -193,6 +198,59 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
     };
     response.delay = delay;
     response
+}
+
+/// The PagerDuty Events API v2 (`POST /v2/enqueue`), as documented: a
+/// routing key; `event_action` `trigger`, `acknowledge` or `resolve`; a
+/// `dedup_key` for the last two; for `trigger`, a `payload` with `summary`
+/// (at most 1024 characters), `source` and a `severity` of `critical`,
+/// `error`, `warning` or `info`. 202 with the dedup key, else 400.
+fn enqueue(state: &mut SampleState, request: &Request) -> Response {
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
+        return Response::json(
+            400,
+            serde_json::json!({"status": "invalid event", "message": "Event object is invalid"}),
+        );
+    };
+    let text = |value: &serde_json::Value| value.as_str().filter(|text| !text.is_empty()).is_some();
+    let action = event["event_action"].as_str().unwrap_or_default();
+    let payload = &event["payload"];
+    let problem = if !text(&event["routing_key"]) {
+        Some("'routing_key' is missing or blank")
+    } else if !matches!(action, "trigger" | "acknowledge" | "resolve") {
+        Some("'event_action' is invalid")
+    } else if action != "trigger" && !text(&event["dedup_key"]) {
+        Some("'dedup_key' is required for acknowledge and resolve")
+    } else if action == "trigger"
+        && !(text(&payload["summary"])
+            && payload["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                <= 1024
+            && text(&payload["source"])
+            && matches!(
+                payload["severity"].as_str(),
+                Some("critical" | "error" | "warning" | "info")
+            ))
+    {
+        Some("'payload' needs a summary of at most 1024 characters, a source and a severity")
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        return Response::json(
+            400,
+            serde_json::json!({"status": "invalid event", "message": "Event object is invalid", "errors": [message]}),
+        );
+    }
+    let dedup_key = event["dedup_key"].clone();
+    state.pages.push(event);
+    Response::json(
+        202,
+        serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key}),
+    )
 }
 
 /// The admin API of the source runbooks: `POST /admin/feature-flags` with

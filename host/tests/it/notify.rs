@@ -366,3 +366,83 @@ async fn a_later_process_of_the_run_does_not_announce_its_start_again() {
     assert_eq!(texts[2], "deploy: rolling back 1 step: push");
     assert!(texts[3].starts_with("deploy: rolled back in "), "{texts:?}");
 }
+
+#[tokio::test]
+async fn a_pagerduty_target_pages_on_failure_and_resolves_at_a_good_end() {
+    let service = SampleService::start(None).await.unwrap();
+    let base = service.base_url();
+    let target = format!(
+        "[notify]\n\n[[notify.targets]]\nuses = \"notify\"\nwith.webhook = \"{base}/v2/enqueue\"\nwith.format = \"pagerduty\"\nwith.routing_key = \"${{{{ secrets.PD_KEY }}}}\"\ngrants.http = [\"{base}/v2/enqueue\"]\ngrants.secrets = [\"PD_KEY\"]\n"
+    );
+    let options = |state: &Path| RunOptions {
+        secrets: [("PD_KEY".to_owned(), "pd-routing-key-123".to_owned())].into(),
+        state_dir: Some(state.to_path_buf()),
+        ..RunOptions::default()
+    };
+    // A failed run: paged at the failure, the rollback and the end, one
+    // incident (one dedup key); the start pages no one.
+    let state = tempfile::tempdir().unwrap();
+    let failing = format!(
+        "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n[[steps]]\nid = \"migrate\"\nuses = \"misbehave\"\nwith.mode = \"trap\"\ngrants.http = [\"http://127.0.0.1:9\"]\n\n{target}"
+    );
+    let finished = run(&failing, options(state.path())).await;
+    assert_eq!(finished.report.status, Status::Failed, "{}", finished.log());
+    let events = service.state().pages;
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|event| event["event_action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(actions, ["trigger", "trigger", "trigger"], "{events:?}");
+    let severities: Vec<&str> = events
+        .iter()
+        .map(|event| event["payload"]["severity"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(severities, ["critical", "error", "critical"]);
+    assert!(
+        events
+            .iter()
+            .all(|event| event["dedup_key"] == "runbook/deploy/-/test-run")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|event| event["routing_key"] == "pd-routing-key-123")
+    );
+    assert_eq!(
+        events[0]["payload"]["custom_details"]["failed_step"],
+        "migrate"
+    );
+    assert!(
+        !finished.log().contains("pd-routing-key-123"),
+        "the routing key leaked into the run log"
+    );
+
+    // A run that succeeds resolves its incident, and only that.
+    let state = tempfile::tempdir().unwrap();
+    let good = format!(
+        "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n{target}"
+    );
+    let finished = run(&good, options(state.path())).await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    let events = service.state().pages;
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[3]["event_action"], "resolve");
+    assert_eq!(events[3]["dedup_key"], "runbook/deploy/-/test-run");
+    assert!(events[3].get("payload").is_none());
+}
+
+#[test]
+fn a_pagerduty_target_without_its_routing_key_is_refused_by_validate() {
+    let file = crate::support::TestRunbook::new(
+        "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n[notify]\n\n[[notify.targets]]\nuses = \"notify\"\nwith.webhook = \"https://events.pagerduty.com/v2/enqueue\"\nwith.format = \"pagerduty\"\ngrants.http = [\"https://events.pagerduty.com/v2/\"]\n",
+    );
+    let output = crate::support::runbook_cli(&["validate", file.path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("routing_key"), "{said}");
+}

@@ -3,7 +3,10 @@
 //! the host unseals it only for this request and only within the step's
 //! `grants.http`. Typically a target of the runbook's `[notify]`, called at
 //! each moment of the run with the host's `text` and `status`, or an
-//! `always = true` step at the end of a runbook.
+//! `always = true` step at the end of a runbook. With `format = "pagerduty"`
+//! it speaks the PagerDuty Events API v2 instead: it pages (`trigger`) when
+//! a step fails or the run rolls back, and `resolve`s that page when the
+//! run ends well, one incident per run.
 
 use runbook_sdk::http::Request;
 use runbook_sdk::serde_json::{Value, json};
@@ -45,6 +48,27 @@ struct Params {
     /// Slack channel override (`#deploys`), for webhooks that allow it.
     #[serde(default)]
     channel: Option<String>,
+    /// `slack` (default: an incoming webhook's message) or `pagerduty`
+    /// (the Events API v2 at `webhook`:
+    /// `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default)]
+    format: Format,
+    /// PagerDuty: the integration's routing key, usually a sealed secret
+    /// (`${{ secrets.PAGERDUTY_KEY }}`).
+    #[serde(default)]
+    routing_key: Option<String>,
+}
+
+/// What the webhook speaks.
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(crate = "runbook_sdk::serde", rename_all = "lowercase")]
+#[schemars(crate = "runbook_sdk::schemars")]
+enum Format {
+    /// A Slack-compatible incoming webhook.
+    #[default]
+    Slack,
+    /// The PagerDuty Events API v2.
+    Pagerduty,
 }
 
 fn colour(status: Option<&str>) -> &'static str {
@@ -106,12 +130,95 @@ fn message(params: &Params) -> Value {
     body
 }
 
+/// What a PagerDuty event does for a run's `status`: page, resolve the
+/// page, or nothing (starts, stages and holds wake no one).
+fn pagerduty_action(status: Option<&str>) -> Option<(&'static str, &'static str)> {
+    match status? {
+        "failed" | "denied" => Some(("trigger", "critical")),
+        "rolling_back" => Some(("trigger", "error")),
+        "succeeded" | "rolled_back" | "cancelled" => Some(("resolve", "info")),
+        _ => None,
+    }
+}
+
+/// The PagerDuty Events API v2 event for the message, if the status calls
+/// for one: one incident per run (its dedup key), triggered on failure and
+/// resolved at a good end.
+fn pagerduty_event(params: &Params) -> Option<Value> {
+    let (action, severity) = pagerduty_action(params.status.as_deref())?;
+    let runbook = params.runbook.as_deref().unwrap_or("runbook");
+    let dedup_key = format!(
+        "runbook/{runbook}/{}/{}",
+        params.environment.as_deref().unwrap_or("-"),
+        params.run.as_deref().unwrap_or("-")
+    );
+    let mut event = json!({
+        "routing_key": params.routing_key.clone().unwrap_or_default(),
+        "event_action": action,
+        "dedup_key": dedup_key,
+    });
+    if action == "trigger" {
+        let summary: String = message(params)["text"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(1024)
+            .collect();
+        let mut details = runbook_sdk::serde_json::Map::new();
+        for (key, value) in [
+            ("status", params.status.as_deref()),
+            ("run", params.run.as_deref()),
+            ("environment", params.environment.as_deref()),
+            ("operator", params.operator.as_deref()),
+            ("failed_step", params.failed_step.as_deref()),
+        ] {
+            if let Some(value) = value.filter(|value| !value.is_empty()) {
+                details.insert(key.to_owned(), json!(value));
+            }
+        }
+        for (key, value) in &params.fields {
+            details.insert(key.clone(), json!(value));
+        }
+        event["payload"] = json!({
+            "summary": summary,
+            "source": format!("runbook {runbook}"),
+            "severity": severity,
+            "custom_details": details,
+        });
+    }
+    Some(event)
+}
+
+/// Posts `body` to the webhook; `said` when the service took it.
+fn post(params: &Params, body: &Value, said: String) -> Result<Outcome, Error> {
+    let response = Request::post(&params.webhook).json(body).send()?;
+    match response.status {
+        200..=299 => Ok(Outcome::new(said)),
+        429 | 500..=599 => Err(Error::transient(format!(
+            "the webhook answered {}: {}",
+            response.status,
+            response.text()
+        ))),
+        status => Err(Error::failed(format!(
+            "the webhook refused the message ({status}): {}",
+            response.text()
+        ))),
+    }
+}
+
 impl Step for Notify {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Http, Capability::Secrets];
 
-    /// The webhook is a sealed secret or an http(s) URL.
+    /// The webhook is a sealed secret or an http(s) URL; PagerDuty needs
+    /// its routing key.
     fn check(params: &Params) -> Result<(), Error> {
+        if params.format == Format::Pagerduty && params.routing_key.is_none() {
+            return Err(Error::invalid_param(
+                "routing_key",
+                "`format = \"pagerduty\"` needs the integration's routing key: `routing_key = \"${{ secrets.PAGERDUTY_KEY }}\"`",
+            ));
+        }
         let webhook = params.webhook.trim();
         let sealed = webhook.starts_with("@@") && webhook.ends_with("@@");
         let url = webhook.starts_with("https://") || webhook.starts_with("http://");
@@ -126,29 +233,43 @@ impl Step for Notify {
     }
 
     fn plan(params: &Params) -> Result<Vec<PlannedAction>, Error> {
-        Ok(vec![PlannedAction::write(format!(
-            "post to the webhook: {}",
-            message(params)["text"].as_str().unwrap_or_default()
-        ))])
+        let text = message(params)["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(vec![match params.format {
+            Format::Slack => PlannedAction::write(format!("post to the webhook: {text}")),
+            Format::Pagerduty => match pagerduty_event(params) {
+                Some(event) => PlannedAction::write(format!(
+                    "PagerDuty {}: {text}",
+                    event["event_action"].as_str().unwrap_or_default()
+                )),
+                None => PlannedAction::read(format!("no page for: {text}")),
+            },
+        }])
     }
 
     fn run(params: Params) -> Result<Outcome, Error> {
-        let body = message(&params);
-        let response = Request::post(&params.webhook).json(&body).send()?;
-        match response.status {
-            200..=299 => Ok(Outcome::new(format!(
-                "posted: {}",
-                body["text"].as_str().unwrap_or_default()
-            ))),
-            429 | 500..=599 => Err(Error::transient(format!(
-                "the webhook answered {}: {}",
-                response.status,
-                response.text()
-            ))),
-            status => Err(Error::failed(format!(
-                "the webhook refused the message ({status}): {}",
-                response.text()
-            ))),
+        match params.format {
+            Format::Slack => {
+                let body = message(&params);
+                let said = format!("posted: {}", body["text"].as_str().unwrap_or_default());
+                post(&params, &body, said)
+            }
+            Format::Pagerduty => match pagerduty_event(&params) {
+                Some(event) => {
+                    let said = format!(
+                        "PagerDuty {} ({})",
+                        event["event_action"].as_str().unwrap_or_default(),
+                        event["dedup_key"].as_str().unwrap_or_default()
+                    );
+                    post(&params, &event, said)
+                }
+                None => Ok(Outcome::new(format!(
+                    "no page for status `{}`",
+                    params.status.as_deref().unwrap_or("none")
+                ))),
+            },
         }
     }
 }
