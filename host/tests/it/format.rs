@@ -214,6 +214,64 @@ fn validate(path: &Path, environment: Option<&str>) -> std::process::Output {
         .unwrap()
 }
 
+/// Every string in `value`, with where it is.
+fn strings(value: &toml::Value, at: &str, found: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::String(text) => found.push((at.to_owned(), text.clone())),
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                strings(item, &format!("{at}[{index}]"), found);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                strings(item, &format!("{at}.{key}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn no_shipped_runbook_reaches_the_local_estate_outside_the_local_environment() {
+    let root = runbook_testenv::workspace_root();
+    for path in crate::support::toml_files(&root.join("runbooks")) {
+        let table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut found = Vec::new();
+        // The values of every environment but `local`, and every grant and
+        // parameter written in the steps and `[notify]` (which every
+        // environment shares).
+        for (name, environment) in table
+            .get("environments")
+            .and_then(toml::Value::as_table)
+            .into_iter()
+            .flatten()
+        {
+            if name != "local" {
+                strings(environment, &format!("environments.{name}"), &mut found);
+            }
+        }
+        for key in ["steps", "notify"] {
+            if let Some(value) = table.get(key) {
+                strings(value, key, &mut found);
+            }
+        }
+        let local: Vec<_> = found
+            .iter()
+            .filter(|(_, text)| {
+                ["127.0.0.1", "localhost", "[::1]"]
+                    .iter()
+                    .any(|loopback| text.contains(loopback))
+            })
+            .collect();
+        assert!(
+            local.is_empty(),
+            "{} reaches the local estate outside `local`: {local:?}",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn the_shipped_runbooks_are_valid_in_every_environment() {
     let root = runbook_testenv::workspace_root();
