@@ -358,9 +358,10 @@ fn the_question_waits_for_the_steps_running_beside_the_failed_one() {
 }
 
 /// Carries out `choice` for `run` as an operator would after a crash:
-/// `decide` while the run waits for a decision, else `resume`, deciding
-/// an interrupted step (or undo) from the counter as a person checks by
-/// hand.
+/// `decide` again while the journal holds no choice (the crash came first),
+/// else only `resume`, which must carry out the journaled choice without
+/// asking again; an interrupted step (or undo) is decided from the counter
+/// as a person checks by hand.
 fn finish(
     operator: &Operator,
     run: &str,
@@ -371,25 +372,35 @@ fn finish(
 ) {
     let mut decisions: Vec<String> = Vec::new();
     for _ in 0..8 {
-        let decided = operator.run("bob", &["decide", run, choice]);
-        let said = text(&decided);
-        if matches!(decided.status.code(), Some(0 | 1)) {
-            return;
+        if operator.journal(run, "decided").is_empty() {
+            let decided = operator.run("bob", &["decide", run, choice]);
+            let said = text(&decided);
+            if matches!(decided.status.code(), Some(0 | 1)) {
+                return;
+            }
+            assert!(
+                said.contains("is not waiting for a decision") && said.contains("not finished"),
+                "{trial}: {said}"
+            );
         }
-        assert!(
-            said.contains("is not waiting for a decision"),
-            "{trial}: {said}"
-        );
-        if !said.contains("not finished") {
-            return;
-        }
+        let chosen = !operator.journal(run, "decided").is_empty();
         let mut args = vec!["resume", run];
         args.extend(decisions.iter().map(String::as_str));
         let resumed = operator.run("bob", &args);
         let said = text(&resumed);
+        // Over already: the crash came after the run's end.
+        if said.contains("already succeeded") || said.contains("was rolled back") {
+            return;
+        }
         match resumed.status.code() {
             Some(0 | 1) => return,
-            Some(4) => continue,
+            Some(4) => {
+                assert!(
+                    !chosen,
+                    "{trial}: the journaled choice was asked again: {said}"
+                );
+                continue;
+            }
             _ => {}
         }
         decisions.extend(check_by_hand(&said, counter, name, trial));
