@@ -143,10 +143,11 @@ impl Executor<'_> {
             &self.cancel
         };
         let mut waited = self.waits.get(&planned.id.0).cloned();
-        let mut calls = 0_u32;
+        // The first call of this process goes on from an earlier one's wait.
+        let mut first = true;
         loop {
             if let Some(wait) = &waited {
-                if calls == 0 {
+                if first {
                     self.access.events.emit_for(
                         Some(&planned.id),
                         EventKind::Log {
@@ -167,18 +168,12 @@ impl Executor<'_> {
                     .unwrap_or_default();
                 // Resumed long before it is due: it stays parked rather
                 // than hold this process for hours.
-                if calls == 0
+                if first
                     && self
                         .park_after
                         .is_some_and(|limit| due >= limit && !due.is_zero())
                 {
-                    return StepResult::new(
-                        Status::Waiting,
-                        format!(
-                            "parked: waits until {} ({}); `runbook worker` or `runbook resume {}` goes on then",
-                            wait.wake_at, wait.status, plan.run_id
-                        ),
-                    );
+                    return parked(wait, &plan.run_id);
                 }
                 tokio::select! {
                     () = tokio::time::sleep(due) => {}
@@ -188,7 +183,7 @@ impl Executor<'_> {
                     ),
                 }
             }
-            calls += 1;
+            first = false;
             let state = waited.as_ref().map(|wait| wait.state.as_str());
             let wait = match self
                 .call_once(plan, index, plugin, params, state, checkpoints, cancel)
@@ -199,15 +194,7 @@ impl Executor<'_> {
                 Err(result) => return result,
             };
             match self.record_wait(planned, waited.as_ref(), wait) {
-                Ok(record) if record.parked => {
-                    return StepResult::new(
-                        Status::Waiting,
-                        format!(
-                            "parked: waits until {} ({}); `runbook worker` or `runbook resume {}` goes on then",
-                            record.wake_at, record.status, plan.run_id
-                        ),
-                    );
-                }
+                Ok(record) if record.parked => return parked(&record, &plan.run_id),
                 Ok(record) => waited = Some(record),
                 Err(result) => return result,
             }
@@ -393,6 +380,18 @@ fn jitter(pause: Duration) -> Duration {
     let mut byte = [0_u8; 1];
     let _ = getrandom::fill(&mut byte);
     pause.mul_f64(0.5 + f64::from(byte[0]) / 510.0)
+}
+
+/// How a step ends when its wait parks the run: `waiting`, saying when it
+/// wakes and what goes on with it.
+fn parked(wait: &crate::journal::WaitRecord, run_id: &str) -> StepResult {
+    StepResult::new(
+        Status::Waiting,
+        format!(
+            "parked: waits until {} ({}); `runbook worker` or `runbook resume {run_id}` goes on then",
+            wait.wake_at, wait.status
+        ),
+    )
 }
 
 /// Most bytes of state a step may ask to be called again with: it is
