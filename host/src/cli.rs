@@ -334,6 +334,9 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Lock(args) => lock::run(&cli, args).await,
         }
     });
+    // A question abandoned by Ctrl-C may still wait on the terminal in a
+    // blocking thread: the process ends without it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     // Diagnostics and errors quote plugin text and file contents: they
     // pass the terminal filter like everything else drawn.
     let text = |value: &dyn std::fmt::Display| crate::terminal::owned(&value.to_string());

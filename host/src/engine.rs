@@ -577,10 +577,13 @@ impl Executor<'_> {
         }
         let planned = &plan.steps[index];
         let (id, why) = (planned.id.0.clone(), failure.to_owned());
-        let choice = tokio::task::spawn_blocking(move || ask.decide(&id, &why))
-            .await
-            .ok()
-            .flatten()?;
+        let asking = tokio::task::spawn_blocking(move || ask.decide(&id, &why));
+        // Ctrl-C at the question leaves the choice for later (`runbook
+        // decide`): the question is abandoned, not answered.
+        let choice = tokio::select! {
+            answered = asking => answered.ok().flatten()?,
+            () = self.cancel.cancelled() => return None,
+        };
         self.access.events.emit_for(
             Some(&planned.id),
             EventKind::Decided {

@@ -481,3 +481,77 @@ fn tokio_counter() -> Counter {
     });
     runtime.block_on(Counter::start()).unwrap()
 }
+
+#[test]
+fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
+    use std::io::{Read, Write};
+    let counter = tokio_counter();
+    let operator = Operator::new(runbook("t-int", &counter, "with.transient_failures = 1"));
+    let state = operator.state.display().to_string();
+    let exec = format!(
+        "{} exec {} --env production --state-dir {state}",
+        env!("CARGO_BIN_EXE_runbook"),
+        operator.file.path.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &exec, "/dev/null"])
+        .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
+        .env("RUNBOOK_INDEX_DIR", operator.file.dir.path().join("index"))
+        .env("RUNBOOK_OPERATOR", "alice")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Read what the terminal shows until the question is there, then
+    // press Ctrl-C (the terminal turns it into SIGINT).
+    let (shown, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        let mut told = false;
+        while let Ok(read) = stdout.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            said.extend_from_slice(&buffer[..read]);
+            if !told && String::from_utf8_lossy(&said).contains("What now?") {
+                told = true;
+                let _ = shown.send(());
+            }
+        }
+        String::from_utf8_lossy(&said).into_owned()
+    });
+    seen.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the question is shown");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stdin.write_all(b"\x03").unwrap();
+    // The run ends at once, without an answer, and the terminal stays open.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "Ctrl-C at the question did not end the run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let said = reader.join().unwrap();
+    assert_eq!(status.code(), Some(4), "{said}");
+    let run = only_run(Path::new(&state));
+    assert_eq!(operator.journal(&run, "decision_needed").len(), 1, "{said}");
+    assert!(operator.journal(&run, "decided").is_empty());
+    drop(stdin);
+
+    // The choice is made later, as for a run without a terminal.
+    exits(&operator.run("bob", &["decide", &run, "retry"]), 0);
+    assert_eq!(
+        effects(&counter, "t-int"),
+        counts("t-int", [(1, 0), (2, 0), (1, 0), (1, 0)])
+    );
+}
