@@ -336,9 +336,14 @@ impl Executor<'_> {
         if let Some(ask) = self.confirmations.ask.clone() {
             let id = planned.id.0.clone();
             let list = checklist.to_vec();
-            let answers = tokio::task::spawn_blocking(move || ask.tick(&id, &list))
-                .await
-                .unwrap_or_else(|_| Err(String::new()));
+            let asking = tokio::task::spawn_blocking(move || ask.tick(&id, &list));
+            // Ctrl-C at the checklist stops the step, as it stops a call.
+            let answers = tokio::select! {
+                answered = asking => answered.unwrap_or_else(|_| Err(String::new())),
+                () = self.cancel.cancelled() => {
+                    return StepResult::new(Status::Cancelled, "cancelled at the checklist");
+                }
+            };
             return match answers {
                 Ok(ticked) => {
                     self.access.events.emit_for(

@@ -482,11 +482,11 @@ fn tokio_counter() -> Counter {
     runtime.block_on(Counter::start()).unwrap()
 }
 
-#[test]
-fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
+/// `exec --env production` of `operator`'s runbook on a real terminal,
+/// where the operator presses Ctrl-C once `prompt` is shown: how it
+/// exited and what the terminal showed. Fails if it does not end at once.
+fn interrupted_at(operator: &Operator, prompt: &str) -> (Option<i32>, String) {
     use std::io::{Read, Write};
-    let counter = tokio_counter();
-    let operator = Operator::new(runbook("t-int", &counter, "with.transient_failures = 1"));
     let state = operator.state.display().to_string();
     let exec = format!(
         "{} exec {} --env production --state-dir {state}",
@@ -506,9 +506,10 @@ fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
         .expect("script (util-linux) runs");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    // Read what the terminal shows until the question is there, then
-    // press Ctrl-C (the terminal turns it into SIGINT).
+    // Read what the terminal shows until the prompt is there, then press
+    // Ctrl-C (the terminal turns it into SIGINT).
     let (shown, seen) = std::sync::mpsc::channel();
+    let prompt_text = prompt.to_owned();
     let reader = std::thread::spawn(move || {
         let mut said = Vec::new();
         let mut buffer = [0_u8; 4096];
@@ -518,7 +519,7 @@ fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
                 break;
             }
             said.extend_from_slice(&buffer[..read]);
-            if !told && String::from_utf8_lossy(&said).contains("What now?") {
+            if !told && String::from_utf8_lossy(&said).contains(&prompt_text) {
                 told = true;
                 let _ = shown.send(());
             }
@@ -526,10 +527,10 @@ fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
         String::from_utf8_lossy(&said).into_owned()
     });
     seen.recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the question is shown");
+        .expect("the prompt is shown");
     std::thread::sleep(std::time::Duration::from_millis(300));
     stdin.write_all(b"\x03").unwrap();
-    // The run ends at once, without an answer, and the terminal stays open.
+    // The run ends at once, without an answer, the terminal still open.
     let started = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -537,16 +538,23 @@ fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
         }
         assert!(
             started.elapsed() < std::time::Duration::from_secs(20),
-            "Ctrl-C at the question did not end the run"
+            "Ctrl-C at `{prompt}` did not end the run"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let said = reader.join().unwrap();
-    assert_eq!(status.code(), Some(4), "{said}");
-    let run = only_run(Path::new(&state));
+    drop(stdin);
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
+    let counter = tokio_counter();
+    let operator = Operator::new(runbook("t-int", &counter, "with.transient_failures = 1"));
+    let (code, said) = interrupted_at(&operator, "What now?");
+    assert_eq!(code, Some(4), "{said}");
+    let run = only_run(&operator.state);
     assert_eq!(operator.journal(&run, "decision_needed").len(), 1, "{said}");
     assert!(operator.journal(&run, "decided").is_empty());
-    drop(stdin);
 
     // The choice is made later, as for a run without a terminal.
     exits(&operator.run("bob", &["decide", &run, "retry"]), 0);
@@ -554,4 +562,18 @@ fn ctrl_c_at_the_question_leaves_the_choice_for_runbook_decide() {
         effects(&counter, "t-int"),
         counts("t-int", [(1, 0), (2, 0), (1, 0), (1, 0)])
     );
+}
+
+#[test]
+fn ctrl_c_at_a_checklist_stops_the_run_at_once() {
+    let operator = Operator::new(TestRunbook::new(
+        "[runbook]\nname = \"check\"\n\n[environments.production]\n\n[[steps]]\nid = \"verify\"\nkind = \"manual\"\nchecklist = [\"backup verified\"]\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
+    ));
+    let (code, said) = interrupted_at(&operator, "done? [y/N]");
+    assert_eq!(code, Some(130), "{said}");
+    let run = only_run(&operator.state);
+    let finished = operator.journal(&run, "step_finished");
+    assert_eq!(finished[0]["step"], "verify");
+    assert_eq!(finished[0]["status"], "cancelled");
+    assert!(operator.journal(&run, "confirmed").is_empty());
 }
