@@ -66,8 +66,11 @@ impl Waiting {
             ));
         }
         // Stopped at its approval gate or at a manual step: worth another
-        // try once someone has approved or confirmed since.
+        // try once someone has approved or confirmed since. A run that
+        // waits for a person's choice at a failed step goes on only with
+        // `runbook decide`.
         if record.finished != Some(crate::events::Status::Waiting)
+            || record.awaiting_decision().is_some()
             || record.abandoned
             || record.rollback.is_some()
         {

@@ -127,6 +127,10 @@ fn a_failed_step_waits_for_a_decision_and_retry_runs_it_again() {
         effects(&counter, "retry"),
         counts("retry", [(1, 0), (1, 0), (0, 0), (0, 0)])
     );
+    // The worker leaves it to a person: it neither resumes nor retries it.
+    exits(&operator.run("alice", &["worker", "--once"]), 0);
+    assert!(operator.journal(&run, "run_resumed").is_empty());
+    assert_eq!(effects(&counter, "retry")["retry-two"], (1, 0));
     // A plain resume asks again; it does not retry on its own.
     exits(&operator.run("alice", &["resume", &run]), 4);
     assert_eq!(effects(&counter, "retry")["retry-two"], (1, 0));
