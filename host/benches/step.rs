@@ -34,6 +34,7 @@ fn main() {
             fs_read: vec![],
             aws: None,
             kube: None,
+            command: vec![],
         };
         let step = || {
             Arc::new(access.for_step(

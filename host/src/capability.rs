@@ -21,6 +21,7 @@
 
 pub mod aws;
 pub mod clock;
+pub mod command;
 pub mod fs;
 pub mod http;
 pub mod kube;
@@ -71,6 +72,7 @@ pub const CAPABILITIES: &[Capability] = &[
     fs::CAPABILITY,
     kube::CAPABILITY,
     aws::CAPABILITY,
+    command::CAPABILITY,
 ];
 
 /// The capability called `name`, if there is one.
@@ -274,6 +276,8 @@ pub struct RunAccess {
     pub aws: Option<aws::AwsAccess>,
     /// The cluster connection for Kubernetes calls, when the run has one.
     pub kube: Option<Arc<kube::KubeAccess>>,
+    /// How programs run: confined, or not at all, when the run has any.
+    pub command: Option<command::CommandAccess>,
 }
 
 impl RunAccess {
@@ -287,6 +291,7 @@ impl RunAccess {
             http,
             aws: None,
             kube: None,
+            command: None,
         }
     }
 
@@ -314,6 +319,7 @@ impl RunAccess {
             dry_run,
             aws: self.aws.clone(),
             kube: self.kube.clone(),
+            command: self.command.clone(),
             checkpoints,
         }
     }
@@ -346,6 +352,8 @@ pub struct StepContext {
     pub aws: Option<aws::AwsAccess>,
     /// The cluster connection for Kubernetes calls, when the run has one.
     pub kube: Option<Arc<kube::KubeAccess>>,
+    /// How programs run, when the run has any.
+    pub command: Option<command::CommandAccess>,
     /// What the step recorded for its rollback before changing anything
     /// (`log.checkpoint`), shared by its attempts: the first value of a
     /// key is kept.

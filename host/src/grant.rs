@@ -62,6 +62,8 @@ pub struct StepGrants {
     pub aws: Option<AwsGrant>,
     /// Kubernetes calls the step may make.
     pub kube: Option<KubeGrant>,
+    /// Programs the step may run, each with its arguments and sandbox.
+    pub command: Vec<CommandGrant>,
 }
 
 impl StepGrants {
@@ -412,5 +414,204 @@ impl KubeGrant {
                 self.namespaces.join(", ")
             )),
         }
+    }
+}
+
+/// One entry of `grants.command`: a program a step may run, the arguments
+/// it may pass, and what the program may touch in its sandbox beyond the
+/// system's read-only folders and its scratch folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandGrant {
+    /// The program, as the runbook wrote it (rendered).
+    pub written: String,
+    /// The program on the host: an absolute path.
+    pub program: PathBuf,
+    /// One pattern per argument: a literal, `*` within an argument for any
+    /// text (`--revision=*`), and a last `**` for any further arguments.
+    pub args: Vec<String>,
+    /// Files and folders the program may read (and run).
+    pub read: Vec<PathBuf>,
+    /// Files and folders the program may write.
+    pub write: Vec<PathBuf>,
+    /// TCP ports the program may connect to.
+    pub connect: Vec<u16>,
+}
+
+/// The pattern, as the last of `args`, that allows any further arguments.
+pub const ANY_FURTHER_ARGS: &str = "**";
+
+impl CommandGrant {
+    /// One line for reports: `/usr/bin/alembic upgrade * (read ./db; connect 5432)`.
+    pub fn describe(&self) -> String {
+        let mut line = self.written.clone();
+        for pattern in &self.args {
+            line.push(' ');
+            line.push_str(pattern);
+        }
+        let mut reach = Vec::new();
+        let paths = |paths: &[PathBuf]| {
+            paths
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.read.is_empty() {
+            reach.push(format!("read {}", paths(&self.read)));
+        }
+        if !self.write.is_empty() {
+            reach.push(format!("write {}", paths(&self.write)));
+        }
+        if !self.connect.is_empty() {
+            let ports: Vec<String> = self.connect.iter().map(u16::to_string).collect();
+            reach.push(format!("connect {}", ports.join(", ")));
+        }
+        if !reach.is_empty() {
+            line.push_str(&format!(" ({})", reach.join("; ")));
+        }
+        line
+    }
+
+    /// Whether `args` fit the patterns: one pattern per argument, and a
+    /// last `**` for any further ones.
+    pub fn allows_args(&self, args: &[String]) -> bool {
+        let (patterns, rest_allowed) = match self.args.split_last() {
+            Some((last, before)) if last == ANY_FURTHER_ARGS => (before, true),
+            _ => (self.args.as_slice(), false),
+        };
+        if args.len() < patterns.len() || (!rest_allowed && args.len() != patterns.len()) {
+            return false;
+        }
+        patterns
+            .iter()
+            .zip(args)
+            .all(|(pattern, arg)| glob_matches(pattern, arg))
+    }
+
+    /// Why running `program` with `args` is outside every grant in
+    /// `grants`, or the grant that allows it.
+    pub fn find<'g>(
+        grants: &'g [CommandGrant],
+        program: &str,
+        args: &[String],
+    ) -> Result<&'g CommandGrant, String> {
+        let for_program: Vec<&CommandGrant> = grants
+            .iter()
+            .filter(|grant| grant.program.as_os_str() == program || grant.written == program)
+            .collect();
+        if for_program.is_empty() {
+            let granted: Vec<&str> = grants.iter().map(|grant| grant.written.as_str()).collect();
+            return Err(if granted.is_empty() {
+                format!("program `{program}` is not granted (no program is)")
+            } else {
+                format!(
+                    "program `{program}` is not granted (granted: {})",
+                    granted.join(", ")
+                )
+            });
+        }
+        for_program
+            .iter()
+            .find(|grant| grant.allows_args(args))
+            .copied()
+            .ok_or_else(|| {
+                let patterns: Vec<String> = for_program
+                    .iter()
+                    .map(|grant| format!("[{}]", grant.args.join(" ")))
+                    .collect();
+                format!(
+                    "arguments [{}] do not fit the granted patterns {}",
+                    args.join(" "),
+                    patterns.join(", ")
+                )
+            })
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of
+/// characters (`/` included: an argument is not a path to the grant).
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    fn grant(args: &[&str]) -> CommandGrant {
+        CommandGrant {
+            written: "/usr/bin/alembic".into(),
+            program: PathBuf::from("/usr/bin/alembic"),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            read: Vec::new(),
+            write: Vec::new(),
+            connect: vec![5432],
+        }
+    }
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn each_argument_fits_its_pattern_and_no_more_are_allowed() {
+        let upgrade = grant(&["upgrade", "*"]);
+        assert!(upgrade.allows_args(&args("upgrade head")));
+        assert!(upgrade.allows_args(&args("upgrade +1")));
+        assert!(!upgrade.allows_args(&args("downgrade base")));
+        assert!(!upgrade.allows_args(&args("upgrade")));
+        assert!(!upgrade.allows_args(&args("upgrade head --sql")));
+        assert!(grant(&[]).allows_args(&[]));
+        assert!(!grant(&[]).allows_args(&args("current")));
+    }
+
+    #[test]
+    fn a_last_double_star_allows_any_further_arguments() {
+        let any = grant(&["-c", "alembic.ini", "**"]);
+        assert!(any.allows_args(&args("-c alembic.ini")));
+        assert!(any.allows_args(&args("-c alembic.ini upgrade head")));
+        assert!(!any.allows_args(&args("-c other.ini upgrade head")));
+    }
+
+    #[test]
+    fn a_star_inside_an_argument_matches_any_text_there() {
+        let revision = grant(&["--revision=*", "to-*-now"]);
+        assert!(revision.allows_args(&args("--revision=ab12 to-x-now")));
+        assert!(revision.allows_args(&args("--revision= to--now")));
+        assert!(!revision.allows_args(&args("--rev=ab12 to-x-now")));
+        assert!(!revision.allows_args(&args("--revision=ab12 to-x-later")));
+        assert!(glob_matches("a*b*c", "aXbYc"));
+        assert!(!glob_matches("a*b*c", "aXcYb"));
+        assert!(!glob_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn find_names_the_program_or_the_arguments_that_are_not_granted() {
+        let grants = [grant(&["upgrade", "*"]), grant(&["current"])];
+        assert!(CommandGrant::find(&grants, "/usr/bin/alembic", &args("current")).is_ok());
+        let program = CommandGrant::find(&grants, "/usr/bin/psql", &[]).unwrap_err();
+        assert!(
+            program.contains("program `/usr/bin/psql` is not granted"),
+            "{program}"
+        );
+        let arguments =
+            CommandGrant::find(&grants, "/usr/bin/alembic", &args("downgrade base")).unwrap_err();
+        assert!(arguments.contains("[upgrade *], [current]"), "{arguments}");
+        assert!(grants[0].describe().contains("connect 5432"));
     }
 }

@@ -156,7 +156,7 @@ impl Instance {
     async fn describe(&self, store: &mut Store<StepState>) -> wasmtime::Result<Descriptor> {
         match self {
             Instance::Current(step) => step.call_describe(store).await,
-            Instance::V0_1(step) => step.call_describe(store).await,
+            Instance::V0_1(step) => step.call_describe(store).await.map(Into::into),
         }
     }
 
@@ -167,7 +167,7 @@ impl Instance {
     ) -> wasmtime::Result<Result<(), PluginError>> {
         match self {
             Instance::Current(step) => step.call_check(store, params).await,
-            Instance::V0_1(step) => step.call_check(store, params).await,
+            Instance::V0_1(step) => Ok(step.call_check(store, params).await?.map_err(Into::into)),
         }
     }
 
@@ -178,7 +178,11 @@ impl Instance {
     ) -> wasmtime::Result<Result<Vec<PlannedAction>, PluginError>> {
         match self {
             Instance::Current(step) => step.call_plan(store, params).await,
-            Instance::V0_1(step) => step.call_plan(store, params).await,
+            Instance::V0_1(step) => Ok(step
+                .call_plan(store, params)
+                .await?
+                .map(|actions| actions.into_iter().map(Into::into).collect())
+                .map_err(Into::into)),
         }
     }
 
@@ -191,7 +195,11 @@ impl Instance {
         match self {
             Instance::Current(step) => step.call_run(store, params, state).await,
             // A 0.1 plugin does all its work in one call.
-            Instance::V0_1(step) => Ok(step.call_run(store, params).await?.map(RunResult::Done)),
+            Instance::V0_1(step) => Ok(step
+                .call_run(store, params)
+                .await?
+                .map(|outcome| RunResult::Done(outcome.into()))
+                .map_err(Into::into)),
         }
     }
 
@@ -203,7 +211,10 @@ impl Instance {
     ) -> wasmtime::Result<Result<String, PluginError>> {
         match self {
             Instance::Current(step) => step.call_rollback(store, params, outputs).await,
-            Instance::V0_1(step) => step.call_rollback(store, params, outputs).await,
+            Instance::V0_1(step) => Ok(step
+                .call_rollback(store, params, outputs)
+                .await?
+                .map_err(Into::into)),
         }
     }
 }

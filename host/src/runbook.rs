@@ -167,6 +167,27 @@ pub struct Grants {
     pub aws: Option<crate::grant::AwsGrant>,
     /// Kubernetes calls it may make.
     pub kube: Option<crate::grant::KubeGrant>,
+    /// Programs it may run, as written (paths may name variables).
+    pub command: Vec<WrittenCommandGrant>,
+}
+
+/// A `grants.command` entry as written: checked in form; its paths get the
+/// environment's values and are resolved when a plan is bound
+/// ([`crate::grant::CommandGrant`]).
+#[derive(Debug, Clone)]
+pub struct WrittenCommandGrant {
+    /// The program's path.
+    pub program: String,
+    /// One pattern per argument.
+    pub args: Vec<String>,
+    /// Paths it may read.
+    pub read: Vec<String>,
+    /// Paths it may write.
+    pub write: Vec<String>,
+    /// TCP ports it may connect to.
+    pub connect: Vec<u16>,
+    /// Where the entry is in the file.
+    pub at: ValuePath,
 }
 
 /// What a step does.

@@ -18,9 +18,10 @@ pub use self::runbook::plugin::types::{
 
 /// The exports of a plugin built against `runbook:plugin@0.1.x`, whose
 /// `run` takes no state and cannot wait. Its imports are the current ones
-/// under their 0.1 names (`capability::add_to_linker`): every
-/// 0.1 interface is the 0.2 one less functions added since, and its types
-/// are the 0.2 types.
+/// under their 0.1 names (`capability::add_to_linker`): every 0.1
+/// interface is the 0.2 one less functions added since, with the same
+/// shapes. Its types are its own (0.2's `capability` has cases 0.1 does
+/// not); what its exports return is turned into the current types here.
 pub mod v0_1 {
     #![allow(missing_docs, dead_code, reason = "generated code")]
 
@@ -29,10 +30,82 @@ pub mod v0_1 {
         path: "../wit/0.1/plugin.wit",
         imports: { default: async },
         exports: { default: async },
-        with: {
-            "runbook:plugin/types": super::runbook::plugin::types,
-        },
     });
+
+    use self::runbook::plugin::types as old;
+    use super::runbook::plugin::types as current;
+
+    impl From<old::Capability> for current::Capability {
+        fn from(capability: old::Capability) -> Self {
+            match capability {
+                old::Capability::Http => current::Capability::Http,
+                old::Capability::Kube => current::Capability::Kube,
+                old::Capability::Aws => current::Capability::Aws,
+                old::Capability::Secrets => current::Capability::Secrets,
+                old::Capability::Fs => current::Capability::Fs,
+            }
+        }
+    }
+
+    impl From<old::Descriptor> for current::Descriptor {
+        fn from(descriptor: old::Descriptor) -> Self {
+            current::Descriptor {
+                name: descriptor.name,
+                version: descriptor.version,
+                description: descriptor.description,
+                params_schema: descriptor.params_schema,
+                capabilities: descriptor
+                    .capabilities
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                optional_capabilities: (descriptor.optional_capabilities.into_iter())
+                    .map(Into::into)
+                    .collect(),
+                idempotent: descriptor.idempotent,
+            }
+        }
+    }
+
+    impl From<old::Error> for current::Error {
+        fn from(error: old::Error) -> Self {
+            match error {
+                old::Error::InvalidParams(error) => {
+                    current::Error::InvalidParams(current::ParamError {
+                        path: error.path,
+                        message: error.message,
+                    })
+                }
+                old::Error::Denied(denial) => current::Error::Denied(current::Denial {
+                    capability: denial.capability,
+                    requested: denial.requested,
+                    hint: denial.hint,
+                }),
+                old::Error::Failed(message) => current::Error::Failed(message),
+                old::Error::Transient(message) => current::Error::Transient(message),
+                old::Error::Timeout(message) => current::Error::Timeout(message),
+                old::Error::Cancelled => current::Error::Cancelled,
+            }
+        }
+    }
+
+    impl From<old::PlannedAction> for current::PlannedAction {
+        fn from(action: old::PlannedAction) -> Self {
+            current::PlannedAction {
+                description: action.description,
+                mutates: action.mutates,
+            }
+        }
+    }
+
+    impl From<old::Outcome> for current::Outcome {
+        fn from(outcome: old::Outcome) -> Self {
+            current::Outcome {
+                outputs: outcome.outputs,
+                summary: outcome.summary,
+            }
+        }
+    }
 }
 
 impl PluginError {
@@ -75,6 +148,7 @@ impl Capability {
             Capability::Aws => "aws",
             Capability::Secrets => "secrets",
             Capability::Fs => "fs",
+            Capability::Command => "command",
         }
     }
 }

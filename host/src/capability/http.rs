@@ -509,7 +509,11 @@ fn request_url(context: &StepContext, text: &str) -> Result<(Url, Option<String>
 
 /// Swaps sealed handles in a header value or body for their values;
 /// `destination` is the URL as the audit log should name it.
-fn unseal_to(context: &StepContext, text: &str, destination: &str) -> Result<String, PluginError> {
+pub(crate) fn unseal_to(
+    context: &StepContext,
+    text: &str,
+    destination: &str,
+) -> Result<String, PluginError> {
     unseal_names(context, text, destination).map(|(value, _)| value)
 }
 

@@ -88,6 +88,7 @@ struct Grants {
     fs_read: Vec<String>,
     kube: Option<String>,
     aws: Option<String>,
+    command: Vec<String>,
 }
 
 fn invalid(message: String, hint: &str) -> Failure {
@@ -281,6 +282,11 @@ fn review_of(
             fs_read: grants.fs_texts(),
             kube: grants.kube.as_ref().map(|grant| grant.describe()),
             aws: grants.aws.as_ref().map(|grant| grant.describe()),
+            command: grants
+                .command
+                .iter()
+                .map(|grant| grant.describe())
+                .collect(),
         },
     }
 }
@@ -352,6 +358,9 @@ fn print_text(name: &str, reviews: &[StepReview]) -> Result<(), Failure> {
         if let Some(aws) = &review.grants.aws {
             outln!("            aws: {aws}")?;
         }
+        for command in &review.grants.command {
+            outln!("            command: {command}")?;
+        }
         let capability_imports: Vec<&String> = review
             .imports
             .iter()
@@ -375,12 +384,12 @@ fn print_text(name: &str, reviews: &[StepReview]) -> Result<(), Failure> {
 fn print_markdown(name: &str, reviews: &[StepReview]) -> Result<(), Failure> {
     outln!("# Audit of runbook `{name}`\n")?;
     outln!(
-        "| step | environment | plugin | sha256 | declares | grants http | grants secrets | grants kube | grants aws | imports | findings |"
+        "| step | environment | plugin | sha256 | declares | grants http | grants secrets | grants kube | grants aws | grants command | imports | findings |"
     )?;
-    outln!("|---|---|---|---|---|---|---|---|---|---|---|")?;
+    outln!("|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for review in reviews {
         outln!(
-            "| {} | {} | {} {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
             review.step,
             review.environment.clone().unwrap_or_default(),
             review.plugin,
@@ -391,6 +400,17 @@ fn print_markdown(name: &str, reviews: &[StepReview]) -> Result<(), Failure> {
             list(&review.grants.secrets),
             review.grants.kube.as_deref().unwrap_or("none"),
             review.grants.aws.as_deref().unwrap_or("none"),
+            if review.grants.command.is_empty() {
+                "none".to_owned()
+            } else {
+                review
+                    .grants
+                    .command
+                    .iter()
+                    .map(|command| format!("`{}`", command.replace('|', "\\|")))
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            },
             review
                 .imports
                 .iter()

@@ -162,6 +162,9 @@ fn print_text(
         if let Some(aws) = &view.grants.aws {
             outln!("   grants aws: {aws}")?;
         }
+        for command in &view.grants.command {
+            outln!("   grants command: {command}")?;
+        }
     }
     if let Some(notify) = notify {
         print_notify(notify)?;
@@ -200,6 +203,9 @@ fn print_notify(notify: &NotifyView) -> Result<(), Failure> {
         }
         if let Some(aws) = &target.grants.aws {
             outln!("     grants aws: {aws}")?;
+        }
+        for command in &target.grants.command {
+            outln!("     grants command: {command}")?;
         }
     }
     Ok(())

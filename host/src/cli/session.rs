@@ -75,6 +75,13 @@ pub struct RunOptions {
     /// `$KUBECONFIG` or `~/.kube/config`).
     #[arg(long, value_name = "NAME")]
     pub kube_context: Option<String>,
+
+    /// Let command steps run without Landlock where this kernel lacks it
+    /// (they are refused otherwise). Each such program run is recorded as
+    /// unconfined in the audit log; it still gets only its granted
+    /// programs and arguments, no inherited environment, and its limits.
+    #[arg(long)]
+    pub allow_unconfined_commands: bool,
 }
 
 impl RunOptions {
@@ -109,6 +116,7 @@ impl RunOptions {
             self.aws_endpoint.clone(),
             self.kube_context.clone(),
         )
+        .allowing_unconfined_commands(self.allow_unconfined_commands)
     }
 }
 

@@ -45,6 +45,11 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     park_after: Option<Duration>,
 
+    /// Let command steps run without Landlock where this kernel lacks it,
+    /// as `exec --allow-unconfined-commands` does (recorded per run).
+    #[arg(long)]
+    allow_unconfined_commands: bool,
+
     /// `text`: one line per step event, with its run; `json`: every event
     /// as a JSON line on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -99,6 +104,7 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<u8, Failure> {
         });
     }
 
+    let allow_unconfined = args.allow_unconfined_commands;
     let mut carrying: BTreeSet<String> = BTreeSet::new();
     // Runs it went on with, as they stood then: not tried again until they
     // change (their next round, a new approval), so a run that still
@@ -148,7 +154,10 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<u8, Failure> {
                 let ended = worker::go_on(
                     runtime,
                     &waiting,
-                    |prepared| crate::run::Connections::for_environment(prepared, None, None),
+                    |prepared| {
+                        crate::run::Connections::for_environment(prepared, None, None)
+                            .allowing_unconfined_commands(allow_unconfined)
+                    },
                     options,
                     &view,
                 )

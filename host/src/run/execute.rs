@@ -7,6 +7,7 @@ use super::resume::Earlier;
 use super::{Error, Interface, Options, Prepared};
 use crate::capability::RunAccess;
 use crate::capability::aws::AwsAccess;
+use crate::capability::command::CommandAccess;
 use crate::capability::kube::KubeAccess;
 use crate::engine::render::{Scope, StepOutcomes, StepOutputs, Unknown};
 use crate::engine::{Confirmations, Executor, RunReport};
@@ -25,6 +26,8 @@ pub struct Connections {
     pub aws: Option<AwsAccess>,
     /// The cluster connection, for steps granted Kubernetes.
     pub kube: Option<Arc<KubeAccess>>,
+    /// How programs run, for steps granted commands.
+    pub command: Option<CommandAccess>,
 }
 
 impl Connections {
@@ -48,7 +51,18 @@ impl Connections {
             kube: Some(KubeAccess::new(kube_context.or_else(|| {
                 environment.and_then(|environment| environment.kube_context.clone())
             }))),
+            command: Some(CommandAccess::detect(false)),
         }
+    }
+
+    /// The same, letting command steps run unconfined where the kernel
+    /// has no Landlock (`--allow-unconfined-commands`): each such run is
+    /// recorded as unconfined in the audit log.
+    pub fn allowing_unconfined_commands(mut self, allow: bool) -> Self {
+        if allow {
+            self.command = Some(CommandAccess::detect(true));
+        }
+        self
     }
 }
 
@@ -74,6 +88,7 @@ pub async fn execute(
             http: runtime.http_client(),
             aws: connections.aws,
             kube: connections.kube,
+            command: connections.command,
         },
         cancel: options.cancel.clone(),
         abort: options.abort.clone(),
@@ -129,6 +144,8 @@ pub struct GrantsView {
     pub kube: Option<String>,
     /// What it may do in AWS.
     pub aws: Option<String>,
+    /// The programs it may run.
+    pub command: Vec<String>,
 }
 
 impl GrantsView {
@@ -139,6 +156,11 @@ impl GrantsView {
             fs_read: grants.fs_texts(),
             kube: grants.kube.as_ref().map(crate::grant::KubeGrant::describe),
             aws: grants.aws.as_ref().map(crate::grant::AwsGrant::describe),
+            command: grants
+                .command
+                .iter()
+                .map(crate::grant::CommandGrant::describe)
+                .collect(),
         }
     }
 }
@@ -352,6 +374,7 @@ pub(super) fn dry_context(
         http: runtime.http_client(),
         aws: connections.aws.clone(),
         kube: connections.kube.clone(),
+        command: connections.command.clone(),
     };
     let context = Arc::new(access.for_step(
         planned.id.clone(),

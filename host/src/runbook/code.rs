@@ -163,6 +163,14 @@ codes! {
     HttpGrant,
     /// A grant whose value is not known before the run.
     GrantUndefined,
+    /// A `grants.command` program that is not a path.
+    CommandProgram,
+    /// A `grants.command` argument pattern with `**` before the last.
+    CommandArgs,
+    /// A `grants.command` port 0.
+    CommandPort,
+    /// A `grants.command` path that is the whole filesystem, or missing.
+    CommandPath,
     // `[notify]`.
     /// `notify.every` shorter than [`super::MIN_NOTIFY_EVERY`].
     NotifyEveryTooShort,

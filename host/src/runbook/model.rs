@@ -309,6 +309,29 @@ pub struct RawGrants {
     /// Kubernetes namespaces, resources and verbs the step may use.
     #[serde(default)]
     pub kube: Option<RawKubeGrant>,
+    /// Programs the step may run, in a sandbox.
+    #[serde(default)]
+    pub command: Vec<RawCommandGrant>,
+}
+
+/// `grants.command = [{ program = "/usr/bin/alembic", args = ["upgrade", "*"], read = ["./db"], connect = [5432] }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommandGrant {
+    /// The program: an absolute path, or a path relative to the runbook.
+    pub program: String,
+    /// One pattern per argument (`*` for any text in it); a last `**`
+    /// allows any further arguments.
+    pub args: Vec<String>,
+    /// Files and folders it may read, beyond the system's.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Files and folders it may write, beyond its scratch folder.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// TCP ports it may connect to.
+    #[serde(default)]
+    pub connect: Vec<u16>,
 }
 
 /// `grants.kube = { namespaces = ["shop"], resources = ["apps/v1/Deployment"], verbs = ["get", "patch", "watch"] }`.

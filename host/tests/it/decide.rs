@@ -258,13 +258,17 @@ fn another_environment_keeps_the_runbooks_policy() {
 /// choice, then `answer`: how it exited, what it said, and its run.
 fn on_a_terminal(operator: &Operator, answer: &str) -> (Option<i32>, String, String) {
     let state = operator.state.display().to_string();
+    // `exec`: the shell `script` starts becomes runbook, so a Ctrl-C
+    // reaches runbook alone (dash, CI's /bin/sh, would otherwise wait for
+    // it, take the SIGINT itself and report 130 whatever runbook did).
     let exec = format!(
-        "{} exec {} --env production --state-dir {state}",
+        "exec {} exec {} --env production --state-dir {state}",
         env!("CARGO_BIN_EXE_runbook"),
         operator.file.path.display()
     );
     let mut child = std::process::Command::new("script")
         .args(["-qec", &exec, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
         .env("RUNBOOK_INDEX_DIR", operator.file.dir.path().join("index"))
         .env("RUNBOOK_OPERATOR", "alice")
@@ -492,13 +496,17 @@ fn tokio_counter() -> Counter {
 fn interrupted_at(operator: &Operator, prompt: &str) -> (Option<i32>, String) {
     use std::io::{Read, Write};
     let state = operator.state.display().to_string();
+    // `exec`: the shell `script` starts becomes runbook, so a Ctrl-C
+    // reaches runbook alone (dash, CI's /bin/sh, would otherwise wait for
+    // it, take the SIGINT itself and report 130 whatever runbook did).
     let exec = format!(
-        "{} exec {} --env production --state-dir {state}",
+        "exec {} exec {} --env production --state-dir {state}",
         env!("CARGO_BIN_EXE_runbook"),
         operator.file.path.display()
     );
     let mut child = std::process::Command::new("script")
         .args(["-qec", &exec, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
         .env("RUNBOOK_INDEX_DIR", operator.file.dir.path().join("index"))
         .env("RUNBOOK_OPERATOR", "alice")

@@ -7,6 +7,7 @@ mod audit;
 mod aws;
 mod canary;
 mod cli;
+mod command;
 mod decide;
 mod durable;
 mod engine;

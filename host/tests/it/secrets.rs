@@ -196,6 +196,7 @@ fn step(http: &[&str], secrets: &[(&str, &str)]) -> (StepContext, Recorder) {
         http: HttpClient::new().unwrap(),
         aws: None,
         kube: None,
+        command: None,
     };
     let grants = StepGrants {
         http: http

@@ -32,6 +32,7 @@ pub fn plugins_table() -> String {
         "registry-push",
         "rounds",
         "lb-weights",
+        "command",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
@@ -179,6 +180,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
     let connections = Connections {
         aws: options.aws,
         kube: options.kube,
+        command: Some(runbook::capability::command::CommandAccess::detect(false)),
     };
     run_to_end(
         runtime,
@@ -266,6 +268,7 @@ pub async fn roll_back(runtime: &PluginRuntime, run_id: &str, options: RunOption
     let connections = Connections {
         aws: options.aws,
         kube: options.kube,
+        command: Some(runbook::capability::command::CommandAccess::detect(false)),
     };
     run_to_end(
         runtime,

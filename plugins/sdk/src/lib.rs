@@ -7,6 +7,7 @@ pub mod http;
 pub mod log;
 
 pub mod aws;
+pub mod command;
 pub mod kube;
 #[doc(hidden)]
 pub mod private;

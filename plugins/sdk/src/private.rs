@@ -48,6 +48,7 @@ const fn capability_name(capability: crate::Capability) -> &'static str {
         crate::Capability::Aws => "aws",
         crate::Capability::Secrets => "secrets",
         crate::Capability::Fs => "fs",
+        crate::Capability::Command => "command",
     }
 }
 

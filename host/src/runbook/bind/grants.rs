@@ -5,10 +5,11 @@
 
 use super::Plan;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
-use crate::grant::UrlGrant;
+use crate::grant::{CommandGrant, UrlGrant};
 use crate::runbook::Code;
 use crate::runbook::{Grants, NotifyTarget, Step, StepGrants};
 use crate::template::Template;
+use std::path::PathBuf;
 
 /// What `step` may touch, in the environment `plan` binds.
 pub(super) fn resolve(plan: &Plan, step: &Step, problems: &mut Diagnostics) -> StepGrants {
@@ -38,6 +39,11 @@ fn resolve_written(
         fs_read: written.fs_read.clone(),
         aws: written.aws.clone(),
         kube: written.kube.clone(),
+        command: written
+            .command
+            .iter()
+            .filter_map(|grant| command_grant(plan, grant, problems))
+            .collect(),
     };
     // Kubernetes namespaces and AWS regions may come from the
     // environment (`namespaces = ["${{ vars.namespace }}"]`).
@@ -54,6 +60,93 @@ fn resolve_written(
         }
     }
     grants
+}
+
+/// A `grants.command` entry with the environment's values in its paths,
+/// each path resolved against the runbook's folder and present on this
+/// machine (the sandbox is built from the paths themselves).
+fn command_grant(
+    plan: &Plan,
+    written: &crate::runbook::WrittenCommandGrant,
+    problems: &mut Diagnostics,
+) -> Option<CommandGrant> {
+    let source = &plan.runbook.source;
+    let base = source
+        .path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut sound = true;
+    let mut resolve = |text: &str, at: ValuePath, what: &str| -> Option<(String, PathBuf)> {
+        let mut text = text.to_owned();
+        let before = problems.0.len();
+        fill_in(plan, &mut text, &at, problems);
+        if problems.0.len() > before {
+            sound = false;
+            return None;
+        }
+        match base.join(&text).canonicalize() {
+            Ok(path) if path == std::path::Path::new("/") => {
+                sound = false;
+                problems.push(
+                    Code::CommandPath
+                        .diagnostic(format!(
+                            "`{text}` is the whole filesystem: the sandbox would hold nothing back"
+                        ))
+                        .at(source, &at)
+                        .hint("grant the folders the program needs"),
+                );
+                None
+            }
+            Ok(path) => Some((text, path)),
+            Err(error) => {
+                sound = false;
+                problems.push(
+                    Code::CommandPath
+                        .diagnostic(format!("cannot grant {what} `{text}`: {error}"))
+                        .at(source, &at)
+                        .hint("the sandbox is built from paths that exist on the machine that runs: install the program, or create the folder first"),
+                );
+                None
+            }
+        }
+    };
+    let program = resolve(&written.program, written.at.key("program"), "the program");
+    let read: Vec<PathBuf> = (written.read.iter().enumerate())
+        .filter_map(|(place, path)| resolve(path, written.at.key("read").index(place), "reading"))
+        .map(|(_, path)| path)
+        .collect();
+    let write: Vec<PathBuf> = (written.write.iter().enumerate())
+        .filter_map(|(place, path)| resolve(path, written.at.key("write").index(place), "writing"))
+        .map(|(_, path)| path)
+        .collect();
+    if let Some((_, path)) = &program
+        && !path.is_file()
+    {
+        problems.push(
+            Code::CommandPath
+                .diagnostic(format!(
+                    "`{}` is not a program: {} is not a file",
+                    written.program,
+                    path.display()
+                ))
+                .at(source, &written.at.key("program"))
+                .hint("name the program's file, e.g. `/usr/bin/kubectl`"),
+        );
+        return None;
+    }
+    let (rendered, program) = program?;
+    if !sound {
+        return None;
+    }
+    Some(CommandGrant {
+        written: rendered,
+        program,
+        args: written.args.clone(),
+        read,
+        write,
+        connect: written.connect.clone(),
+    })
 }
 
 /// `grants.http`, rendered: each a URL prefix without wildcards.

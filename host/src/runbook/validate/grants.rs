@@ -7,8 +7,9 @@ use super::is_identifier;
 use super::references::ReferenceCheck;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
 use crate::grant::{AwsGrant, KubeGrant, VERBS};
+use crate::runbook::model::RawCommandGrant;
 use crate::runbook::model::{RawGrants, RawKubeGrant};
-use crate::runbook::{Code, FsGrant, Grants};
+use crate::runbook::{Code, FsGrant, Grants, WrittenCommandGrant};
 use crate::template::Template;
 use std::path::{Component, Path};
 use std::sync::Arc;
@@ -39,7 +40,87 @@ pub(super) fn validate_grants(
             regions: grant.regions.clone(),
         }),
         kube,
+        command: command_grants(source, &raw.command, &at.key("command"), problems),
     }
+}
+
+/// `grants.command`: each program a path (no `$PATH` search: the grant
+/// names exactly what runs), `**` only as the last pattern, real ports.
+/// The paths are resolved when the plan is bound, where they may name the
+/// environment's values.
+fn command_grants(
+    source: &Arc<Source>,
+    written: &[RawCommandGrant],
+    at: &ValuePath,
+    problems: &mut Diagnostics,
+) -> Vec<WrittenCommandGrant> {
+    let mut grants = Vec::new();
+    for (position, raw) in written.iter().enumerate() {
+        let at = at.index(position);
+        let mut sound = true;
+        if !raw.program.contains('/') {
+            sound = false;
+            let program = if raw.program.is_empty() {
+                "an empty program".to_owned()
+            } else {
+                format!("`{}`", raw.program)
+            };
+            problems.push(
+                Code::CommandProgram
+                    .diagnostic(format!("{program} is not a path: a granted program is named by its path, never looked up in `$PATH`"))
+                    .at(source, &at.key("program"))
+                    .hint(format!("write the full path, e.g. `program = \"/usr/bin/{}\"` (`command -v {}` prints it), or `./` and a path relative to the runbook", raw.program.trim(), raw.program.trim())),
+            );
+        }
+        if let Some((_, before_last)) = raw.args.split_last()
+            && let Some(place) = before_last
+                .iter()
+                .position(|pattern| pattern == crate::grant::ANY_FURTHER_ARGS)
+        {
+            sound = false;
+            problems.push(
+                Code::CommandArgs
+                    .diagnostic("`**` allows any further arguments, so it can only be the last pattern")
+                    .at(source, &at.key("args").index(place))
+                    .hint("use `*` for one argument of any text; end the list with `**` to allow any further arguments"),
+            );
+        }
+        for (place, port) in raw.connect.iter().enumerate() {
+            if *port == 0 {
+                sound = false;
+                problems.push(
+                    Code::CommandPort
+                        .diagnostic("port 0 is not a port a program can connect to")
+                        .at(source, &at.key("connect").index(place))
+                        .hint("name the TCP port of the service, e.g. `connect = [5432]`"),
+                );
+            }
+        }
+        for (key, paths) in [("read", &raw.read), ("write", &raw.write)] {
+            for (place, path) in paths.iter().enumerate() {
+                if Path::new(path) == Path::new("/") {
+                    sound = false;
+                    problems.push(
+                        Code::CommandPath
+                            .diagnostic(format!("`{key} = [\"/\"]` grants the whole filesystem: the sandbox would hold nothing back"))
+                            .at(source, &at.key(key).index(place))
+                            .hint("grant the folders the program needs (its installation, its configuration, the files it works on)"),
+                    );
+                }
+            }
+        }
+        if sound {
+            grants.push(WrittenCommandGrant {
+                program: raw.program.clone(),
+                args: raw.args.clone(),
+                read: raw.read.clone(),
+                write: raw.write.clone(),
+                connect: raw.connect.clone(),
+                at,
+            });
+        }
+    }
+    grants
 }
 
 /// `grants.http`: templates that may refer only to what is fixed before the
