@@ -113,6 +113,33 @@ impl Moto {
     fn query(&self, service: &str, version: &str, action: &str, params: &[(&str, &str)]) -> String {
         query_at(&self.url, service, version, action, params)
     }
+
+    /// Calls the Route 53 REST-XML API directly (`POST
+    /// /2013-04-01/hostedzone` to create a zone, `GET .../rrset?...` to
+    /// check what a step did).
+    pub fn route53(&self, method: &str, path_and_query: &str, body: &str) -> String {
+        rest_at(&self.url, "route53", method, path_and_query, body)
+    }
+}
+
+/// Calls a REST API (REST-XML or REST-JSON) of the moto_server at `url`
+/// directly, unsigned: `method` on `path_and_query` (already encoded) with
+/// an XML `body`. Returns the whole HTTP response, status line and headers
+/// included. `service` goes into the authorization header, which moto
+/// reads to tell services apart.
+pub fn rest_at(url: &str, service: &str, method: &str, path_and_query: &str, body: &str) -> String {
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("moto answers");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "{method} {path_and_query} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/xml\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
 }
 
 /// Calls a Query API of the moto_server at `url` directly (moto accepts

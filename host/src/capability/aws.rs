@@ -1,17 +1,22 @@
 //! The host side of `runbook:plugin/aws`: the grant check first (service,
 //! action, region), then the request is built and signed on the host with
-//! the operator's credentials (SigV4), for the Query protocol (RDS, EC2,
-//! IAM, CloudWatch) and the JSON protocol (DynamoDB, ECR, ...). While planning,
-//! actions that change things are recorded and not sent.
+//! the operator's credentials (SigV4, `sigv4.rs`), for the Query protocol
+//! (RDS, EC2, IAM, CloudWatch) and the JSON protocol (DynamoDB, ECR, ...)
+//! here, and for REST-JSON (Lambda) and REST-XML (Route 53, CloudFront,
+//! S3) in `rest.rs`. While planning, actions that change things are
+//! recorded and not sent. Credentials never leave the host.
 
+pub mod rest;
 pub mod sigv4;
 
-use super::{Capability, StepContext, StepState};
+use super::{Call, Capability, StepContext, StepState};
 pub use crate::grant::AwsGrant;
 pub use crate::grant::AwsGrant as Grant;
 use crate::wit::PluginError;
-use crate::wit::runbook::plugin::aws::{self as wit_aws, Host, Protocol, Request, Response};
-use sigv4::{Credentials, SignableRequest};
+use crate::wit::runbook::plugin::aws::{
+    self as wit_aws, Host, Protocol, Request, Response, RestRequest, RestResponse,
+};
+use sigv4::Credentials;
 
 /// AWS calls, signed on the host, within granted services, actions and
 /// regions.
@@ -129,30 +134,53 @@ fn json_target(service: &str) -> Option<(&'static str, &'static str)> {
 
 /// Whether an action only reads.
 pub fn is_read_only(action: &str) -> bool {
-    ["Describe", "List", "Get", "BatchGet", "Query", "Scan"]
-        .iter()
-        .any(|prefix| action.starts_with(prefix))
+    [
+        "Describe", "List", "Get", "BatchGet", "Query", "Scan", "Head",
+    ]
+    .iter()
+    .any(|prefix| action.starts_with(prefix))
 }
 
-/// Makes an AWS call within the step's grant.
+/// Why the step may not call `action` of `service` in `region`, and the
+/// hint that would grant it; `None` when its grant allows the call.
+fn refused(
+    context: &StepContext,
+    service: &str,
+    action: &str,
+    region: &str,
+) -> Option<(String, String)> {
+    let Some(grant) = &context.grants.aws else {
+        return Some((
+            "no AWS grant".to_owned(),
+            format!(
+                "{} has no AWS grant; if intended, add `grants.aws = {{ services = [\"{service}\"], actions = [\"{action}\"], regions = [\"{region}\"] }}`",
+                context.step_id.subject()
+            ),
+        ));
+    };
+    grant.refuses(service, action, region).map(|reason| {
+        let hint = format!("{reason}; if intended, add it to the step's `grants.aws`");
+        (reason, hint)
+    })
+}
+
+/// The error of a call made where the host has no credentials.
+fn no_credentials() -> PluginError {
+    PluginError::Failed(
+        "no AWS credentials on this machine: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials".into(),
+    )
+}
+
+/// Makes a Query- or JSON-protocol call within the step's grant.
 pub async fn call(context: &StepContext, request: Request) -> Result<Response, PluginError> {
     let requested = format!(
         "{}:{} in {}",
         request.service, request.action, request.region
     );
     let record = context.call("aws", requested.clone());
-    let Some(grant) = &context.grants.aws else {
-        return Err(record.deny(
-            "no AWS grant",
-            format!(
-                "{} has no AWS grant; if intended, add `grants.aws = {{ services = [\"{}\"], actions = [\"{}\"], regions = [\"{}\"] }}`",
-                context.step_id.subject(), request.service, request.action, request.region
-            ),
-        ));
-    };
-    if let Some(reason) = grant.refuses(&request.service, &request.action, &request.region) {
-        let hint = format!("{reason}; if intended, add it to the step's `grants.aws`");
-        return Err(record.deny(reason, hint));
+    if let Some((why, hint)) = refused(context, &request.service, &request.action, &request.region)
+    {
+        return Err(record.deny(why, hint));
     }
     if context.dry_run && !is_read_only(&request.action) {
         return Err(record.hold_back(
@@ -162,28 +190,73 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
     }
     let access = context.aws.clone().unwrap_or_default();
     let Some(credentials) = &access.credentials else {
-        return Err(PluginError::Failed(
-            "no AWS credentials on this machine: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials".into(),
-        ));
+        record.finish(None, "no AWS credentials", false);
+        return Err(no_credentials());
     };
-    let endpoint = match &access.endpoint {
-        Some(endpoint) => endpoint.clone(),
-        None if request.service == "iam" => {
-            url::Url::parse("https://iam.amazonaws.com/").expect("a valid URL")
+    let url = match rest::endpoint(&access, &request.service, &request.region) {
+        Ok(url) => url,
+        Err(error) => {
+            record.finish(None, error.clone(), false);
+            return Err(PluginError::Failed(format!(
+                "bad service or region: {error}"
+            )));
         }
-        None => url::Url::parse(&format!(
-            "https://{}.{}.amazonaws.com/",
-            request.service, request.region
-        ))
-        .map_err(|error| PluginError::Failed(format!("bad service or region: {error}")))?,
     };
-    let (body, content_type, target) = match request.protocol {
+    let (body, content_type, target) = match encode(&request) {
+        Ok(encoded) => encoded,
+        Err(reason) => {
+            record.finish(None, reason.clone(), false);
+            return Err(PluginError::Failed(reason));
+        }
+    };
+    let mut headers = vec![("content-type".to_owned(), content_type.to_owned())];
+    if let Some(target) = target {
+        headers.push(("x-amz-target".to_owned(), target));
+    }
+    let payload_sha256 = sigv4::payload_hash(&body);
+    let unsigned = sigv4::Unsigned {
+        method: "POST",
+        url: &url,
+        headers: &headers,
+        payload_sha256: &payload_sha256,
+    };
+    let scope = sigv4::Scope {
+        service: &request.service,
+        region: rest::signing_region(&request.service, &request.region),
+        time: std::time::SystemTime::now(),
+    };
+    let signature = match sigv4::sign(&unsigned, credentials, scope) {
+        Ok(signature) => signature,
+        Err(error) => {
+            record.finish(None, error.to_string(), false);
+            return Err(PluginError::Failed(format!("{requested}: {error}")));
+        }
+    };
+    let deadline = context.deadline_for(None);
+    let mut builder = context.http.client().post(url).body(body);
+    for (name, value) in &headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder = with_signature(builder, signature);
+    let reply = exchange(context, record, &requested, builder, deadline).await?;
+    Ok(Response {
+        status: reply.status,
+        body: context
+            .redactor
+            .apply(&String::from_utf8_lossy(&reply.body))
+            .into_owned(),
+    })
+}
+
+/// A Query- or JSON-protocol call's body, content type and `x-amz-target`.
+fn encode(request: &Request) -> Result<(Vec<u8>, &'static str, Option<String>), String> {
+    match request.protocol {
         Protocol::Query => {
             let Some(version) = query_version(&request.service) else {
-                return Err(PluginError::Failed(format!(
+                return Err(format!(
                     "service `{}` does not speak the Query protocol here",
                     request.service
-                )));
+                ));
             };
             let params: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(if request.params.trim().is_empty() {
@@ -191,9 +264,7 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
                 } else {
                     &request.params
                 })
-                .map_err(|error| {
-                    PluginError::Failed(format!("params must be a JSON object of strings: {error}"))
-                })?;
+                .map_err(|error| format!("params must be a JSON object of strings: {error}"))?;
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("Action", &request.action);
             form.append_pair("Version", version);
@@ -204,100 +275,152 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
                 };
                 form.append_pair(key, &text);
             }
-            (
+            Ok((
                 form.finish().into_bytes(),
                 "application/x-www-form-urlencoded; charset=utf-8",
                 None,
-            )
+            ))
         }
         Protocol::Json => {
             let Some((prefix, content_type)) = json_target(&request.service) else {
-                return Err(PluginError::Failed(format!(
+                return Err(format!(
                     "service `{}` does not speak the JSON protocol here",
                     request.service
-                )));
+                ));
             };
             let body = if request.params.trim().is_empty() {
                 "{}".to_owned()
             } else {
                 request.params.clone()
             };
-            (
+            Ok((
                 body.into_bytes(),
                 content_type,
                 Some(format!("{prefix}.{}", request.action)),
-            )
+            ))
         }
-    };
-    let amz_date = jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string();
-    let host = match endpoint.port() {
-        Some(port) => format!("{}:{port}", endpoint.host_str().unwrap_or_default()),
-        None => endpoint.host_str().unwrap_or_default().to_owned(),
-    };
-    let mut headers = vec![
-        ("content-type".to_owned(), content_type.to_owned()),
-        ("host".to_owned(), host),
-        ("x-amz-date".to_owned(), amz_date.clone()),
-    ];
-    if let Some(target) = &target {
-        headers.push(("x-amz-target".to_owned(), target.clone()));
     }
-    if let Some(token) = &credentials.session_token {
-        headers.push(("x-amz-security-token".to_owned(), token.clone()));
+}
+
+/// Adds a signature's headers to a request; those that carry credentials
+/// are marked sensitive, so that no log of the client shows them.
+fn with_signature(
+    mut builder: reqwest::RequestBuilder,
+    signature: Vec<(&'static str, String)>,
+) -> reqwest::RequestBuilder {
+    for (name, value) in signature {
+        builder = match reqwest::header::HeaderValue::from_str(&value) {
+            Ok(mut header) => {
+                header.set_sensitive(matches!(name, "authorization" | "x-amz-security-token"));
+                builder.header(name, header)
+            }
+            // The client refuses it when sending, with the reason.
+            Err(_) => builder.header(name, value),
+        };
     }
-    let signable = SignableRequest {
-        method: "POST",
-        path: endpoint.path(),
-        query: &[],
-        headers: &headers,
-        body: &body,
-    };
-    let authorization = sigv4::authorization(
-        &signable,
-        credentials,
-        &request.region,
-        &request.service,
-        &amz_date,
-    );
-    let mut builder = context.http.client().post(endpoint.clone()).body(body);
-    for (name, value) in headers.iter().filter(|(name, _)| name != "host") {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder = builder.header("authorization", authorization).timeout(
-        context
-            .deadline_for(None)
-            .saturating_duration_since(tokio::time::Instant::now()),
-    );
+    builder
+}
+
+/// What AWS answered.
+struct Reply {
+    status: u16,
+    /// Every header, names in lower case.
+    headers: Vec<(String, String)>,
+    /// At most [`MAX_RESPONSE_BYTES`](super::http::MAX_RESPONSE_BYTES).
+    body: Vec<u8>,
+}
+
+/// Sends a signed request within the step's deadline, unless the run is
+/// cancelled first; reads the answer (at most 16 MiB); and finishes the
+/// call's record with the status or what went wrong.
+async fn exchange(
+    context: &StepContext,
+    record: Call<'_>,
+    requested: &str,
+    builder: reqwest::RequestBuilder,
+    deadline: tokio::time::Instant,
+) -> Result<Reply, PluginError> {
+    use futures_util::StreamExt;
+    let builder = builder.timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
     let sent = tokio::select! {
-        result = builder.send() => result,
-        () = context.cancel.cancelled() => return Err(PluginError::Cancelled),
+        result = builder.send() => Some(result),
+        () = context.cancel.cancelled() => None,
     };
-    let outcome = match sent {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let text = response.text().await.unwrap_or_default();
-            Ok((status, text))
+    let Some(sent) = sent else {
+        record.finish(None, "cancelled", false);
+        return Err(PluginError::Cancelled);
+    };
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            let reason = super::http::describe_reqwest_error(&error);
+            record.finish(None, reason.clone(), false);
+            let message = format!("{requested}: {reason}");
+            return Err(if error.is_timeout() {
+                PluginError::Timeout(message)
+            } else {
+                PluginError::Transient(message)
+            });
         }
-        Err(error) => Err(error.to_string()),
     };
-    match &outcome {
-        Ok((status, _)) => record.finish(None, status.to_string(), true),
-        Err(reason) => record.finish(None, reason.clone(), false),
+    let status = response.status().as_u16();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    loop {
+        let chunk = tokio::select! {
+            chunk = tokio::time::timeout_at(deadline, stream.next()) => Some(chunk),
+            () = context.cancel.cancelled() => None,
+        };
+        let failure = match chunk {
+            None => PluginError::Cancelled,
+            Some(Err(_)) => {
+                PluginError::Timeout(format!("{requested}: the answer did not arrive in time"))
+            }
+            Some(Ok(None)) => break,
+            Some(Ok(Some(Err(error)))) => PluginError::Transient(format!(
+                "{requested}: reading the answer failed: {}",
+                super::http::describe_reqwest_error(&error)
+            )),
+            Some(Ok(Some(Ok(bytes)))) => {
+                if body.len() + bytes.len() > super::http::MAX_RESPONSE_BYTES {
+                    PluginError::Failed(format!(
+                        "{requested}: the answer is larger than {} MiB",
+                        super::http::MAX_RESPONSE_BYTES >> 20
+                    ))
+                } else {
+                    body.extend_from_slice(&bytes);
+                    continue;
+                }
+            }
+        };
+        record.finish(None, format!("{status}: {}", failure.describe()), false);
+        return Err(failure);
     }
-    match outcome {
-        Ok((status, text)) => Ok(Response {
-            status,
-            body: context.redactor.apply(&text).into_owned(),
-        }),
-        Err(reason) => Err(PluginError::Transient(format!("{requested}: {reason}"))),
-    }
+    record.finish(None, status.to_string(), true);
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl Host for StepState {
     async fn call(&mut self, request: Request) -> Result<Response, PluginError> {
         call(&self.context, request).await
+    }
+
+    async fn send(&mut self, request: RestRequest) -> Result<RestResponse, PluginError> {
+        rest::send(&self.context, request).await
     }
 }
 
@@ -350,6 +473,9 @@ mod tests {
     #[test]
     fn read_only_actions_are_recognised() {
         assert!(is_read_only("DescribeDBSnapshots"));
+        assert!(is_read_only("ListResourceRecordSets"));
+        assert!(is_read_only("HeadObject"));
         assert!(!is_read_only("CreateDBSnapshot"));
+        assert!(!is_read_only("ChangeResourceRecordSets"));
     }
 }

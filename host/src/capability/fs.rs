@@ -3,7 +3,8 @@
 //! inside its folder. This file makes each open an audit record: it stands
 //! in front of WASI's `open-at` and `get-directories`, remembers which
 //! guest path each descriptor is, and records every open, allowed or not.
-//! It also streams granted files as request bodies (`http.body-file`), so
+//! It also streams granted files as request bodies (`http.body-file`, and
+//! `aws.send`'s file bodies, which it hashes first for the signature), so
 //! a 1 GiB layer goes from disk to the network without entering the
 //! sandbox or the host's memory whole.
 
@@ -155,6 +156,62 @@ pub async fn stream_granted(
     ),
     PluginError,
 > {
+    let opened = open_granted(context, file).await?;
+    context
+        .call(
+            "fs",
+            format!(
+                "read {} (bytes {}+{}, streamed)",
+                file.path, file.offset, file.length
+            ),
+        )
+        .finish(None, "opened", true);
+    let stream = tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024);
+    Ok((file.length, stream))
+}
+
+/// The lowercase hex SHA-256 of `file` (a byte range of a granted file),
+/// read once from disk: what a signature covers before the same bytes
+/// are streamed by [`stream_granted`]. Stops when the step is cancelled
+/// or its deadline passes. A file outside the grants is denied and
+/// recorded, as [`stream_granted`] does.
+pub async fn sha256_of_granted(
+    context: &StepContext,
+    file: &FileBody,
+) -> Result<String, PluginError> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut opened = open_granted(context, file).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0; 256 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(context.deadline, opened.read(&mut buffer)) => read,
+            () = context.cancel.cancelled() => return Err(PluginError::Cancelled),
+        };
+        let count = match read {
+            Err(_) => {
+                return Err(PluginError::Timeout(format!(
+                    "{}: reading it to sign it took past the step's deadline",
+                    file.path
+                )));
+            }
+            Ok(Err(error)) => return Err(PluginError::Failed(format!("{}: {error}", file.path))),
+            Ok(Ok(0)) => break,
+            Ok(Ok(count)) => count,
+        };
+        hasher.update(&buffer[..count]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// `file`'s byte range, opened and positioned: the path checked against
+/// `grants.fs.read` (a denial is recorded), the range against the file's
+/// size.
+async fn open_granted(
+    context: &StepContext,
+    file: &FileBody,
+) -> Result<tokio::io::Take<tokio::fs::File>, PluginError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let denied = |reason: String| {
         let hint = format!("{reason}; if intended, add its folder to the step's `grants.fs.read`");
@@ -183,15 +240,5 @@ pub async fn stream_granted(
         .seek(std::io::SeekFrom::Start(file.offset))
         .await
         .map_err(|error| PluginError::Failed(format!("{}: {error}", file.path)))?;
-    context
-        .call(
-            "fs",
-            format!(
-                "read {} (bytes {}+{}, streamed)",
-                file.path, file.offset, file.length
-            ),
-        )
-        .finish(None, "opened", true);
-    let stream = tokio_util::io::ReaderStream::with_capacity(opened.take(file.length), 256 * 1024);
-    Ok((file.length, stream))
+    Ok(opened.take(file.length))
 }

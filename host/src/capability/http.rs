@@ -553,7 +553,8 @@ fn unseal_names(
     }
 }
 
-fn describe_reqwest_error(error: &reqwest::Error) -> String {
+/// A client error and its causes, on one line, as the operator reads it.
+pub(super) fn describe_reqwest_error(error: &reqwest::Error) -> String {
     let mut message = if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connect() {

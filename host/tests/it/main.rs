@@ -9,6 +9,7 @@ mod canary;
 mod cli;
 mod command;
 mod decide;
+mod dns;
 mod durable;
 mod engine;
 mod faults;

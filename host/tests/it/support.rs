@@ -33,6 +33,7 @@ pub fn plugins_table() -> String {
         "rounds",
         "lb-weights",
         "command",
+        "dns-record",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
