@@ -150,13 +150,56 @@ pub struct Asks<'a> {
     pub needs: Vec<&'static str>,
     /// Capabilities it may use, with some parameters.
     pub may_use: Vec<&'static str>,
+    /// Those of `may_use` that the step's parameters need: the plugin
+    /// says which values need them.
+    pub needed_by_params: Vec<NeededByParam>,
     /// The interfaces its component imports.
     pub imports: &'a [String],
+}
+
+/// An optional capability that a step's parameters need, and the value
+/// that needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeededByParam {
+    /// The capability's name.
+    pub capability: &'static str,
+    /// The parameter (`format`).
+    pub param: String,
+    /// Its value, or `None` when it is left out and its default needs
+    /// the capability.
+    pub value: Option<String>,
+    /// A grant to copy, when the plugin gives one.
+    pub grant: Option<String>,
+}
+
+impl NeededByParam {
+    /// Why it is needed, in words: ``with `format = "email"` ``, or
+    /// ``with the default `format` ``.
+    pub fn because(&self) -> String {
+        match &self.value {
+            Some(value) => format!("with `{} = {value:?}`", self.param),
+            None => format!("with the default `{}`", self.param),
+        }
+    }
 }
 
 impl Asks<'_> {
     fn needs(&self, name: &str) -> bool {
         self.needs.contains(&name)
+            || self
+                .needed_by_params
+                .iter()
+                .any(|needed| needed.capability == name)
+    }
+
+    /// What the step's parameters need `name` for, when only they do.
+    pub fn needed_by(&self, name: &str) -> Option<&NeededByParam> {
+        if self.needs.contains(&name) {
+            return None;
+        }
+        self.needed_by_params
+            .iter()
+            .find(|needed| needed.capability == name)
     }
 
     fn may_use(&self, name: &str) -> bool {
@@ -218,10 +261,14 @@ pub fn review(asks: &Asks<'_>, grants: &StepGrants) -> Vec<Finding> {
             && asks.needs(name)
             && !granted
         {
+            let because = asks
+                .needed_by(name)
+                .map(|needed| format!(" {}", needed.because()))
+                .unwrap_or_default();
             finding(
                 Mismatch::NeedsUngranted,
                 format!(
-                    "plugin `{}` needs `{name}`, and it is granted {grants_none}",
+                    "plugin `{}` needs `{name}`{because}, and it is granted {grants_none}",
                     asks.plugin
                 ),
             );
@@ -469,6 +516,7 @@ mod tests {
             plugin: "p",
             needs: needs.to_vec(),
             may_use: Vec::new(),
+            needed_by_params: Vec::new(),
             imports,
         }
     }
@@ -486,6 +534,38 @@ mod tests {
         let found = review(&asks(&["http"], &imports), &StepGrants::default());
         assert_eq!(mismatches(&found), [("http", Mismatch::NeedsUngranted)]);
         assert!(found[0].message.contains("granted no URL"), "{found:?}");
+    }
+
+    #[test]
+    fn an_optional_capability_a_parameter_needs_is_refused_without_its_grant() {
+        let imports = [
+            "runbook:plugin/http@0.2.0".to_owned(),
+            "runbook:plugin/aws@0.2.0".to_owned(),
+        ];
+        let mut asked = asks(&[], &imports);
+        asked.may_use = vec!["http", "aws"];
+        assert!(review(&asked, &StepGrants::default()).is_empty());
+        asked.needed_by_params = vec![NeededByParam {
+            capability: "aws",
+            param: "format".into(),
+            value: Some("email".into()),
+            grant: None,
+        }];
+        let found = review(&asked, &StepGrants::default());
+        assert_eq!(mismatches(&found), [("aws", Mismatch::NeedsUngranted)]);
+        assert_eq!(
+            found[0].message,
+            "plugin `p` needs `aws` with `format = \"email\"`, and it is granted none"
+        );
+        // Left out, the parameter's default may need one too.
+        asked.needed_by_params[0].value = None;
+        let found = review(&asked, &StepGrants::default());
+        assert!(
+            found[0]
+                .message
+                .contains("needs `aws` with the default `format`"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -138,6 +138,30 @@ pub struct LoadedPlugin {
     pre: Pre,
 }
 
+/// The key of a plugin's parameter schema under which the SDK writes
+/// which parameter values need which optional capabilities (its
+/// `Step::NEEDED_WHEN`).
+pub const NEEDED_WHEN_KEY: &str = "x-runbook-needed-when";
+
+/// An optional capability that some values of one of a plugin's
+/// parameters need (`notify`'s `format = "email"` needs `aws`), as the
+/// plugin's parameter schema says under [`NEEDED_WHEN_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct NeededWhen {
+    /// The capability's name (`aws`).
+    pub capability: String,
+    /// A top-level parameter whose value is text (`format`).
+    pub param: String,
+    /// The values of it that need the capability.
+    pub values: Vec<String>,
+    /// Whether leaving the parameter out needs it too.
+    #[serde(default)]
+    pub or_absent: bool,
+    /// A grant to copy, for the refusal's hint.
+    #[serde(default)]
+    pub grant: Option<String>,
+}
+
 /// A pre-instantiated component, of the contract it was built against.
 enum Pre {
     /// `runbook:plugin@0.2`.
@@ -229,8 +253,9 @@ impl LoadedPlugin {
         }
     }
 
-    /// What the plugin asks for, as the need-versus-grant rules
-    /// ([`crate::capability::review`]) read it.
+    /// What the plugin asks for whatever its parameters, as the
+    /// need-versus-grant rules ([`crate::capability::review`]) read it;
+    /// `engine::preflight::asks_of` adds what a step's parameters need.
     pub fn asks(&self) -> crate::capability::Asks<'_> {
         let names = |capabilities: &[crate::wit::Capability]| {
             capabilities
@@ -242,6 +267,7 @@ impl LoadedPlugin {
             plugin: &self.descriptor.name,
             needs: names(&self.descriptor.capabilities),
             may_use: names(&self.descriptor.optional_capabilities),
+            needed_by_params: Vec::new(),
             imports: &self.imports,
         }
     }
@@ -252,6 +278,18 @@ impl LoadedPlugin {
             .capabilities
             .iter()
             .any(|declared| declared.name() == capability)
+    }
+
+    /// Which parameter values need which of its optional capabilities,
+    /// as its parameter schema says ([`NEEDED_WHEN_KEY`]); nothing when
+    /// the schema says nothing, or says it in a shape this host does not
+    /// read (such a plugin's steps are then denied at the call instead).
+    pub fn needed_when(&self) -> Vec<NeededWhen> {
+        serde_json::from_str::<serde_json::Value>(&self.descriptor.params_schema)
+            .ok()
+            .and_then(|mut schema| schema.get_mut(NEEDED_WHEN_KEY).map(serde_json::Value::take))
+            .and_then(|needed| serde_json::from_value(needed).ok())
+            .unwrap_or_default()
     }
 
     /// Whether it needs `capability` or may use it with some parameters.

@@ -110,6 +110,18 @@ impl Moto {
         self.query("monitoring", "2010-08-01", action, params)
     }
 
+    /// Calls the SES (v1) Query API directly: `VerifyEmailIdentity`
+    /// before a step sends from an address, since moto, like SES, refuses
+    /// a sender it has not verified in that region (here `us-east-1`).
+    pub fn ses(&self, action: &str, params: &[(&str, &str)]) -> String {
+        self.query("email", "2010-12-01", action, params)
+    }
+
+    /// The emails SES has sent, oldest first: see [`sent_emails_at`].
+    pub fn sent_emails(&self) -> Vec<serde_json::Value> {
+        sent_emails_at(&self.url)
+    }
+
     fn query(&self, service: &str, version: &str, action: &str, params: &[(&str, &str)]) -> String {
         query_at(&self.url, service, version, action, params)
     }
@@ -169,4 +181,31 @@ pub fn query_at(
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     response
+}
+
+/// The emails SES has sent through the moto_server at `url`, oldest
+/// first, as moto keeps them (`GET /moto-api/data.json`, every region's):
+/// each with `id` (the `MessageId` `SendEmail` answered), `source`,
+/// `destinations` (`ToAddresses`, and `CcAddresses` when there were any),
+/// `subject` and `body`.
+pub fn sent_emails_at(url: &str) -> Vec<serde_json::Value> {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("moto answers");
+    // HTTP/1.0: the whole body, never chunked, then the connection closes.
+    write!(
+        stream,
+        "GET /moto-api/data.json HTTP/1.0\r\nhost: {address}\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let data: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|error| panic!("moto's data.json is not JSON ({error}): {response}"));
+    // Before any SES call moto lists no `ses` at all.
+    data["ses"]["Message"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

@@ -30,6 +30,11 @@ pub struct SampleState {
     /// Events posted to `/v2/enqueue` that the PagerDuty Events API v2
     /// would accept, in order.
     pub pages: Vec<serde_json::Value>,
+    /// Incidents of Statuspage's API (`/v1/pages/PAGE_ID/incidents`), in
+    /// the order they were opened, each as the API shows it: `id`,
+    /// `page_id`, `name`, `status`, `metadata`, `components` and every
+    /// `incident_updates` entry, newest last.
+    pub incidents: Vec<serde_json::Value>,
     /// What `/metrics` reports: request counters and latency per track.
     pub traffic: crate::traffic::Traffic,
 }
@@ -61,6 +66,7 @@ impl SampleService {
             flags: std::collections::BTreeMap::new(),
             webhooks: Vec::new(),
             pages: Vec::new(),
+            incidents: Vec::new(),
             traffic: crate::traffic::Traffic::default(),
         }));
         let shared = Arc::clone(&state);
@@ -184,6 +190,7 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
             feature_flags(&mut state, &request)
         }
         ("POST", "/v2/enqueue") => enqueue(&mut state, &request),
+        (_, path) if path.starts_with("/v1/pages/") => statuspage(&mut state, &request),
         ("POST", path) if path.starts_with("/hooks/") => {
             match serde_json::from_slice::<serde_json::Value>(&request.body) {
                 Ok(message) if message.get("text").is_some() || message.get("blocks").is_some() => {
@@ -251,6 +258,172 @@ fn enqueue(state: &mut SampleState, request: &Request) -> Response {
         202,
         serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key}),
     )
+}
+
+/// Statuspage.io's incidents API, as documented, for one page or many:
+/// `POST /v1/pages/PAGE/incidents` opens one (`{"incident": {"name", ...}}`,
+/// 201), `GET /v1/pages/PAGE/incidents` and `.../incidents/unresolved`
+/// list them, `PATCH` (or `PUT`) `.../incidents/ID` changes one; a `body`
+/// adds an incident update. Every request needs `Authorization: OAuth
+/// KEY` (401 without). A name is required and at most 255 characters; a
+/// status is `investigating`, `identified`, `monitoring` or `resolved`;
+/// metadata's top-level values must be objects; a component's status is
+/// one of Statuspage's five. Else 422, as the API answers.
+fn statuspage(state: &mut SampleState, request: &Request) -> Response {
+    let authorized = request
+        .headers
+        .get("authorization")
+        .and_then(|value| value.strip_prefix("OAuth "))
+        .is_some_and(|key| !key.trim().is_empty());
+    if !authorized {
+        return Response::json(401, json!({"error": "Could not authenticate"}));
+    }
+    let rest = request.path.trim_start_matches("/v1/pages/");
+    let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
+    let (page, tail) = match segments.as_slice() {
+        [page, "incidents", tail @ ..] => (page.to_string(), tail.to_vec()),
+        _ => return Response::json(404, json!({"error": "Not found"})),
+    };
+    let of_page = |incident: &&serde_json::Value| incident["page_id"] == page.as_str();
+    match (request.method.as_str(), tail.as_slice()) {
+        ("GET", []) => {
+            let listed: Vec<&serde_json::Value> = state.incidents.iter().filter(of_page).collect();
+            Response::json(200, json!(listed))
+        }
+        ("GET", ["unresolved"]) => {
+            let listed: Vec<&serde_json::Value> = state
+                .incidents
+                .iter()
+                .filter(of_page)
+                .filter(|incident| incident["status"] != "resolved")
+                .collect();
+            Response::json(200, json!(listed))
+        }
+        ("POST", []) => {
+            let Some(change) = incident_change(request) else {
+                return unprocessable("the body must be JSON with an `incident` object");
+            };
+            let name = change["name"].as_str().unwrap_or_default();
+            if name.trim().is_empty() || name.chars().count() > 255 {
+                return unprocessable("name is required and at most 255 characters");
+            }
+            let id = format!("inc{:09}", state.incidents.len() + 1);
+            let mut incident = json!({
+                "id": id,
+                "page_id": page,
+                "name": name,
+                "status": "investigating",
+                "metadata": {},
+                "components": [],
+                "incident_updates": [],
+                "resolved_at": null,
+            });
+            if let Err(problem) = apply_incident_change(&mut incident, &change) {
+                return unprocessable(problem);
+            }
+            state.incidents.push(incident.clone());
+            Response::json(201, incident)
+        }
+        ("PATCH" | "PUT", [id]) => {
+            let Some(change) = incident_change(request) else {
+                return unprocessable("the body must be JSON with an `incident` object");
+            };
+            let Some(incident) = state
+                .incidents
+                .iter_mut()
+                .find(|incident| incident["page_id"] == page.as_str() && incident["id"] == *id)
+            else {
+                return Response::json(404, json!({"error": "Not found"}));
+            };
+            let mut changed = incident.clone();
+            if let Some(name) = change["name"].as_str() {
+                changed["name"] = json!(name);
+            }
+            if let Err(problem) = apply_incident_change(&mut changed, &change) {
+                return unprocessable(problem);
+            }
+            *incident = changed.clone();
+            Response::json(200, changed)
+        }
+        _ => Response::json(405, json!({"error": "Method not allowed"})),
+    }
+}
+
+/// The `incident` object of a Statuspage request's body.
+fn incident_change(request: &Request) -> Option<serde_json::Value> {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).ok()?;
+    body.get("incident")
+        .filter(|incident| incident.is_object())
+        .cloned()
+}
+
+/// Applies what a create or update says beyond the name: status,
+/// metadata, components, and an incident update for a `body`.
+fn apply_incident_change(
+    incident: &mut serde_json::Value,
+    change: &serde_json::Value,
+) -> Result<(), &'static str> {
+    if let Some(status) = change.get("status") {
+        match status.as_str() {
+            Some("investigating" | "identified" | "monitoring" | "resolved") => {
+                incident["status"] = status.clone();
+            }
+            _ => return Err("status is investigating, identified, monitoring or resolved"),
+        }
+    }
+    if let Some(metadata) = change.get("metadata") {
+        let Some(entries) = metadata.as_object() else {
+            return Err("metadata must be an object");
+        };
+        if entries.values().any(|value| !value.is_object()) {
+            return Err("metadata's top-level values must be objects");
+        }
+        incident["metadata"] = metadata.clone();
+    }
+    if let Some(components) = change.get("components") {
+        let Some(entries) = components.as_object() else {
+            return Err("components maps component ids to statuses");
+        };
+        let mut shown = incident["components"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (id, status) in entries {
+            let known = [
+                "operational",
+                "under_maintenance",
+                "degraded_performance",
+                "partial_outage",
+                "major_outage",
+            ];
+            if !status
+                .as_str()
+                .is_some_and(|status| known.contains(&status))
+            {
+                return Err(
+                    "a component's status is operational, under_maintenance, degraded_performance, partial_outage or major_outage",
+                );
+            }
+            shown.retain(|component| component["id"] != id.as_str());
+            shown.push(json!({"id": id, "status": status}));
+        }
+        incident["components"] = json!(shown);
+    }
+    if incident["status"] == "resolved" && incident["resolved_at"].is_null() {
+        incident["resolved_at"] = json!("resolved");
+    }
+    if let Some(body) = change.get("body").and_then(serde_json::Value::as_str) {
+        let status = incident["status"].clone();
+        if let Some(updates) = incident["incident_updates"].as_array_mut() {
+            updates.push(json!({"status": status, "body": body}));
+        }
+    }
+    Ok(())
+}
+
+/// A request Statuspage's API refuses as it does: 422 with the reason.
+fn unprocessable(problem: &str) -> Response {
+    Response::json(422, json!({"error": [problem]}))
 }
 
 /// The admin API of the source runbooks: `POST /admin/feature-flags` with

@@ -108,6 +108,7 @@ fn query_version(service: &str) -> Option<&'static str> {
         "elasticloadbalancing" => "2015-12-01",
         "autoscaling" => "2011-01-01",
         "monitoring" => "2010-08-01",
+        "email" => "2010-12-01",
         _ => return None,
     })
 }
@@ -221,7 +222,7 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         payload_sha256: &payload_sha256,
     };
     let scope = sigv4::Scope {
-        service: &request.service,
+        service: rest::signing_name(&request.service),
         region: rest::signing_region(&request.service, &request.region),
         time: std::time::SystemTime::now(),
     };

@@ -227,14 +227,17 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
                 continue;
             };
             let plugin = &plugins[name];
-            let review = review_of(&planned.id.0, &environment, plugin, &planned.grants);
+            let asks = preflight::asks_of(&plan, plugin, &step.with, planned.item.as_ref());
+            let review = review_of(&planned.id.0, &environment, plugin, &asks, &planned.grants);
             reviews.push(review);
         }
         // A `[notify]` target calls its plugin as a step does: reviewed as
         // one, under the id its calls are audited under (`notify.0`).
         for planned in &plan.targets {
-            let plugin = &plugins[&plan.target(planned).plugin];
-            let review = review_of(&planned.id.0, &environment, plugin, &planned.grants);
+            let target = plan.target(planned);
+            let plugin = &plugins[&target.plugin];
+            let asks = preflight::asks_of(&plan, plugin, &target.with, None);
+            let review = review_of(&planned.id.0, &environment, plugin, &asks, &planned.grants);
             reviews.push(review);
         }
     }
@@ -248,11 +251,13 @@ async fn review(cli: &Cli, file: &std::path::Path, args: &AuditArgs) -> Result<u
 
 /// The review of `step` (a step's id, or a `[notify]` target's) in
 /// `environment`: its plugin's digest, what it declares and imports, its
-/// grants, and where they disagree.
+/// grants, and where they disagree with what it `asks` with the step's
+/// parameters.
 fn review_of(
     step: &str,
     environment: &Option<String>,
     plugin: &LoadedPlugin,
+    asks: &crate::capability::Asks<'_>,
     grants: &crate::grant::StepGrants,
 ) -> StepReview {
     StepReview {
@@ -274,7 +279,7 @@ fn review_of(
             .iter()
             .map(|capability| capability.name().to_owned())
             .collect(),
-        findings: findings(plugin, grants),
+        findings: findings(plugin, asks, grants),
         embedded: plugin.embedded_capabilities.clone(),
         grants: Grants {
             http: grants.http_texts(),
@@ -291,11 +296,16 @@ fn review_of(
     }
 }
 
-/// Where what a plugin declares, imports and is granted disagree: the
-/// need-versus-grant rules `validate` and `exec` apply, and whether the
-/// component was built to say what it needs.
-fn findings(plugin: &LoadedPlugin, grants: &crate::grant::StepGrants) -> Vec<String> {
-    let mut found: Vec<String> = crate::capability::review(&plugin.asks(), grants)
+/// Where what a plugin declares, imports, `asks` with the step's
+/// parameters and is granted disagree: the need-versus-grant rules
+/// `validate` and `exec` apply, and whether the component was built to
+/// say what it needs.
+fn findings(
+    plugin: &LoadedPlugin,
+    asks: &crate::capability::Asks<'_>,
+    grants: &crate::grant::StepGrants,
+) -> Vec<String> {
+    let mut found: Vec<String> = crate::capability::review(asks, grants)
         .into_iter()
         .map(|finding| match finding.mismatch {
             crate::capability::Mismatch::NeedsUngranted => {

@@ -116,6 +116,19 @@ fn print_text(
             optional.join(", ")
         )?;
     }
+    // Which parameter values need an optional capability: a step that
+    // gives one without the grant is refused before the run.
+    for needed in plugin.needed_when() {
+        let mut values: Vec<String> = needed
+            .values
+            .iter()
+            .map(|value| format!("`{} = {value:?}`", needed.param))
+            .collect();
+        if needed.or_absent {
+            values.push(format!("no `{}`", needed.param));
+        }
+        outln!("needed with   {}: {}", needed.capability, values.join(", "))?;
+    }
     outln!(
         "embedded      {}",
         match &plugin.embedded_capabilities {

@@ -2,12 +2,12 @@
 //! the secrets exist, and every step's parameters fit its plugin's schema.
 //! Problems are diagnostics at their place in the runbook.
 
-use super::render::{Scope, StepOutputs, Unknown};
-use crate::capability::Mismatch;
+use super::render::{Scope, StepOutcomes, StepOutputs, Unknown};
 use crate::capability::secrets::SecretStore;
+use crate::capability::{Asks, Mismatch, NeededByParam};
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
 use crate::plugin::{LoadError, LoadedPlugin, PluginRuntime};
-use crate::runbook::Plan;
+use crate::runbook::{ParamTree, Plan};
 use crate::wit::PluginError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -162,9 +162,11 @@ pub fn load_secrets(
 }
 
 /// Refuses a step whose plugin needs a capability the runbook does not
-/// grant it; warns where a grant is wider than the plugin asks. The
-/// warnings quote the plugin's name as it is: whoever draws them passes
-/// them through the terminal filter.
+/// grant it, or whose parameters need one of the plugin's optional
+/// capabilities that it is not granted (`notify`'s `format = "email"`
+/// without `grants.aws`); warns where a grant is wider than the plugin
+/// asks. The warnings quote the plugin's name as it is: whoever draws
+/// them passes them through the terminal filter.
 pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>, Diagnostics> {
     let mut found = Findings::default();
     let mut seen = std::collections::BTreeSet::new();
@@ -178,7 +180,7 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
         };
         found.review(
             plan,
-            plugin,
+            &asks_of(plan, plugin, &step.with, planned.item.as_ref()),
             &planned.grants,
             &format!("step `{}`", step.id),
             &step.path(),
@@ -192,13 +194,74 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
         };
         found.review(
             plan,
-            plugin,
+            &asks_of(plan, plugin, &target.with, None),
             &planned.grants,
             &format!("notify target {}", target.index),
             &target.path(),
         );
     }
     found.problems.into_result(found.warnings)
+}
+
+/// What `plugin` asks for where its parameters are `with` (and `item`,
+/// for a `for_each` element): what it always needs and may use, and the
+/// optional capabilities that the values `with` gives need, as far as
+/// they are known before the run (a value computed from a step's output
+/// is not, and then the call is denied if it comes to that).
+pub fn asks_of<'a>(
+    plan: &Plan,
+    plugin: &'a LoadedPlugin,
+    with: &ParamTree,
+    item: Option<&serde_json::Value>,
+) -> Asks<'a> {
+    let mut asks = plugin.asks();
+    let needed_when = plugin.needed_when();
+    if needed_when.is_empty() {
+        return asks;
+    }
+    let secrets = SecretStore::new(BTreeMap::new());
+    let outputs = StepOutputs::new();
+    let outcomes = StepOutcomes::new();
+    let scope = Scope {
+        plan,
+        outputs: &outputs,
+        secrets: &secrets,
+        unknown: Unknown::Placeholder,
+        outcomes: &outcomes,
+        item,
+    };
+    // Parameters that do not render are reported by `check_params`.
+    let Ok(params) = scope.render(with) else {
+        return asks;
+    };
+    for needed in needed_when {
+        // Only what the plugin declares it may use can be needed so.
+        let Some(capability) = crate::capability::named(&needed.capability) else {
+            continue;
+        };
+        let name = capability.name;
+        if !plugin.may_use(name) || asks.needs.contains(&name) {
+            continue;
+        }
+        let value = match params.get(&needed.param) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(text)) => Some(text.clone()),
+            Some(_) => continue,
+        };
+        let needs = match &value {
+            None => needed.or_absent,
+            Some(text) => needed.values.iter().any(|wanted| wanted == text),
+        };
+        if needs {
+            asks.needed_by_params.push(NeededByParam {
+                capability: name,
+                param: needed.param,
+                value,
+                grant: needed.grant,
+            });
+        }
+    }
+    asks
 }
 
 /// What [`check_capabilities`] found so far.
@@ -209,28 +272,40 @@ struct Findings {
 }
 
 impl Findings {
-    /// Reviews what `plugin` asks against the `grants` of `who` (a step or a
-    /// `[notify]` target), written at `path` of the runbook.
+    /// Reviews what a plugin `asks` against the `grants` of `who` (a step
+    /// or a `[notify]` target), written at `path` of the runbook.
     fn review(
         &mut self,
         plan: &Plan,
-        plugin: &LoadedPlugin,
+        asks: &Asks<'_>,
         grants: &crate::grant::StepGrants,
         who: &str,
         path: &ValuePath,
     ) {
         let source = &plan.runbook.source;
-        for finding in crate::capability::review(&plugin.asks(), grants) {
+        for finding in crate::capability::review(asks, grants) {
             let capability = crate::capability::named(finding.capability);
             match finding.mismatch {
-                Mismatch::NeedsUngranted => self.problems.push(
-                    Diagnostic::new(format!("{who}: {}", finding.message))
-                        .at(source, path)
-                        .hint(format!(
-                            "grant what it may do, for example `{}`",
-                            capability.map_or("", |capability| capability.example)
-                        )),
-                ),
+                Mismatch::NeedsUngranted => {
+                    // Needed for a parameter's value: shown at the value,
+                    // with the plugin's own grant to copy when it has one.
+                    let needed_by = asks.needed_by(finding.capability);
+                    let at = match needed_by {
+                        Some(needed) if needed.value.is_some() => {
+                            path.key("with").key(needed.param.as_str())
+                        }
+                        _ => path.clone(),
+                    };
+                    let example = needed_by
+                        .and_then(|needed| needed.grant.as_deref())
+                        .or(capability.map(|capability| capability.example))
+                        .unwrap_or_default();
+                    self.problems.push(
+                        Diagnostic::new(format!("{who}: {}", finding.message))
+                            .at(source, &at)
+                            .hint(format!("grant what it may do, for example `{example}`")),
+                    );
+                }
                 Mismatch::WiderThanAsked => self.warnings.push(format!(
                     "warning: {who}: {} ({}:{})",
                     finding.message,
@@ -260,7 +335,7 @@ pub async fn check_params(
 ) -> Result<(), Diagnostics> {
     let mut problems = Diagnostics::default();
     let outputs = StepOutputs::new();
-    let outcomes = super::render::StepOutcomes::new();
+    let outcomes = StepOutcomes::new();
     for planned in &plan.steps {
         let step = plan.step(planned);
         let scope = Scope {

@@ -215,7 +215,8 @@ fn the_review_of_a_runbook_using_every_shipped_plugin_shows_each_ones_exact_capa
         ("gate", "metrics-gate", "with.prometheus = \"http://127.0.0.1:9090\"\nwith.duration = \"1s\"\nwith.checks = [{ name = \"e\", query = \"up\", min = 1 }]\ngrants.http = [\"http://127.0.0.1:9090/api/v1/query\"]\n".to_owned(), vec![]),
         ("flag", "feature-flag", "with.url = \"http://127.0.0.1:8080/admin/feature-flags\"\nwith.key = \"k\"\nwith.percentage = 10\ngrants.http = [\"http://127.0.0.1:8080/admin/feature-flags\"]\n".to_owned(), vec!["http", "secrets"]),
         ("smoke", "smoke-test", "with.checks = [{ url = \"http://127.0.0.1:8080/health\" }]\ngrants.http = [\"http://127.0.0.1:8080\"]\n".to_owned(), vec!["http"]),
-        ("announce", "notify", "always = true\nwith.webhook = \"http://127.0.0.1:8080/hooks/x\"\nwith.text = \"done\"\ngrants.http = [\"http://127.0.0.1:8080/hooks/\"]\n".to_owned(), vec!["http", "secrets"]),
+        // What notify needs depends on its `format`: all of it is optional.
+        ("announce", "notify", "always = true\nwith.webhook = \"http://127.0.0.1:8080/hooks/x\"\nwith.text = \"done\"\ngrants.http = [\"http://127.0.0.1:8080/hooks/\"]\n".to_owned(), vec![]),
     ];
     let mut body = String::from("[runbook]\nname = \"everything\"\n");
     for (id, plugin, with, _) in &steps {
@@ -254,11 +255,12 @@ fn the_review_of_a_runbook_using_every_shipped_plugin_shows_each_ones_exact_capa
                 .collect()
         };
         let optional = names("optional");
-        // Metrics come over HTTP (Prometheus) or AWS (CloudWatch).
-        let expected_optional: Vec<String> = if matches!(*id, "canary" | "gate") {
-            vec!["http".into(), "aws".into()]
-        } else {
-            vec![]
+        // Metrics come over HTTP (Prometheus) or AWS (CloudWatch); notify
+        // posts over HTTP (with secrets) or emails through AWS (SES).
+        let expected_optional: Vec<String> = match *id {
+            "canary" | "gate" => vec!["http".into(), "aws".into()],
+            "announce" => vec!["http".into(), "secrets".into(), "aws".into()],
+            _ => vec![],
         };
         assert_eq!(optional, expected_optional, "{id} optional");
         let written: Vec<String> = capabilities

@@ -2,11 +2,17 @@
 //! Slack-compatible webhook whose URL is a sealed secret; and `[notify]`,
 //! whose targets hear of the run's moments as they happen (start, each
 //! stage, a failure, the rollback, the end), each in its own sandbox, and
-//! never fail the run.
+//! never fail the run. Its other forms against real local services:
+//! PagerDuty and Statuspage.io incidents (the sample service), requests of
+//! the runbook's own (the sample service's echo), and email through SES
+//! (moto, read back from what moto keeps).
 
-use crate::support::{Finished, RunOptions, TestRunbook, roll_back, run, run_file, runtime};
+use crate::support::{
+    Finished, RunOptions, TestRunbook, aws_at, plan_with_aws, roll_back, run, run_file,
+    runbook_cli, runtime,
+};
 use runbook::events::{EventKind, Level, Status};
-use runbook_testenv::SampleService;
+use runbook_testenv::{Moto, SampleService};
 use serde_json::Value;
 use std::path::Path;
 
@@ -122,16 +128,24 @@ fn journal(state: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The warnings the run logged.
+/// The warnings the run logged outside its steps: what `[notify]` said.
 fn warnings(finished: &Finished) -> Vec<String> {
     finished
         .events
         .iter()
         .filter_map(|(event, _)| match &event.kind {
+            // A step's own warnings (a plugin's stderr) are not the
+            // announcements'.
             EventKind::Log {
                 level: Level::Warn,
                 message,
-            } => Some(message.clone()),
+            } if event
+                .step
+                .as_ref()
+                .is_none_or(|step| step.is_notify_target()) =>
+            {
+                Some(message.clone())
+            }
             _ => None,
         })
         .collect()
@@ -445,4 +459,551 @@ fn a_pagerduty_target_without_its_routing_key_is_refused_by_validate() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{said}");
     assert!(said.contains("routing_key"), "{said}");
+}
+
+/// The parameters and grant of an email from `deploys@example.com`
+/// through SES in `us-east-1`, the lines of a step or a target.
+const EMAIL: &str = r#"with.format = "email"
+with.from = "Deploys <deploys@example.com>"
+with.region = "us-east-1"
+grants.aws = { services = ["email"], actions = ["SendEmail"], regions = ["us-east-1"] }
+"#;
+
+/// moto, with `deploys@example.com` verified in `us-east-1`: SES (and
+/// moto) refuse to send from an address they have not verified.
+async fn moto_with_a_verified_sender() -> Moto {
+    tokio::task::spawn_blocking(|| {
+        let moto = Moto::start();
+        let verified = moto.ses(
+            "VerifyEmailIdentity",
+            &[("EmailAddress", "deploys@example.com")],
+        );
+        assert!(
+            verified.contains("<VerifyEmailIdentityResponse"),
+            "{verified}"
+        );
+        moto
+    })
+    .await
+    .unwrap()
+}
+
+/// The emails moto has sent, read off the test's runtime.
+async fn sent_emails(moto: &Moto) -> Vec<Value> {
+    let url = moto.url.clone();
+    tokio::task::spawn_blocking(move || runbook_testenv::moto::sent_emails_at(&url))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_email_step_sends_through_ses_what_it_says_it_sent() {
+    let moto = moto_with_a_verified_sender().await;
+    let body = [
+        r#"[runbook]
+name = "riskcast"
+
+[[steps]]
+id = "announce"
+uses = "notify"
+with.to = ["oncall@example.com", "release@example.com"]
+with.cc = ["audit@example.com"]
+with.subject = "riskcast {status} (run ${{ run.id }})"
+with.text = "riskcast 1.2.3 is out"
+with.status = "succeeded"
+with.run = "${{ run.id }}"
+with.fields = { version = "1.2.3" }
+"#,
+        EMAIL,
+    ]
+    .concat();
+    let finished = run(&body, aws_at(&moto.url)).await;
+    let (status, summary, outputs) = finished.step("announce");
+    assert_eq!(status, Status::Succeeded, "{summary}\n{}", finished.log());
+    assert_eq!(
+        summary,
+        "emailed oncall@example.com, release@example.com (cc audit@example.com): riskcast succeeded (run test-run)"
+    );
+    // What moto received is what the step said, read back from moto.
+    let sent = sent_emails(&moto).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let email = &sent[0];
+    assert_eq!(email["id"], outputs["message_id"].as_str());
+    assert_eq!(email["source"], "Deploys <deploys@example.com>");
+    assert_eq!(
+        email["destinations"]["ToAddresses"],
+        serde_json::json!(["oncall@example.com", "release@example.com"])
+    );
+    assert_eq!(
+        email["destinations"]["CcAddresses"],
+        serde_json::json!(["audit@example.com"])
+    );
+    assert_eq!(email["subject"], "riskcast succeeded (run test-run)");
+    assert_eq!(
+        email["body"],
+        "riskcast 1.2.3 is out\n\nstatus: succeeded\nrun: test-run\nversion: 1.2.3\n"
+    );
+    // One AWS call, within the grant, under the step's id.
+    assert!(
+        finished.events.iter().any(|(event, _)| matches!(
+            &event.kind,
+            EventKind::CapabilityCall { capability, requested, decision: runbook::events::Decision::Allowed, .. }
+                if capability == "aws" && requested == "email:SendEmail in us-east-1"
+        )),
+        "{}",
+        finished.log()
+    );
+
+    // A sender SES has not verified is refused, and the step says what to do.
+    let stranger = body.replace("Deploys <deploys@example.com>", "nobody@example.org");
+    let finished = run(&stranger, aws_at(&moto.url)).await;
+    let (status, summary, _) = finished.step("announce");
+    assert_eq!(status, Status::Failed, "{summary}");
+    assert!(
+        summary.contains("MessageRejected")
+            && summary.contains("verify `nobody@example.org` in SES in us-east-1"),
+        "{summary}"
+    );
+    assert_eq!(sent_emails(&moto).await.len(), 1);
+}
+
+#[tokio::test]
+async fn plan_shows_the_email_and_sends_nothing() {
+    let moto = moto_with_a_verified_sender().await;
+    let file = TestRunbook::new(
+        &[
+            r#"[runbook]
+name = "riskcast"
+
+[[steps]]
+id = "announce"
+uses = "notify"
+with.to = ["oncall@example.com"]
+with.subject = "riskcast 1.2.3 is out"
+with.text = "ship it"
+"#,
+            EMAIL,
+        ]
+        .concat(),
+    );
+    let output = plan_with_aws(&file.path, &moto.url).await;
+    let said = crate::support::text(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("email \"riskcast 1.2.3 is out\" from Deploys <deploys@example.com> to oncall@example.com through SES in us-east-1: ship it"),
+        "{said}"
+    );
+    assert!(sent_emails(&moto).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_email_target_writes_when_the_run_fails_and_only_then() {
+    let moto = moto_with_a_verified_sender().await;
+    let state = tempfile::tempdir().unwrap();
+    let body = [
+        r#"[runbook]
+name = "deploy"
+
+[[steps]]
+id = "push"
+uses = "noop"
+
+[[steps]]
+id = "migrate"
+uses = "misbehave"
+with.mode = "trap"
+grants.http = ["http://127.0.0.1:9"]
+
+[notify]
+
+[[notify.targets]]
+uses = "notify"
+with.to = ["oncall@example.com"]
+with.statuses = ["failed"]
+"#,
+        EMAIL,
+    ]
+    .concat();
+    let options = RunOptions {
+        state_dir: Some(state.path().to_path_buf()),
+        ..aws_at(&moto.url)
+    };
+    let finished = run(&body, options).await;
+    assert_eq!(finished.report.status, Status::Failed, "{}", finished.log());
+    assert!(warnings(&finished).is_empty(), "{:?}", warnings(&finished));
+    // The start and the rollback are not `failed`: the step's failure and
+    // the run's end are written.
+    let sent = sent_emails(&moto).await;
+    let subjects: Vec<&str> = sent
+        .iter()
+        .map(|email| email["subject"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "deploy: failed at step migrate",
+            "deploy: failed at step migrate"
+        ],
+        "{sent:?}"
+    );
+    let bodies: Vec<&str> = sent
+        .iter()
+        .map(|email| email["body"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        bodies[0].starts_with("deploy: migrate failed: "),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies[1].starts_with("deploy: failed at step migrate after "),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies
+            .iter()
+            .all(|body| body.contains("\nfailed step: migrate\n"))
+    );
+    for email in &sent {
+        assert_eq!(
+            email["destinations"]["ToAddresses"],
+            serde_json::json!(["oncall@example.com"])
+        );
+    }
+    // Every moment went to the target, which took each one.
+    let notified: Vec<(Value, Value)> = journal(state.path())
+        .into_iter()
+        .filter(|event| event["event"] == "notified")
+        .map(|event| (event["moment"].clone(), event["ok"].clone()))
+        .collect();
+    assert_eq!(
+        notified,
+        [
+            (serde_json::json!("start"), serde_json::json!(1)),
+            (serde_json::json!("failure"), serde_json::json!(1)),
+            (serde_json::json!("rollback"), serde_json::json!(1)),
+            (serde_json::json!("end"), serde_json::json!(1)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_statuspage_target_opens_an_incident_on_failure_and_resolves_it_at_a_good_end() {
+    let service = SampleService::start(None).await.unwrap();
+    let base = service.base_url();
+    let target = r#"[notify]
+
+[[notify.targets]]
+uses = "notify"
+with.format = "statuspage"
+with.webhook = "BASE/v1/pages/pg1/incidents"
+with.api_key = "${{ secrets.STATUSPAGE_KEY }}"
+with.components = ["api"]
+grants.http = ["BASE/v1/pages/pg1/incidents"]
+grants.secrets = ["STATUSPAGE_KEY"]
+"#
+    .replace("BASE", &base);
+    let options = |state: &Path| RunOptions {
+        secrets: [("STATUSPAGE_KEY".to_owned(), "sp-key-123".to_owned())].into(),
+        state_dir: Some(state.to_path_buf()),
+        ..RunOptions::default()
+    };
+    // A failed run: the failure opens the run's incident, the rollback and
+    // the end add to it; the start opens none.
+    let state = tempfile::tempdir().unwrap();
+    let failing = format!(
+        "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n[[steps]]\nid = \"migrate\"\nuses = \"misbehave\"\nwith.mode = \"trap\"\ngrants.http = [\"http://127.0.0.1:9\"]\n\n{target}"
+    );
+    let finished = run(&failing, options(state.path())).await;
+    assert_eq!(finished.report.status, Status::Failed, "{}", finished.log());
+    assert!(warnings(&finished).is_empty(), "{:?}", warnings(&finished));
+    let incidents = service.state().incidents;
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let incident = &incidents[0];
+    assert_eq!(incident["page_id"], "pg1");
+    assert_eq!(incident["name"], "deploy: failed at step migrate");
+    assert_eq!(incident["status"], "identified");
+    assert_eq!(
+        incident["metadata"],
+        serde_json::json!({"runbook": {"key": "runbook/deploy/-/test-run"}})
+    );
+    assert_eq!(
+        incident["components"],
+        serde_json::json!([{"id": "api", "status": "degraded_performance"}])
+    );
+    let updates: Vec<(&str, &str)> = incident["incident_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|update| {
+            (
+                update["status"].as_str().unwrap_or_default(),
+                update["body"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(updates.len(), 3, "{updates:?}");
+    assert_eq!(updates[0].0, "investigating");
+    assert!(
+        updates[0].1.starts_with("deploy: migrate failed: "),
+        "{updates:?}"
+    );
+    assert_eq!(
+        updates[1],
+        ("identified", "deploy: rolling back 1 step: push")
+    );
+    assert!(
+        updates[2]
+            .1
+            .starts_with("deploy: failed at step migrate after "),
+        "{updates:?}"
+    );
+    assert!(
+        !finished.log().contains("sp-key-123"),
+        "the API key leaked into the run log"
+    );
+
+    // A run that succeeds resolves its incident and sets the components
+    // back; it opens none.
+    let state = tempfile::tempdir().unwrap();
+    let good = format!(
+        "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n{target}"
+    );
+    let finished = run(&good, options(state.path())).await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert!(warnings(&finished).is_empty(), "{:?}", warnings(&finished));
+    let incidents = service.state().incidents;
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    assert_eq!(incidents[0]["status"], "resolved");
+    assert_eq!(
+        incidents[0]["components"],
+        serde_json::json!([{"id": "api", "status": "operational"}])
+    );
+    let last = incidents[0]["incident_updates"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["status"], "resolved");
+    assert!(
+        last["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("deploy: succeeded in "),
+        "{last}"
+    );
+    // Every call carried the page's key, unsealed only for the API.
+    let calls: Vec<runbook_testenv::http::Request> = service
+        .state()
+        .received
+        .into_iter()
+        .filter(|request| request.path.starts_with("/v1/pages/"))
+        .collect();
+    assert!(!calls.is_empty());
+    assert!(
+        calls.iter().all(
+            |request| request.headers.get("authorization").map(String::as_str)
+                == Some("OAuth sp-key-123")
+        ),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_of_ones_own_is_sent_as_json_with_its_method_headers_and_words() {
+    let service = SampleService::start(None).await.unwrap();
+    let base = service.base_url();
+    let body = r#"[runbook]
+name = "deploy"
+
+# Opsgenie's shape: a table, the host's and the announcement's words in it.
+[[steps]]
+id = "page"
+uses = "notify"
+with.webhook = "BASE/echo"
+with.method = "put"
+with.headers = { Authorization = "GenieKey ${{ secrets.OPSGENIE_KEY }}" }
+with.body = { message = "{text}", alias = "runbook-${{ run.id }}", details = { status = "{status}", runbook = "{runbook}" } }
+with.text = 'deploy failed at "migrate"'
+with.runbook = "deploy"
+with.status = "failed"
+grants.http = ["BASE/echo"]
+grants.secrets = ["OPSGENIE_KEY"]
+
+# Statuspage's shape, as JSON text.
+[[steps]]
+id = "incident"
+uses = "notify"
+with.webhook = "BASE/echo"
+with.body = '''{"incident": {"name": "{subject}", "status": "investigating", "body": "{text}"}}'''
+with.subject = "Checkout is slow"
+with.text = 'rolling back "1.2.3"'
+with.status = "rolling_back"
+grants.http = ["BASE/echo"]
+
+# Sent only when the run failed.
+[[steps]]
+id = "quiet"
+uses = "notify"
+with.webhook = "BASE/echo"
+with.statuses = ["failed"]
+with.body = { message = "{text}" }
+with.status = "succeeded"
+grants.http = ["BASE/echo"]
+"#
+    .replace("BASE", &base);
+    let finished = run(
+        &body,
+        RunOptions {
+            secrets: [("OPSGENIE_KEY".to_owned(), "og-key-123".to_owned())].into(),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert_eq!(finished.step("page").1, format!("PUT to {base}/echo: 200"));
+    assert_eq!(
+        finished.step("quiet").1,
+        "nothing to send for status `succeeded`"
+    );
+    let sent: Vec<runbook_testenv::http::Request> = service
+        .state()
+        .received
+        .into_iter()
+        .filter(|request| request.path == "/echo")
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let json = |request: &runbook_testenv::http::Request| -> Value {
+        serde_json::from_slice(&request.body).unwrap()
+    };
+    assert_eq!(sent[0].method, "PUT");
+    assert_eq!(
+        sent[0].headers.get("authorization").map(String::as_str),
+        Some("GenieKey og-key-123")
+    );
+    assert_eq!(
+        sent[0].headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    assert_eq!(
+        json(&sent[0]),
+        serde_json::json!({
+            "message": "deploy failed at \"migrate\"",
+            "alias": "runbook-test-run",
+            "details": {"status": "failed", "runbook": "deploy"},
+        })
+    );
+    assert_eq!(sent[1].method, "POST");
+    assert_eq!(
+        json(&sent[1]),
+        serde_json::json!({"incident": {
+            "name": "Checkout is slow",
+            "status": "investigating",
+            "body": "rolling back \"1.2.3\"",
+        }})
+    );
+    assert!(
+        !finished.log().contains("og-key-123"),
+        "the key leaked into the run log"
+    );
+}
+
+#[test]
+fn an_email_target_without_recipients_or_its_grant_is_refused_by_validate() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n[notify]\n\n[[notify.targets]]\nuses = \"notify\"\nwith.format = \"email\"\nwith.from = \"deploys@example.com\"\nwith.region = \"us-east-1\"\n",
+    );
+    let output = runbook_cli(&["validate", file.path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(
+            "notify target 0: plugin `notify` needs `aws` with `format = \"email\"`, and it is granted none"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("grants.aws = { services = [\"email\"], actions = [\"SendEmail\"]"),
+        "{said}"
+    );
+    assert!(
+        said.contains("notify target 0: `with.to`: `format = \"email\"` needs whom to write to"),
+        "{said}"
+    );
+    // With both, it is valid.
+    let file = TestRunbook::new(
+        &[
+            "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"push\"\nuses = \"noop\"\n\n[notify]\n\n[[notify.targets]]\nuses = \"notify\"\nwith.to = [\"oncall@example.com\"]\n",
+            EMAIL,
+        ]
+        .concat(),
+    );
+    let output = runbook_cli(&["validate", file.path.to_str().unwrap()]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::support::text(&output)
+    );
+}
+
+#[test]
+fn a_parameter_the_format_does_not_read_is_refused_by_validate() {
+    for (with, wanted) in [
+        (
+            "with.webhook = \"https://hooks.example.com/x\"\nwith.to = [\"oncall@example.com\"]\ngrants.http = [\"https://hooks.example.com/\"]\n",
+            "`with.to`: `to` is not used here: `format = \"slack\"` does not use it",
+        ),
+        (
+            "with.format = \"statuspage\"\nwith.webhook = \"${{ secrets.PAGE }}\"\nwith.api_key = \"k\"\ngrants.http = [\"https://api.statuspage.io/\"]\ngrants.secrets = [\"PAGE\"]\n",
+            "Statuspage's incidents URL is no secret",
+        ),
+        (
+            "with.webhook = \"https://hooks.example.com/x\"\nwith.body = '{ \"text\": '\ngrants.http = [\"https://hooks.example.com/\"]\n",
+            "`with.body`: the body is not JSON",
+        ),
+        (
+            "with.webhook = \"https://hooks.example.com/x\"\nwith.statuses = [\"failure\"]\ngrants.http = [\"https://hooks.example.com/\"]\n",
+            "`failure` is not a status of a run",
+        ),
+    ] {
+        let file = TestRunbook::new(&format!(
+            "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"announce\"\nuses = \"notify\"\n{with}"
+        ));
+        let output = runbook_cli(&["validate", file.path.to_str().unwrap()]);
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{said}");
+        assert!(said.contains(wanted), "{wanted}\n{said}");
+    }
+}
+
+#[test]
+fn plugin_inspect_says_which_format_needs_which_grant() {
+    let path = runbook_testenv::plugin_path("notify");
+    let output = runbook_cli(&["plugin", "inspect", path.to_str().unwrap()]);
+    let said = crate::support::text(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(said.contains("needs         nothing"), "{said}");
+    assert!(
+        said.contains("optional      http, secrets, aws (only with some parameters)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("needed with   http: `format = \"slack\"`, no `format`"),
+        "{said}"
+    );
+    assert!(
+        said.contains("needed with   aws: `format = \"email\"`"),
+        "{said}"
+    );
 }

@@ -52,6 +52,13 @@ pub trait Step {
     /// grant them still runs (and is denied if it uses them anyway).
     const OPTIONAL_CAPABILITIES: &'static [Capability] = &[];
 
+    /// Which values of a parameter need which of the optional
+    /// capabilities (`notify`'s `format = "email"` needs `aws`): a step
+    /// that gives such a value without granting the capability is refused
+    /// by `runbook validate` and `exec` before anything runs, as one that
+    /// does not grant what [`Step::CAPABILITIES`] names is.
+    const NEEDED_WHEN: &'static [NeededWhen] = &[];
+
     /// Whether `run` may be repeated with the same parameters to the same
     /// effect. The host re-runs an idempotent step after a crash unasked.
     const IDEMPOTENT: bool = false;
@@ -100,6 +107,25 @@ pub trait Step {
         let _ = (params, outputs);
         Ok("nothing to undo".to_owned())
     }
+}
+
+/// An optional capability that some values of one parameter need; see
+/// [`Step::NEEDED_WHEN`]. The SDK writes these into the parameters' JSON
+/// Schema (under `x-runbook-needed-when`), where the host reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct NeededWhen {
+    /// The capability, one of [`Step::OPTIONAL_CAPABILITIES`].
+    pub capability: Capability,
+    /// A top-level parameter whose value is text (`format`).
+    pub param: &'static str,
+    /// The values of it that need the capability (`["email"]`).
+    pub values: &'static [&'static str],
+    /// Whether leaving the parameter out needs it too: its default is
+    /// one of `values`.
+    pub or_absent: bool,
+    /// A grant to copy, shown with the refusal
+    /// (`grants.aws = { services = ["email"], ... }`).
+    pub grant: &'static str,
 }
 
 /// Whether a parameter value is not known yet: while a runbook is

@@ -3,9 +3,29 @@
 use crate::bindings::runbook::plugin::types::Descriptor;
 use crate::{Error, Step};
 
+/// The key of the parameters' JSON Schema under which
+/// [`Step::NEEDED_WHEN`](crate::Step::NEEDED_WHEN) is written; the host
+/// reads the same key.
+pub const NEEDED_WHEN_KEY: &str = "x-runbook-needed-when";
+
 /// Builds the descriptor from the crate's metadata and the step's traits.
 pub fn describe<S: Step>(name: &str, version: &str, description: &str) -> Descriptor {
-    let schema = schemars::schema_for!(S::Params);
+    let mut schema = schemars::schema_for!(S::Params);
+    if !S::NEEDED_WHEN.is_empty() {
+        let needed: Vec<serde_json::Value> = S::NEEDED_WHEN
+            .iter()
+            .map(|needed| {
+                serde_json::json!({
+                    "capability": capability_name(needed.capability),
+                    "param": needed.param,
+                    "values": needed.values,
+                    "or_absent": needed.or_absent,
+                    "grant": needed.grant,
+                })
+            })
+            .collect();
+        schema.insert(NEEDED_WHEN_KEY.to_owned(), serde_json::Value::Array(needed));
+    }
     Descriptor {
         name: name.to_owned(),
         version: version.to_owned(),

@@ -273,6 +273,16 @@ pub fn endpoint(access: &AwsAccess, service: &str, region: &str) -> Result<Url, 
     Url::parse(&format!("https://{host}/")).map_err(|error| error.to_string())
 }
 
+/// The name a service's requests are signed with, where it differs from
+/// the one in its host name: SES answers at `email.REGION.amazonaws.com`
+/// and signs as `ses`.
+pub fn signing_name(service: &str) -> &str {
+    match service {
+        "email" => "ses",
+        other => other,
+    }
+}
+
 /// The region a service's requests are signed in: `us-east-1` for the
 /// global services, else the request's.
 pub fn signing_region<'a>(service: &str, region: &'a str) -> &'a str {
@@ -360,7 +370,7 @@ pub async fn send(
         _ => sigv4::payload_hash(b""),
     };
     let scope = sigv4::Scope {
-        service: &request.service,
+        service: signing_name(&request.service),
         region: signing_region(&request.service, &request.region),
         time: std::time::SystemTime::now(),
     };
@@ -603,6 +613,13 @@ mod tests {
         );
         assert_eq!(signing_region("route53", "eu-west-1"), "us-east-1");
         assert_eq!(signing_region("s3", "eu-west-1"), "eu-west-1");
+        // SES: its host says `email`, its signatures say `ses`.
+        assert_eq!(
+            at("email", "eu-west-1"),
+            "https://email.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(signing_name("email"), "ses");
+        assert_eq!(signing_name("route53"), "route53");
         assert!(endpoint(&aws, "evil.com/#", "us-east-1").is_err());
         assert!(endpoint(&aws, "s3", "x.evil.com").is_err());
         let emulator = AwsAccess {
