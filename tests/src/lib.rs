@@ -38,6 +38,9 @@ pub use kube::KubeEmulator;
 
 pub mod process;
 
+pub mod postgres;
+pub use postgres::Postgres;
+
 pub mod prometheus;
 pub use prometheus::Prometheus;
 

@@ -491,3 +491,143 @@ async fn the_aws_cli_reaches_moto_with_credentials_given_as_secrets_only() {
         .unwrap_or_else(|_| panic!("{outputs:?}"));
     assert!(regions > 10, "{outputs:?}");
 }
+
+/// An alembic project under `folder/db`: two revisions, `001` makes
+/// `orders`, `002` adds its `status` column; the database is
+/// `$DATABASE_URL`.
+fn alembic_project(folder: &Path) -> std::path::PathBuf {
+    let db = folder.join("db");
+    std::fs::create_dir_all(db.join("migrations/versions")).unwrap();
+    std::fs::write(
+        db.join("alembic.ini"),
+        "[alembic]\nscript_location = migrations\n",
+    )
+    .unwrap();
+    std::fs::write(
+        db.join("migrations/env.py"),
+        "import os\nfrom alembic import context\nfrom sqlalchemy import create_engine, pool\n\nengine = create_engine(os.environ['DATABASE_URL'], poolclass=pool.NullPool)\nwith engine.connect() as connection:\n    context.configure(connection=connection, target_metadata=None)\n    with context.begin_transaction():\n        context.run_migrations()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        db.join("migrations/versions/001_orders.py"),
+        "from alembic import op\nimport sqlalchemy as sa\n\nrevision = '001'\ndown_revision = None\n\ndef upgrade():\n    op.create_table('orders', sa.Column('id', sa.Integer, primary_key=True))\n\ndef downgrade():\n    op.drop_table('orders')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        db.join("migrations/versions/002_status.py"),
+        "from alembic import op\nimport sqlalchemy as sa\n\nrevision = '002'\ndown_revision = '001'\n\ndef upgrade():\n    op.add_column('orders', sa.Column('status', sa.Text, server_default='new'))\n\ndef downgrade():\n    op.drop_column('orders', 'status')\n",
+    )
+    .unwrap();
+    db
+}
+
+/// The columns of `orders`, in order.
+fn order_columns(postgres: &runbook_testenv::Postgres) -> String {
+    postgres.sql(
+        "select coalesce(string_agg(column_name, ',' order by ordinal_position), '') from information_schema.columns where table_name = 'orders'",
+    )
+}
+
+#[tokio::test]
+async fn alembic_migrates_a_real_database_and_the_rollback_downgrades_it_to_where_it_was() {
+    let postgres = tokio::task::spawn_blocking(runbook_testenv::Postgres::start)
+        .await
+        .unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let db = alembic_project(folder.path());
+    // The database stands at `001`, as production did before this release.
+    let url = postgres.url();
+    let setup = std::process::Command::new("/usr/bin/alembic")
+        .args(["-c", "alembic.ini", "upgrade", "001"])
+        .current_dir(&db)
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("alembic is installed (scripts/install-services installs Debian's `alembic`)");
+    assert!(setup.status.success(), "{}", text(&setup));
+    assert_eq!(order_columns(&postgres), "id");
+
+    let port = postgres.port;
+    let body = |then_fail: bool| {
+        format!(
+            r#"[runbook]
+name = "migrations"
+on_failure = "rollback"
+
+[[steps]]
+id = "current"
+uses = "command"
+with.program = "{psql}"
+with.args = ["-X", "-At", "-d", "{url}", "-c", "select version_num from alembic_version"]
+grants.command = [{{ program = "{psql}", args = ["-X", "-At", "-d", "*", "-c", "select version_num from alembic_version"], connect = [{port}] }}]
+
+[[steps]]
+id = "migrate"
+uses = "command"
+with.program = "/usr/bin/alembic"
+with.args = ["-c", "alembic.ini", "upgrade", "head"]
+with.dir = "{db}"
+with.env = {{ DATABASE_URL = "${{{{ secrets.database_url }}}}" }}
+with.rollback = {{ program = "/usr/bin/alembic", args = ["-c", "alembic.ini", "downgrade", "${{{{ steps.current.outputs.stdout }}}}"], dir = "{db}", env = {{ DATABASE_URL = "${{{{ secrets.database_url }}}}" }} }}
+grants.secrets = ["database_url"]
+grants.command = [
+  {{ program = "/usr/bin/alembic", args = ["-c", "alembic.ini", "upgrade", "head"], read = ["{db}"], connect = [{port}] }},
+  {{ program = "/usr/bin/alembic", args = ["-c", "alembic.ini", "downgrade", "*"], read = ["{db}"], connect = [{port}] }},
+]
+
+[[steps]]
+id = "smoke"
+uses = "command"
+with.program = "/bin/sh"
+with.args = ["-c", "exit {code}"]
+grants.command = [{{ program = "/bin/sh", args = ["-c", "*"] }}]
+"#,
+            db = db.display(),
+            psql = runbook_testenv::Postgres::psql_program().display(),
+            code = u8::from(then_fail),
+        )
+    };
+    let options = || RunOptions {
+        secrets: [("database_url".to_owned(), url.clone())].into(),
+        ..RunOptions::default()
+    };
+
+    // A release whose smoke test fails: the migration ran, then the
+    // rollback put the schema back to `001`.
+    let finished = run(&body(true), options()).await;
+    assert_eq!(
+        finished.step("current").2["stdout"],
+        "001",
+        "{}",
+        finished.log()
+    );
+    assert_eq!(
+        finished.step("migrate").0,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert!(finished.report.rolled_back, "{}", finished.log());
+    assert_eq!(
+        postgres.sql("select version_num from alembic_version"),
+        "001"
+    );
+    assert_eq!(order_columns(&postgres), "id");
+    assert!(
+        !finished.log().contains(&url),
+        "the URL is a secret: redacted"
+    );
+
+    // A good release leaves the schema at `002`.
+    let finished = run(&body(false), options()).await;
+    assert_eq!(
+        finished.report.status,
+        Status::Succeeded,
+        "{}",
+        finished.log()
+    );
+    assert_eq!(
+        postgres.sql("select version_num from alembic_version"),
+        "002"
+    );
+    assert_eq!(order_columns(&postgres), "id,status");
+}
