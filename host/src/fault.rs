@@ -25,7 +25,24 @@ pub fn point(_name: &'static str) -> std::io::Result<()> {
 /// Passes a failpoint: `Ok` unless a test asked for a failure here.
 #[cfg(feature = "failpoints")]
 pub fn point(name: &'static str) -> std::io::Result<()> {
-    armed::point(name)
+    armed::hit(name, true)
+}
+
+/// Passes a place where the machine, not a write, can fail (a kernel
+/// without Landlock): `Ok` unless a test asked for a failure here. Not
+/// traced: the sweeps break every durable write, and this is none.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn machine(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Passes a place where the machine, not a write, can fail (a kernel
+/// without Landlock): `Ok` unless a test asked for a failure here. Not
+/// traced: the sweeps break every durable write, and this is none.
+#[cfg(feature = "failpoints")]
+pub fn machine(name: &'static str) -> std::io::Result<()> {
+    armed::hit(name, false)
 }
 
 /// Whether this build has failpoints.
@@ -90,7 +107,7 @@ mod armed {
         })
     }
 
-    pub(super) fn point(name: &'static str) -> std::io::Result<()> {
+    pub(super) fn hit(name: &'static str, traced: bool) -> std::io::Result<()> {
         static HITS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
         let config = config();
         if config.rules.is_empty() && config.trace.is_none() {
@@ -102,7 +119,8 @@ mod armed {
             *count += 1;
             *count
         };
-        if let Some(trace) = &config.trace
+        if traced
+            && let Some(trace) = &config.trace
             && let Ok(mut file) = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

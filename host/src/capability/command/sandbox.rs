@@ -137,7 +137,7 @@ pub fn landlock_available() -> Result<(), String> {
     use landlock::{
         ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
     };
-    if let Err(error) = crate::fault::point("landlock.detect") {
+    if let Err(error) = crate::fault::machine("landlock.detect") {
         return Err(format!("Landlock could not be checked: {error}"));
     }
     Ruleset::default()
