@@ -49,6 +49,9 @@ pub mod traffic;
 pub mod slow_rds;
 pub use slow_rds::SlowRds;
 
+pub mod ecs_rollout;
+pub use ecs_rollout::EcsRollout;
+
 pub mod registry;
 pub use registry::Registry;
 

@@ -77,7 +77,9 @@ impl Drop for SlowRds {
     }
 }
 
-async fn forward(upstream: &str, request: &Request) -> std::io::Result<(u16, String)> {
+/// Sends `request` to moto at `upstream` (`127.0.0.1:PORT`) and reads its
+/// whole answer: the status and the body.
+pub(crate) async fn forward(upstream: &str, request: &Request) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(upstream).await?;
     let mut head = format!("{} {}", request.method, request.path);
     if let Some(query) = &request.query {

@@ -34,6 +34,9 @@ pub fn plugins_table() -> String {
         "lb-weights",
         "command",
         "dns-record",
+        "ecs-deploy",
+        "lambda-alias",
+        "static-site",
     ] {
         let path = runbook_testenv::plugin_path(name);
         table.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
