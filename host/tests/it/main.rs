@@ -2,6 +2,7 @@
 //! the smoke-test plugin against a real local HTTP server, the runbook
 //! format's diagnostics, and the `runbook` binary as an operator uses it.
 
+mod apply;
 mod architecture;
 mod audit;
 mod aws;

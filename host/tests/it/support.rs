@@ -28,6 +28,7 @@ pub fn plugins_table() -> String {
         "canary-shift",
         "k8s-job",
         "k8s-read",
+        "k8s-apply",
         "rds-snapshot",
         "registry-push",
         "rounds",

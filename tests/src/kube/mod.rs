@@ -1,12 +1,14 @@
 //! A Kubernetes API-server emulator on loopback: no Kubernetes API server
 //! can run on the test machines, so this one implements the parts of the
 //! real HTTP API that `runbook`'s kube capability and `kubectl` use —
-//! discovery, get/list/create/replace/patch/delete, `dryRun=All`, watch
-//! from a resourceVersion, conflicts on a stale resourceVersion — and
-//! controllers that progress Deployment and StatefulSet rollouts and run
-//! Jobs. It speaks plain HTTP without authentication.
+//! discovery, get/list/create/replace/patch/delete, server-side apply
+//! with `managedFields`, `dryRun=All`, watch from a resourceVersion,
+//! conflicts on a stale resourceVersion — and controllers that progress
+//! Deployment and StatefulSet rollouts and run Jobs. It speaks plain HTTP
+//! without authentication.
 
 pub mod controller;
+pub mod fields;
 pub mod patch;
 pub mod resources;
 pub mod store;
@@ -378,6 +380,10 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
                 parsed_body().and_then(|object| store.replace(target.resource, namespace, name, object, dry_run))
             }
             (&Method::PATCH, Some(name)) => match PatchFormat::from_content_type(&content_type) {
+                Some(PatchFormat::Apply) => parsed_body().and_then(|body| {
+                    let manager = params.get("fieldManager").map_or("", String::as_str);
+                    store.apply(target.resource, namespace, name, &body, manager, dry_run)
+                }),
                 Some(format) => parsed_body().and_then(|patch| {
                     let patch = if target.subresource.as_deref() == Some("status") {
                         serde_json::json!({"status": patch.get("status").cloned().unwrap_or(Value::Null)})

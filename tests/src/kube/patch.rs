@@ -54,7 +54,7 @@ pub fn apply(format: PatchFormat, target: &mut Value, patch: &Value) -> Result<(
 
 /// The key that identifies an element of a list of objects, when every
 /// element has one.
-fn merge_key(elements: &[Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(elements: &[Value]) -> Option<&'static str> {
     ["name", "containerPort", "port", "mountPath", "ip"]
         .into_iter()
         .find(|key| {

@@ -2,8 +2,10 @@
 //! one resourceVersion counter for everything (as etcd has), a history of
 //! changes so that a watch can start from any resourceVersion, and the
 //! API's rules: `AlreadyExists`, `NotFound`, `Conflict` on a stale
-//! resourceVersion, generation bumps on spec changes, `dryRun=All`.
+//! resourceVersion, generation bumps on spec changes, `dryRun=All`, and
+//! server-side apply with its field ownership ([`super::fields`]).
 
+use super::fields;
 use super::patch::{self, PatchFormat};
 use super::resources::Resource;
 use serde_json::{Map, Value, json};
@@ -306,6 +308,53 @@ impl Store {
         self.store_update(resource, namespace, name, current, patched, dry_run)
     }
 
+    /// Server-side apply (`application/apply-patch+yaml`) by `manager`:
+    /// creates the object when it is missing; otherwise removes what
+    /// `manager` applied before and applies no longer (unless another
+    /// applier owns it), merges the configuration in, and records in
+    /// `metadata.managedFields` what `manager` now owns.
+    pub fn apply(
+        &mut self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        body: &Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if manager.is_empty() {
+            return Err(ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            });
+        }
+        if let Some(stated) = body.pointer("/metadata/name").and_then(Value::as_str)
+            && stated != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({stated}) does not match the name on the URL ({name})"
+            )));
+        }
+        let applied = fields::applied_config(body);
+        let owned = fields::field_set(&applied);
+        let api_version = resource.api_version();
+        let Ok(current) = self.get(resource, namespace, name) else {
+            let mut object = applied;
+            metadata(&mut object).insert("name".into(), json!(name));
+            fields::record(&mut object, manager, &api_version, owned, &now());
+            return self.create(resource, namespace, object, dry_run);
+        };
+        self.check_revision(resource, name, body, &current)?;
+        let (previous, others) = fields::owned(&current, manager);
+        let others: Vec<&fields::FieldSet> = others.iter().collect();
+        let mut object = current.clone();
+        fields::remove_dropped(&mut object, &previous, Some(&owned), &others);
+        patch::strategic_merge(&mut object, &applied);
+        fields::record(&mut object, manager, &api_version, owned, &now());
+        self.store_update(resource, namespace, name, current, object, dry_run)
+    }
+
     /// Deletes an object and returns it.
     pub fn delete(
         &mut self,
@@ -440,6 +489,12 @@ impl Store {
                     metadata(&mut object).remove(field);
                 }
             }
+        }
+        // Managed fields left out of an update stay as they were.
+        if object.pointer("/metadata/managedFields").is_none()
+            && let Some(managed) = current.pointer("/metadata/managedFields")
+        {
+            metadata(&mut object).insert("managedFields".into(), managed.clone());
         }
         if current.get("status").is_some() && object.get("status") != current.get("status") {
             object["status"] = current["status"].clone();
