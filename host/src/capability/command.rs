@@ -205,6 +205,13 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
         }
     };
     let confinement = running.confinement.clone();
+    let guard = Guard {
+        record: Some(record),
+        granted,
+        group: running.group,
+        cgroup: running.cgroup.take(),
+        confinement: confinement.clone(),
+    };
     let mut stdin = running.child.stdin.take();
     let stdout = running.child.stdout.take();
     let stderr = running.child.stderr.take();
@@ -218,7 +225,6 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
     };
     let kept_out = std::sync::Mutex::new(Kept::default());
     let kept_err = std::sync::Mutex::new(Kept::default());
-    let (group, cgroup) = (running.group, running.cgroup.take());
     let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
     let waited = async {
         let ended = tokio::select! {
@@ -228,7 +234,7 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
         };
         // Whatever it left behind ends with it: the pipes close, and no
         // process outlives its step.
-        sandbox::kill_all(group, cgroup.as_ref());
+        guard.kill();
         let _ = ended_tx.send(true);
         ended
     };
@@ -251,7 +257,6 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
         Ended::Exited(ref status) => status.as_ref().ok().copied(),
         Ended::Deadline | Ended::Cancelled => running.child.wait().await.ok(),
     };
-    drop(cgroup);
     let elapsed = started.elapsed();
     let (exit_code, signal) = match status {
         Some(status) => {
@@ -275,7 +280,7 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
     match ended {
         Ended::Deadline => {
             let why = format!("{outcome_text}; stopped at its deadline");
-            record.finish(granted, why, false);
+            guard.finish(why, false);
             let limit = timeout.map_or_else(
                 || "the step's timeout".to_owned(),
                 |timeout| humantime::format_duration(timeout).to_string(),
@@ -285,16 +290,12 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
             )));
         }
         Ended::Cancelled => {
-            record.finish(
-                granted,
-                format!("{outcome_text}; stopped by the operator"),
-                false,
-            );
+            guard.finish(format!("{outcome_text}; stopped by the operator"), false);
             return Err(PluginError::Cancelled);
         }
         Ended::Exited(_) => {}
     }
-    record.finish(granted, outcome_text, exit_code == Some(0));
+    guard.finish(outcome_text, exit_code == Some(0));
     Ok(Outcome {
         exit_code,
         signal,
@@ -303,6 +304,48 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
         truncated: out_cut || err_cut,
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// A started program while the host function waits for it. If the call is
+/// dropped before its end (the step's deadline or a cancellation caught
+/// outside this function), every process the program started is killed and
+/// the run is recorded all the same: the audit log misses no program.
+struct Guard<'a> {
+    record: Option<super::Call<'a>>,
+    granted: Option<String>,
+    group: Option<rustix::process::Pid>,
+    cgroup: Option<sandbox::Cgroup>,
+    confinement: String,
+}
+
+impl Guard<'_> {
+    /// Kills every process the program started.
+    fn kill(&self) {
+        sandbox::kill_all(self.group, self.cgroup.as_ref());
+    }
+
+    /// Records how the run ended.
+    fn finish(mut self, outcome: String, ok: bool) {
+        if let Some(record) = self.record.take() {
+            record.finish(self.granted.take(), outcome, ok);
+        }
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(record) = self.record.take() {
+            record.finish(
+                self.granted.take(),
+                format!(
+                    "stopped with its step (cancelled or out of time): it and every process it started were killed; {}",
+                    self.confinement
+                ),
+                false,
+            );
+        }
+    }
 }
 
 /// How the wait for a program ended.

@@ -631,3 +631,84 @@ grants.command = [{{ program = "/bin/sh", args = ["-c", "*"] }}]
     );
     assert_eq!(order_columns(&postgres), "id,status");
 }
+
+#[tokio::test]
+async fn ctrl_c_while_a_program_runs_kills_it_and_all_it_started() {
+    let marker = format!("interrupted-{}", std::process::id());
+    let started = tempfile::tempdir().unwrap();
+    let flag = started.path().join("started");
+    let script = format!(
+        "sleep 300 & touch {flag}; sleep 300 # {marker}",
+        flag = flag.display()
+    );
+    let body = one_step(
+        "/bin/sh",
+        &format!("[\"-c\", {}]", toml_string(&script)),
+        &format!(
+            "args = [\"-c\", \"*\"], write = [\"{}\"]",
+            started.path().display()
+        ),
+        "",
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let trigger = cancel.clone();
+    let interrupt = async move {
+        while !flag.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        trigger.cancel();
+    };
+    let options = RunOptions {
+        cancel: Some(cancel),
+        ..RunOptions::default()
+    };
+    let began = std::time::Instant::now();
+    let (finished, ()) = tokio::join!(run(&body, options), interrupt);
+    assert_eq!(
+        finished.step("cmd").0,
+        Status::Cancelled,
+        "{}",
+        finished.log()
+    );
+    assert!(began.elapsed() < std::time::Duration::from_secs(60));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!alive(&marker), "a process outlived the interrupt");
+    let (_, outcome, ok) = &calls(&finished, "command")[0];
+    assert!(!ok && outcome.contains("stopped"), "{outcome}");
+    assert!(
+        outcome.contains("killed") || outcome.contains("operator"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn audit_lists_each_command_grant_beside_the_others() {
+    let runbook = TestRunbook::new(&one_step(
+        "/usr/bin/env",
+        "[\"true\"]",
+        "args = [\"true\", \"**\"], connect = [5432]",
+        "grants.http = [\"http://127.0.0.1:9\"]",
+    ));
+    let file = runbook.path.display().to_string();
+    let text_report = runbook_cli(&["audit", &file]);
+    let said = text(&text_report);
+    assert!(
+        said.contains("command: /usr/bin/env true ** (connect 5432)"),
+        "{said}"
+    );
+    let markdown = text(&runbook_cli(&["audit", &file, "--output", "markdown"]));
+    assert!(markdown.contains("| grants command |"), "{markdown}");
+    assert!(
+        markdown.contains("`/usr/bin/env true ** (connect 5432)`"),
+        "{markdown}"
+    );
+    let json = runbook_cli(&["audit", &file, "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", text(&json)));
+    assert!(
+        report
+            .to_string()
+            .contains("/usr/bin/env true ** (connect 5432)"),
+        "{report}"
+    );
+}
