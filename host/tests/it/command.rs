@@ -7,7 +7,7 @@
 //! eating memory) is contained, and every run is an audit record.
 
 use crate::support::{RunOptions, TestRunbook, run, run_file, runbook_cli, runtime, text};
-use runbook::events::{EventKind, Status};
+use runbook::events::Status;
 use std::path::Path;
 
 /// A runbook whose one step `id` runs `program` with `args` (TOML arrays
@@ -19,21 +19,13 @@ fn one_step(program: &str, args: &str, grant: &str, extra: &str) -> String {
     )
 }
 
-/// The audit records (capability calls) of `capability` in a run.
+/// The audit records (capability calls) of `capability` in a run: what
+/// each asked, what came of it, and whether it did what was asked.
 fn calls(finished: &crate::support::Finished, capability: &str) -> Vec<(String, String, bool)> {
     finished
-        .events
-        .iter()
-        .filter_map(|(event, _)| match &event.kind {
-            EventKind::CapabilityCall {
-                capability: called,
-                requested,
-                outcome,
-                ok,
-                ..
-            } if called == capability => Some((requested.clone(), outcome.clone(), *ok)),
-            _ => None,
-        })
+        .calls(capability)
+        .into_iter()
+        .map(|call| (call.requested, call.outcome, call.ok))
         .collect()
 }
 

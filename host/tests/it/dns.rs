@@ -4,7 +4,7 @@
 //! and sends nothing; a call outside `grants.aws` is denied and recorded.
 
 use crate::support::{RunOptions, TestRunbook, run};
-use runbook::events::{Decision, EventKind, Status};
+use runbook::events::{Decision, Status};
 use runbook_testenv::Moto;
 
 /// The first `<tag>` text of an XML reply.
@@ -115,26 +115,6 @@ fn values(list: &[&str]) -> Vec<String> {
     list.iter().map(|value| (*value).to_owned()).collect()
 }
 
-/// The `aws` calls of a run whose `requested` names `action`, with how
-/// each was decided.
-fn aws_calls(finished: &crate::support::Finished, action: &str) -> Vec<Decision> {
-    finished
-        .events
-        .iter()
-        .filter_map(|(event, _)| match &event.kind {
-            EventKind::CapabilityCall {
-                capability,
-                requested,
-                decision,
-                ..
-            } if capability == "aws" && requested.contains(&format!(":{action} ")) => {
-                Some(*decision)
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_new_record_is_created_and_waited_for_until_route53_serves_it() {
     let zone = new_zone().await;
@@ -154,11 +134,11 @@ async fn a_new_record_is_created_and_waited_for_until_route53_serves_it() {
     // Signed REST-XML calls: the read, the change, and at least one
     // GetChange after the journaled wait.
     assert_eq!(
-        aws_calls(&finished, "ChangeResourceRecordSets"),
+        finished.aws_decisions("ChangeResourceRecordSets"),
         [Decision::Allowed]
     );
     assert!(
-        !aws_calls(&finished, "GetChange").is_empty(),
+        !finished.aws_decisions("GetChange").is_empty(),
         "{}",
         finished.log()
     );
@@ -173,7 +153,7 @@ async fn a_new_record_is_created_and_waited_for_until_route53_serves_it() {
     assert_eq!(status, Status::Succeeded, "{summary}");
     assert_eq!(summary, "api.example.com. A already 192.0.2.10 (ttl 60)");
     assert_eq!(outputs["change_id"], "");
-    assert!(aws_calls(&again, "ChangeResourceRecordSets").is_empty());
+    assert!(again.aws_decisions("ChangeResourceRecordSets").is_empty());
 }
 
 #[tokio::test]
@@ -284,9 +264,13 @@ async fn a_change_outside_the_grant_is_denied_recorded_and_never_sent() {
         "{summary}"
     );
     // The read was made; the change was denied and recorded as such.
-    assert!(aws_calls(&finished, "ListResourceRecordSets").contains(&Decision::Allowed));
+    assert!(
+        finished
+            .aws_decisions("ListResourceRecordSets")
+            .contains(&Decision::Allowed)
+    );
     assert_eq!(
-        aws_calls(&finished, "ChangeResourceRecordSets"),
+        finished.aws_decisions("ChangeResourceRecordSets"),
         [Decision::Denied]
     );
     assert_eq!(zone.record("api.example.com."), None);

@@ -7,7 +7,7 @@
 //! is denied and recorded.
 
 use crate::support::{RunOptions, TestRunbook, aws_at, run};
-use runbook::events::{Decision, EventKind, Status};
+use runbook::events::{Decision, Status};
 use runbook_testenv::ecs_rollout::{CIRCUIT_BREAKER_REASON, Rollout};
 use runbook_testenv::{EcsRollout, Moto};
 use serde_json::json;
@@ -92,26 +92,6 @@ fn runbook(image: &str, with: &str, actions: &str) -> String {
 
 fn through(proxy: &EcsRollout) -> RunOptions {
     aws_at(&proxy.url)
-}
-
-/// The `aws` calls of a run whose `requested` names `action`, with how
-/// each was decided.
-fn aws_calls(finished: &crate::support::Finished, action: &str) -> Vec<Decision> {
-    finished
-        .events
-        .iter()
-        .filter_map(|(event, _)| match &event.kind {
-            EventKind::CapabilityCall {
-                capability,
-                requested,
-                decision,
-                ..
-            } if capability == "aws" && requested.contains(&format!(":{action} ")) => {
-                Some(*decision)
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// How many times the proxy forwarded `action`.
@@ -334,8 +314,12 @@ async fn an_update_outside_the_grant_is_denied_recorded_and_never_sent() {
         summary.contains("action `UpdateService` is not granted"),
         "{summary}"
     );
-    assert!(aws_calls(&finished, "DescribeServices").contains(&Decision::Allowed));
-    assert_eq!(aws_calls(&finished, "UpdateService"), [Decision::Denied]);
+    assert!(
+        finished
+            .aws_decisions("DescribeServices")
+            .contains(&Decision::Allowed)
+    );
+    assert_eq!(finished.aws_decisions("UpdateService"), [Decision::Denied]);
     let on = tokio::task::spawn_blocking(move || running(&moto))
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 //! failure each put the alias back as it was; `plan` says the shift and
 //! publishes nothing; a call outside `grants.aws` is denied.
 
-use crate::support::{Finished, RunOptions, TestRunbook, run};
+use crate::support::{RunOptions, TestRunbook, run};
 use runbook::events::{Decision, EventKind, Status};
 use runbook_testenv::Moto;
 use runbook_testenv::moto::lambda_at;
@@ -171,26 +171,6 @@ impl Watch {
     }
 }
 
-/// The `aws` calls of a run whose `requested` names `action`, with how
-/// each was decided.
-fn aws_calls(finished: &Finished, action: &str) -> Vec<Decision> {
-    finished
-        .events
-        .iter()
-        .filter_map(|(event, _)| match &event.kind {
-            EventKind::CapabilityCall {
-                capability,
-                requested,
-                decision,
-                ..
-            } if capability == "aws" && requested.contains(&format!(":{action} ")) => {
-                Some(*decision)
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_run_publishes_a_version_and_moves_the_alias_onto_it_stage_by_stage() {
     let function = new_function().await;
@@ -326,7 +306,7 @@ async fn an_interrupt_during_a_hold_puts_the_alias_back() {
     );
     assert_eq!(function.routing(), routing("1", json!({})));
     // A given version is taken as it is, not published.
-    assert!(aws_calls(&finished, "PublishVersion").is_empty());
+    assert!(finished.aws_decisions("PublishVersion").is_empty());
 }
 
 #[tokio::test]
@@ -365,7 +345,7 @@ async fn a_breach_of_the_analysis_puts_the_alias_back_and_fails_the_step() {
     );
     // The 10% stage, then back: 50% was never reached.
     assert_eq!(
-        aws_calls(&finished, "UpdateAlias"),
+        finished.aws_decisions("UpdateAlias"),
         [Decision::Allowed, Decision::Allowed]
     );
     assert!(!finished.log().contains("at 50%"), "{}", finished.log());
@@ -390,7 +370,7 @@ async fn a_code_sha256_guard_publishes_only_the_code_it_names() {
         summary.contains(&format!("has code sha256 {latest}, not the {other}")),
         "{summary}"
     );
-    assert!(aws_calls(&finished, "PublishVersion").is_empty());
+    assert!(finished.aws_decisions("PublishVersion").is_empty());
     assert_eq!(function.versions(), ["$LATEST", "1"]);
 
     let finished = run(&runbook(&with(latest.as_str()), GRANT), function.options()).await;
@@ -437,9 +417,13 @@ async fn publishing_outside_the_grant_is_denied_and_changes_nothing() {
         summary.contains("action `PublishVersion` is not granted"),
         "{summary}"
     );
-    assert!(aws_calls(&finished, "GetAlias").contains(&Decision::Allowed));
-    assert_eq!(aws_calls(&finished, "PublishVersion"), [Decision::Denied]);
-    assert!(aws_calls(&finished, "UpdateAlias").is_empty());
+    assert!(
+        finished
+            .aws_decisions("GetAlias")
+            .contains(&Decision::Allowed)
+    );
+    assert_eq!(finished.aws_decisions("PublishVersion"), [Decision::Denied]);
+    assert!(finished.aws_decisions("UpdateAlias").is_empty());
     assert_eq!(function.versions(), ["$LATEST", "1"]);
     assert_eq!(function.routing(), routing("1", json!({})));
 }

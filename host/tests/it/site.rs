@@ -6,7 +6,7 @@
 //! nothing; an ungranted action and a bucket without versions are refused.
 
 use crate::support::{Finished, RunOptions, TestRunbook, aws_at, plan_with_aws, run_file, runtime};
-use runbook::events::{Decision, EventKind, Status};
+use runbook::events::{Decision, Status};
 use runbook_testenv::Moto;
 
 /// The bucket the site goes to.
@@ -118,32 +118,9 @@ fn write_files(runbook: &TestRunbook, files: &[(&str, &str)]) {
     }
 }
 
-/// The `aws` calls of a run for `action`: what each asked, and how it was
-/// decided.
-fn aws_calls(finished: &Finished, action: &str) -> Vec<(String, Decision)> {
-    finished
-        .events
-        .iter()
-        .filter_map(|(event, _)| match &event.kind {
-            EventKind::CapabilityCall {
-                capability,
-                requested,
-                decision,
-                ..
-            } if capability == "aws" && requested.contains(&format!(":{action} ")) => {
-                Some((requested.clone(), *decision))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// How each `aws` call of a run for `action` was decided.
 fn decisions(finished: &Finished, action: &str) -> Vec<Decision> {
-    aws_calls(finished, action)
-        .into_iter()
-        .map(|(_, decision)| decision)
-        .collect()
+    finished.aws_decisions(action)
 }
 
 #[tokio::test]
@@ -176,9 +153,10 @@ async fn every_file_is_uploaded_with_its_content_type_and_then_only_a_changed_on
     assert_eq!(outputs["invalidation"], "", "{outputs:?}");
     assert_eq!(decisions(&finished, "PutObject"), [Decision::Allowed; 5]);
     // Pages go up after what they link to.
-    let puts: Vec<String> = aws_calls(&finished, "PutObject")
+    let puts: Vec<String> = finished
+        .aws_calls("PutObject")
         .into_iter()
-        .map(|(requested, _)| requested)
+        .map(|call| call.requested)
         .collect();
     assert!(
         puts[3].ends_with("(PUT /site/web/about/index.html)")
@@ -241,7 +219,11 @@ async fn every_file_is_uploaded_with_its_content_type_and_then_only_a_changed_on
     );
     assert_eq!(outputs["skipped"], "4", "{outputs:?}");
     assert_eq!(
-        aws_calls(&again, "PutObject"),
+        again
+            .aws_calls("PutObject")
+            .into_iter()
+            .map(|call| (call.requested, call.decision))
+            .collect::<Vec<_>>(),
         [(
             "s3:PutObject in us-east-1 (PUT /site/web/css/app.css)".to_owned(),
             Decision::Allowed
@@ -260,7 +242,7 @@ async fn every_file_is_uploaded_with_its_content_type_and_then_only_a_changed_on
         summary,
         "s3://site/web/: 0 uploaded, 5 unchanged, 0 deleted"
     );
-    assert!(aws_calls(&unchanged, "PutObject").is_empty());
+    assert!(unchanged.aws_calls("PutObject").is_empty());
 }
 
 #[tokio::test]
@@ -462,7 +444,7 @@ async fn a_bucket_that_keeps_no_versions_is_refused_before_anything_is_uploaded(
         summary.contains("bucket `plain` does not keep object versions"),
         "{summary}"
     );
-    assert!(aws_calls(&finished, "PutObject").is_empty());
+    assert!(finished.aws_calls("PutObject").is_empty());
     assert!(site.keys_of("plain").is_empty());
 }
 

@@ -3,7 +3,7 @@
 //! event recorder, and look at what happened.
 
 use runbook::engine::{Ask, RunReport};
-use runbook::events::{Event, EventKind, EventSink, Recorder, Status};
+use runbook::events::{Decision, Event, EventKind, EventSink, Recorder, Status};
 use runbook::plugin::{PluginRuntime, RuntimeOptions};
 use runbook::run::{self, Connections, Ended, Interface, Notice, Secrets, Start};
 use runbook::runbook::Bindings;
@@ -115,6 +115,60 @@ impl Finished {
     pub fn log(&self) -> String {
         self.lines().join("\n")
     }
+
+    /// The run's calls of `capability` (its audit records), in order.
+    pub fn calls(&self, capability: &str) -> Vec<Called> {
+        self.events
+            .iter()
+            .filter_map(|(event, _)| match &event.kind {
+                EventKind::CapabilityCall {
+                    capability: called,
+                    requested,
+                    decision,
+                    outcome,
+                    ok,
+                    ..
+                } if called == capability => Some(Called {
+                    requested: requested.clone(),
+                    decision: *decision,
+                    outcome: outcome.clone(),
+                    ok: *ok,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The run's `aws` calls of `action` (`requested` is `SERVICE:ACTION in
+    /// REGION`).
+    pub fn aws_calls(&self, action: &str) -> Vec<Called> {
+        let named = format!(":{action} ");
+        self.calls("aws")
+            .into_iter()
+            .filter(|call| call.requested.contains(&named))
+            .collect()
+    }
+
+    /// How each `aws` call of `action` was decided.
+    pub fn aws_decisions(&self, action: &str) -> Vec<Decision> {
+        self.aws_calls(action)
+            .into_iter()
+            .map(|call| call.decision)
+            .collect()
+    }
+}
+
+/// One capability call of a run, as its event tells it.
+#[derive(Debug, Clone)]
+pub struct Called {
+    /// What was asked.
+    pub requested: String,
+    /// Allowed, denied or held back.
+    pub decision: Decision,
+    /// What came of it.
+    pub outcome: String,
+    /// Whether it did what was asked.
+    pub ok: bool,
 }
 
 /// Options of a test run.
