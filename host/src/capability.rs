@@ -324,7 +324,7 @@ pub struct RunAccess {
     /// The cluster connection for Kubernetes calls, when the run has one.
     pub kube: Option<Arc<kube::KubeAccess>>,
     /// How programs run: confined, or not at all, when the run has any.
-    pub command: Option<command::CommandAccess>,
+    pub command: Option<Arc<command::CommandAccess>>,
 }
 
 impl RunAccess {
@@ -400,7 +400,7 @@ pub struct StepContext {
     /// The cluster connection for Kubernetes calls, when the run has one.
     pub kube: Option<Arc<kube::KubeAccess>>,
     /// How programs run, when the run has any.
-    pub command: Option<command::CommandAccess>,
+    pub command: Option<Arc<command::CommandAccess>>,
     /// What the step recorded for its rollback before changing anything
     /// (`log.checkpoint`), shared by its attempts: the first value of a
     /// key is kept.

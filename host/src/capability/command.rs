@@ -167,12 +167,12 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
             "`plan` runs nothing: commands are recorded, not run",
         ));
     }
-    let access = context.command.clone().unwrap_or_else(CommandAccess::none);
+    let none = CommandAccess::none();
+    let access = context.command.as_deref().unwrap_or(&none);
     let confine = match &access.landlock {
         Ok(()) => true,
         Err(_) if access.allow_unconfined => false,
         Err(why) => {
-            let why = why.clone();
             return Err(record.deny(
                 format!("cannot confine the program: {why}"),
                 "command steps run only inside Landlock; on a machine without it, an operator may accept running them unconfined with `--allow-unconfined-commands` (recorded in the audit log)",

@@ -59,8 +59,8 @@ impl Connections {
     /// has no Landlock (`--allow-unconfined-commands`): each such run is
     /// recorded as unconfined in the audit log.
     pub fn allowing_unconfined_commands(mut self, allow: bool) -> Self {
-        if allow {
-            self.command = Some(CommandAccess::detect(true));
+        if let Some(access) = &mut self.command {
+            access.allow_unconfined = allow;
         }
         self
     }
@@ -88,7 +88,7 @@ pub async fn execute(
             http: runtime.http_client(),
             aws: connections.aws,
             kube: connections.kube,
-            command: connections.command,
+            command: connections.command.map(Arc::new),
         },
         cancel: options.cancel.clone(),
         abort: options.abort.clone(),
@@ -374,7 +374,7 @@ pub(super) fn dry_context(
         http: runtime.http_client(),
         aws: connections.aws.clone(),
         kube: connections.kube.clone(),
-        command: connections.command.clone(),
+        command: connections.command.clone().map(Arc::new),
     };
     let context = Arc::new(access.for_step(
         planned.id.clone(),
