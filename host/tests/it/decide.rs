@@ -7,7 +7,7 @@
 use crate::faults::{Bin, check_by_hand, counts, effects, exits, only_run, text, trace_points};
 use crate::support::TestRunbook;
 use runbook_testenv::Counter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Counted steps `one` → `two` → `three` and an `always` step `tell`;
@@ -253,10 +253,9 @@ fn another_environment_keeps_the_runbooks_policy() {
     );
 }
 
-/// `exec --env production` on a real terminal (a pseudo-terminal from
-/// `script`), where the operator first types something that is not a
-/// choice, then `answer`: how it exited, what it said, and its run.
-fn on_a_terminal(operator: &Operator, answer: &str) -> (Option<i32>, String, String) {
+/// `exec --env production` of `operator`'s runbook on a real terminal (a
+/// pseudo-terminal from `script`), its standard streams piped.
+fn on_a_pseudo_terminal(operator: &Operator) -> std::process::Child {
     let state = operator.state.display().to_string();
     // `exec`: the shell `script` starts becomes runbook, so a Ctrl-C
     // reaches runbook alone (dash, CI's /bin/sh, would otherwise wait for
@@ -266,7 +265,7 @@ fn on_a_terminal(operator: &Operator, answer: &str) -> (Option<i32>, String, Str
         env!("CARGO_BIN_EXE_runbook"),
         operator.file.path.display()
     );
-    let mut child = std::process::Command::new("script")
+    std::process::Command::new("script")
         .args(["-qec", &exec, "/dev/null"])
         .env("SHELL", "/bin/sh")
         .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
@@ -277,7 +276,14 @@ fn on_a_terminal(operator: &Operator, answer: &str) -> (Option<i32>, String, Str
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("script (util-linux) runs");
+        .expect("script (util-linux) runs")
+}
+
+/// `exec --env production` on a real terminal (a pseudo-terminal from
+/// `script`), where the operator first types something that is not a
+/// choice, then `answer`: how it exited, what it said, and its run.
+fn on_a_terminal(operator: &Operator, answer: &str) -> (Option<i32>, String, String) {
+    let mut child = on_a_pseudo_terminal(operator);
     let mut stdin = child.stdin.take().unwrap();
     let typed = format!("maybe\n{answer}\n");
     // Typed ahead, as a person may: the terminal keeps it until the
@@ -291,7 +297,7 @@ fn on_a_terminal(operator: &Operator, answer: &str) -> (Option<i32>, String, Str
     let said = text(&output);
     assert!(said.contains("What now?"), "{said}");
     assert!(said.contains("`maybe` is not a choice"), "{said}");
-    let run = only_run(Path::new(&state));
+    let run = only_run(&operator.state);
     let chosen = operator.journal(&run, "decided");
     assert_eq!(chosen.len(), 1, "{said}");
     assert_eq!(chosen[0]["how"], "terminal");
@@ -495,27 +501,7 @@ fn tokio_counter() -> Counter {
 /// exited and what the terminal showed. Fails if it does not end at once.
 fn interrupted_at(operator: &Operator, prompt: &str) -> (Option<i32>, String) {
     use std::io::{Read, Write};
-    let state = operator.state.display().to_string();
-    // `exec`: the shell `script` starts becomes runbook, so a Ctrl-C
-    // reaches runbook alone (dash, CI's /bin/sh, would otherwise wait for
-    // it, take the SIGINT itself and report 130 whatever runbook did).
-    let exec = format!(
-        "exec {} exec {} --env production --state-dir {state}",
-        env!("CARGO_BIN_EXE_runbook"),
-        operator.file.path.display()
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &exec, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .env("RUNBOOK_CACHE_DIR", crate::support::cache_dir())
-        .env("RUNBOOK_INDEX_DIR", operator.file.dir.path().join("index"))
-        .env("RUNBOOK_OPERATOR", "alice")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
+    let mut child = on_a_pseudo_terminal(operator);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     // Read what the terminal shows until the prompt is there, then press
