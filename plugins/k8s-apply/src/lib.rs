@@ -70,29 +70,31 @@ fn timeout(params: &Params) -> Duration {
         .map_or(Duration::from_secs(600), HumanDuration::get)
 }
 
-/// Whether `text` is a label value: 1 to 63 letters, digits, `-`, `_`
-/// and `.`, starting and ending with a letter or digit.
-fn is_label_value(text: &str) -> bool {
+/// Whether `text` is 1 to 63 bytes that `inner` allows, starting and
+/// ending with a letter or digit: the shape Kubernetes gives label values
+/// and RFC 1123 labels.
+fn is_short_name(text: &str, inner: impl Fn(u8) -> bool) -> bool {
     let bytes = text.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes
-            .iter()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(*byte, b'-' | b'_' | b'.'))
+        && bytes.iter().all(|byte| inner(*byte))
 }
 
-/// Whether `text` is a namespace's name (an RFC 1123 label).
+/// Whether `text` is a label value: letters, digits, `-`, `_` and `.`.
+fn is_label_value(text: &str) -> bool {
+    is_short_name(text, |byte| {
+        byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')
+    })
+}
+
+/// Whether `text` is a namespace's name (an RFC 1123 label): lower-case
+/// letters, digits and `-`.
 fn is_namespace_name(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes
-            .iter()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
+    is_short_name(text, |byte| {
+        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-'
+    })
 }
 
 fn check_params(params: &Params) -> Result<(), Error> {
