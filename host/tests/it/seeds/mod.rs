@@ -1,0 +1,229 @@
+//! The five source runbooks in `runbooks/`, end to end against the local
+//! estate (the same one `scripts/local-env` starts): each deploys to
+//! success, and each has a failure that rolls back to the state before the
+//! run, checked in the services themselves. The estate listens on fixed
+//! ports, so these tests share one and take turns.
+
+use crate::support::{Finished, RunOptions, roll_back, run_file, runtime};
+use runbook::capability::aws::AwsAccess;
+use runbook::capability::aws::sigv4::Credentials;
+use runbook::capability::kube::KubeAccess;
+use runbook::events::Status;
+use runbook_testenv::estate::{self, Estate};
+use runbook_testenv::workspace_root;
+use serde_json::Value;
+use std::sync::OnceLock;
+
+/// The estate, started once for this test binary on its own runtime.
+fn estate() -> &'static Estate {
+    static ESTATE: OnceLock<(Estate, tokio::runtime::Runtime)> = OnceLock::new();
+    &ESTATE
+        .get_or_init(|| {
+            std::thread::spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().expect("a runtime for the estate");
+                let dir = workspace_root().join("target/e2e-estate");
+                let images = workspace_root().join("runbooks/dist");
+                let estate = runtime
+                    .block_on(Estate::start(&dir, &images, vec!["1.2.4".into()]))
+                    .expect("the local estate starts (docker-registry, prometheus and moto_server are installed by scripts/test)");
+                (estate, runtime)
+            })
+            .join()
+            .expect("the estate thread")
+        })
+        .0
+}
+
+/// One runbook at a time on the shared estate.
+async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
+/// Runs `runbooks/NAME.toml` in the `local` environment at `version`,
+/// after putting the estate back as before any deploy.
+async fn deploy(name: &str, version: &str) -> Finished {
+    deploy_keeping_state(name, version, None).await
+}
+
+/// [`deploy`], keeping the run's state in `state_dir` when given.
+async fn deploy_keeping_state(
+    name: &str,
+    version: &str,
+    state_dir: Option<std::path::PathBuf>,
+) -> Finished {
+    let estate = estate();
+    estate.reset();
+    tokio::task::spawn_blocking(move || estate.wait_until_calm())
+        .await
+        .unwrap();
+    let options = RunOptions {
+        sets: vec![("version".into(), version.into())],
+        state_dir,
+        ..local_options()
+    };
+    let path = workspace_root().join(format!("runbooks/{name}.toml"));
+    run_file(&runtime(), &path, options).await
+}
+
+/// The `local` environment of the estate: its secrets, moto and the
+/// emulator.
+fn local_options() -> RunOptions {
+    let estate = estate();
+    RunOptions {
+        environment: Some("local".into()),
+        secrets: [
+            ("ADMIN_TOKEN", estate::ADMIN_TOKEN),
+            ("TEST_KEY", estate::TEST_KEY),
+            (
+                "SLACK_WEBHOOK",
+                "http://127.0.0.1:18080/hooks/local/deploys",
+            ),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect(),
+        aws: Some(AwsAccess {
+            credentials: Some(Credentials {
+                access_key_id: "local".into(),
+                secret_access_key: "local".into(),
+                session_token: None,
+            }),
+            endpoint: Some(url::Url::parse(&estate.moto.url).unwrap()),
+        }),
+        kube: Some(KubeAccess::from_file(
+            estate.kubeconfig(),
+            Some("emulator".into()),
+        )),
+        ..RunOptions::default()
+    }
+}
+
+fn image_of(namespace: &str, deployment: &str) -> String {
+    let object = estate()
+        .kube
+        .get("apps/v1", "Deployment", Some(namespace), deployment)
+        .unwrap_or_else(|| panic!("{namespace}/{deployment} exists"));
+    object["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned()
+}
+
+fn weights(api_version: &str, kind: &str, namespace: &str, name: &str, pointer: &str) -> Vec<u64> {
+    let object = estate()
+        .kube
+        .get(api_version, kind, Some(namespace), name)
+        .unwrap();
+    object
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .map(|entry| entry["weight"].as_u64().unwrap())
+        .collect()
+}
+
+/// Stable and canary weights of RISKCAST's VirtualService.
+fn riskcast_traffic() -> Vec<u64> {
+    weights(
+        "networking.istio.io/v1",
+        "VirtualService",
+        "riskcast-prod",
+        "riskcast-api",
+        "/spec/http/0/route",
+    )
+}
+
+/// Stable and canary weights of RastUp's HTTPRoute.
+fn rastup_traffic() -> Vec<u64> {
+    weights(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "rastup-prod",
+        "rastup-api",
+        "/spec/rules/0/backendRefs",
+    )
+}
+
+/// Blue and green weights of StoneCaster's VirtualService.
+fn stonecaster_traffic() -> Vec<u64> {
+    weights(
+        "networking.istio.io/v1",
+        "VirtualService",
+        "stonecaster",
+        "stonecaster",
+        "/spec/http/0/route",
+    )
+}
+
+fn flag(key: &str) -> u64 {
+    estate().sample.state().flags[key]["percentage"]
+        .as_u64()
+        .unwrap()
+}
+
+fn last_message() -> String {
+    let posted = estate().sample.state().webhooks;
+    posted
+        .last()
+        .map(|message| message["text"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// What the registry has under `repository:tag`, by asking it directly.
+async fn tag_digest(repository: &str, tag: &str) -> Option<String> {
+    let url = format!(
+        "{}/v2/{repository}/manifests/{tag}",
+        estate().registry.url()
+    );
+    let response = reqwest::Client::new()
+        .head(url)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    response.status().is_success().then(|| {
+        response.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    })
+}
+
+fn assert_every_step(finished: &Finished, allowed: &[Status]) {
+    for (event, _) in &finished.events {
+        if let runbook::events::EventKind::StepFinished {
+            status, summary, ..
+        } = &event.kind
+        {
+            assert!(
+                allowed.contains(status),
+                "{:?} {status:?}: {summary}\n{}",
+                event.step,
+                finished.log()
+            );
+        }
+    }
+}
+
+/// Whether moto holds an available RDS snapshot `identifier`.
+fn snapshot_exists(identifier: &str) -> bool {
+    runbook_testenv::moto::query_at(
+        &estate().moto.url,
+        "rds",
+        "2014-10-31",
+        "DescribeDBSnapshots",
+        &[("DBSnapshotIdentifier", identifier)],
+    )
+    .contains("<Status>available</Status>")
+}
+
+mod api_platform;
+mod doc_0020;
+mod rastup;
+mod riskcast;
+mod stonecaster;
