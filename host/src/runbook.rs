@@ -9,6 +9,7 @@ pub mod validate;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
 pub use crate::grant::{FsGrant, StepGrants, StepId};
+use crate::runbook::model::RawPort;
 use crate::template::Template;
 pub use code::Code;
 use regex::Regex;
@@ -184,8 +185,9 @@ pub struct WrittenCommandGrant {
     pub read: Vec<String>,
     /// Paths it may write.
     pub write: Vec<String>,
-    /// TCP ports it may connect to.
-    pub connect: Vec<u16>,
+    /// TCP ports it may connect to, as written (rendered when the plan
+    /// is bound).
+    pub connect: Vec<RawPort>,
     /// Where the entry is in the file.
     pub at: ValuePath,
 }

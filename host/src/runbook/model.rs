@@ -329,9 +329,45 @@ pub struct RawCommandGrant {
     /// Files and folders it may write, beyond its scratch folder.
     #[serde(default)]
     pub write: Vec<String>,
-    /// TCP ports it may connect to.
+    /// TCP ports it may connect to: numbers, or templates of the
+    /// environment's values (`"${{ vars.db_port }}"`).
     #[serde(default)]
-    pub connect: Vec<u16>,
+    pub connect: Vec<RawPort>,
+}
+
+/// A port of `grants.command.connect`: `5432`, or `"${{ vars.db_port }}"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawPort {
+    /// A literal port.
+    Number(u16),
+    /// A template rendered when the plan is bound.
+    Template(String),
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPort;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a TCP port (`5432`) or a template (`\"${{ vars.db_port }}\"`)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<RawPort, E> {
+                u16::try_from(value)
+                    .map(RawPort::Number)
+                    .map_err(|_| E::custom(format!("{value} is not a TCP port (0 to 65535)")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<RawPort, E> {
+                u16::try_from(value)
+                    .map(RawPort::Number)
+                    .map_err(|_| E::custom(format!("{value} is not a TCP port (0 to 65535)")))
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawPort, E> {
+                Ok(RawPort::Template(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `grants.kube = { namespaces = ["shop"], resources = ["apps/v1/Deployment"], verbs = ["get", "patch", "watch"] }`.

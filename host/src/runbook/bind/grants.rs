@@ -7,6 +7,7 @@ use super::Plan;
 use crate::diagnostic::{Diagnostic, Diagnostics, ValuePath};
 use crate::grant::{CommandGrant, UrlGrant};
 use crate::runbook::Code;
+use crate::runbook::model::RawPort;
 use crate::runbook::{Grants, NotifyTarget, Step, StepGrants};
 use crate::template::Template;
 use std::path::PathBuf;
@@ -135,6 +136,34 @@ fn command_grant(
         );
         return None;
     }
+    let mut connect = Vec::new();
+    for (place, port) in written.connect.iter().enumerate() {
+        match port {
+            RawPort::Number(port) => connect.push(*port),
+            RawPort::Template(text) => {
+                let at = written.at.key("connect").index(place);
+                let mut text = text.clone();
+                let before = problems.0.len();
+                fill_in(plan, &mut text, &at, problems);
+                if problems.0.len() > before {
+                    sound = false;
+                    continue;
+                }
+                match text.trim().parse::<u16>() {
+                    Ok(port) if port != 0 => connect.push(port),
+                    _ => {
+                        sound = false;
+                        problems.push(
+                            Code::CommandPort
+                                .diagnostic(format!("`{text}` is not a TCP port a program can connect to"))
+                                .at(source, &at)
+                                .hint("the value must be a port from 1 to 65535, e.g. `vars.db_port = 5432`"),
+                        );
+                    }
+                }
+            }
+        }
+    }
     let (rendered, program) = program?;
     if !sound {
         return None;
@@ -145,7 +174,7 @@ fn command_grant(
         args: written.args.clone(),
         read,
         write,
-        connect: written.connect.clone(),
+        connect,
     })
 }
 
@@ -245,6 +274,24 @@ mod tests {
         assert_eq!(
             codes(bound(&runbook, Some("production"), &[])),
             ["HttpWildcard", "HttpGrant", "GrantUndefined"]
+        );
+    }
+
+    #[test]
+    fn command_ports_may_name_the_environments_variables() {
+        let runbook = with_grants(
+            "db_port = 15432\nnot_a_port = \"postgres\"",
+            "grants.command = [{ program = \"/bin/sh\", args = [], connect = [5432, \"${{ vars.db_port }}\"] }]",
+        );
+        let plan = bound(&runbook, Some("production"), &[]).unwrap();
+        assert_eq!(plan.steps[0].grants.command[0].connect, [5432, 15432]);
+        let wrong = with_grants(
+            "not_a_port = \"postgres\"",
+            "grants.command = [{ program = \"/bin/sh\", args = [], connect = [\"${{ vars.not_a_port }}\"] }]",
+        );
+        assert_eq!(
+            codes(bound(&wrong, Some("production"), &[])),
+            ["CommandPort"]
         );
     }
 

@@ -7,7 +7,7 @@ use super::is_identifier;
 use super::references::ReferenceCheck;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath, did_you_mean};
 use crate::grant::{AwsGrant, KubeGrant, VERBS};
-use crate::runbook::model::RawCommandGrant;
+use crate::runbook::model::{RawCommandGrant, RawPort};
 use crate::runbook::model::{RawGrants, RawKubeGrant};
 use crate::runbook::{Code, FsGrant, Grants, WrittenCommandGrant};
 use crate::template::Template;
@@ -40,7 +40,7 @@ pub(super) fn validate_grants(
             regions: grant.regions.clone(),
         }),
         kube,
-        command: command_grants(source, &raw.command, &at.key("command"), problems),
+        command: command_grants(check, &raw.command, &at.key("command"), problems),
     }
 }
 
@@ -49,11 +49,12 @@ pub(super) fn validate_grants(
 /// The paths are resolved when the plan is bound, where they may name the
 /// environment's values.
 fn command_grants(
-    source: &Arc<Source>,
+    check: &ReferenceCheck<'_>,
     written: &[RawCommandGrant],
     at: &ValuePath,
     problems: &mut Diagnostics,
 ) -> Vec<WrittenCommandGrant> {
+    let source = check.source;
     let mut grants = Vec::new();
     for (position, raw) in written.iter().enumerate() {
         let at = at.index(position);
@@ -86,14 +87,30 @@ fn command_grants(
             );
         }
         for (place, port) in raw.connect.iter().enumerate() {
-            if *port == 0 {
-                sound = false;
-                problems.push(
-                    Code::CommandPort
-                        .diagnostic("port 0 is not a port a program can connect to")
-                        .at(source, &at.key("connect").index(place))
-                        .hint("name the TCP port of the service, e.g. `connect = [5432]`"),
-                );
+            let at = at.key("connect").index(place);
+            match port {
+                RawPort::Number(0) => {
+                    sound = false;
+                    problems.push(
+                        Code::CommandPort
+                            .diagnostic("port 0 is not a port a program can connect to")
+                            .at(source, &at)
+                            .hint("name the TCP port of the service, e.g. `connect = [5432]`"),
+                    );
+                }
+                RawPort::Number(_) => {}
+                RawPort::Template(text) => match Template::parse(text) {
+                    Ok(template) => check.fixed_before_run().check(&template, &at, problems),
+                    Err(error) => {
+                        sound = false;
+                        problems.push(
+                            Code::Expression
+                                .diagnostic(error.message)
+                                .at(source, &at)
+                                .hint(error.hint),
+                        );
+                    }
+                },
             }
         }
         for (key, paths) in [("read", &raw.read), ("write", &raw.write)] {
