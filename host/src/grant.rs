@@ -424,8 +424,13 @@ impl KubeGrant {
 pub struct CommandGrant {
     /// The program, as the runbook wrote it (rendered).
     pub written: String,
-    /// The program on the host: an absolute path.
+    /// The program on the host: an absolute path, symbolic links resolved
+    /// (what the sandbox lets it read and run).
     pub program: PathBuf,
+    /// The path that is executed: absolute, its links kept, so that a
+    /// program which dispatches on the name it was started by (Debian's
+    /// `/usr/bin/psql` → `pg_wrapper`, busybox) sees the name granted.
+    pub path: PathBuf,
     /// One pattern per argument: a literal, `*` within an argument for any
     /// text (`--revision=*`), and a last `**` for any further arguments.
     pub args: Vec<String>,
@@ -555,6 +560,7 @@ mod command_tests {
 
     fn grant(args: &[&str]) -> CommandGrant {
         CommandGrant {
+            path: PathBuf::from("/usr/bin/alembic"),
             written: "/usr/bin/alembic".into(),
             program: PathBuf::from("/usr/bin/alembic"),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),

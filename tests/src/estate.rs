@@ -11,7 +11,7 @@
 //! (Prometheus sees it), and a main deployment running one makes the health
 //! checks fail.
 
-use crate::{KubeEmulator, Moto, Prometheus, Registry, SampleService};
+use crate::{KubeEmulator, Moto, Postgres, Prometheus, Registry, SampleService};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +29,24 @@ pub mod ports {
     pub const MOTO: u16 = 15001;
     /// Prometheus.
     pub const PROMETHEUS: u16 = 19090;
+    /// PostgreSQL.
+    pub const POSTGRES: u16 = 15432;
 }
+
+/// Each runbook's database in the estate's PostgreSQL: the folder of its
+/// alembic project under `runbooks/migrations/`, the database's name, and
+/// the secret (an environment variable) that holds its URL.
+pub const DATABASES: &[(&str, &str, &str)] = &[
+    ("riskcast", "riskcast", "RISKCAST_DATABASE_URL"),
+    ("api-platform", "api_platform", "API_PLATFORM_DATABASE_URL"),
+    ("doc-0020", "ledger", "LEDGER_DATABASE_URL"),
+    ("rastup", "rastup", "RASTUP_DATABASE_URL"),
+    ("stonecaster", "stonecaster", "STONECASTER_DATABASE_URL"),
+];
+
+/// The alembic revision of every database before a deploy: the schema
+/// the workloads' 1.0.0 runs on.
+pub const INITIAL_REVISION: &str = "0001";
 
 /// The bearer token of the flag admin API.
 pub const ADMIN_TOKEN: &str = "local-admin-token";
@@ -128,6 +145,10 @@ pub struct Estate {
     pub moto: Moto,
     /// Metrics.
     pub prometheus: Prometheus,
+    /// The runbooks' databases ([`DATABASES`]).
+    pub postgres: Postgres,
+    /// The databases with an alembic project in `runbooks/migrations/`.
+    databases: Vec<&'static str>,
     /// Holds the kubeconfig and the images the runbooks push.
     pub dir: PathBuf,
     /// Versions that behave as bad releases.
@@ -331,6 +352,7 @@ impl Estate {
             ports::REGISTRY,
             ports::MOTO,
             ports::PROMETHEUS,
+            ports::POSTGRES,
         ] {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 anyhow::bail!(
@@ -341,14 +363,20 @@ impl Estate {
         let sample = Arc::new(SampleService::start_on(ports::SAMPLE, Some(TEST_KEY)).await?);
         let kube = Arc::new(KubeEmulator::start_on(ports::KUBE, Duration::from_millis(150)).await?);
         kube.write_kubeconfig(&dir.join("kubeconfig"))?;
-        let (registry, moto, prometheus) = tokio::task::spawn_blocking(|| {
-            let registry = Registry::start_on(ports::REGISTRY, None);
-            let moto = Moto::start_on(ports::MOTO, &[]);
-            let prometheus =
-                Prometheus::start_on(ports::PROMETHEUS, &[format!("127.0.0.1:{}", ports::SAMPLE)]);
-            (registry, moto, prometheus)
-        })
-        .await?;
+        let migrations = images.parent().unwrap_or(Path::new(".")).join("migrations");
+        let (registry, moto, prometheus, postgres, databases) =
+            tokio::task::spawn_blocking(move || {
+                let registry = Registry::start_on(ports::REGISTRY, None);
+                let moto = Moto::start_on(ports::MOTO, &[]);
+                let prometheus = Prometheus::start_on(
+                    ports::PROMETHEUS,
+                    &[format!("127.0.0.1:{}", ports::SAMPLE)],
+                );
+                let postgres = Postgres::start_on(ports::POSTGRES);
+                let databases = initial_databases(&postgres, &migrations);
+                (registry, moto, prometheus, postgres, databases)
+            })
+            .await?;
         let images = images.to_path_buf();
         tokio::task::spawn_blocking(move || {
             for name in IMAGES {
@@ -375,6 +403,8 @@ impl Estate {
             registry,
             moto,
             prometheus,
+            postgres,
+            databases: databases?,
             dir: dir.to_path_buf(),
             bad_versions,
             watcher,
@@ -401,6 +431,13 @@ impl Estate {
             self.kube.apply(object);
         }
         self.kube.forget_migrations();
+        for database in &self.databases {
+            self.postgres
+                .sql(&format!("drop database if exists {database} with (force)"));
+            self.postgres.sql(&format!(
+                "create database {database} template {database}_initial"
+            ));
+        }
         self.sample.update(|state| {
             state.admin_token = Some(ADMIN_TOKEN.into());
             state.healthy = true;
@@ -441,10 +478,22 @@ impl Estate {
     /// Shell lines that point `runbook` at the estate.
     pub fn environment(&self) -> String {
         format!(
-            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\n",
+            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\n{}",
             self.dir.join("kubeconfig").display(),
-            ports::SAMPLE
+            ports::SAMPLE,
+            self.database_secrets()
+                .into_iter()
+                .map(|(name, url)| format!("export {name}={url}\n"))
+                .collect::<String>()
         )
+    }
+
+    /// Each database's secret and URL (`RISKCAST_DATABASE_URL`, ...).
+    pub fn database_secrets(&self) -> Vec<(String, String)> {
+        DATABASES
+            .iter()
+            .map(|(_, database, secret)| ((*secret).to_owned(), self.postgres.url_of(database)))
+            .collect()
     }
 
     /// The kubeconfig's path.
@@ -457,6 +506,44 @@ impl Drop for Estate {
     fn drop(&mut self) {
         self.watcher.abort();
     }
+}
+
+/// Makes `NAME_initial` for every database of [`DATABASES`] whose alembic
+/// project is under `migrations`, at [`INITIAL_REVISION`] by running the
+/// project's own migrations: [`Estate::reset`] copies it to `NAME`.
+fn initial_databases(postgres: &Postgres, migrations: &Path) -> anyhow::Result<Vec<&'static str>> {
+    let mut made = Vec::new();
+    for (folder, database, _) in DATABASES {
+        let config = migrations.join(folder).join("alembic.ini");
+        if !config.exists() {
+            continue;
+        }
+        let initial = format!("{database}_initial");
+        postgres.sql(&format!("create database {initial}"));
+        let output = std::process::Command::new("/usr/bin/alembic")
+            .arg("-c")
+            .arg(&config)
+            .args(["upgrade", INITIAL_REVISION])
+            .env("DATABASE_URL", postgres.url_of(&initial))
+            .output()
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "/usr/bin/alembic runs ({error}): scripts/install-services installs Debian's alembic"
+                )
+            })?;
+        anyhow::ensure!(
+            output.status.success(),
+            "alembic upgrade {INITIAL_REVISION} of {}: {}",
+            config.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // A template takes no connections while it is copied.
+        postgres.sql(&format!(
+            "alter database {initial} with is_template true allow_connections false"
+        ));
+        made.push(*database);
+    }
+    Ok(made)
 }
 
 /// The RDS instances of the runbooks that snapshot before migrating.

@@ -56,8 +56,18 @@ fn as_server_user(program: &Path, args: &[String]) -> (String, Vec<String>) {
 }
 
 impl Postgres {
-    /// Makes a cluster and starts it; waits until it takes connections.
+    /// Makes a cluster and starts it on a free port; waits until it takes
+    /// connections.
     pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        Self::start_on(port)
+    }
+
+    /// [`Postgres::start`] on `port` (the local estate's fixed one).
+    pub fn start_on(port: u16) -> Self {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("runbook-postgres-")
@@ -97,10 +107,6 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&made.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port");
         let (program, args) = as_server_user(
             &bin.join("postgres"),
             &[
@@ -131,7 +137,7 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Listening comes a moment before taking connections.
-        while postgres.try_sql("select 1").is_err() {
+        while postgres.try_sql_in("postgres", "select 1").is_err() {
             assert!(
                 Instant::now() < until,
                 "PostgreSQL does not take connections"
@@ -142,7 +148,7 @@ impl Postgres {
     }
 
     /// `psql` itself, not Debian's `pg_wrapper` in front of it (which picks
-    /// a version from `/etc/postgresql`): what a command step grants.
+    /// a version from `/etc/postgresql`).
     pub fn psql_program() -> PathBuf {
         server_bin().join("psql")
     }
@@ -152,16 +158,27 @@ impl Postgres {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Runs `sql` with `psql`; its unaligned, tuples-only output.
-    pub fn sql(&self, sql: &str) -> String {
-        self.try_sql(sql)
-            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    /// The URL of `database` as the superuser.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    fn try_sql(&self, sql: &str) -> Result<String, String> {
-        let output = Command::new("psql")
+    /// Runs `sql` with `psql`; its unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    /// Runs `sql` in `database`; its unaligned, tuples-only output.
+    pub fn sql_in(&self, database: &str, sql: &str) -> String {
+        self.try_sql_in(database, sql)
+            .unwrap_or_else(|error| panic!("{sql} (in {database}): {error}"))
+    }
+
+    /// [`Postgres::sql_in`], with psql's error instead of a panic.
+    pub fn try_sql_in(&self, database: &str, sql: &str) -> Result<String, String> {
+        let output = Command::new(Self::psql_program())
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url())
+            .arg(self.url_of(database))
             .args(["-c", sql])
             .output()
             .map_err(|error| format!("psql runs: {error}"))?;

@@ -181,6 +181,7 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
     };
     let spec = sandbox::Spec {
         program: grant.program.clone(),
+        path: grant.path.clone(),
         args: invocation.args.clone(),
         env,
         dir,

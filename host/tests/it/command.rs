@@ -574,7 +574,9 @@ with.args = ["-c", "exit {code}"]
 grants.command = [{{ program = "/bin/sh", args = ["-c", "*"] }}]
 "#,
             db = db.display(),
-            psql = runbook_testenv::Postgres::psql_program().display(),
+            // Debian's `psql` is a link to `pg_wrapper`, which picks the
+            // program by the name it was started as: it must see `psql`.
+            psql = "/usr/bin/psql",
             code = u8::from(then_fail),
         )
     };

@@ -6,7 +6,7 @@
 use clap::Parser;
 use runbook_testenv::estate::{self, Estate};
 
-/// Starts the Kubernetes emulator, the registry, moto, Prometheus and the
+/// Starts the Kubernetes emulator, the registry, moto, Prometheus, PostgreSQL and the
 /// sample service on fixed loopback ports, seeded for the five runbooks.
 #[derive(Parser)]
 struct Args {
@@ -42,6 +42,15 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  service     http://127.0.0.1:{} (health, API, flags, webhooks, metrics)",
         estate::ports::SAMPLE
+    );
+    println!(
+        "  postgresql  {} (a database per runbook: {})",
+        estate.postgres.url_of(""),
+        estate::DATABASES
+            .iter()
+            .map(|(_, database, _)| *database)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("  bad releases: {}", args.bad_version.join(", "));
     println!("point runbook at it:  source {}", env_file.display());

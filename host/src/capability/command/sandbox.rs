@@ -93,8 +93,10 @@ impl Default for Limits {
 /// A program to start, and what it may touch.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    /// The program's path.
+    /// The program's path, links resolved: what Landlock lets it run.
     pub program: PathBuf,
+    /// The path executed (links kept: the name the program sees).
+    pub path: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
     /// Its whole environment.
@@ -192,7 +194,7 @@ pub fn start(spec: Spec, runtime: tokio::runtime::Handle) -> std::io::Result<Sta
                 } else {
                     "not confined (--allow-unconfined-commands)".to_owned()
                 };
-                let mut command = tokio::process::Command::new(&spec.program);
+                let mut command = tokio::process::Command::new(&spec.path);
                 command
                     .args(&spec.args)
                     .env_clear()

@@ -168,9 +168,11 @@ fn command_grant(
     if !sound {
         return None;
     }
+    let path = std::path::absolute(base.join(&rendered)).unwrap_or_else(|_| program.clone());
     Some(CommandGrant {
         written: rendered,
         program,
+        path,
         args: written.args.clone(),
         read,
         write,

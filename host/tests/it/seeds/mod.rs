@@ -82,6 +82,7 @@ fn local_options() -> RunOptions {
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .chain(estate.database_secrets())
         .collect(),
         aws: Some(AwsAccess {
             credentials: Some(Credentials {
