@@ -41,6 +41,14 @@ struct Params {
     /// Exit codes that mean success.
     #[serde(default = "success")]
     success_codes: Vec<i32>,
+    /// A regular expression its standard output must match for the step
+    /// to succeed (`alembic current` showing `\(head\)`).
+    #[serde(default)]
+    expect_stdout: Option<String>,
+    /// Outputs read from standard output: name → a regular expression
+    /// whose first group is the value (`{ revision = '^(\w+)' }`).
+    #[serde(default)]
+    outputs: BTreeMap<String, String>,
     /// The program that undoes this one, run by `rollback`.
     #[serde(default)]
     rollback: Option<Undo>,
@@ -139,6 +147,47 @@ fn check_program(path: &str, program: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `pattern` as a regular expression, or what is wrong with it at `path`.
+fn pattern(path: &str, pattern: &str) -> Result<regex::Regex, Error> {
+    regex::RegexBuilder::new(pattern)
+        .multi_line(true)
+        .build()
+        .map_err(|error| Error::invalid_param(path, format!("not a regular expression: {error}")))
+}
+
+fn check_patterns(params: &Params) -> Result<(), Error> {
+    if let Some(expected) = &params.expect_stdout
+        && !runbook_sdk::unresolved(expected)
+    {
+        pattern("expect_stdout", expected)?;
+    }
+    for (name, text) in &params.outputs {
+        let path = format!("outputs.{name}");
+        if ["exit_code", "stdout"].contains(&name.as_str()) {
+            return Err(Error::invalid_param(
+                path,
+                format!("`{name}` is an output the step always gives: name this one otherwise"),
+            ));
+        }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::invalid_param(
+                path,
+                "an output's name is letters, digits and `_`, so `steps.ID.outputs.NAME` can name it",
+            ));
+        }
+        if runbook_sdk::unresolved(text) {
+            continue;
+        }
+        if pattern(&path, text)?.captures_len() < 2 {
+            return Err(Error::invalid_param(
+                path,
+                "the value is the expression's first group: put the part to keep in parentheses, e.g. `^(\\w+)`",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_env(path: &str, env: &BTreeMap<String, String>) -> Result<(), Error> {
     for name in env.keys() {
         let valid = !name.is_empty()
@@ -162,6 +211,7 @@ impl Step for CommandStep {
     fn check(params: &Params) -> Result<(), Error> {
         check_program("program", &params.program)?;
         check_env("env", &params.env)?;
+        check_patterns(params)?;
         if params.success_codes.is_empty() {
             return Err(Error::invalid_param(
                 "success_codes",
@@ -234,14 +284,40 @@ impl Step for CommandStep {
             )));
         }
         let stdout = ran.stdout.trim_end();
-        Ok(Outcome::new(format!(
+        if let Some(expected) = &params.expect_stdout
+            && !pattern("expect_stdout", expected)?.is_match(stdout)
+        {
+            return Err(Error::failed(format!(
+                "`{}` ({}) printed what `expect_stdout` does not match (`{expected}`):\n{}",
+                run.line(),
+                ended(&ran),
+                tail(stdout, 5)
+            )));
+        }
+        let mut outcome = Outcome::new(format!(
             "`{}`: {} in {} ms",
             run.line(),
             ended(&ran),
             ran.elapsed_ms
         ))
         .output("exit_code", ran.exit_code.unwrap_or_default().to_string())
-        .output("stdout", cut(stdout, MAX_STDOUT_OUTPUT)))
+        .output("stdout", cut(stdout, MAX_STDOUT_OUTPUT));
+        for (name, text) in &params.outputs {
+            let found = pattern(&format!("outputs.{name}"), text)?
+                .captures(stdout)
+                .and_then(|groups| groups.get(1))
+                .map(|group| group.as_str().to_owned());
+            let Some(value) = found else {
+                return Err(Error::failed(format!(
+                    "`{}` ({}): output `{name}` not found, `{text}` matches nothing in:\n{}",
+                    run.line(),
+                    ended(&ran),
+                    tail(stdout, 5)
+                )));
+            };
+            outcome = outcome.output(name, value);
+        }
+        Ok(outcome)
     }
 
     fn rollback(params: Params, _outputs: &Outputs) -> Result<String, Error> {
@@ -272,7 +348,38 @@ runbook_sdk::export_step!(CommandStep);
 
 #[cfg(test)]
 mod tests {
-    use super::{cut, tail};
+    use super::{Params, check_patterns, cut, tail};
+
+    fn params(extra: &str) -> Params {
+        runbook_sdk::serde_json::from_str(&format!(r#"{{"program": "/usr/bin/alembic"{extra}}}"#))
+            .unwrap()
+    }
+
+    #[test]
+    fn patterns_are_checked_before_anything_runs() {
+        assert!(
+            check_patterns(&params(
+                r#", "expect_stdout": "\\(head\\)", "outputs": {"revision": "^(\\w+)"}"#
+            ))
+            .is_ok()
+        );
+        let broken = check_patterns(&params(r#", "expect_stdout": "(head""#)).unwrap_err();
+        assert!(
+            format!("{broken:?}").contains("expect_stdout"),
+            "{broken:?}"
+        );
+        let groupless =
+            check_patterns(&params(r#", "outputs": {"revision": "^\\w+"}"#)).unwrap_err();
+        assert!(
+            format!("{groupless:?}").contains("first group"),
+            "{groupless:?}"
+        );
+        let reserved = check_patterns(&params(r#", "outputs": {"stdout": "(.*)"}"#)).unwrap_err();
+        assert!(
+            format!("{reserved:?}").contains("always gives"),
+            "{reserved:?}"
+        );
+    }
 
     #[test]
     fn a_failure_quotes_the_last_lines_that_say_something() {
