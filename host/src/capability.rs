@@ -46,10 +46,11 @@ use wasmtime::component::{HasSelf, Linker};
 pub struct Capability {
     /// Its name in `describe`, events, grants and reports (`http`).
     pub name: &'static str,
-    /// The `runbook:plugin` interface a component imports to use it, or
-    /// to use what it grants (secrets travel in HTTP requests); `None`
-    /// when it comes through WASI, which every component imports.
-    pub used_through: Option<&'static str>,
+    /// The `runbook:plugin` interfaces a component imports to use it, or
+    /// to use what it grants (secrets travel in HTTP requests and in a
+    /// program's environment): any one of them will do; none when it
+    /// comes through WASI, which every component imports.
+    pub used_through: &'static [&'static str],
     /// The key that grants it, for messages (`grants.http`).
     pub grant_key: &'static str,
     /// A grant to copy, for hints.
@@ -273,10 +274,12 @@ pub fn review(asks: &Asks<'_>, grants: &StepGrants) -> Vec<Finding> {
                 ),
             );
         }
-        let usable = match capability.used_through {
-            Some(interface) => asks.imports(interface) && asks.may_use(name),
-            None => asks.may_use(name),
-        };
+        let usable = asks.may_use(name)
+            && (capability.used_through.is_empty()
+                || capability
+                    .used_through
+                    .iter()
+                    .any(|interface| asks.imports(interface)));
         if granted && !usable {
             finding(
                 Mismatch::WiderThanAsked,
@@ -286,7 +289,7 @@ pub fn review(asks: &Asks<'_>, grants: &StepGrants) -> Vec<Finding> {
                 ),
             );
         }
-        if capability.used_through != Some(name) {
+        if capability.used_through != [name] {
             continue;
         }
         if asks.imports(name) && !asks.may_use(name) {

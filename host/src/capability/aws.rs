@@ -22,7 +22,7 @@ use sigv4::Credentials;
 /// regions.
 pub const CAPABILITY: Capability = Capability {
     name: "aws",
-    used_through: Some("aws"),
+    used_through: &["aws"],
     grant_key: "grants.aws",
     example: "grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\"], regions = [\"us-east-1\"] }",
     refused_without_grant: Some("none"),

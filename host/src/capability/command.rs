@@ -24,7 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 /// arguments.
 pub const CAPABILITY: Capability = Capability {
     name: "command",
-    used_through: Some("command"),
+    used_through: &["command"],
     grant_key: "grants.command",
     example: "grants.command = [{ program = \"/usr/bin/alembic\", args = [\"upgrade\", \"*\"], read = [\"./db\"], connect = [5432] }]",
     refused_without_grant: Some("no program"),

@@ -26,7 +26,7 @@ const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 /// Reading files in granted folders.
 pub const CAPABILITY: Capability = Capability {
     name: "fs",
-    used_through: None,
+    used_through: &[],
     grant_key: "grants.fs.read",
     example: "grants.fs.read = [\"./dist\"]",
     refused_without_grant: None,

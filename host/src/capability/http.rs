@@ -20,7 +20,7 @@ use url::Url;
 /// Outbound HTTP to granted URL prefixes.
 pub const CAPABILITY: Capability = Capability {
     name: "http",
-    used_through: Some("http"),
+    used_through: &["http"],
     grant_key: "grants.http",
     example: "grants.http = [\"https://api.example.com\"]",
     refused_without_grant: Some("no URL"),

@@ -29,7 +29,7 @@ pub use access::KubeAccess;
 /// resources and verbs.
 pub const CAPABILITY: Capability = Capability {
     name: "kube",
-    used_through: Some("kube"),
+    used_through: &["kube"],
     grant_key: "grants.kube",
     example: "grants.kube = { namespaces = [\"app\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }",
     refused_without_grant: Some("none"),

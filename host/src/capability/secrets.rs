@@ -157,7 +157,7 @@ pub fn basic_credential(redactor: &Redactor, user: &str, password: &str) -> Stri
 /// unseals them on granted requests (so a grant is used through HTTP).
 pub const CAPABILITY: super::Capability = super::Capability {
     name: "secrets",
-    used_through: Some("http"),
+    used_through: &["http", "command"],
     grant_key: "grants.secrets",
     example: "grants.secrets = [\"SLACK_WEBHOOK\"]",
     refused_without_grant: None,

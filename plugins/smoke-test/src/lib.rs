@@ -289,6 +289,8 @@ fn matches_subset(expected: &Value, actual: &Value) -> bool {
 impl Step for SmokeTest {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Http];
+    /// A check's headers or body may hold a secret (`X-API-Key`).
+    const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Secrets];
     const IDEMPOTENT: bool = true;
 
     fn check(params: &Params) -> Result<(), Error> {
