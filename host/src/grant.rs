@@ -434,6 +434,9 @@ pub struct CommandGrant {
     /// One pattern per argument: a literal, `*` within an argument for any
     /// text (`--revision=*`), and a last `**` for any further arguments.
     pub args: Vec<String>,
+    /// The runbook's folder: a relative working directory (`dir =
+    /// "./db"`) is taken from here, as the grant's own paths are.
+    pub base: PathBuf,
     /// Files and folders the program may read (and run).
     pub read: Vec<PathBuf>,
     /// Files and folders the program may write.
@@ -561,6 +564,7 @@ mod command_tests {
     fn grant(args: &[&str]) -> CommandGrant {
         CommandGrant {
             path: PathBuf::from("/usr/bin/alembic"),
+            base: PathBuf::from("/srv/runbooks"),
             written: "/usr/bin/alembic".into(),
             program: PathBuf::from("/usr/bin/alembic"),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),

@@ -50,6 +50,8 @@ pub const INITIAL_REVISION: &str = "0001";
 
 /// The bearer token of the flag admin API.
 pub const ADMIN_TOKEN: &str = "local-admin-token";
+/// The routing key the runbooks page on-call with (PagerDuty's Events API).
+pub const PAGERDUTY_KEY: &str = "local-routing-key";
 /// The API key `/v1/decisions` wants.
 pub const TEST_KEY: &str = "local-test-key";
 /// The version every workload runs at first.
@@ -75,6 +77,18 @@ const WATCHED: &[Watched] = &[
         namespace: "riskcast-prod",
         deployment: "riskcast-api-canary",
         track: "riskcast-canary",
+        main: false,
+    },
+    Watched {
+        namespace: "riskcast-prod",
+        deployment: "riskcast-api-blue",
+        track: "riskcast-blue",
+        main: false,
+    },
+    Watched {
+        namespace: "riskcast-prod",
+        deployment: "riskcast-api-green",
+        track: "riskcast-green",
         main: false,
     },
     Watched {
@@ -233,6 +247,23 @@ pub fn objects() -> Vec<Value> {
         "stable",
         "canary",
     ));
+    // Its blue/green strategy: two colours behind the Service's selector,
+    // blue live.
+    for colour in ["blue", "green"] {
+        objects.push(deployment(
+            "riskcast-prod",
+            &format!("riskcast-api-{colour}"),
+            "api",
+            &riskcast,
+            json!({"app": "riskcast", "version": colour}),
+            3,
+        ));
+    }
+    objects.push(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "riskcast-api", "namespace": "riskcast-prod"},
+        "spec": {"selector": {"app": "riskcast", "version": "blue"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
     // Enterprise API Platform (seed 001): three services.
     for service in ["auth-service", "user-service", "org-service"] {
         objects.push(deployment(
@@ -441,6 +472,7 @@ impl Estate {
         self.sample.update(|state| {
             state.admin_token = Some(ADMIN_TOKEN.into());
             state.healthy = true;
+            state.unhealthy_workloads.clear();
             state.flags.clear();
             for key in ["new_feature", "new_checkout"] {
                 state.flags.insert(
@@ -478,7 +510,7 @@ impl Estate {
     /// Shell lines that point `runbook` at the estate.
     pub fn environment(&self) -> String {
         format!(
-            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\n{}",
+            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\nexport PAGERDUTY_KEY={PAGERDUTY_KEY}\n{}",
             self.dir.join("kubeconfig").display(),
             ports::SAMPLE,
             self.database_secrets()
@@ -620,6 +652,11 @@ async fn watch_versions(kube: Arc<KubeEmulator>, sample: Arc<SampleService>, bad
                     }
                 }
                 state.healthy = !seen.iter().any(|(is_bad, watched)| *is_bad && watched.main);
+                state.unhealthy_workloads = seen
+                    .iter()
+                    .filter(|(is_bad, _)| *is_bad)
+                    .map(|(_, watched)| watched.deployment.to_owned())
+                    .collect();
             });
             last = flags;
         }

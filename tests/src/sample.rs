@@ -13,6 +13,10 @@ use std::time::Duration;
 pub struct SampleState {
     /// `/health` says `healthy` (200) or `degraded` (503).
     pub healthy: bool,
+    /// Workloads whose own endpoints (`/workloads/NAME/health`, ...) fail:
+    /// what a blue/green runbook smoke-tests on the idle colour before it
+    /// takes traffic. Any other workload's are healthy.
+    pub unhealthy_workloads: std::collections::BTreeSet<String>,
     /// Extra latency on every answer.
     pub delay: Duration,
     /// The API key `/v1/decisions` requires in `X-API-Key`.
@@ -58,6 +62,7 @@ impl SampleService {
         let (listener, address) = bind_loopback(port).await?;
         let state = Arc::new(Mutex::new(SampleState {
             healthy: true,
+            unhealthy_workloads: Default::default(),
             delay: Duration::ZERO,
             api_key: api_key.map(str::to_owned),
             version: "1.0.0".into(),
@@ -105,13 +110,22 @@ impl Drop for SampleService {
     }
 }
 
-fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response {
+fn handle(shared: &Mutex<SampleState>, base: &str, mut request: Request) -> Response {
     let mut state = shared.lock().expect("state lock");
     state.received.push(request.clone());
     let delay = state.delay;
+    // `/workloads/NAME/...`: the same endpoints, reaching one workload
+    // only (a colour's own Service), healthy unless it is listed.
+    let mut healthy = state.healthy;
+    if let Some(rest) = request.path.strip_prefix("/workloads/")
+        && let Some((workload, path)) = rest.split_once('/')
+    {
+        healthy = !state.unhealthy_workloads.contains(workload);
+        request.path = format!("/{path}");
+    }
     let mut response = match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/health") => {
-            if state.healthy {
+            if healthy {
                 Response::json(
                     200,
                     json!({"status": "healthy", "version": state.version, "checks": {"database": "ok"}}),
@@ -125,18 +139,10 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
         }
         // The API platform's full health check (seed 001).
         ("GET", "/v1/health") => {
-            let status = if state.healthy {
-                "healthy"
-            } else {
-                "unhealthy"
-            };
-            let database = if state.healthy {
-                "healthy"
-            } else {
-                "unhealthy"
-            };
+            let status = if healthy { "healthy" } else { "unhealthy" };
+            let database = if healthy { "healthy" } else { "unhealthy" };
             Response::json(
-                if state.healthy { 200 } else { 503 },
+                if healthy { 200 } else { 503 },
                 json!({"status": status, "version": state.version, "services": {
                     "database": {"status": database, "latency": 5},
                     "redis": {"status": "healthy", "latency": 2},
@@ -146,7 +152,7 @@ fn handle(shared: &Mutex<SampleState>, base: &str, request: Request) -> Response
         }
         ("GET", "/health/live") => Response::json(200, json!({"status": "alive"})),
         ("GET", "/health/ready" | "/ready") => {
-            if state.healthy {
+            if healthy {
                 Response::json(200, json!({"status": "ready"}))
             } else {
                 Response::json(503, json!({"status": "not ready"}))

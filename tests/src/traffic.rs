@@ -8,6 +8,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
+/// The application a track belongs to, as its `app` label: the track
+/// without its role (`riskcast-canary` → `riskcast`, `ledger-blue` →
+/// `ledger`); a track without one is its own application.
+fn app_of(track: &str) -> &str {
+    match track.rsplit_once('-') {
+        Some((app, "stable" | "canary" | "blue" | "green")) => app,
+        _ => track,
+    }
+}
+
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -81,40 +91,42 @@ impl Traffic {
             "# HELP http_requests_total Requests served.\n# TYPE http_requests_total counter\n",
         );
         for (name, track) in &self.tracks {
+            let app = app_of(name);
             let _ = writeln!(
                 text,
-                "http_requests_total{{track=\"{name}\",code=\"200\"}} {}",
+                "http_requests_total{{app=\"{app}\",track=\"{name}\",code=\"200\"}} {}",
                 track.ok
             );
             let _ = writeln!(
                 text,
-                "http_requests_total{{track=\"{name}\",code=\"500\"}} {}",
+                "http_requests_total{{app=\"{app}\",track=\"{name}\",code=\"500\"}} {}",
                 track.errors
             );
         }
         text.push_str("# HELP http_request_duration_seconds Request latency.\n# TYPE http_request_duration_seconds histogram\n");
         for (name, track) in &self.tracks {
+            let app = app_of(name);
             let mut cumulative = 0.0;
             for (index, bound) in BUCKETS.iter().enumerate() {
                 cumulative += track.buckets[index];
                 let _ = writeln!(
                     text,
-                    "http_request_duration_seconds_bucket{{track=\"{name}\",le=\"{bound}\"}} {cumulative}"
+                    "http_request_duration_seconds_bucket{{app=\"{app}\",track=\"{name}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
             cumulative += track.buckets[BUCKETS.len()];
             let _ = writeln!(
                 text,
-                "http_request_duration_seconds_bucket{{track=\"{name}\",le=\"+Inf\"}} {cumulative}"
+                "http_request_duration_seconds_bucket{{app=\"{app}\",track=\"{name}\",le=\"+Inf\"}} {cumulative}"
             );
             let _ = writeln!(
                 text,
-                "http_request_duration_seconds_sum{{track=\"{name}\"}} {}",
+                "http_request_duration_seconds_sum{{app=\"{app}\",track=\"{name}\"}} {}",
                 track.sum
             );
             let _ = writeln!(
                 text,
-                "http_request_duration_seconds_count{{track=\"{name}\"}} {cumulative}"
+                "http_request_duration_seconds_count{{app=\"{app}\",track=\"{name}\"}} {cumulative}"
             );
         }
         text

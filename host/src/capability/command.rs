@@ -137,13 +137,17 @@ pub async fn run(context: &StepContext, invocation: Invocation) -> Result<Outcom
     let dir = match &invocation.dir {
         None => None,
         Some(dir) => {
-            let path = std::path::Path::new(dir);
+            // Relative to the runbook, as the grant's paths are; links and
+            // `..` resolved before it is compared with them.
+            let joined = grant.base.join(dir);
+            let path = joined.canonicalize().unwrap_or(joined);
+            let path = path.as_path();
             let inside = grant
                 .read
                 .iter()
                 .chain(&grant.write)
                 .any(|granted| path.starts_with(granted));
-            if !path.is_absolute() || !inside {
+            if !inside {
                 return Err(record.deny(
                     format!("working directory `{dir}` is not a granted path"),
                     format!(

@@ -173,6 +173,7 @@ fn command_grant(
         written: rendered,
         program,
         path,
+        base: base.canonicalize().unwrap_or_else(|_| base.to_path_buf()),
         args: written.args.clone(),
         read,
         write,

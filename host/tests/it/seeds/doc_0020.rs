@@ -2,17 +2,6 @@
 
 use super::*;
 
-fn selector(namespace: &str, service: &str) -> String {
-    let object = estate()
-        .kube
-        .get("v1", "Service", Some(namespace), service)
-        .unwrap();
-    object["spec"]["selector"]["version"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn doc_0020_deploys_green_and_switches_the_service_to_it() {
     let _turn = turn().await;

@@ -52,18 +52,68 @@ async fn deploy_keeping_state(
     version: &str,
     state_dir: Option<std::path::PathBuf>,
 ) -> Finished {
+    deploy_with(name, version, &[], state_dir).await
+}
+
+/// [`deploy`] with more parameters (`strategy=blue-green`), keeping the
+/// run's state in `state_dir` when given.
+async fn deploy_with(
+    name: &str,
+    version: &str,
+    sets: &[(&str, &str)],
+    state_dir: Option<std::path::PathBuf>,
+) -> Finished {
+    deploy_after(name, version, sets, state_dir, || {}).await
+}
+
+/// [`deploy_with`], doing `prepare` to the estate once it is reset and
+/// calm, just before the run (data a migration will trip on).
+async fn deploy_after(
+    name: &str,
+    version: &str,
+    sets: &[(&str, &str)],
+    state_dir: Option<std::path::PathBuf>,
+    prepare: impl FnOnce() + Send + 'static,
+) -> Finished {
     let estate = estate();
     estate.reset();
-    tokio::task::spawn_blocking(move || estate.wait_until_calm())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        estate.wait_until_calm();
+        prepare();
+    })
+    .await
+    .unwrap();
+    let mut all = vec![("version".to_owned(), version.to_owned())];
+    all.extend(
+        sets.iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
     let options = RunOptions {
-        sets: vec![("version".into(), version.into())],
+        sets: all,
         state_dir,
         ..local_options()
     };
     let path = workspace_root().join(format!("runbooks/{name}.toml"));
     run_file(&runtime(), &path, options).await
+}
+
+/// The alembic revision of `database` in the estate's PostgreSQL.
+fn schema_of(database: &str) -> String {
+    estate()
+        .postgres
+        .sql_in(database, "select version_num from alembic_version")
+}
+
+/// The colour (`version` label) a Service selects.
+fn selector(namespace: &str, service: &str) -> String {
+    let object = estate()
+        .kube
+        .get("v1", "Service", Some(namespace), service)
+        .unwrap();
+    object["spec"]["selector"]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The `local` environment of the estate: its secrets, moto and the
@@ -75,6 +125,7 @@ fn local_options() -> RunOptions {
         secrets: [
             ("ADMIN_TOKEN", estate::ADMIN_TOKEN),
             ("TEST_KEY", estate::TEST_KEY),
+            ("PAGERDUTY_KEY", estate::PAGERDUTY_KEY),
             (
                 "SLACK_WEBHOOK",
                 "http://127.0.0.1:18080/hooks/local/deploys",
