@@ -276,6 +276,8 @@ fn snapshot_exists(identifier: &str) -> bool {
 
 mod api_platform;
 mod doc_0020;
+mod hygiene;
+mod maps;
 mod rastup;
 mod riskcast;
 mod stonecaster;
