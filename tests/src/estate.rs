@@ -167,6 +167,8 @@ pub struct Estate {
     pub dir: PathBuf,
     /// Versions that behave as bad releases.
     pub bad_versions: Vec<String>,
+    /// StoneCaster's load balancer and its colours' own endpoints.
+    pub stonecaster: StoneCaster,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -324,7 +326,8 @@ pub fn objects() -> Vec<Value> {
             {"name": "rastup-api-canary", "port": 80, "weight": 0},
         ]}]},
     }));
-    // StoneCaster (seed 004): blue and green behind an Istio VirtualService.
+    // StoneCaster (seed 004): blue and green behind a load balancer in moto
+    // (see `StoneCaster`), blue live.
     let stonecaster = image("stonecaster/app");
     objects.push(deployment(
         "stonecaster",
@@ -340,14 +343,9 @@ pub fn objects() -> Vec<Value> {
         "app",
         &stonecaster,
         json!({"app": "stonecaster", "color": "green"}),
-        3,
-    ));
-    objects.push(virtual_service(
-        "stonecaster",
-        "stonecaster",
-        "main",
-        "blue",
-        "green",
+        // Stopped: the runbook takes the colour that runs as the live one
+        // and provisions the other.
+        0,
     ));
     objects
 }
@@ -428,6 +426,7 @@ impl Estate {
             Arc::clone(&sample),
             bad_versions.clone(),
         ));
+        let stonecaster = StoneCaster::start(&moto.url, Arc::clone(&kube)).await?;
         let estate = Estate {
             sample,
             kube,
@@ -438,6 +437,7 @@ impl Estate {
             databases: databases?,
             dir: dir.to_path_buf(),
             bad_versions,
+            stonecaster,
             watcher,
         };
         estate.reset();
@@ -461,6 +461,7 @@ impl Estate {
         for object in objects() {
             self.kube.apply(object);
         }
+        self.stonecaster.reset(&self.kube, &self.moto.url);
         self.kube.forget_migrations();
         for database in &self.databases {
             self.postgres
@@ -659,6 +660,248 @@ async fn watch_versions(kube: Arc<KubeEmulator>, sample: Arc<SampleService>, bad
                     .collect();
             });
             last = flags;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ports of StoneCaster's colours' own endpoints (what an internal
+/// per-colour host name reaches in production): the idle colour is tested
+/// there, never through the public url.
+pub mod stonecaster_ports {
+    /// The blue colour's endpoints.
+    pub const BLUE: u16 = 18141;
+    /// The green colour's endpoints.
+    pub const GREEN: u16 = 18142;
+}
+
+/// A StoneCaster release whose own health endpoint says `degraded` (its
+/// metrics stay good): the release that fails verification on the idle
+/// colour before it takes any traffic.
+pub const STONECASTER_UNHEALTHY_VERSION: &str = "2.0.0";
+
+/// StoneCaster (seed 004) shifts traffic at an application load balancer:
+/// in moto, a listener forwarding to the `stonecaster-blue` target group,
+/// with `stonecaster-green` beside it; the ARNs, as Terraform would
+/// publish them, in ConfigMap `stonecaster/stonecaster-lb`, which the
+/// runbook reads. Also the Route 53 zone of its DNS step, the SES sender
+/// of its emails, and each colour's own health and API endpoints, whose
+/// health follows the version that colour's Deployment runs.
+pub struct StoneCaster {
+    /// The listener's ARN.
+    pub listener: String,
+    /// The blue target group's ARN.
+    pub blue_group: String,
+    /// The green target group's ARN.
+    pub green_group: String,
+    /// The balancer's DNS name.
+    pub dns_name: String,
+    /// The balancer's canonical hosted zone.
+    pub dns_zone_id: String,
+    /// Blue's own endpoints.
+    pub blue: Arc<SampleService>,
+    /// Green's own endpoints.
+    pub green: Arc<SampleService>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+/// The first `<tag>` text of an XML reply.
+fn xml_text(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    xml[start..start + xml[start..].find('<').unwrap_or(0)].to_owned()
+}
+
+impl StoneCaster {
+    async fn start(moto: &str, kube: Arc<KubeEmulator>) -> anyhow::Result<Self> {
+        let blue =
+            Arc::new(SampleService::start_on(stonecaster_ports::BLUE, Some(TEST_KEY)).await?);
+        let green =
+            Arc::new(SampleService::start_on(stonecaster_ports::GREEN, Some(TEST_KEY)).await?);
+        let url = moto.to_owned();
+        let (listener, blue_group, green_group, dns_name, dns_zone_id) =
+            tokio::task::spawn_blocking(move || {
+                let ec2 = |action: &str, params: &[(&str, &str)]| {
+                    crate::moto::query_at(&url, "ec2", "2016-11-15", action, params)
+                };
+                let elb = |action: &str, params: &[(&str, &str)]| {
+                    crate::moto::query_at(&url, "elasticloadbalancing", "2015-12-01", action, params)
+                };
+                let vpc = xml_text(&ec2("CreateVpc", &[("CidrBlock", "10.40.0.0/16")]), "vpcId");
+                let subnet = |cidr: &str, zone: &str| {
+                    xml_text(
+                        &ec2(
+                            "CreateSubnet",
+                            &[("VpcId", &vpc), ("CidrBlock", cidr), ("AvailabilityZone", zone)],
+                        ),
+                        "subnetId",
+                    )
+                };
+                let (a, b) = (
+                    subnet("10.40.1.0/24", "us-east-1a"),
+                    subnet("10.40.2.0/24", "us-east-1b"),
+                );
+                let balancer = elb(
+                    "CreateLoadBalancer",
+                    &[("Name", "stonecaster"), ("Subnets.member.1", &a), ("Subnets.member.2", &b)],
+                );
+                let group = |name: &str| {
+                    xml_text(
+                        &elb(
+                            "CreateTargetGroup",
+                            &[("Name", name), ("Protocol", "HTTP"), ("Port", "80"), ("VpcId", &vpc)],
+                        ),
+                        "TargetGroupArn",
+                    )
+                };
+                let (blue_group, green_group) = (group("stonecaster-blue"), group("stonecaster-green"));
+                let listener = xml_text(
+                    &elb(
+                        "CreateListener",
+                        &[
+                            ("LoadBalancerArn", &xml_text(&balancer, "LoadBalancerArn")),
+                            ("Protocol", "HTTP"),
+                            ("Port", "80"),
+                            ("DefaultActions.member.1.Type", "forward"),
+                            ("DefaultActions.member.1.TargetGroupArn", &blue_group),
+                        ],
+                    ),
+                    "ListenerArn",
+                );
+                crate::moto::rest_at(
+                    &url,
+                    "route53",
+                    "POST",
+                    "/2013-04-01/hostedzone",
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CreateHostedZoneRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Name>stonecaster.local.</Name><CallerReference>stonecaster-estate</CallerReference></CreateHostedZoneRequest>",
+                );
+                crate::moto::query_at(
+                    &url,
+                    "email",
+                    "2010-12-01",
+                    "VerifyEmailIdentity",
+                    &[("EmailAddress", "deploys@stonecaster.local")],
+                );
+                (
+                    listener,
+                    blue_group,
+                    green_group,
+                    xml_text(&balancer, "DNSName"),
+                    xml_text(&balancer, "CanonicalHostedZoneId"),
+                )
+            })
+            .await?;
+        let watcher = tokio::spawn(watch_stonecaster_colours(
+            kube,
+            Arc::clone(&blue),
+            Arc::clone(&green),
+        ));
+        Ok(StoneCaster {
+            listener,
+            blue_group,
+            green_group,
+            dns_name,
+            dns_zone_id,
+            blue,
+            green,
+            watcher,
+        })
+    }
+
+    /// Blue takes all traffic again, and the ConfigMap names the balancer.
+    fn reset(&self, kube: &KubeEmulator, moto: &str) {
+        kube.apply(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "stonecaster-lb", "namespace": "stonecaster"},
+            "data": {
+                "listener": self.listener,
+                "blue_target_group": self.blue_group,
+                "green_target_group": self.green_group,
+                "dns_name": self.dns_name,
+                "dns_zone_id": self.dns_zone_id,
+            },
+        }));
+        crate::moto::query_at(
+            moto,
+            "elasticloadbalancing",
+            "2015-12-01",
+            "ModifyListener",
+            &[
+                ("ListenerArn", &self.listener),
+                ("DefaultActions.member.1.Type", "forward"),
+                ("DefaultActions.member.1.TargetGroupArn", &self.blue_group),
+            ],
+        );
+    }
+
+    /// The listener's weights as ELBv2 describes them, by colour:
+    /// `(blue, green)`, a group the listener does not name counting 0 and
+    /// a plain forward to one group counting 1.
+    pub fn weights(&self, moto: &str) -> (u32, u32) {
+        let reply = crate::moto::query_at(
+            moto,
+            "elasticloadbalancing",
+            "2015-12-01",
+            "DescribeListeners",
+            &[("ListenerArns.member.1", &self.listener)],
+        );
+        let (mut blue, mut green) = (0, 0);
+        let mut rest = reply.as_str();
+        while let Some(at) = rest.find("<TargetGroupArn>") {
+            rest = &rest[at..];
+            let arn = xml_text(rest, "TargetGroupArn");
+            let after = &rest["<TargetGroupArn>".len()..];
+            let weight = after
+                .find("<Weight>")
+                .filter(|weight| {
+                    after
+                        .find("<TargetGroupArn>")
+                        .is_none_or(|next| *weight < next)
+                })
+                .map_or(1, |_| xml_text(after, "Weight").parse().unwrap_or(0));
+            if arn == self.blue_group {
+                blue = blue.max(weight);
+            } else if arn == self.green_group {
+                green = green.max(weight);
+            }
+            rest = after;
+        }
+        (blue, green)
+    }
+}
+
+impl Drop for StoneCaster {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Makes each StoneCaster colour's own health follow the version its
+/// Deployment runs: `degraded` for [`STONECASTER_UNHEALTHY_VERSION`].
+async fn watch_stonecaster_colours(
+    kube: Arc<KubeEmulator>,
+    blue: Arc<SampleService>,
+    green: Arc<SampleService>,
+) {
+    loop {
+        for (deployment, service) in [("stonecaster-blue", &blue), ("stonecaster-green", &green)] {
+            let running = kube
+                .get("apps/v1", "Deployment", Some("stonecaster"), deployment)
+                .and_then(|object| {
+                    object
+                        .pointer("/spec/template/spec/containers/0/image")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            let version = tag_of(&running).to_owned();
+            service.update(|state| {
+                state.healthy = version != STONECASTER_UNHEALTHY_VERSION;
+                state.version = version.clone();
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -201,17 +201,6 @@ fn rastup_traffic() -> Vec<u64> {
     )
 }
 
-/// Blue and green weights of StoneCaster's VirtualService.
-fn stonecaster_traffic() -> Vec<u64> {
-    weights(
-        "networking.istio.io/v1",
-        "VirtualService",
-        "stonecaster",
-        "stonecaster",
-        "/spec/http/0/route",
-    )
-}
-
 fn flag(key: &str) -> u64 {
     estate().sample.state().flags[key]["percentage"]
         .as_u64()
