@@ -466,8 +466,9 @@ pub enum ParamTree {
     Scalar(serde_json::Value),
     /// An array.
     Array(Vec<ParamTree>),
-    /// A table, keys in file order.
-    Table(Vec<(String, ParamTree)>),
+    /// A table, keys in file order: each as written, and as a template
+    /// when it holds an expression (`images = { "${{ item }}" = ... }`).
+    Table(Vec<(String, Option<Template>, ParamTree)>),
 }
 
 impl ParamTree {
@@ -482,7 +483,10 @@ impl ParamTree {
                 }
             }
             ParamTree::Table(entries) => {
-                for (key, value) in entries {
+                for (key, template, value) in entries {
+                    if let Some(template) = template {
+                        visit(template, &path.key(key));
+                    }
                     value.templates(&path.key(key), visit);
                 }
             }

@@ -443,6 +443,8 @@ impl Estate {
         estate.reset();
         let moto = estate.moto.url.clone();
         tokio::task::spawn_blocking(move || seed_databases(&moto)).await?;
+        let moto = estate.moto.url.clone();
+        tokio::task::spawn_blocking(move || verify_email_senders(&moto)).await?;
         // Ready means the metric gates have data: Prometheus takes a few
         // scrapes before `rate()` over a new target answers.
         let prometheus_url = estate.prometheus.url.clone();
@@ -577,6 +579,26 @@ fn initial_databases(postgres: &Postgres, migrations: &Path) -> anyhow::Result<V
         made.push(*database);
     }
     Ok(made)
+}
+
+/// The senders the runbooks email from through SES (the API Platform's
+/// stakeholder and rollback notifications, seed 001): moto, like SES,
+/// refuses to send from an address or domain it has not verified.
+fn verify_email_senders(moto: &str) {
+    crate::moto::query_at(
+        moto,
+        "email",
+        "2010-12-01",
+        "VerifyEmailIdentity",
+        &[("EmailAddress", "deploys@example.com")],
+    );
+    crate::moto::query_at(
+        moto,
+        "email",
+        "2010-12-01",
+        "VerifyDomainIdentity",
+        &[("Domain", "example.com")],
+    );
 }
 
 /// The RDS instances of the runbooks that snapshot before migrating.

@@ -150,12 +150,46 @@ fn handle(shared: &Mutex<SampleState>, base: &str, mut request: Request) -> Resp
                 }}),
             )
         }
-        ("GET", "/health/live") => Response::json(200, json!({"status": "alive"})),
+        ("GET", "/health/live") => Response::json(
+            200,
+            json!({"status": "ok", "timestamp": "2025-01-17T14:00:00Z"}),
+        ),
         ("GET", "/health/ready" | "/ready") => {
             if healthy {
-                Response::json(200, json!({"status": "ready"}))
+                Response::json(
+                    200,
+                    json!({"status": "ready", "checks": {"database": "connected", "redis": "connected", "elasticsearch": "connected"}}),
+                )
             } else {
-                Response::json(503, json!({"status": "not ready"}))
+                Response::json(
+                    503,
+                    json!({"status": "not ready", "checks": {"database": "disconnected", "redis": "connected", "elasticsearch": "connected"}}),
+                )
+            }
+        }
+        // The API platform's critical endpoints (seed 001, "Test critical
+        // endpoints"): a login, and a user list behind the bearer token
+        // the login would give (the API key here).
+        ("POST", "/v1/auth/login") => {
+            match serde_json::from_slice::<serde_json::Value>(&request.body) {
+                Ok(login) if login["email"].is_string() && login["password"].is_string() => {
+                    Response::json(200, json!({"token": "local-session", "expiresIn": 3600}))
+                }
+                _ => Response::json(400, json!({"error": "email and password are required"})),
+            }
+        }
+        ("GET", "/v1/users") => {
+            let bearer = request
+                .headers
+                .get("authorization")
+                .and_then(|value| value.strip_prefix("Bearer "));
+            match (&state.api_key, bearer) {
+                (Some(expected), Some(given)) if expected == given => Response::json(
+                    200,
+                    json!({"users": [{"id": 1, "email": "test@example.com"}], "count": 1}),
+                ),
+                (None, _) => Response::json(200, json!({"users": [], "count": 0})),
+                _ => Response::json(401, json!({"error": "missing or wrong bearer token"})),
             }
         }
         ("GET", "/v1/decisions") => {

@@ -166,7 +166,18 @@ impl Scope<'_> {
             ParamTree::Table(entries) => serde_json::Value::Object(
                 entries
                     .iter()
-                    .map(|(key, value)| Ok((key.clone(), self.render(value)?)))
+                    .map(|(key, template, value)| {
+                        let key = match template {
+                            None => key.clone(),
+                            Some(template) => match template
+                                .value_with(|expression| self.expression(expression))?
+                            {
+                                serde_json::Value::String(text) => text,
+                                other => other.to_string(),
+                            },
+                        };
+                        Ok((key, self.render(value)?))
+                    })
                     .collect::<Result<_, RenderError>>()?,
             ),
         })

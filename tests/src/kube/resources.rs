@@ -63,6 +63,23 @@ pub const RESOURCES: &[Resource] = &[
     resource("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"]),
     resource("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"]),
     resource("batch", "v1", "Job", "jobs", true, &[]),
+    // The API Platform's Helm chart (seed 001): autoscaling and ingress.
+    resource(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+        &["hpa"],
+    ),
+    resource(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        true,
+        &["ing"],
+    ),
     resource(
         "networking.istio.io",
         "v1",

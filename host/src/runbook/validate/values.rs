@@ -39,8 +39,21 @@ pub(super) fn tree_from_toml(
             table
                 .into_iter()
                 .map(|(key, item)| {
-                    let child = tree_from_toml(item, &path.key(&key), source, problems);
-                    (key, child)
+                    let at = path.key(&key);
+                    let template = match Template::parse(&key) {
+                        Ok(template) => (!template.is_literal()).then_some(template),
+                        Err(error) => {
+                            problems.push(
+                                Code::Expression
+                                    .diagnostic(error.message)
+                                    .at(source, &at)
+                                    .hint(error.hint),
+                            );
+                            None
+                        }
+                    };
+                    let child = tree_from_toml(item, &at, source, problems);
+                    (key, template, child)
                 })
                 .collect(),
         ),
