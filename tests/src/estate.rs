@@ -52,6 +52,12 @@ pub const INITIAL_REVISION: &str = "0001";
 pub const ADMIN_TOKEN: &str = "local-admin-token";
 /// The routing key the runbooks page on-call with (PagerDuty's Events API).
 pub const PAGERDUTY_KEY: &str = "local-routing-key";
+/// The API key of the Statuspage-like API the runbooks keep incidents in
+/// (the estate takes any).
+pub const STATUSPAGE_KEY: &str = "local-statuspage-key";
+/// The password of the registry's account (the estate's registry takes
+/// any).
+pub const DOCKERHUB_TOKEN: &str = "local-registry-password";
 /// The API key `/v1/decisions` wants.
 pub const TEST_KEY: &str = "local-test-key";
 /// The version every workload runs at first.
@@ -513,7 +519,7 @@ impl Estate {
     /// Shell lines that point `runbook` at the estate.
     pub fn environment(&self) -> String {
         format!(
-            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\nexport PAGERDUTY_KEY={PAGERDUTY_KEY}\n{}",
+            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\nexport PAGERDUTY_KEY={PAGERDUTY_KEY} STATUSPAGE_KEY={STATUSPAGE_KEY} DOCKERHUB_TOKEN={DOCKERHUB_TOKEN}\n{}",
             self.dir.join("kubeconfig").display(),
             ports::SAMPLE,
             self.database_secrets()

@@ -16,20 +16,12 @@ const DATABASE: &str = "api_platform";
 /// The local estate's status page (`vars.statuspage`'s page).
 const STATUS_PAGE: &str = "api-platform";
 
-/// [`local_options`] with the secrets only this runbook names (the status
-/// page's key for its `[notify]`, the registry password for "Docker Hub
-/// credentials"; the estate checks neither), and `--set` values.
+/// [`local_options`] with `--set` values and a state folder.
 fn api_platform_options(
     sets: &[(&str, &str)],
     state_dir: Option<std::path::PathBuf>,
 ) -> RunOptions {
     let mut options = local_options();
-    options
-        .secrets
-        .insert("STATUSPAGE_KEY".into(), "local-statuspage-key".into());
-    options
-        .secrets
-        .insert("DOCKERHUB_TOKEN".into(), "local-registry-password".into());
     options.sets = sets
         .iter()
         .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))

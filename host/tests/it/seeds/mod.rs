@@ -126,6 +126,8 @@ fn local_options() -> RunOptions {
             ("ADMIN_TOKEN", estate::ADMIN_TOKEN),
             ("TEST_KEY", estate::TEST_KEY),
             ("PAGERDUTY_KEY", estate::PAGERDUTY_KEY),
+            ("STATUSPAGE_KEY", estate::STATUSPAGE_KEY),
+            ("DOCKERHUB_TOKEN", estate::DOCKERHUB_TOKEN),
             (
                 "SLACK_WEBHOOK",
                 "http://127.0.0.1:18080/hooks/local/deploys",
