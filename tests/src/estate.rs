@@ -128,6 +128,12 @@ const WATCHED: &[Watched] = &[
         main: true,
     },
     Watched {
+        namespace: "doc-0020",
+        deployment: "ledger-canary",
+        track: "ledger-canary",
+        main: false,
+    },
+    Watched {
         namespace: "rastup-prod",
         deployment: "rastup-api",
         track: "rastup-stable",
@@ -306,6 +312,7 @@ pub fn objects() -> Vec<Value> {
         "metadata": {"name": "ledger", "namespace": "doc-0020"},
         "spec": {"selector": {"app": "ledger", "version": "blue"}, "ports": [{"port": 80, "targetPort": 8080}]},
     }));
+    objects.extend(doc_0020_canary(&ledger));
     // RastUp (seed 003): stable and canary behind a Gateway API HTTPRoute.
     let rastup = image("rastup/api");
     objects.push(deployment(
@@ -354,6 +361,23 @@ pub fn objects() -> Vec<Value> {
         0,
     ));
     objects
+}
+
+/// DOC-0020's canary strategy (seed 002: 5% → 25% → 100%): a canary
+/// Deployment beside the two colours, and the VirtualService whose route
+/// `primary` weighs `stable` (the live colour) against `canary`.
+fn doc_0020_canary(image: &str) -> Vec<Value> {
+    vec![
+        deployment(
+            "doc-0020",
+            "ledger-canary",
+            "ledger",
+            image,
+            json!({"app": "ledger", "track": "canary"}),
+            1,
+        ),
+        virtual_service("doc-0020", "ledger", "primary", "stable", "canary"),
+    ]
 }
 
 /// The versions built into each image folder (one OCI layout holding an
@@ -448,7 +472,11 @@ impl Estate {
         };
         estate.reset();
         let moto = estate.moto.url.clone();
-        tokio::task::spawn_blocking(move || seed_databases(&moto)).await?;
+        tokio::task::spawn_blocking(move || {
+            seed_databases(&moto);
+            seed_doc_0020(&moto);
+        })
+        .await?;
         let moto = estate.moto.url.clone();
         tokio::task::spawn_blocking(move || verify_email_senders(&moto)).await?;
         // Ready means the metric gates have data: Prometheus takes a few
@@ -543,6 +571,8 @@ impl Estate {
     }
 }
 
+/// The secrets DOC-0020's notifications send: any non-empty key opens
+/// the sample service's Statuspage and PagerDuty stand-ins.
 impl Drop for Estate {
     fn drop(&mut self) {
         self.watcher.abort();
@@ -630,6 +660,40 @@ fn seed_databases(moto: &str) {
             ],
         );
     }
+}
+
+/// DOC-0020's AWS side (seed 002): the ledger's RDS instance with a
+/// backup younger than 24 hours ("verify_backup.sh --max-age=24h"), and
+/// the SES sender its emails come from.
+fn seed_doc_0020(moto: &str) {
+    let rds = |action: &str, params: &[(&str, &str)]| {
+        crate::moto::query_at(moto, "rds", "2014-10-31", action, params)
+    };
+    rds(
+        "CreateDBInstance",
+        &[
+            ("DBInstanceIdentifier", "doc-0020-ledger"),
+            ("DBInstanceClass", "db.t3.medium"),
+            ("Engine", "postgres"),
+            ("AllocatedStorage", "20"),
+            ("MasterUsername", "admin"),
+            ("MasterUserPassword", "local-password"),
+        ],
+    );
+    rds(
+        "CreateDBSnapshot",
+        &[
+            ("DBInstanceIdentifier", "doc-0020-ledger"),
+            ("DBSnapshotIdentifier", "doc-0020-ledger-nightly"),
+        ],
+    );
+    crate::moto::query_at(
+        moto,
+        "email",
+        "2010-12-01",
+        "VerifyEmailIdentity",
+        &[("EmailAddress", "deploys@example.com")],
+    );
 }
 
 fn tag_of(image: &str) -> &str {
