@@ -429,7 +429,10 @@ impl Estate {
                 let moto = Moto::start_on(ports::MOTO, &[]);
                 let prometheus = Prometheus::start_on(
                     ports::PROMETHEUS,
-                    &[format!("127.0.0.1:{}", ports::SAMPLE)],
+                    &[
+                        format!("127.0.0.1:{}", ports::SAMPLE),
+                        format!("127.0.0.1:{}", rastup::METRICS_PORT),
+                    ],
                 );
                 let postgres = Postgres::start_on(ports::POSTGRES);
                 let databases = initial_databases(&postgres, &migrations);
@@ -470,6 +473,7 @@ impl Estate {
             stonecaster,
             watcher,
         };
+        rastup::start(&estate.sample, &estate.moto, &estate.bad_versions).await?;
         estate.reset();
         let moto = estate.moto.url.clone();
         tokio::task::spawn_blocking(move || {
@@ -523,6 +527,7 @@ impl Estate {
                     .set(watched.track, 0.0005, Duration::from_millis(40));
             }
         });
+        rastup::reset(&self.sample, &self.moto);
     }
 
     /// Waits until Prometheus no longer sees the errors of an earlier bad
@@ -996,5 +1001,670 @@ async fn watch_stonecaster_colours(
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// RastUp (seed 003) on AWS, as `runbooks/rastup.toml` deploys it: the API
+/// as two ECS Fargate services (stable and canary) behind an Application
+/// Load Balancer whose listener splits traffic between their target
+/// groups, a Lambda function behind alias `live`, the web assets in a
+/// versioned S3 bucket behind CloudFront, and the infrastructure and
+/// business metrics the seed watches. Self-contained: [`Estate::start`]
+/// and [`Estate::reset`] call [`start`] and [`reset`].
+///
+/// AWS calls of the runbook's `local` environment go to [`aws_url`], a
+/// proxy in front of moto that rolls ECS deployments out as ECS does
+/// ([`crate::EcsRollout`]: moto's own stay `IN_PROGRESS` on the old task
+/// definition for ever) and passes every other call to moto as it is.
+///
+/// A bad release ([`Estate::bad_versions`]) on the canary service fails
+/// 30% of the canary's requests and answers in 400 ms (Prometheus sees it
+/// under [`CANARY_TRACK`]); on the stable service it makes `/health` fail.
+/// `/health` reports the stable service's version.
+pub mod rastup {
+    use super::{INITIAL_VERSION, ports};
+    use crate::ecs_rollout::Rollout;
+    use crate::http::{Request, Response, bind_loopback, serve};
+    use crate::moto::{json_at, lambda_at, query_at, rest_at};
+    use crate::{EcsRollout, Moto, SampleService};
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// The AWS endpoint of the runbook's `local` environment.
+    pub const AWS_PORT: u16 = 15012;
+    /// Where Prometheus scrapes the infrastructure and business metrics.
+    pub const METRICS_PORT: u16 = 18082;
+    /// The region of everything below.
+    pub const REGION: &str = "us-east-1";
+    /// The ECS cluster.
+    pub const CLUSTER: &str = "rastup-prod";
+    /// The ECS service that carries the traffic between releases.
+    pub const STABLE_SERVICE: &str = "rastup-api";
+    /// The ECS service a release goes onto first.
+    pub const CANARY_SERVICE: &str = "rastup-api-canary";
+    /// The task definition both services start on (`rastup-api:1`).
+    pub const INITIAL_TASK_DEFINITION: &str = "rastup-api:1";
+    /// The Lambda function and its alias.
+    pub const FUNCTION: &str = "rastup-events";
+    /// The alias the runbook moves.
+    pub const ALIAS: &str = "live";
+    /// The bucket of the web assets (`runbooks/dist/rastup-web`).
+    pub const BUCKET: &str = "rastup-web";
+    /// The keys the runbook uploads, which [`reset`] deletes again.
+    pub const WEB_KEYS: &[&str] = &["index.html", "assets/app.js", "assets/app.css"];
+    /// The feature flag of the seed's rollout.
+    pub const FLAG: &str = "new_feature_enabled";
+    /// Prometheus's `track` of the stable service's requests.
+    pub const STABLE_TRACK: &str = "rastup-api-stable";
+    /// Prometheus's `track` of the canary service's requests.
+    pub const CANARY_TRACK: &str = "rastup-api-canary";
+    /// Prometheus's `track` of the Lambda function's new version.
+    pub const FUNCTION_TRACK: &str = "rastup-events-canary";
+    /// The load balancer's listener. moto makes ARNs and ids at random:
+    /// [`start`] seeds its random numbers before creating each of these,
+    /// so that they are the same on every start, as the runbook's `local`
+    /// environment names them (and [`start`] checks).
+    pub const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/rastup-public/51c3b186ad7e5972/6c358004081e963f";
+    /// The stable service's target group.
+    pub const STABLE_GROUP: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/rastup-api-stable/b1f4a2f2d0a7a5d0";
+    /// The canary service's target group.
+    pub const CANARY_GROUP: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/rastup-api-canary/61cdc56c453d716e";
+    /// The CloudFront distribution in front of [`BUCKET`].
+    pub const DISTRIBUTION: &str = "VE6CIEKNRRRYD";
+
+    /// ECS's JSON target prefix.
+    const ECS: &str = "AmazonEC2ContainerServiceV20141113";
+    /// The image both services start on.
+    fn initial_image() -> String {
+        format!("127.0.0.1:{}/rastup/api:{INITIAL_VERSION}", ports::REGISTRY)
+    }
+
+    /// `http://127.0.0.1:15012`: the AWS endpoint RastUp's runs use.
+    pub fn aws_url() -> String {
+        format!("http://127.0.0.1:{AWS_PORT}")
+    }
+
+    /// Starts the AWS proxy, the metrics endpoint and the watcher that
+    /// makes traffic follow the ECS services' versions, and creates the
+    /// AWS resources in moto.
+    pub(super) async fn start(
+        sample: &Arc<SampleService>,
+        moto: &Moto,
+        bad_versions: &[String],
+    ) -> anyhow::Result<()> {
+        for port in [AWS_PORT, METRICS_PORT] {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                anyhow::bail!(
+                    "port {port} is in use: is a local estate already running? (`scripts/local-env stop`)"
+                );
+            }
+        }
+        let rollout = EcsRollout::start(&moto.url, Rollout::completing(1)).await?;
+        let ecs = rollout.url.trim_start_matches("http://").to_owned();
+        // Lives as long as the estate's process: its task is not aborted.
+        std::mem::forget(rollout);
+        let upstream = moto.url.trim_start_matches("http://").to_owned();
+        let (listener, _) = bind_loopback(AWS_PORT).await?;
+        tokio::spawn(serve(listener, move |request: Request| {
+            let is_ecs = request
+                .headers
+                .get("x-amz-target")
+                .is_some_and(|target| target.starts_with(ECS));
+            let to = if is_ecs {
+                ecs.clone()
+            } else {
+                upstream.clone()
+            };
+            async move {
+                pass(&to, &request).await.unwrap_or_else(|error| {
+                    Response::text(502, format!("moto is unreachable: {error}"))
+                })
+            }
+        }));
+        let (listener, _) = bind_loopback(METRICS_PORT).await?;
+        tokio::spawn(serve(listener, |request: Request| async move {
+            if request.path == "/metrics" {
+                Response {
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/plain; version=0.0.4".into())],
+                    body: METRICS.as_bytes().to_vec(),
+                    delay: Duration::ZERO,
+                }
+            } else {
+                Response::text(404, "not found")
+            }
+        }));
+        let url = moto.url.clone();
+        tokio::task::spawn_blocking(move || create(&url)).await??;
+        create_function(moto);
+        let (sample, url, bad) = (Arc::clone(sample), moto.url.clone(), bad_versions.to_vec());
+        std::thread::spawn(move || watch(&sample, &url, &bad));
+        Ok(())
+    }
+
+    /// The infrastructure and business metrics of the seed ("CPU
+    /// utilization < 70%", "search conversion rate", ...), steady, as a
+    /// healthy estate has them.
+    const METRICS: &str = "# TYPE rastup_cpu_utilization gauge
+rastup_cpu_utilization{service=\"api\"} 0.35
+rastup_cpu_utilization{service=\"search\"} 0.41
+rastup_cpu_utilization{service=\"messaging\"} 0.22
+# TYPE rastup_memory_utilization gauge
+rastup_memory_utilization{service=\"api\"} 0.52
+rastup_memory_utilization{service=\"search\"} 0.61
+rastup_memory_utilization{service=\"messaging\"} 0.38
+# TYPE rastup_db_connections gauge
+rastup_db_connections{db=\"rastup-prod\"} 42
+# TYPE rastup_db_connections_max gauge
+rastup_db_connections_max{db=\"rastup-prod\"} 200
+# TYPE rastup_search_conversion_ratio gauge
+rastup_search_conversion_ratio 0.031
+# TYPE rastup_booking_completion_ratio gauge
+rastup_booking_completion_ratio 0.62
+# TYPE rastup_payment_success_ratio gauge
+rastup_payment_success_ratio 0.985
+";
+
+    /// Puts RastUp's AWS resources, flag, traffic and version back as
+    /// before any deploy. Blocking (plain sockets), callable from anywhere.
+    pub(super) fn reset(sample: &SampleService, moto: &Moto) {
+        // A service that moved goes back through the proxy, so that it
+        // rolls the service back as ECS would and then shows it steady. (A
+        // service already there is left alone: then no call goes through
+        // the proxy, whose tasks may share this thread's runtime when the
+        // estate resets itself as it starts.)
+        for service in [STABLE_SERVICE, CANARY_SERVICE] {
+            let on = ecs_call(
+                &moto.url,
+                "DescribeServices",
+                &json!({ "cluster": CLUSTER, "services": [service] }),
+            )
+            .and_then(|described| {
+                described["services"][0]["taskDefinition"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+            if on.rsplit('/').next() == Some(INITIAL_TASK_DEFINITION) {
+                continue;
+            }
+            json_at(
+                &aws_url(),
+                "ecs",
+                ECS,
+                "UpdateService",
+                &json!({ "cluster": CLUSTER, "service": service, "taskDefinition": INITIAL_TASK_DEFINITION }),
+            );
+            for _ in 0..3 {
+                json_at(
+                    &aws_url(),
+                    "ecs",
+                    ECS,
+                    "DescribeServices",
+                    &json!({ "cluster": CLUSTER, "services": [service] }),
+                );
+            }
+        }
+        let modified = elb(&moto.url, "ModifyListener", &listener_weights(100, 0));
+        assert!(modified.contains("<ListenerArn>"), "{modified}");
+        let alias = lambda_at(
+            &moto.url,
+            "PUT",
+            &format!("/2015-03-31/functions/{FUNCTION}/aliases/{ALIAS}"),
+            &json!({ "FunctionVersion": "1", "RoutingConfig": { "AdditionalVersionWeights": {} } })
+                .to_string(),
+        );
+        assert!(alias.starts_with("HTTP/1.1 20"), "{alias}");
+        // New code in `$LATEST` on every reset: what CI uploads before the
+        // runbook publishes it.
+        static BUILDS: AtomicU64 = AtomicU64::new(0);
+        let build = BUILDS.fetch_add(1, Ordering::Relaxed);
+        moto.update_lambda_code(
+            FUNCTION,
+            &format!("def handler(event, context):\n    return {{'build': {build}}}\n"),
+        );
+        for key in WEB_KEYS {
+            rest_at(&moto.url, "s3", "DELETE", &format!("/{BUCKET}/{key}"), "");
+        }
+        sample.update(|state| {
+            state.flags.insert(
+                FLAG.into(),
+                json!({"key": FLAG, "percentage": 0, "enabled": false}),
+            );
+            for track in [STABLE_TRACK, CANARY_TRACK, FUNCTION_TRACK] {
+                state.traffic.set(track, 0.0005, Duration::from_millis(40));
+            }
+            state.version = INITIAL_VERSION.into();
+        });
+    }
+
+    /// Creates the cluster, its task definition and both services, the
+    /// load balancer with its target groups and listener (all traffic to
+    /// stable), and the versioned bucket with its distribution.
+    fn create(moto: &str) -> anyhow::Result<()> {
+        let ecs = |action: &str, body: Value| json_at(moto, "ecs", ECS, action, &body);
+        ecs("CreateCluster", json!({ "clusterName": CLUSTER }));
+        ecs(
+            "RegisterTaskDefinition",
+            json!({
+                "family": "rastup-api",
+                "containerDefinitions": [{
+                    "name": "api",
+                    "image": initial_image(),
+                    "memory": 512,
+                    "essential": true,
+                    "portMappings": [{ "containerPort": 8080 }],
+                }],
+                "networkMode": "awsvpc",
+                "requiresCompatibilities": ["FARGATE"],
+                "cpu": "256",
+                "memory": "1024",
+            }),
+        );
+        for (service, count) in [(STABLE_SERVICE, 3), (CANARY_SERVICE, 1)] {
+            ecs(
+                "CreateService",
+                json!({
+                    "cluster": CLUSTER,
+                    "serviceName": service,
+                    "taskDefinition": INITIAL_TASK_DEFINITION,
+                    "desiredCount": count,
+                    "launchType": "FARGATE",
+                }),
+            );
+        }
+        let ec2 = |action: &str, params: &[(&str, &str)]| {
+            query_at(moto, "ec2", "2016-11-15", action, params)
+        };
+        let vpc = first(&ec2("CreateVpc", &[("CidrBlock", "10.30.0.0/16")]), "vpcId")?;
+        let subnet = |cidr: &str, zone: &str| {
+            first(
+                &ec2(
+                    "CreateSubnet",
+                    &[
+                        ("VpcId", &vpc),
+                        ("CidrBlock", cidr),
+                        ("AvailabilityZone", zone),
+                    ],
+                ),
+                "subnetId",
+            )
+        };
+        let (a, b) = (
+            subnet("10.30.1.0/24", "us-east-1a")?,
+            subnet("10.30.2.0/24", "us-east-1b")?,
+        );
+        seed_random(moto, 30031)?;
+        let balancer = first(
+            &elb(
+                moto,
+                "CreateLoadBalancer",
+                &[
+                    ("Name", "rastup-public".into()),
+                    ("Subnets.member.1", a),
+                    ("Subnets.member.2", b),
+                ],
+            ),
+            "LoadBalancerArn",
+        )?;
+        let mut groups = Vec::new();
+        for (seed, name) in [(30032, "rastup-api-stable"), (30033, "rastup-api-canary")] {
+            seed_random(moto, seed)?;
+            groups.push(first(
+                &elb(
+                    moto,
+                    "CreateTargetGroup",
+                    &[
+                        ("Name", name.into()),
+                        ("Protocol", "HTTP".into()),
+                        ("Port", "80".into()),
+                        ("VpcId", vpc.clone()),
+                        ("TargetType", "ip".into()),
+                    ],
+                ),
+                "TargetGroupArn",
+            )?);
+        }
+        seed_random(moto, 30034)?;
+        let mut params = listener_weights(100, 0);
+        params.retain(|(key, _)| *key != "ListenerArn");
+        params.extend([
+            ("LoadBalancerArn", balancer),
+            ("Protocol", "HTTP".into()),
+            ("Port", "80".into()),
+        ]);
+        let listener = first(&elb(moto, "CreateListener", &params), "ListenerArn")?;
+        let bucket = rest_at(moto, "s3", "PUT", &format!("/{BUCKET}"), "");
+        anyhow::ensure!(bucket.starts_with("HTTP/1.1 200"), "{bucket}");
+        let versioned = rest_at(
+            moto,
+            "s3",
+            "PUT",
+            &format!("/{BUCKET}?versioning"),
+            "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>Enabled</Status></VersioningConfiguration>",
+        );
+        anyhow::ensure!(versioned.starts_with("HTTP/1.1 200"), "{versioned}");
+        seed_random(moto, 30035)?;
+        let distribution = create_distribution(moto)?;
+        let made = [
+            ("listener", listener.as_str(), LISTENER),
+            ("stable target group", groups[0].as_str(), STABLE_GROUP),
+            ("canary target group", groups[1].as_str(), CANARY_GROUP),
+            ("distribution", distribution.as_str(), DISTRIBUTION),
+        ];
+        for (what, made, expected) in made {
+            anyhow::ensure!(
+                made == expected,
+                "moto made RastUp's {what} {made}, not {expected}: this moto makes its ids otherwise; put {made} in tests/src/estate.rs (rastup) and in runbooks/rastup.toml's [environments.local]"
+            );
+        }
+        Ok(())
+    }
+
+    /// A CloudFront distribution in front of [`BUCKET`], as
+    /// [`Moto::create_distribution`] makes one; its id.
+    fn create_distribution(moto: &str) -> anyhow::Result<String> {
+        let config = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DistributionConfig xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\"><CallerReference>runbook-{BUCKET}</CallerReference><Comment>{BUCKET}</Comment><Enabled>true</Enabled><Origins><Quantity>1</Quantity><Items><Origin><Id>{BUCKET}</Id><DomainName>{BUCKET}.s3.amazonaws.com</DomainName><S3OriginConfig><OriginAccessIdentity></OriginAccessIdentity></S3OriginConfig></Origin></Items></Origins><DefaultCacheBehavior><TargetOriginId>{BUCKET}</TargetOriginId><ViewerProtocolPolicy>redirect-to-https</ViewerProtocolPolicy><MinTTL>0</MinTTL><ForwardedValues><QueryString>false</QueryString><Cookies><Forward>none</Forward></Cookies></ForwardedValues><TrustedSigners><Enabled>false</Enabled><Quantity>0</Quantity></TrustedSigners></DefaultCacheBehavior></DistributionConfig>"
+        );
+        let created = rest_at(
+            moto,
+            "cloudfront",
+            "POST",
+            "/2020-05-31/distribution",
+            &config,
+        );
+        anyhow::ensure!(created.starts_with("HTTP/1.1 201"), "{created}");
+        first(&created, "Id")
+    }
+
+    /// Function [`FUNCTION`], version 1 published, alias [`ALIAS`] on it.
+    fn create_function(moto: &Moto) {
+        moto.create_lambda_function(
+            FUNCTION,
+            "def handler(event, context):\n    return {'build': 'initial'}\n",
+        );
+        let alias = moto.lambda(
+            "POST",
+            &format!("/2015-03-31/functions/{FUNCTION}/aliases"),
+            &json!({ "Name": ALIAS, "FunctionVersion": "1" }).to_string(),
+        );
+        assert!(alias.starts_with("HTTP/1.1 201"), "{alias}");
+    }
+
+    /// The listener's default action: forward to stable and canary with
+    /// these weights (ELBv2's Query parameters, as `lb-weights` sends them).
+    fn listener_weights(stable: u32, canary: u32) -> Vec<(&'static str, String)> {
+        vec![
+            ("ListenerArn", LISTENER.into()),
+            ("DefaultActions.member.1.Type", "forward".into()),
+            (
+                "DefaultActions.member.1.ForwardConfig.TargetGroups.member.1.TargetGroupArn",
+                STABLE_GROUP.into(),
+            ),
+            (
+                "DefaultActions.member.1.ForwardConfig.TargetGroups.member.1.Weight",
+                stable.to_string(),
+            ),
+            (
+                "DefaultActions.member.1.ForwardConfig.TargetGroups.member.2.TargetGroupArn",
+                CANARY_GROUP.into(),
+            ),
+            (
+                "DefaultActions.member.1.ForwardConfig.TargetGroups.member.2.Weight",
+                canary.to_string(),
+            ),
+        ]
+    }
+
+    /// An ELBv2 Query call.
+    fn elb(moto: &str, action: &str, params: &[(&str, String)]) -> String {
+        let params: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(key, value)| (*key, value.as_str()))
+            .collect();
+        query_at(moto, "elasticloadbalancing", "2015-12-01", action, &params)
+    }
+
+    /// The listener's weights as moto has them: `(stable, canary)`.
+    pub fn weights(moto: &str) -> (u64, u64) {
+        let described = elb(
+            moto,
+            "DescribeListeners",
+            &[("ListenerArns.member.1", LISTENER.into())],
+        );
+        let mut stable = 0;
+        let mut canary = 0;
+        for member in described.split("<member>") {
+            let weight = first(member, "Weight")
+                .ok()
+                .and_then(|weight| weight.parse::<u64>().ok());
+            if let (Ok(arn), Some(weight)) = (first(member, "TargetGroupArn"), weight) {
+                if arn == STABLE_GROUP {
+                    stable = weight;
+                } else if arn == CANARY_GROUP {
+                    canary = weight;
+                }
+            }
+        }
+        (stable, canary)
+    }
+
+    /// The image tag service `service` runs, as moto has it (not through
+    /// the proxy, whose rollouts a look would move on).
+    pub fn service_version(moto: &str, service: &str) -> Option<String> {
+        let described = ecs_call(
+            moto,
+            "DescribeServices",
+            &json!({ "cluster": CLUSTER, "services": [service] }),
+        )?;
+        let task_definition = described["services"][0]["taskDefinition"].as_str()?;
+        let definition = ecs_call(
+            moto,
+            "DescribeTaskDefinition",
+            &json!({ "taskDefinition": task_definition }),
+        )?;
+        let image = definition["taskDefinition"]["containerDefinitions"][0]["image"].as_str()?;
+        image.rsplit_once(':').map(|(_, tag)| tag.to_owned())
+    }
+
+    /// Alias [`ALIAS`]'s version and its other versions' weights.
+    pub fn alias(moto: &str) -> (String, Value) {
+        let answer = lambda_at(
+            moto,
+            "GET",
+            &format!("/2015-03-31/functions/{FUNCTION}/aliases/{ALIAS}"),
+            "",
+        );
+        let body: Value = answer
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or_else(|| panic!("GetAlias answered {answer}"));
+        let weights = match &body["RoutingConfig"]["AdditionalVersionWeights"] {
+            Value::Null => json!({}),
+            weights => weights.clone(),
+        };
+        (
+            body["FunctionVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            weights,
+        )
+    }
+
+    /// Makes traffic, health and `/health`'s version follow the versions
+    /// the ECS services run. Runs on its own thread for as long as the
+    /// process does.
+    fn watch(sample: &SampleService, moto: &str, bad: &[String]) {
+        let mut last: Option<(String, String)> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(150));
+            let (Some(stable), Some(canary)) = (
+                service_version(moto, STABLE_SERVICE),
+                service_version(moto, CANARY_SERVICE),
+            ) else {
+                continue;
+            };
+            let seen = (stable, canary);
+            if last.as_ref() == Some(&seen) {
+                continue;
+            }
+            let is_bad = |version: &String| bad.contains(version);
+            let was_bad = last.as_ref().is_some_and(|(stable, _)| is_bad(stable));
+            sample.update(|state| {
+                for (track, version) in [(STABLE_TRACK, &seen.0), (CANARY_TRACK, &seen.1)] {
+                    if is_bad(version) {
+                        state.traffic.set(track, 0.30, Duration::from_millis(400));
+                    } else {
+                        state.traffic.set(track, 0.0005, Duration::from_millis(40));
+                    }
+                }
+                if is_bad(&seen.0) {
+                    state.healthy = false;
+                } else if was_bad {
+                    state.healthy = true;
+                }
+                state.version = seen.0.clone();
+            });
+            last = Some(seen);
+        }
+    }
+
+    /// Seeds moto's random numbers (`/moto-api/seed`), so that the next
+    /// resource gets the same id on every start.
+    fn seed_random(moto: &str, seed: u32) -> anyhow::Result<()> {
+        use std::io::{Read, Write};
+        let address = moto.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address)?;
+        write!(
+            stream,
+            "POST /moto-api/seed?a={seed} HTTP/1.0\r\nhost: {address}\r\ncontent-length: 0\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        anyhow::ensure!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "moto refused to seed its random numbers: {response}"
+        );
+        Ok(())
+    }
+
+    /// The text of the first `<tag>` in `xml`.
+    fn first(xml: &str, tag: &str) -> anyhow::Result<String> {
+        let open = format!("<{tag}>");
+        let start = xml
+            .find(&open)
+            .ok_or_else(|| anyhow::anyhow!("no <{tag}> in {xml}"))?
+            + open.len();
+        let end = xml[start..]
+            .find('<')
+            .ok_or_else(|| anyhow::anyhow!("no end of <{tag}> in {xml}"))?;
+        Ok(xml[start..start + end].to_owned())
+    }
+
+    /// An ECS JSON call to moto that gives `None` rather than panicking
+    /// (the watcher outlives moto at the end of a process).
+    fn ecs_call(moto: &str, action: &str, body: &Value) -> Option<Value> {
+        use std::io::{Read, Write};
+        let address = moto.trim_start_matches("http://");
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(address).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/x-amz-json-1.1\r\nx-amz-target: {ECS}.{action}\r\nauthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        if !response.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+    }
+
+    /// Sends `request` to `upstream` and gives back its answer whole:
+    /// status, headers (an S3 object's `ETag` and `x-amz-version-id`) and
+    /// body, de-chunked.
+    async fn pass(upstream: &str, request: &Request) -> std::io::Result<Response> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(upstream).await?;
+        let mut head = format!("{} {}", request.method, request.path);
+        if let Some(query) = &request.query {
+            head.push('?');
+            head.push_str(query);
+        }
+        head.push_str(" HTTP/1.1\r\n");
+        for (name, value) in &request.headers {
+            if !matches!(
+                name.as_str(),
+                "host" | "connection" | "content-length" | "transfer-encoding"
+            ) {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        head.push_str(&format!(
+            "host: {upstream}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            request.body.len()
+        ));
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&request.body).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let split = raw
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("an answer without a header's end"))?;
+        let text = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut body = raw[split + 4..].to_vec();
+        let mut lines = text.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(502);
+        let mut headers = Vec::new();
+        let mut chunked = false;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            match name.as_str() {
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "content-length" | "connection" => {}
+                _ => headers.push((name, value)),
+            }
+        }
+        if chunked {
+            body = dechunk(&body);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+            delay: Duration::ZERO,
+        })
+    }
+
+    /// A chunked body's bytes.
+    fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(end) = rest.windows(2).position(|window| window == b"\r\n") {
+            let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let size =
+                usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+            rest = &rest[end + 2..];
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[(size + 2).min(rest.len())..];
+        }
+        out
     }
 }

@@ -326,14 +326,17 @@ fn statuspage(state: &mut SampleState, request: &Request) -> Response {
     };
     let of_page = |incident: &&serde_json::Value| incident["page_id"] == page.as_str();
     match (request.method.as_str(), tail.as_slice()) {
+        // Newest first, as Statuspage lists them.
         ("GET", []) => {
-            let listed: Vec<&serde_json::Value> = state.incidents.iter().filter(of_page).collect();
+            let listed: Vec<&serde_json::Value> =
+                state.incidents.iter().rev().filter(of_page).collect();
             Response::json(200, json!(listed))
         }
         ("GET", ["unresolved"]) => {
             let listed: Vec<&serde_json::Value> = state
                 .incidents
                 .iter()
+                .rev()
                 .filter(of_page)
                 .filter(|incident| incident["status"] != "resolved")
                 .collect();

@@ -192,17 +192,6 @@ fn riskcast_traffic() -> Vec<u64> {
     )
 }
 
-/// Stable and canary weights of RastUp's HTTPRoute.
-fn rastup_traffic() -> Vec<u64> {
-    weights(
-        "gateway.networking.k8s.io/v1",
-        "HTTPRoute",
-        "rastup-prod",
-        "rastup-api",
-        "/spec/rules/0/backendRefs",
-    )
-}
-
 fn flag(key: &str) -> u64 {
     estate().sample.state().flags[key]["percentage"]
         .as_u64()
