@@ -142,7 +142,7 @@ async fn riskcast_blue_green_deploys_the_idle_colour_and_alternates() {
         .received
         .iter()
         .map(|request| request.path.clone())
-        .filter(|path| path.starts_with("/workloads/"))
+        .filter(|path| path.starts_with("/workloads/riskcast-api-"))
         .collect();
     assert!(
         idle_checks
