@@ -530,6 +530,31 @@ impl Executor<'_> {
         // recorded, and not stopped by the first Ctrl-C (only the second).
         if report.status != Status::Waiting && report.unrecorded.is_none() {
             for index in always {
+                // An `always` step's `if` is read now, when `run.status`
+                // says how the run went (`if = "run.status == 'failed'"`).
+                if let Some(condition) = &plan.step(&plan.steps[index]).condition {
+                    match self.scope(plan, &state, index).condition(condition) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.finish_unrun(
+                                plan,
+                                &mut state,
+                                index,
+                                "skipped: its `if` is false".to_owned(),
+                            );
+                            continue;
+                        }
+                        Err(error) => {
+                            self.finish_unrun(
+                                plan,
+                                &mut state,
+                                index,
+                                format!("skipped: its `if` cannot be evaluated: {error}"),
+                            );
+                            continue;
+                        }
+                    }
+                }
                 let params = self.render(plan, &state, index);
                 let result = self.run_step(plan, index, params).await;
                 state.slots[index] = Slot::Done(result.status);

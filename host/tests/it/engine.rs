@@ -257,6 +257,48 @@ async fn always_steps_run_after_the_rollback() {
     );
 }
 
+/// An `always` step's `if` is read at the end, with how the run went: a
+/// step for failures only (a restoration check, an incident record) stays
+/// out of a run that succeeded.
+#[tokio::test]
+async fn an_always_step_runs_only_when_its_if_holds_at_the_end() {
+    for (fail, ran) in [(false, false), (true, true)] {
+        let counter = Counter::start().await.unwrap();
+        let body = format!(
+            "{}{}{}{}",
+            header("rollback"),
+            recorder(
+                "deploy",
+                &counter,
+                if fail { "with.fail = true" } else { "" }
+            ),
+            recorder(
+                "after-failure",
+                &counter,
+                "always = true\nif = \"run.status == 'failed'\""
+            ),
+            recorder("notify", &counter, "always = true"),
+        );
+        let finished = run(&body, RunOptions::default()).await;
+        assert_eq!(
+            counter
+                .tally()
+                .sequence
+                .contains(&"do:after-failure".to_owned()),
+            ran,
+            "fail={fail}: {}",
+            finished.log()
+        );
+        let expected = if ran {
+            Status::Succeeded
+        } else {
+            Status::Skipped
+        };
+        assert_eq!(finished.step("after-failure").0, expected);
+        assert_eq!(finished.step("notify").0, Status::Succeeded);
+    }
+}
+
 #[tokio::test]
 async fn an_always_step_runs_even_when_the_step_before_it_was_skipped() {
     let counter = Counter::start().await.unwrap();

@@ -371,9 +371,10 @@ fn finish(params: &Params, shift: &Shift) -> Result<Outcome, Error> {
         last = 0;
     }
     let mut summary = format!(
-        "canary {}% → {}% in {count} stages",
+        "canary {}% → {}% in {count} {}",
         shift.initial,
-        params.stages.last().copied().unwrap_or(0)
+        params.stages.last().copied().unwrap_or(0),
+        if count == 1 { "stage" } else { "stages" }
     );
     if params.finish == Finish::Stable {
         summary.push_str(", then all traffic back to stable");
