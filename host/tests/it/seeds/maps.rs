@@ -95,6 +95,7 @@ struct Map {
 fn read_map(path: &Path) -> Map {
     let text = std::fs::read_to_string(path).unwrap();
     let named = Regex::new(r"`([^`]+)`").unwrap();
+    let seed_lines = Regex::new(r"^L[0-9]+").unwrap();
     let mut items = Vec::new();
     let mut totals = BTreeMap::new();
     let mut share = String::new();
@@ -125,7 +126,7 @@ fn read_map(path: &Path) -> Map {
             }
             "items" if row.len() == 5 && row[0] != "seed" => {
                 assert!(
-                    Regex::new(r"^L[0-9]+").unwrap().is_match(&row[0]),
+                    seed_lines.is_match(&row[0]),
                     "{}: `{}` does not start with the seed's line (`L93`)",
                     path.display(),
                     row[0]
