@@ -260,6 +260,8 @@ fn the_review_of_a_runbook_using_every_shipped_plugin_shows_each_ones_exact_capa
         let expected_optional: Vec<String> = match *id {
             "canary" | "gate" => vec!["http".into(), "aws".into()],
             "announce" => vec!["http".into(), "secrets".into(), "aws".into()],
+            // A check's headers may hold a secret (an API key).
+            "smoke" => vec!["secrets".into()],
             _ => vec![],
         };
         assert_eq!(optional, expected_optional, "{id} optional");

@@ -351,12 +351,11 @@ async fn a_pinned_digest_that_differs_refuses_the_plugin() {
 async fn a_plugin_carries_its_capabilities_in_the_component_and_they_agree_with_describe() {
     let path = runbook_testenv::plugin_path("smoke-test");
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(
-        runbook::plugin::embedded_capabilities(&bytes),
-        Some(vec!["http".to_owned()])
-    );
+    // `secrets?`: optional, for a check whose headers hold one.
+    let written = Some(vec!["http".to_owned(), "secrets?".to_owned()]);
+    assert_eq!(runbook::plugin::embedded_capabilities(&bytes), written);
     let loaded = runtime().load(&path, None).await.unwrap();
-    assert_eq!(loaded.embedded_capabilities, Some(vec!["http".to_owned()]));
+    assert_eq!(loaded.embedded_capabilities, written);
 }
 
 #[tokio::test]
@@ -374,7 +373,9 @@ async fn a_component_whose_written_capabilities_were_altered_is_refused() {
     std::fs::write(&path, &altered).unwrap();
     let error = runtime().load(&path, None).await.unwrap_err().to_string();
     assert!(
-        error.contains("wrote capabilities [kube] into the component, but `describe` says [http]"),
+        error.contains(
+            "wrote capabilities [kube, secrets?] into the component, but `describe` says [http, secrets?]"
+        ),
         "{error}"
     );
 }

@@ -18,7 +18,7 @@ async fn a_healthy_service_passes_every_check_with_one_output_per_check() {
     let base = service.base_url();
     let checks = format!(
         r#"{{ name = "health", url = "{base}/health", expect_json = {{ status = "healthy", "checks.database" = "ok" }}, max_latency = "2s" }},
-{{ name = "live", url = "{base}/health/live", expect_body_contains = "alive" }},
+{{ name = "live", url = "{base}/health/live", expect_body_contains = "ok" }},
 {{ name = "api", url = "{base}/v1/decisions", headers = {{ "X-API-Key" = "${{{{ secrets.KEY }}}}" }}, expect_status = [200, 204] }},"#
     );
     let finished = run(
