@@ -525,6 +525,9 @@ impl Estate {
                 state
                     .traffic
                     .set(watched.track, 0.0005, Duration::from_millis(40));
+                state
+                    .traffic
+                    .place(watched.track, watched.namespace, watched.deployment);
             }
         });
         rastup::reset(&self.sample, &self.moto);

@@ -26,6 +26,23 @@ const BUCKETS: &[f64] = &[
 /// Requests per second each track serves.
 const RATE: f64 = 50.0;
 
+/// The share of failed requests that fail in the database
+/// (`db_errors_total`).
+const DATABASE_SHARE: f64 = 0.1;
+
+/// Database queries answer in this share of the request latency
+/// (`db_query_duration_seconds`).
+const QUERY_SHARE: f64 = 0.1;
+
+/// CPU each track's pod uses, in cores, against a limit of one core.
+const CPU_CORES: f64 = 0.3;
+
+/// Memory each track's pod holds, against its limit of [`MEMORY_LIMIT`].
+const MEMORY_BYTES: u64 = 200 << 20;
+
+/// Each pod's memory limit.
+const MEMORY_LIMIT: u64 = 512 << 20;
+
 /// One track's behaviour and counters.
 #[derive(Debug, Clone)]
 struct Track {
@@ -34,6 +51,13 @@ struct Track {
     ok: f64,
     errors: f64,
     sum: f64,
+    /// Database queries per bucket (the last is +Inf), not cumulative.
+    query_buckets: Vec<f64>,
+    /// CPU seconds its pod has used.
+    cpu: f64,
+    /// The Kubernetes namespace and Deployment serving it, when one does:
+    /// its pod's CPU is reported as cAdvisor and kube-state-metrics do.
+    workload: Option<(String, String)>,
     /// Per bucket (the last is +Inf), not cumulative.
     buckets: Vec<f64>,
     since: Instant,
@@ -60,6 +84,9 @@ impl Traffic {
                 ok: 0.0,
                 errors: 0.0,
                 sum: 0.0,
+                query_buckets: vec![0.0; BUCKETS.len() + 1],
+                cpu: 0.0,
+                workload: None,
                 buckets: vec![0.0; BUCKETS.len() + 1],
                 since: now,
             });
@@ -67,9 +94,18 @@ impl Traffic {
         entry.latency = latency;
     }
 
+    /// `track` is served by Deployment `deployment` in `namespace`.
+    pub fn place(&mut self, track: &str, namespace: &str, deployment: &str) {
+        if let Some(entry) = self.tracks.get_mut(track) {
+            entry.workload = Some((namespace.to_owned(), deployment.to_owned()));
+        }
+    }
+
     fn advance(&mut self, now: Instant) {
         for track in self.tracks.values_mut() {
-            let requests = RATE * now.duration_since(track.since).as_secs_f64();
+            let seconds = now.duration_since(track.since).as_secs_f64();
+            let requests = RATE * seconds;
+            track.cpu += CPU_CORES * seconds;
             track.since = now;
             track.errors += requests * track.error_rate;
             track.ok += requests * (1.0 - track.error_rate);
@@ -80,6 +116,12 @@ impl Traffic {
                 .position(|bound| seconds <= *bound)
                 .unwrap_or(BUCKETS.len());
             track.buckets[bucket] += requests;
+            let query = seconds * QUERY_SHARE;
+            let bucket = BUCKETS
+                .iter()
+                .position(|bound| query <= *bound)
+                .unwrap_or(BUCKETS.len());
+            track.query_buckets[bucket] += requests;
         }
     }
 
@@ -128,6 +170,73 @@ impl Traffic {
                 text,
                 "http_request_duration_seconds_count{{app=\"{app}\",track=\"{name}\"}} {cumulative}"
             );
+        }
+        text.push_str("# HELP db_errors_total Database errors.\n# TYPE db_errors_total counter\n");
+        for (name, track) in &self.tracks {
+            let _ = writeln!(
+                text,
+                "db_errors_total{{app=\"{}\",track=\"{name}\"}} {}",
+                app_of(name),
+                track.errors * DATABASE_SHARE
+            );
+        }
+        text.push_str("# HELP db_query_duration_seconds Database query latency.\n# TYPE db_query_duration_seconds histogram\n");
+        for (name, track) in &self.tracks {
+            let app = app_of(name);
+            let mut cumulative = 0.0;
+            for (index, bound) in BUCKETS.iter().enumerate() {
+                cumulative += track.query_buckets[index];
+                let _ = writeln!(
+                    text,
+                    "db_query_duration_seconds_bucket{{app=\"{app}\",track=\"{name}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += track.query_buckets[BUCKETS.len()];
+            let _ = writeln!(
+                text,
+                "db_query_duration_seconds_bucket{{app=\"{app}\",track=\"{name}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                text,
+                "db_query_duration_seconds_count{{app=\"{app}\",track=\"{name}\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                text,
+                "db_query_duration_seconds_sum{{app=\"{app}\",track=\"{name}\"}} {}",
+                track.sum * QUERY_SHARE
+            );
+        }
+        text.push_str("# HELP container_cpu_usage_seconds_total CPU used (cAdvisor).\n# TYPE container_cpu_usage_seconds_total counter\n");
+        for track in self.tracks.values() {
+            if let Some((namespace, deployment)) = &track.workload {
+                let _ = writeln!(
+                    text,
+                    "container_cpu_usage_seconds_total{{namespace=\"{namespace}\",pod=\"{deployment}-0\",container=\"app\"}} {}",
+                    track.cpu
+                );
+            }
+        }
+        text.push_str("# HELP container_memory_working_set_bytes Memory in use (cAdvisor).\n# TYPE container_memory_working_set_bytes gauge\n");
+        for track in self.tracks.values() {
+            if let Some((namespace, deployment)) = &track.workload {
+                let _ = writeln!(
+                    text,
+                    "container_memory_working_set_bytes{{namespace=\"{namespace}\",pod=\"{deployment}-0\",container=\"app\"}} {MEMORY_BYTES}"
+                );
+            }
+        }
+        text.push_str("# HELP kube_pod_container_resource_limits Limits (kube-state-metrics).\n# TYPE kube_pod_container_resource_limits gauge\n");
+        for track in self.tracks.values() {
+            if let Some((namespace, deployment)) = &track.workload {
+                let _ = writeln!(
+                    text,
+                    "kube_pod_container_resource_limits{{namespace=\"{namespace}\",pod=\"{deployment}-0\",container=\"app\",resource=\"cpu\",unit=\"core\"}} 1"
+                );
+                let _ = writeln!(
+                    text,
+                    "kube_pod_container_resource_limits{{namespace=\"{namespace}\",pod=\"{deployment}-0\",container=\"app\",resource=\"memory\",unit=\"byte\"}} {MEMORY_LIMIT}"
+                );
+            }
         }
         text
     }

@@ -43,6 +43,13 @@ async fn riskcast_deploys_through_its_canary_migrates_and_raises_the_flag() {
     // before it is what a rollback would go back to.
     assert_eq!(riskcast_schema(), "0002");
     assert_eq!(finished.step("schema-before").2["revision"], "0001");
+    // The monitoring read each pod's CPU and memory against its limits
+    // (the estate's pods use 30% and 39%).
+    let monitored = finished.step("monitor").2;
+    for (metric, expected) in [("cpu", 0.3), ("memory", 200.0 / 512.0)] {
+        let value: f64 = monitored[metric].parse().unwrap();
+        assert!((value - expected).abs() < 0.05, "{metric} = {value}");
+    }
     // The blue/green colours were not touched by a canary release.
     assert_eq!(image_of("riskcast-prod", "riskcast-api-green"), "1.0.0");
     assert!(
