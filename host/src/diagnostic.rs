@@ -201,6 +201,31 @@ impl Diagnostic {
         self
     }
 
+    /// The diagnostic for a script (`validate --output json`): `code`,
+    /// `message`, `file`, `line`, `column` (1-based; null without a
+    /// place) and `hint`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (file, line, column) = match &self.place {
+            Some(place) => {
+                let (line, column) = place.source.line_column(place.span.start);
+                (
+                    Some(place.source.path.display().to_string()),
+                    Some(line),
+                    Some(column),
+                )
+            }
+            None => (None, None, None),
+        };
+        serde_json::json!({
+            "code": self.code,
+            "message": self.message,
+            "file": file,
+            "line": line,
+            "column": column,
+            "hint": self.hint,
+        })
+    }
+
     /// `file:line:column`, when the diagnostic has a place.
     pub fn location(&self) -> Option<String> {
         let place = self.place.as_ref()?;

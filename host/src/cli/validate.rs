@@ -1,7 +1,7 @@
 //! `runbook validate`: everything `exec` checks before it runs a step, for
 //! every environment, without running anything.
 
-use super::{Cli, Failure, exit};
+use super::{Cli, Failure, Output, exit};
 use crate::diagnostic::Diagnostics;
 use crate::engine::preflight;
 use crate::runbook::{self, Bindings, bind::bind};
@@ -21,11 +21,23 @@ pub struct ValidateArgs {
     /// A parameter value; parameters not given are checked as placeholders.
     #[arg(short, long = "set", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     set: Vec<(String, String)>,
+
+    /// `json`: one JSON document on stdout, `{ "valid", "file", "steps",
+    /// "environments", "problems": [{ "code", "message", "file", "line",
+    /// "column", "hint" }], "warnings": [...] }`; the exit code is the same.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
 }
 
 /// Runs the command.
 pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
-    let runbook = Arc::new(runbook::load(&args.file)?);
+    let runbook = match runbook::load(&args.file) {
+        Ok(runbook) => Arc::new(runbook),
+        Err(runbook::LoadError::Invalid(problems)) if args.output == Output::Json => {
+            return report_json(args, 0, &[], &problems, &[]);
+        }
+        Err(error) => return Err(error.into()),
+    };
     let environments: Vec<Option<String>> = match &args.env {
         Some(name) => vec![Some(name.clone())],
         None if runbook.environments.is_empty() => vec![None],
@@ -34,6 +46,7 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
     let runtime = super::plugin_runtime(cli)?;
     let mut problems = Diagnostics::default();
     let mut checked = Vec::new();
+    let mut warned = Vec::new();
     for environment in environments {
         let plan = bind(
             Arc::clone(&runbook),
@@ -60,7 +73,16 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
             }
         };
         match preflight::check_capabilities(&plan, &plugins) {
-            Ok(warnings) => warnings.iter().for_each(|warning| eprintln!("{warning}")),
+            Ok(warnings) => {
+                for warning in warnings {
+                    if args.output == Output::Text {
+                        eprintln!("{warning}");
+                    }
+                    if !warned.contains(&warning) {
+                        warned.push(warning);
+                    }
+                }
+            }
             Err(found) => problems.0.extend(found.0),
         }
         let secrets = crate::capability::secrets::SecretStore::new(Default::default());
@@ -70,6 +92,9 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
         checked.push(environment.unwrap_or_else(|| "(no environment)".into()));
     }
     dedup(&mut problems);
+    if args.output == Output::Json {
+        return report_json(args, runbook.steps.len(), &checked, &problems, &warned);
+    }
     if !problems.is_empty() {
         return Err(Failure::Invalid(problems));
     }
@@ -81,6 +106,29 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
         checked.join(", ")
     )?;
     Ok(exit::SUCCESS)
+}
+
+/// `--output json`: the verdict, every problem and warning, one document.
+fn report_json(
+    args: &ValidateArgs,
+    steps: usize,
+    checked: &[String],
+    problems: &Diagnostics,
+    warnings: &[String],
+) -> Result<u8, Failure> {
+    super::print_json(&serde_json::json!({
+        "valid": problems.is_empty(),
+        "file": args.file.display().to_string(),
+        "steps": steps,
+        "environments": checked,
+        "problems": problems.0.iter().map(crate::diagnostic::Diagnostic::to_json).collect::<Vec<_>>(),
+        "warnings": warnings,
+    }))?;
+    Ok(if problems.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::INVALID
+    })
 }
 
 /// The same problem found in several environments is reported once.

@@ -412,6 +412,10 @@ fn a_closed_stdout_ends_the_output_quietly() {
         vec!["logs", &run, "--state-dir", state],
         vec!["show", &run, "--state-dir", state],
         vec!["runs", "--state-dir", state],
+        vec!["logs", &run, "--state-dir", state, "--output", "json"],
+        vec!["show", &run, "--state-dir", state, "--output", "json"],
+        vec!["runs", "--state-dir", state, "--output", "json"],
+        vec!["validate", path, "--output", "json"],
         vec!["plan", path],
         vec!["plan", path, "--output", "json"],
         vec!["unlock", path],
@@ -429,4 +433,150 @@ fn a_closed_stdout_ends_the_output_quietly() {
             text(&output.stderr)
         );
     }
+}
+
+/// A script reads runs, one run and its logs as JSON, filters the runs,
+/// and hears of a wrong step or run name as a mistake (exit 2), not as
+/// nothing printed.
+#[test]
+fn runs_show_logs_and_validate_speak_json_and_refuse_unknown_names() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"scripted\"\n\n[environments.dev]\n[environments.prod]\n\n[[steps]]\nid = \"fine\"\nuses = \"noop\"\n\n[[steps]]\nid = \"each\"\nuses = \"noop\"\nfor_each = [\"a\", \"b\"]\n",
+    );
+    let path = file.path.to_str().unwrap();
+    let state = file.dir.path().join(".runbook");
+    let state = state.to_str().unwrap();
+    for env in ["dev", "prod"] {
+        let exec = runbook(&["exec", path, "--env", env], None);
+        assert_eq!(exec.status.code(), Some(0), "{}", text(&exec.stderr));
+    }
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = runbook(args, None);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("{args:?}: {error}: {}", text(&output.stdout)))
+    };
+
+    let all = json(&["runs", "--state-dir", state, "--output", "json"]);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(
+        all[0]["started"].as_str() >= all[1]["started"].as_str(),
+        "newest first"
+    );
+    for run in all {
+        assert_eq!(run["runbook"], "scripted");
+        assert_eq!(run["status"], "succeeded");
+        assert_eq!(run["operator"], "alice");
+    }
+    let prod = json(&[
+        "runs",
+        "--state-dir",
+        state,
+        "--env",
+        "prod",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(prod.as_array().unwrap().len(), 1);
+    assert_eq!(prod[0]["environment"], "prod");
+    let run = prod[0]["run"].as_str().unwrap().to_owned();
+    for (filters, expected) in [
+        (vec!["--status", "failed"], 0),
+        (vec!["--runbook", "other"], 0),
+        (vec!["--since", "1h"], 2),
+        (vec!["--since", "2999-01-01"], 0),
+        (vec!["--limit", "1"], 1),
+    ] {
+        let mut args = vec!["runs", "--state-dir", state, "--output", "json"];
+        args.extend(filters.iter().copied());
+        assert_eq!(
+            json(&args).as_array().unwrap().len(),
+            expected,
+            "{filters:?}"
+        );
+    }
+
+    let shown = json(&["show", &run, "--state-dir", state, "--output", "json"]);
+    assert_eq!(shown["run"]["run"], run.as_str());
+    let ids: Vec<&str> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fine", "each[a]", "each[b]"]);
+    assert!(shown["events"].as_array().unwrap().len() >= 6);
+
+    let logs = runbook(
+        &[
+            "logs",
+            &run,
+            "each",
+            "--state-dir",
+            state,
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(logs.status.code(), Some(0), "{}", text(&logs.stderr));
+    let lines: Vec<serde_json::Value> = text(&logs.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|event| event["step"].as_str().unwrap().starts_with("each["))
+    );
+
+    let wrong_step = runbook(&["logs", &run, "fien", "--state-dir", state], None);
+    assert_eq!(wrong_step.status.code(), Some(2));
+    assert!(
+        text(&wrong_step.stderr).contains("did you mean `fine`?"),
+        "{}",
+        text(&wrong_step.stderr)
+    );
+    let wrong_run = runbook(
+        &["show", "20000101-000000-000000", "--state-dir", state],
+        None,
+    );
+    assert_eq!(
+        wrong_run.status.code(),
+        Some(2),
+        "{}",
+        text(&wrong_run.stderr)
+    );
+    let wrong_status = runbook(
+        &["runs", "--state-dir", state, "--status", "succeded"],
+        None,
+    );
+    assert_eq!(wrong_status.status.code(), Some(2));
+    assert!(text(&wrong_status.stderr).contains("did you mean `succeeded`?"));
+
+    let valid = json(&["validate", path, "--output", "json"]);
+    assert_eq!(valid["valid"], true);
+    assert_eq!(valid["environments"], serde_json::json!(["dev", "prod"]));
+    let broken = TestRunbook::new("[runbook]\nname = \"x\"\nbogus = 1\n");
+    let invalid = runbook(
+        &[
+            "validate",
+            broken.path.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(invalid.status.code(), Some(2));
+    let invalid: serde_json::Value = serde_json::from_slice(&invalid.stdout).unwrap();
+    assert_eq!(invalid["valid"], false);
+    assert_eq!(invalid["problems"][0]["code"], "UnknownKey");
+    assert_eq!(invalid["problems"][0]["line"], 3);
 }
