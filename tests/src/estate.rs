@@ -555,7 +555,8 @@ impl Estate {
     /// Shell lines that point `runbook` at the estate.
     pub fn environment(&self) -> String {
         format!(
-            "export KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\nexport PAGERDUTY_KEY={PAGERDUTY_KEY} STATUSPAGE_KEY={STATUSPAGE_KEY} DOCKERHUB_TOKEN={DOCKERHUB_TOKEN}\n{}",
+            "# The runbook binary scripts/local-env built, first on PATH.\nexport PATH=\"{}:$PATH\"\nexport KUBECONFIG={}\nexport AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\nexport ADMIN_TOKEN={ADMIN_TOKEN} TEST_KEY={TEST_KEY}\nexport SLACK_WEBHOOK=http://127.0.0.1:{}/hooks/local/deploys\nexport PAGERDUTY_KEY={PAGERDUTY_KEY} STATUSPAGE_KEY={STATUSPAGE_KEY} DOCKERHUB_TOKEN={DOCKERHUB_TOKEN}\n{}",
+            crate::workspace_root().join("target/debug").display(),
             self.dir.join("kubeconfig").display(),
             ports::SAMPLE,
             self.database_secrets()

@@ -137,6 +137,9 @@ fn print_text(
     for (position, view) in views.iter().enumerate() {
         outln!()?;
         outln!("{}. {} ({})", position + 1, view.name, view.plugin)?;
+        if let Some(why) = &view.skipped {
+            outln!("   - skipped: {why}")?;
+        }
         for action in &view.actions {
             let marker = if action.mutates { "~" } else { "·" };
             outln!("   {marker} {}", action.description)?;

@@ -12,6 +12,7 @@ use crate::capability::kube::KubeAccess;
 use crate::engine::render::{Scope, StepOutcomes, StepOutputs, Unknown};
 use crate::engine::{Confirmations, Executor, RunReport};
 use crate::events::{Decision, EventKind, EventSink, Recorder};
+use crate::expression::Reference;
 use crate::plugin::{LoadedPlugin, PluginRuntime};
 use crate::runbook::{Action, PlannedStep};
 use serde::Serialize;
@@ -129,6 +130,9 @@ pub struct PlannedStepView {
     pub intercepted: Vec<String>,
     /// Why it could not be planned.
     pub error: Option<String>,
+    /// Why it will not run: its `if` is false with what is known before
+    /// the run (parameters, variables, the environment).
+    pub skipped: Option<String>,
 }
 
 /// Everything a step is granted, as a reviewer reads it.
@@ -252,13 +256,6 @@ pub async fn dry(
     let mut views = Vec::new();
     for planned in &plan.steps {
         let step = plan.step(planned);
-        let plugin = match &step.action {
-            Action::Plugin(name) => &prepared.plugins[name],
-            Action::Manual(checklist) => {
-                views.push(manual_view(planned, checklist));
-                continue;
-            }
-        };
         let scope = Scope {
             plan,
             outputs: &outputs,
@@ -266,6 +263,42 @@ pub async fn dry(
             unknown: Unknown::Placeholder,
             outcomes: &outcomes,
             item: planned.item.as_ref(),
+        };
+        // An `if` that reads only what is known before the run (not other
+        // steps, not how the run ends) is decided now: such a step is
+        // shown skipped, not as something that will happen.
+        if let Some(condition) = &step.condition
+            && !step.always
+            && condition.references().iter().all(|reference| {
+                !matches!(
+                    reference,
+                    Reference::StepOutput { .. } | Reference::StepOutcome(_)
+                )
+            })
+            && scope.condition(condition) == Ok(false)
+        {
+            let mut view = match &step.action {
+                Action::Manual(_) => manual_view(planned, &[]),
+                Action::Plugin(name) => {
+                    let plugin = &prepared.plugins[name];
+                    let mut view = manual_view(planned, &[]);
+                    view.plugin =
+                        format!("{} {}", plugin.descriptor.name, plugin.descriptor.version);
+                    view.digest = plugin.digest.clone();
+                    view.grants = GrantsView::of(&planned.grants);
+                    view
+                }
+            };
+            view.skipped = Some(format!("its `if` is false: {condition}"));
+            views.push(view);
+            continue;
+        }
+        let plugin = match &step.action {
+            Action::Plugin(name) => &prepared.plugins[name],
+            Action::Manual(checklist) => {
+                views.push(manual_view(planned, checklist));
+                continue;
+            }
         };
         let params = scope.render(&step.with).map_err(|error| Error::Render {
             step: step.id.to_string(),
@@ -307,6 +340,7 @@ fn manual_view(planned: &PlannedStep, checklist: &[String]) -> PlannedStepView {
             .collect(),
         intercepted: Vec::new(),
         error: None,
+        skipped: None,
     }
 }
 
@@ -349,6 +383,7 @@ async fn dry_step(
         actions,
         intercepted,
         error,
+        skipped: None,
     }
 }
 

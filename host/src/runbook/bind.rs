@@ -170,6 +170,11 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         .map(|environment| environment.vars.clone())
         .unwrap_or_default();
     let params = params::bind_params(&runbook, &bindings, &mut problems);
+    if environment.is_none() && !runbook.environments.is_empty() {
+        // Without its environment every grant and variable would be
+        // reported as undefined: consequences that bury the one mistake.
+        return Err(problems);
+    }
     let mut plan = Plan {
         runbook: Arc::clone(&runbook),
         environment,

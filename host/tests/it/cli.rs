@@ -580,3 +580,43 @@ fn runs_show_logs_and_validate_speak_json_and_refuse_unknown_names() {
     assert_eq!(invalid["problems"][0]["code"], "UnknownKey");
     assert_eq!(invalid["problems"][0]["line"], 3);
 }
+
+/// `plan` decides an `if` that reads only what is known before the run: a
+/// checklist skipped in `local` is shown skipped there, and as questions
+/// where it will be asked.
+#[test]
+fn plan_shows_steps_whose_if_is_false_as_skipped() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"checked\"\n\n[environments.local]\n[environments.production]\n\n[[steps]]\nid = \"checklist\"\nkind = \"manual\"\nif = \"run.environment != 'local'\"\nchecklist = [\"release notes written\"]\n\n[[steps]]\nid = \"fine\"\nuses = \"noop\"\nif = \"run.environment == 'local'\"\n",
+    );
+    let path = file.path.to_str().unwrap();
+    let local = runbook(&["plan", path, "--env", "local"], None);
+    assert_eq!(local.status.code(), Some(0), "{}", text(&local.stderr));
+    let shown = text(&local.stdout);
+    assert!(
+        shown.contains("skipped: its `if` is false: run.environment != 'local'"),
+        "{shown}"
+    );
+    assert!(!shown.contains("operator confirms"), "{shown}");
+    let production = runbook(
+        &["plan", path, "--env", "production", "--output", "json"],
+        None,
+    );
+    assert_eq!(
+        production.status.code(),
+        Some(0),
+        "{}",
+        text(&production.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&production.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["skipped"], serde_json::Value::Null);
+    assert_eq!(
+        steps[0]["actions"][0]["description"],
+        "operator confirms: release notes written"
+    );
+    assert_eq!(
+        steps[1]["skipped"],
+        "its `if` is false: run.environment == 'local'"
+    );
+}

@@ -30,7 +30,12 @@ pub(super) fn choose(
         (Some(name), false) => {
             problems.push(
                 Code::UnknownEnvironment
-                    .diagnostic(format!("there is no environment `{name}`"))
+                    .diagnostic(format!(
+                        "there is no environment `{name}`{}",
+                        closest(name, defined.keys().map(String::as_str))
+                            .map(|near| format!(" (did you mean `{near}`?)"))
+                            .unwrap_or_default()
+                    ))
                     .at(&runbook.source, &ValuePath::default().key("environments"))
                     .hint(format!("choose one of: {}", names(defined.keys()))),
             );
@@ -46,6 +51,18 @@ pub(super) fn choose(
             None
         }
     }
+}
+
+/// The environment an operator most likely meant: one a typo away, else
+/// the only one that `given` starts (`prod` for `production`).
+fn closest<'a>(given: &str, defined: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    crate::diagnostic::did_you_mean(given, defined.clone()).or_else(|| {
+        let mut starting = defined.filter(|name| !given.is_empty() && name.starts_with(given));
+        match (starting.next(), starting.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    })
 }
 
 /// Every `vars.X` in a step's `with` must exist in the chosen environment
