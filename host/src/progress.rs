@@ -10,6 +10,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The live display, for [`pause`]: the newest one drawn on a terminal.
+static CURRENT: Mutex<std::sync::Weak<Mutex<Screen>>> = Mutex::new(std::sync::Weak::new());
+
+/// Keeps the live progress lines off the terminal while a question is on
+/// it (a checklist, a guided-failure choice), so the question stays
+/// visible; they come back when it is dropped.
+pub struct Paused {
+    screen: Option<Arc<Mutex<Screen>>>,
+}
+
+/// Clears the live progress lines and keeps them off until the returned
+/// guard is dropped. Without a live display it does nothing.
+pub fn pause() -> Paused {
+    let screen = CURRENT.lock().ok().and_then(|current| current.upgrade());
+    if let Some(screen) = &screen
+        && let Ok(mut screen) = screen.lock()
+    {
+        screen.redraw(&[]);
+        screen.paused = true;
+        screen.redraw(&[]);
+    }
+    Paused { screen }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(screen) = &self.screen
+            && let Ok(mut screen) = screen.lock()
+        {
+            screen.paused = false;
+            screen.redraw(&[]);
+        }
+    }
+}
+
 /// Draws events on stderr for a person.
 pub struct Progress {
     shared: Arc<Mutex<Screen>>,
@@ -18,6 +53,9 @@ pub struct Progress {
 
 struct Screen {
     live: bool,
+    /// A question is on the terminal: no live lines are drawn (they would
+    /// be drawn over it), finished lines still are.
+    paused: bool,
     color: bool,
     verbose: bool,
     running: BTreeMap<String, Running>,
@@ -42,6 +80,7 @@ impl Progress {
         let color = live && std::env::var_os("NO_COLOR").is_none();
         let shared = Arc::new(Mutex::new(Screen {
             live,
+            paused: false,
             color,
             verbose,
             running: BTreeMap::new(),
@@ -49,6 +88,9 @@ impl Progress {
             frame: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        if live && let Ok(mut current) = CURRENT.lock() {
+            *current = Arc::downgrade(&shared);
+        }
         if live {
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);
@@ -94,7 +136,7 @@ impl Screen {
             out.push('\n');
         }
         self.drawn = 0;
-        if self.live {
+        if self.live && !self.paused {
             let width = terminal_width();
             for running in self.running.values() {
                 let spinner = SPINNER[self.frame % SPINNER.len()];

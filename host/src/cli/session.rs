@@ -172,18 +172,32 @@ struct TerminalChecklist;
 
 impl Ask for TerminalChecklist {
     fn tick(&self, step: &str, items: &[String]) -> Result<Vec<String>, String> {
-        eprintln!(
-            "\nManual step `{step}`: tick each item (y to tick, anything else stops the run)"
-        );
+        let _paused = crate::progress::pause();
+        eprintln!("\nManual step `{step}`: tick each item: y when it is done, n to stop the run");
         let mut ticked = Vec::new();
         for item in items {
             let item_text = crate::terminal::text(item);
-            eprint!("  [ ] {item_text} — done? [y/N] ");
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err()
-                || !line.trim().eq_ignore_ascii_case("y")
-            {
-                return Err(item.clone());
+            loop {
+                eprint!("  [ ] {item_text} — done? [y/n] ");
+                let mut line = String::new();
+                match std::io::stdin().read_line(&mut line) {
+                    Ok(0) | Err(_) => return Err(item.clone()),
+                    Ok(_) => {}
+                }
+                match line.trim().to_ascii_lowercase().as_str() {
+                    "y" | "yes" => break,
+                    "n" | "no" => return Err(item.clone()),
+                    // Enter alone (or anything else) asks again: a run is
+                    // never stopped by a key pressed at a blank screen.
+                    other => eprintln!(
+                        "  {}answer y (done) or n (stop the run)",
+                        if other.is_empty() {
+                            String::new()
+                        } else {
+                            format!("`{}` is not an answer: ", crate::terminal::text(other))
+                        }
+                    ),
+                }
             }
             eprintln!("  [x] {item_text}");
             ticked.push(item.clone());
@@ -192,6 +206,7 @@ impl Ask for TerminalChecklist {
     }
 
     fn decide(&self, step: &str, failure: &str) -> Option<Choice> {
+        let _paused = crate::progress::pause();
         eprintln!(
             "\nStep `{}` failed: {}\nWhat now? [r]etry it, [s]kip it and go on, roll [b]ack the run, [a]bort the run, or Enter to decide later with `runbook decide`",
             crate::terminal::text(step),

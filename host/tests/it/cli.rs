@@ -620,3 +620,80 @@ fn plan_shows_steps_whose_if_is_false_as_skipped() {
         "its `if` is false: run.environment == 'local'"
     );
 }
+
+/// A checklist asked while another step runs, on a real terminal (tmux,
+/// whose screen the test reads): the question stays on the screen while
+/// the other step's live line would redraw, Enter alone asks again rather
+/// than stopping the run, and `y` ticks it.
+#[test]
+fn a_checklist_question_stays_on_the_screen_and_enter_asks_again() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"asked\"\n\n[[steps]]\nid = \"slow\"\nuses = \"command\"\nneeds = []\nwith.program = \"/bin/sleep\"\nwith.args = [\"4\"]\ngrants.command = [{ program = \"/bin/sleep\", args = [\"*\"] }]\n\n[[steps]]\nid = \"notes\"\nkind = \"manual\"\nneeds = []\nchecklist = [\"release notes written\"]\n",
+    );
+    let socket = format!("runbook-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux runs (scripts/install-services installs Debian's `tmux`)")
+    };
+    let screen = || text(&tmux(&["capture-pane", "-p", "-t", "asked"]).stdout);
+    let wait_for = |wanted: &str| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let shown = screen();
+            if shown.contains(wanted) {
+                return shown;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "`{wanted}` never showed:\n{shown}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let command = format!(
+        "cd {} && RUNBOOK_CACHE_DIR={} RUNBOOK_OPERATOR=alice NO_COLOR=1 {} exec {}; echo exit=$?; sleep 30",
+        file.dir.path().display(),
+        cache_dir().display(),
+        env!("CARGO_BIN_EXE_runbook"),
+        file.path.display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "asked",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    struct Kill<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["kill-server"]);
+        }
+    }
+    let _kill = Kill(&tmux);
+
+    wait_for("release notes written — done? [y/n]");
+    // The other step's live line redraws ten times a second: the question
+    // must still be there after many redraws.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let shown = screen();
+    assert!(
+        shown.contains("release notes written — done? [y/n]"),
+        "the question was drawn over:\n{shown}"
+    );
+    tmux(&["send-keys", "-t", "asked", "Enter"]);
+    wait_for("answer y (done) or n (stop the run)");
+    tmux(&["send-keys", "-t", "asked", "y", "Enter"]);
+    let shown = wait_for("exit=");
+    assert!(shown.contains("[x] release notes written"), "{shown}");
+    assert!(shown.contains("exit=0"), "{shown}");
+}
