@@ -21,6 +21,7 @@ pub mod exec;
 pub mod lock;
 pub mod plan;
 pub mod plugin;
+pub mod report;
 pub mod resume;
 pub mod rollback;
 pub mod runs;
@@ -64,6 +65,7 @@ Examples:
   runbook worker --state-dir .runbook
   runbook rollback 20261122-101500-a1b2c3 --dry-run
   runbook runs
+  runbook report 20261122-101500-a1b2c3 -o run.html
   runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm
 
 Exit codes:
@@ -151,6 +153,12 @@ pub enum Command {
     Show(runs::ShowArgs),
     /// Print a run's logs, for one step or all.
     Logs(runs::LogsArgs),
+    /// Write a run's report: a self-contained HTML page (or Markdown) with its timeline, steps, calls, metrics and audit verdict.
+    #[command(
+        long_about = "Write a run's report from its journal and audit log: a self-contained HTML page (inline CSS and SVG, no script, nothing fetched: it opens offline and as an email attachment) or, with --markdown, the same content as Markdown. It shows the run (runbook, environment, operator, parameters, status, start, end, duration, approvals and who gave them, emergency and promotion facts), a timeline with one bar per step on a time axis (steps that ran side by side on their own rows at the same time; waits and rollbacks marked), each step's summary, log lines, capability calls and outputs, a chart of each metric of canary and gate rounds against its limit, and whether the audit log's hash chain is intact (as `runbook audit verify`). Every text from the journal is escaped.",
+        after_help = "Examples:\n  runbook report 20261122-101500-a1b2c3 -o run.html\n  runbook report 20261122-101500-a1b2c3 --markdown > run.md\n  runbook report 20261122-101500-a1b2c3 --state-dir /srv/deploys/.runbook -o run.html"
+    )]
+    Report(report::ReportArgs),
     /// Break a lock left by a run whose process died.
     Unlock(unlock::UnlockArgs),
     /// Go on with runs whose step waits for its next round, when it is due.
@@ -328,6 +336,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Runs(args) => runs::runs(&cli, args),
             Command::Show(args) => runs::show(&cli, args),
             Command::Logs(args) => runs::logs(&cli, args),
+            Command::Report(args) => report::run(&cli, args),
             Command::Unlock(args) => unlock::run(&cli, args),
             Command::Worker(args) => worker::run(&cli, args).await,
             Command::Audit(args) => audit::run(&cli, args).await,

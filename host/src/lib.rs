@@ -19,6 +19,7 @@ pub mod plugin;
 pub mod progress;
 pub mod promotion;
 pub mod redact;
+pub mod report;
 pub mod run;
 pub mod runbook;
 pub mod schedule;

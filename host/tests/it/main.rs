@@ -28,6 +28,7 @@ mod notify;
 mod operations;
 mod promotion;
 mod registry;
+mod report;
 mod rollback;
 mod rollout;
 mod sandbox;
