@@ -125,8 +125,9 @@ pub enum EventKind {
         environment: Option<String>,
         /// Who started it.
         operator: String,
-        /// Parameter values.
-        params: BTreeMap<String, String>,
+        /// Parameter values, as JSON of their types (strings for
+        /// parameters without `type`).
+        params: BTreeMap<String, serde_json::Value>,
         /// How many steps will run.
         steps: usize,
         /// The fingerprint of what runs: runbook text, environment,
@@ -624,6 +625,42 @@ impl Event {
                 })
                 .collect();
         }
+        fn visit_json(value: &mut serde_json::Value, visit: &mut impl FnMut(&mut String)) {
+            match value {
+                serde_json::Value::String(text) => visit(text),
+                serde_json::Value::Array(items) => {
+                    for item in items {
+                        visit_json(item, visit);
+                    }
+                }
+                serde_json::Value::Object(map) => {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(mut key, mut item)| {
+                            visit(&mut key);
+                            visit_json(&mut item, visit);
+                            (key, item)
+                        })
+                        .collect();
+                }
+                serde_json::Value::Null
+                | serde_json::Value::Bool(_)
+                | serde_json::Value::Number(_) => {}
+            }
+        }
+        fn visit_values(
+            map: &mut BTreeMap<String, serde_json::Value>,
+            visit: &mut impl FnMut(&mut String),
+        ) {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(mut key, mut value)| {
+                    visit(&mut key);
+                    visit_json(&mut value, visit);
+                    (key, value)
+                })
+                .collect();
+        }
         visit(&mut self.time);
         if let Some(step) = &mut self.step {
             visit(&mut step.0);
@@ -646,7 +683,7 @@ impl Event {
                 visit(file);
                 environment.iter_mut().for_each(&mut visit);
                 visit(operator);
-                visit_map(params, &mut visit);
+                visit_values(params, &mut visit);
                 plan_hash.iter_mut().for_each(&mut visit);
             }
             EventKind::RunResumed {

@@ -20,8 +20,14 @@ pub fn fingerprint(plan: &Plan, plugin_digests: &BTreeMap<String, String>) -> St
     };
     field("runbook", &plan.runbook.source.text);
     field("environment", plan.environment.as_deref().unwrap_or(""));
+    // A value as text: a string as it is (so a runbook without typed
+    // parameters keeps the fingerprint it had), anything else as JSON. The
+    // runbook's text, hashed above, says which type each value has.
     for (key, value) in &plan.params {
-        field("param", &format!("{key}={value}"));
+        field(
+            "param",
+            &format!("{key}={}", crate::template::as_text(value)),
+        );
     }
     for (name, digest) in plugin_digests {
         field("plugin", &format!("{name}={digest}"));
@@ -248,6 +254,56 @@ mod tests {
             rollback_fingerprint("h", "run-1", &["deploy".to_owned()])
         );
         assert_eq!(rollback, rollback_fingerprint("h", "run-1", &steps));
+    }
+
+    /// `text` bound with `sets`.
+    fn plan_of(text: &str, sets: Vec<(String, String)>) -> Plan {
+        let runbook = crate::runbook::parse(crate::diagnostic::Source::new("r.toml", text))
+            .unwrap_or_else(|problems| panic!("{problems}"));
+        crate::runbook::bind::bind(
+            std::sync::Arc::new(runbook),
+            crate::runbook::Bindings {
+                sets,
+                operator: "alice".into(),
+                run_id: "run-1".into(),
+                ..crate::runbook::Bindings::default()
+            },
+        )
+        .unwrap_or_else(|problems| panic!("{problems}"))
+    }
+
+    #[test]
+    fn typed_values_written_back_as_text_bind_to_the_same_fingerprint() {
+        // `runbook resume` binds the journal's values again as `--set`
+        // text: the fingerprint its approvals are bound to must not move.
+        let text = "[runbook]\nname = \"r\"\n\n[params.version]\n\n[params.percentage]\ntype = \"integer\"\n\n[params.ratio]\ntype = \"number\"\n\n[params.dry_run]\ntype = \"boolean\"\n\n[params.services]\ntype = \"list\"\n\n[plugins]\nnoop = \"noop.wasm\"\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n";
+        let given = [
+            ("version", "1.2.3"),
+            ("percentage", "10"),
+            ("ratio", "0.5"),
+            ("dry_run", "true"),
+            ("services", "api, worker"),
+        ];
+        let first = plan_of(
+            text,
+            given
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        );
+        let again = plan_of(
+            text,
+            first
+                .params
+                .iter()
+                .map(|(key, value)| (key.clone(), crate::template::as_text(value)))
+                .collect(),
+        );
+        assert_eq!(first.params, again.params);
+        let digests = BTreeMap::new();
+        assert_eq!(fingerprint(&first, &digests), fingerprint(&again, &digests));
+        let other = plan_of(text, vec![("percentage".to_owned(), "11".to_owned())]);
+        assert_ne!(fingerprint(&first, &digests), fingerprint(&other, &digests));
     }
 
     #[test]

@@ -213,8 +213,9 @@ pub struct RunRecord {
     pub environment: Option<String>,
     /// Who started it.
     pub operator: String,
-    /// Parameter values.
-    pub params: BTreeMap<String, String>,
+    /// Parameter values, as JSON of their types (strings in journals
+    /// written before parameters had types).
+    pub params: BTreeMap<String, serde_json::Value>,
     /// When it started.
     pub started: String,
     /// The fingerprint of what runs (approvals are bound to it).
@@ -708,6 +709,26 @@ mod tests {
         assert_eq!(record.steps["a"].outputs["k"], "v");
         assert!(record.steps["b"].interrupted);
         assert_eq!(record.finished, None);
+    }
+
+    #[test]
+    fn typed_parameters_are_read_back_with_their_types() {
+        let (_dir, path) = write(&format!(
+            "{}\n",
+            START.replace(
+                r#""params":{"version":"1.2.3"}"#,
+                r#""params":{"version":"1.2.3","percentage":10,"dry_run":false,"services":["api","worker"],"ratio":null}"#
+            )
+        ));
+        let record = read(&path).unwrap();
+        assert_eq!(record.params["version"], "1.2.3");
+        assert_eq!(record.params["percentage"], serde_json::json!(10));
+        assert_eq!(record.params["dry_run"], serde_json::json!(false));
+        assert_eq!(
+            record.params["services"],
+            serde_json::json!(["api", "worker"])
+        );
+        assert_eq!(record.params["ratio"], serde_json::Value::Null);
     }
 
     #[test]

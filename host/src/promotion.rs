@@ -5,6 +5,7 @@
 
 use crate::runbook::Promotion;
 use crate::state::DeploymentRecord;
+use crate::template::as_text;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 
@@ -14,7 +15,19 @@ pub struct Asking<'a> {
     /// The runbook's name, as records carry it.
     pub runbook: &'a str,
     /// The run's parameter values; those `same` names must match.
-    pub params: &'a BTreeMap<String, String>,
+    pub params: &'a BTreeMap<String, serde_json::Value>,
+}
+
+/// Whether two runs' values of one parameter are the same: compared as
+/// text, so that a value a record kept as a string before its parameter
+/// had a type (`"10"`) is the same as the typed one (`10`). Absent in both
+/// counts as the same.
+fn same_value(recorded: Option<&serde_json::Value>, asked: Option<&serde_json::Value>) -> bool {
+    match (recorded, asked) {
+        (Some(recorded), Some(asked)) => recorded == asked || as_text(recorded) == as_text(asked),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// What the records say of a requirement.
@@ -70,7 +83,7 @@ pub fn judge(
             && requires
                 .same
                 .iter()
-                .all(|name| record.params.get(name) == asking.params.get(name))
+                .all(|name| same_value(record.params.get(name), asking.params.get(name)))
     });
     let mut failed = Vec::new();
     let mut rolled_back = Vec::new();
@@ -153,7 +166,7 @@ impl Wording<'_> {
                     .asking
                     .params
                     .get(name)
-                    .map_or("(unset)", String::as_str);
+                    .map_or_else(|| "(unset)".to_owned(), as_text);
                 format!("{name}={value}")
             })
             .collect();
@@ -324,14 +337,14 @@ mod tests {
         record.run_id = run_id.into();
         record.runbook = "api".into();
         record.environment = Some(environment.into());
-        record.params = [("version".to_owned(), version.to_owned())].into();
+        record.params = [("version".to_owned(), serde_json::Value::from(version))].into();
         record.status = status.into();
         record.finished = (now() - SignedDuration::from_hours(hours)).to_string();
         record
     }
 
-    fn params(version: &str) -> BTreeMap<String, String> {
-        [("version".to_owned(), version.to_owned())].into()
+    fn params(version: &str) -> BTreeMap<String, serde_json::Value> {
+        [("version".to_owned(), serde_json::Value::from(version))].into()
     }
 
     fn judged(records: &[DeploymentRecord], version: &str) -> (Verdict, Option<String>) {
@@ -430,6 +443,20 @@ mod tests {
             missing.unwrap(),
             "the newest run in `staging` with version=1.2.3 that succeeded, stale, is 9d 2h old; `within` allows 7d"
         );
+    }
+
+    #[test]
+    fn a_typed_value_is_the_same_as_the_string_an_older_record_kept() {
+        let text = |value: &str| Some(serde_json::Value::from(value));
+        let number = serde_json::json!(10);
+        assert!(same_value(text("10").as_ref(), Some(&number)));
+        assert!(same_value(Some(&number), Some(&number)));
+        assert!(!same_value(text("11").as_ref(), Some(&number)));
+        assert!(same_value(None, None));
+        assert!(!same_value(None, Some(&number)));
+        let list = serde_json::json!(["api", "worker"]);
+        assert!(same_value(Some(&list), Some(&list)));
+        assert!(!same_value(Some(&list), Some(&serde_json::json!(["api"]))));
     }
 
     #[test]

@@ -307,7 +307,11 @@ pub fn from_events(
         file: record.file.clone(),
         environment: record.environment.clone(),
         operator: record.operator.clone(),
-        params: record.params.clone(),
+        params: record
+            .params
+            .iter()
+            .map(|(key, value)| (key.clone(), crate::template::as_text(value)))
+            .collect(),
         status: run_status(record),
         started: record.started.clone(),
         ended: (record.finished.is_some() && !record.finished_at.is_empty())

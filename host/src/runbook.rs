@@ -5,6 +5,7 @@
 pub mod bind;
 pub mod code;
 pub mod model;
+pub mod param_type;
 pub mod validate;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Source, ValuePath};
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub use crate::schedule::Schedule;
 pub use bind::{Bindings, Plan, PlannedStep, PlannedTarget};
 pub use model::RawPolicy as Policy;
+pub use param_type::ParamType;
 
 /// A runbook whose shape, names and references have been checked.
 #[derive(Debug)]
@@ -52,9 +54,11 @@ pub struct ParamSpec {
     pub description: Option<String>,
     /// Whether the run needs it.
     pub required: bool,
-    /// Its value when not given.
-    pub default: Option<String>,
-    /// What the whole value must match.
+    /// What its values are: `--set` is parsed to it, expressions see it.
+    pub kind: ParamType,
+    /// Its value when not given, of its type.
+    pub default: Option<serde_json::Value>,
+    /// What the whole value must match (a string's only).
     pub pattern: Option<Regex>,
 }
 

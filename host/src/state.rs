@@ -307,11 +307,12 @@ pub struct DeploymentRecord {
     pub commit: Option<String>,
     /// `params.strategy`, when the runbook has one.
     pub strategy: Option<String>,
-    /// Every parameter's value. Records written before it was kept have
+    /// Every parameter's value, as JSON of its type (a string for a
+    /// parameter without `type`). Records written before it was kept have
     /// none; [`read_records`] then takes `version`, `commit` and
     /// `strategy`.
     #[serde(default)]
-    pub params: BTreeMap<String, String>,
+    pub params: BTreeMap<String, serde_json::Value>,
     /// Who ran it.
     pub operator: String,
     /// Who approved it.
@@ -358,9 +359,9 @@ impl DeploymentRecord {
             finished: record.finished_at.clone(),
             runbook: record.runbook.clone(),
             environment: record.environment.clone(),
-            version: record.params.get("version").cloned(),
-            commit: record.params.get("commit").cloned(),
-            strategy: record.params.get("strategy").cloned(),
+            version: record.params.get("version").map(crate::template::as_text),
+            commit: record.params.get("commit").map(crate::template::as_text),
+            strategy: record.params.get("strategy").map(crate::template::as_text),
             params: record.params.clone(),
             operator: record.operator.clone(),
             // A rollback's approvals are its own (below); these are the
@@ -451,7 +452,9 @@ pub fn read_records(state: &Path) -> (Vec<DeploymentRecord>, Vec<PathBuf>) {
                     ];
                     record.params = known
                         .into_iter()
-                        .filter_map(|(key, value)| Some((key.to_owned(), value.clone()?)))
+                        .filter_map(|(key, value)| {
+                            Some((key.to_owned(), serde_json::Value::String(value.clone()?)))
+                        })
                         .collect();
                 }
                 records.push(record);
@@ -541,7 +544,7 @@ mod tests {
             &crate::journal::RunRecord {
                 run_id: "new".into(),
                 runbook: "api".into(),
-                params: [("version".to_owned(), "1.2.3".to_owned())].into(),
+                params: [("version".to_owned(), serde_json::Value::from("1.2.3"))].into(),
                 ..Default::default()
             },
             Path::new("events.jsonl"),

@@ -402,7 +402,7 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
         record
             .params
             .iter()
-            .map(|(key, value)| format!("{key}={value}"))
+            .map(|(key, value)| format!("{key}={}", crate::template::as_text(value)))
             .collect::<Vec<_>>()
             .join(" ")
     )?;

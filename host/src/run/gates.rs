@@ -144,7 +144,10 @@ fn promotion_refused(
             requires
                 .same
                 .iter()
-                .filter_map(|name| Some(format!(" --set {name}={}", plan.params.get(name)?)))
+                .filter_map(|name| {
+                    let value = crate::template::as_text(plan.params.get(name)?);
+                    Some(format!(" --set {name}={value}"))
+                })
                 .collect::<String>()
         ),
     };

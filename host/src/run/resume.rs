@@ -215,7 +215,15 @@ pub(super) async fn prepare_again(
 ) -> Result<Prepared, Error> {
     let bindings = Bindings {
         environment: record.environment.clone(),
-        sets: record.params.clone().into_iter().collect(),
+        // Each value as the text `--set` gave (a typed one parses back to
+        // itself); a typed parameter that had no value (`null`) is left
+        // unset, to be without one again.
+        sets: record
+            .params
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, value)| (key.clone(), crate::template::as_text(value)))
+            .collect(),
         operator: record.operator.clone(),
         run_id: record.run_id.clone(),
         lenient: false,

@@ -37,8 +37,9 @@ pub struct Plan {
     pub runbook: Arc<Runbook>,
     /// The chosen environment, when the runbook has any.
     pub environment: Option<String>,
-    /// Every parameter's value.
-    pub params: BTreeMap<String, String>,
+    /// Every parameter's value, as JSON of its type (a string for a
+    /// parameter without `type`).
+    pub params: BTreeMap<String, serde_json::Value>,
     /// The environment's variables.
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Who runs it.
@@ -140,11 +141,7 @@ impl Plan {
     /// The value of a reference that is known before the run starts.
     pub fn static_value(&self, reference: &Reference) -> Option<serde_json::Value> {
         match reference {
-            Reference::Param(name) => self
-                .params
-                .get(name)
-                .cloned()
-                .map(serde_json::Value::String),
+            Reference::Param(name) => self.params.get(name).cloned(),
             Reference::Var(name) => self.vars.get(name).cloned(),
             Reference::Run(RunField::Id) => Some(self.run_id.clone().into()),
             Reference::Run(RunField::Environment) => {
@@ -292,6 +289,46 @@ mod tests {
         ] {
             assert_eq!(value(later), None, "{later}");
         }
+    }
+
+    #[test]
+    fn a_typed_parameter_keeps_its_type_alone_and_is_text_inside_a_string() {
+        let runbook = runbook(
+            "[params.percentage]\ntype = \"integer\"\ndefault = 10\n\n[params.services]\ntype = \"list\"\ndefault = [\"api\", \"worker\"]\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n",
+        );
+        let plan = bound(&runbook, None, &[("percentage", "25")]).unwrap();
+        let value = |text: &str| {
+            crate::template::Template::parse(text)
+                .unwrap()
+                .value(|reference| plan.static_value(reference).ok_or(()))
+                .unwrap()
+        };
+        assert_eq!(value("${{ params.percentage }}"), serde_json::json!(25));
+        assert_eq!(
+            value("at ${{ params.percentage }}%"),
+            serde_json::json!("at 25%")
+        );
+        assert_eq!(
+            value("${{ params.services }}"),
+            serde_json::json!(["api", "worker"])
+        );
+        assert_eq!(
+            value("${{ params.percentage > 9 }}"),
+            serde_json::json!(true),
+            "numbers compare as numbers"
+        );
+        let ids: Vec<&str> = plan.steps.iter().map(|step| step.id.0.as_str()).collect();
+        assert_eq!(ids, ["a"]);
+    }
+
+    #[test]
+    fn a_for_each_over_a_list_parameter_runs_each_element() {
+        let runbook = runbook(
+            "[params.services]\ntype = \"list\"\ndefault = [\"api\"]\n\n[[steps]]\nid = \"deploy\"\nuses = \"noop\"\nfor_each = \"${{ params.services }}\"\n",
+        );
+        let plan = bound(&runbook, None, &[("services", "api,worker")]).unwrap();
+        let ids: Vec<&str> = plan.steps.iter().map(|step| step.id.0.as_str()).collect();
+        assert_eq!(ids, ["deploy[api]", "deploy[worker]"]);
     }
 
     #[test]

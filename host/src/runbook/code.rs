@@ -48,6 +48,10 @@ codes! {
     InvalidPattern,
     /// A parameter's `default` does not match its `pattern`.
     DefaultMismatch,
+    /// A parameter's `default` is not of its `type`.
+    DefaultType,
+    /// A `pattern` on a parameter whose `type` is not `string`.
+    PatternNotString,
     /// An environment's `timezone` is not a known time zone.
     Timezone,
     /// A deploy window that cannot be read.
@@ -191,6 +195,8 @@ codes! {
     UnknownSet,
     /// A parameter's value does not match its pattern.
     ParamMismatch,
+    /// A `--set` value that is not of its parameter's `type`.
+    ParamNotOfType,
     /// A required parameter without a value.
     MissingParam,
     /// A variable the chosen environment does not define.

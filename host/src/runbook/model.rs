@@ -67,10 +67,15 @@ pub struct RawParam {
     /// The run refuses to start without it.
     #[serde(default)]
     pub required: bool,
-    /// Used when `--set` does not give it.
+    /// `string` (the default), `integer`, `number`, `boolean` or `list`:
+    /// what `--set` must give and what expressions see.
+    #[serde(default, rename = "type")]
+    pub kind: Option<super::ParamType>,
+    /// Used when `--set` does not give it: a TOML value of its type
+    /// (checked in `validate`).
     #[serde(default)]
-    pub default: Option<String>,
-    /// A regular expression the whole value must match.
+    pub default: Option<toml::Value>,
+    /// A regular expression the whole value must match (strings only).
     #[serde(default)]
     pub pattern: Option<String>,
 }

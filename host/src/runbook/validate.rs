@@ -137,6 +137,7 @@ mod testing {
             let spec = || ParamSpec {
                 description: None,
                 required: false,
+                kind: crate::runbook::ParamType::String,
                 default: None,
                 pattern: None,
             };

@@ -26,6 +26,7 @@ mod live;
 mod metrics;
 mod notify;
 mod operations;
+mod params;
 mod promotion;
 mod registry;
 mod report;

@@ -184,6 +184,35 @@ fn the_schema_refuses_a_typo_and_a_wrong_type() {
     );
 }
 
+#[test]
+fn the_schema_takes_typed_parameters_and_refuses_an_unknown_type() {
+    let schema = schema();
+    let text = "[runbook]\nname = \"x\"\n\n[params.percentage]\ntype = \"integer\"\ndefault = 10\n\n[params.ratio]\ntype = \"number\"\ndefault = 0.5\n\n[params.dry_run]\ntype = \"boolean\"\ndefault = false\n\n[params.services]\ntype = \"list\"\ndefault = [\"api\", 2, true]\n\n[params.version]\ndefault = \"1.0\"\n\n[params.wrong]\ntype = \"int\"\ndefault = [{ a = 1 }]\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n";
+    let value = json_of(&toml::Value::Table(
+        toml::from_str::<toml::Table>(text).unwrap(),
+    ));
+    let mut found = Vec::new();
+    problems(&schema, &schema, &value, "", &mut found);
+    assert!(
+        found
+            .iter()
+            .all(|problem| problem.starts_with(".params.wrong")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem.starts_with(".params.wrong.type: \"int\" is not one of")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|problem| problem == ".params.wrong.default: matches none of the allowed shapes"),
+        "{found:#?}"
+    );
+}
+
 /// `--env local` means the local estate: a runbook whose steps call AWS
 /// must send them to the estate's moto in `local`, never to AWS with
 /// whatever credentials happen to be loaded.
