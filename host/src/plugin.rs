@@ -143,6 +143,10 @@ pub struct LoadedPlugin {
 /// `Step::NEEDED_WHEN`).
 pub const NEEDED_WHEN_KEY: &str = "x-runbook-needed-when";
 
+/// The key of a plugin's parameter schema under which the SDK writes which
+/// of its failures are transient (its `Step::TRANSIENT`; `""` for none).
+pub const TRANSIENT_KEY: &str = "x-runbook-transient";
+
 /// An optional capability that some values of one of a plugin's
 /// parameters need (`notify`'s `format = "email"` needs `aws`), as the
 /// plugin's parameter schema says under [`NEEDED_WHEN_KEY`].
@@ -290,6 +294,17 @@ impl LoadedPlugin {
             .and_then(|mut schema| schema.get_mut(NEEDED_WHEN_KEY).map(serde_json::Value::take))
             .and_then(|needed| serde_json::from_value(needed).ok())
             .unwrap_or_default()
+    }
+
+    /// Which of its failures are transient, as its parameter schema says
+    /// ([`TRANSIENT_KEY`]): `Some("")` when none are, `None` when it does
+    /// not say (a component not built with this SDK).
+    pub fn transient(&self) -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&self.descriptor.params_schema)
+            .ok()?
+            .get(TRANSIENT_KEY)?
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Whether it needs `capability` or may use it with some parameters.

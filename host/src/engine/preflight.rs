@@ -178,6 +178,21 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
         let Some(plugin) = step.plugin().and_then(|name| plugins.get(name)) else {
             continue;
         };
+        // `retries` tries again only a transient failure: on a plugin that
+        // reports none, it would look like resilience and do nothing.
+        if step.retries.attempts > 1 && plugin.transient().as_deref() == Some("") {
+            let source = &plan.runbook.source;
+            found.warnings.push(format!(
+                "warning: step `{}`: `retries` will never retry: plugin `{}` reports no failure as transient, and only transient failures are retried ({}:{})",
+                step.id,
+                plugin.descriptor.name,
+                source.path.display(),
+                source
+                    .span_of(&step.path().key("retries"))
+                    .map(|span| source.line_column(span.start).0)
+                    .unwrap_or(0)
+            ));
+        }
         found.review(
             plan,
             &asks_of(plan, plugin, &step.with, planned.item.as_ref()),

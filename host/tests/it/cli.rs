@@ -697,3 +697,21 @@ fn a_checklist_question_stays_on_the_screen_and_enter_asks_again() {
     assert!(shown.contains("[x] release notes written"), "{shown}");
     assert!(shown.contains("exit=0"), "{shown}");
 }
+
+/// `retries` on a step whose plugin reports no failure as transient would
+/// never retry: `validate` says so, at the step's line.
+#[test]
+fn validate_warns_about_retries_that_can_never_retry() {
+    let file = TestRunbook::new(
+        "[runbook]\nname = \"retried\"\n\n[[steps]]\nid = \"check\"\nuses = \"command\"\nwith.program = \"/bin/true\"\nretries = { attempts = 3 }\ngrants.command = [{ program = \"/bin/true\", args = [] }]\n\n[[steps]]\nid = \"health\"\nuses = \"smoke-test\"\nwith.checks = [{ url = \"http://127.0.0.1:1/health\" }]\nretries = { attempts = 3 }\ngrants.http = [\"http://127.0.0.1:1\"]\n",
+    );
+    let output = runbook(&["validate", file.path.to_str().unwrap()], None);
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("step `check`: `retries` will never retry: plugin `command` reports no failure as transient"),
+        "{said}"
+    );
+    assert!(said.contains("runbook.toml:8)"), "{said}");
+    assert!(!said.contains("step `health`: `retries`"), "{said}");
+}

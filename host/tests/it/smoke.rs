@@ -139,3 +139,47 @@ async fn a_refused_connection_is_reported_with_its_cause() {
     assert_eq!(status, Status::Failed);
     assert!(summary.contains("could not connect"), "{summary}");
 }
+
+/// A service that does not answer (or answers 5xx) past `retry_for` fails
+/// the check transiently, so the step's `retries` tries it again later; a
+/// wrong answer fails at once, since trying again would only repeat it.
+#[tokio::test]
+async fn only_an_unavailable_service_is_a_transient_failure_that_retries_try_again() {
+    let tries = |finished: &crate::support::Finished| {
+        finished
+            .events
+            .iter()
+            .filter(|(event, _)| matches!(event.kind, runbook::events::EventKind::StepRetry { .. }))
+            .count()
+    };
+    // Nothing listens on this port: a refused connection.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{closed}");
+    let retries = "retries = { attempts = 3, backoff = \"10ms\" }";
+    let unavailable = run(
+        &runbook(&base, &format!("{{ url = \"{base}/health\" }},"), retries),
+        RunOptions::default(),
+    )
+    .await;
+    let (status, summary, _) = unavailable.step("smoke");
+    assert_eq!(status, Status::Failed, "{summary}");
+    assert_eq!(tries(&unavailable), 2, "{}", unavailable.log());
+
+    let service = SampleService::start(None).await.unwrap();
+    let base = service.base_url();
+    let wrong = run(
+        &runbook(
+            &base,
+            &format!("{{ url = \"{base}/health\", expect_status = 404 }},"),
+            retries,
+        ),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(wrong.step("smoke").0, Status::Failed);
+    assert_eq!(tries(&wrong), 0, "{}", wrong.log());
+}

@@ -206,6 +206,8 @@ fn check_env(path: &str, env: &BTreeMap<String, String>) -> Result<(), Error> {
 impl Step for CommandStep {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[Capability::Command];
+    /// Its failures repeat when run again (an exit code, a mismatch): none is transient.
+    const TRANSIENT: &'static str = "";
     const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Secrets];
 
     fn check(params: &Params) -> Result<(), Error> {

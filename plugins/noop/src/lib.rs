@@ -18,6 +18,8 @@ struct Params {
 impl Step for Noop {
     type Params = Params;
     const CAPABILITIES: &'static [Capability] = &[];
+    /// It does nothing, so it never fails.
+    const TRANSIENT: &'static str = "";
     const IDEMPOTENT: bool = true;
 
     fn plan(_params: &Params) -> Result<Vec<PlannedAction>, Error> {

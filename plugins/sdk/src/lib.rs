@@ -63,6 +63,14 @@ pub trait Step {
     /// effect. The host re-runs an idempotent step after a crash unasked.
     const IDEMPOTENT: bool = false;
 
+    /// Which of its failures are `transient`, the only ones a step's
+    /// `retries` tries again, in a phrase for its README and for
+    /// `validate`; `""` when none are (then `validate` warns about
+    /// `retries` on its steps). The default: what the host reports as
+    /// transient from the services it reaches for the plugin, which a
+    /// plugin passes on when it returns the host's errors with `?`.
+    const TRANSIENT: &'static str = HOST_TRANSIENT;
+
     /// What the parameters' types cannot say (`action = "set-image"` needs
     /// `images`; stages must rise). Runs in `runbook validate`, `plan` and
     /// `exec` before any step starts, and again before `plan` and `run`, so
@@ -108,6 +116,11 @@ pub trait Step {
         Ok("nothing to undo".to_owned())
     }
 }
+
+/// The failures the host reports as transient: a lost or refused
+/// connection, an overloaded or failing service (HTTP 429 and 5xx, AWS
+/// throttling, a Kubernetes API server's 429 and 5xx).
+pub const HOST_TRANSIENT: &str = "a lost or refused connection, and 429 or 5xx answers (AWS throttling included) from the services the host reaches for it";
 
 /// An optional capability that some values of one parameter need; see
 /// [`Step::NEEDED_WHEN`]. The SDK writes these into the parameters' JSON

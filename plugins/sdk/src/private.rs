@@ -8,6 +8,10 @@ use crate::{Error, Step};
 /// reads the same key.
 pub const NEEDED_WHEN_KEY: &str = "x-runbook-needed-when";
 
+/// The key under which [`Step::TRANSIENT`](crate::Step::TRANSIENT) is
+/// written (`""`: no failure is transient); the host reads the same key.
+pub const TRANSIENT_KEY: &str = "x-runbook-transient";
+
 /// Builds the descriptor from the crate's metadata and the step's traits.
 pub fn describe<S: Step>(name: &str, version: &str, description: &str) -> Descriptor {
     let mut schema = schemars::schema_for!(S::Params);
@@ -26,6 +30,10 @@ pub fn describe<S: Step>(name: &str, version: &str, description: &str) -> Descri
             .collect();
         schema.insert(NEEDED_WHEN_KEY.to_owned(), serde_json::Value::Array(needed));
     }
+    schema.insert(
+        TRANSIENT_KEY.to_owned(),
+        serde_json::Value::String(S::TRANSIENT.to_owned()),
+    );
     Descriptor {
         name: name.to_owned(),
         version: version.to_owned(),

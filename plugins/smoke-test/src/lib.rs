@@ -183,13 +183,19 @@ impl Check {
         }
         let response = request.send().map_err(|error| match error {
             Error::Denied(_) | Error::Cancelled | Error::InvalidParams(_) => Failure::Fatal(error),
-            other => Failure::Retry(other.message()),
+            // No answer at all: the service may come back.
+            other => Failure::Unavailable(other.message()),
         })?;
         let expected = self.expected_status();
         if !expected.accepts(response.status) {
             let body = response.text();
             let excerpt: String = body.chars().take(200).collect();
-            return Err(Failure::Retry(format!(
+            let failure = if response.status >= 500 {
+                Failure::Unavailable
+            } else {
+                Failure::Retry
+            };
+            return Err(failure(format!(
                 "expected status {}, got {}{}",
                 expected.describe(),
                 response.status,
@@ -247,6 +253,10 @@ impl Check {
 enum Failure {
     /// Worth another attempt within `retry_for`.
     Retry(String),
+    /// The service did not answer, or answered 5xx: worth another attempt
+    /// within `retry_for`, and, if it lasts past it, a transient failure
+    /// that the step's `retries` may try again later.
+    Unavailable(String),
     /// No point retrying (denied, cancelled).
     Fatal(Error),
 }
@@ -291,6 +301,7 @@ impl Step for SmokeTest {
     const CAPABILITIES: &'static [Capability] = &[Capability::Http];
     /// A check's headers or body may hold a secret (`X-API-Key`).
     const OPTIONAL_CAPABILITIES: &'static [Capability] = &[Capability::Secrets];
+    const TRANSIENT: &'static str = "checks that still fail when `retry_for` ends only because the service did not answer (a refused or lost connection, a timeout) or answered 5xx";
     const IDEMPOTENT: bool = true;
 
     fn check(params: &Params) -> Result<(), Error> {
@@ -326,6 +337,7 @@ impl Step for SmokeTest {
         let mut attempt = 1;
         loop {
             let mut failures = Vec::new();
+            let mut all_unavailable = true;
             for (index, check) in params.checks.iter().enumerate() {
                 if passed.contains_key(&index) {
                     continue;
@@ -346,7 +358,15 @@ impl Step for SmokeTest {
                         passed.insert(index, line);
                     }
                     Err(Failure::Fatal(error)) => return Err(error),
-                    Err(Failure::Retry(reason)) => failures.push(format!(
+                    Err(Failure::Retry(reason)) => {
+                        all_unavailable = false;
+                        failures.push(format!(
+                            "check `{name}` ({} {}): {reason}",
+                            check.method(),
+                            check.url
+                        ));
+                    }
+                    Err(Failure::Unavailable(reason)) => failures.push(format!(
                         "check `{name}` ({} {}): {reason}",
                         check.method(),
                         check.url
@@ -370,11 +390,19 @@ impl Step for SmokeTest {
                 } else {
                     String::new()
                 };
-                return Err(Error::failed(format!(
+                let message = format!(
                     "{} of {total} checks failed{retried}:\n{}",
                     failures.len(),
                     failures.join("\n")
-                )));
+                );
+                // A service that never answered, or answered 5xx, may be
+                // back later: the step's `retries` may try again. A wrong
+                // answer (a 404, a missing field) would only repeat.
+                return Err(if all_unavailable {
+                    Error::transient(message)
+                } else {
+                    Error::failed(message)
+                });
             }
             log::warn(format!(
                 "attempt {attempt}: {} of {total} checks failed; retrying in {}\n{}",
