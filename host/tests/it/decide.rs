@@ -567,7 +567,7 @@ fn ctrl_c_at_a_checklist_stops_the_run_at_once() {
     let operator = Operator::new(TestRunbook::new(
         "[runbook]\nname = \"check\"\n\n[environments.production]\n\n[[steps]]\nid = \"verify\"\nkind = \"manual\"\nchecklist = [\"backup verified\"]\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
     ));
-    let (code, said) = interrupted_at(&operator, "done? [y/N]");
+    let (code, said) = interrupted_at(&operator, "done? [y/n]");
     assert_eq!(code, Some(130), "{said}");
     let run = only_run(&operator.state);
     let finished = operator.journal(&run, "step_finished");
