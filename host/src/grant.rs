@@ -169,20 +169,112 @@ impl UrlGrant {
 
     /// Why no grant of `grants` allows `url`.
     pub fn why_not(grants: &[UrlGrant], url: &Url) -> Refusal {
-        let same_origin: Vec<&UrlGrant> = grants
+        UrlGrant::nearest(grants, url).refusal
+    }
+
+    /// The grant of `grants` nearest to `url`, which none of them allows,
+    /// and what differs: a grant for the same host first (the same scheme
+    /// and port before another, then the one sharing the most leading path
+    /// segments), so that a denial can say "only the path differs" rather
+    /// than "not granted".
+    pub fn nearest<'g>(grants: &'g [UrlGrant], url: &Url) -> Miss<'g> {
+        let granted = grants.iter().map(|grant| grant.as_str()).collect();
+        let same_host: Vec<&UrlGrant> = grants
             .iter()
-            .filter(|grant| grant.same_origin(url))
+            .filter(|grant| {
+                url.host_str()
+                    .is_some_and(|host| host.eq_ignore_ascii_case(&grant.host))
+            })
             .collect();
-        if same_origin.is_empty() {
-            Refusal::Host
-        } else if same_origin
-            .iter()
-            .any(|grant| grant.path_within(url) == PathMatch::OutsideOnceDecoded)
-        {
+        let score = |grant: &UrlGrant| {
+            (
+                grant.scheme == url.scheme() && url.port_or_known_default() == Some(grant.port),
+                grant.scheme == url.scheme(),
+                url.port_or_known_default() == Some(grant.port),
+                grant.path_within(url) != PathMatch::Outside,
+                shared_segments(&grant.path_prefix, url.path()),
+            )
+        };
+        let mut nearest: Option<&UrlGrant> = None;
+        for grant in same_host {
+            // The first of equals wins: grants keep the runbook's order.
+            if nearest.is_none_or(|best| score(grant) > score(best)) {
+                nearest = Some(grant);
+            }
+        }
+        let Some(grant) = nearest else {
+            return Miss {
+                refusal: Refusal::Host,
+                nearest: None,
+                scheme_differs: false,
+                port_differs: false,
+                path: PathMatch::Outside,
+                granted,
+            };
+        };
+        let scheme_differs = grant.scheme != url.scheme();
+        let port_differs = url.port_or_known_default() != Some(grant.port);
+        let path = grant.path_within(url);
+        let refusal = if scheme_differs {
+            Refusal::Scheme
+        } else if port_differs {
+            Refusal::Port
+        } else if path == PathMatch::OutsideOnceDecoded {
             Refusal::PathOnceDecoded
         } else {
             Refusal::Path
+        };
+        Miss {
+            refusal,
+            nearest: Some(grant),
+            scheme_differs,
+            port_differs,
+            path,
+            granted,
         }
+    }
+
+    /// The narrowest grant that allows `url`: its scheme, host, port (when
+    /// not the scheme's default) and path, without query or credentials
+    /// (`http://h:8080/admin/feature-flags`).
+    pub fn narrowest(url: &Url) -> String {
+        let mut text = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+        if let Some(port) = url.port() {
+            text.push_str(&format!(":{port}"));
+        }
+        text.push_str(url.path().trim_end_matches('/'));
+        text
+    }
+
+    /// The narrowest grant that allows every URL beginning with `known`,
+    /// a URL whose path goes on with what is known only at run time: the
+    /// path up to its last `/` (`http://h/flags/` + an id → `http://h/flags`).
+    pub fn narrowest_below(known: &Url) -> String {
+        let path = known.path();
+        let folder = &path[..path.rfind('/').unwrap_or(0)];
+        let mut text = format!(
+            "{}://{}",
+            known.scheme(),
+            known.host_str().unwrap_or_default()
+        );
+        if let Some(port) = known.port() {
+            text.push_str(&format!(":{port}"));
+        }
+        text.push_str(folder);
+        text
+    }
+
+    /// Whether some URL beginning with `known` (its path cut short: what
+    /// follows is known only at run time) may be within this grant: `false`
+    /// only when none can be.
+    pub fn may_allow_below(&self, known: &Url) -> bool {
+        if !self.same_origin(known) {
+            return false;
+        }
+        let path = known.path();
+        self.path_prefix.is_empty()
+            || self.path_prefix.starts_with(path)
+            || within_prefix(path, &self.path_prefix)
     }
 
     /// The grant as the runbook wrote it.
@@ -191,11 +283,109 @@ impl UrlGrant {
     }
 }
 
+/// How a URL that no grant allows differs from the grant nearest to it
+/// ([`UrlGrant::nearest`]).
+#[derive(Debug, Clone)]
+pub struct Miss<'g> {
+    /// Why, in one word.
+    pub refusal: Refusal,
+    /// The grant for the same host nearest to the URL; `None` when no
+    /// grant is for its host.
+    pub nearest: Option<&'g UrlGrant>,
+    /// The URL's scheme is not the nearest grant's.
+    pub scheme_differs: bool,
+    /// The URL's port is not the nearest grant's.
+    pub port_differs: bool,
+    path: PathMatch,
+    /// Every grant, as written: what a URL for another host is told.
+    granted: Vec<&'g str>,
+}
+
+impl Miss<'_> {
+    /// What differs, in words, after "request to a path that is not
+    /// granted: ": `host and port are granted (`http://h:8080/admin/feature-flag`),
+    /// only the path differs: `/admin/feature-flags` is not under
+    /// `/admin/feature-flag``. `path` is the URL's path as it may be shown,
+    /// `None` when it may not be (a URL held in a secret).
+    pub fn explain(&self, url: &Url, path: Option<&str>) -> String {
+        let shown_path = path.map_or_else(|| "its path".to_owned(), |path| format!("`{path}`"));
+        let Some(grant) = self.nearest else {
+            let host = url.host_str().unwrap_or_default();
+            return match self.granted.as_slice() {
+                [] => format!("no grant is for host `{host}`: the step is granted no URL"),
+                granted => {
+                    let mut named: Vec<String> = granted
+                        .iter()
+                        .take(5)
+                        .map(|grant| format!("`{grant}`"))
+                        .collect();
+                    if granted.len() > named.len() {
+                        named.push(format!("and {} more", granted.len() - named.len()));
+                    }
+                    format!(
+                        "no grant is for host `{host}` (granted: {})",
+                        named.join(", ")
+                    )
+                }
+            };
+        };
+        let prefix = if grant.path_prefix.is_empty() {
+            "/"
+        } else {
+            grant.path_prefix.as_str()
+        };
+        let path_clause = match self.path {
+            PathMatch::Within => None,
+            PathMatch::Outside => Some(format!("{shown_path} is not under `{prefix}`")),
+            PathMatch::OutsideOnceDecoded => Some(format!(
+                "{shown_path} leaves `{prefix}` once its `%2e`, `%2f` or `%5c` are decoded"
+            )),
+        };
+        if !self.scheme_differs && !self.port_differs {
+            return format!(
+                "scheme, host and port are granted (`{}`), only the path differs: {}",
+                grant.as_str(),
+                path_clause.unwrap_or_default()
+            );
+        }
+        let mut clauses = Vec::new();
+        if self.scheme_differs {
+            clauses.push(format!(
+                "the scheme is `{}`, not `{}`",
+                url.scheme(),
+                grant.scheme
+            ));
+        }
+        if self.port_differs {
+            let port = url
+                .port_or_known_default()
+                .map(|port| port.to_string())
+                .unwrap_or_default();
+            clauses.push(format!("the port is {port}, not {}", grant.port));
+        }
+        clauses.extend(path_clause);
+        let differs = match clauses.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, before)) => format!("{} and {last}", before.join(", ")),
+            None => String::new(),
+        };
+        format!(
+            "host `{}` is granted (`{}`), but {differs}",
+            grant.host,
+            grant.as_str()
+        )
+    }
+}
+
 /// Why no grant allows a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// No grant names its scheme, host and port.
+    /// No grant names its host.
     Host,
+    /// Grants name its host, but with another scheme.
+    Scheme,
+    /// Grants name its host and scheme, but with another port.
+    Port,
     /// Grants name its origin, but not its path.
     Path,
     /// A grant's prefix holds the path as sent, but not once a server
@@ -208,12 +398,24 @@ impl Refusal {
     pub fn describe(self) -> &'static str {
         match self {
             Refusal::Host => "a host that is not granted",
+            Refusal::Scheme => "a scheme that is not granted for its host",
+            Refusal::Port => "a port that is not granted for its host",
             Refusal::Path => "a path that is not granted",
             Refusal::PathOnceDecoded => {
                 "a path that leaves the granted path once its percent-encoded `.`, `/` or `\\` are decoded"
             }
         }
     }
+}
+
+/// How many leading segments `prefix` and `path` share.
+fn shared_segments(prefix: &str, path: &str) -> usize {
+    prefix
+        .split('/')
+        .zip(path.split('/'))
+        .skip(1)
+        .take_while(|(granted, asked)| granted == asked)
+        .count()
 }
 
 /// How a request path compares with a grant's prefix.
@@ -323,35 +525,78 @@ impl AwsGrant {
         )
     }
 
-    /// Why a call is outside the grant, if it is.
+    /// Why a call is outside the grant, if it is: each of the service,
+    /// action and region that the grant does not name.
     pub fn refuses(&self, service: &str, action: &str, region: &str) -> Option<String> {
+        let missing = self.missing(service, action, region);
+        (!missing.is_empty()).then(|| missing.join("; "))
+    }
+
+    /// Each of the service, action and region of a call that the grant
+    /// does not name, in words; empty when it allows the call.
+    pub fn missing(&self, service: &str, action: &str, region: &str) -> Vec<String> {
+        let mut missing = Vec::new();
         if !self.services.iter().any(|granted| granted == service) {
-            return Some(format!(
+            missing.push(format!(
                 "service `{service}` is not granted (granted: {})",
                 self.services.join(", ")
             ));
         }
-        let action_allowed = self
-            .actions
-            .iter()
-            .any(|granted| match granted.strip_suffix('*') {
-                Some(prefix) => action.starts_with(prefix),
-                None => granted == action,
-            });
-        if !action_allowed {
-            return Some(format!(
+        if !self.allows_action(action) {
+            missing.push(format!(
                 "action `{action}` is not granted (granted: {})",
                 self.actions.join(", ")
             ));
         }
         if !self.regions.iter().any(|granted| granted == region) {
-            return Some(format!(
+            missing.push(format!(
                 "region `{region}` is not granted (granted: {})",
                 self.regions.join(", ")
             ));
         }
-        None
+        missing
     }
+
+    fn allows_action(&self, action: &str) -> bool {
+        self.actions
+            .iter()
+            .any(|granted| match granted.strip_suffix('*') {
+                Some(prefix) => action.starts_with(prefix),
+                None => granted == action,
+            })
+    }
+
+    /// The narrowest grant that allows the call: this one with only what
+    /// the call lacks added (the action itself, never a wildcard).
+    pub fn widened(&self, service: &str, action: &str, region: &str) -> AwsGrant {
+        let mut grant = self.clone();
+        if !grant.services.iter().any(|granted| granted == service) {
+            grant.services.push(service.to_owned());
+        }
+        if !grant.allows_action(action) {
+            grant.actions.push(action.to_owned());
+        }
+        if !grant.regions.iter().any(|granted| granted == region) {
+            grant.regions.push(region.to_owned());
+        }
+        grant
+    }
+
+    /// As a runbook writes it: `{ services = ["rds"], actions = [...], regions = [...] }`.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "{{ services = {}, actions = {}, regions = {} }}",
+            toml_list(&self.services),
+            toml_list(&self.actions),
+            toml_list(&self.regions)
+        )
+    }
+}
+
+/// `["a", "b"]`, as TOML writes a list of strings.
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| format!("{item:?}")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// `grants.kube`: what a step may do to which objects.
@@ -379,8 +624,9 @@ impl KubeGrant {
         )
     }
 
-    /// Why a call is outside the grant, if it is. `namespace` is `None`
-    /// for cluster-scoped objects and lists across namespaces.
+    /// Why a call is outside the grant, if it is: each of the resource,
+    /// verb and namespace that the grant does not name. `namespace` is
+    /// `None` for cluster-scoped objects and lists across namespaces.
     pub fn refuses(
         &self,
         verb: &str,
@@ -388,32 +634,91 @@ impl KubeGrant {
         api_version: &str,
         kind: &str,
     ) -> Option<String> {
+        let missing = self.missing(verb, namespace, api_version, kind);
+        (!missing.is_empty()).then(|| missing.join("; "))
+    }
+
+    /// Each of the resource, verb and namespace of a call that the grant
+    /// does not name, in words; empty when it allows the call.
+    pub fn missing(
+        &self,
+        verb: &str,
+        namespace: Option<&str>,
+        api_version: &str,
+        kind: &str,
+    ) -> Vec<String> {
+        let mut missing = Vec::new();
         let resource = format!("{api_version}/{kind}");
         if !self.resources.contains(&resource) {
-            return Some(format!(
+            missing.push(format!(
                 "resource `{resource}` is not granted (granted: {})",
                 self.resources.join(", ")
             ));
         }
         if !self.verbs.iter().any(|granted| granted == verb) {
-            return Some(format!(
+            missing.push(format!(
                 "verb `{verb}` is not granted (granted: {})",
                 self.verbs.join(", ")
             ));
         }
-        let everywhere = self.namespaces.iter().any(|granted| granted == "*");
-        match namespace {
-            _ if everywhere => None,
-            Some(namespace) if self.namespaces.iter().any(|granted| granted == namespace) => None,
-            Some(namespace) => Some(format!(
-                "namespace `{namespace}` is not granted (granted: {})",
-                self.namespaces.join(", ")
-            )),
-            None => Some(format!(
-                "a call across namespaces or on a cluster-scoped object needs `namespaces = [\"*\"]` (granted: {})",
-                self.namespaces.join(", ")
-            )),
+        if !self.allows_namespace(namespace) {
+            missing.push(match namespace {
+                Some(namespace) => format!(
+                    "namespace `{namespace}` is not granted (granted: {})",
+                    self.namespaces.join(", ")
+                ),
+                None => format!(
+                    "a call across namespaces or on a cluster-scoped object needs `namespaces = [\"*\"]` (granted: {})",
+                    self.namespaces.join(", ")
+                ),
+            });
         }
+        missing
+    }
+
+    /// Whether the grant reaches `namespace` (`None`: every namespace,
+    /// which only `"*"` grants).
+    pub fn allows_namespace(&self, namespace: Option<&str>) -> bool {
+        self.namespaces
+            .iter()
+            .any(|granted| granted == "*" || Some(granted.as_str()) == namespace)
+    }
+
+    /// The narrowest grant that allows the call: this one with only what
+    /// the call lacks added (`"*"` in place of the namespaces only for a
+    /// call that needs every namespace).
+    pub fn widened(
+        &self,
+        verb: &str,
+        namespace: Option<&str>,
+        api_version: &str,
+        kind: &str,
+    ) -> KubeGrant {
+        let mut grant = self.clone();
+        let resource = format!("{api_version}/{kind}");
+        if !grant.resources.contains(&resource) {
+            grant.resources.push(resource);
+        }
+        if !grant.verbs.iter().any(|granted| granted == verb) {
+            grant.verbs.push(verb.to_owned());
+        }
+        if !grant.allows_namespace(namespace) {
+            match namespace {
+                Some(namespace) => grant.namespaces.push(namespace.to_owned()),
+                None => grant.namespaces = vec!["*".to_owned()],
+            }
+        }
+        grant
+    }
+
+    /// As a runbook writes it: `{ namespaces = [...], resources = [...], verbs = [...] }`.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "{{ namespaces = {}, resources = {}, verbs = {} }}",
+            toml_list(&self.namespaces),
+            toml_list(&self.resources),
+            toml_list(&self.verbs)
+        )
     }
 }
 
@@ -623,5 +928,214 @@ mod command_tests {
             CommandGrant::find(&grants, "/usr/bin/alembic", &args("downgrade base")).unwrap_err();
         assert!(arguments.contains("[upgrade *], [current]"), "{arguments}");
         assert!(grants[0].describe().contains("connect 5432"));
+    }
+}
+
+#[cfg(test)]
+mod nearest_tests {
+    use super::*;
+
+    fn grants(texts: &[&str]) -> Vec<UrlGrant> {
+        texts
+            .iter()
+            .map(|text| UrlGrant::parse(text).unwrap())
+            .collect()
+    }
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    /// How `request` misses `granted`: the refusal, the nearest grant, and
+    /// the explanation with the path shown.
+    fn miss(granted: &[&str], request: &str) -> (Refusal, Option<String>, String) {
+        let grants = grants(granted);
+        let request = url(request);
+        let miss = UrlGrant::nearest(&grants, &request);
+        (
+            miss.refusal,
+            miss.nearest.map(|grant| grant.as_str().to_owned()),
+            miss.explain(&request, Some(request.path())),
+        )
+    }
+
+    #[test]
+    fn only_the_path_differs_from_a_grant_for_the_same_origin() {
+        let (refusal, nearest, explained) = miss(
+            &["http://h:8080/admin/feature-flag"],
+            "http://h:8080/admin/feature-flags",
+        );
+        assert_eq!(refusal, Refusal::Path);
+        assert_eq!(nearest.as_deref(), Some("http://h:8080/admin/feature-flag"));
+        assert_eq!(
+            explained,
+            "scheme, host and port are granted (`http://h:8080/admin/feature-flag`), only the path differs: `/admin/feature-flags` is not under `/admin/feature-flag`"
+        );
+        assert_eq!(
+            UrlGrant::narrowest(&url("http://h:8080/admin/feature-flags?key=x")),
+            "http://h:8080/admin/feature-flags"
+        );
+    }
+
+    #[test]
+    fn the_nearest_path_grant_shares_the_most_leading_segments() {
+        let (_, nearest, _) = miss(
+            &[
+                "http://h/health",
+                "http://h/admin/other",
+                "http://h/admin/flags/x",
+            ],
+            "http://h/admin/flags/y",
+        );
+        assert_eq!(nearest.as_deref(), Some("http://h/admin/flags/x"));
+        assert_eq!(shared_segments("/admin/flags/x", "/admin/flags/y"), 2);
+        assert_eq!(shared_segments("", "/admin"), 0);
+    }
+
+    #[test]
+    fn another_port_or_scheme_on_a_granted_host_is_named_as_such() {
+        let (refusal, _, explained) = miss(&["http://h:8080/api"], "http://h:8081/api/x");
+        assert_eq!(refusal, Refusal::Port);
+        assert_eq!(
+            explained,
+            "host `h` is granted (`http://h:8080/api`), but the port is 8081, not 8080"
+        );
+        let (refusal, _, explained) = miss(&["https://h/api"], "http://h/v2");
+        assert_eq!(refusal, Refusal::Scheme);
+        assert_eq!(
+            explained,
+            "host `h` is granted (`https://h/api`), but the scheme is `http`, not `https`, the port is 80, not 443 and `/v2` is not under `/api`"
+        );
+        // Of two grants for the host, the one on the same port is nearer.
+        let (_, nearest, _) = miss(&["https://h", "http://h:8080/a"], "http://h:8080/b");
+        assert_eq!(nearest.as_deref(), Some("http://h:8080/a"));
+    }
+
+    #[test]
+    fn another_host_lists_what_is_granted() {
+        let (refusal, nearest, explained) = miss(
+            &["http://127.0.0.1:1", "https://api.example.com/v1"],
+            "http://elsewhere:9/x",
+        );
+        assert_eq!(refusal, Refusal::Host);
+        assert_eq!(nearest, None);
+        assert_eq!(
+            explained,
+            "no grant is for host `elsewhere` (granted: `http://127.0.0.1:1`, `https://api.example.com/v1`)"
+        );
+        let (_, _, explained) = miss(&[], "http://elsewhere/");
+        assert!(
+            explained.ends_with("the step is granted no URL"),
+            "{explained}"
+        );
+        // Host names compare without case.
+        assert_eq!(miss(&["http://H/a"], "http://h/b").0, Refusal::Path);
+    }
+
+    #[test]
+    fn a_hidden_path_is_not_shown() {
+        let grants = grants(&["https://hooks.example.com/services"]);
+        let request = url("https://hooks.example.com/other/T000/B000/XXXX");
+        let explained = UrlGrant::nearest(&grants, &request).explain(&request, None);
+        assert!(
+            explained.ends_with("its path is not under `/services`"),
+            "{explained}"
+        );
+        assert!(!explained.contains("T000"), "{explained}");
+    }
+
+    #[test]
+    fn the_narrowest_grant_allows_the_request_and_no_sibling() {
+        for request in [
+            "http://h:8080/admin/feature-flags",
+            "https://h/a/b/?q=1",
+            "http://[::1]:9/x",
+            "https://h/",
+        ] {
+            let request = url(request);
+            let grant = UrlGrant::parse(&UrlGrant::narrowest(&request)).unwrap();
+            assert!(grant.allows(&request), "{request}");
+        }
+        let grant = UrlGrant::parse(&UrlGrant::narrowest(&url("http://h/admin/flags"))).unwrap();
+        assert!(!grant.allows(&url("http://h/admin/flagsx")));
+        assert!(!grant.allows(&url("http://h/admin")));
+    }
+
+    #[test]
+    fn a_url_known_only_in_part_is_refused_only_when_no_ending_could_be_granted() {
+        let grant = &grants(&["http://h/admin/flags"])[0];
+        assert!(grant.may_allow_below(&url("http://h/admin/")));
+        assert!(grant.may_allow_below(&url("http://h/admin/fl")));
+        assert!(grant.may_allow_below(&url("http://h/admin/flags")));
+        assert!(grant.may_allow_below(&url("http://h/admin/flags/")));
+        assert!(!grant.may_allow_below(&url("http://h/admin/flagsx")));
+        assert!(!grant.may_allow_below(&url("http://h/other/")));
+        assert!(!grant.may_allow_below(&url("http://h:81/admin/")));
+        assert_eq!(
+            UrlGrant::narrowest_below(&url("http://h:8080/admin/flags/")),
+            "http://h:8080/admin/flags"
+        );
+        assert_eq!(
+            UrlGrant::narrowest_below(&url("http://h/admin/fl")),
+            "http://h/admin"
+        );
+    }
+}
+
+#[cfg(test)]
+mod widened_tests {
+    use super::*;
+
+    #[test]
+    fn a_kube_grant_widened_adds_only_what_the_call_lacks() {
+        let grant = KubeGrant {
+            namespaces: vec!["shop".into()],
+            resources: vec!["apps/v1/Deployment".into()],
+            verbs: vec!["get".into()],
+        };
+        assert_eq!(
+            grant
+                .widened("patch", Some("shop"), "apps/v1", "Deployment")
+                .to_toml(),
+            r#"{ namespaces = ["shop"], resources = ["apps/v1/Deployment"], verbs = ["get", "patch"] }"#
+        );
+        assert_eq!(
+            grant
+                .widened("get", None, "apps/v1", "Deployment")
+                .namespaces,
+            ["*"]
+        );
+        assert_eq!(
+            grant
+                .missing("delete", Some("payments"), "v1", "Secret")
+                .len(),
+            3
+        );
+        assert!(
+            grant
+                .missing("get", Some("shop"), "apps/v1", "Deployment")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_aws_grant_widened_adds_only_what_the_call_lacks() {
+        let grant = AwsGrant {
+            services: vec!["rds".into()],
+            actions: vec!["Describe*".into()],
+            regions: vec!["us-east-1".into()],
+        };
+        assert_eq!(
+            grant
+                .widened("rds", "DescribeDBInstances", "eu-west-1")
+                .to_toml(),
+            r#"{ services = ["rds"], actions = ["Describe*"], regions = ["us-east-1", "eu-west-1"] }"#
+        );
+        assert_eq!(
+            grant
+                .refuses("rds", "CreateDBSnapshot", "eu-west-1")
+                .unwrap(),
+            "action `CreateDBSnapshot` is not granted (granted: Describe*); region `eu-west-1` is not granted (granted: us-east-1)"
+        );
     }
 }

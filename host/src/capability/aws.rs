@@ -159,10 +159,28 @@ fn refused(
             ),
         ));
     };
-    grant.refuses(service, action, region).map(|reason| {
-        let hint = format!("{reason}; if intended, add it to the step's `grants.aws`");
-        (reason, hint)
-    })
+    refusal(grant, service, action, region)
+}
+
+/// Why `grant` does not allow the call, and the hint: what differs (the
+/// service, action or region) and the grant with just that added.
+fn refusal(
+    grant: &AwsGrant,
+    service: &str,
+    action: &str,
+    region: &str,
+) -> Option<(String, String)> {
+    let missing = grant.missing(service, action, region);
+    if missing.is_empty() {
+        return None;
+    }
+    let reason = missing.join("; ");
+    let hint = format!(
+        "{reason}; if intended, add {} to the step's `grants.aws`: `grants.aws = {}`",
+        if missing.len() == 1 { "it" } else { "them" },
+        grant.widened(service, action, region).to_toml()
+    );
+    Some((reason, hint))
 }
 
 /// The error of a call made where the host has no credentials.
@@ -469,6 +487,35 @@ mod tests {
                 .unwrap()
                 .contains("region `eu-west-1`")
         );
+    }
+
+    #[test]
+    fn the_hint_names_what_differs_and_the_grant_with_just_that_added() {
+        let (reason, hint) = refusal(&grant(), "rds", "DeleteDBInstance", "us-east-1").unwrap();
+        assert_eq!(
+            reason,
+            "action `DeleteDBInstance` is not granted (granted: CreateDBSnapshot, Describe*)"
+        );
+        assert!(
+            hint.ends_with("if intended, add it to the step's `grants.aws`: `grants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\", \"Describe*\", \"DeleteDBInstance\"], regions = [\"us-east-1\"] }`"),
+            "{hint}"
+        );
+        let (reason, hint) = refusal(&grant(), "rds", "DescribeDBInstances", "eu-west-1").unwrap();
+        assert!(
+            reason.starts_with("region `eu-west-1` is not granted"),
+            "{reason}"
+        );
+        assert!(
+            hint.contains("actions = [\"CreateDBSnapshot\", \"Describe*\"], regions = [\"us-east-1\", \"eu-west-1\"]"),
+            "the action a prefix allows is not added again: {hint}"
+        );
+        let (reason, hint) = refusal(&grant(), "ec2", "DescribeInstances", "eu-west-1").unwrap();
+        assert!(
+            reason.contains("service `ec2`") && reason.contains("region `eu-west-1`"),
+            "{reason}"
+        );
+        assert!(hint.contains("add them to"), "{hint}");
+        assert!(refusal(&grant(), "rds", "CreateDBSnapshot", "us-east-1").is_none());
     }
 
     #[test]

@@ -101,13 +101,38 @@ pub fn refused_header(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The grant an operator would add to allow `url`.
-pub fn suggested_grant(url: &Url) -> String {
-    let mut origin = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
-    if let Some(port) = url.port() {
-        origin.push_str(&format!(":{port}"));
+/// Why no grant of the step allows a request (or redirect, `what`) to
+/// `url`, and the hint: the nearest grant and what differs from it (host,
+/// scheme, port or path), and the narrowest grant that would allow it
+/// (the URL itself without its query, never its whole host when only the
+/// path differs). The path of a URL held in `secret` is not shown.
+fn refusal(context: &StepContext, what: &str, url: &Url, secret: Option<&str>) -> (String, String) {
+    let miss = UrlGrant::nearest(&context.grants.http, url);
+    let refused = miss.refusal.describe();
+    let explained = miss.explain(url, secret.is_none().then(|| url.path()));
+    let why = format!("{what} to {refused}: {explained}");
+    if miss.refusal == Refusal::PathOnceDecoded {
+        let hint = format!(
+            "{what} to {refused} (`%2e`, `%2f`, `%5c`), which servers may route outside the grant; send the path without encoded dots and slashes"
+        );
+        return (why, hint);
     }
-    origin
+    let grant = match secret {
+        None => format!(
+            "`grants.http = [\"{}\"]` to {}",
+            UrlGrant::narrowest(url),
+            context.step_id.place()
+        ),
+        Some(name) => format!(
+            "the URL in secret `{name}`, without its query, to {}'s `grants.http`",
+            context.step_id.place()
+        ),
+    };
+    let hint = format!(
+        "{what} not granted to {}: {explained}; if intended, add {grant}",
+        context.step_id.subject()
+    );
+    (why, hint)
 }
 
 /// A URL for logs: no user info, and the query's values hidden.
@@ -268,21 +293,8 @@ async fn send_within_grants(
         let call = context.call("http", format!("{method} {}", shown(&url, secret)));
         let Some(grant) = context.grants.http.iter().find(|grant| grant.allows(&url)) else {
             let what = if redirect == 0 { "request" } else { "redirect" };
-            let refusal = UrlGrant::why_not(&context.grants.http, &url);
-            let why = refusal.describe();
-            let hint = if refusal == Refusal::PathOnceDecoded {
-                format!(
-                    "{what} to {why} (`%2e`, `%2f`, `%5c`), which servers may route outside the grant; send the path without encoded dots and slashes"
-                )
-            } else {
-                format!(
-                    "{what} not granted to {}; if intended, add `grants.http = [\"{}\"]` to {}",
-                    context.step_id.subject(),
-                    suggested_grant(&url),
-                    context.step_id.place()
-                )
-            };
-            return Err(call.deny(format!("{what} to {why}"), hint));
+            let (why, hint) = refusal(context, what, &url, secret);
+            return Err(call.deny(why, hint));
         };
         let granted = Some(grant.as_str().to_owned());
 

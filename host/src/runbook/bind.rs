@@ -8,6 +8,7 @@ mod environment;
 mod grants;
 mod instances;
 mod params;
+mod reach;
 
 use super::{NotifyTarget, Runbook, Step, StepGrants, StepId};
 use crate::diagnostic::{Diagnostics, ValuePath};
@@ -167,6 +168,18 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         .map(|environment| environment.vars.clone())
         .unwrap_or_default();
     let params = params::bind_params(&runbook, &bindings, &mut problems);
+    // Parameters `validate` was not given stand for any value: their
+    // placeholders are no URL's, namespace's or region's text.
+    let placeholders: BTreeSet<String> = runbook
+        .params
+        .iter()
+        .filter(|(name, spec)| {
+            bindings.lenient
+                && spec.default.is_none()
+                && !bindings.sets.iter().any(|(key, _)| key == *name)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
     if environment.is_none() && !runbook.environments.is_empty() {
         // Without its environment every grant and variable would be
         // reported as undefined: consequences that bury the one mistake.
@@ -186,6 +199,7 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         environment::check_vars(&plan, environment, &mut problems);
     }
     plan.steps = instances::plan_steps(&plan, &mut problems);
+    reach::check(&plan, &placeholders, &mut problems);
     let targets: Vec<PlannedTarget> = runbook
         .notify
         .iter()

@@ -201,6 +201,15 @@ codes! {
     MissingParam,
     /// A variable the chosen environment does not define.
     UndefinedVar,
+    /// A URL in `with`, known before the run, that no `grants.http` entry
+    /// of the step covers.
+    UrlNotGranted,
+    /// A `with.namespace`, known before the run, outside the step's
+    /// `grants.kube.namespaces`.
+    NamespaceNotGranted,
+    /// A `with.region`, known before the run, outside the step's
+    /// `grants.aws.regions`.
+    RegionNotGranted,
 }
 
 impl Code {

@@ -82,7 +82,7 @@ fn the_review_shows_digest_imports_declarations_grants_and_mismatches() {
 async fn a_run_s_audit_log_shows_what_it_touched_and_detects_tampering() {
     let service = SampleService::start(None).await.unwrap();
     let file = TestRunbook::new(&format!(
-        "[runbook]\nname = \"touch\"\non_failure = \"abort\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"smoke-test\"\nwith.checks = [{{ url = \"{0}/health\" }}, {{ url = \"{0}/health/live\" }}]\ngrants.http = [\"{0}\"]\n\n[[steps]]\nid = \"sneaky\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"http://127.0.0.1:9/elsewhere\"\ngrants.http = [\"{0}\"]\n",
+        "[runbook]\nname = \"touch\"\non_failure = \"abort\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"smoke-test\"\nwith.checks = [{{ url = \"{0}/health\" }}, {{ url = \"{0}/health/live\" }}]\ngrants.http = [\"{0}\"]\n\n[[steps]]\nid = \"address\"\nuses = \"noop\"\nwith.message = \"http://127.0.0.1:9/elsewhere\"\n\n[[steps]]\nid = \"sneaky\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"${{{{ steps.address.outputs.message }}}}\"\ngrants.http = [\"{0}\"]\n",
         service.base_url()
     ));
     let index = tempfile::tempdir().unwrap();

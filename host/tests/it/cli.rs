@@ -110,7 +110,7 @@ async fn exec_exits_1_when_a_step_fails_and_3_when_a_step_is_denied() {
     assert!(text(&failed.stderr).contains("✗ run failed at step `health`"));
 
     let denied_file = TestRunbook::new(&format!(
-        "[runbook]\nname = \"deny\"\n\n[[steps]]\nid = \"fetch\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"{}/health\"\ngrants.http = [\"http://127.0.0.1:1\"]\n",
+        "[runbook]\nname = \"deny\"\n\n[[steps]]\nid = \"address\"\nuses = \"noop\"\nwith.message = \"{}/health\"\n\n[[steps]]\nid = \"fetch\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"${{{{ steps.address.outputs.message }}}}\"\ngrants.http = [\"http://127.0.0.1:1\"]\n",
         service.base_url()
     ));
     let denied_path = denied_file.path.to_str().unwrap().to_owned();

@@ -269,7 +269,7 @@ async fn a_plugin_built_against_contract_0_1_0_keeps_loading_and_running() {
         plugin.imports
     );
     let file = TestRunbook::new(&format!(
-        "[runbook]\nname = \"legacy\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"legacy-smoke\"\nwith.checks = [{{ url = \"{url}/health\" }}]\ngrants.http = [\"{url}\"]\n\n[[steps]]\nid = \"denied\"\nuses = \"legacy-smoke\"\nneeds = [\"smoke\"]\nwith.checks = [{{ url = \"http://127.0.0.1:9/health\" }}]\ngrants.http = [\"{url}\"]\n",
+        "[runbook]\nname = \"legacy\"\n\n[[steps]]\nid = \"smoke\"\nuses = \"legacy-smoke\"\nwith.checks = [{{ url = \"{url}/health\" }}]\ngrants.http = [\"{url}\"]\n\n[[steps]]\nid = \"address\"\nuses = \"noop\"\nneeds = [\"smoke\"]\nwith.message = \"http://127.0.0.1:9/health\"\n\n[[steps]]\nid = \"denied\"\nuses = \"legacy-smoke\"\nneeds = [\"address\"]\nwith.checks = [{{ url = \"${{{{ steps.address.outputs.message }}}}\" }}]\ngrants.http = [\"{url}\"]\n",
         url = format!("http://{}", service.address),
     ));
     let body = std::fs::read_to_string(&file.path).unwrap().replace(

@@ -18,6 +18,7 @@ mod faults;
 mod files;
 mod flags;
 mod format;
+mod hints;
 mod jobs;
 mod kube;
 mod lambda;

@@ -92,19 +92,30 @@ async fn the_sandbox_shows_no_environment_arguments_files_or_sockets() {
 #[tokio::test]
 async fn a_request_to_an_ungranted_host_is_denied_and_recorded() {
     let service = SampleService::start(None).await.unwrap();
-    let body = misbehave(
-        "fetch",
-        &format!(
-            "with.url = \"{}/health\"\ngrants.http = [\"http://127.0.0.1:1\"]",
-            service.base_url()
-        ),
+    // The URL comes from an earlier step's output: `validate` refuses a
+    // literal URL outside the grants before the run, and this is about
+    // the host's check at run time.
+    let body = format!(
+        "[runbook]\nname = \"fixture\"\n\n[[steps]]\nid = \"address\"\nuses = \"noop\"\nwith.message = \"{}/health\"\n\n[[steps]]\nid = \"bad\"\nuses = \"misbehave\"\nwith.mode = \"fetch\"\nwith.url = \"${{{{ steps.address.outputs.message }}}}\"\ngrants.http = [\"http://127.0.0.1:1\"]\n",
+        service.base_url()
     );
     let finished = run(&body, RunOptions::default()).await;
     let (status, summary, _) = finished.step("bad");
     assert_eq!(status, Status::Denied);
+    // The same host on another port: named as such, and the hint is the
+    // URL itself, not the whole service.
     assert!(
-        summary.contains(&format!("grants.http = [\\\"{}\\\"]", service.base_url()))
-            || summary.contains(&format!("grants.http = [\"{}\"]", service.base_url())),
+        summary.contains("host `127.0.0.1` is granted (`http://127.0.0.1:1`), but the port is"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!(
+            "grants.http = [\\\"{}/health\\\"]",
+            service.base_url()
+        )) || summary.contains(&format!(
+            "grants.http = [\"{}/health\"]",
+            service.base_url()
+        )),
         "{summary}"
     );
     assert!(

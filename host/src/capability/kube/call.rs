@@ -36,12 +36,7 @@ impl<'a> Call<'a> {
                     namespace.unwrap_or("*"),
                 ),
             )),
-            Some(grant) => grant
-                .refuses(verb, namespace, api_version, kind)
-                .map(|reason| {
-                    let hint = format!("{reason}; if intended, add it to the step's `grants.kube`");
-                    (reason, hint)
-                }),
+            Some(grant) => refusal(grant, verb, namespace, api_version, kind),
         };
         if let Some((reason, hint)) = refusal {
             return Err(record.deny(reason, hint));
@@ -99,6 +94,29 @@ fn is_write(verb: &str) -> bool {
     matches!(verb, "create" | "patch" | "delete")
 }
 
+/// Why `grant` does not allow the call, and the hint: what differs (the
+/// resource, verb or namespace) and the grant with just that added.
+fn refusal(
+    grant: &crate::grant::KubeGrant,
+    verb: &str,
+    namespace: Option<&str>,
+    api_version: &str,
+    kind: &str,
+) -> Option<(String, String)> {
+    let missing = grant.missing(verb, namespace, api_version, kind);
+    if missing.is_empty() {
+        return None;
+    }
+    let reason = missing.join("; ");
+    let widened = grant.widened(verb, namespace, api_version, kind);
+    let hint = format!(
+        "{reason}; if intended, add {} to the step's `grants.kube`: `grants.kube = {}`",
+        if missing.len() == 1 { "it" } else { "them" },
+        widened.to_toml()
+    );
+    Some((reason, hint))
+}
+
 /// An object as the audit names it: `apps/v1/Deployment shop/api`.
 pub(super) fn describe(object: &ObjectRef) -> String {
     match &object.namespace {
@@ -147,5 +165,47 @@ mod tests {
             refused("get", Some("riskcast-prod"), "v1", "Secret").contains("resource `v1/Secret`")
         );
         assert!(refused("get", None, "apps/v1", "Deployment").contains("namespaces = [\"*\"]"));
+    }
+
+    #[test]
+    fn the_hint_names_what_differs_and_the_grant_with_just_that_added() {
+        let (reason, hint) = super::refusal(
+            &grant(),
+            "delete",
+            Some("riskcast-prod"),
+            "apps/v1",
+            "Deployment",
+        )
+        .unwrap();
+        assert_eq!(
+            reason,
+            "verb `delete` is not granted (granted: get, patch, watch)"
+        );
+        assert!(
+            hint.ends_with("if intended, add it to the step's `grants.kube`: `grants.kube = { namespaces = [\"riskcast-prod\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\", \"delete\"] }`"),
+            "{hint}"
+        );
+        let (reason, hint) =
+            super::refusal(&grant(), "get", Some("payments"), "v1", "Secret").unwrap();
+        assert_eq!(
+            reason,
+            "resource `v1/Secret` is not granted (granted: apps/v1/Deployment); namespace `payments` is not granted (granted: riskcast-prod)"
+        );
+        assert!(
+            hint.contains("add them to the step's `grants.kube`: `grants.kube = { namespaces = [\"riskcast-prod\", \"payments\"], resources = [\"apps/v1/Deployment\", \"v1/Secret\"], verbs = [\"get\", \"patch\", \"watch\"] }`"),
+            "{hint}"
+        );
+        let (_, hint) = super::refusal(&grant(), "list", None, "apps/v1", "Deployment").unwrap();
+        assert!(hint.contains("namespaces = [\"*\"], resources"), "{hint}");
+        assert!(
+            super::refusal(
+                &grant(),
+                "get",
+                Some("riskcast-prod"),
+                "apps/v1",
+                "Deployment"
+            )
+            .is_none()
+        );
     }
 }
