@@ -48,6 +48,9 @@ pub mod exit {
     /// The run waits for approvals, a confirmation or a step's next round;
     /// resume it later (or `runbook worker` does).
     pub const WAITING: u8 = 4;
+    /// The operator answered no to `Apply this plan?` (or pressed Ctrl-C
+    /// at it): nothing ran, nothing was recorded.
+    pub const DECLINED: u8 = 5;
     /// The run was interrupted (Ctrl-C, SIGTERM).
     pub const CANCELLED: u8 = 130;
     /// runbook itself failed (a bug, or the machine: disk, memory).
@@ -59,6 +62,8 @@ Examples:
   runbook validate runbooks/smoke.toml
   runbook plan runbooks/smoke.toml --env staging --set version=1.2.3
   runbook exec runbooks/smoke.toml --env staging --set version=1.2.3
+  runbook plan runbooks/smoke.toml --env staging --set version=1.2.3 --out plan.json
+  runbook exec plan.json
   runbook approve 20261122-101500-a1b2c3 --as bob
   runbook resume 20261122-101500-a1b2c3
   runbook decide 20261122-101500-a1b2c3 retry
@@ -76,6 +81,7 @@ Exit codes:
   4    the run waits for approvals, a manual confirmation (runbook resume RUN),
        a step's next round (runbook worker, or runbook resume RUN) or a
        decision on a failed step (runbook decide RUN retry|skip|rollback|abort)
+  5    the operator answered no to `Apply this plan?`; nothing ran
   70   runbook itself failed
   130  interrupted (Ctrl-C)
 
@@ -104,9 +110,10 @@ pub struct Cli {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a runbook's steps against an environment.
+    /// Run a runbook's steps against an environment, or apply a saved plan.
     #[command(
-        after_help = "Example:\n  runbook exec deploy.toml --env production --set version=1.2.3"
+        long_about = "Run a runbook's steps against an environment. On an interactive terminal (stdin and stderr, text output), `exec` first shows the plan, as `runbook plan` prints it, and asks `Apply this plan? [y/n]` before the first step: n (or Ctrl-C) runs nothing, records nothing and exits 5; `--yes` skips the question. It never asks without a terminal, with `--output json` or with `--detach`.\n\nGiven a plan saved by `runbook plan --out PLAN.json` instead of a runbook (a `.json` file, or one that starts with `{`), `exec` binds the runbook file the plan names again with the plan's environment and parameters, and runs it only when everything is as saved: the runbook's text, each plugin's bytes, each parameter, each step's and `[notify]` target's grants, and the fingerprint approvals bind to. Otherwise it refuses (exit 2, nothing ran), saying what changed. `--env` and `--set` are not taken with a saved plan, and it is not asked about: it was reviewed. The run records the plan it applied (`saved_plan` in `run_started`).",
+        after_help = "Examples:\n  runbook exec deploy.toml --env production --set version=1.2.3\n  runbook exec deploy.toml --env production --set version=1.2.3 --yes\n  runbook plan deploy.toml --env production --set version=1.2.3 --out plan.json\n  runbook exec plan.json"
     )]
     Exec(exec::ExecArgs),
     /// Check a runbook without running anything: shape, references, plugins, parameters.
@@ -114,9 +121,9 @@ pub enum Command {
         after_help = "Example:\n  runbook validate deploy.toml\n  runbook validate deploy.toml --env production --set version=1.2.3"
     )]
     Validate(validate::ValidateArgs),
-    /// Show what each step would do, without doing it.
+    /// Show what each step would do, without doing it; `--out` saves the plan for `exec`.
     #[command(
-        after_help = "Example:\n  runbook plan deploy.toml --env production --set version=1.2.3"
+        after_help = "Examples:\n  runbook plan deploy.toml --env production --set version=1.2.3\n  runbook plan deploy.toml --env production --set version=1.2.3 --out plan.json && runbook exec plan.json"
     )]
     Plan(plan::PlanArgs),
     /// Continue a run that stopped: after a crash, a failure, or at a gate.

@@ -109,6 +109,20 @@ impl Choice {
     }
 }
 
+/// The saved plan a run applies (`runbook plan --out FILE`, then
+/// `runbook exec FILE`), as its `run_started` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SavedPlanRef {
+    /// The plan file, as given to `exec`.
+    pub file: String,
+    /// The plan file's sha256, hex.
+    pub sha256: String,
+    /// Who made the plan (`runbook plan --operator`, else the user).
+    pub made_by: String,
+    /// When it was made (RFC 3339).
+    pub made_at: String,
+}
+
 /// What happened.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -138,6 +152,10 @@ pub enum EventKind {
         /// the environment's emergency approvals, and `approve` reads this.
         #[serde(skip_serializing_if = "Option::is_none")]
         emergency: Option<String>,
+        /// The saved plan the run applies (`runbook exec plan.json`), when
+        /// it was started from one: its fingerprint is `plan_hash`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        saved_plan: Option<SavedPlanRef>,
     },
     /// A later process continues the run (`runbook resume`).
     RunResumed {
@@ -676,8 +694,15 @@ impl Event {
                 steps: _,
                 plan_hash,
                 emergency,
+                saved_plan,
             } => {
                 emergency.iter_mut().for_each(&mut visit);
+                if let Some(saved) = saved_plan {
+                    visit(&mut saved.file);
+                    visit(&mut saved.sha256);
+                    visit(&mut saved.made_by);
+                    visit(&mut saved.made_at);
+                }
                 visit(run_id);
                 visit(runbook);
                 visit(file);

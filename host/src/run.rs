@@ -15,6 +15,7 @@ pub mod prepare;
 pub mod record;
 pub mod resume;
 pub mod rollback;
+pub mod saved;
 pub mod worker;
 
 pub use execute::Connections;

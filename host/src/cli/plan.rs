@@ -45,6 +45,13 @@ pub struct PlanArgs {
     /// Why the emergency.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+
+    /// Also save the reviewed plan to this file (JSON: the runbook's
+    /// text, environment, parameters, plugin digests, grants and the
+    /// fingerprint approvals bind to); `runbook exec FILE` then runs
+    /// exactly that plan, or refuses saying what changed since.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// Runs the command: the run's preparation, then its dry execute.
@@ -92,16 +99,29 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         exit::SUCCESS
     };
     let plan = &prepared.plan;
+    if let Some(out) = &args.out {
+        let saved = run::saved::of(&prepared, &views, notify.as_ref(), promotion.as_ref());
+        save(out, &saved)?;
+        eprintln!(
+            "plan saved to {} (fingerprint {}); apply exactly this plan with `runbook exec {}`",
+            out.display(),
+            saved.fingerprint,
+            out.display()
+        );
+    }
     let printed = match args.output {
         Output::Json => super::print_json(&serde_json::json!({
             "runbook": plan.runbook.name,
             "environment": plan.environment,
             "params": plan.params,
+            "fingerprint": prepared.fingerprint,
             "promotion": promotion,
             "steps": views,
             "notify": notify,
         })),
-        Output::Text => print_text(plan, promotion.as_ref(), &views, notify.as_ref()),
+        Output::Text => text_lines(plan, promotion.as_ref(), &views, notify.as_ref())
+            .iter()
+            .try_for_each(|line| outln!("{line}")),
     };
     match printed {
         // The reader went away; the plan's verdict still stands.
@@ -110,106 +130,140 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     }
 }
 
-fn print_text(
+/// Writes the saved plan to `out` (pretty JSON), through a temporary file
+/// beside it, so that a reader never finds half a plan.
+fn save(out: &std::path::Path, saved: &run::saved::SavedPlan) -> Result<(), Failure> {
+    use anyhow::Context;
+    let mut text = serde_json::to_string_pretty(saved).context("cannot write the plan as JSON")?;
+    text.push('\n');
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, out))
+        .with_context(|| format!("cannot save the plan to {}", out.display()))?;
+    Ok(())
+}
+
+/// The plan as `runbook plan` prints it for people, one line each:
+/// `exec` shows the same lines before it asks to apply them.
+pub(super) fn text_lines(
     plan: &crate::runbook::Plan,
     promotion: Option<&PromotionGate>,
     views: &[PlannedStepView],
     notify: Option<&NotifyView>,
-) -> Result<(), Failure> {
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    macro_rules! push {
+        () => {
+            lines.push(String::new())
+        };
+        ($($argument:tt)*) => {
+            lines.push(format!($($argument)*))
+        };
+    }
     let environment = plan
         .environment
         .as_ref()
         .map(|name| format!(" for environment `{name}`"))
         .unwrap_or_default();
-    outln!(
+    push!(
         "Plan of `{}`{environment}: {} steps, nothing is changed by planning",
         plan.runbook.name,
         views.len()
-    )?;
+    );
     if let Some(gate) = promotion {
-        outln!()?;
-        outln!("Promotion: needs {}", gate.requires)?;
+        push!();
+        push!("Promotion: needs {}", gate.requires);
         match &gate.overridden {
-            None => outln!("   ✓ satisfied by {}", gate.detail)?,
-            Some(reason) => outln!("   ⚠ overridden by --emergency ({reason}): {}", gate.detail)?,
+            None => push!("   ✓ satisfied by {}", gate.detail),
+            Some(reason) => push!("   ⚠ overridden by --emergency ({reason}): {}", gate.detail),
         }
     }
     for (position, view) in views.iter().enumerate() {
-        outln!()?;
-        outln!("{}. {} ({})", position + 1, view.name, view.plugin)?;
+        push!();
+        push!("{}. {} ({})", position + 1, view.name, view.plugin);
         if let Some(why) = &view.skipped {
-            outln!("   - skipped: {why}")?;
+            push!("   - skipped: {why}");
         }
         for action in &view.actions {
             let marker = if action.mutates { "~" } else { "·" };
-            outln!("   {marker} {}", action.description)?;
+            push!("   {marker} {}", action.description);
         }
         for write in &view.intercepted {
-            outln!("   ⊘ {write}")?;
+            push!("   ⊘ {write}");
         }
         if let Some(error) = &view.error {
-            outln!("   ✗ cannot plan: {error}")?;
+            push!("   ✗ cannot plan: {error}");
         }
         if !view.grants.http.is_empty() {
-            outln!("   grants http: {}", view.grants.http.join(", "))?;
+            push!("   grants http: {}", view.grants.http.join(", "));
         }
         if !view.grants.secrets.is_empty() {
-            outln!("   grants secrets: {}", view.grants.secrets.join(", "))?;
+            push!("   grants secrets: {}", view.grants.secrets.join(", "));
         }
         if !view.grants.fs_read.is_empty() {
-            outln!("   grants fs.read: {}", view.grants.fs_read.join(", "))?;
+            push!("   grants fs.read: {}", view.grants.fs_read.join(", "));
         }
         if let Some(kube) = &view.grants.kube {
-            outln!("   grants kube: {kube}")?;
+            push!("   grants kube: {kube}");
         }
         if let Some(aws) = &view.grants.aws {
-            outln!("   grants aws: {aws}")?;
+            push!("   grants aws: {aws}");
         }
         for command in &view.grants.command {
-            outln!("   grants command: {command}")?;
+            push!("   grants command: {command}");
         }
     }
     if let Some(notify) = notify {
-        print_notify(notify)?;
+        notify_lines(notify, &mut lines);
     }
-    outln!()?;
-    outln!(
+    push!();
+    push!(
         "· reads only    ~ changes something    ⊘ a write the plugin tried, held back by the host"
-    )
+    );
+    lines
 }
 
 /// `[notify]`: when it announces, and each target with its grants.
-fn print_notify(notify: &NotifyView) -> Result<(), Failure> {
-    outln!()?;
+fn notify_lines(notify: &NotifyView, lines: &mut Vec<String>) {
+    macro_rules! push {
+        () => {
+            lines.push(String::new())
+        };
+        ($($argument:tt)*) => {
+            lines.push(format!($($argument)*))
+        };
+    }
+    push!();
     let every = notify
         .every
         .as_ref()
         .map(|every| format!("; a holding step every {every}"))
         .unwrap_or_default();
-    outln!(
+    push!(
         "Announcements (nothing is sent by planning): on {}{every}",
         notify.on.join(", ")
-    )?;
+    );
     for target in &notify.targets {
-        outln!("   ✉ {} ({})", target.target, target.plugin)?;
+        push!("   ✉ {} ({})", target.target, target.plugin);
         if !target.grants.http.is_empty() {
-            outln!("     grants http: {}", target.grants.http.join(", "))?;
+            push!("     grants http: {}", target.grants.http.join(", "));
         }
         if !target.grants.secrets.is_empty() {
-            outln!("     grants secrets: {}", target.grants.secrets.join(", "))?;
+            push!("     grants secrets: {}", target.grants.secrets.join(", "));
         }
         if !target.grants.fs_read.is_empty() {
-            outln!("     grants fs.read: {}", target.grants.fs_read.join(", "))?;
+            push!("     grants fs.read: {}", target.grants.fs_read.join(", "));
         }
         if let Some(kube) = &target.grants.kube {
-            outln!("     grants kube: {kube}")?;
+            push!("     grants kube: {kube}");
         }
         if let Some(aws) = &target.grants.aws {
-            outln!("     grants aws: {aws}")?;
+            push!("     grants aws: {aws}");
         }
         for command in &target.grants.command {
-            outln!("     grants command: {command}")?;
+            push!("     grants command: {command}");
         }
     }
-    Ok(())
 }

@@ -153,7 +153,8 @@ pub struct GrantsView {
 }
 
 impl GrantsView {
-    fn of(grants: &crate::grant::StepGrants) -> Self {
+    /// A step's or target's grants, as bound.
+    pub fn of(grants: &crate::grant::StepGrants) -> Self {
         GrantsView {
             http: grants.http_texts(),
             secrets: grants.secrets.clone(),

@@ -39,6 +39,10 @@ pub struct Prepared {
     /// What approvals bind to: the runbook, environment, parameters,
     /// plugin digests and grants ([`crate::gates::fingerprint`]).
     pub fingerprint: String,
+    /// The saved plan this run applies (`runbook exec plan.json`), once
+    /// [`super::saved::verify`] found it unchanged; recorded in
+    /// `run_started`.
+    pub saved_plan: Option<crate::events::SavedPlanRef>,
 }
 
 impl Prepared {
@@ -84,5 +88,6 @@ pub async fn prepare(
         plugins,
         secrets,
         fingerprint,
+        saved_plan: None,
     })
 }

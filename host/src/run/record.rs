@@ -88,6 +88,7 @@ pub fn start(
                 steps: plan.steps.len(),
                 plan_hash: Some(prepared.fingerprint.clone()),
                 emergency: options.emergency.clone(),
+                saved_plan: prepared.saved_plan.clone(),
             });
             Earlier::default()
         }

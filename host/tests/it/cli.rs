@@ -655,7 +655,7 @@ fn a_checklist_question_stays_on_the_screen_and_enter_asks_again() {
         }
     };
     let command = format!(
-        "cd {} && RUNBOOK_CACHE_DIR={} RUNBOOK_OPERATOR=alice NO_COLOR=1 {} exec {}; echo exit=$?; sleep 30",
+        "cd {} && RUNBOOK_CACHE_DIR={} RUNBOOK_OPERATOR=alice NO_COLOR=1 {} exec {} --yes; echo exit=$?; sleep 30",
         file.dir.path().display(),
         cache_dir().display(),
         env!("CARGO_BIN_EXE_runbook"),

@@ -253,7 +253,7 @@ fn another_environment_keeps_the_runbooks_policy() {
     );
 }
 
-/// `exec --env production` of `operator`'s runbook on a real terminal (a
+/// `exec --env production --yes` (the plan was reviewed) of `operator`'s runbook on a real terminal (a
 /// pseudo-terminal from `script`), its standard streams piped.
 fn on_a_pseudo_terminal(operator: &Operator) -> std::process::Child {
     let state = operator.state.display().to_string();
@@ -261,7 +261,7 @@ fn on_a_pseudo_terminal(operator: &Operator) -> std::process::Child {
     // reaches runbook alone (dash, CI's /bin/sh, would otherwise wait for
     // it, take the SIGINT itself and report 130 whatever runbook did).
     let exec = format!(
-        "exec {} exec {} --env production --state-dir {state}",
+        "exec {} exec {} --env production --yes --state-dir {state}",
         env!("CARGO_BIN_EXE_runbook"),
         operator.file.path.display()
     );

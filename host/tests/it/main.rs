@@ -28,6 +28,7 @@ mod metrics;
 mod notify;
 mod operations;
 mod params;
+mod plan_apply;
 mod promotion;
 mod registry;
 mod report;
