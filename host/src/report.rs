@@ -19,6 +19,12 @@ use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::path::Path;
 
+/// Each step's metrics and their `(min, max)` limits, by step then metric.
+type Limits = BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>>;
+
+/// A metric's name and its value in one round (`None`: no data).
+type MetricValue = (String, Option<f64>);
+
 /// A stretch of time, in milliseconds from the run's first event.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Span {
@@ -292,11 +298,7 @@ struct Open {
 
 /// The report of a run from its record and its events, with the metric
 /// limits the runbook states (step -> check -> (max, min)).
-pub fn from_events(
-    record: &RunRecord,
-    events: &[Value],
-    limits: &BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>>,
-) -> Report {
+pub fn from_events(record: &RunRecord, events: &[Value], limits: &Limits) -> Report {
     let origin = events
         .iter()
         .find_map(|event| micros(&text(event, "time")))
@@ -332,8 +334,7 @@ pub fn from_events(
     let mut between: Vec<&'static str> = Vec::new();
     let mut now = 0.0_f64;
     // Breach reasons: step -> check -> (max, min) read from the messages.
-    let mut breaches: BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>> =
-        BTreeMap::new();
+    let mut breaches: Limits = BTreeMap::new();
     let mut metrics: Vec<Metric> = Vec::new();
     for event in events {
         if let Some(at) = micros(&text(event, "time")) {
@@ -372,10 +373,8 @@ pub fn from_events(
                     if let Some(start) = process.take() {
                         report.processes.push(Span { start, end: at });
                     }
-                    if text(event, "status") == "waiting" {
-                        if run_wait.is_none() {
-                            run_wait = Some((at, "waits".to_owned()));
-                        }
+                    if text(event, "status") == "waiting" && run_wait.is_none() {
+                        run_wait = Some((at, "waits".to_owned()));
                     }
                 }
                 "run_waiting" => {
@@ -749,7 +748,7 @@ fn base_id(id: &str) -> &str {
 /// writes `round 2/5: error_rate=0.0013 p95=0.17`, canary-shift `canary
 /// 10% · error_rate=0.0013 p95=0.17`; a check without data is
 /// `name=no data`. Anything else is not a round.
-pub fn metric_values(message: &str) -> Option<(String, Vec<(String, Option<f64>)>)> {
+pub fn metric_values(message: &str) -> Option<(String, Vec<MetricValue>)> {
     let (label, rest) = message
         .split_once(" · ")
         .or_else(|| message.split_once(": "))?;
@@ -778,11 +777,7 @@ pub fn metric_values(message: &str) -> Option<(String, Vec<(String, Option<f64>)
 
 /// Limits read from a breach the analysis reported: `error_rate = 0.0013
 /// is above 0.001`, `free = 3 is below 10`.
-fn collect_breaches(
-    step: &str,
-    message: &str,
-    into: &mut BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>>,
-) {
+fn collect_breaches(step: &str, message: &str, into: &mut Limits) {
     for (marker, above) in [(" is above ", true), (" is below ", false)] {
         let mut rest = message;
         while let Some(found) = rest.find(marker) {
@@ -824,9 +819,7 @@ fn collect_breaches(
 /// (`with.checks`, as metrics-gate takes them, or `with.analysis.checks`,
 /// as canary-shift and lambda-alias do): step -> check -> (max, min).
 /// Empty when the file is gone or unreadable.
-pub fn limits_in_runbook(
-    file: &Path,
-) -> BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>> {
+pub fn limits_in_runbook(file: &Path) -> Limits {
     let mut limits = BTreeMap::new();
     let Ok(source) = std::fs::read_to_string(file) else {
         return limits;
