@@ -60,7 +60,8 @@ impl Source {
         (line, column)
     }
 
-    fn line_text(&self, line: usize) -> &str {
+    /// The text of line `line` (1-based), without its end.
+    pub fn line_text(&self, line: usize) -> &str {
         self.text.lines().nth(line - 1).unwrap_or("")
     }
 }

@@ -561,16 +561,114 @@ pub fn load(path: &Path) -> Result<Runbook, LoadError> {
     parse(Source::new(path, text)).map_err(LoadError::Invalid)
 }
 
-/// Parses and validates a runbook's text.
+/// Most unknown keys reported in one pass; past them the file is not a
+/// runbook with typos but something else.
+const MAX_UNKNOWN_KEYS: usize = 64;
+
+/// Parses and validates a runbook's text. Every problem is reported in one
+/// pass: an unknown key is reported and left out, and the rest of the file
+/// is read and checked as if it were not there.
 pub fn parse(source: Arc<Source>) -> Result<Runbook, Diagnostics> {
-    let raw: model::RawRunbook = toml::from_str(&source.text).map_err(|error| {
+    let diagnose = |error: &toml::de::Error| {
         let mut diagnostic = explain_toml_error(error.message().trim());
         if let Some(span) = error.span() {
             diagnostic = diagnostic.at_span(&source, span);
         }
-        Diagnostics(vec![diagnostic])
-    })?;
-    validate::validate(source, raw)
+        diagnostic
+    };
+    let mut table = toml::de::DeTable::parse(&source.text)
+        .map_err(|error| Diagnostics(vec![diagnose(&error)]))?;
+    let mut unknown = Diagnostics::default();
+    let raw = loop {
+        let parsed = <model::RawRunbook as serde::Deserialize>::deserialize(
+            toml::de::Deserializer::from(table.clone()),
+        );
+        match parsed {
+            Ok(raw) => break raw,
+            Err(error) => {
+                let diagnostic = diagnose(&error);
+                let is_unknown = diagnostic.code == Some(Code::UnknownKey.name());
+                unknown.push(diagnostic);
+                let removed = is_unknown
+                    && unknown.0.len() < MAX_UNKNOWN_KEYS
+                    && error
+                        .span()
+                        .is_some_and(|span| remove_key(table.get_mut(), &span));
+                if !removed {
+                    return Err(unknown);
+                }
+            }
+        }
+    };
+    match validate::validate(Arc::clone(&source), raw) {
+        Ok(runbook) if unknown.is_empty() => Ok(runbook),
+        Ok(_) => Err(unknown),
+        Err(more) => {
+            let consequences = misspelled_required(&source, &unknown);
+            unknown.0.extend(more.0.into_iter().filter(|diagnostic| {
+                !consequences.iter().any(|(key, header)| {
+                    diagnostic.message.ends_with(&format!("has no `{key}`"))
+                        && diagnostic
+                            .place
+                            .as_ref()
+                            .is_some_and(|place| source.line_column(place.span.start).0 == *header)
+                })
+            }));
+            Err(unknown)
+        }
+    }
+}
+
+/// For each unknown key that is a misspelling of a known one (`usez` for
+/// `uses`): the key meant and the line of the table it is in. Its table
+/// then lacks the key meant, a consequence not worth a second error.
+fn misspelled_required(source: &Source, unknown: &Diagnostics) -> Vec<(String, usize)> {
+    unknown
+        .0
+        .iter()
+        .filter_map(|diagnostic| {
+            let field = diagnostic
+                .message
+                .strip_prefix("unknown key `")?
+                .strip_suffix('`')?;
+            let meant = diagnostic
+                .hint
+                .as_deref()?
+                .strip_prefix("did you mean `")?
+                .split_once('`')?
+                .0;
+            let start = diagnostic.place.as_ref()?.span.start;
+            // The table header above the key: the nearest line that opens one.
+            let (line, _) = source.line_column(start);
+            let header = (1..=line)
+                .rev()
+                .find(|number| source.line_text(*number).trim_start().starts_with('['))?;
+            (field != meant).then(|| (meant.to_owned(), header))
+        })
+        .collect()
+}
+
+/// Removes the entry whose key is written at `span`, in `table` or any
+/// table within it; whether it was found.
+fn remove_key(table: &mut toml::de::DeTable<'_>, span: &std::ops::Range<usize>) -> bool {
+    let found = table.keys().find(|key| key.span() == *span).cloned();
+    if let Some(key) = found {
+        table.remove(&key);
+        return true;
+    }
+    table
+        .iter_mut()
+        .any(|(_, value)| remove_key_in(value.get_mut(), span))
+}
+
+fn remove_key_in(value: &mut toml::de::DeValue<'_>, span: &std::ops::Range<usize>) -> bool {
+    match value {
+        toml::de::DeValue::Table(table) => remove_key(table, span),
+        toml::de::DeValue::Array(items) => items
+            .iter_mut()
+            .any(|item| remove_key_in(item.get_mut(), span)),
+        _ => false,
+    }
 }
 
 /// Turns serde's wording into the operator's, with a hint where one helps.
