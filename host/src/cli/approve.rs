@@ -123,6 +123,26 @@ pub fn confirm(_cli: &Cli, args: &ConfirmArgs) -> Result<u8, Failure> {
     let path = state::journal_path(&dir);
     let record = journal::read(&path).map_err(|error| Failure::Internal(error.into()))?;
     let Some(step) = record.steps.get(&args.step) else {
+        // A name the runbook does not have is a typo, not a step to come.
+        if let Ok(runbook) = crate::runbook::load(std::path::Path::new(&record.file)) {
+            let ids: Vec<&str> = runbook
+                .steps
+                .iter()
+                .map(|step| step.id.0.as_str())
+                .collect();
+            if !ids.contains(&args.step.as_str()) {
+                let guess = crate::diagnostic::did_you_mean(&args.step, ids.iter().copied())
+                    .map(|near| format!(" (did you mean `{near}`?)"))
+                    .unwrap_or_default();
+                return Err(refuse(
+                    format!(
+                        "runbook `{}` has no step `{}`{guess}",
+                        runbook.name, args.step
+                    ),
+                    format!("its steps: {}", ids.join(", ")),
+                ));
+            }
+        }
         return Err(refuse(
             format!("run {} has not reached step `{}`", args.run, args.step),
             "confirm a manual step once the run waits at it",

@@ -393,6 +393,7 @@ fn a_closed_stdout_ends_the_output_quietly() {
         drop(child.stdout.take());
         child.wait_with_output().unwrap()
     };
+    let noop = runbook_testenv::plugin_path("noop").display().to_string();
     let exec = closed(&["exec", path, "--output", "json"]);
     assert_eq!(exec.status.code(), Some(0), "{}", text(&exec.stderr));
     assert!(
@@ -419,6 +420,8 @@ fn a_closed_stdout_ends_the_output_quietly() {
         vec!["report", &run, "--state-dir", state],
         vec!["report", &run, "--state-dir", state, "--markdown"],
         vec!["audit", path, "--output", "json"],
+        vec!["plugin", "inspect", &noop],
+        vec!["plugin", "inspect", &noop, "--output", "json"],
         vec!["plan", path],
         vec!["plan", path, "--output", "json"],
         vec!["unlock", path],
@@ -546,6 +549,16 @@ fn runs_show_logs_and_validate_speak_json_and_refuse_unknown_names() {
         text(&wrong_step.stderr).contains("did you mean `fine`?"),
         "{}",
         text(&wrong_step.stderr)
+    );
+    let wrong_confirm = runbook(
+        &["confirm", &run, "fien", "--as", "bob", "--state-dir", state],
+        None,
+    );
+    assert_eq!(wrong_confirm.status.code(), Some(2));
+    assert!(
+        text(&wrong_confirm.stderr).contains("has no step `fien` (did you mean `fine`?)"),
+        "{}",
+        text(&wrong_confirm.stderr)
     );
     let wrong_run = runbook(
         &["show", "20000101-000000-000000", "--state-dir", state],
