@@ -229,6 +229,45 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// The expression's value where `lookup` knows only some references
+    /// (`None`: not known yet, such as another step's outcome while
+    /// planning): `None` when the value depends on one, else the value.
+    /// `false && X` is false and `true || X` true whatever `X` is, so a
+    /// condition can be decided before the run when its known part
+    /// settles it.
+    pub fn decide(&self, lookup: &mut impl FnMut(&Reference) -> Option<Value>) -> Option<Value> {
+        match self {
+            Expr::Literal(value) => Some(value.clone()),
+            Expr::Reference(reference) => lookup(reference),
+            Expr::Not(inner) => inner
+                .decide(lookup)
+                .map(|value| Value::Bool(!truthy(&value))),
+            Expr::Binary(left, Operator::And, right) => match left.decide(lookup) {
+                Some(left) if !truthy(&left) => Some(left),
+                Some(_) => right.decide(lookup),
+                None => match right.decide(lookup) {
+                    Some(right) if !truthy(&right) => Some(Value::Bool(false)),
+                    _ => None,
+                },
+            },
+            Expr::Binary(left, Operator::Or, right) => match left.decide(lookup) {
+                Some(left) if truthy(&left) => Some(left),
+                Some(_) => right.decide(lookup),
+                None => match right.decide(lookup) {
+                    Some(right) if truthy(&right) => Some(Value::Bool(true)),
+                    _ => None,
+                },
+            },
+            Expr::Binary(left, operator, right) => {
+                let left = left.decide(lookup)?;
+                let right = right.decide(lookup)?;
+                Some(Value::Bool(compare(&left, *operator, &right)))
+            }
+        }
+    }
+}
+
 /// Whether a value counts as true in `if`: `false`, `null`, `0`, `""` and
 /// `"false"` do not.
 pub fn truthy(value: &Value) -> bool {
@@ -544,6 +583,52 @@ fn parse_reference(body: &str) -> Result<Reference, ParseError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn decide_settles_what_the_known_part_settles() {
+        let parse = |text: &str| Expr::parse(text).unwrap();
+        // `params.mode` is known; a step's outcome is not.
+        let mut lookup = |reference: &Reference| match reference {
+            Reference::Param(_) => Some(serde_json::Value::from("standard")),
+            _ => None,
+        };
+        let decide =
+            |text: &str, lookup: &mut dyn FnMut(&Reference) -> Option<serde_json::Value>| {
+                parse(text)
+                    .decide(&mut |reference| lookup(reference))
+                    .map(|value| truthy(&value))
+            };
+        assert_eq!(
+            decide(
+                "params.mode == 'canary' && steps.a.outcome == 'succeeded'",
+                &mut lookup
+            ),
+            Some(false)
+        );
+        assert_eq!(
+            decide(
+                "steps.a.outcome == 'succeeded' && params.mode == 'canary'",
+                &mut lookup
+            ),
+            Some(false)
+        );
+        assert_eq!(
+            decide(
+                "params.mode == 'standard' || steps.a.outcome == 'failed'",
+                &mut lookup
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            decide(
+                "params.mode == 'standard' && steps.a.outcome == 'succeeded'",
+                &mut lookup
+            ),
+            None
+        );
+        assert_eq!(decide("!(steps.a.outcome == 'failed')", &mut lookup), None);
+        assert_eq!(decide("params.mode != 'canary'", &mut lookup), Some(true));
+    }
 
     fn evaluate(text: &str) -> Value {
         let expr = Expr::parse(text).unwrap_or_else(|error| panic!("{text}: {error:?}"));

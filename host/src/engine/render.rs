@@ -144,6 +144,25 @@ impl Scope<'_> {
         })
     }
 
+    /// Decides an `if` condition with what is known before the run:
+    /// `Some` when its known part settles it, `None` when it depends on
+    /// other steps (their outputs, the outcomes this scope does not hold)
+    /// or on how the run ends.
+    pub fn decide(&self, expression: &crate::expression::Expr) -> Option<bool> {
+        expression
+            .decide(&mut |reference| match reference {
+                // Outcomes known already (a step `plan` found skipped).
+                Reference::StepOutcome(step) => {
+                    self.outcomes.get(step).map(|status| status.as_str().into())
+                }
+                Reference::StepOutput { .. }
+                | Reference::Secret(_)
+                | Reference::Run(RunField::Status | RunField::FailedStep) => None,
+                other => self.value(other).ok(),
+            })
+            .map(|value| crate::expression::truthy(&value))
+    }
+
     /// Evaluates an `if` condition.
     pub fn condition(&self, expression: &crate::expression::Expr) -> Result<bool, RenderError> {
         expression

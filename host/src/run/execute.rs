@@ -12,7 +12,6 @@ use crate::capability::kube::KubeAccess;
 use crate::engine::render::{Scope, StepOutcomes, StepOutputs, Unknown};
 use crate::engine::{Confirmations, Executor, RunReport};
 use crate::events::{Decision, EventKind, EventSink, Recorder};
-use crate::expression::Reference;
 use crate::plugin::{LoadedPlugin, PluginRuntime};
 use crate::runbook::{Action, PlannedStep};
 use serde::Serialize;
@@ -253,10 +252,12 @@ pub async fn dry(
 ) -> Result<Vec<PlannedStepView>, Error> {
     let plan = &prepared.plan;
     let outputs = StepOutputs::new();
-    let outcomes = StepOutcomes::new();
+    // The outcomes known before the run: the steps found skipped.
+    let mut known = StepOutcomes::new();
     let mut views = Vec::new();
     for planned in &plan.steps {
         let step = plan.step(planned);
+        let outcomes = known.clone();
         let scope = Scope {
             plan,
             outputs: &outputs,
@@ -265,19 +266,24 @@ pub async fn dry(
             outcomes: &outcomes,
             item: planned.item.as_ref(),
         };
-        // An `if` that reads only what is known before the run (not other
-        // steps, not how the run ends) is decided now: such a step is
-        // shown skipped, not as something that will happen.
-        if let Some(condition) = &step.condition
-            && !step.always
-            && condition.references().iter().all(|reference| {
-                !matches!(
-                    reference,
-                    Reference::StepOutput { .. } | Reference::StepOutcome(_)
-                )
-            })
-            && scope.condition(condition) == Ok(false)
-        {
+        // An `if` that what is known before the run settles (parameters,
+        // variables, the environment; `false && steps.x.outcome == ...`
+        // whatever `x` does) is decided now: such a step is shown skipped,
+        // not as something that will happen.
+        let skipped = match &step.condition {
+            _ if step.always => None,
+            Some(condition) => (scope.decide(condition) == Some(false))
+                .then(|| format!("its `if` is false: {condition}")),
+            // Without an `if`, a step runs only when what it needs did.
+            None => planned
+                .needs
+                .iter()
+                .map(|need| plan.step(&plan.steps[*need]))
+                .find(|need| known.get(&need.id.0) == Some(&crate::events::Status::Skipped))
+                .map(|need| format!("`{}` will not run", need.id)),
+        };
+        if let Some(why) = skipped {
+            known.insert(step.id.0.clone(), crate::events::Status::Skipped);
             let mut view = match &step.action {
                 Action::Manual(_) => manual_view(planned, &[]),
                 Action::Plugin(name) => {
@@ -290,7 +296,7 @@ pub async fn dry(
                     view
                 }
             };
-            view.skipped = Some(format!("its `if` is false: {condition}"));
+            view.skipped = Some(why);
             views.push(view);
             continue;
         }

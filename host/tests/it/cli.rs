@@ -603,7 +603,7 @@ fn runs_show_logs_and_validate_speak_json_and_refuse_unknown_names() {
 #[test]
 fn plan_shows_steps_whose_if_is_false_as_skipped() {
     let file = TestRunbook::new(
-        "[runbook]\nname = \"checked\"\n\n[environments.local]\n[environments.production]\n\n[[steps]]\nid = \"checklist\"\nkind = \"manual\"\nif = \"run.environment != 'local'\"\nchecklist = [\"release notes written\"]\n\n[[steps]]\nid = \"fine\"\nuses = \"noop\"\nif = \"run.environment == 'local'\"\n",
+        "[runbook]\nname = \"checked\"\n\n[environments.local]\n[environments.production]\n\n[[steps]]\nid = \"checklist\"\nkind = \"manual\"\nif = \"run.environment != 'local'\"\nchecklist = [\"release notes written\"]\n\n[[steps]]\nid = \"fine\"\nuses = \"noop\"\nif = \"run.environment == 'local'\"\n\n[[steps]]\nid = \"after\"\nuses = \"noop\"\n",
     );
     let path = file.path.to_str().unwrap();
     let local = runbook(&["plan", path, "--env", "local"], None);
@@ -635,6 +635,8 @@ fn plan_shows_steps_whose_if_is_false_as_skipped() {
         steps[1]["skipped"],
         "its `if` is false: run.environment == 'local'"
     );
+    // A step that needs a skipped one will not run either.
+    assert_eq!(steps[2]["skipped"], "`fine` will not run");
 }
 
 /// A checklist asked while another step runs, on a real terminal (tmux,
