@@ -45,16 +45,6 @@ fn doc_options(sets: &[(&str, &str)], state_dir: Option<std::path::PathBuf>) -> 
     }
 }
 
-/// The estate as before any deploy (the ledger database at revision
-/// 0001), and calm.
-async fn fresh_estate() {
-    let estate = estate();
-    estate.reset();
-    tokio::task::spawn_blocking(move || estate.wait_until_calm())
-        .await
-        .unwrap();
-}
-
 /// Runs `runbooks/doc-0020.toml` in `local` on the estate as it stands.
 async fn release(sets: &[(&str, &str)], state_dir: Option<std::path::PathBuf>) -> Finished {
     let path = workspace_root().join("runbooks/doc-0020.toml");
@@ -63,21 +53,12 @@ async fn release(sets: &[(&str, &str)], state_dir: Option<std::path::PathBuf>) -
 
 /// The colour the Service `ledger` selects.
 fn live_colour() -> String {
-    let object = estate()
-        .kube
-        .get("v1", "Service", Some(NAMESPACE), "ledger")
-        .unwrap();
-    object["spec"]["selector"]["version"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    selector(NAMESPACE, "ledger")
 }
 
 /// The ledger database's alembic revision.
 fn schema_version() -> String {
-    estate()
-        .postgres
-        .sql_in("ledger", "select version_num from alembic_version")
+    schema_of("ledger")
 }
 
 /// Stable and canary weights of the ledger's VirtualService.
@@ -414,13 +395,7 @@ async fn doc_0020_rolled_back_by_on_call_within_the_first_hour_restores_the_esta
     assert_eq!(schema_version(), "0002");
 
     // "First hour: on-call engineer available for immediate rollback."
-    let rolled = roll_back(&runtime(), "test-run", doc_options(&[], state_dir)).await;
-    assert_eq!(rolled.report.status, Status::RolledBack, "{}", rolled.log());
-    assert!(
-        rolled.report.rollback_failures.is_empty(),
-        "{}",
-        rolled.log()
-    );
+    roll_back_cleanly(doc_options(&[], state_dir)).await;
     ledger_is_as_before();
     assert_eq!(tag_digest("doc-0020/ledger", "1.2.3").await, tag_before);
     let record: Value = serde_json::from_str(

@@ -75,14 +75,8 @@ async fn deploy_after(
     state_dir: Option<std::path::PathBuf>,
     prepare: impl FnOnce() + Send + 'static,
 ) -> Finished {
-    let estate = estate();
-    estate.reset();
-    tokio::task::spawn_blocking(move || {
-        estate.wait_until_calm();
-        prepare();
-    })
-    .await
-    .unwrap();
+    fresh_estate().await;
+    tokio::task::spawn_blocking(prepare).await.unwrap();
     let mut all = vec![("version".to_owned(), version.to_owned())];
     all.extend(
         sets.iter()
@@ -95,6 +89,27 @@ async fn deploy_after(
     };
     let path = workspace_root().join(format!("runbooks/{name}.toml"));
     run_file(&runtime(), &path, options).await
+}
+
+/// `runbook rollback` of the run in `options.state_dir` (tests name every
+/// run `test-run`), which must undo every step it completed.
+async fn roll_back_cleanly(options: RunOptions) {
+    let rolled = roll_back(&runtime(), "test-run", options).await;
+    assert_eq!(rolled.report.status, Status::RolledBack, "{}", rolled.log());
+    assert!(
+        rolled.report.rollback_failures.is_empty(),
+        "{}",
+        rolled.log()
+    );
+}
+
+/// The estate as before any deploy, with Prometheus's windows calm.
+async fn fresh_estate() {
+    let estate = estate();
+    estate.reset();
+    tokio::task::spawn_blocking(move || estate.wait_until_calm())
+        .await
+        .unwrap();
 }
 
 /// The alembic revision of `database` in the estate's PostgreSQL.

@@ -85,9 +85,7 @@ async fn services() -> Services {
             canary: version(rastup::CANARY_SERVICE),
             weights: rastup::weights(moto),
             alias: rastup::alias(moto),
-            schema: estate()
-                .postgres
-                .sql_in("rastup", "select version_num from alembic_version"),
+            schema: schema_of("rastup"),
             page: page.starts_with("HTTP/1.1 200").then(|| {
                 page.split_once("\r\n\r\n")
                     .map_or("", |(_, body)| body)

@@ -58,9 +58,7 @@ fn replicas(deployment: &str) -> u64 {
 }
 
 fn schema_version() -> String {
-    estate()
-        .postgres
-        .sql_in("stonecaster", "select version_num from alembic_version")
+    schema_of("stonecaster")
 }
 
 fn instance_exists(identifier: &str) -> bool {
