@@ -207,3 +207,26 @@ fn the_shipped_runbooks_are_valid_without_a_warning_in_every_environment() {
         }
     }
 }
+
+/// Waits the steps write themselves (a poll, a hold, a soak) are the
+/// same in every environment: seconds tuned to the local estate would
+/// hammer or cut short production's. They come from the environment's
+/// variables instead.
+#[test]
+fn steps_write_no_waits_of_seconds_outside_the_environments() {
+    let seconds = Regex::new(r"^\d+(ms|s)$").unwrap();
+    let wait = Regex::new(r"\.(poll|hold|holds\[\d+\]|duration|soak)$").unwrap();
+    for path in runbooks() {
+        let found: Vec<_> = production_values(&table(&path))
+            .into_iter()
+            .filter(|(at, text)| {
+                !at.starts_with("environments.") && wait.is_match(at) && seconds.is_match(text)
+            })
+            .collect();
+        assert!(
+            found.is_empty(),
+            "{}: waits of seconds written in the steps: {found:?}",
+            path.display()
+        );
+    }
+}
