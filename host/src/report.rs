@@ -130,6 +130,31 @@ impl StepReport {
         !self.runs.is_empty()
     }
 
+    /// When it ran, as the page says it: `+2ms to +3ms (1ms)`, or `did
+    /// not run`.
+    pub fn when(&self) -> String {
+        self.span().map_or_else(
+            || "did not run".to_owned(),
+            |span| {
+                format!(
+                    "{} to {} ({})",
+                    offset(span.start),
+                    offset(span.end),
+                    duration(span.length())
+                )
+            },
+        )
+    }
+
+    /// Its plugin, or `-` for a manual step.
+    pub fn plugin_or_dash(&self) -> &str {
+        if self.plugin.is_empty() {
+            "-"
+        } else {
+            &self.plugin
+        }
+    }
+
     /// From its first start to its last end.
     pub fn span(&self) -> Option<Span> {
         let first = self.runs.first()?;
@@ -1413,17 +1438,7 @@ fn short_label(label: &str) -> String {
 }
 
 fn step_html(page: &mut String, step: &StepReport) {
-    let elapsed = step
-        .span()
-        .map(|span| {
-            format!(
-                " · {} to {} ({})",
-                offset(span.start),
-                offset(span.end),
-                duration(span.length())
-            )
-        })
-        .unwrap_or_else(|| " · did not run".into());
+    let elapsed = format!(" · {}", step.when());
     let _ = writeln!(
         page,
         "<section class=\"step\" id=\"step-{}\" style=\"border-color:{}\">\n<h3><code>{}</code> {} <span class=\"muted\">{}{}</span></h3>",
@@ -1431,11 +1446,7 @@ fn step_html(page: &mut String, step: &StepReport) {
         colour(&step.status),
         escape(&step.id),
         badge(&step.status),
-        escape(if step.plugin.is_empty() {
-            "-"
-        } else {
-            &step.plugin
-        }),
+        escape(step.plugin_or_dash()),
         escape(&elapsed)
     );
     if step.name != step.id && !step.name.is_empty() {
@@ -1747,27 +1758,13 @@ pub fn markdown(report: &Report) -> String {
     }
     out.push_str("\n## Steps\n");
     for step in &report.steps {
-        let when = step
-            .span()
-            .map(|span| {
-                format!(
-                    "{} to {} ({})",
-                    offset(span.start),
-                    offset(span.end),
-                    duration(span.length())
-                )
-            })
-            .unwrap_or_else(|| "did not run".into());
+        let when = step.when();
         let _ = writeln!(
             out,
             "\n### {} — {}\n\n{} · {}\n",
             md(&step.id),
             md(&step.status),
-            md(if step.plugin.is_empty() {
-                "-"
-            } else {
-                &step.plugin
-            }),
+            md(step.plugin_or_dash()),
             md(&when)
         );
         if !step.summary.is_empty() {

@@ -606,8 +606,10 @@ pub fn parse(source: Arc<Source>) -> Result<Runbook, Diagnostics> {
         Err(more) => {
             let consequences = misspelled_required(&source, &unknown);
             unknown.0.extend(more.0.into_iter().filter(|diagnostic| {
+                // A step that lacks `uses` because `uses` was misspelled.
                 !consequences.iter().any(|(key, header)| {
-                    diagnostic.message.ends_with(&format!("has no `{key}`"))
+                    key == "uses"
+                        && diagnostic.code == Some(Code::NoUses.name())
                         && diagnostic
                             .place
                             .as_ref()
