@@ -706,3 +706,34 @@ fn audit_lists_each_command_grant_beside_the_others() {
         "{report}"
     );
 }
+
+/// A relative working directory is the runbook's folder's, as the grant's
+/// paths are; one that leads out of the granted folders (`..`) is denied
+/// before the program starts.
+#[tokio::test]
+async fn a_relative_working_directory_is_the_runbooks_and_cannot_climb_out() {
+    let body = |dir: &str| {
+        format!(
+            "[runbook]\nname = \"dirs\"\n\n[[steps]]\nid = \"where\"\nuses = \"command\"\nwith.program = \"/bin/pwd\"\nwith.dir = \"{dir}\"\ngrants.command = [{{ program = \"/bin/pwd\", args = [], read = [\"./db\"] }}]\n"
+        )
+    };
+    let inside = TestRunbook::new(&body("./db"));
+    std::fs::create_dir(inside.dir.path().join("db")).unwrap();
+    let finished = run_file(&runtime(), &inside.path, RunOptions::default()).await;
+    let (status, summary, outputs) = finished.step("where");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    assert_eq!(
+        Path::new(&outputs["stdout"]),
+        inside.dir.path().join("db").canonicalize().unwrap()
+    );
+
+    let climbing = TestRunbook::new(&body("./db/.."));
+    std::fs::create_dir(climbing.dir.path().join("db")).unwrap();
+    let finished = run_file(&runtime(), &climbing.path, RunOptions::default()).await;
+    let (status, summary, _) = finished.step("where");
+    assert_eq!(status, Status::Denied, "{summary}");
+    assert!(
+        summary.contains("run it in a folder of the grant's `read` or `write`"),
+        "{summary}"
+    );
+}
