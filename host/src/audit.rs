@@ -72,6 +72,9 @@ pub struct AuditLog {
     run_id: String,
     digests: BTreeMap<String, String>,
     head: AuditHead,
+    /// Where each line also goes: a shared state backend's
+    /// [`crate::state::remote::Mirror`].
+    tee: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 /// The hash the chain starts from.
@@ -92,6 +95,11 @@ impl AuditLog {
     /// digest no `step_started` carries.
     pub fn know_digest(&mut self, step: &str, digest: &str) {
         self.digests.insert(step.to_owned(), digest.to_owned());
+    }
+
+    /// Hands each line written from now on to a shared buffer as well.
+    pub fn tee(&mut self) -> Arc<Mutex<Vec<String>>> {
+        self.tee.get_or_insert_with(Default::default).clone()
     }
 
     /// Opens a run's audit log, continuing its chain if it exists (resume).
@@ -125,6 +133,7 @@ impl AuditLog {
                 run_id: run_id.to_owned(),
                 digests: BTreeMap::new(),
                 head: head.clone(),
+                tee: None,
             },
             head,
         ))
@@ -171,6 +180,11 @@ impl AuditLog {
             Ok(()) => {
                 *head = (record.seq + 1, record.hash);
                 self.unsynced = true;
+                if let Some(tee) = &self.tee {
+                    tee.lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(line.trim_end().to_owned());
+                }
             }
             Err(error) => {
                 self.failure = Some(format!(

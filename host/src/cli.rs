@@ -26,6 +26,7 @@ pub mod resume;
 pub mod rollback;
 pub mod runs;
 pub mod session;
+pub mod state;
 pub mod unlock;
 pub mod validate;
 pub mod worker;
@@ -168,6 +169,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Break a lock left by a run whose process died.
     Unlock(unlock::UnlockArgs),
+    /// Where runs, locks and records live: copy a local state folder into a shared backend.
+    State(state::StateArgs),
     /// Go on with runs whose step waits for its next round, when it is due.
     #[command(
         long_about = "Go on with every run whose step waits for its next round (a soak, a canary's stages), when that round is due: runs parked by `exec --detach` or by a wait longer than `--park-after`, and runs whose process died during a wait. Each run goes on as `runbook resume RUN` would, under its lock, so a run is never carried by two processes. Runs wait in the worker between short rounds and park again at long waits. Stopping the worker is like a crash for the runs it carries: each goes on from its last journaled wait with the next worker. Run it beside the state folder as a systemd unit or a Kubernetes Deployment; `--once` suits cron.",
@@ -345,6 +348,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Logs(args) => runs::logs(&cli, args),
             Command::Report(args) => report::run(&cli, args),
             Command::Unlock(args) => unlock::run(&cli, args),
+            Command::State(args) => state::run(&cli, args),
             Command::Worker(args) => worker::run(&cli, args).await,
             Command::Audit(args) => audit::run(&cli, args).await,
             Command::Lock(args) => lock::run(&cli, args).await,

@@ -647,6 +647,9 @@ pub fn replay(
 /// may cut it, so the caller is told to resume the run first.
 pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Result<()> {
     let line = line_of(step, kind)?;
+    if append_shared(path, &line)? {
+        return Ok(());
+    }
     for _ in 0..50 {
         let bytes = std::fs::read(path)?;
         if crate::jsonl::intact_length(&bytes) == bytes.len() {
@@ -668,9 +671,36 @@ pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Resu
 /// (`unlock`): what a crash left at the end is cut first.
 pub fn append_as_holder(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Result<()> {
     let line = line_of(step, kind)?;
+    if append_shared(path, &line)? {
+        return Ok(());
+    }
     let mut journal = Journal::open(path)?;
     journal.append_line(&line)?;
     journal.sync_file()
+}
+
+/// Appends a line to a run of a shared backend, in one transaction after
+/// whatever the run's holder committed last, and brings the copy here up
+/// to date; false when the run's state folder is local.
+fn append_shared(path: &Path, line: &str) -> std::io::Result<bool> {
+    let Some(run_dir) = path.parent() else {
+        return Ok(false);
+    };
+    let Some(shared) = crate::state::backend_of_run(run_dir)? else {
+        return Ok(false);
+    };
+    let record = read(path).map_err(std::io::Error::other)?;
+    let run = crate::state::remote::RunSummary {
+        run_id: record.run_id,
+        runbook: record.runbook,
+        environment: record.environment,
+    };
+    crate::fault::point("backend.append")?;
+    shared
+        .remote
+        .append(&run, vec![line.to_owned()], Vec::new(), None)?;
+    crate::state::remote::pull_into(&shared, &run.run_id, run_dir)?;
+    Ok(true)
 }
 
 fn line_of(step: Option<&str>, kind: EventKind) -> std::io::Result<String> {

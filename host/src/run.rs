@@ -186,6 +186,9 @@ pub enum Error {
     /// The lock cannot be taken or written.
     #[error(transparent)]
     Lock(crate::state::LockError),
+    /// The state folder or its backend cannot be used.
+    #[error("cannot use the state folder: {0}")]
+    State(std::io::Error),
     /// Interrupted (Ctrl-C, SIGTERM) before the first step: no step ran.
     #[error("interrupted before the first step")]
     Interrupted,
@@ -269,15 +272,24 @@ pub async fn run(
     // passed the promotion gate when its run started.
     let (state_dir, _lock, promotion) = match &start {
         Start::New => {
-            let state_dir =
-                crate::state::state_dir(&plan.runbook.source.path, options.state_dir.as_deref());
+            let state_dir = crate::state::state_dir(
+                &plan.runbook.source.path,
+                options.state_dir.as_deref(),
+                plan.runbook.state.as_ref(),
+            )
+            .map_err(Error::State)?;
             let promotion = gates::promotion(&prepared, &state_dir, options.emergency.as_deref())?;
             let lock = gates::take_lock(plan, &state_dir, options, interface).await?;
             (state_dir, Some(lock), promotion)
         }
         Start::Resume(resumption) => (resumption.state_dir.clone(), None, None),
     };
-    let recording = record::open(&prepared, &state_dir, &options.index_dir, interface)?;
+    let lease = match (&start, &_lock) {
+        (_, Some(lock)) => lock.lease(),
+        (Start::Resume(resumption), None) => resumption.lock().lease(),
+        _ => None,
+    };
+    let recording = record::open(&prepared, &state_dir, &options.index_dir, lease, interface)?;
     let earlier = record::start(&recording, &prepared, &start, options);
     if let Some(gate) = promotion {
         record::promotion(&recording, gate);

@@ -45,7 +45,26 @@ pub struct Runbook {
     pub on_failure: Policy,
     /// `[notify]`: who hears how the run goes, and when.
     pub notify: Option<Notify>,
+    /// `[state]`: the shared backend its runs, locks and records live in;
+    /// `None` for `.runbook/` beside it.
+    pub state: Option<StateBackend>,
 }
+
+/// `[state]`, checked: a shared backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateBackend {
+    /// `postgres`.
+    pub backend: String,
+    /// Its URL as written (`${{ env.NAME }}` and `${{ secrets.NAME }}`
+    /// parts unread).
+    pub url: String,
+    /// How long a lock's lease lasts without renewal.
+    pub lease: std::time::Duration,
+}
+
+/// The shortest lease `[state]` may set: renewed every third of it, a
+/// shorter one would expire under an ordinary pause of a busy machine.
+pub const MIN_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A declared parameter.
 #[derive(Debug)]

@@ -6,16 +6,106 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A runbook's state folder: `.runbook/` beside it, unless given.
-pub fn state_dir(runbook: &Path, given: Option<&Path>) -> PathBuf {
-    match given {
-        Some(dir) => dir.to_path_buf(),
-        None => runbook
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join(".runbook"),
+mod postgres;
+pub mod remote;
+
+pub use remote::{BackendFile, Shared};
+
+/// A runbook's state folder: `--state-dir` when given (a folder, or a
+/// backend's URL: then this machine's mirror of it); else the mirror of
+/// the backend the runbook's `[state]` names; else `.runbook/` beside it.
+pub fn state_dir(
+    runbook: &Path,
+    given: Option<&Path>,
+    backend: Option<&crate::runbook::StateBackend>,
+) -> std::io::Result<PathBuf> {
+    let backend = backend.map(|backend| BackendFile {
+        backend: backend.backend.clone(),
+        url: backend.url.clone(),
+        lease_seconds: backend.lease.as_secs_f64(),
+    });
+    if let Some(given) = given {
+        return given_dir(given, backend.as_ref());
     }
+    if let Some(backend) = &backend {
+        // One mirror per database reached, whichever way its URL is read.
+        let url = remote::resolve_url(&backend.url).map_err(std::io::Error::other)?;
+        let dir = remote::mirror_dir(&postgres::shown(&url));
+        remote::attach(&dir, backend)?;
+        return Ok(dir);
+    }
+    Ok(runbook
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(".runbook"))
+}
+
+/// Whether `--state-dir` names a backend rather than a folder.
+pub fn is_backend_url(given: &Path) -> bool {
+    let text = given.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// The folder `--state-dir` names: itself, or the mirror of the backend
+/// its URL names (its lease from the runbook's `[state]`, when that names
+/// the same backend).
+pub fn given_dir(given: &Path, backend: Option<&BackendFile>) -> std::io::Result<PathBuf> {
+    if !is_backend_url(given) {
+        return Ok(given.to_path_buf());
+    }
+    let url = given.to_string_lossy().into_owned();
+    let file = BackendFile {
+        backend: "postgres".into(),
+        lease_seconds: backend
+            .filter(|backend| backend.url == url)
+            .map_or(remote::DEFAULT_LEASE.as_secs_f64(), |backend| {
+                backend.lease_seconds
+            }),
+        url,
+    };
+    let dir = remote::mirror_dir(&postgres::shown(&file.url));
+    remote::attach(&dir, &file)?;
+    Ok(dir)
+}
+
+/// The shared backend of the state folder a run folder is in
+/// (`STATE/runs/RUN` or `STATE/pulled/RUN`), if it has one.
+pub fn backend_of_run(run_dir: &Path) -> std::io::Result<Option<Shared>> {
+    match run_dir.parent().and_then(Path::parent) {
+        Some(state) => remote::of(state),
+        None => Ok(None),
+    }
+}
+
+/// Where a reader of a shared backend keeps its copy of a run:
+/// `STATE/pulled/RUN` (the holder's own is `STATE/runs/RUN`, which a
+/// reader never writes).
+pub fn pulled_dir(state: &Path, run_id: &str) -> PathBuf {
+    state.join("pulled").join(run_id)
+}
+
+/// A run's folder in a state folder, as it stands: for a shared backend,
+/// this machine's copy brought up to date (`STATE/pulled/RUN`); the run
+/// folder itself otherwise, or when the backend cannot be reached.
+pub fn current_run_dir(state: &Path, run_id: &str) -> PathBuf {
+    if let Ok(Some(shared)) = remote::of(state) {
+        let pulled = pulled_dir(state, run_id);
+        if let Ok(true) = remote::pull_into(&shared, run_id, &pulled) {
+            return pulled;
+        }
+    }
+    run_dir(state, run_id)
+}
+
+/// Brings a run of a shared backend into this machine's mirror for the
+/// process that now holds its lock: `STATE/runs/RUN` becomes what the
+/// backend holds. Nothing to do for a local state folder.
+pub fn adopt(state: &Path, run_id: &str) -> std::io::Result<()> {
+    if let Some(shared) = remote::of(state)? {
+        remote::pull_into(&shared, run_id, &run_dir(state, run_id))?;
+    }
+    Ok(())
 }
 
 /// A run's folder: `STATE/runs/RUN`.
@@ -72,7 +162,20 @@ pub fn find_run(run_id: &str, state: Option<&Path>) -> Result<PathBuf, RunNotFou
     let mut searched = Vec::new();
     let mut candidates = Vec::new();
     if let Some(state) = state {
-        candidates.push(run_dir(state, run_id));
+        let state = given_dir(state, None).unwrap_or_else(|_| state.to_path_buf());
+        // A shared backend answers for its runs, wherever they started.
+        if let Ok(Some(shared)) = remote::of(&state) {
+            let pulled = pulled_dir(&state, run_id);
+            match remote::pull_into(&shared, run_id, &pulled) {
+                Ok(true) => return Ok(pulled),
+                Ok(false) => searched.push(PathBuf::from(shared.remote.describe())),
+                Err(error) => searched.push(PathBuf::from(format!(
+                    "{} ({error})",
+                    shared.remote.describe()
+                ))),
+            }
+        }
+        candidates.push(run_dir(&state, run_id));
     }
     if let Ok(indexed) = std::fs::read_to_string(index_dir().join(run_id)) {
         candidates.push(PathBuf::from(indexed.trim()));
@@ -91,6 +194,15 @@ pub fn find_run(run_id: &str, state: Option<&Path>) -> Result<PathBuf, RunNotFou
     }
     for candidate in candidates {
         if journal_path(&candidate).exists() {
+            // A copy of a shared backend's run: read it afresh.
+            if let Some(state) = candidate.parent().and_then(Path::parent)
+                && let Ok(Some(shared)) = remote::of(state)
+            {
+                let pulled = pulled_dir(state, run_id);
+                if let Ok(true) = remote::pull_into(&shared, run_id, &pulled) {
+                    return Ok(pulled);
+                }
+            }
             return Ok(candidate);
         }
         searched.push(candidate);
@@ -102,8 +214,13 @@ pub fn find_run(run_id: &str, state: Option<&Path>) -> Result<PathBuf, RunNotFou
     })
 }
 
-/// Every run in a state folder, newest first.
+/// Every run in a state folder, newest first. For a shared backend,
+/// every run it holds, each brought up to date in `STATE/pulled/`.
 pub fn list_runs(state: &Path) -> Vec<PathBuf> {
+    let state = &given_dir(state, None).unwrap_or_else(|_| state.to_path_buf());
+    if let Ok(Some(shared)) = remote::of(state) {
+        return list_shared_runs(state, &shared).unwrap_or_default();
+    }
     let mut runs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
         .map(|entries| {
             entries
@@ -116,6 +233,24 @@ pub fn list_runs(state: &Path) -> Vec<PathBuf> {
     runs.sort();
     runs.reverse();
     runs
+}
+
+fn list_shared_runs(state: &Path, shared: &Shared) -> std::io::Result<Vec<PathBuf>> {
+    let mut runs = Vec::new();
+    for (summary, counts) in shared.remote.runs()? {
+        let dir = pulled_dir(state, &summary.run_id);
+        let counted = dir.join("lines");
+        let known = std::fs::read_to_string(&counted).unwrap_or_default();
+        let current = format!("{} {}", counts.0, counts.1);
+        if known.trim() != current || !journal_path(&dir).exists() {
+            remote::pull_into(shared, &summary.run_id, &dir)?;
+            let _ = std::fs::write(&counted, &current);
+        }
+        runs.push(dir);
+    }
+    runs.sort();
+    runs.reverse();
+    Ok(runs)
 }
 
 /// Who holds a runbook's lock for an environment.
@@ -148,6 +283,15 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// The shared backend could not be asked.
+    #[error("cannot take the lock `{key}` in the state backend: {source}")]
+    Backend {
+        /// The lock.
+        key: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn describe_holder(holder: Option<&LockHolder>) -> String {
@@ -160,19 +304,30 @@ fn describe_holder(holder: Option<&LockHolder>) -> String {
     }
 }
 
-/// One run per (runbook, environment). The lock is an `flock` on
-/// `STATE/locks/RUNBOOK@ENV.lock`, held for the life of the process: the
-/// kernel releases it when the process ends, however it ends, and two
-/// processes can never both hold it. The file's text names the last
-/// holder (for messages, and so that the next run sees a run that died
-/// unfinished); it is written after the lock is taken and stays when the
-/// lock is released: whether that run is over is its journal's to say.
-/// The file itself is never removed, so every process locks the same
-/// file.
+/// One run per (runbook, environment). In a local state folder the lock
+/// is an `flock` on `STATE/locks/RUNBOOK@ENV.lock`, held for the life of
+/// the process: the kernel releases it when the process ends, however it
+/// ends, and two processes can never both hold it. The file's text names
+/// the last holder (for messages, and so that the next run sees a run
+/// that died unfinished); it is written after the lock is taken and stays
+/// when the lock is released: whether that run is over is its journal's
+/// to say. The file itself is never removed, so every process locks the
+/// same file.
+///
+/// With a shared backend the lock is a lease of the same name
+/// ([`remote::Lease`]): renewed while the process lives, expired when it
+/// died, paused or lost the backend for longer than the lease lasts, and
+/// each taking a greater fencing token that the run's writes carry.
 #[derive(Debug)]
 pub struct RunLock {
-    file: std::fs::File,
+    held: Held,
     left: Option<LockHolder>,
+}
+
+#[derive(Debug)]
+enum Held {
+    File(std::fs::File),
+    Lease(remote::Lease),
 }
 
 /// The lock file of a runbook and environment.
@@ -192,11 +347,52 @@ pub enum LockState {
     Free(Option<LockHolder>),
 }
 
+/// The shared backend of a lock file's state folder, and the lease's key.
+fn shared_lock(path: &Path) -> Result<Option<(Shared, String)>, LockError> {
+    let key = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match path.parent().and_then(Path::parent).map(remote::of) {
+        Some(Ok(Some(shared))) => Ok(Some((shared, key))),
+        Some(Err(source)) => Err(LockError::Backend { key, source }),
+        _ => Ok(None),
+    }
+}
+
 impl RunLock {
     /// Takes the lock, or says who holds it. The caller then looks at
     /// [`RunLock::left_by`] (a run that died holding it) and writes its
     /// own name with [`RunLock::claim`].
     pub fn acquire(path: &Path) -> Result<RunLock, LockError> {
+        if let Some((shared, key)) = shared_lock(path)? {
+            let backend = |source| LockError::Backend {
+                key: key.clone(),
+                source,
+            };
+            crate::fault::point("lock.take").map_err(backend)?;
+            return match shared.remote.acquire(&key, shared.lease).map_err(backend)? {
+                remote::LeaseTaken::Taken { token, left } => Ok(RunLock {
+                    held: Held::Lease(remote::Lease::hold(shared, &key, token)),
+                    left,
+                }),
+                remote::LeaseTaken::Held(mut holder) => {
+                    // The holder names itself just after it takes the
+                    // lease: give it a moment, for the message.
+                    for _ in 0..20 {
+                        if holder.is_some() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        holder = match shared.remote.peek(&key) {
+                            Ok(LockState::Held(holder)) => holder,
+                            _ => break,
+                        };
+                    }
+                    Err(LockError::Held(holder))
+                }
+            };
+        }
         let io = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -230,7 +426,7 @@ impl RunLock {
         }
         Ok(RunLock {
             left: Self::read_holder(path),
-            file,
+            held: Held::File(file),
         })
     }
 
@@ -240,15 +436,34 @@ impl RunLock {
         self.left.as_ref()
     }
 
+    /// The lease, when the lock is one of a shared backend.
+    pub fn lease(&self) -> Option<&remote::Lease> {
+        match &self.held {
+            Held::Lease(lease) => Some(lease),
+            Held::File(_) => None,
+        }
+    }
+
     /// Writes who holds the lock, for the messages of those who wait.
     pub fn claim(&mut self, holder: &LockHolder) -> std::io::Result<()> {
         use std::io::{Seek, Write};
-        let text = serde_json::to_string_pretty(holder).map_err(std::io::Error::other)?;
         crate::fault::point("lock.write")?;
-        self.file.set_len(0)?;
-        self.file.rewind()?;
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()?;
+        match &mut self.held {
+            Held::Lease(lease) => {
+                if !lease.shared().remote.claim(lease.fence(), holder)? {
+                    return Err(std::io::Error::other(
+                        "the lease was lost before its holder could be named",
+                    ));
+                }
+            }
+            Held::File(file) => {
+                let text = serde_json::to_string_pretty(holder).map_err(std::io::Error::other)?;
+                file.set_len(0)?;
+                file.rewind()?;
+                file.write_all(text.as_bytes())?;
+                file.sync_data()?;
+            }
+        }
         self.left = None;
         Ok(())
     }
@@ -256,14 +471,25 @@ impl RunLock {
     /// Empties the holder's name while still holding the lock: what
     /// `unlock` does with the name a dead process left.
     pub fn clear(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_data()?;
+        match &mut self.held {
+            Held::Lease(lease) => lease.shared().remote.clear(lease.fence())?,
+            Held::File(file) => {
+                file.set_len(0)?;
+                file.sync_data()?;
+            }
+        }
         self.left = None;
         Ok(())
     }
 
     /// Whether the lock at `path` is held, and by whom.
     pub fn state(path: &Path) -> Result<LockState, LockError> {
+        if let Some((shared, key)) = shared_lock(path)? {
+            return shared
+                .remote
+                .peek(&key)
+                .map_err(|source| LockError::Backend { key, source });
+        }
         if !path.exists() {
             return Ok(LockState::Free(None));
         }
@@ -431,17 +657,50 @@ impl DeploymentRecord {
 pub fn read_records(state: &Path) -> (Vec<DeploymentRecord>, Vec<PathBuf>) {
     let mut records = Vec::new();
     let mut unreadable = Vec::new();
-    let Ok(entries) = std::fs::read_dir(state.join("deployments")) else {
-        return (records, unreadable);
-    };
-    for path in entries.flatten().map(|entry| entry.path()) {
-        if path.extension().is_none_or(|extension| extension != "json") {
-            // A temporary file of a write in progress, or not ours.
-            continue;
+    let texts: Vec<(PathBuf, Option<String>)> = match remote::of(state) {
+        Ok(Some(shared)) => match shared.remote.records() {
+            Ok(records) => records
+                .into_iter()
+                .map(|(run_id, text)| {
+                    (
+                        PathBuf::from(format!("{}#{run_id}", shared.remote.describe())),
+                        Some(text),
+                    )
+                })
+                .collect(),
+            Err(error) => {
+                unreadable.push(PathBuf::from(format!(
+                    "{} ({error})",
+                    shared.remote.describe()
+                )));
+                return (records, unreadable);
+            }
+        },
+        Err(error) => {
+            unreadable.push(PathBuf::from(format!("{} ({error})", state.display())));
+            return (records, unreadable);
         }
-        let parsed = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<DeploymentRecord>(&text).ok());
+        Ok(None) => {
+            let Ok(entries) = std::fs::read_dir(state.join("deployments")) else {
+                return (records, unreadable);
+            };
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                // Not a temporary file of a write in progress, nor another's.
+                .filter(|path| {
+                    path.extension()
+                        .is_some_and(|extension| extension == "json")
+                })
+                .map(|path| {
+                    let text = std::fs::read_to_string(&path).ok();
+                    (path, text)
+                })
+                .collect()
+        }
+    };
+    for (path, text) in texts {
+        let parsed = text.and_then(|text| serde_json::from_str::<DeploymentRecord>(&text).ok());
         match parsed {
             Some(mut record) => {
                 if record.params.is_empty() {
@@ -471,14 +730,44 @@ pub fn write_record(state: &Path, record: &DeploymentRecord) -> std::io::Result<
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}.json", record.run_id));
     let text = serde_json::to_string_pretty(record).map_err(std::io::Error::other)?;
+    if let Some(shared) = remote::of(state)? {
+        crate::fault::point("record.write")?;
+        shared.remote.put_record(&record.run_id, text.clone())?;
+    }
     write_atomically(&path, text.as_bytes(), "record.write")?;
     Ok(path)
+}
+
+/// The deployment record of one run, as written (its status, for a
+/// resumed run whose record a crash may have left stale).
+pub fn read_record(state: &Path, run_id: &str) -> Option<serde_json::Value> {
+    let text = match remote::of(state) {
+        Ok(Some(shared)) => {
+            shared
+                .remote
+                .records()
+                .ok()?
+                .into_iter()
+                .find(|(id, _)| id == run_id)?
+                .1
+        }
+        Ok(None) => {
+            std::fs::read_to_string(state.join("deployments").join(format!("{run_id}.json")))
+                .ok()?
+        }
+        Err(_) => return None,
+    };
+    serde_json::from_str(&text).ok()
 }
 
 /// Writes a whole file or nothing: a temporary file beside it, fsync'd,
 /// then renamed over it. A crash leaves the old file or the new one,
 /// never half of one. `point` names its failpoint.
-fn write_atomically(path: &Path, bytes: &[u8], point: &'static str) -> std::io::Result<()> {
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    point: &'static str,
+) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
     let written = (|| {

@@ -15,7 +15,7 @@ pub struct Postgres {
     pub port: u16,
     /// The folder of its data, socket and log.
     pub dir: tempfile::TempDir,
-    _server: Tied,
+    server: Option<Tied>,
 }
 
 /// The folder of the newest PostgreSQL server programs Debian installed.
@@ -107,27 +107,36 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&made.stderr)
         );
+        let mut postgres = Postgres {
+            port,
+            dir,
+            server: None,
+        };
+        postgres.serve();
+        postgres
+    }
+
+    /// Starts the server on the cluster's folder and port, and waits until
+    /// it takes connections.
+    fn serve(&mut self) {
+        let (port, data) = (self.port, self.dir.path().join("data"));
         let (program, args) = as_server_user(
-            &bin.join("postgres"),
+            &server_bin().join("postgres"),
             &[
                 "-D".into(),
                 data.display().to_string(),
                 "-p".into(),
                 port.to_string(),
                 "-k".into(),
-                dir.path().display().to_string(),
+                self.dir.path().display().to_string(),
                 "-c".into(),
                 "listen_addresses=127.0.0.1".into(),
                 "-c".into(),
                 "fsync=off".into(),
             ],
         );
-        let server = Tied::spawn(&program, &args, &[]).expect("postgres starts");
-        let postgres = Postgres {
-            port,
-            dir,
-            _server: server,
-        };
+        self.server = Some(Tied::spawn(&program, &args, &[]).expect("postgres starts"));
+        let postgres = &*self;
         let until = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -144,7 +153,37 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        postgres
+    }
+
+    /// Stops the server at once, as a crash or a pulled plug would
+    /// (`pg_ctl stop -m immediate`): connections are cut mid-transaction.
+    pub fn stop(&mut self) {
+        let (program, args) = as_server_user(
+            &server_bin().join("pg_ctl"),
+            &[
+                "stop".into(),
+                "-D".into(),
+                self.dir.path().join("data").display().to_string(),
+                "-m".into(),
+                "immediate".into(),
+            ],
+        );
+        let stopped = Command::new(&program)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|error| panic!("{program} runs: {error}"));
+        assert!(
+            stopped.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+        drop(self.server.take());
+    }
+
+    /// Starts the server again after [`Postgres::stop`], on the same port
+    /// and data.
+    pub fn restart(&mut self) {
+        self.serve();
     }
 
     /// `psql` itself, not Debian's `pg_wrapper` in front of it (which picks

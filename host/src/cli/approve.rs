@@ -17,7 +17,13 @@ pub struct ApproveArgs {
     #[arg(long = "as", value_name = "NAME")]
     name: String,
     /// The state folder, if the run is not found otherwise.
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
 }
 
@@ -32,7 +38,13 @@ pub struct ConfirmArgs {
     #[arg(long = "as", value_name = "NAME")]
     name: String,
     /// The state folder, if the run is not found otherwise.
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
 }
 

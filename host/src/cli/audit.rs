@@ -49,7 +49,13 @@ pub struct AuditArgs {
     output: Format,
 
     /// The state folder, if the run is not found otherwise.
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
 }
 
@@ -61,7 +67,13 @@ pub enum AuditCommand {
         /// The run's id.
         run: String,
         /// The state folder, if the run is not found otherwise.
-        #[arg(long, value_name = "DIR")]
+        /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+        #[arg(
+            long,
+            visible_alias = "state",
+            value_name = "DIR|URL",
+            env = "RUNBOOK_STATE"
+        )]
         state_dir: Option<PathBuf>,
     },
 }

@@ -181,7 +181,9 @@ async fn confirm(
     let state_dir = crate::state::state_dir(
         &prepared.plan.runbook.source.path,
         options.state_dir.as_deref(),
-    );
+        prepared.plan.runbook.state.as_ref(),
+    )
+    .map_err(run::Error::State)?;
     let emergency = options
         .emergency
         .then(|| options.reason.clone().unwrap_or_default());

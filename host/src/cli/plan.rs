@@ -34,7 +34,13 @@ pub struct PlanArgs {
 
     /// Where run state is [default: `.runbook/` beside the runbook]: the
     /// promotion gate reads its deployment records.
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// Plan an emergency run: one that may go without the earlier success
@@ -81,7 +87,9 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     let state_dir = state::state_dir(
         &prepared.plan.runbook.source.path,
         args.state_dir.as_deref(),
-    );
+        prepared.plan.runbook.state.as_ref(),
+    )
+    .map_err(run::Error::State)?;
     let emergency = args
         .emergency
         .then(|| args.reason.clone().unwrap_or_default());

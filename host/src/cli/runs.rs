@@ -12,7 +12,13 @@ use std::path::{Path, PathBuf};
 pub struct RunsArgs {
     /// The state folder [default: `.runbook/` here and in the folders
     /// below, and every run this user started elsewhere].
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
     /// Only runs of this runbook (its `[runbook] name`).
     #[arg(long, value_name = "NAME")]
@@ -44,7 +50,13 @@ pub struct ShowArgs {
     /// The run's id.
     run: String,
     /// The state folder, if the run is not found otherwise.
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
     /// `json`: `{ "run": {...as in runs...}, "approvals", "emergency",
     /// "steps": [{ "id", "status", "summary", "outputs", "rolled_back",
@@ -61,7 +73,13 @@ pub struct LogsArgs {
     /// Only this step's lines.
     step: Option<String>,
     /// The state folder, if the run is not found otherwise.
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
     /// `json`: the journal's `log`, `capability_call` and `step_finished`
     /// events, one JSON object per line, as the journal holds them.

@@ -25,7 +25,13 @@ pub struct RunOptions {
     pub output: Output,
 
     /// Where run state goes [default: `.runbook/` beside the runbook].
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// At most this many steps at once [default: every ready step, up to 16].

@@ -19,14 +19,25 @@ pub struct UnlockArgs {
     #[arg(long, hide = true)]
     force: bool,
     /// The state folder [default: `.runbook/` beside the runbook].
-    #[arg(long, value_name = "DIR")]
+    /// A shared backend's `postgres://` URL works too (`$RUNBOOK_STATE`).
+    #[arg(
+        long,
+        visible_alias = "state",
+        value_name = "DIR|URL",
+        env = "RUNBOOK_STATE"
+    )]
     state_dir: Option<PathBuf>,
 }
 
 /// Runs the command.
 pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
     let runbook = crate::runbook::load(&args.file)?;
-    let state_dir = state::state_dir(&args.file, args.state_dir.as_deref());
+    let state_dir = state::state_dir(
+        &args.file,
+        args.state_dir.as_deref(),
+        runbook.state.as_ref(),
+    )
+    .map_err(|error| Failure::Internal(error.into()))?;
     let path = state::lock_path(&state_dir, &runbook.name, args.env.as_deref());
     let env = args
         .env
@@ -61,7 +72,7 @@ pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
     };
     // The dead run is abandoned for good: resuming it later could undo
     // what newer runs did.
-    let journal = state::journal_path(&state::run_dir(&state_dir, &left.run_id));
+    let journal = state::journal_path(&state::current_run_dir(&state_dir, &left.run_id));
     crate::journal::append_as_holder(
         &journal,
         None,

@@ -19,8 +19,10 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// A state folder to look after; repeat for several [default:
-    /// `.runbook/` here and in the folders just below].
-    #[arg(long = "state-dir", value_name = "DIR")]
+    /// `.runbook/` here and in the folders just below]. A shared backend's
+    /// `postgres://` URL works too: the worker then goes on with the team's
+    /// parked runs, whichever machine started them.
+    #[arg(long = "state-dir", visible_alias = "state", value_name = "DIR|URL")]
     state_dirs: Vec<PathBuf>,
 
     /// Go on with the runs due now, one round each (every run parks again
@@ -63,7 +65,11 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<u8, Failure> {
     let folders = if args.state_dirs.is_empty() {
         folders
     } else {
-        args.state_dirs.clone()
+        args.state_dirs
+            .iter()
+            .map(|given| crate::state::given_dir(given, None))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|error| Failure::Internal(error.into()))?
     };
     let park_after = if args.once {
         Duration::ZERO

@@ -266,7 +266,7 @@ fn left_unfinished(plan: &Plan, left: &LockHolder, state: &str) -> Error {
 /// How a run that a dead process left stands, when it is unfinished: it
 /// has a journal, and the journal has no end.
 pub fn unfinished(state_dir: &Path, run_id: &str) -> Option<String> {
-    let journal = state::journal_path(&state::run_dir(state_dir, run_id));
+    let journal = state::journal_path(&state::current_run_dir(state_dir, run_id));
     let record = match journal::read(&journal) {
         Ok(record) => record,
         // It died before its run started: nothing to continue.

@@ -30,6 +30,7 @@ pub fn open(
     prepared: &Prepared,
     state_dir: &Path,
     index_dir: &Path,
+    lease: Option<&state::remote::Lease>,
     interface: &dyn Interface,
 ) -> Result<Recording, Error> {
     let plan = &prepared.plan;
@@ -37,16 +38,31 @@ pub fn open(
     let journal = state::journal_path(&run_dir);
     let events = EventSink::new();
     events.set_redactor(prepared.secrets.redactor());
-    events.add(Journal::open(&journal).map_err(|source| Error::Journal {
+    let journal_file = Journal::open(&journal).map_err(|source| Error::Journal {
         path: journal.clone(),
         source,
-    })?);
+    })?;
     state::index_run(index_dir, &plan.run_id, &run_dir);
     let (mut audit_log, audit_head) = AuditLog::open(&crate::audit::path(&run_dir), &plan.run_id)
         .map_err(|source| Error::AuditLog {
         run_dir: run_dir.clone(),
         source,
     })?;
+    // A shared backend's copy of every line first: it is synced last,
+    // after the journal and the audit log here.
+    if let Some(lease) = lease {
+        events.add(state::remote::Mirror::new(
+            lease.shared().clone(),
+            lease.fence().clone(),
+            state::remote::RunSummary {
+                run_id: plan.run_id.clone(),
+                runbook: plan.runbook.name.clone(),
+                environment: plan.environment.clone(),
+            },
+            audit_log.tee(),
+        ));
+    }
+    events.add(journal_file);
     // `[notify]` targets start no step: their records name their plugin
     // from the plan.
     for planned in &plan.targets {

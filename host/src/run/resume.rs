@@ -72,7 +72,14 @@ pub struct Resumption {
     /// Choices that hold for failed steps (skip, abort), by step.
     pub decisions: BTreeMap<String, Choice>,
     /// Held for as long as this process continues the run.
-    _lock: RunLock,
+    lock: RunLock,
+}
+
+impl Resumption {
+    /// The run's lock, held by this process.
+    pub fn lock(&self) -> &RunLock {
+        &self.lock
+    }
 }
 
 /// What earlier processes of a run left for this one: nothing, for a new run.
@@ -152,6 +159,13 @@ pub async fn prepare(
     // is what the journal says once the lock is held: another process may
     // have resumed it meanwhile.
     let lock = super::gates::take_lock(&prepared.plan, &state_dir, options, interface).await?;
+    // With a shared backend, what the backend holds is the run: this
+    // machine's copy becomes it (another machine may have gone on).
+    state::adopt(&state_dir, &request.run).map_err(|source| Error::Journal {
+        path: state::run_dir(&state_dir, &request.run),
+        source,
+    })?;
+    let journal_path = state::journal_path(&state::run_dir(&state_dir, &request.run));
     let record = read_journal(&journal_path)?;
     check_resumable(request, &record, &run_dir, &state_dir, true, interface)?;
     if record.recovered_truncation {
@@ -201,7 +215,7 @@ pub(super) fn take_over(
             .clone()
             .unwrap_or_else(|| prepared.plan.operator.clone()),
         asked,
-        _lock: lock,
+        lock,
     })
 }
 
@@ -323,13 +337,8 @@ fn write_missing_record(
         ))
     });
     let may_write = holding_lock || matches!(lock, Some(Ok(_)));
-    let path = state_dir
-        .join("deployments")
-        .join(format!("{}.json", record.run_id));
     let ending = record.finished.map(Status::as_str);
-    let written_ending = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    let written_ending = state::read_record(state_dir, &record.run_id)
         .map(|written| written["status"].as_str().map(str::to_owned));
     let stale = match written_ending {
         None => true,

@@ -55,6 +55,8 @@ pub async fn prepare(
         resume::prepare_again(runtime, &record, request.secrets.clone(), interface).await?;
     resume::check_fingerprint(&request.run, &record, &prepared, None)?;
     let lock = super::gates::take_lock(&prepared.plan, &state_dir, options, interface).await?;
+    state::adopt(&state_dir, &request.run).map_err(Error::State)?;
+    let journal = state::journal_path(&state::run_dir(&state_dir, &request.run));
     let mut record = resume::read_journal(&journal)?;
     check_undoable(&request.run, &record)?;
     let steps = undo_steps(&request.run, &prepared.plan, &record)?;

@@ -184,6 +184,13 @@ codes! {
     HoldingWithoutEvery,
     /// A `steps.` reference in `[notify]`, which runs beside the steps.
     NotifyStepReference,
+    // `[state]`.
+    /// `state.backend` names no backend.
+    UnknownBackend,
+    /// `state.url` missing, not the backend's kind, or holding a password.
+    StateUrl,
+    /// `state.lease` shorter than [`super::MIN_LEASE`].
+    LeaseTooShort,
     // Binding to an environment and parameters.
     /// `--env` for a runbook without environments.
     NoEnvironments,

@@ -25,6 +25,25 @@ pub struct RawRunbook {
     /// `[notify]`: who hears how the run goes, and when.
     #[serde(default)]
     pub notify: Option<RawNotify>,
+    /// `[state]`: where the runbook's runs, locks and records live.
+    #[serde(default)]
+    pub state: Option<RawState>,
+}
+
+/// `[state]`: `backend = "postgres"`, `url = "${{ env.RUNBOOK_STATE_URL }}"`,
+/// `lease = "30s"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `local` (the default: `.runbook/` beside the runbook) or `postgres`.
+    pub backend: String,
+    /// The backend's URL; `${{ env.NAME }}` and `${{ secrets.NAME }}`
+    /// parts are read from the operator's environment.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// How long a lock's lease lasts without renewal.
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 /// `[runbook]`.

@@ -13,6 +13,7 @@ mod params;
 mod plugins;
 mod promotion;
 mod references;
+mod state;
 mod steps;
 mod values;
 
@@ -40,6 +41,9 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
     let notify = raw
         .notify
         .map(|notify| notify::validate_notify(&source, notify, &declared, &mut problems));
+    let state = raw
+        .state
+        .and_then(|state| state::validate_state(&source, state, &mut problems));
     problems.into_result(Runbook {
         name: raw.runbook.name,
         description: raw.runbook.description,
@@ -50,6 +54,7 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         steps,
         on_failure: raw.runbook.on_failure.unwrap_or(Policy::Rollback),
         notify,
+        state,
     })
 }
 

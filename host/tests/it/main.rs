@@ -38,6 +38,7 @@ mod sandbox;
 mod schema;
 mod secrets;
 mod seeds;
+mod shared_state;
 mod site;
 mod smoke;
 mod snapshots;

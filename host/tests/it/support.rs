@@ -260,12 +260,12 @@ fn library_options(
     cancel: Option<CancellationToken>,
     parallel: Option<usize>,
 ) -> run::Options {
+    let state_dir = state_dir
+        .clone()
+        .unwrap_or_else(|| state.path().join("state"));
+    shared_state_if_asked(&state_dir);
     run::Options {
-        state_dir: Some(
-            state_dir
-                .clone()
-                .unwrap_or_else(|| state.path().join("state")),
-        ),
+        state_dir: Some(state_dir),
         index_dir: state.path().join("index"),
         parallel: parallel.unwrap_or(16),
         emergency: None,
@@ -275,6 +275,46 @@ fn library_options(
         cancel: cancel.unwrap_or_default(),
         abort: CancellationToken::new(),
     }
+}
+
+/// With `RUNBOOK_TEST_STATE=postgres` (the second pass of the engine
+/// suite in `scripts/test`), a state folder not yet used becomes the
+/// mirror of a database of its own in one PostgreSQL cluster for the
+/// whole test process: the same tests, on the shared backend.
+pub fn shared_state_if_asked(state_dir: &Path) {
+    if std::env::var("RUNBOOK_TEST_STATE").as_deref() != Ok("postgres")
+        || state_dir
+            .join(runbook::state::remote::BACKEND_FILE)
+            .exists()
+        || state_dir.join("runs").exists()
+    {
+        return;
+    }
+    let url = fresh_database();
+    runbook::state::remote::attach(
+        state_dir,
+        &runbook::state::BackendFile {
+            backend: "postgres".into(),
+            url,
+            lease_seconds: 5.0,
+        },
+    )
+    .expect("the state folder mirrors its database");
+}
+
+/// A new, empty database in the test process's PostgreSQL cluster
+/// (started on first use), as its URL.
+pub fn fresh_database() -> String {
+    static CLUSTER: OnceLock<runbook_testenv::Postgres> = OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let cluster = CLUSTER.get_or_init(runbook_testenv::Postgres::start);
+    let name = format!(
+        "state_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    cluster.sql(&format!("CREATE DATABASE {name}"));
+    cluster.url_of(&name)
 }
 
 /// Runs a prepared run to its end through `run::run`, as the CLI does.
