@@ -117,6 +117,11 @@ pub struct Options {
     pub cancel: CancellationToken,
     /// Second interrupt: the rollback and `always` steps stop too.
     pub abort: CancellationToken,
+    /// Where the host's own AWS calls go (reading secrets from AWS Secrets
+    /// Manager before a resumed run's steps) instead of the environment's
+    /// `aws_endpoint` (`--aws-endpoint`); steps' calls go where
+    /// [`Connections`] says.
+    pub aws_endpoint: Option<String>,
 }
 
 /// How this process takes part in the run.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::schedule::Schedule;
-pub use bind::{Bindings, Plan, PlannedStep, PlannedTarget};
+pub use bind::{Bindings, Plan, PlannedStep, PlannedTarget, SecretSource};
 pub use model::RawPolicy as Policy;
 pub use param_type::ParamType;
 
@@ -48,6 +48,75 @@ pub struct Runbook {
     /// `[state]`: the shared backend its runs, locks and records live in;
     /// `None` for `.runbook/` beside it.
     pub state: Option<StateBackend>,
+    /// `[secrets.NAME]`: where the declared secrets' values come from; a
+    /// secret not declared comes from the environment variable of its
+    /// name.
+    pub secrets: BTreeMap<String, WrittenSecret>,
+}
+
+/// A `[secrets.NAME]` as written: checked in form, its strings templates
+/// that get the environment's values when a plan is bound
+/// ([`bind::SecretSource`]).
+#[derive(Debug, Clone)]
+pub struct WrittenSecret {
+    /// Where the value is kept.
+    pub source: WrittenSource,
+    /// Where the table is in the file.
+    pub at: ValuePath,
+}
+
+/// Where a secret's value is kept, as written.
+#[derive(Debug, Clone)]
+pub enum WrittenSource {
+    /// `from = "env"`: an environment variable of the operator's process.
+    Env {
+        /// The variable; `None` for the secret's own name.
+        var: Option<Template>,
+    },
+    /// `from = "file"`: a file on the operator's machine.
+    File {
+        /// Relative to the runbook's folder.
+        path: Template,
+    },
+    /// `from = "aws-secretsmanager"`: a secret of AWS Secrets Manager,
+    /// read with the operator's credentials.
+    AwsSecretsManager {
+        /// Its name or ARN.
+        id: Template,
+        /// The region it is kept in.
+        region: Template,
+        /// A field of its JSON text, when it holds several.
+        key: Option<Template>,
+    },
+}
+
+impl WrittenSource {
+    /// The source's name, as `from` writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WrittenSource::Env { .. } => "env",
+            WrittenSource::File { .. } => "file",
+            WrittenSource::AwsSecretsManager { .. } => "aws-secretsmanager",
+        }
+    }
+
+    /// Every template of the source, with the key it is written under.
+    pub fn templates(&self) -> Vec<(&'static str, &Template)> {
+        match self {
+            WrittenSource::Env { var } => var.iter().map(|var| ("var", var)).collect(),
+            WrittenSource::File { path } => vec![("path", path)],
+            WrittenSource::AwsSecretsManager { id, region, key } => {
+                let mut templates = vec![("id", id), ("region", region)];
+                templates.extend(key.iter().map(|key| ("key", key)));
+                templates
+            }
+        }
+    }
+}
+
+/// Where `[secrets.NAME]` is in the file.
+pub fn secret_path(name: &str) -> ValuePath {
+    ValuePath::default().key("secrets").key(name)
 }
 
 /// `[state]`, checked: a shared backend.

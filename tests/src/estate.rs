@@ -476,9 +476,11 @@ impl Estate {
         rastup::start(&estate.sample, &estate.moto, &estate.bad_versions).await?;
         estate.reset();
         let moto = estate.moto.url.clone();
+        let api_platform_database = estate.postgres.url_of("api_platform");
         tokio::task::spawn_blocking(move || {
             seed_databases(&moto);
             seed_doc_0020(&moto);
+            seed_secrets(&moto, &api_platform_database);
         })
         .await?;
         let moto = estate.moto.url.clone();
@@ -669,6 +671,22 @@ fn seed_databases(moto: &str) {
             ],
         );
     }
+}
+
+/// The secrets the runbooks keep in AWS Secrets Manager: API Platform's
+/// database URL (seed 001, "Secrets manager access"), as its `local`
+/// environment names it.
+fn seed_secrets(moto: &str, api_platform_database: &str) {
+    crate::moto::json_at(
+        moto,
+        "secretsmanager",
+        "secretsmanager",
+        "CreateSecret",
+        &json!({
+            "Name": "local/api-platform/database",
+            "SecretString": json!({ "url": api_platform_database }).to_string(),
+        }),
+    );
 }
 
 /// DOC-0020's AWS side (seed 002): the ledger's RDS instance with a

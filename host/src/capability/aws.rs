@@ -212,51 +212,18 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
         record.finish(None, "no AWS credentials", false);
         return Err(no_credentials());
     };
-    let url = match rest::endpoint(&access, &request.service, &request.region) {
-        Ok(url) => url,
-        Err(error) => {
-            record.finish(None, error.clone(), false);
-            return Err(PluginError::Failed(format!(
-                "bad service or region: {error}"
-            )));
-        }
-    };
-    let (body, content_type, target) = match encode(&request) {
-        Ok(encoded) => encoded,
-        Err(reason) => {
-            record.finish(None, reason.clone(), false);
-            return Err(PluginError::Failed(reason));
-        }
-    };
-    let mut headers = vec![("content-type".to_owned(), content_type.to_owned())];
-    if let Some(target) = target {
-        headers.push(("x-amz-target".to_owned(), target));
-    }
-    let payload_sha256 = sigv4::payload_hash(&body);
-    let unsigned = sigv4::Unsigned {
-        method: "POST",
-        url: &url,
-        headers: &headers,
-        payload_sha256: &payload_sha256,
-    };
-    let scope = sigv4::Scope {
-        service: rest::signing_name(&request.service),
-        region: rest::signing_region(&request.service, &request.region),
-        time: std::time::SystemTime::now(),
-    };
-    let signature = match sigv4::sign(&unsigned, credentials, scope) {
-        Ok(signature) => signature,
-        Err(error) => {
-            record.finish(None, error.to_string(), false);
-            return Err(PluginError::Failed(format!("{requested}: {error}")));
+    let builder = match signed_post(context.http.client(), &access, credentials, &request) {
+        Ok(builder) => builder,
+        Err(unsendable) => {
+            record.finish(None, unsendable.to_string(), false);
+            return Err(PluginError::Failed(match unsendable {
+                Unsendable::Endpoint(error) => format!("bad service or region: {error}"),
+                Unsendable::Encoding(reason) => reason,
+                Unsendable::Signing(error) => format!("{requested}: {error}"),
+            }));
         }
     };
     let deadline = context.deadline_for(None);
-    let mut builder = context.http.client().post(url).body(body);
-    for (name, value) in &headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder = with_signature(builder, signature);
     let reply = exchange(context, record, &requested, builder, deadline).await?;
     Ok(Response {
         status: reply.status,
@@ -319,6 +286,132 @@ fn encode(request: &Request) -> Result<(Vec<u8>, &'static str, Option<String>), 
             ))
         }
     }
+}
+
+/// Why a Query- or JSON-protocol request could not be made ready to send.
+#[derive(Debug, thiserror::Error)]
+enum Unsendable {
+    /// No endpoint for the service and region.
+    #[error("{0}")]
+    Endpoint(String),
+    /// The parameters are not what the protocol carries.
+    #[error("{0}")]
+    Encoding(String),
+    /// The request could not be signed.
+    #[error("{0}")]
+    Signing(#[source] sigv4::SignError),
+}
+
+/// A Query- or JSON-protocol request, encoded and signed with
+/// `credentials`, ready to send to its endpoint: what a step's `aws.call`
+/// and the host's own calls ([`host_call`]) both send.
+fn signed_post(
+    client: &reqwest::Client,
+    access: &AwsAccess,
+    credentials: &Credentials,
+    request: &Request,
+) -> Result<reqwest::RequestBuilder, Unsendable> {
+    let url =
+        rest::endpoint(access, &request.service, &request.region).map_err(Unsendable::Endpoint)?;
+    let (body, content_type, target) = encode(request).map_err(Unsendable::Encoding)?;
+    let mut headers = vec![("content-type".to_owned(), content_type.to_owned())];
+    if let Some(target) = target {
+        headers.push(("x-amz-target".to_owned(), target));
+    }
+    let payload_sha256 = sigv4::payload_hash(&body);
+    let unsigned = sigv4::Unsigned {
+        method: "POST",
+        url: &url,
+        headers: &headers,
+        payload_sha256: &payload_sha256,
+    };
+    let scope = sigv4::Scope {
+        service: rest::signing_name(&request.service),
+        region: rest::signing_region(&request.service, &request.region),
+        time: std::time::SystemTime::now(),
+    };
+    let signature = sigv4::sign(&unsigned, credentials, scope).map_err(Unsendable::Signing)?;
+    let mut builder = client.post(url).body(body);
+    for (name, value) in &headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    Ok(with_signature(builder, signature))
+}
+
+/// What AWS answered a call the host made for itself.
+#[derive(Debug)]
+pub struct HostReply {
+    /// The HTTP status.
+    pub status: u16,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, at most [`MAX_RESPONSE_BYTES`](super::http::MAX_RESPONSE_BYTES).
+    pub body: Vec<u8>,
+}
+
+/// Why a call the host made for itself got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HostCallError {
+    /// The machine has no AWS credentials.
+    #[error(
+        "no AWS credentials on this machine: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials"
+    )]
+    NoCredentials,
+    /// The request could not be made (a bad region, say).
+    #[error("{0}")]
+    Unsendable(String),
+    /// The request or its answer did not get through.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// A Query- or JSON-protocol call the host makes for itself, outside any
+/// step, with the operator's credentials: reading a secret from Secrets
+/// Manager before the run (`engine::preflight`). No grant applies, since
+/// no plugin asked, and no event is recorded: the caller tells what it
+/// read, never the answer. Bounded by `timeout`, its answer by 16 MiB.
+pub async fn host_call(
+    client: &reqwest::Client,
+    access: &AwsAccess,
+    request: &Request,
+    timeout: std::time::Duration,
+) -> Result<HostReply, HostCallError> {
+    let credentials = access
+        .credentials
+        .as_ref()
+        .ok_or(HostCallError::NoCredentials)?;
+    let builder = signed_post(client, access, credentials, request)
+        .map_err(|unsendable| HostCallError::Unsendable(unsendable.to_string()))?;
+    let unreachable = |error: reqwest::Error| {
+        HostCallError::Unreachable(super::http::describe_reqwest_error(&error))
+    };
+    let mut response = builder.timeout(timeout).send().await.map_err(unreachable)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+        if body.len() + chunk.len() > super::http::MAX_RESPONSE_BYTES {
+            return Err(HostCallError::Unreachable(format!(
+                "the answer is larger than {} MiB",
+                super::http::MAX_RESPONSE_BYTES >> 20
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(HostReply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Adds a signature's headers to a request; those that carry credentials

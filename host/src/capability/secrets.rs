@@ -3,6 +3,8 @@
 //! its value only on a granted request, and the [`Redactor`] scrubs values
 //! from everything the runner writes or gives back to a guest.
 
+pub mod sources;
+
 use crate::wit::PluginError;
 
 use std::collections::BTreeMap;

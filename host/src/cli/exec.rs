@@ -84,7 +84,15 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> Result<u8, Failure> {
                     lenient: false,
                 };
                 let file = &args.bind.file;
-                run::prepare(&runtime, file, bindings, Secrets::Environment, &terminal).await?
+                run::prepare(
+                    &runtime,
+                    file,
+                    bindings,
+                    Secrets::Environment,
+                    args.options.aws_endpoint.as_deref(),
+                    &terminal,
+                )
+                .await?
             }
             Some((plan, reference)) => {
                 // The files first: a changed runbook may no longer bind,
@@ -93,9 +101,15 @@ pub async fn run(cli: &Cli, args: &ExecArgs) -> Result<u8, Failure> {
                 plan.check_files()?;
                 let bindings = plan.bindings(operator.clone(), run_id.clone());
                 let file = plan.runbook_path();
-                let mut prepared =
-                    run::prepare(&runtime, &file, bindings, Secrets::Environment, &terminal)
-                        .await?;
+                let mut prepared = run::prepare(
+                    &runtime,
+                    &file,
+                    bindings,
+                    Secrets::Environment,
+                    args.options.aws_endpoint.as_deref(),
+                    &terminal,
+                )
+                .await?;
                 plan.compare(&prepared)?;
                 prepared.saved_plan = Some(reference.clone());
                 prepared

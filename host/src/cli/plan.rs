@@ -73,12 +73,14 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
     let terminal = Terminal::new(cli, args.output);
     // Plans read (GET and HEAD are sent), and reads may need credentials:
     // the secrets set in the environment are used; without them a plan
-    // still runs, and steps that need them say so.
+    // still runs, and steps that need them say so. A plan never reads a
+    // secret file or AWS Secrets Manager.
     let prepared = run::prepare(
         &runtime,
         &args.bind.file,
         bindings,
         Secrets::IfSet,
+        args.aws_endpoint.as_deref(),
         &terminal,
     )
     .await?;

@@ -109,6 +109,7 @@ impl RunOptions {
             }),
             cancel: CancellationToken::new(),
             abort: CancellationToken::new(),
+            aws_endpoint: self.aws_endpoint.clone(),
         };
         spawn_signal_handler(options.cancel.clone(), options.abort.clone());
         options

@@ -89,6 +89,7 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<u8, Failure> {
         // the next worker or `runbook resume`. Nothing is rolled back.
         cancel: tokio_util::sync::CancellationToken::new(),
         abort: tokio_util::sync::CancellationToken::new(),
+        aws_endpoint: None,
     };
     tokio::spawn(async {
         let _ = tokio::signal::ctrl_c().await;

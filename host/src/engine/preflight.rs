@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod secrets;
+
+pub use secrets::{Reading, read_environment_only, read_secrets};
+
 /// Plugins by the name steps `use`.
 pub type Plugins = BTreeMap<String, Arc<LoadedPlugin>>;
 
@@ -135,32 +139,6 @@ pub async fn load_runbook_plugins(
     problems.into_result(plugins)
 }
 
-/// Looks up every secret the runbook uses (in the process environment,
-/// say); each one missing is a diagnostic.
-pub fn load_secrets(
-    plan: &Plan,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<SecretStore, Diagnostics> {
-    let mut values = BTreeMap::new();
-    let mut missing = Diagnostics::default();
-    for name in plan.secret_names() {
-        match lookup(&name) {
-            Some(value) => {
-                values.insert(name, value);
-            }
-            None => missing.push(
-                Diagnostic::new(
-                    crate::capability::secrets::SecretError::Missing(name.clone()).to_string(),
-                )
-                .hint(format!(
-                    "secrets are read from the environment: `export {name}=...` before running"
-                )),
-            ),
-        }
-    }
-    missing.into_result(SecretStore::new(values))
-}
-
 /// Refuses a step whose plugin needs a capability the runbook does not
 /// grant it, or whose parameters need one of the plugin's optional
 /// capabilities that it is not granted (`notify`'s `format = "email"`
@@ -214,6 +192,22 @@ pub fn check_capabilities(plan: &Plan, plugins: &Plugins) -> Result<Vec<String>,
             &format!("notify target {}", target.index),
             &target.path(),
         );
+    }
+    // A declared secret that nothing uses is never read: a grant that
+    // misspells it, or a declaration left behind.
+    let used = plan.secret_names();
+    let source = &plan.runbook.source;
+    for (name, written) in &plan.runbook.secrets {
+        if !used.contains(name) {
+            found.warnings.push(format!(
+                "warning: secret `{name}` is declared but no step or `[notify]` target uses it: it is not read ({}:{})",
+                source.path.display(),
+                source
+                    .span_of(&written.at.key("from"))
+                    .map(|span| source.line_column(span.start).0)
+                    .unwrap_or(0)
+            ));
+        }
     }
     found.problems.into_result(found.warnings)
 }

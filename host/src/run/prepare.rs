@@ -5,6 +5,7 @@
 //! runbook, and nothing has started.
 
 use super::{Error, Interface, Notice};
+use crate::capability::aws::AwsAccess;
 use crate::capability::secrets::SecretStore;
 use crate::engine::preflight::{self, Plugins};
 use crate::plugin::PluginRuntime;
@@ -16,14 +17,19 @@ use std::sync::Arc;
 /// Where the run's secret values come from.
 #[derive(Debug, Clone)]
 pub enum Secrets {
-    /// The process environment, each secret under its own name; a run
-    /// refuses to start while one is missing (`exec`, `resume`).
+    /// Each from the source its `[secrets.NAME]` names (a file, AWS
+    /// Secrets Manager with the operator's credentials), else the process
+    /// environment under its own name; a run refuses to start while one
+    /// cannot be read (`exec`, `resume`, `rollback`).
     Environment,
-    /// These values; a run refuses to start while one is missing (the
-    /// tests, and callers that keep secrets elsewhere).
+    /// These values, by secret name, and the declared sources for the
+    /// rest (never the process environment); a run refuses to start while
+    /// one is missing (the tests, and callers that keep secrets
+    /// elsewhere).
     Given(BTreeMap<String, String>),
-    /// The process environment, when every secret is there; else none, and
-    /// the steps that need one say so. For `plan`: reviewers who read a
+    /// The process environment, when every secret that comes from it is
+    /// there; else none, and the steps that need one say so. A file or
+    /// Secrets Manager is never read. For `plan`: reviewers who read a
     /// plan seldom hold the production secrets.
     IfSet,
 }
@@ -57,11 +63,15 @@ impl Prepared {
 
 /// Loads, binds and checks a runbook: nothing runs if this fails. Grants
 /// wider than a plugin asks for are told to `interface` as warnings.
+/// Secrets kept in AWS Secrets Manager are read at `aws_endpoint` when
+/// given (`--aws-endpoint`), else at the environment's `aws_endpoint`,
+/// else at AWS.
 pub async fn prepare(
     runtime: &PluginRuntime,
     file: &Path,
     bindings: Bindings,
     secrets: Secrets,
+    aws_endpoint: Option<&str>,
     interface: &dyn Interface,
 ) -> Result<Prepared, Error> {
     let runbook = Arc::new(runbook::load(file)?);
@@ -70,13 +80,7 @@ pub async fn prepare(
     for warning in preflight::check_capabilities(&plan, &plugins)? {
         interface.notice(Notice::WiderGrant(warning));
     }
-    let environment = |name: &str| std::env::var(name).ok();
-    let secrets = match secrets {
-        Secrets::Environment => preflight::load_secrets(&plan, environment)?,
-        Secrets::Given(values) => preflight::load_secrets(&plan, |name| values.get(name).cloned())?,
-        Secrets::IfSet => preflight::load_secrets(&plan, environment)
-            .unwrap_or_else(|_| SecretStore::new(BTreeMap::new())),
-    };
+    let secrets = read_secrets(runtime, &plan, secrets, aws_endpoint).await?;
     preflight::check_params(runtime, &plan, &plugins, &secrets).await?;
     let digests = plugins
         .iter()
@@ -89,5 +93,46 @@ pub async fn prepare(
         secrets,
         fingerprint,
         saved_plan: None,
+    })
+}
+
+/// The run's secrets, as `secrets` says: each read from its source (the
+/// process environment, a file, AWS Secrets Manager with the operator's
+/// credentials), once, before any step runs.
+async fn read_secrets(
+    runtime: &PluginRuntime,
+    plan: &Plan,
+    secrets: Secrets,
+    aws_endpoint: Option<&str>,
+) -> Result<SecretStore, Error> {
+    let endpoint = aws_endpoint
+        .map(str::to_owned)
+        .or_else(|| {
+            plan.environment
+                .as_ref()
+                .and_then(|name| plan.runbook.environments.get(name))
+                .and_then(|environment| environment.aws_endpoint.clone())
+        })
+        .and_then(|endpoint| url::Url::parse(&endpoint).ok());
+    let aws = AwsAccess::from_environment(endpoint);
+    let http = runtime.http_client();
+    let from_process = |name: &str| std::env::var(name).ok();
+    let nothing = |_: &str| None;
+    let none = BTreeMap::new();
+    let reading = |given, environment| preflight::Reading {
+        given,
+        environment,
+        client: http.client(),
+        aws: &aws,
+    };
+    Ok(match secrets {
+        Secrets::Environment => {
+            preflight::read_secrets(plan, &reading(&none, &from_process)).await?
+        }
+        Secrets::Given(values) => {
+            preflight::read_secrets(plan, &reading(&values, &nothing)).await?
+        }
+        Secrets::IfSet => preflight::read_environment_only(plan, &from_process)
+            .unwrap_or_else(|| SecretStore::new(BTreeMap::new())),
     })
 }

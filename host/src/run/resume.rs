@@ -145,7 +145,14 @@ pub async fn prepare(
     let record = read_journal(&journal_path)?;
     check_decision(request, &record)?;
     check_resumable(request, &record, &run_dir, &state_dir, false, interface)?;
-    let mut prepared = prepare_again(runtime, &record, Secrets::Environment, interface).await?;
+    let mut prepared = prepare_again(
+        runtime,
+        &record,
+        Secrets::Environment,
+        options.aws_endpoint.as_deref(),
+        interface,
+    )
+    .await?;
     if let Some(asked) = &record.rollback_request {
         // A rollback asked after the run ended: its approvals are bound
         // to the rollback's fingerprint, and nothing may have changed.
@@ -225,6 +232,7 @@ pub(super) async fn prepare_again(
     runtime: &PluginRuntime,
     record: &RunRecord,
     secrets: Secrets,
+    aws_endpoint: Option<&str>,
     interface: &dyn Interface,
 ) -> Result<Prepared, Error> {
     let bindings = Bindings {
@@ -243,7 +251,7 @@ pub(super) async fn prepare_again(
         lenient: false,
     };
     let file = PathBuf::from(&record.file);
-    super::prepare(runtime, &file, bindings, secrets, interface).await
+    super::prepare(runtime, &file, bindings, secrets, aws_endpoint, interface).await
 }
 
 /// The fingerprint of undoing `steps` of the prepared run.

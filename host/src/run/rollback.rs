@@ -51,8 +51,14 @@ pub async fn prepare(
     // loading plugins; then again, holding the lock, from what it says now.
     let record = resume::read_journal(&journal)?;
     check_undoable(&request.run, &record)?;
-    let mut prepared =
-        resume::prepare_again(runtime, &record, request.secrets.clone(), interface).await?;
+    let mut prepared = resume::prepare_again(
+        runtime,
+        &record,
+        request.secrets.clone(),
+        options.aws_endpoint.as_deref(),
+        interface,
+    )
+    .await?;
     resume::check_fingerprint(&request.run, &record, &prepared, None)?;
     let lock = super::gates::take_lock(&prepared.plan, &state_dir, options, interface).await?;
     state::adopt(&state_dir, &request.run).map_err(Error::State)?;
@@ -316,7 +322,14 @@ pub async fn dry(
         Secrets::Environment => Secrets::IfSet,
         given => given.clone(),
     };
-    let prepared = resume::prepare_again(runtime, &record, secrets, interface).await?;
+    let prepared = resume::prepare_again(
+        runtime,
+        &record,
+        secrets,
+        options.aws_endpoint.as_deref(),
+        interface,
+    )
+    .await?;
     resume::check_fingerprint(&request.run, &record, &prepared, None)?;
     let mut refused: Vec<Refusal> = Vec::new();
     let mut note = |result: Result<(), Error>| match result {

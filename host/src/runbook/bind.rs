@@ -9,6 +9,7 @@ mod grants;
 mod instances;
 mod params;
 mod reach;
+mod secrets;
 
 use super::{NotifyTarget, Runbook, Step, StepGrants, StepId};
 use crate::diagnostic::{Diagnostics, ValuePath};
@@ -51,6 +52,38 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
     /// The targets of `[notify]`, with their grants resolved.
     pub targets: Vec<PlannedTarget>,
+    /// Where each secret's value is read from, with the environment's
+    /// values in it: every `[secrets.NAME]`, and every other secret the
+    /// steps and targets use (from the environment variable of its name).
+    pub secret_sources: BTreeMap<String, SecretSource>,
+}
+
+/// Where a secret's value is read from, in the environment a plan binds.
+/// The host reads it before any step runs (`engine::preflight`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of the operator's process.
+    Env {
+        /// The variable.
+        var: String,
+    },
+    /// A file on the operator's machine; its trailing line ending is not
+    /// part of the value.
+    File {
+        /// Absolute, or relative to the current directory (already joined
+        /// to the runbook's folder).
+        path: std::path::PathBuf,
+    },
+    /// A secret of AWS Secrets Manager, read with the operator's
+    /// credentials.
+    AwsSecretsManager {
+        /// Its name or ARN.
+        id: String,
+        /// The region it is kept in.
+        region: String,
+        /// A field of its JSON text, when it holds several.
+        key: Option<String>,
+    },
 }
 
 /// A step (or one `for_each` element of a step) with its grants resolved.
@@ -194,6 +227,7 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         run_id: bindings.run_id,
         steps: Vec::new(),
         targets: Vec::new(),
+        secret_sources: BTreeMap::new(),
     };
     if let Some(environment) = &plan.environment {
         environment::check_vars(&plan, environment, &mut problems);
@@ -211,6 +245,7 @@ pub fn bind(runbook: Arc<Runbook>, bindings: Bindings) -> Result<Plan, Diagnosti
         })
         .collect();
     plan.targets = targets;
+    plan.secret_sources = secrets::bind_secrets(&plan, &mut problems);
     problems.into_result(plan)
 }
 

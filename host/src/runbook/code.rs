@@ -191,6 +191,15 @@ codes! {
     StateUrl,
     /// `state.lease` shorter than [`super::MIN_LEASE`].
     LeaseTooShort,
+    // `[secrets.NAME]`.
+    /// `from` names no source of secrets.
+    UnknownSecretSource,
+    /// A secret's source without a key it needs (`id`, `region`, `path`).
+    SecretSourceMissingKey,
+    /// A key that does not go with the secret's source (`key` on a file).
+    SecretSourceKey,
+    /// A secret's source names a value known only once the run started.
+    SecretSourceNotFixed,
     // Binding to an environment and parameters.
     /// `--env` for a runbook without environments.
     NoEnvironments,
@@ -217,6 +226,9 @@ codes! {
     /// A `with.region`, known before the run, outside the step's
     /// `grants.aws.regions`.
     RegionNotGranted,
+    /// A secret's source names a value the chosen environment does not
+    /// define.
+    SecretSourceUndefined,
 }
 
 impl Code {

@@ -28,6 +28,10 @@ pub struct RawRunbook {
     /// `[state]`: where the runbook's runs, locks and records live.
     #[serde(default)]
     pub state: Option<RawState>,
+    /// `[secrets.NAME]`: where each secret's value comes from; a secret
+    /// not declared comes from the environment variable of its name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, RawSecret>,
 }
 
 /// `[state]`: `backend = "postgres"`, `url = "${{ env.RUNBOOK_STATE_URL }}"`,
@@ -44,6 +48,33 @@ pub struct RawState {
     /// How long a lock's lease lasts without renewal.
     #[serde(default)]
     pub lease: Option<String>,
+}
+
+/// `[secrets.NAME]`: `from = "env"` (the default, with `var`), `"file"`
+/// (with `path`) or `"aws-secretsmanager"` (with `id`, `region` and
+/// `key`). Which keys go with which source is checked in `validate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    /// Where the value is kept: `env`, `file` or `aws-secretsmanager`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// `env`: the variable, when not the secret's own name.
+    #[serde(default)]
+    pub var: Option<String>,
+    /// `file`: the file, relative to the runbook's folder.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `aws-secretsmanager`: the secret's name or ARN.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `aws-secretsmanager`: the region it is kept in.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aws-secretsmanager`: a field of the secret's JSON text, when the
+    /// secret holds several (`{"username": ..., "password": ...}`).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// `[runbook]`.

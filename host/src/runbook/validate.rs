@@ -13,6 +13,7 @@ mod params;
 mod plugins;
 mod promotion;
 mod references;
+mod secrets;
 mod state;
 mod steps;
 mod values;
@@ -44,6 +45,7 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
     let state = raw
         .state
         .and_then(|state| state::validate_state(&source, state, &mut problems));
+    let secrets = secrets::validate_secrets(&source, raw.secrets, &declared, &mut problems);
     problems.into_result(Runbook {
         name: raw.runbook.name,
         description: raw.runbook.description,
@@ -55,6 +57,7 @@ pub fn validate(source: Arc<Source>, raw: RawRunbook) -> Result<Runbook, Diagnos
         on_failure: raw.runbook.on_failure.unwrap_or(Policy::Rollback),
         notify,
         state,
+        secrets,
     })
 }
 

@@ -36,6 +36,7 @@ mod rollback;
 mod rollout;
 mod sandbox;
 mod schema;
+mod secret_sources;
 mod secrets;
 mod seeds;
 mod shared_state;

@@ -213,6 +213,28 @@ fn the_schema_takes_typed_parameters_and_refuses_an_unknown_type() {
     );
 }
 
+#[test]
+fn the_schema_takes_each_source_of_secrets_and_refuses_an_unknown_one() {
+    let schema = schema();
+    let text = "[runbook]\nname = \"x\"\n\n[secrets.DB_PASSWORD]\nfrom = \"aws-secretsmanager\"\nid = \"${{ vars.prefix }}/db\"\nregion = \"us-east-1\"\nkey = \"password\"\n\n[secrets.DEPLOY_TOKEN]\nfrom = \"file\"\npath = \"/run/secrets/deploy-token\"\n\n[secrets.SLACK_WEBHOOK]\nvar = \"SLACK_URL\"\n\n[secrets.WRONG]\nfrom = \"vault\"\nsecret = \"x\"\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n";
+    let value = json_of(&toml::Value::Table(
+        toml::from_str::<toml::Table>(text).unwrap(),
+    ));
+    let mut found = Vec::new();
+    problems(&schema, &schema, &value, "", &mut found);
+    found.sort();
+    assert_eq!(
+        found.len(),
+        2,
+        "only the wrong secret is refused: {found:#?}"
+    );
+    assert!(
+        found[0].starts_with(".secrets.WRONG.from: \"vault\" is not one of"),
+        "{found:#?}"
+    );
+    assert_eq!(found[1], ".secrets.WRONG.secret: unknown key", "{found:#?}");
+}
+
 /// `--env local` means the local estate: a runbook whose steps call AWS
 /// must send them to the estate's moto in `local`, never to AWS with
 /// whatever credentials happen to be loaded.

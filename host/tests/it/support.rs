@@ -231,7 +231,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         lenient: false,
     };
     let secrets = Secrets::Given(options.secrets);
-    let prepared = run::prepare(runtime, path, bindings, secrets, &interface)
+    let prepared = run::prepare(runtime, path, bindings, secrets, None, &interface)
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let state = tempfile::tempdir().expect("temporary folder");
@@ -274,6 +274,7 @@ fn library_options(
         park_after: None,
         cancel: cancel.unwrap_or_default(),
         abort: CancellationToken::new(),
+        aws_endpoint: None,
     }
 }
 

@@ -61,7 +61,7 @@ impl ReferenceCheck<'_> {
 
     /// The span of an expression inside a string value: exact when the
     /// string is written without escapes, else the whole string.
-    fn span_in_string(&self, at: &ValuePath, range: &Range<usize>) -> Range<usize> {
+    pub(super) fn span_in_string(&self, at: &ValuePath, range: &Range<usize>) -> Range<usize> {
         let whole = self.source.span_of(at).unwrap_or(0..0);
         let start = whole.start + 1 + range.start;
         let end = whole.start + 1 + range.end;

@@ -67,8 +67,8 @@ fn strings(value: &toml::Value, at: &str, found: &mut Vec<(String, String)>) {
 }
 
 /// Every value of a runbook that production sees: each environment's but
-/// `local`'s, and everything the steps and `[notify]` write (which every
-/// environment shares).
+/// `local`'s, and everything the steps, `[notify]` and `[secrets]` write
+/// (which every environment shares).
 fn production_values(table: &toml::Table) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for (name, environment) in environments(table) {
@@ -80,7 +80,7 @@ fn production_values(table: &toml::Table) -> Vec<(String, String)> {
             );
         }
     }
-    for key in ["steps", "notify"] {
+    for key in ["steps", "notify", "secrets"] {
         if let Some(value) = table.get(key) {
             strings(value, key, &mut found);
         }
