@@ -73,7 +73,7 @@ pub struct AuditLog {
     digests: BTreeMap<String, String>,
     head: AuditHead,
     /// Where each line also goes: a shared state backend's
-    /// [`crate::state::remote::Mirror`].
+    /// `state::remote::Mirror`.
     tee: Option<Arc<Mutex<Vec<String>>>>,
 }
 

@@ -123,6 +123,24 @@ pub struct SavedPlanRef {
     pub made_at: String,
 }
 
+/// A signature over a run's plan ([`crate::signature`]): the operator's
+/// (`operator_signed`) or an approver's (`approved`), kept in the journal
+/// and the deployment record as the evidence `runbook audit verify`
+/// checks again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SignatureRecord {
+    /// `operator` or `approver`, as the payload says.
+    pub role: String,
+    /// Who signed, as the environment's allowed_signers names them.
+    pub principal: String,
+    /// The key's fingerprint, `SHA256:…`.
+    pub key: String,
+    /// The exact text that was signed ([`crate::signature::Payload`]).
+    pub payload: String,
+    /// The signature as `ssh-keygen -Y sign` wrote it.
+    pub armored: String,
+}
+
 /// What happened.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -176,7 +194,7 @@ pub enum EventKind {
         /// Who asked.
         operator: String,
         /// The rollback's fingerprint, distinct from the run's: approvals
-        /// of the rollback are bound to it ([`crate::gates::rollback_fingerprint`]).
+        /// of the rollback are bound to it (`gates::rollback_fingerprint`).
         plan_hash: String,
         /// The steps to undo, newest first.
         steps: Vec<String>,
@@ -214,10 +232,25 @@ pub enum EventKind {
     },
     /// Someone approved the run.
     Approved {
-        /// Who.
+        /// Who: the principal of a signed approval, else as `--as` said.
         by: String,
         /// What they approved.
         plan_hash: String,
+        /// The approver's signature, where the environment requires one;
+        /// an approval without one is shown as `unsigned`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<SignatureRecord>,
+    },
+    /// The operator signed the plan before its first step (an environment
+    /// whose approvals name an `allowed_signers` file): their key and
+    /// principal may then not approve it.
+    OperatorSigned {
+        /// The operator, as the run names them.
+        by: String,
+        /// The fingerprint signed.
+        plan_hash: String,
+        /// The signature.
+        signature: SignatureRecord,
     },
     /// A step began.
     StepStarted {
@@ -722,9 +755,32 @@ impl Event {
                 rerun.iter_mut().for_each(&mut visit);
                 skip.iter_mut().for_each(&mut visit);
             }
-            EventKind::Approved { by, plan_hash } => {
+            // A signature's payload and armor are left as signed: a byte
+            // changed by the redactor or the terminal filter would make the
+            // evidence fail to verify, and neither holds a secret value (a
+            // payload names secrets only by name, and a parameter is never
+            // a secret). Its principal and key are shown, and pass.
+            EventKind::Approved {
+                by,
+                plan_hash,
+                signature,
+            } => {
                 visit(by);
                 visit(plan_hash);
+                if let Some(signature) = signature {
+                    visit(&mut signature.principal);
+                    visit(&mut signature.key);
+                }
+            }
+            EventKind::OperatorSigned {
+                by,
+                plan_hash,
+                signature,
+            } => {
+                visit(by);
+                visit(plan_hash);
+                visit(&mut signature.principal);
+                visit(&mut signature.key);
             }
             EventKind::PromotionChecked {
                 from,

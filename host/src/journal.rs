@@ -200,6 +200,27 @@ pub struct RollbackRequest {
     pub forced_over: Option<String>,
 }
 
+/// An approval as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// Who: a signed approval's principal, else as `--as` said.
+    pub by: String,
+    /// The fingerprint approved.
+    pub plan_hash: String,
+    /// The approver's signature; `None` for an unsigned (`--as`) approval.
+    pub signature: Option<crate::events::SignatureRecord>,
+}
+
+impl Approval {
+    /// How it is shown: `bob (signed, SHA256:…)` or `bob (unsigned)`.
+    pub fn label(&self) -> String {
+        match &self.signature {
+            Some(signature) => format!("{} (signed, {})", self.by, signature.key),
+            None => format!("{} (unsigned)", self.by),
+        }
+    }
+}
+
 /// Everything the journal says about a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunRecord {
@@ -234,8 +255,11 @@ pub struct RunRecord {
     pub failed_step: Option<String>,
     /// Manual steps confirmed: step -> who.
     pub confirmations: BTreeMap<String, String>,
-    /// Approvals: who, and the plan hash they approved.
-    pub approvals: Vec<(String, String)>,
+    /// Approvals, in the order given.
+    pub approvals: Vec<Approval>,
+    /// The operator's signature of the plan the run (or its rollback asked
+    /// after the end) carries out, when its environment requires one.
+    pub operator_signature: Option<crate::events::SignatureRecord>,
     /// When the last `run_finished` was recorded.
     pub finished_at: String,
     /// Why, when it started as an emergency run (`--emergency`).
@@ -488,6 +512,8 @@ pub fn replay(
                 };
                 record.plan_hash = Some(request.plan_hash.clone());
                 record.rollback_request = Some(request);
+                // Whoever asked signs the rollback's plan anew.
+                record.operator_signature = None;
             }
             ("step_started", Some(step)) => {
                 if !record.steps.contains_key(&step) {
@@ -593,7 +619,14 @@ pub fn replay(
             ("confirmed", Some(step)) => {
                 record.confirmations.insert(step, text_of("by"));
             }
-            ("approved", _) => record.approvals.push((text_of("by"), text_of("plan_hash"))),
+            ("approved", _) => record.approvals.push(Approval {
+                by: text_of("by"),
+                plan_hash: text_of("plan_hash"),
+                signature: serde_json::from_value(get("signature")).ok(),
+            }),
+            ("operator_signed", _) => {
+                record.operator_signature = serde_json::from_value(get("signature")).ok();
+            }
             ("audit_head", _) => {
                 record
                     .audit
@@ -647,9 +680,6 @@ pub fn replay(
 /// may cut it, so the caller is told to resume the run first.
 pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Result<()> {
     let line = line_of(step, kind)?;
-    if append_shared(path, &line)? {
-        return Ok(());
-    }
     for _ in 0..50 {
         let bytes = std::fs::read(path)?;
         if crate::jsonl::intact_length(&bytes) == bytes.len() {
@@ -671,39 +701,13 @@ pub fn append(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Resu
 /// (`unlock`): what a crash left at the end is cut first.
 pub fn append_as_holder(path: &Path, step: Option<&str>, kind: EventKind) -> std::io::Result<()> {
     let line = line_of(step, kind)?;
-    if append_shared(path, &line)? {
-        return Ok(());
-    }
     let mut journal = Journal::open(path)?;
     journal.append_line(&line)?;
     journal.sync_file()
 }
 
-/// Appends a line to a run of a shared backend, in one transaction after
-/// whatever the run's holder committed last, and brings the copy here up
-/// to date; false when the run's state folder is local.
-fn append_shared(path: &Path, line: &str) -> std::io::Result<bool> {
-    let Some(run_dir) = path.parent() else {
-        return Ok(false);
-    };
-    let Some(shared) = crate::state::backend_of_run(run_dir)? else {
-        return Ok(false);
-    };
-    let record = read(path).map_err(std::io::Error::other)?;
-    let run = crate::state::remote::RunSummary {
-        run_id: record.run_id,
-        runbook: record.runbook,
-        environment: record.environment,
-    };
-    crate::fault::point("backend.append")?;
-    shared
-        .remote
-        .append(&run, vec![line.to_owned()], Vec::new(), None)?;
-    crate::state::remote::pull_into(&shared, &run.run_id, run_dir)?;
-    Ok(true)
-}
-
-fn line_of(step: Option<&str>, kind: EventKind) -> std::io::Result<String> {
+/// One event as the journal's line.
+pub fn line_of(step: Option<&str>, kind: EventKind) -> std::io::Result<String> {
     let event = Event {
         time: jiff::Timestamp::now().to_string(),
         step: step.map(|id| crate::runbook::StepId(id.to_owned())),
@@ -783,6 +787,7 @@ mod tests {
             EventKind::Approved {
                 by: "bob".into(),
                 plan_hash: "h".into(),
+                signature: None,
             },
         );
         assert!(refused.is_err());
@@ -806,12 +811,20 @@ mod tests {
                 EventKind::Approved {
                     by: "bob".into(),
                     plan_hash: "h".into(),
+                    signature: None,
                 },
             )
             .unwrap();
             let record = read(&path).unwrap();
             assert!(!record.recovered_truncation, "{tail:?}");
-            assert_eq!(record.approvals, [("bob".to_owned(), "h".to_owned())]);
+            assert_eq!(
+                record.approvals,
+                [Approval {
+                    by: "bob".to_owned(),
+                    plan_hash: "h".to_owned(),
+                    signature: None,
+                }]
+            );
         }
     }
 

@@ -23,6 +23,7 @@ pub mod report;
 pub mod run;
 pub mod runbook;
 pub mod schedule;
+pub mod signature;
 pub mod state;
 pub mod template;
 pub mod terminal;

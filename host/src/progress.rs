@@ -420,7 +420,14 @@ impl EventWriter for Progress {
                 }
                 lines.push(line);
             }
-            EventKind::Approved { by, .. } => lines.push(format!("  ✓ approved by {by}")),
+            EventKind::Approved { by, signature, .. } => lines.push(match signature {
+                Some(signature) => format!("  ✓ approved by {by} (signed, {})", signature.key),
+                None => format!("  ✓ approved by {by} (unsigned)"),
+            }),
+            EventKind::OperatorSigned { signature, .. } => lines.push(format!(
+                "  ✓ plan signed by the operator, {} ({})",
+                signature.principal, signature.key
+            )),
             EventKind::PromotionChecked {
                 detail, overridden, ..
             } => lines.push(match overridden {

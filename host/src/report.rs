@@ -234,7 +234,8 @@ pub struct Report {
     pub ended: Option<String>,
     /// From its first event to its last.
     pub duration_ms: f64,
-    /// Who approved it, and when.
+    /// Who approved it (labelled signed, with the key, or unsigned), and
+    /// when.
     pub approvals: Vec<(String, f64)>,
     /// Emergency, promotion, resumes, rollbacks asked, decisions: label
     /// and text.
@@ -413,13 +414,40 @@ pub fn from_events(record: &RunRecord, events: &[Value], limits: &Limits) -> Rep
                     ));
                 }
                 "approved" => {
-                    let by = text(event, "by");
+                    // Signed or not, as every view of an approval says.
+                    let by = match event
+                        .get("signature")
+                        .and_then(|signature| signature.get("key"))
+                        .and_then(Value::as_str)
+                    {
+                        Some(key) => format!("{} (signed, {key})", text(event, "by")),
+                        None => format!("{} (unsigned)", text(event, "by")),
+                    };
                     report.approvals.push((by.clone(), at));
                     report.marks.push(Mark {
                         at,
                         what: format!("approved by {by}"),
                     });
                     between.push("approvals");
+                }
+                "operator_signed" => {
+                    let signature = event.get("signature");
+                    let field = |name: &str| {
+                        signature
+                            .and_then(|signature| signature.get(name))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    report.facts.push((
+                        "signed".into(),
+                        format!(
+                            "by the operator, {} with key {}, at {}",
+                            field("principal"),
+                            field("key"),
+                            offset(at)
+                        ),
+                    ));
                 }
                 "promotion_checked" => {
                     let line = match event.get("overridden").and_then(Value::as_str) {

@@ -108,6 +108,12 @@ pub struct Options {
     pub wait_lock: bool,
     /// Wait at the approval gate, instead of stopping there.
     pub wait_approval: bool,
+    /// The operator's key (`--key`, `$RUNBOOK_SIGNING_KEY`): a private
+    /// key file, or a public key whose private half is in ssh-agent. A run
+    /// whose approvals name an `allowed_signers` file (and a rollback of
+    /// one asked after the end) is signed with it before anything runs,
+    /// and refused without it.
+    pub signing_key: Option<PathBuf>,
     /// A step's wait this long or longer parks the run: the process ends,
     /// and `runbook worker` or `runbook resume` goes on when it is due.
     /// `Some(ZERO)` parks at the first wait (`--detach`); `None` waits in
@@ -272,6 +278,18 @@ pub async fn run(
     {
         return Err(gates::closed(closed));
     }
+    // The operator signs the plan before anything is recorded, where the
+    // approvals are signed: a new run, or a rollback asked after the end.
+    // A resumed run keeps the signature its start recorded.
+    let signs_now = match &start {
+        Start::New => true,
+        Start::Resume(resumption) => resumption.asked.is_some(),
+    };
+    let operator_signature = if signs_now {
+        gates::operator_signature(&prepared, emergency, options)?
+    } else {
+        None
+    };
     // One run per runbook and environment; a resume took the lock before
     // it read the journal, and `start` holds it to the end. A resume
     // passed the promotion gate when its run started.
@@ -295,7 +313,11 @@ pub async fn run(
         _ => None,
     };
     let recording = record::open(&prepared, &state_dir, &options.index_dir, lease, interface)?;
-    let earlier = record::start(&recording, &prepared, &start, options);
+    let mut earlier = record::start(&recording, &prepared, &start, options);
+    if let Some(signature) = operator_signature {
+        record::operator_signed(&recording, &prepared, signature.clone());
+        earlier.operator_signature = Some(signature);
+    }
     if let Some(gate) = promotion {
         record::promotion(&recording, gate);
     }
@@ -313,17 +335,18 @@ pub async fn run(
             reason,
         });
     }
-    let approved_by = match gates::approvals(
+    let approved = match gates::approvals(
         &prepared,
         emergency,
         earlier.approvals.clone(),
+        earlier.operator_signature.clone(),
         &recording,
         options,
         interface,
     )
     .await?
     {
-        gates::Approval::Given(approved_by) => approved_by,
+        gates::Approval::Given(approved) => approved,
         gates::Approval::Waiting(waiting) => {
             record::stop_at_gate(&recording);
             let run_id = plan.run_id.clone();
@@ -340,7 +363,7 @@ pub async fn run(
         interface,
     )
     .await;
-    let finished = record::finish(recording, plan, report, approved_by, options, &state_dir);
+    let finished = record::finish(recording, plan, report, approved, options, &state_dir);
     Ok(Ended::Ran(Box::new(finished)))
 }
 

@@ -199,6 +199,29 @@ pub struct Approvals {
     pub required: u32,
     /// Who may approve.
     pub from: Vec<String>,
+    /// The allowed_signers file, when approvals must be signed: the
+    /// operator then signs the plan too, and only signatures count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signers: Option<Signers>,
+}
+
+impl Approvals {
+    /// Whether approvals, and the operator, must sign.
+    pub fn requires_signatures(&self) -> bool {
+        self.signers.is_some()
+    }
+}
+
+/// An environment's `allowed_signers` file, read when the runbook loads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Signers {
+    /// The path as the runbook writes it.
+    pub written: String,
+    /// The file, joined to the runbook's folder.
+    pub path: PathBuf,
+    /// Its lines.
+    #[serde(skip)]
+    pub allowed: crate::signature::AllowedSigners,
 }
 
 /// Where a plugin's component file is.

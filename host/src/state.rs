@@ -98,6 +98,39 @@ pub fn current_run_dir(state: &Path, run_id: &str) -> PathBuf {
     run_dir(state, run_id)
 }
 
+/// Appends one event to a run's journal from a process that does not run
+/// it (`approve`, `confirm`; `unlock` holding its lock): for a run of a
+/// shared backend, in one transaction after whatever the run's holder
+/// committed last, then this machine's copy is brought up to date; else
+/// to the file ([`crate::journal::append`], or
+/// [`crate::journal::append_as_holder`] with `holding`).
+pub fn append_event(
+    journal: &Path,
+    step: Option<&str>,
+    kind: crate::events::EventKind,
+    holding: bool,
+) -> std::io::Result<()> {
+    let run_dir = journal.parent().unwrap_or(Path::new("."));
+    let Some(shared) = backend_of_run(run_dir)? else {
+        return if holding {
+            crate::journal::append_as_holder(journal, step, kind)
+        } else {
+            crate::journal::append(journal, step, kind)
+        };
+    };
+    let line = crate::journal::line_of(step, kind)?;
+    let record = crate::journal::read(journal).map_err(std::io::Error::other)?;
+    let run = remote::RunSummary {
+        run_id: record.run_id,
+        runbook: record.runbook,
+        environment: record.environment,
+    };
+    crate::fault::point("backend.append")?;
+    shared.remote.append(&run, vec![line], Vec::new(), None)?;
+    remote::pull_into(&shared, &run.run_id, run_dir)?;
+    Ok(())
+}
+
 /// Brings a run of a shared backend into this machine's mirror for the
 /// process that now holds its lock: `STATE/runs/RUN` becomes what the
 /// backend holds. Nothing to do for a local state folder.
@@ -541,8 +574,17 @@ pub struct DeploymentRecord {
     pub params: BTreeMap<String, serde_json::Value>,
     /// Who ran it.
     pub operator: String,
-    /// Who approved it.
+    /// Who approved it (principals, where approvals are signed).
     pub approvals: Vec<String>,
+    /// The approvals were counted without signatures (`--as`): who
+    /// approved is self-declared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned_approvals: bool,
+    /// Where the environment takes only signed approvals: the operator's
+    /// signature of the plan, then each counted approver's, as evidence
+    /// `runbook audit verify` checks again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::events::SignatureRecord>,
     /// How it ended: `succeeded`, `failed`, ...; `rolled_back` once a
     /// later rollback undid it.
     pub status: String,
@@ -571,6 +613,13 @@ pub struct RollbackAsked {
     pub steps: Vec<String>,
     /// Who approved the rollback.
     pub approvals: Vec<String>,
+    /// The rollback's approvals were counted without signatures.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned_approvals: bool,
+    /// The signatures of the rollback: its operator's, then each counted
+    /// approver's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::events::SignatureRecord>,
     /// Why, when it was an emergency (past the `rollback_window`).
     pub emergency: Option<String>,
     /// The later run it went over with `--force`.
@@ -580,6 +629,36 @@ pub struct RollbackAsked {
 impl DeploymentRecord {
     /// The record of a finished run, rebuilt from its journal.
     pub fn from_journal(record: &crate::journal::RunRecord, journal: &Path) -> Self {
+        // A rollback's approvals are its own (below); the others are the
+        // run's. Rebuilt from the journal, its signatures are as recorded
+        // (the gate checked them when it counted).
+        let of_rollback = |approval: &&crate::journal::Approval| {
+            record
+                .rollback_request
+                .as_ref()
+                .is_some_and(|asked| asked.plan_hash == approval.plan_hash)
+        };
+        let (rollback_approvals, run_approvals): (Vec<&crate::journal::Approval>, Vec<_>) =
+            record.approvals.iter().partition(of_rollback);
+        let signatures = |approvals: &[&crate::journal::Approval], operator: bool| {
+            let operator = operator
+                .then_some(record.operator_signature.as_ref())
+                .flatten();
+            operator
+                .into_iter()
+                .chain(
+                    approvals
+                        .iter()
+                        .filter_map(|approval| approval.signature.as_ref()),
+                )
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let unsigned = |approvals: &[&crate::journal::Approval]| {
+            approvals
+                .iter()
+                .any(|approval| approval.signature.is_none())
+        };
         DeploymentRecord {
             timestamp: record.started.clone(),
             finished: record.finished_at.clone(),
@@ -590,19 +669,12 @@ impl DeploymentRecord {
             strategy: record.params.get("strategy").map(crate::template::as_text),
             params: record.params.clone(),
             operator: record.operator.clone(),
-            // A rollback's approvals are its own (below); these are the
-            // run's.
-            approvals: record
-                .approvals
+            approvals: run_approvals
                 .iter()
-                .filter(|(_, hash)| {
-                    record
-                        .rollback_request
-                        .as_ref()
-                        .is_none_or(|asked| asked.plan_hash != *hash)
-                })
-                .map(|(who, _)| who.clone())
+                .map(|approval| approval.by.clone())
                 .collect(),
+            unsigned_approvals: unsigned(&run_approvals),
+            signatures: signatures(&run_approvals, record.rollback_request.is_none()),
             status: record
                 .finished
                 .map_or("unknown", |status| status.as_str())
@@ -627,12 +699,12 @@ impl DeploymentRecord {
                 operator: asked.operator.clone(),
                 asked: asked.time.clone(),
                 steps: asked.steps.clone(),
-                approvals: record
-                    .approvals
+                approvals: rollback_approvals
                     .iter()
-                    .filter(|(_, hash)| *hash == asked.plan_hash)
-                    .map(|(who, _)| who.clone())
+                    .map(|approval| approval.by.clone())
                     .collect(),
+                unsigned_approvals: unsigned(&rollback_approvals),
+                signatures: signatures(&rollback_approvals, true),
                 emergency: asked.emergency.clone(),
                 forced_over: asked.forced_over.clone(),
             }),

@@ -2,7 +2,8 @@
 //! step and each `[notify]` target, the plugin's digest, the interfaces it
 //! imports (read from the component), what it declares it needs and what
 //! the runbook grants, with every mismatch; `audit --run RUN` shows what each step touched;
-//! `audit verify RUN` checks the audit log's hash chain.
+//! `audit verify RUN` checks the audit log's hash chain, and every
+//! signature the run keeps against the runbook's allowed_signers.
 
 use super::{Cli, Failure, exit};
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -62,7 +63,10 @@ pub struct AuditArgs {
 /// `runbook audit verify RUN`
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check that a run's audit log was not edited, cut or reordered.
+    /// Check that a run's audit log was not edited, cut or reordered, and
+    /// that every signature its journal and deployment record keep (the
+    /// operator's, the approvers') still verifies against the runbook's
+    /// allowed_signers.
     Verify {
         /// The run's id.
         run: String,
@@ -127,7 +131,7 @@ fn verify(run: &str, state_dir: Option<&std::path::Path>) -> Result<u8, Failure>
         .map_err(|error| invalid(error.to_string(), "pass `--state-dir DIR`"))?;
     let record = journal::read(&state::journal_path(&dir))
         .map_err(|error| Failure::Internal(error.into()))?;
-    match audit::verify(&audit::path(&dir), run, &record.audit) {
+    let chain = match audit::verify(&audit::path(&dir), run, &record.audit) {
         Ok(count) => {
             outln!(
                 "✓ the audit log of run {run} is intact: {count} records, each chained to the one before"
@@ -137,13 +141,201 @@ fn verify(run: &str, state_dir: Option<&std::path::Path>) -> Result<u8, Failure>
                     "  note: the run's last process has not recorded its final head (still running, or it died): records cut from its end could not be noticed"
                 )?;
             }
-            Ok(exit::SUCCESS)
+            true
         }
         Err(tampered) => {
             eprintln!("✗ the audit log of run {run} was tampered with: {tampered}");
-            Ok(exit::STEP_FAILED)
+            false
+        }
+    };
+    let signatures = verify_signatures(run, &dir, &record)?;
+    Ok(if chain && signatures {
+        exit::SUCCESS
+    } else {
+        exit::STEP_FAILED
+    })
+}
+
+/// A signature the run's journal or deployment record keeps.
+struct Kept {
+    /// Where: `journal line N` or `deployment record`.
+    place: String,
+    /// `operator` or `approver`.
+    role: crate::signature::Role,
+    /// The fingerprint it must be for.
+    plan_hash: String,
+    /// Whether it is the rollback's (asked after the end).
+    of_rollback: bool,
+    /// The signature.
+    signature: crate::events::SignatureRecord,
+}
+
+/// Checks every signature the run's journal and its deployment record
+/// keep against the allowed_signers file the runbook names now: each must
+/// verify (key listed for its principal, namespace, the key valid when it
+/// was signed), for this run, in its role, for the fingerprint recorded
+/// beside it. Says which fail; `false` when any does.
+fn verify_signatures(
+    run: &str,
+    dir: &std::path::Path,
+    record: &journal::RunRecord,
+) -> Result<bool, Failure> {
+    let journal = state::journal_path(dir);
+    let mut kept = Vec::new();
+    let mut started_hash = None;
+    let mut line = 0;
+    let rollback_hash = record
+        .rollback_request
+        .as_ref()
+        .map(|asked| asked.plan_hash.clone());
+    journal::replay(&journal, |event| {
+        line += 1;
+        let text = |key: &str| {
+            event
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let role = match text("event").as_str() {
+            "run_started" => {
+                started_hash = event
+                    .get("plan_hash")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned);
+                None
+            }
+            "operator_signed" => Some(crate::signature::Role::Operator),
+            "approved" => Some(crate::signature::Role::Approver),
+            _ => None,
+        };
+        if let Some(role) = role
+            && let Some(signature) = event
+                .get("signature")
+                .and_then(|signature| serde_json::from_value(signature.clone()).ok())
+        {
+            let plan_hash = text("plan_hash");
+            kept.push(Kept {
+                place: format!("journal line {line}"),
+                role,
+                of_rollback: rollback_hash.as_deref() == Some(plan_hash.as_str()),
+                plan_hash,
+                signature,
+            });
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|error| Failure::Internal(error.into()))?;
+    // The deployment record keeps copies: they must hold as well, for the
+    // fingerprint the run (or its rollback) had.
+    if let Some(state_dir) = dir.parent().and_then(std::path::Path::parent)
+        && let Ok(text) =
+            std::fs::read_to_string(state_dir.join("deployments").join(format!("{run}.json")))
+        && let Ok(deployment) = serde_json::from_str::<state::DeploymentRecord>(&text)
+    {
+        let mut keep = |signatures: &[crate::events::SignatureRecord],
+                        plan_hash: Option<&String>,
+                        of_rollback: bool| {
+            for signature in signatures {
+                let role = if signature.role == "operator" {
+                    crate::signature::Role::Operator
+                } else {
+                    crate::signature::Role::Approver
+                };
+                kept.push(Kept {
+                    place: "deployment record".to_owned(),
+                    role,
+                    plan_hash: plan_hash.cloned().unwrap_or_default(),
+                    of_rollback,
+                    signature: signature.clone(),
+                });
+            }
+        };
+        keep(&deployment.signatures, started_hash.as_ref(), false);
+        if let Some(rollback) = &deployment.rollback {
+            keep(&rollback.signatures, rollback_hash.as_ref(), true);
         }
     }
+    let unsigned: Vec<&str> = record
+        .approvals
+        .iter()
+        .filter(|approval| approval.signature.is_none())
+        .map(|approval| approval.by.as_str())
+        .collect();
+    if !unsigned.is_empty() {
+        outln!(
+            "  note: unsigned approvals (self-declared with `--as`): {}",
+            unsigned.join(", ")
+        )?;
+    }
+    if kept.is_empty() {
+        return Ok(true);
+    }
+    let runbook = match runbook::load(std::path::Path::new(&record.file)) {
+        Ok(runbook) => runbook,
+        Err(error) => {
+            eprintln!(
+                "✗ the {} signatures of run {run} cannot be checked: its runbook {} does not load: {error}",
+                kept.len(),
+                record.file
+            );
+            return Ok(false);
+        }
+    };
+    let environment = record
+        .environment
+        .as_ref()
+        .and_then(|name| runbook.environments.get(name));
+    let mut failed = 0;
+    let mut held = Vec::new();
+    for kept in &kept {
+        let emergency = if kept.of_rollback {
+            record
+                .rollback_request
+                .as_ref()
+                .is_some_and(|asked| asked.emergency.is_some())
+        } else {
+            record.emergency.is_some()
+        };
+        let signers = environment
+            .and_then(|environment| crate::gates::rule(environment, emergency))
+            .and_then(|rule| rule.signers.as_ref());
+        let who = format!(
+            "the {} signature of {} ({})",
+            kept.role.as_str(),
+            kept.signature.principal,
+            kept.place
+        );
+        let Some(signers) = signers else {
+            failed += 1;
+            eprintln!(
+                "✗ {who} cannot be checked: the environment's approvals name no allowed_signers file now"
+            );
+            continue;
+        };
+        let expected = crate::gates::Expected {
+            run_id: &record.run_id,
+            fingerprint: &kept.plan_hash,
+            parts: None,
+            at: None,
+        };
+        match crate::gates::check_signature(&signers.allowed, &kept.signature, kept.role, &expected)
+        {
+            Ok(signed) => held.push(format!("{} {}", kept.role.as_str(), signed.principal)),
+            Err(why) => {
+                failed += 1;
+                eprintln!("✗ {who} does not hold against {}: {why}", signers.written);
+            }
+        }
+    }
+    if failed == 0 {
+        outln!(
+            "✓ {} signatures hold against the runbook's allowed_signers: {}",
+            held.len(),
+            held.join(", ")
+        )?;
+    }
+    Ok(failed == 0)
 }
 
 fn touched(run: &str, args: &AuditArgs) -> Result<u8, Failure> {

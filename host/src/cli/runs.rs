@@ -58,7 +58,9 @@ pub struct ShowArgs {
         env = "RUNBOOK_STATE"
     )]
     state_dir: Option<PathBuf>,
-    /// `json`: `{ "run": {...as in runs...}, "approvals", "emergency",
+    /// `json`: `{ "run": {...as in runs...}, "approvals",
+    /// "approvals_detail": [{ "by", "plan_hash", "signed", "key" }],
+    /// "operator_signature", "emergency",
     /// "steps": [{ "id", "status", "summary", "outputs", "rolled_back",
     /// "rollback_status" }], "events": [every journal event] }`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -401,7 +403,17 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
             .collect();
         super::print_json(&serde_json::json!({
             "run": run_json(&record, &std::fs::canonicalize(&dir).unwrap_or(dir)),
-            "approvals": record.approvals.iter().map(|(by, _)| by).collect::<Vec<_>>(),
+            "approvals": record.approvals.iter().map(|approval| &approval.by).collect::<Vec<_>>(),
+            "approvals_detail": record.approvals.iter().map(|approval| serde_json::json!({
+                "by": approval.by,
+                "plan_hash": approval.plan_hash,
+                "signed": approval.signature.is_some(),
+                "key": approval.signature.as_ref().map(|signature| &signature.key),
+            })).collect::<Vec<_>>(),
+            "operator_signature": record.operator_signature.as_ref().map(|signature| serde_json::json!({
+                "principal": signature.principal,
+                "key": signature.key,
+            })),
             "emergency": record.emergency,
             "steps": steps,
             "events": events,
@@ -431,13 +443,20 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
     if let Some(asked) = &record.rollback_request {
         outln!("rollback   asked by {} at {}", asked.operator, asked.time)?;
     }
+    if let Some(signature) = &record.operator_signature {
+        outln!(
+            "signed     by the operator, {} ({})",
+            signature.principal,
+            signature.key
+        )?;
+    }
     if !record.approvals.is_empty() {
         outln!(
             "approvals  {}",
             record
                 .approvals
                 .iter()
-                .map(|(who, _)| who.as_str())
+                .map(crate::journal::Approval::label)
                 .collect::<Vec<_>>()
                 .join(", ")
         )?;
@@ -502,7 +521,31 @@ pub fn show(_cli: &Cli, args: &ShowArgs) -> Result<u8, Failure> {
                 }
                 line
             }
-            "approved" => format!("approved by {}", text("by")),
+            "approved" => match event
+                .get("signature")
+                .and_then(|signature| signature.get("key"))
+                .and_then(|key| key.as_str())
+            {
+                Some(key) => format!("approved by {} (signed, {key})", text("by")),
+                None => format!("approved by {} (unsigned)", text("by")),
+            },
+            "operator_signed" => format!(
+                "plan signed by the operator, {}",
+                event
+                    .get("signature")
+                    .map(|signature| format!(
+                        "{} ({})",
+                        signature
+                            .get("principal")
+                            .and_then(|value| value.as_str())
+                            .unwrap_or_default(),
+                        signature
+                            .get("key")
+                            .and_then(|value| value.as_str())
+                            .unwrap_or_default()
+                    ))
+                    .unwrap_or_default()
+            ),
             "promotion_checked" => match event.get("overridden").and_then(|value| value.as_str()) {
                 None => format!("promoted from {}", text("detail")),
                 Some(reason) => format!(

@@ -58,6 +58,14 @@ pub struct RunOptions {
     #[arg(long)]
     pub wait_approval: bool,
 
+    /// The operator's SSH key, where the environment's approvals name an
+    /// `allowed_signers` file: the run (or a rollback asked after it
+    /// ended) is signed with it before anything runs, and refused without
+    /// it. A private key file, or a public key whose private half is in
+    /// ssh-agent; `ssh-keygen -Y sign` signs.
+    #[arg(long, value_name = "KEY", env = "RUNBOOK_SIGNING_KEY")]
+    pub key: Option<PathBuf>,
+
     /// Park the run at the first wait of a step that works in rounds (a
     /// soak, a canary's stages): the process ends, the journal keeps where
     /// the step stands, and `runbook worker` (or `runbook resume RUN`)
@@ -102,6 +110,7 @@ impl RunOptions {
                 .then(|| self.reason.clone().unwrap_or_default()),
             wait_lock: self.wait_lock,
             wait_approval: self.wait_approval,
+            signing_key: self.key.clone(),
             park_after: Some(if self.detach {
                 std::time::Duration::ZERO
             } else {

@@ -73,7 +73,7 @@ pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
     // The dead run is abandoned for good: resuming it later could undo
     // what newer runs did.
     let journal = state::journal_path(&state::current_run_dir(&state_dir, &left.run_id));
-    crate::journal::append_as_holder(
+    state::append_event(
         &journal,
         None,
         crate::events::EventKind::RunAbandoned {
@@ -82,6 +82,7 @@ pub fn run(_cli: &Cli, args: &UnlockArgs) -> Result<u8, Failure> {
                 .unwrap_or_else(|_| "unknown".to_owned()),
             state: state.clone(),
         },
+        true,
     )
     .map_err(|error| Failure::Internal(error.into()))?;
     lock.clear()

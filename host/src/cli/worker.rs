@@ -83,6 +83,8 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<u8, Failure> {
         emergency: None,
         wait_lock: false,
         wait_approval: false,
+        // The runs it carries were signed when they started.
+        signing_key: None,
         park_after: Some(park_after),
         // Stopping the worker is like a crash for the runs it carries: it
         // exits, and each run goes on from its last journaled wait with

@@ -1,16 +1,19 @@
 //! What a run must pass before its first step: the deploy window, the
 //! promotion gate (an earlier success in another environment), the lock
-//! of its runbook and environment, and the approvals bound to its
+//! of its runbook and environment, the operator's signature where the
+//! environment takes only signed approvals, and the approvals bound to its
 //! fingerprint. The rules themselves are in [`crate::gates`],
 //! [`crate::promotion`] and [`crate::schedule`]; this module applies them,
 //! and waits where asked.
 
 use super::record::Recording;
 use super::{Error, Interface, Notice, Options, Prepared};
-use crate::gates::ApprovalCount;
+use crate::events::SignatureRecord;
+use crate::gates::{ApprovalCount, Counting};
 use crate::journal::{self, JournalError};
 use crate::promotion::{Asking, Verdict, Wording};
 use crate::runbook::{Approvals, Plan};
+use crate::signature::Role;
 use crate::state::{self, LockError, LockHolder, RunLock};
 use std::path::Path;
 use std::time::Duration;
@@ -324,20 +327,70 @@ pub fn unfinished(state_dir: &Path, run_id: &str) -> Option<String> {
 #[derive(Debug)]
 pub enum Approval {
     /// Enough valid approvals (none, when the environment asks for none):
-    /// who gave them.
-    Given(Vec<String>),
+    /// who gave them, and their signatures where they are signed.
+    Given(ApprovalCount),
     /// Not enough, and the run does not wait: who may approve, and how.
     Waiting(String),
 }
 
+/// The operator's signature of the plan, made before anything runs where
+/// the approvals the run needs name an `allowed_signers` file: with
+/// [`Options::signing_key`] (`--key`, `$RUNBOOK_SIGNING_KEY`), whose key
+/// must be in that file. Refused when no key was given, or when it cannot
+/// sign as someone the file lists. `None` where approvals are not signed.
+pub fn operator_signature(
+    prepared: &Prepared,
+    emergency: bool,
+    options: &Options,
+) -> Result<Option<SignatureRecord>, Error> {
+    let Some(rule) = prepared
+        .environment()
+        .and_then(|environment| crate::gates::rule(environment, emergency))
+    else {
+        return Ok(None);
+    };
+    let Some(signers) = &rule.signers else {
+        return Ok(None);
+    };
+    let plan = &prepared.plan;
+    let environment = plan.environment.as_deref().unwrap_or_default();
+    let Some(key) = &options.signing_key else {
+        return Err(Error::refuse(
+            format!(
+                "`{environment}` takes only signed approvals, and the operator signs the plan too: no signing key was given"
+            ),
+            format!(
+                "pass `--key ~/.ssh/id_ed25519` (or set RUNBOOK_SIGNING_KEY) with a key that {} lists; a public key whose private half is in ssh-agent does too",
+                signers.written
+            ),
+        ));
+    };
+    let operator = plan.operator.as_str();
+    let signed = crate::gates::sign_plan(
+        signers,
+        key,
+        &crate::gates::Signing {
+            role: Role::Operator,
+            run_id: &plan.run_id,
+            fingerprint: &prepared.fingerprint,
+            parts: &prepared.parts,
+        },
+        |key| crate::gates::operator_principal(signers, key, operator),
+    )
+    .map_err(|(message, hint)| Error::refuse(message, hint))?;
+    Ok(Some(signed))
+}
+
 /// Counts the approvals bound to the run's fingerprint against the
-/// environment's rule (the emergency one for an emergency run). With
+/// environment's rule (the emergency one for an emergency run), their
+/// signatures against its `allowed_signers` where it names one. With
 /// [`Options::wait_approval`], waits for them, reading the journal each
 /// second (`runbook approve` appends them there) until interrupted.
 pub async fn approvals(
     prepared: &Prepared,
     emergency: bool,
-    mut given: Vec<(String, String)>,
+    mut given: Vec<journal::Approval>,
+    operator_signature: Option<SignatureRecord>,
     recording: &Recording,
     options: &Options,
     interface: &dyn Interface,
@@ -347,12 +400,20 @@ pub async fn approvals(
         .environment()
         .and_then(|environment| crate::gates::rule(environment, emergency))
     else {
-        return Ok(Approval::Given(Vec::new()));
+        return Ok(Approval::Given(ApprovalCount::default()));
     };
     loop {
-        let counted = crate::gates::count(rule, &given, &prepared.fingerprint, &plan.operator);
+        let counting = Counting {
+            run_id: &plan.run_id,
+            fingerprint: &prepared.fingerprint,
+            parts: &prepared.parts,
+            operator: &plan.operator,
+            operator_signature: operator_signature.as_ref(),
+            at: jiff::Timestamp::now(),
+        };
+        let counted = crate::gates::count(rule, &given, &counting);
         if counted.is_met() {
-            return Ok(Approval::Given(counted.valid));
+            return Ok(Approval::Given(counted));
         }
         let waiting = waiting_for(plan, rule, &counted);
         if !options.wait_approval {
@@ -372,10 +433,19 @@ pub async fn approvals(
 /// Who must approve a waiting run, how many so far, which approvals do
 /// not count and why, and the command that approves.
 fn waiting_for(plan: &Plan, rule: &Approvals, counted: &ApprovalCount) -> String {
+    let how = match &rule.signers {
+        Some(_) => "--key ~/.ssh/id_ed25519",
+        None => "--as NAME",
+    };
     format!(
-        "run {} needs {} approval{} from {} ({} so far{}): `runbook approve {} --as NAME`",
+        "run {} needs {} {}approval{} from {} ({} so far{}): `runbook approve {} {how}`",
         plan.run_id,
         rule.required,
+        if rule.signers.is_some() {
+            "signed "
+        } else {
+            ""
+        },
         if rule.required == 1 { "" } else { "s" },
         rule.from.join(", "),
         counted.valid.len(),

@@ -45,6 +45,10 @@ pub struct Prepared {
     /// What approvals bind to: the runbook, environment, parameters,
     /// plugin digests and grants ([`crate::gates::fingerprint`]).
     pub fingerprint: String,
+    /// What the fingerprint is made of, as signed payloads carry it
+    /// ([`crate::gates::fingerprint_parts`]; a rollback's,
+    /// [`crate::gates::rollback_parts`]).
+    pub parts: Vec<(String, String)>,
     /// The saved plan this run applies (`runbook exec plan.json`), once
     /// [`super::saved::verify`] found it unchanged; recorded in
     /// `run_started`.
@@ -87,11 +91,13 @@ pub async fn prepare(
         .map(|(name, plugin)| (name.clone(), plugin.digest.clone()))
         .collect();
     let fingerprint = crate::gates::fingerprint(&plan, &digests);
+    let parts = crate::gates::fingerprint_parts(&plan, &digests);
     Ok(Prepared {
         plan,
         plugins,
         secrets,
         fingerprint,
+        parts,
         saved_plan: None,
     })
 }

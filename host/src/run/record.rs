@@ -153,6 +153,21 @@ pub fn start(
     earlier
 }
 
+/// Records the operator's signature of the plan, before anything runs:
+/// durably, in the journal (where `approve` and `audit verify` read it)
+/// and the audit log.
+pub fn operator_signed(
+    recording: &Recording,
+    prepared: &Prepared,
+    signature: crate::events::SignatureRecord,
+) {
+    recording.events.emit(EventKind::OperatorSigned {
+        by: prepared.plan.operator.clone(),
+        plan_hash: prepared.fingerprint.clone(),
+        signature,
+    });
+}
+
 /// Records how the run passed its promotion gate, or that an emergency
 /// overrode it: in the journal (`show`) and the audit log.
 pub fn promotion(recording: &Recording, gate: super::gates::PromotionGate) {
@@ -230,7 +245,7 @@ pub fn finish(
     recording: Recording,
     plan: &Plan,
     report: RunReport,
-    approved_by: Vec<String>,
+    approved: crate::gates::ApprovalCount,
     options: &Options,
     state_dir: &Path,
 ) -> Finished {
@@ -253,7 +268,7 @@ pub fn finish(
             completed: completed_steps(&recording.journal),
         });
     } else if finished.report.status != Status::Waiting {
-        let record = deployment_record(&finished, plan, approved_by, options);
+        let record = deployment_record(&finished, plan, approved, options);
         finished.deployment = Some(Deployment {
             written: state::write_record(state_dir, &record),
             record,
@@ -280,7 +295,7 @@ fn completed_steps(journal: &Path) -> Vec<String> {
 fn deployment_record(
     finished: &Finished,
     plan: &Plan,
-    approved_by: Vec<String>,
+    approved: crate::gates::ApprovalCount,
     options: &Options,
 ) -> DeploymentRecord {
     let journal = &finished.journal;
@@ -293,9 +308,15 @@ fn deployment_record(
     match &mut deployment.rollback {
         // The deploy's approvals stay; the rollback's are its own, as is
         // its emergency.
-        Some(rollback) => rollback.approvals = approved_by,
+        Some(rollback) => {
+            rollback.unsigned_approvals = approved.unsigned && !approved.valid.is_empty();
+            rollback.signatures = signatures_of(&approved);
+            rollback.approvals = approved.valid;
+        }
         None => {
-            deployment.approvals = approved_by;
+            deployment.unsigned_approvals = approved.unsigned && !approved.valid.is_empty();
+            deployment.signatures = signatures_of(&approved);
+            deployment.approvals = approved.valid;
             // A resumed emergency run keeps the reason its start recorded.
             if let Some(reason) = &options.emergency {
                 deployment.emergency = Some(reason.clone());
@@ -307,4 +328,15 @@ fn deployment_record(
         .display()
         .to_string();
     deployment
+}
+
+/// The signatures the approval gate found to hold: the operator's, then
+/// each counted approver's.
+fn signatures_of(approved: &crate::gates::ApprovalCount) -> Vec<crate::events::SignatureRecord> {
+    approved
+        .operator_signature
+        .iter()
+        .chain(&approved.signatures)
+        .cloned()
+        .collect()
 }

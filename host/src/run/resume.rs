@@ -91,8 +91,11 @@ pub struct Earlier {
     pub rollback: Option<PendingRollback>,
     /// What steps recorded for their rollback (`log.checkpoint`), by step.
     pub checkpoints: BTreeMap<String, BTreeMap<String, String>>,
-    /// Approvals given so far: who, and the fingerprint approved.
-    pub approvals: Vec<(String, String)>,
+    /// Approvals given so far.
+    pub approvals: Vec<crate::journal::Approval>,
+    /// The operator's signature of the plan, when an earlier process of
+    /// the run recorded one.
+    pub operator_signature: Option<crate::events::SignatureRecord>,
     /// Manual steps confirmed: step, and who.
     pub confirmations: BTreeMap<String, String>,
     /// Steps that wait to be called again, and where they stand.
@@ -118,6 +121,7 @@ impl Earlier {
                 .map(|(id, step)| (id.clone(), step.checkpoints.clone()))
                 .collect(),
             approvals: record.approvals.clone(),
+            operator_signature: record.operator_signature.clone(),
             confirmations: record.confirmations.clone(),
             waits: record
                 .steps
@@ -157,7 +161,7 @@ pub async fn prepare(
         // A rollback asked after the run ended: its approvals are bound
         // to the rollback's fingerprint, and nothing may have changed.
         check_fingerprint(&request.run, &record, &prepared, Some(asked))?;
-        prepared.fingerprint = rollback_fingerprint(&prepared, asked.steps.clone());
+        bind_to_rollback(&mut prepared, &asked.steps);
     } else {
         check_fingerprint(&request.run, &record, &prepared, None)?;
     }
@@ -257,6 +261,20 @@ pub(super) async fn prepare_again(
 /// The fingerprint of undoing `steps` of the prepared run.
 pub(super) fn rollback_fingerprint(prepared: &Prepared, steps: Vec<String>) -> String {
     crate::gates::rollback_fingerprint(&prepared.fingerprint, &prepared.plan.run_id, &steps)
+}
+
+/// Makes the prepared run's fingerprint, and its parts, those of undoing
+/// `steps`: what the rollback's approvals, and its operator, sign.
+pub(super) fn bind_to_rollback(prepared: &mut Prepared, steps: &[String]) -> String {
+    let fingerprint = rollback_fingerprint(prepared, steps.to_vec());
+    prepared.parts = crate::gates::rollback_parts(
+        &prepared.parts,
+        &prepared.fingerprint,
+        &prepared.plan.run_id,
+        steps,
+    );
+    prepared.fingerprint = fingerprint.clone();
+    fingerprint
 }
 
 /// The run's folder (in [`Options::state_dir`], the run index, or below

@@ -71,8 +71,7 @@ pub async fn prepare(
         later => later.map(|later| later.run_id),
     };
     check_window(request, &record, &prepared)?;
-    let plan_hash = resume::rollback_fingerprint(&prepared, steps.clone());
-    prepared.fingerprint = plan_hash.clone();
+    let plan_hash = resume::bind_to_rollback(&mut prepared, &steps);
     let asked = RollbackRequest {
         operator: request.operator.clone(),
         time: jiff::Timestamp::now().to_string(),

@@ -60,6 +60,12 @@ codes! {
     Freeze,
     /// Approvals that can never or always be given.
     Approvals,
+    /// An `allowed_signers` file that cannot be read.
+    AllowedSignersUnreadable,
+    /// A line of an `allowed_signers` file that cannot be used.
+    AllowedSignersLine,
+    /// A name in `from` that no line of `allowed_signers` gives a key.
+    ApproverWithoutKey,
     /// `requires.environment` names no environment of the runbook.
     UnknownRequiredEnvironment,
     /// `requires.same` names no parameter of the runbook.

@@ -195,7 +195,8 @@ pub struct RawRequires {
     pub within: Option<String>,
 }
 
-/// `approvals = { required = 2, from = ["alice", "bob", "carol"] }`.
+/// `approvals = { required = 2, from = ["alice", "bob", "carol"] }`, with
+/// `allowed_signers = "allowed_signers"` when approvals must be signed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApprovals {
@@ -203,6 +204,10 @@ pub struct RawApprovals {
     pub required: u32,
     /// Who may approve.
     pub from: Vec<String>,
+    /// The OpenSSH allowed_signers file (relative to the runbook's
+    /// folder) whose keys approvals, and the operator, must sign with.
+    #[serde(default)]
+    pub allowed_signers: Option<String>,
 }
 
 /// `{ days = ["mon", "tue"], from = "09:00", to = "17:00" }`.

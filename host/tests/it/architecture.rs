@@ -96,6 +96,7 @@ fn the_bottom_floor_imports_nothing_of_the_crate() {
         "terminal",
         "fault",
         "wit",
+        "signature",
     ] {
         let used = &graph[bottom];
         assert!(used.is_empty(), "`{bottom}` imports {used:?}");

@@ -40,6 +40,7 @@ mod secret_sources;
 mod secrets;
 mod seeds;
 mod shared_state;
+mod signatures;
 mod site;
 mod smoke;
 mod snapshots;

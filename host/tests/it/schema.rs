@@ -214,6 +214,22 @@ fn the_schema_takes_typed_parameters_and_refuses_an_unknown_type() {
 }
 
 #[test]
+fn the_schema_takes_signed_approvals_and_refuses_a_misspelt_key() {
+    let schema = schema();
+    let text = "[runbook]\nname = \"x\"\n\n[environments.production]\napprovals = { required = 1, from = [\"bob\"], allowed_signers = \"allowed_signers\" }\nemergency_approvals = { required = 1, from = [\"eve\"], allowed_signer = \"allowed_signers\" }\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n";
+    let value = json_of(&toml::Value::Table(
+        toml::from_str::<toml::Table>(text).unwrap(),
+    ));
+    let mut found = Vec::new();
+    problems(&schema, &schema, &value, "", &mut found);
+    assert_eq!(
+        found,
+        [".environments.production.emergency_approvals.allowed_signer: unknown key"],
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn the_schema_takes_each_source_of_secrets_and_refuses_an_unknown_one() {
     let schema = schema();
     let text = "[runbook]\nname = \"x\"\n\n[secrets.DB_PASSWORD]\nfrom = \"aws-secretsmanager\"\nid = \"${{ vars.prefix }}/db\"\nregion = \"us-east-1\"\nkey = \"password\"\n\n[secrets.DEPLOY_TOKEN]\nfrom = \"file\"\npath = \"/run/secrets/deploy-token\"\n\n[secrets.SLACK_WEBHOOK]\nvar = \"SLACK_URL\"\n\n[secrets.WRONG]\nfrom = \"vault\"\nsecret = \"x\"\n\n[[steps]]\nid = \"a\"\nuses = \"noop\"\n";

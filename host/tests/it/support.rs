@@ -271,6 +271,7 @@ fn library_options(
         emergency: None,
         wait_lock: false,
         wait_approval: false,
+        signing_key: None,
         park_after: None,
         cancel: cancel.unwrap_or_default(),
         abort: CancellationToken::new(),

@@ -1,13 +1,15 @@
 //! `[environments.NAME]`: variables, the time zone, deploy windows, freezes,
-//! approvals, and the promotion gate (`requires`, in `promotion.rs`). Knows
-//! nothing of steps.
+//! approvals (and the `allowed_signers` file they name, read here), and
+//! the promotion gate (`requires`, in `promotion.rs`). Knows nothing of
+//! steps.
 
 use super::promotion::{self, Names};
 use super::values::toml_to_json;
-use crate::diagnostic::{Diagnostics, Source, ValuePath};
+use crate::diagnostic::{Diagnostics, Source, ValuePath, relative_to};
 use crate::runbook::Code;
 use crate::runbook::model::{RawApprovals, RawEnvironment};
-use crate::runbook::{Approvals, Environment, ParamSpec, Schedule};
+use crate::runbook::{Approvals, Environment, ParamSpec, Schedule, Signers};
+use crate::signature::AllowedSigners;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -181,10 +183,100 @@ fn approvals(
                 .hint("`required` must be at least 1 and at most the number of people in `from`"),
         );
     }
+    let signers = raw.allowed_signers.as_deref().and_then(|written| {
+        signers(
+            source,
+            &path.key(key).key("allowed_signers"),
+            written,
+            problems,
+        )
+    });
+    if let Some(signers) = &signers {
+        for (position, name) in raw.from.iter().enumerate() {
+            if signers.allowed.knows(name) {
+                continue;
+            }
+            let known: Vec<&str> = signers
+                .allowed
+                .signers
+                .iter()
+                .flat_map(|signer| signer.principals.iter().map(String::as_str))
+                .collect();
+            let guess = crate::diagnostic::did_you_mean(name, known.iter().copied())
+                .map(|near| format!(" (it has `{near}`)"))
+                .unwrap_or_default();
+            problems.push(
+                Code::ApproverWithoutKey
+                    .diagnostic(format!(
+                        "approver `{name}` has no key in {}{guess}",
+                        signers.written
+                    ))
+                    .at(source, &path.key(key).key("from").index(position))
+                    .hint(format!(
+                        "add a line `{name} ssh-ed25519 AAAA…` to {} with their public key (`cat ~/.ssh/id_ed25519.pub`), or take them out of `from`",
+                        signers.written
+                    )),
+            );
+        }
+    }
     Some(Approvals {
         required: raw.required,
         from: raw.from,
+        signers,
     })
+}
+
+/// The `allowed_signers` file named at `at`, read and parsed: a file that
+/// cannot be read is reported at `at`, and each line that cannot be used
+/// at its own place in that file.
+fn signers(
+    source: &Arc<Source>,
+    at: &ValuePath,
+    written: &str,
+    problems: &mut Diagnostics,
+) -> Option<Signers> {
+    let path = relative_to(&source.path, written);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) => {
+            problems.push(
+                Code::AllowedSignersUnreadable
+                    .diagnostic(format!("cannot read allowed_signers `{written}`: {error}"))
+                    .at(source, at)
+                    .hint("the path is relative to the runbook's folder; the file has a line per signer, as git's gpg.ssh.allowedSignersFile: `alice ssh-ed25519 AAAA… alice@laptop`"),
+            );
+            return None;
+        }
+    };
+    match AllowedSigners::parse(&text) {
+        Ok(allowed) => Some(Signers {
+            written: written.to_owned(),
+            path,
+            allowed,
+        }),
+        Err(lines) => {
+            let named_at = source
+                .span_of(at)
+                .map(|span| {
+                    let (line, _) = source.line_column(span.start);
+                    format!("{}:{line}", source.path.display())
+                })
+                .unwrap_or_else(|| source.path.display().to_string());
+            let file = Source::new(path, text);
+            for line in lines {
+                problems.push(
+                    Code::AllowedSignersLine
+                        .diagnostic(line.message)
+                        .at_span(&file, line.span)
+                        .hint(format!(
+                            "{}; this allowed_signers file is named at {named_at}",
+                            line.hint
+                        )),
+                );
+            }
+            None
+        }
+    }
 }
 
 #[cfg(test)]
