@@ -103,6 +103,7 @@ struct Operator {
     index: tempfile::TempDir,
     key_id: String,
     secret_key: String,
+    env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -111,6 +112,7 @@ impl Operator {
             index: tempfile::tempdir().unwrap(),
             key_id: key_id.to_owned(),
             secret_key: secret_key.to_owned(),
+            env: Vec::new(),
         }
     }
 
@@ -125,6 +127,7 @@ impl Operator {
             .env("RUNBOOK_INDEX_DIR", self.index.path())
             .env("RUNBOOK_OPERATOR", "alice")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .output()
             .expect("runbook runs")
@@ -473,6 +476,63 @@ async fn a_resumed_run_reads_its_secrets_again_from_secrets_manager() {
     let leaks = holding(
         &[state.as_path(), operator.index.path()],
         &[API_TOKEN, rotated, DB_PASSWORD, DEPLOY_TOKEN],
+    );
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
+
+/// The same run with its state in PostgreSQL: the values reach the server
+/// and appear in no line, record or lock of the database, and in no file
+/// of this machine's mirror of it.
+#[tokio::test]
+async fn secrets_of_a_run_kept_in_postgres_appear_in_no_row_of_the_database() {
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let service = SampleService::start(None).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(runbook_testenv::Postgres::start)
+        .await
+        .unwrap();
+    cluster.sql("CREATE DATABASE team");
+    create_secrets(&moto.url);
+    let shared = RUNBOOK.replace(
+        "[environments.local]",
+        "[state]\nbackend = \"postgres\"\nurl = \"${{ env.TEST_STATE_URL }}\"\n\n[environments.local]",
+    );
+    let file = runbook(&moto, &service, &shared);
+    let cache = tempfile::tempdir().unwrap();
+    let mut operator = Operator::new("AKIDTEST", "test-secret");
+    operator.env = vec![
+        ("TEST_STATE_URL".into(), cluster.url_of("team")),
+        ("XDG_CACHE_HOME".into(), cache.path().display().to_string()),
+    ];
+    let (operator, output) = blocking(operator, exec_args(&file)).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let echo = service.state().received;
+    assert!(
+        echo.iter().any(
+            |request| request.headers.get("x-db-password").map(String::as_str) == Some(DB_PASSWORD)
+        ),
+        "the value reached the server"
+    );
+    let lines = cluster.sql_in("team", "SELECT count(*) FROM runbook_lines");
+    assert!(
+        lines.parse::<u32>().unwrap() > 5,
+        "the run is in the database: {lines} lines"
+    );
+    for value in [API_TOKEN, DB_PASSWORD, DEPLOY_TOKEN] {
+        let found = cluster.sql_in(
+            "team",
+            &format!(
+                "SELECT (SELECT count(*) FROM runbook_lines WHERE line LIKE '%{value}%') + (SELECT count(*) FROM runbook_records WHERE record LIKE '%{value}%') + (SELECT count(*) FROM runbook_locks WHERE holder LIKE '%{value}%')"
+            ),
+        );
+        assert_eq!(found, "0", "{value} is in the database");
+    }
+    let leaks = holding(
+        &[
+            cache.path(),
+            operator.index.path(),
+            &file.dir.path().join(".runbook"),
+        ],
+        &[API_TOKEN, DB_PASSWORD, DEPLOY_TOKEN],
     );
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
