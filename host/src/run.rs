@@ -218,6 +218,20 @@ impl Error {
     pub fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Self {
         Error::Refused(Diagnostics(vec![Diagnostic::new(message).hint(hint)]))
     }
+
+    /// A state folder or backend that cannot be used: a refusal when it
+    /// is how it was named (a variable its URL reads is not set, a folder
+    /// that mirrors another backend), else the machine's failure.
+    pub fn state(error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::InvalidInput {
+            Error::refuse(
+                error.to_string(),
+                "set it in this shell, or pass `--state-dir DIR` (or `--state URL`)",
+            )
+        } else {
+            Error::State(error)
+        }
+    }
 }
 
 impl From<Diagnostics> for Error {
@@ -300,7 +314,7 @@ pub async fn run(
                 options.state_dir.as_deref(),
                 plan.runbook.state.as_ref(),
             )
-            .map_err(Error::State)?;
+            .map_err(Error::state)?;
             let promotion = gates::promotion(&prepared, &state_dir, options.emergency.as_deref())?;
             let lock = gates::take_lock(plan, &state_dir, options, interface).await?;
             (state_dir, Some(lock), promotion)

@@ -29,7 +29,7 @@ pub fn state_dir(
     }
     if let Some(backend) = &backend {
         // One mirror per database reached, whichever way its URL is read.
-        let url = remote::resolve_url(&backend.url).map_err(std::io::Error::other)?;
+        let url = remote::resolve_url(&backend.url)?;
         let dir = remote::mirror_dir(&postgres::shown(&url));
         remote::attach(&dir, backend)?;
         return Ok(dir);
@@ -317,7 +317,7 @@ pub enum LockError {
         source: std::io::Error,
     },
     /// The shared backend could not be asked.
-    #[error("cannot take the lock `{key}` in the state backend: {source}")]
+    #[error("cannot take the lock `{key}` in the state backend")]
     Backend {
         /// The lock.
         key: String,

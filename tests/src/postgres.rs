@@ -16,6 +16,8 @@ pub struct Postgres {
     /// The folder of its data, socket and log.
     pub dir: tempfile::TempDir,
     server: Option<Tied>,
+    /// Settings beyond the defaults (`-c NAME=VALUE`), kept for a restart.
+    settings: Vec<String>,
 }
 
 /// The folder of the newest PostgreSQL server programs Debian installed.
@@ -68,6 +70,21 @@ impl Postgres {
 
     /// [`Postgres::start`] on `port` (the local estate's fixed one).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, None)
+    }
+
+    /// [`Postgres::start`] with TLS: the server certificate and key given
+    /// (PEM), and connections over TCP refused unless they use TLS
+    /// (`hostssl` only in `pg_hba.conf`).
+    pub fn start_tls(certificate: &Path, key: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        Self::start_with(port, Some((certificate, key)))
+    }
+
+    fn start_with(port: u16, tls: Option<(&Path, &Path)>) -> Self {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("runbook-postgres-")
@@ -107,10 +124,38 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&made.stderr)
         );
+        let mut settings = Vec::new();
+        if let Some((certificate, key)) = tls {
+            for (from, name) in [(certificate, "server.crt"), (key, "server.key")] {
+                std::fs::copy(from, data.join(name)).expect("the TLS files are copied");
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("the key is private");
+            if is_root() {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status()
+                    .expect("chown runs");
+                assert!(status.success(), "cannot hand the TLS files to postgres");
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("pg_hba.conf is written");
+            settings.push("ssl=on".to_owned());
+        }
         let mut postgres = Postgres {
             port,
             dir,
             server: None,
+            settings,
         };
         postgres.serve();
         postgres
@@ -120,6 +165,10 @@ impl Postgres {
     /// it takes connections.
     fn serve(&mut self) {
         let (port, data) = (self.port, self.dir.path().join("data"));
+        let settings = self
+            .settings
+            .iter()
+            .flat_map(|setting| ["-c".to_owned(), setting.clone()]);
         let (program, args) = as_server_user(
             &server_bin().join("postgres"),
             &[
@@ -133,7 +182,10 @@ impl Postgres {
                 "listen_addresses=127.0.0.1".into(),
                 "-c".into(),
                 "fsync=off".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(settings)
+            .collect::<Vec<String>>(),
         );
         self.server = Some(Tied::spawn(&program, &args, &[]).expect("postgres starts"));
         let postgres = &*self;

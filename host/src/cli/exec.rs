@@ -197,7 +197,7 @@ async fn confirm(
         options.state_dir.as_deref(),
         prepared.plan.runbook.state.as_ref(),
     )
-    .map_err(run::Error::State)?;
+    .map_err(run::Error::state)?;
     let emergency = options
         .emergency
         .then(|| options.reason.clone().unwrap_or_default());

@@ -91,7 +91,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8, Failure> {
         args.state_dir.as_deref(),
         prepared.plan.runbook.state.as_ref(),
     )
-    .map_err(run::Error::State)?;
+    .map_err(run::Error::state)?;
     let emergency = args
         .emergency
         .then(|| args.reason.clone().unwrap_or_default());

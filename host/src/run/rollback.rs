@@ -61,7 +61,7 @@ pub async fn prepare(
     .await?;
     resume::check_fingerprint(&request.run, &record, &prepared, None)?;
     let lock = super::gates::take_lock(&prepared.plan, &state_dir, options, interface).await?;
-    state::adopt(&state_dir, &request.run).map_err(Error::State)?;
+    state::adopt(&state_dir, &request.run).map_err(Error::state)?;
     let journal = state::journal_path(&state::run_dir(&state_dir, &request.run));
     let mut record = resume::read_journal(&journal)?;
     check_undoable(&request.run, &record)?;

@@ -23,6 +23,7 @@ pub struct Postgres {
 
 struct Connection {
     config: postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     client: Option<postgres::Client>,
 }
 
@@ -64,7 +65,7 @@ impl Connection {
     fn client(&mut self) -> Result<&mut postgres::Client, postgres::Error> {
         if self.client.as_ref().is_none_or(|client| client.is_closed()) {
             self.client = None;
-            let mut client = self.config.connect(postgres::NoTls)?;
+            let mut client = self.config.connect(self.tls.clone())?;
             let mut transaction = client.transaction()?;
             transaction.execute("SELECT pg_advisory_xact_lock(7246101)", &[])?;
             transaction.batch_execute(SCHEMA)?;
@@ -113,6 +114,7 @@ impl Postgres {
         let (sender, receiver) = mpsc::channel::<Job>();
         let mut connection = Connection {
             config,
+            tls: tls()?,
             client: None,
         };
         std::thread::Builder::new()
@@ -161,6 +163,40 @@ impl Postgres {
                 std::io::Error::other(format!("state backend {}: {error}", self.shown))
             })
     }
+}
+
+/// TLS as `sslmode` asks (`prefer`, the default: TLS when the server
+/// offers it; `require`; `disable`), the server's certificate verified
+/// against the system's roots and, as libpq does, the file
+/// `$PGSSLROOTCERT` names (a private CA, such as RDS's bundle).
+fn tls() -> std::io::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
+        use rustls::pki_types::pem::PemObject;
+        let unreadable = |error: &dyn std::fmt::Display| {
+            std::io::Error::other(format!(
+                "cannot read the CA certificates of $PGSSLROOTCERT ({}): {error}",
+                std::path::Path::new(&path).display()
+            ))
+        };
+        for certificate in rustls::pki_types::CertificateDer::pem_file_iter(&path)
+            .map_err(|error| unreadable(&error))?
+        {
+            roots
+                .add(certificate.map_err(|error| unreadable(&error))?)
+                .map_err(|error| unreadable(&error))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The URL without its password, for messages and the mirror's file.

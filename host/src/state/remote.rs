@@ -152,7 +152,7 @@ impl std::fmt::Debug for Shared {
 /// Fills the `${{ env.NAME }}` and `${{ secrets.NAME }}` parts of a
 /// backend URL from the environment (a secret's value is its variable's,
 /// as for steps).
-pub fn resolve_url(url: &str) -> Result<String, String> {
+pub fn resolve_url(url: &str) -> Result<String, std::io::Error> {
     let pattern = regex::Regex::new(r"\$\{\{\s*(env|secrets)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
         .expect("a valid pattern");
     let mut missing = Vec::new();
@@ -173,9 +173,12 @@ pub fn resolve_url(url: &str) -> Result<String, String> {
     if missing.is_empty() {
         Ok(resolved.into_owned())
     } else {
-        Err(format!(
-            "the state backend's URL needs {}, which this shell's environment does not set",
-            missing.join(", ")
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the state backend's URL reads {}, which this shell's environment does not set",
+                missing.join(", ")
+            ),
         ))
     }
 }
@@ -197,7 +200,7 @@ pub fn connect(file: &BackendFile) -> std::io::Result<Shared> {
     }
     let remote: Arc<dyn Remote> = match file.backend.as_str() {
         "postgres" => {
-            let url = resolve_url(&file.url).map_err(std::io::Error::other)?;
+            let url = resolve_url(&file.url)?;
             Arc::new(super::postgres::Postgres::new(&url, None)?)
         }
         other => {
@@ -254,19 +257,25 @@ pub fn attach(state: &Path, file: &BackendFile) -> std::io::Result<()> {
             }
             return Ok(());
         }
-        return Err(std::io::Error::other(format!(
-            "the state folder {} mirrors another backend ({}); pass another `--state-dir`",
-            state.display(),
-            text.trim()
-        )));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the state folder {} mirrors another backend ({}); pass another `--state-dir`",
+                state.display(),
+                text.trim()
+            ),
+        ));
     }
     std::fs::create_dir_all(state)?;
     if state.join("runs").is_dir() || state.join("deployments").is_dir() {
-        return Err(std::io::Error::other(format!(
-            "the state folder {} holds local runs: copy them into the backend with `runbook state migrate --from {} --to URL`, or pass another `--state-dir`",
-            state.display(),
-            state.display()
-        )));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the state folder {} holds local runs: copy them into the backend with `runbook state migrate --from {} --to URL`, or pass another `--state-dir`",
+                state.display(),
+                state.display()
+            ),
+        ));
     }
     super::write_atomically(&path, &to_json(file)?, "backend.write")
 }

@@ -594,3 +594,121 @@ async fn state_migrate_copies_a_local_folder_into_the_backend_once() {
     ]);
     exits(&refused, 2);
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with the
+/// `openssl` command: (CA certificate, server certificate, server key).
+fn certificates(folder: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(folder)
+            .output()
+            .expect("openssl runs (Debian's openssl package)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            text(&output)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=runbook test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(folder.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        folder.join("ca.crt"),
+        folder.join("server.crt"),
+        folder.join("server.key"),
+    )
+}
+
+/// A database that takes only TLS: a run reaches it over TLS with the
+/// team's CA (`$PGSSLROOTCERT`); without the CA the server's certificate
+/// is refused, and without TLS the server refuses the run; either way
+/// before any step, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_backend_is_reached_over_tls_with_the_teams_ca() {
+    let folder = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(folder.path());
+    let cluster = Postgres::start_tls(&certificate, &key);
+    let url = database(&cluster, "tls");
+    let bin = Bin::new();
+    let file = TestRunbook::new(&format!(
+        "[runbook]\nname = \"tls\"\n{STATE}\n[[steps]]\nid = \"deploy\"\nuses = \"noop\"\n"
+    ));
+    let machine = Machine::new(&bin, &format!("{url}?sslmode=require"));
+    let path = machine.put(&file);
+    let path = path.to_str().unwrap();
+    let ca = ca.display().to_string();
+    let trusted = machine
+        .command(&["exec", path], "alice")
+        .env("PGSSLROOTCERT", &ca)
+        .output()
+        .unwrap();
+    exits(&trusted, 0);
+    assert_eq!(
+        cluster.sql_in("tls", "SELECT count(*) FROM runbook_records"),
+        "1",
+        "the run's record is in the database"
+    );
+    let unknown_ca = machine.run(&["exec", path]);
+    assert_ne!(unknown_ca.status.code(), Some(0), "{}", text(&unknown_ca));
+    assert!(
+        text(&unknown_ca).contains("certificate"),
+        "{}",
+        text(&unknown_ca)
+    );
+    let plain = Machine::new(&bin, &format!("{url}?sslmode=disable"));
+    let plain_path = plain.put(&file);
+    let refused = plain.run(&["exec", plain_path.to_str().unwrap()]);
+    assert_ne!(refused.status.code(), Some(0), "{}", text(&refused));
+    assert!(text(&refused).contains("pg_hba.conf"), "{}", text(&refused));
+    assert_eq!(
+        cluster.sql_in("tls", "SELECT count(*) FROM runbook_records"),
+        "1"
+    );
+}
