@@ -254,8 +254,47 @@ pub(super) async fn prepare_again(
         run_id: record.run_id.clone(),
         lenient: false,
     };
-    let file = PathBuf::from(&record.file);
+    let file = locate_runbook(&record.file, &std::env::current_dir().unwrap_or_default())
+        .ok_or_else(|| {
+            Error::refuse(
+                format!(
+                    "the runbook {} that run {} started from is not on this machine",
+                    record.file, record.run_id
+                ),
+                "run this from a checkout that has it: it is looked for by the end of its path (such as runbooks/deploy.toml) in this folder and the folders above",
+            )
+        })?;
     super::prepare(runtime, &file, bindings, secrets, aws_endpoint, interface).await
+}
+
+/// Where the runbook a run started from is on this machine: the path it
+/// was started from, else (a run that started on another machine, whose
+/// checkout is elsewhere) the longest end of that path found in `here` or
+/// a folder above it. The run's fingerprint then proves it is the same
+/// runbook; a different one is refused as changed.
+pub fn locate_runbook(started_from: &str, here: &Path) -> Option<PathBuf> {
+    let original = PathBuf::from(started_from);
+    if original.is_file() {
+        return Some(original);
+    }
+    let parts: Vec<&std::ffi::OsStr> = original
+        .components()
+        .filter_map(|component| match component {
+            std::path::Component::Normal(part) => Some(part),
+            _ => None,
+        })
+        .collect();
+    let ancestors: Vec<&Path> = here.ancestors().take(8).collect();
+    for take in (1..=parts.len().min(5)).rev() {
+        let end: PathBuf = parts[parts.len() - take..].iter().collect();
+        for folder in &ancestors {
+            let candidate = folder.join(&end);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
 }
 
 /// The fingerprint of undoing `steps` of the prepared run.
@@ -756,5 +795,30 @@ fn continue_rollback(
         reason: rollback.reason.clone(),
         started: true,
         requested: record.rollback_request.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locate_runbook;
+
+    #[test]
+    fn a_runbook_started_elsewhere_is_found_by_the_end_of_its_path() {
+        let checkout = tempfile::tempdir().unwrap();
+        let runbooks = checkout.path().join("deploys/runbooks");
+        std::fs::create_dir_all(&runbooks).unwrap();
+        std::fs::write(runbooks.join("api.toml"), "").unwrap();
+        std::fs::write(checkout.path().join("api.toml"), "").unwrap();
+        let elsewhere = "/home/alice/src/deploys/runbooks/api.toml";
+        // From the checkout's root or from inside it, the longest end wins.
+        assert_eq!(
+            locate_runbook(elsewhere, checkout.path()),
+            Some(checkout.path().join("deploys/runbooks/api.toml"))
+        );
+        assert_eq!(
+            locate_runbook(elsewhere, &runbooks),
+            Some(runbooks.join("api.toml"))
+        );
+        assert_eq!(locate_runbook("/elsewhere/other.toml", &runbooks), None);
     }
 }

@@ -478,7 +478,10 @@ async fn approvals_runs_and_the_promotion_gate_work_from_any_machine() {
         &["approve", &run, "--as", "bob", "--state-dir", &url],
     );
     exits(&approved, 0);
-    let resumed = laptop.run(&["resume", &run]);
+    // The laptop is gone; CI, with its own checkout of the runbook and
+    // only the database's URL, goes on with the run.
+    std::fs::remove_file(&path).unwrap();
+    let resumed = ci.run(&["resume", &run, "--state", &url]);
     exits(&resumed, 0);
     check_over(&other, &run, "team");
     let shown = other.run(&["show", &run, "--state-dir", &url, "--output", "json"]);
