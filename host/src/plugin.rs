@@ -4,6 +4,7 @@
 //! cancellation.
 
 pub mod cache;
+pub mod seal;
 
 use crate::capability::http::HttpClient;
 use crate::capability::{RunAccess, StepContext, StepState};
@@ -51,6 +52,37 @@ pub enum LoadError {
         /// Why, from wasmtime.
         reason: String,
     },
+    /// The component imports an interface the host does not provide, so
+    /// it cannot be instantiated.
+    #[error("`{path}` imports `{import}`, which the host does not provide: {hint}")]
+    UnknownImport {
+        /// The file.
+        path: PathBuf,
+        /// The import's name (`wasi:http/outgoing-handler@0.2.3`).
+        import: String,
+        /// How to build the component without it.
+        hint: String,
+    },
+}
+
+/// How to build a component without an import the host does not provide,
+/// in words that fit the toolchain that most likely added it.
+pub fn unknown_import_hint(import: &str) -> String {
+    if import.starts_with("wasi:http/") {
+        "a plugin sends HTTP through `runbook:plugin/http`, which checks the step's grants; \
+         build without `wasi:http` (jco and componentize-js: `--disable http`) and target a world \
+         of `wit/plugin.wit` such as `step-http`"
+            .to_owned()
+    } else if import.starts_with("runbook:plugin/") {
+        "this host serves `runbook:plugin` 0.2 and 0.1: build the plugin against the \
+         `wit/plugin.wit` this host ships"
+            .to_owned()
+    } else {
+        "a plugin may import only `runbook:plugin` interfaces and WASI 0.2 (without `wasi:http`); \
+         target the narrowest world of `wit/plugin.wit` that has what it uses, such as \
+         `step-base` or `step-http`, and leave out bindings it does not use"
+            .to_owned()
+    }
 }
 
 /// Why the plugin runtime could not start.
@@ -376,7 +408,18 @@ impl PluginRuntime {
             path: path.to_path_buf(),
             source,
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        self.load_bytes(path, &bytes, expected_sha256).await
+    }
+
+    /// Loads a component from its bytes, as [`PluginRuntime::load`] does
+    /// with a file's; `path` names it in messages.
+    pub async fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        expected_sha256: Option<&str>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = expected_sha256
             && !expected.eq_ignore_ascii_case(&digest)
         {
@@ -392,17 +435,29 @@ impl PluginRuntime {
         };
         let (component, compiled) = self
             .cache
-            .get_or_compile(&self.engine, &digest, &bytes)
+            .get_or_compile(&self.engine, &digest, bytes)
             .map_err(|error| invalid(format!("{error:#}")))?;
-        let imports = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|error| invalid(format!("{error:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| {
+            let reason = format!("{error:#}");
+            // wasmtime names the import it could not match; say which, and
+            // how to build without it.
+            match imports
+                .iter()
+                .find(|import| reason.contains(&format!("`{import}`")))
+            {
+                Some(import) => LoadError::UnknownImport {
+                    path: path.to_path_buf(),
+                    import: import.clone(),
+                    hint: unknown_import_hint(import),
+                },
+                None => invalid(reason),
+            }
+        })?;
         // The current contract first; a plugin built against 0.1.x
         // exports the older `run`.
         let pre = match StepPre::new(instance_pre.clone()) {
@@ -428,7 +483,7 @@ impl PluginRuntime {
                 idempotent: false,
             },
             imports,
-            embedded_capabilities: embedded_capabilities(&bytes),
+            embedded_capabilities: embedded_capabilities(bytes),
             compiled,
             pre,
         };
@@ -444,7 +499,7 @@ impl PluginRuntime {
             written.sort();
             if described != written {
                 return Err(invalid(format!(
-                    "its build wrote capabilities [{}] into the component, but `describe` says [{}]: the component was altered or built wrongly",
+                    "capabilities [{}] are written into the component, but `describe` says [{}]: the component was altered or sealed wrongly (seal it again: `runbook plugin seal`)",
                     written.join(", "),
                     described.join(", ")
                 )));
@@ -718,27 +773,45 @@ fn build_engine() -> Result<Engine, RuntimeError> {
     }
 }
 
-/// The custom section the SDK writes a plugin's capabilities into.
+/// The custom section in which a component carries its capabilities: the
+/// Rust SDK writes it at build time (inside the core module), and
+/// `runbook plugin seal` at the component's top level ([`seal`]).
 pub const CAPABILITIES_SECTION: &str = "runbook:capabilities";
 
-/// Reads the capabilities a component's build wrote into it, without
-/// running it (optional ones end in `?`): the `runbook:capabilities` custom section, in the component
-/// or in a core module inside it. `None` when there is none.
+/// Reads the capabilities written into a component, without running it
+/// (optional ones end in `?`): the `runbook:capabilities` custom section
+/// at the component's top level (where sealing writes it), else the first
+/// in a core module or component inside it (where the Rust SDK's build
+/// writes it). `None` when there is none.
 pub fn embedded_capabilities(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut depth = 0usize;
+    let mut nested = None;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        if let Ok(wasmparser::Payload::CustomSection(section)) = payload
-            && section.name() == CAPABILITIES_SECTION
-        {
-            let text = std::str::from_utf8(section.data()).ok()?;
-            return Some(
-                text.split(',')
-                    .filter(|name| !name.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            );
+        match payload {
+            Ok(wasmparser::Payload::ModuleSection { .. })
+            | Ok(wasmparser::Payload::ComponentSection { .. }) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::CustomSection(section))
+                if section.name() == CAPABILITIES_SECTION =>
+            {
+                let names = std::str::from_utf8(section.data()).ok().map(|text| {
+                    text.split(',')
+                        .filter(|name| !name.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                });
+                if depth == 0 {
+                    return names;
+                }
+                if nested.is_none() {
+                    nested = Some(names);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
         }
     }
-    None
+    nested.flatten()
 }
 
 /// What a plugin says it needs, as names, optional ones ending in `?`: the

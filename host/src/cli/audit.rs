@@ -520,7 +520,7 @@ fn findings(
         .collect();
     if plugin.embedded_capabilities.is_none() {
         found.push(
-            "no `runbook:capabilities` section: what it needs is known only by running `describe`"
+            "not sealed: no `runbook:capabilities` section, so what it needs is known only by running `describe`; seal it with `runbook plugin seal`"
                 .into(),
         );
     }

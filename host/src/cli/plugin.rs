@@ -1,5 +1,6 @@
 //! `runbook plugin inspect`: what a component is, asks for and imports,
-//! read from the component itself.
+//! read from the component itself; `runbook plugin seal`: its capabilities
+//! written into it, for components not built with the Rust SDK.
 
 use super::{Cli, Failure, Output, exit};
 use crate::plugin::LoadedPlugin;
@@ -20,13 +21,68 @@ pub enum PluginCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Write what a component needs (its `describe`'s capabilities) into it
+    /// as its `runbook:capabilities` section, replacing any it carries: for
+    /// plugins built with componentize-py, jco or any toolchain but the
+    /// Rust SDK, which writes it at build time.
+    #[command(
+        after_help = "Example:\n  runbook plugin seal build/my_plugin.wasm -o dist/my_plugin.wasm"
+    )]
+    Seal {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// Where to write the sealed component (may be the same file).
+        #[arg(short = 'o', long = "out", value_name = "OUT.wasm")]
+        out: PathBuf,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 /// Runs the command.
 pub async fn run(cli: &Cli, command: &PluginCommand) -> Result<u8, Failure> {
     match command {
         PluginCommand::Inspect { file, output } => inspect(cli, file, *output).await,
+        PluginCommand::Seal { file, out, output } => seal(cli, file, out, *output).await,
     }
+}
+
+async fn seal(cli: &Cli, file: &Path, out: &Path, output: Output) -> Result<u8, Failure> {
+    let runtime = super::plugin_runtime(cli)?;
+    let sealed = crate::plugin::seal::seal(&runtime, file, out)
+        .await
+        .with_context(|| format!("cannot seal `{}`", file.display()))?;
+    let words = |names: &[String]| {
+        if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    match output {
+        Output::Json => super::print_json(&serde_json::json!({
+            "file": file.display().to_string(),
+            "out": out.display().to_string(),
+            "name": sealed.plugin,
+            "capabilities": sealed.capabilities,
+            "replaced": sealed.replaced,
+            "sha256": sealed.digest,
+        }))?,
+        Output::Text => {
+            outln!(
+                "sealed {} into {}: needs {}",
+                sealed.plugin,
+                out.display(),
+                words(&sealed.capabilities)
+            )?;
+            if let Some(replaced) = &sealed.replaced {
+                outln!("replaced      {}", words(replaced))?;
+            }
+            outln!("sha256        {}", sealed.digest)?;
+        }
+    }
+    Ok(exit::SUCCESS)
 }
 
 async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failure> {
@@ -132,9 +188,9 @@ fn print_text(
     outln!(
         "embedded      {}",
         match &plugin.embedded_capabilities {
-            Some(names) if names.is_empty() => "nothing (written at build time)".to_owned(),
-            Some(names) => format!("{} (written at build time)", names.join(", ")),
-            None => "no `runbook:capabilities` section: not built with runbook-sdk".to_owned(),
+            Some(names) if names.is_empty() => "nothing (sealed)".to_owned(),
+            Some(names) => format!("{} (sealed)", names.join(", ")),
+            None => "not sealed: no `runbook:capabilities` section, so what it needs is known only by running it; seal it with `runbook plugin seal`".to_owned(),
         }
     )?;
     outln!(

@@ -125,7 +125,10 @@ pub async fn load_runbook_plugins(
                         "if the new file is trusted, pin it: `sha256 = \"{actual}\"`"
                     ),
                     LoadError::Invalid { .. } => {
-                        "build it for wasm32-wasip2 with the runbook SDK (`runbook_sdk::export_step!`)".into()
+                        "build it as a component of a world of `wit/plugin.wit` (`step`, or a narrower one such as `step-http`; docs/plugin-authors.md), with the Rust SDK `runbook_sdk::export_step!`".into()
+                    }
+                    LoadError::UnknownImport { .. } => {
+                        "the host provides `runbook:plugin` (0.2 and 0.1) and WASI 0.2 without `wasi:http`; docs/plugin-authors.md lists the worlds".into()
                     }
                 };
                 let mut message = error.to_string();

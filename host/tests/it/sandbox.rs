@@ -385,7 +385,7 @@ async fn a_component_whose_written_capabilities_were_altered_is_refused() {
     let error = runtime().load(&path, None).await.unwrap_err().to_string();
     assert!(
         error.contains(
-            "wrote capabilities [kube, secrets?] into the component, but `describe` says [http, secrets?]"
+            "capabilities [kube, secrets?] are written into the component, but `describe` says [http, secrets?]"
         ),
         "{error}"
     );
