@@ -15,6 +15,7 @@ pub mod grant;
 pub mod journal;
 pub mod jsonl;
 pub mod lockfile;
+pub mod oci;
 pub mod plugin;
 pub mod progress;
 pub mod promotion;

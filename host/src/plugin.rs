@@ -392,6 +392,12 @@ impl PluginRuntime {
         })
     }
 
+    /// The folder of compiled components, where plugins pulled from a
+    /// registry are kept too (`oci/`).
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.dir()
+    }
+
     /// The shared HTTP client that capability calls use.
     pub fn http_client(&self) -> HttpClient {
         self.http.clone()

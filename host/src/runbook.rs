@@ -228,10 +228,25 @@ pub struct Signers {
 #[derive(Debug, Clone)]
 pub struct PluginSource {
     /// Absolute or relative to the current directory (already joined to the
-    /// runbook's folder).
+    /// runbook's folder); for a plugin in a registry, its reference as
+    /// written (the file is the one pulled into the cache).
     pub path: PathBuf,
     /// The digest the runbook pins, in lower-case hex.
     pub sha256: Option<String>,
+    /// The plugin in an OCI registry, when it is kept in one.
+    pub oci: Option<OciSource>,
+}
+
+/// A plugin kept in an OCI registry, pinned by its manifest's digest.
+#[derive(Debug, Clone)]
+pub struct OciSource {
+    /// `oci://HOST/REPO[:TAG]@sha256:…`, its digest always given.
+    pub reference: crate::oci::Reference,
+    /// The manifest's digest, `sha256:…`.
+    pub digest: String,
+    /// Who must have signed it (`runbook plugin sign`), when the runbook
+    /// says.
+    pub signers: Option<Signers>,
 }
 
 /// A checked step.
@@ -805,7 +820,7 @@ fn explain_toml_error(message: &str) -> Diagnostic {
     }
     if message.starts_with("data did not match any variant of untagged enum RawPluginSource") {
         return Code::PluginSourceShape
-            .diagnostic("a plugin is a path or `{ path = \"...\", sha256 = \"...\" }`")
+            .diagnostic("a plugin is a path, `{ path = \"...\", sha256 = \"...\" }` or `{ source = \"oci://...\", allowed_signers = \"...\" }`")
             .hint("write `name = \"plugins/name.wasm\"`");
     }
     if let Some(field) = message.strip_prefix("missing field ") {

@@ -13,6 +13,13 @@ use std::path::Path;
 /// git, email or anything else never counts here, nor one of ours there.
 pub const NAMESPACE: &str = "runbook-approval";
 
+/// The SSHSIG namespace of a plugin's signature (`runbook plugin sign`):
+/// an approval's signature never vouches for a plugin, nor the reverse.
+pub const PLUGIN_NAMESPACE: &str = "runbook-plugin";
+
+/// The first line of what a plugin's signer signs.
+const PLUGIN_HEADER: &str = "runbook-plugin v1";
+
 /// The first line of every payload, and its version.
 const HEADER: &str = "runbook-approval v1";
 
@@ -62,13 +69,13 @@ impl Signer {
         fingerprint(&self.key)
     }
 
-    /// Why the key may not sign in [`NAMESPACE`] at `at`, if it may not.
-    fn refuses(&self, at: jiff::Timestamp) -> Option<String> {
+    /// Why the key may not sign in `namespace` at `at`, if it may not.
+    fn refuses(&self, namespace: &str, at: jiff::Timestamp) -> Option<String> {
         if let Some(namespaces) = &self.namespaces
-            && !matches_list(NAMESPACE, namespaces)
+            && !matches_list(namespace, namespaces)
         {
             return Some(format!(
-                "line {} of allowed_signers limits the key to namespaces=\"{}\", without `{NAMESPACE}`",
+                "line {} of allowed_signers limits the key to namespaces=\"{}\", without `{namespace}`",
                 self.line,
                 namespaces.join(",")
             ));
@@ -564,8 +571,13 @@ pub enum Rejected {
     #[error("the signature cannot be read ({0})")]
     Unreadable(String),
     /// The signature is of another namespace.
-    #[error("the signature is for namespace `{0}`, not `runbook-approval`")]
-    Namespace(String),
+    #[error("the signature is for namespace `{found}`, not `{expected}`")]
+    Namespace {
+        /// The namespace it was made in.
+        found: String,
+        /// The one it must be made in.
+        expected: &'static str,
+    },
     /// The signing key is in no line of allowed_signers.
     #[error("key {0} is not in allowed_signers")]
     UnknownKey(String),
@@ -602,7 +614,10 @@ pub fn verify<'a>(
     let signature = SshSig::from_pem(armored.trim())
         .map_err(|error| Rejected::Unreadable(error.to_string()))?;
     if signature.namespace() != NAMESPACE {
-        return Err(Rejected::Namespace(signature.namespace().to_owned()));
+        return Err(Rejected::Namespace {
+            found: signature.namespace().to_owned(),
+            expected: NAMESPACE,
+        });
     }
     let key = signature
         .public_key()
@@ -618,7 +633,7 @@ pub fn verify<'a>(
         .into_iter()
         .filter(|signer| signer.allows(&parsed.principal))
     {
-        if let Some(why) = signer.refuses(at) {
+        if let Some(why) = signer.refuses(NAMESPACE, at) {
             refusal = Some(why);
             continue;
         }
@@ -638,6 +653,69 @@ pub fn verify<'a>(
             principal: parsed.principal,
             key,
         },
+    })
+}
+
+/// What a plugin's signer signs: the manifest digest of the plugin as it
+/// is stored in a registry (`sha256:…`), which fixes the manifest, hence
+/// its config and its one wasm layer.
+pub fn plugin_payload(manifest_digest: &str) -> String {
+    format!("{PLUGIN_HEADER}\nmanifest {manifest_digest}\n")
+}
+
+/// A plugin signature that verified: the allowed_signers line and the
+/// key's fingerprint.
+#[derive(Debug, Clone)]
+pub struct PluginVerified<'a> {
+    /// The allowed_signers line that holds the key.
+    pub signer: &'a Signer,
+    /// The key's fingerprint, `SHA256:…`.
+    pub key: String,
+}
+
+/// Verifies `armored` as a signature of the plugin whose manifest digest
+/// is `manifest_digest`: made in [`PLUGIN_NAMESPACE`] over
+/// [`plugin_payload`], by a key some line of `signers` holds and allows
+/// (its `namespaces`, `valid-after` and `valid-before`) at `at`. A plugin
+/// has no principal of its own: any principal of the key's line stands for
+/// its signer.
+pub fn verify_plugin<'a>(
+    signers: &'a AllowedSigners,
+    armored: &str,
+    manifest_digest: &str,
+    at: jiff::Timestamp,
+) -> Result<PluginVerified<'a>, Rejected> {
+    let signature = SshSig::from_pem(armored.trim())
+        .map_err(|error| Rejected::Unreadable(error.to_string()))?;
+    if signature.namespace() != PLUGIN_NAMESPACE {
+        return Err(Rejected::Namespace {
+            found: signature.namespace().to_owned(),
+            expected: PLUGIN_NAMESPACE,
+        });
+    }
+    let key = signature
+        .public_key()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
+    let payload = plugin_payload(manifest_digest);
+    let mut refusal = None;
+    let mut known = false;
+    for signer in signers.lines_of(signature.public_key()) {
+        known = true;
+        if let Some(why) = signer.refuses(PLUGIN_NAMESPACE, at) {
+            refusal = Some(why);
+            continue;
+        }
+        signer
+            .key
+            .verify(PLUGIN_NAMESPACE, payload.as_bytes(), &signature)
+            .map_err(|_| Rejected::Invalid(key.clone()))?;
+        return Ok(PluginVerified { signer, key });
+    }
+    Err(match refusal {
+        Some(why) => Rejected::NotValid(why),
+        None if !known => Rejected::UnknownKey(key),
+        None => Rejected::Invalid(key),
     })
 }
 
@@ -695,9 +773,14 @@ pub fn public_key_of(path: &Path) -> Result<PublicKey, SignError> {
 /// ssh-agent) and returns the armored signature. A key with a passphrase
 /// is asked for it on the terminal, by `ssh-keygen`.
 pub fn sign(key: &Path, payload: &str) -> Result<String, SignError> {
+    sign_in(key, NAMESPACE, payload)
+}
+
+/// [`sign`] in `namespace` ([`NAMESPACE`] or [`PLUGIN_NAMESPACE`]).
+pub fn sign_in(key: &Path, namespace: &str, payload: &str) -> Result<String, SignError> {
     use std::io::Write;
     let mut child = std::process::Command::new("ssh-keygen")
-        .args(["-Y", "sign", "-n", NAMESPACE, "-f"])
+        .args(["-Y", "sign", "-n", namespace, "-f"])
         .arg(key)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -895,7 +978,12 @@ w8YCRfPVw0X7D9XIUhVaYJ
         // Another namespace, another key, another principal, no armor.
         assert!(matches!(
             verify(&signers, FILE_NAMESPACE, PAYLOAD, now),
-            Err(Rejected::Namespace(namespace)) if namespace == "file"
+            Err(Rejected::Namespace { found, .. }) if found == "file"
+        ));
+        // An approval's signature never vouches for a plugin.
+        assert!(matches!(
+            verify_plugin(&signers, SIGNED, "sha256:00ff", now),
+            Err(Rejected::Namespace { found, expected: PLUGIN_NAMESPACE }) if found == NAMESPACE
         ));
         let strangers = parsed(&format!("alice {CAROL}\n"));
         assert!(matches!(

@@ -17,7 +17,7 @@ pub struct Registry {
     /// `user:password` when it needs them.
     pub credentials: Option<String>,
     child: Tied,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Registry {
@@ -59,7 +59,7 @@ impl Registry {
             address: format!("127.0.0.1:{port}"),
             credentials: credentials.map(|(user, password)| format!("{user}:{password}")),
             child,
-            _dir: dir,
+            dir,
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(&registry.address).is_err() {
@@ -75,6 +75,18 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(50));
         }
         registry
+    }
+
+    /// The file the registry keeps a blob's (or a manifest's) bytes in,
+    /// `sha256:HEX` named: a test alters it to play a tampered registry.
+    pub fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -1,9 +1,14 @@
 //! `runbook plugin inspect`: what a component is, asks for and imports,
 //! read from the component itself; `runbook plugin seal`: its capabilities
-//! written into it, for components not built with the Rust SDK.
+//! written into it, for components not built with the Rust SDK; `push`, `sign` and `verify`: plugins
+//! kept in an OCI registry (`crate::oci`), signed with SSH keys in the
+//! `runbook-plugin` namespace (`crate::signature`).
 
 use super::{Cli, Failure, Output, exit};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::oci::{self, Client, OciError, Reference};
 use crate::plugin::LoadedPlugin;
+use crate::signature;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +43,62 @@ pub enum PluginCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Store a plugin in an OCI registry (the CNCF Wasm artifact layout) and
+    /// print the reference to pin in a runbook, with its digest.
+    #[command(
+        after_help = "Credentials: RUNBOOK_REGISTRY_USER and RUNBOOK_REGISTRY_PASSWORD, else ~/.docker/config.json's `auths`.\nA registry on loopback is reached over HTTP, any other over HTTPS (unless --plain-http).\n\nExample:\n  runbook plugin push target/wasm32-wasip2/release/smoke_test.wasm oci://registry.example.com/plugins/smoke-test:1.4.0"
+    )]
+    Push {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// `oci://HOST[:PORT]/REPOSITORY:TAG`.
+        reference: String,
+        /// Reach the registry over plain HTTP even when it is not on loopback.
+        #[arg(long)]
+        plain_http: bool,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Sign a plugin in a registry with an SSH key (`ssh-keygen -Y sign`,
+    /// namespace `runbook-plugin`, over its manifest's digest); the
+    /// signature is kept beside it under the tag `sha256-DIGEST.sig`.
+    #[command(
+        after_help = "Example:\n  runbook plugin sign oci://registry.example.com/plugins/smoke-test:1.4.0@sha256:… --key ~/.ssh/id_ed25519"
+    )]
+    Sign {
+        /// `oci://HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST]`; a tag alone
+        /// is signed as the digest it names now.
+        reference: String,
+        /// The private key (or a public key whose private half is in the
+        /// ssh-agent).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Reach the registry over plain HTTP even when it is not on loopback.
+        #[arg(long)]
+        plain_http: bool,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check a plugin in a registry is signed by a key an allowed_signers
+    /// file lists; exit 1 when no signature verifies.
+    #[command(
+        after_help = "Example:\n  runbook plugin verify oci://registry.example.com/plugins/smoke-test:1.4.0@sha256:… --allowed-signers keys/plugins_allowed_signers"
+    )]
+    Verify {
+        /// `oci://HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST]`.
+        reference: String,
+        /// OpenSSH allowed_signers: who may sign plugins.
+        #[arg(long, value_name = "FILE")]
+        allowed_signers: PathBuf,
+        /// Reach the registry over plain HTTP even when it is not on loopback.
+        #[arg(long)]
+        plain_http: bool,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 /// Runs the command.
@@ -45,7 +106,251 @@ pub async fn run(cli: &Cli, command: &PluginCommand) -> Result<u8, Failure> {
     match command {
         PluginCommand::Inspect { file, output } => inspect(cli, file, *output).await,
         PluginCommand::Seal { file, out, output } => seal(cli, file, out, *output).await,
+        PluginCommand::Push {
+            file,
+            reference,
+            plain_http,
+            output,
+        } => push(cli, file, reference, *plain_http, *output).await,
+        PluginCommand::Sign {
+            reference,
+            key,
+            plain_http,
+            output,
+        } => sign(reference, key, *plain_http, *output).await,
+        PluginCommand::Verify {
+            reference,
+            allowed_signers,
+            plain_http,
+            output,
+        } => verify(reference, allowed_signers, *plain_http, *output).await,
     }
+}
+
+/// A reference given on the command line, or the refusal of it.
+fn reference(text: &str) -> Result<Reference, Failure> {
+    Reference::parse(text).map_err(|why| {
+        Failure::Invalid(Diagnostics(vec![
+            Diagnostic::new(format!("`{text}` is not a registry reference: {why}"))
+                .hint("write `oci://HOST[:PORT]/REPOSITORY:TAG`, with `@sha256:DIGEST` to name one manifest"),
+        ]))
+    })
+}
+
+/// A registry's refusal, with what to do about it.
+fn registry_failure(error: OciError) -> Failure {
+    let hint = match &error {
+        OciError::Unauthorized { .. } => {
+            "set RUNBOOK_REGISTRY_USER and RUNBOOK_REGISTRY_PASSWORD, or `docker login` the registry"
+        }
+        OciError::Unreachable { .. } => {
+            "is the registry up? A registry not on loopback is reached over HTTPS unless --plain-http"
+        }
+        OciError::Tampered { .. } | OciError::NotAPlugin(_) => {
+            "the registry does not hold what the reference names; push the plugin again and use the digest `push` prints"
+        }
+        _ => "see what the registry answered, above",
+    };
+    Failure::Invalid(Diagnostics(vec![
+        Diagnostic::new(error.to_string()).hint(hint),
+    ]))
+}
+
+/// The digest `reference` names, checked against the registry: the one
+/// written (the manifest fetched and its digest checked), else the one its
+/// tag names now; and the manifest's descriptor.
+async fn manifest_of(client: &Client, reference: &Reference) -> Result<oci::Descriptor, OciError> {
+    let bytes = match &reference.digest {
+        Some(digest) => client.manifest_by_digest(digest).await?,
+        None => client.manifest(reference.tag_or_digest()).await?,
+    };
+    oci::plugin_layer(&bytes)?;
+    Ok(oci::Descriptor {
+        media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+        digest: oci::digest_of(&bytes),
+        size: bytes.len() as u64,
+    })
+}
+
+async fn push(
+    cli: &Cli,
+    file: &Path,
+    written: &str,
+    plain_http: bool,
+    output: Output,
+) -> Result<u8, Failure> {
+    let target = reference(written)?;
+    let Some(tag) = target.tag.clone().filter(|_| target.digest.is_none()) else {
+        return Err(Failure::Invalid(Diagnostics(vec![
+            Diagnostic::new(format!(
+                "push to a tag: `{written}` names a digest or no tag"
+            ))
+            .hint("write `oci://HOST[:PORT]/REPOSITORY:TAG`; the digest is printed once pushed"),
+        ])));
+    };
+    // Only a component that loads as a step plugin is pushed.
+    let runtime = super::plugin_runtime(cli)?;
+    let plugin = runtime
+        .load(file, None)
+        .await
+        .with_context(|| format!("cannot push `{}`", file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let client = Client::new(&target, "pull,push", plain_http).map_err(registry_failure)?;
+    let pushed = client
+        .push_plugin(&tag, bytes)
+        .await
+        .map_err(registry_failure)?;
+    let pinned = target.pinned(&pushed.manifest);
+    match output {
+        Output::Json => super::print_json(&serde_json::json!({
+            "reference": pinned.to_string(),
+            "digest": pushed.manifest,
+            "tag": tag,
+            "plugin": plugin.descriptor.name,
+            "version": plugin.descriptor.version,
+            "sha256": plugin.digest,
+            "size": pushed.size,
+        }))?,
+        Output::Text => {
+            eprintln!(
+                "pushed {} {} ({} KiB, sha256 {})",
+                crate::terminal::owned(&plugin.descriptor.name),
+                crate::terminal::owned(&plugin.descriptor.version),
+                pushed.size.div_ceil(1024),
+                plugin.digest
+            );
+            outln!("{pinned}")?;
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+async fn sign(written: &str, key: &Path, plain_http: bool, output: Output) -> Result<u8, Failure> {
+    let target = reference(written)?;
+    let client = Client::new(&target, "pull,push", plain_http).map_err(registry_failure)?;
+    let manifest = manifest_of(&client, &target)
+        .await
+        .map_err(registry_failure)?;
+    let payload = signature::plugin_payload(&manifest.digest);
+    let armored = signature::sign_in(key, signature::PLUGIN_NAMESPACE, &payload)
+        .map_err(|error| Failure::Invalid(Diagnostics(vec![Diagnostic::new(error.to_string())])))?;
+    let fingerprint = signature::public_key_of(key)
+        .map(|public| signature::fingerprint(&public))
+        .unwrap_or_default();
+    client
+        .push_signature(&manifest, &armored)
+        .await
+        .map_err(registry_failure)?;
+    let pinned = target.pinned(&manifest.digest);
+    let tag = oci::signature_tag(&manifest.digest);
+    match output {
+        Output::Json => super::print_json(&serde_json::json!({
+            "reference": pinned.to_string(),
+            "digest": manifest.digest,
+            "key": fingerprint,
+            "signature_tag": tag,
+        }))?,
+        Output::Text => {
+            outln!("signed {pinned}")?;
+            outln!("  key        {fingerprint}")?;
+            outln!(
+                "  signature  oci://{}/{}:{tag}",
+                target.registry,
+                target.repository
+            )?;
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+async fn verify(
+    written: &str,
+    allowed_signers: &Path,
+    plain_http: bool,
+    output: Output,
+) -> Result<u8, Failure> {
+    let target = reference(written)?;
+    let text = std::fs::read_to_string(allowed_signers)
+        .with_context(|| format!("cannot read `{}`", allowed_signers.display()))?;
+    let signers = signature::AllowedSigners::parse(&text).map_err(|lines| {
+        Failure::Invalid(Diagnostics(
+            lines
+                .into_iter()
+                .map(|line| {
+                    Diagnostic::new(format!(
+                        "{}:{}: {}",
+                        allowed_signers.display(),
+                        line.line,
+                        line.message
+                    ))
+                    .hint(line.hint)
+                })
+                .collect(),
+        ))
+    })?;
+    let client = Client::new(&target, "pull", plain_http).map_err(registry_failure)?;
+    let manifest = manifest_of(&client, &target)
+        .await
+        .map_err(registry_failure)?;
+    let found = client
+        .signatures(&manifest.digest)
+        .await
+        .map_err(registry_failure)?;
+    let now = jiff::Timestamp::now();
+    let mut verified = Vec::new();
+    let mut rejected = Vec::new();
+    for armored in &found {
+        match signature::verify_plugin(&signers, armored, &manifest.digest, now) {
+            Ok(good) => verified.push(serde_json::json!({
+                "key": good.key,
+                "principals": good.signer.principals,
+                "line": good.signer.line,
+            })),
+            Err(why) => rejected.push(why.to_string()),
+        }
+    }
+    let pinned = target.pinned(&manifest.digest);
+    match output {
+        Output::Json => super::print_json(&serde_json::json!({
+            "reference": pinned.to_string(),
+            "digest": manifest.digest,
+            "verified": verified,
+            "rejected": rejected,
+        }))?,
+        Output::Text => {
+            outln!("{pinned}")?;
+            for good in &verified {
+                outln!(
+                    "  signed by {} (key {}, line {} of {})",
+                    good["principals"]
+                        .as_array()
+                        .map(|names| names
+                            .iter()
+                            .filter_map(|name| name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default(),
+                    good["key"].as_str().unwrap_or_default(),
+                    good["line"],
+                    allowed_signers.display()
+                )?;
+            }
+            for why in &rejected {
+                outln!("  not counted: {why}")?;
+            }
+        }
+    }
+    if verified.is_empty() {
+        eprintln!(
+            "error: {} has {} signature{} and none by a key {} lists",
+            pinned,
+            found.len(),
+            if found.len() == 1 { "" } else { "s" },
+            allowed_signers.display()
+        );
+        return Ok(exit::STEP_FAILED);
+    }
+    Ok(exit::SUCCESS)
 }
 
 async fn seal(cli: &Cli, file: &Path, out: &Path, output: Output) -> Result<u8, Failure> {

@@ -33,8 +33,12 @@ pub struct ValidateArgs {
 pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
     let runbook = match runbook::load(&args.file) {
         Ok(runbook) => Arc::new(runbook),
-        Err(runbook::LoadError::Invalid(problems)) if args.output == Output::Json => {
-            return report_json(args, 0, &[], &problems, &[]);
+        Err(runbook::LoadError::Invalid(mut problems)) => {
+            pin_hints(&mut problems).await;
+            if args.output == Output::Json {
+                return report_json(args, 0, &[], &problems, &[]);
+            }
+            return Err(Failure::Invalid(problems));
         }
         Err(error) => return Err(error.into()),
     };
@@ -137,4 +141,43 @@ fn dedup(problems: &mut Diagnostics) {
     problems
         .0
         .retain(|diagnostic| seen.insert((diagnostic.message.clone(), diagnostic.location())));
+}
+
+/// A plugin in a registry named by its tag alone: the hint gives the
+/// reference pinned to the digest the tag names now, asked of the registry
+/// (when it answers within a few seconds).
+async fn pin_hints(problems: &mut Diagnostics) {
+    for problem in &mut problems.0 {
+        if problem.code != Some(runbook::Code::OciUnpinned.name()) {
+            continue;
+        }
+        let Some(reference) = crate::oci::Reference::find_in(&problem.message) else {
+            continue;
+        };
+        let Some(tag) = reference.tag.clone() else {
+            continue;
+        };
+        let resolved = match crate::oci::Client::new(&reference, "pull", false) {
+            Ok(client) => {
+                tokio::time::timeout(std::time::Duration::from_secs(10), client.resolve(&tag))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        problem.hint = Some(match resolved {
+            Some(digest) => format!(
+                "a tag can be moved to other bytes: pin the digest it names now, `{}`",
+                reference.pinned(&digest)
+            ),
+            None => format!(
+                "{} (the registry could not be asked for the digest now)",
+                problem
+                    .hint
+                    .as_deref()
+                    .unwrap_or("pin the manifest's digest")
+            ),
+        });
+    }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod registry;
 mod secrets;
 
 pub use secrets::{Reading, read_environment_only, read_secrets};
@@ -111,7 +112,19 @@ pub async fn load_runbook_plugins(
         .filter(|(name, _)| used.contains(name.as_str()))
     {
         let at = ValuePath::default().key("plugins").key(name);
-        match runtime.load(&source.path, source.sha256.as_deref()).await {
+        // A plugin in a registry is a file of the cache once pulled (or
+        // found there), pinned to the digest its checked manifest names.
+        let (path, sha256) = match &source.oci {
+            None => (source.path.clone(), source.sha256.clone()),
+            Some(oci) => match registry::pull(runtime.cache_dir(), name, oci).await {
+                Ok(pulled) => (pulled.path, Some(pulled.sha256)),
+                Err(problem) => {
+                    problems.push(problem.at(&runbook.source, &at));
+                    continue;
+                }
+            },
+        };
+        match runtime.load(&path, sha256.as_deref()).await {
             Ok(plugin) => {
                 plugins.insert(name.clone(), Arc::new(plugin));
             }
@@ -120,6 +133,10 @@ pub async fn load_runbook_plugins(
                     LoadError::Read { .. } => format!(
                         "the path is relative to the runbook's folder; build the plugins with `scripts/build-plugins`{}",
                         if source.path.exists() { "" } else { " (the file does not exist)" }
+                    ),
+                    LoadError::DigestMismatch { path, .. } if source.oci.is_some() => format!(
+                        "the copy pulled into the cache was altered since; delete {} and run again to pull it afresh",
+                        path.display()
                     ),
                     LoadError::DigestMismatch { actual, .. } => format!(
                         "if the new file is trusted, pin it: `sha256 = \"{actual}\"`"

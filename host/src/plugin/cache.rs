@@ -54,6 +54,11 @@ impl ComponentCache {
         }
     }
 
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The file a component's compiled code lives in.
     pub fn path_for(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))

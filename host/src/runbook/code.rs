@@ -78,6 +78,10 @@ codes! {
     RollbackWindowEmpty,
     /// A plugin's `sha256` is not 64 hex digits.
     MalformedSha256,
+    /// A plugin's `oci://` reference cannot be read.
+    OciReference,
+    /// A plugin in a registry named by a tag without the digest it pins.
+    OciUnpinned,
     // The steps' graph.
     /// The runbook has no step.
     NoSteps,

@@ -16,7 +16,7 @@ pub struct RawRunbook {
     /// `[environments.NAME]`: per-environment variables.
     #[serde(default)]
     pub environments: BTreeMap<String, RawEnvironment>,
-    /// `[plugins]`: name -> component file.
+    /// `[plugins]`: name -> component file, or plugin in an OCI registry.
     #[serde(default)]
     pub plugins: BTreeMap<String, RawPluginSource>,
     /// `[[steps]]`, in order.
@@ -263,6 +263,20 @@ pub enum RawPluginSource {
     Path(String),
     /// `name = { path = "...", sha256 = "..." }`.
     Pinned(RawPinnedPlugin),
+    /// `[plugins.NAME] source = "oci://...@sha256:...", allowed_signers = "..."`.
+    Oci(RawOciPlugin),
+}
+
+/// `{ source = "oci://HOST/REPO:TAG@sha256:...", allowed_signers = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOciPlugin {
+    /// The plugin in a registry, pinned by its manifest's digest.
+    pub source: String,
+    /// The signers this plugin must be signed by (`runbook plugin sign`),
+    /// an OpenSSH `allowed_signers` file relative to the runbook's folder.
+    #[serde(default)]
+    pub allowed_signers: Option<String>,
 }
 
 /// `{ path = "...", sha256 = "..." }`.

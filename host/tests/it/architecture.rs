@@ -97,6 +97,7 @@ fn the_bottom_floor_imports_nothing_of_the_crate() {
         "fault",
         "wit",
         "signature",
+        "oci",
     ] {
         let used = &graph[bottom];
         assert!(used.is_empty(), "`{bottom}` imports {used:?}");

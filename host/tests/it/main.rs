@@ -26,6 +26,7 @@ mod lb;
 mod live;
 mod metrics;
 mod notify;
+mod oci;
 mod operations;
 mod params;
 mod plan_apply;

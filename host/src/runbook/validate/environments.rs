@@ -229,7 +229,7 @@ fn approvals(
 /// The `allowed_signers` file named at `at`, read and parsed: a file that
 /// cannot be read is reported at `at`, and each line that cannot be used
 /// at its own place in that file.
-fn signers(
+pub(super) fn signers(
     source: &Arc<Source>,
     at: &ValuePath,
     written: &str,

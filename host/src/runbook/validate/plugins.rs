@@ -1,12 +1,16 @@
 //! `[plugins]`: where each plugin's component is, joined to the runbook's
-//! folder, and its pinned digest's form. Whether the file exists and matches
-//! is checked when the plugins load.
+//! folder, and its pinned digest's form; for a plugin in an OCI registry,
+//! its reference (pinned by digest) and the `allowed_signers` file that
+//! says who must have signed it. Whether the file exists and matches, and
+//! whether the registry holds the plugin, is checked when the plugins load.
 
+use super::environments::signers;
 use crate::diagnostic::{Diagnostics, Source, ValuePath, relative_to};
-use crate::runbook::Code;
-use crate::runbook::PluginSource;
+use crate::oci::Reference;
 use crate::runbook::model::RawPluginSource;
+use crate::runbook::{Code, OciSource, PluginSource};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Checks every plugin, in name order.
@@ -17,7 +21,23 @@ pub(super) fn validate_plugins(
 ) -> BTreeMap<String, PluginSource> {
     raw.into_iter()
         .map(|(name, plugin)| {
+            let at = ValuePath::default().key("plugins").key(&name);
             let (path, sha256) = match plugin {
+                RawPluginSource::Path(path) if path.starts_with("oci://") => {
+                    let plugin = oci(source, &name, &path, None, (&at, &at), problems);
+                    return (name, plugin);
+                }
+                RawPluginSource::Oci(raw) => {
+                    let plugin = oci(
+                        source,
+                        &name,
+                        &raw.source,
+                        raw.allowed_signers.as_deref(),
+                        (&at.key("source"), &at.key("allowed_signers")),
+                        problems,
+                    );
+                    return (name, plugin);
+                }
                 RawPluginSource::Path(path) => (path, None),
                 RawPluginSource::Pinned(pinned) => (pinned.path, pinned.sha256),
             };
@@ -27,20 +47,69 @@ pub(super) fn validate_plugins(
                 problems.push(
                     Code::MalformedSha256
                         .diagnostic(format!("plugin `{name}` has a malformed sha256"))
-                        .at(
-                            source,
-                            &ValuePath::default().key("plugins").key(&name).key("sha256"),
-                        )
+                        .at(source, &at.key("sha256"))
                         .hint("a sha256 is 64 hex digits; `runbook plugin inspect FILE` prints it"),
                 );
             }
             let plugin = PluginSource {
                 path: relative_to(&source.path, &path),
                 sha256: sha256.map(|digest| digest.to_ascii_lowercase()),
+                oci: None,
             };
             (name, plugin)
         })
         .collect()
+}
+
+/// A plugin in an OCI registry: its reference read, a digest required (a
+/// tag can be moved to other bytes; the digest cannot), and its
+/// `allowed_signers` file read.
+fn oci(
+    source: &Arc<Source>,
+    name: &str,
+    written: &str,
+    allowed_signers: Option<&str>,
+    (at, signers_at): (&ValuePath, &ValuePath),
+    problems: &mut Diagnostics,
+) -> PluginSource {
+    let signers =
+        allowed_signers.and_then(|written| signers(source, signers_at, written, problems));
+    let oci = match Reference::parse(written) {
+        Err(why) => {
+            problems.push(
+                Code::OciReference
+                    .diagnostic(format!("plugin `{name}`: `{written}` is not a registry reference: {why}"))
+                    .at(source, at)
+                    .hint("write `oci://HOST[:PORT]/REPOSITORY:TAG@sha256:DIGEST`, as `runbook plugin push` prints it"),
+            );
+            None
+        }
+        Ok(reference) => match reference.digest.clone() {
+            None => {
+                problems.push(
+                    Code::OciUnpinned
+                        .diagnostic(format!(
+                            "plugin `{name}` names `{reference}` by its tag, without a digest"
+                        ))
+                        .at(source, at)
+                        .hint(format!(
+                            "a tag can be moved to other bytes: pin the manifest's digest, `{reference}@sha256:…`, as `runbook plugin push` printed it"
+                        )),
+                );
+                None
+            }
+            Some(digest) => Some(OciSource {
+                reference,
+                digest,
+                signers,
+            }),
+        },
+    };
+    PluginSource {
+        path: PathBuf::from(written),
+        sha256: None,
+        oci,
+    }
 }
 
 /// Whether `digest` is a sha256 in hex, in either case.
@@ -70,5 +139,26 @@ mod tests {
         assert_eq!(plugins["pinned"].path, std::path::Path::new("/opt/p.wasm"));
         assert_eq!(plugins["pinned"].sha256, Some("ab".repeat(32)));
         assert_eq!(codes(&problems), ["MalformedSha256", "MalformedSha256"]);
+    }
+
+    #[test]
+    fn a_plugin_in_a_registry_is_pinned_by_digest() {
+        let digest = "CD".repeat(32);
+        let text = format!(
+            "pinned = \"oci://127.0.0.1:5000/team/noop:1.0@sha256:{digest}\"\ntable = {{ source = \"oci://registry.example.com/noop@sha256:{digest}\" }}\ntagged = \"oci://127.0.0.1:5000/team/noop:1.0\"\nbroken = {{ source = \"oci://127.0.0.1:5000/Team\" }}\n"
+        );
+        let source = Source::new("ops/deploy.toml", text.as_str());
+        let mut problems = Diagnostics::default();
+        let plugins = validate_plugins(&source, raw(&text), &mut problems);
+        let pinned = plugins["pinned"].oci.as_ref().unwrap();
+        assert_eq!(pinned.digest, format!("sha256:{}", "cd".repeat(32)));
+        assert_eq!(pinned.reference.repository, "team/noop");
+        assert!(pinned.signers.is_none());
+        assert_eq!(
+            plugins["table"].oci.as_ref().unwrap().reference.registry,
+            "registry.example.com"
+        );
+        assert!(plugins["tagged"].oci.is_none());
+        assert_eq!(codes(&problems), ["OciReference", "OciUnpinned"]);
     }
 }

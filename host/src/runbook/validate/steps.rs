@@ -250,6 +250,7 @@ mod tests {
                 let plugin = PluginSource {
                     path: format!("{name}.wasm").into(),
                     sha256: None,
+                    oci: None,
                 };
                 (name.to_owned(), plugin)
             })
@@ -305,6 +306,7 @@ mod tests {
             PluginSource {
                 path: "s.wasm".into(),
                 sha256: None,
+                oci: None,
             },
         )]
         .into();
