@@ -29,6 +29,7 @@ pub mod log;
 pub mod secrets;
 
 pub mod store;
+pub mod tape;
 
 use crate::events::{Decision, EventKind, EventSink};
 use crate::grant::{StepGrants, StepId};
@@ -328,6 +329,9 @@ pub struct RunAccess {
     pub kube: Option<Arc<kube::KubeAccess>>,
     /// How programs run: confined, or not at all, when the run has any.
     pub command: Option<Arc<command::CommandAccess>>,
+    /// Whether steps' calls are recorded into cassettes, or answered
+    /// from one.
+    pub tape: tape::Tape,
 }
 
 impl RunAccess {
@@ -342,6 +346,7 @@ impl RunAccess {
             aws: None,
             kube: None,
             command: None,
+            tape: tape::Tape::Off,
         }
     }
 
@@ -371,6 +376,8 @@ impl RunAccess {
             kube: self.kube.clone(),
             command: self.command.clone(),
             checkpoints,
+            tape: self.tape.clone(),
+            exchanges: Default::default(),
         }
     }
 }
@@ -408,6 +415,10 @@ pub struct StepContext {
     /// (`log.checkpoint`), shared by its attempts: the first value of a
     /// key is kept.
     pub checkpoints: Checkpoints,
+    /// Whether its calls are recorded or replayed.
+    pub tape: tape::Tape,
+    /// The calls of the current export call, when the run records.
+    pub exchanges: std::sync::Mutex<Vec<tape::Exchange>>,
 }
 
 /// A step's checkpoints: key -> the value recorded first.

@@ -4,9 +4,11 @@
 //! cancellation.
 
 pub mod cache;
+pub mod replay;
 pub mod seal;
 
 use crate::capability::http::HttpClient;
+use crate::capability::tape::{Ended, Export, ExportCall, PlannedRecord, PluginInfo};
 use crate::capability::{RunAccess, StepContext, StepState};
 use crate::grant::{StepGrants, StepId};
 use crate::wit::{Descriptor, Outcome, PlannedAction, PluginError, RunResult, StepPre};
@@ -550,14 +552,27 @@ impl PluginRuntime {
         context: Arc<StepContext>,
         params: &str,
     ) -> CallResult<()> {
+        let kept = params.to_owned();
         let params = params.to_owned();
-        self.call(
+        let result = self
+            .call(
+                plugin,
+                Arc::clone(&context),
+                crate::runbook::DEFAULT_MEMORY,
+                move |step, store| Box::pin(async move { step.check(store, &params).await }),
+            )
+            .await;
+        keep(
+            &context,
             plugin,
-            context,
-            crate::runbook::DEFAULT_MEMORY,
-            move |step, store| Box::pin(async move { step.check(store, &params).await }),
-        )
-        .await
+            Export::Check,
+            kept,
+            None,
+            None,
+            &result,
+            |()| Ended::Checked,
+        );
+        result
     }
 
     /// Calls `plan`.
@@ -568,11 +583,37 @@ impl PluginRuntime {
         memory_limit: u64,
         params: &str,
     ) -> CallResult<Vec<PlannedAction>> {
+        let kept = params.to_owned();
         let params = params.to_owned();
-        self.call(plugin, context, memory_limit, move |step, store| {
-            Box::pin(async move { step.plan(store, &params).await })
-        })
-        .await
+        let result = self
+            .call(
+                plugin,
+                Arc::clone(&context),
+                memory_limit,
+                move |step, store| Box::pin(async move { step.plan(store, &params).await }),
+            )
+            .await;
+        keep(
+            &context,
+            plugin,
+            Export::Plan,
+            kept,
+            None,
+            None,
+            &result,
+            |actions| {
+                Ended::Planned(
+                    actions
+                        .iter()
+                        .map(|action| PlannedRecord {
+                            description: action.description.clone(),
+                            mutates: action.mutates,
+                        })
+                        .collect(),
+                )
+            },
+        );
+        result
     }
 
     /// Calls `run`: the first time with no state, after a wait with the
@@ -585,12 +626,30 @@ impl PluginRuntime {
         params: &str,
         state: Option<&str>,
     ) -> CallResult<RunResult> {
+        let kept = (params.to_owned(), state.map(str::to_owned));
         let params = params.to_owned();
         let state = state.map(str::to_owned);
-        self.call(plugin, context, memory_limit, move |step, store| {
-            Box::pin(async move { step.run(store, &params, state.as_deref()).await })
-        })
-        .await
+        let result = self
+            .call(
+                plugin,
+                Arc::clone(&context),
+                memory_limit,
+                move |step, store| {
+                    Box::pin(async move { step.run(store, &params, state.as_deref()).await })
+                },
+            )
+            .await;
+        keep(
+            &context,
+            plugin,
+            Export::Run,
+            kept.0,
+            kept.1,
+            None,
+            &result,
+            ended_run,
+        );
+        result
     }
 
     /// Calls `run` until the step is done, waiting in this process between
@@ -637,11 +696,31 @@ impl PluginRuntime {
         params: &str,
         outputs: Vec<(String, String)>,
     ) -> CallResult<String> {
+        let kept = (params.to_owned(), outputs.clone());
         let params = params.to_owned();
-        self.call(plugin, context, memory_limit, move |step, store| {
-            Box::pin(async move { step.rollback(store, &params, &outputs).await })
-        })
-        .await
+        let result = self
+            .call(
+                plugin,
+                Arc::clone(&context),
+                memory_limit,
+                move |step, store| {
+                    Box::pin(async move { step.rollback(store, &params, &outputs).await })
+                },
+            )
+            .await;
+        keep(
+            &context,
+            plugin,
+            Export::Rollback,
+            kept.0,
+            None,
+            Some(kept.1),
+            &result,
+            |summary| Ended::RolledBack {
+                summary: summary.clone(),
+            },
+        );
+        result
     }
 
     /// Instantiates the plugin in a fresh store and runs one export, bounded
@@ -708,6 +787,63 @@ impl PluginRuntime {
             Err(error) => Err(error),
         }
     }
+}
+
+/// How `run` ended, as a cassette keeps it.
+pub fn ended_run(result: &RunResult) -> Ended {
+    match result {
+        RunResult::Done(outcome) => Ended::Done {
+            outputs: outcome.outputs.iter().cloned().collect(),
+            summary: outcome.summary.clone(),
+        },
+        RunResult::Wait(wait) => Ended::Wait {
+            after_ms: wait.after_ms,
+            state: wait.state.clone(),
+            status: wait.status.clone(),
+        },
+    }
+}
+
+/// How an export call ended, as a cassette keeps it.
+pub fn ended<T>(result: &CallResult<T>, ok: impl FnOnce(&T) -> Ended) -> Ended {
+    match result {
+        Ok(Ok(value)) => ok(value),
+        Ok(Err(error)) => Ended::Error(error.into()),
+        Err(error) => Ended::Crashed(error.to_string()),
+    }
+}
+
+/// Hands a finished export call to the step's tape (kept in its cassette
+/// when the run records).
+#[allow(clippy::too_many_arguments, reason = "one call's every part")]
+fn keep<T>(
+    context: &StepContext,
+    plugin: &LoadedPlugin,
+    export: Export,
+    params: String,
+    state: Option<String>,
+    outputs: Option<Vec<(String, String)>>,
+    result: &CallResult<T>,
+    ok: impl FnOnce(&T) -> Ended,
+) {
+    if !matches!(context.tape, crate::capability::tape::Tape::Record(_)) {
+        return;
+    }
+    let info = PluginInfo {
+        name: plugin.descriptor.name.clone(),
+        version: plugin.descriptor.version.clone(),
+        digest: plugin.digest.clone(),
+    };
+    context.finish_export(
+        &info,
+        ExportCall {
+            export,
+            params,
+            state,
+            outputs,
+            result: ended(result, ok),
+        },
+    );
 }
 
 impl Drop for PluginRuntime {

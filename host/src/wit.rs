@@ -10,6 +10,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async },
     exports: { default: async },
+    // Cassettes (`capability::tape`) keep requests and answers as JSON.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 pub use self::runbook::plugin::types::{

@@ -183,6 +183,17 @@ fn refusal(
     Some((reason, hint))
 }
 
+/// How a call answered from a cassette is recorded.
+pub(super) fn replayed_outcome<T>(
+    answer: &Result<T, PluginError>,
+    status: impl Fn(&T) -> u16,
+) -> String {
+    match answer {
+        Ok(response) => format!("{} (from the cassette)", status(response)),
+        Err(error) => format!("{} (from the cassette)", error.describe()),
+    }
+}
+
 /// The error of a call made where the host has no credentials.
 fn no_credentials() -> PluginError {
     PluginError::Failed(
@@ -206,6 +217,14 @@ pub async fn call(context: &StepContext, request: Request) -> Result<Response, P
             None,
             "`plan` runs plugins read-only: AWS actions that change things are recorded, not sent",
         ));
+    }
+    if let Some(answer) = context.replayed(&request) {
+        record.finish(
+            None,
+            replayed_outcome(&answer, |response| response.status),
+            answer.is_ok(),
+        );
+        return answer;
     }
     let access = context.aws.clone().unwrap_or_default();
     let Some(credentials) = &access.credentials else {
@@ -528,11 +547,13 @@ async fn exchange(
 
 impl Host for StepState {
     async fn call(&mut self, request: Request) -> Result<Response, PluginError> {
-        call(&self.context, request).await
+        let context = &self.context;
+        super::tape::through(context, request, |request| call(context, request)).await
     }
 
     async fn send(&mut self, request: RestRequest) -> Result<RestResponse, PluginError> {
-        rest::send(&self.context, request).await
+        let context = &self.context;
+        super::tape::through(context, request, |request| rest::send(context, request)).await
     }
 }
 

@@ -2,13 +2,16 @@
 //! read from the component itself; `runbook plugin seal`: its capabilities
 //! written into it, for components not built with the Rust SDK; `push`, `sign` and `verify`: plugins
 //! kept in an OCI registry (`crate::oci`), signed with SSH keys in the
-//! `runbook-plugin` namespace (`crate::signature`).
+//! `runbook-plugin` namespace (`crate::signature`); `runbook plugin test`: its
+//! exports replayed against a cassette ([`crate::plugin::replay`]).
 
 use super::{Cli, Failure, Output, exit};
+use crate::capability::tape::{Cassette, Export};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::oci::{self, Client, OciError, Reference};
-use crate::plugin::LoadedPlugin;
+use crate::plugin::{LoadedPlugin, replay};
 use crate::signature;
+use crate::terminal;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -99,6 +102,50 @@ pub enum PluginCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run a plugin against a recorded cassette, the host answering its
+    /// capability calls from it: exit 0 when it returns what was recorded,
+    /// 1 with what differs.
+    #[command(
+        after_help = "Example:\n  runbook exec runbook.toml --record cassettes/\n  runbook plugin test target/wasm32-wasip2/release/smoke_test.wasm --cassette cassettes/smoke.json"
+    )]
+    Test {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// The cassette (`runbook exec --record DIR` writes `DIR/STEP.json`).
+        #[arg(long, value_name = "FILE")]
+        cassette: PathBuf,
+        /// Which export to replay; repeat for several [default: run, and
+        /// rollback when the cassette holds one].
+        #[arg(long = "call", value_enum, value_name = "EXPORT")]
+        calls: Vec<Call>,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// An export of a plugin, for `plugin test --call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Call {
+    /// `check(params)`.
+    Check,
+    /// `plan(params)`.
+    Plan,
+    /// `run(params, state)`.
+    Run,
+    /// `rollback(params, outputs)`.
+    Rollback,
+}
+
+impl From<Call> for Export {
+    fn from(call: Call) -> Self {
+        match call {
+            Call::Check => Export::Check,
+            Call::Plan => Export::Plan,
+            Call::Run => Export::Run,
+            Call::Rollback => Export::Rollback,
+        }
+    }
 }
 
 /// Runs the command.
@@ -124,6 +171,12 @@ pub async fn run(cli: &Cli, command: &PluginCommand) -> Result<u8, Failure> {
             plain_http,
             output,
         } => verify(reference, allowed_signers, *plain_http, *output).await,
+        PluginCommand::Test {
+            file,
+            cassette,
+            calls,
+            output,
+        } => test(cli, file, cassette, calls, *output).await,
     }
 }
 
@@ -388,6 +441,61 @@ async fn seal(cli: &Cli, file: &Path, out: &Path, output: Output) -> Result<u8, 
         }
     }
     Ok(exit::SUCCESS)
+}
+
+async fn test(
+    cli: &Cli,
+    file: &Path,
+    cassette: &Path,
+    calls: &[Call],
+    output: Output,
+) -> Result<u8, Failure> {
+    let runtime = super::plugin_runtime(cli)?;
+    let plugin = runtime
+        .load(file, None)
+        .await
+        .with_context(|| format!("cannot load `{}`", file.display()))?;
+    let kept = Cassette::read(cassette).map_err(anyhow::Error::msg)?;
+    let exports: Vec<Export> = if calls.is_empty() {
+        replay::default_exports(&kept)
+    } else {
+        calls.iter().copied().map(Export::from).collect()
+    };
+    let replayed = replay::replay(&runtime, &plugin, &kept, &exports, replay::DEFAULT_TIMEOUT)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot replay `{}`: {error}", cassette.display()))?;
+    match output {
+        Output::Json => super::print_json(&replayed)?,
+        Output::Text => {
+            for call in &replayed.calls {
+                let verdict = if call.passed() { "ok    " } else { "FAILED" };
+                outln!(
+                    "{verdict} {} of step `{}` ({} host call(s) expected): {}",
+                    call.export.name(),
+                    terminal::text(&replayed.step),
+                    call.expected_calls,
+                    terminal::text(&replay::describe(&call.got))
+                )?;
+                for problem in &call.problems {
+                    outln!("         {}", terminal::text(problem))?;
+                }
+            }
+            outln!(
+                "{} {}",
+                terminal::text(&replayed.plugin),
+                if replayed.passed {
+                    "answered as recorded"
+                } else {
+                    "did not answer as recorded"
+                }
+            )?;
+        }
+    }
+    Ok(if replayed.passed {
+        exit::SUCCESS
+    } else {
+        exit::STEP_FAILED
+    })
 }
 
 async fn inspect(cli: &Cli, file: &PathBuf, output: Output) -> Result<u8, Failure> {

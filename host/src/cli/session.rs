@@ -96,6 +96,14 @@ pub struct RunOptions {
     /// programs and arguments, no inherited environment, and its limits.
     #[arg(long)]
     pub allow_unconfined_commands: bool,
+
+    /// Keep a cassette of every step in this folder (`DIR/STEP.json`):
+    /// each capability call its plugin made with the host's answer, its
+    /// parameters, grants and results, secrets redacted. `runbook plugin
+    /// test PLUGIN --cassette DIR/STEP.json` replays one without the
+    /// services.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -133,6 +141,7 @@ impl RunOptions {
             self.kube_context.clone(),
         )
         .allowing_unconfined_commands(self.allow_unconfined_commands)
+        .recording(self.record.clone())
     }
 }
 

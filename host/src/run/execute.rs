@@ -28,6 +28,9 @@ pub struct Connections {
     pub kube: Option<Arc<KubeAccess>>,
     /// How programs run, for steps granted commands.
     pub command: Option<CommandAccess>,
+    /// Where each step's cassette goes (`--record DIR`): its capability
+    /// calls with the host's answers, its parameters, grants and results.
+    pub record: Option<std::path::PathBuf>,
 }
 
 impl Connections {
@@ -52,7 +55,14 @@ impl Connections {
                 environment.and_then(|environment| environment.kube_context.clone())
             }))),
             command: Some(CommandAccess::detect(false)),
+            record: None,
         }
+    }
+
+    /// The same, keeping each step's cassette in `dir` when one is given.
+    pub fn recording(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.record = dir;
+        self
     }
 
     /// The same, letting command steps run unconfined where the kernel
@@ -89,6 +99,12 @@ pub async fn execute(
             aws: connections.aws,
             kube: connections.kube,
             command: connections.command.map(Arc::new),
+            tape: match connections.record {
+                Some(dir) => crate::capability::tape::Tape::Record(Arc::new(
+                    crate::capability::tape::Recorder::new(dir),
+                )),
+                None => crate::capability::tape::Tape::Off,
+            },
         },
         cancel: options.cancel.clone(),
         abort: options.abort.clone(),
@@ -417,6 +433,7 @@ pub(super) fn dry_context(
         aws: connections.aws.clone(),
         kube: connections.kube.clone(),
         command: connections.command.clone().map(Arc::new),
+        tape: crate::capability::tape::Tape::Off,
     };
     let context = Arc::new(access.for_step(
         planned.id.clone(),

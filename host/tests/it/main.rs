@@ -7,6 +7,7 @@ mod architecture;
 mod audit;
 mod aws;
 mod canary;
+mod cassettes;
 mod cli;
 mod command;
 mod decide;

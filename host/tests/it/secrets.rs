@@ -197,6 +197,7 @@ fn step(http: &[&str], secrets: &[(&str, &str)]) -> (StepContext, Recorder) {
         aws: None,
         kube: None,
         command: None,
+        tape: Default::default(),
     };
     let grants = StepGrants {
         http: http

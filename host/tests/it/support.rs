@@ -193,6 +193,8 @@ pub struct RunOptions {
     /// Where run state goes, kept by the caller (for a later `rollback`);
     /// else a temporary folder dropped with the run.
     pub state_dir: Option<PathBuf>,
+    /// `--record DIR`: each step's cassette.
+    pub record: Option<PathBuf>,
 }
 
 /// The test's side of a run: its events go to a recorder, its notices
@@ -240,6 +242,7 @@ pub async fn run_file(runtime: &PluginRuntime, path: &Path, options: RunOptions)
         aws: options.aws,
         kube: options.kube,
         command: Some(runbook::capability::command::CommandAccess::detect(false)),
+        record: options.record,
     };
     run_to_end(
         runtime,
@@ -370,6 +373,7 @@ pub async fn roll_back(runtime: &PluginRuntime, run_id: &str, options: RunOption
         aws: options.aws,
         kube: options.kube,
         command: Some(runbook::capability::command::CommandAccess::detect(false)),
+        record: options.record,
     };
     run_to_end(
         runtime,

@@ -334,6 +334,14 @@ pub async fn send(
             "`plan` runs plugins read-only: only AWS reads (GET or HEAD of a `Get*`, `List*` or `Describe*` action) are sent",
         ));
     }
+    if let Some(answer) = context.replayed(&request) {
+        record.finish(
+            None,
+            super::replayed_outcome(&answer, |response| response.status),
+            answer.is_ok(),
+        );
+        return answer;
+    }
     let access = context.aws.clone().unwrap_or_default();
     let Some(credentials) = &access.credentials else {
         record.finish(None, "no AWS credentials", false);
