@@ -154,6 +154,17 @@ pub struct PluginRuntime {
     ticker_stop: Arc<AtomicBool>,
 }
 
+/// A component made ready by [`PluginRuntime::warm`].
+#[derive(Debug, Clone)]
+pub struct Warmed {
+    /// Compiled now (else it was in the cache already).
+    pub compiled: bool,
+    /// Its sha256, hex.
+    pub digest: String,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
 /// A loaded, pre-instantiated plugin.
 pub struct LoadedPlugin {
     /// The component file.
@@ -403,6 +414,47 @@ impl PluginRuntime {
     /// The shared HTTP client that capability calls use.
     pub fn http_client(&self) -> HttpClient {
         self.http.clone()
+    }
+
+    /// Compiles the components at `paths` into the cache at once, one
+    /// thread each (wasmtime spreads each compilation over the cores too),
+    /// so that loading them afterwards only maps what is cached: what
+    /// `validate`, `plan` and `exec` do first for every plugin a runbook
+    /// uses, and `runbook plugin warm` ahead of time. Each path's outcome:
+    /// whether it was compiled now (false: it was cached), and how long
+    /// that took; a component that cannot be read or compiled is left for
+    /// the load that follows to report.
+    pub fn warm(&self, paths: &[PathBuf]) -> Vec<(PathBuf, Result<Warmed, String>)> {
+        std::thread::scope(|scope| {
+            let jobs: Vec<_> = paths
+                .iter()
+                .map(|path| {
+                    scope.spawn(move || {
+                        let started = std::time::Instant::now();
+                        let outcome = std::fs::read(path)
+                            .map_err(|error| error.to_string())
+                            .and_then(|bytes| {
+                                let digest = hex::encode(Sha256::digest(&bytes));
+                                self.cache
+                                    .get_or_compile(&self.engine, &digest, &bytes)
+                                    .map_err(|error| format!("{error:#}"))
+                                    .map(|(_, compiled)| Warmed {
+                                        compiled,
+                                        digest,
+                                        elapsed: started.elapsed(),
+                                    })
+                            });
+                        (path.clone(), outcome)
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|job| {
+                    job.join()
+                        .unwrap_or_else(|_| (PathBuf::new(), Err("the compiler panicked".into())))
+                })
+                .collect()
+        })
     }
 
     /// Loads a component: checks its digest, compiles it or maps it from the

@@ -18,6 +18,21 @@ use std::path::{Path, PathBuf};
 /// `runbook plugin ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
+    /// Compile every plugin a runbook uses (or the components named) into
+    /// the cache ahead of time, all at once, so that the first `exec` of a
+    /// reviewed runbook does not pay for it.
+    #[command(
+        long_about = "Compile every plugin a runbook uses (or the components named) into the cache ahead of time, all at once: a fresh CI runner or laptop then pays no compilation at the first `validate`, `plan` or `exec`. A component already cached for this version of runbook is only checked. `runbook lock` warms the same way.",
+        after_help = "Examples:\n  runbook plugin warm runbooks/riskcast.toml\n  runbook plugin warm runbooks/*.toml --output json\n  runbook plugin warm build/my_plugin.wasm"
+    )]
+    Warm {
+        /// Runbook files (every plugin they name) or component files (`.wasm`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Show a plugin's name, version, digest, capabilities, imports and parameters.
     #[command(
         after_help = "Example:\n  runbook plugin inspect target/wasm32-wasip2/release/smoke_test.wasm"
@@ -152,6 +167,7 @@ impl From<Call> for Export {
 pub async fn run(cli: &Cli, command: &PluginCommand) -> Result<u8, Failure> {
     match command {
         PluginCommand::Inspect { file, output } => inspect(cli, file, *output).await,
+        PluginCommand::Warm { files, output } => warm(cli, files, *output),
         PluginCommand::Seal { file, out, output } => seal(cli, file, out, *output).await,
         PluginCommand::Push {
             file,
@@ -495,6 +511,91 @@ async fn test(
         exit::SUCCESS
     } else {
         exit::STEP_FAILED
+    })
+}
+
+/// Compiles the components of `files` (runbooks: the plugins they name on
+/// disk) into the cache at once.
+fn warm(cli: &Cli, files: &[PathBuf], output: Output) -> Result<u8, Failure> {
+    let mut components = Vec::new();
+    for file in files {
+        if file
+            .extension()
+            .is_some_and(|extension| extension == "wasm")
+        {
+            components.push(file.clone());
+            continue;
+        }
+        let runbook = crate::runbook::load(file)?;
+        components.extend(
+            runbook
+                .plugins
+                .values()
+                .filter(|source| source.oci.is_none())
+                .map(|source| source.path.clone()),
+        );
+    }
+    components.sort();
+    components.dedup();
+    let runtime = super::plugin_runtime(cli)?;
+    let started = std::time::Instant::now();
+    let warmed = runtime.warm(&components);
+    let total = started.elapsed();
+    let failed = warmed
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .count();
+    if output == Output::Json {
+        let entries: Vec<serde_json::Value> = warmed
+            .iter()
+            .map(|(path, outcome)| match outcome {
+                Ok(warmed) => serde_json::json!({
+                    "file": path.display().to_string(),
+                    "sha256": warmed.digest,
+                    "compiled": warmed.compiled,
+                    "ms": warmed.elapsed.as_secs_f64() * 1000.0,
+                }),
+                Err(error) => serde_json::json!({
+                    "file": path.display().to_string(),
+                    "error": error,
+                }),
+            })
+            .collect();
+        super::print_json(&serde_json::json!({
+            "plugins": entries,
+            "ms": total.as_secs_f64() * 1000.0,
+        }))?;
+    } else {
+        for (path, outcome) in &warmed {
+            match outcome {
+                Ok(warmed) => outln!(
+                    "{} {} ({:.1} s)",
+                    if warmed.compiled {
+                        "compiled"
+                    } else {
+                        "cached  "
+                    },
+                    path.display(),
+                    warmed.elapsed.as_secs_f64()
+                )?,
+                Err(error) => outln!("failed   {}: {error}", path.display())?,
+            }
+        }
+        outln!(
+            "{} plugin(s) ready in {:.1} s{}",
+            warmed.len() - failed,
+            total.as_secs_f64(),
+            if failed > 0 {
+                format!("; {failed} failed (`runbook validate` says why)")
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    Ok(if failed > 0 {
+        exit::INVALID
+    } else {
+        exit::SUCCESS
     })
 }
 

@@ -105,7 +105,18 @@ pub async fn load_runbook_plugins(
         .chain(targets)
         .collect();
     // Plugins no step or `[notify]` target uses are not loaded: compiling
-    // them would only cost time.
+    // them would only cost time. Those on disk are compiled together
+    // first, so an empty cache costs the slowest of them, not their sum.
+    let local: Vec<std::path::PathBuf> = runbook
+        .plugins
+        .iter()
+        .filter(|(name, source)| used.contains(name.as_str()) && source.oci.is_none())
+        .map(|(_, source)| source.path.clone())
+        .collect();
+    if local.len() > 1 {
+        // Blocking, as each load's compilation is: nothing else runs yet.
+        runtime.warm(&local);
+    }
     for (name, source) in runbook
         .plugins
         .iter()

@@ -323,3 +323,54 @@ async fn a_component_importing_what_the_host_does_not_provide_is_refused_naming_
     assert_eq!(validate.status.code(), Some(2), "{said}");
     assert!(said.contains("imports `wasi:http/types@0.2."), "{said}");
 }
+
+/// `runbook plugin warm` compiles every plugin a runbook names into an
+/// empty cache at once, says which it compiled, and finds them all cached
+/// the second time; `validate` then compiles nothing.
+#[test]
+fn plugin_warm_compiles_a_runbooks_plugins_ahead_and_then_finds_them_cached() {
+    let cache = tempfile::tempdir().unwrap();
+    let riskcast = runbook_testenv::workspace_root().join("runbooks/riskcast.toml");
+    let warm = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"));
+        command
+            .args([
+                "plugin",
+                "warm",
+                riskcast.to_str().unwrap(),
+                "--output",
+                "json",
+            ])
+            .args(extra)
+            .env("RUNBOOK_CACHE_DIR", cache.path());
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let first = warm(&[]);
+    let plugins = first["plugins"].as_array().unwrap();
+    assert!(plugins.len() >= 5, "{first}");
+    assert!(
+        plugins.iter().all(|plugin| plugin["compiled"] == true),
+        "an empty cache compiles each: {first}"
+    );
+    let second = warm(&[]);
+    assert!(
+        second["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|plugin| plugin["compiled"] == false),
+        "{second}"
+    );
+    // A component that is not one is reported, and the exit says so.
+    let broken = cache.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm nonsense").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["plugin", "warm", broken.to_str().unwrap()])
+        .env("RUNBOOK_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("failed"), "{}", text(&output));
+}
