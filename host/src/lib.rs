@@ -23,6 +23,7 @@ pub mod redact;
 pub mod report;
 pub mod run;
 pub mod runbook;
+pub mod scaffold;
 pub mod schedule;
 pub mod signature;
 pub mod state;

@@ -15,7 +15,7 @@
 //!   The grant checks run first either way, so a cassette cannot widen
 //!   what a step is granted.
 //!
-//! The plugin runtime ([`crate::plugin`]) hands each finished export call
+//! The plugin runtime (`plugin`) hands each finished export call
 //! to [`StepContext::finish_export`], which writes the step's cassette
 //! (`DIR/STEP.json`). The format is documented in `docs/plugin-authors.md`.
 

@@ -18,6 +18,21 @@ use std::path::{Path, PathBuf};
 /// `runbook plugin ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum PluginCommand {
+    /// Make a new plugin project that builds, passes its own test and runs
+    /// in the example runbook it comes with.
+    #[command(
+        after_help = "Example:\n  runbook plugin new http-check --lang rust\n  cd http-check && cargo test && cargo build --release --target wasm32-wasip2\n  runbook exec example.toml --set url=https://example.com/ --yes"
+    )]
+    New {
+        /// The plugin's name: lowercase letters, digits and dashes (`http-check`).
+        name: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Lang::Rust)]
+        lang: crate::scaffold::Lang,
+        /// The folder to make it in [default: `./NAME`].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Compile every plugin a runbook uses (or the components named) into
     /// the cache ahead of time, all at once, so that the first `exec` of a
     /// reviewed runbook does not pay for it.
@@ -168,6 +183,7 @@ pub async fn run(cli: &Cli, command: &PluginCommand) -> Result<u8, Failure> {
     match command {
         PluginCommand::Inspect { file, output } => inspect(cli, file, *output).await,
         PluginCommand::Warm { files, output } => warm(cli, files, *output),
+        PluginCommand::New { name, lang, dir } => new(name, *lang, dir.as_deref()),
         PluginCommand::Seal { file, out, output } => seal(cli, file, out, *output).await,
         PluginCommand::Push {
             file,
@@ -512,6 +528,41 @@ async fn test(
     } else {
         exit::STEP_FAILED
     })
+}
+
+/// Writes a new plugin project.
+fn new(name: &str, lang: crate::scaffold::Lang, dir: Option<&Path>) -> Result<u8, Failure> {
+    let refuse = |message: String, hint: &str| {
+        Failure::Invalid(Diagnostics(vec![Diagnostic::new(message).hint(hint)]))
+    };
+    let files = crate::scaffold::project(name, lang).map_err(|message| {
+        refuse(
+            message,
+            "the name is the plugin's, its crate's and its file's",
+        )
+    })?;
+    let folder = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
+    if std::fs::read_dir(&folder).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(refuse(
+            format!("{} exists and is not empty", folder.display()),
+            "pick another name, or `--dir` an empty or new folder",
+        ));
+    }
+    for file in &files {
+        let path = folder.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot make {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    outln!("made {} ({} files)", folder.display(), files.len())?;
+    outln!("  cd {}", folder.display())?;
+    outln!("  cargo test")?;
+    outln!("  cargo build --release --target wasm32-wasip2")?;
+    outln!("  runbook exec example.toml --set url=https://example.com/ --yes")?;
+    Ok(exit::SUCCESS)
 }
 
 /// Compiles the components of `files` (runbooks: the plugins they name on

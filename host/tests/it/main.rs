@@ -37,6 +37,7 @@ mod report;
 mod rollback;
 mod rollout;
 mod sandbox;
+mod scaffold;
 mod schema;
 mod seal;
 mod secret_sources;

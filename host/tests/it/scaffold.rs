@@ -1,0 +1,93 @@
+//! `runbook plugin new`: the project it makes builds with cargo, passes its
+//! own test, is a sealed component with an honest import list, and runs in
+//! the example runbook it comes with against a real service.
+
+use crate::support::text;
+use runbook_testenv::SampleService;
+use std::process::Command;
+
+fn cargo(project: &std::path::Path, target: &std::path::Path, args: &[&str]) {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo {}: {}",
+        args.join(" "),
+        text(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_rust_plugin_builds_passes_its_test_and_runs_in_its_example() {
+    let service = SampleService::start(None).await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let made = crate::support::runbook_cli(&[
+        "plugin",
+        "new",
+        "http-check",
+        "--dir",
+        folder.path().join("http-check").to_str().unwrap(),
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made));
+    let project = folder.path().join("http-check");
+    // Its target folder inside it, as a plugin author's would be.
+    let target = project.join("target");
+    let built = {
+        let (project, target) = (project.clone(), target.clone());
+        tokio::task::spawn_blocking(move || {
+            cargo(&project, &target, &["test", "--offline"]);
+            cargo(
+                &project,
+                &target,
+                &[
+                    "build",
+                    "--offline",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                ],
+            );
+        })
+    };
+    built.await.unwrap();
+    let component = target.join("wasm32-wasip2/release/http_check.wasm");
+    let inspected = crate::support::runbook_cli(&[
+        "plugin",
+        "inspect",
+        component.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(inspected.status.code(), Some(0), "{}", text(&inspected));
+    let described: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(described["name"], "http-check", "{described}");
+    let example = project.join("example.toml").display().to_string();
+    let healthy = format!("url={}/health", service.base_url());
+    let ran = tokio::task::spawn_blocking(move || {
+        crate::support::runbook_cli(&["exec", &example, "--set", &healthy, "--yes"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
+    assert!(
+        service
+            .state()
+            .received
+            .iter()
+            .any(|request| request.path == "/health"),
+        "the step reached the service"
+    );
+    // A second new project in the same folder is refused.
+    let again = crate::support::runbook_cli(&[
+        "plugin",
+        "new",
+        "http-check",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+}
