@@ -32,6 +32,7 @@ mod operations;
 mod params;
 mod plan_apply;
 mod promotion;
+mod python_plugin;
 mod registry;
 mod report;
 mod rollback;
