@@ -11,6 +11,8 @@ use std::path::PathBuf;
 pub enum Lang {
     /// Rust, with the vendored `runbook-sdk`.
     Rust,
+    /// Python, with the vendored `runbook_sdk` and componentize-py.
+    Python,
 }
 
 /// One file of a new project: where, relative to its folder, and what.
@@ -45,6 +47,51 @@ const SDK_SOURCES: &[(&str, &str)] = &[
 const CONTRACT: &str = include_str!("../../wit/plugin.wit");
 const LOCKFILE: &str = include_str!("../../Cargo.lock");
 const RUST_LIB: &str = include_str!("scaffold/rust_lib.rs.in");
+const PYTHON_SDK: &[(&str, &str)] = &[
+    (
+        "__init__.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/__init__.py"),
+    ),
+    (
+        "build.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/build.py"),
+    ),
+    (
+        "errors.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/errors.py"),
+    ),
+    (
+        "http.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/http.py"),
+    ),
+    (
+        "log.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/log.py"),
+    ),
+    (
+        "schema.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/schema.py"),
+    ),
+    (
+        "secrets.py",
+        include_str!("../../plugins/sdk-python/runbook_sdk/secrets.py"),
+    ),
+];
+const PYTHON_PLUGIN: &str = include_str!("scaffold/python_plugin.py.in");
+const PYTHON_TEST: &str = include_str!("scaffold/python_test.py.in");
+
+/// The componentize-py the Python SDK pins.
+fn componentize_py() -> &'static str {
+    PYTHON_SDK
+        .iter()
+        .find(|(name, _)| *name == "build.py")
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("TOOLCHAIN = \""))
+                .and_then(|rest| rest.strip_suffix('"'))
+        })
+        .unwrap_or("0.25.1")
+}
 
 /// Why a name cannot be a plugin's.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -71,6 +118,7 @@ pub fn project(name: &str, lang: Lang) -> Result<Vec<File>, String> {
     check_name(name)?;
     match lang {
         Lang::Rust => Ok(rust(name)),
+        Lang::Python => Ok(python(name)),
     }
 }
 
@@ -131,24 +179,9 @@ strip = true
         ),
         file(
             "example.toml",
-            format!(
-                r#"[runbook]
-name = "{name}-example"
-description = "Runs the {name} plugin once"
-
-[params.url]
-description = "The URL to check"
-required = true
-
-[plugins]
-{name} = "target/wasm32-wasip2/release/{library}.wasm"
-
-[[steps]]
-id = "check"
-uses = "{name}"
-with.url = "${{{{ params.url }}}}"
-grants.http = ["${{{{ params.url }}}}"]
-"#
+            example(
+                name,
+                &format!("target/wasm32-wasip2/release/{library}.wasm"),
             ),
         ),
         file(
@@ -206,6 +239,78 @@ serde_path_to_error = "0.1"
             (*text).to_owned()
         };
         files.push(file(format!("runbook-sdk/src/{source}"), text));
+    }
+    files
+}
+
+/// The example runbook of a project whose component is `component`.
+fn example(name: &str, component: &str) -> String {
+    format!(
+        r#"[runbook]
+name = "{name}-example"
+description = "Runs the {name} plugin once"
+
+[params.url]
+description = "The URL to check"
+required = true
+
+[plugins]
+{name} = "{component}"
+
+[[steps]]
+id = "check"
+uses = "{name}"
+with.url = "${{{{ params.url }}}}"
+grants.http = ["${{{{ params.url }}}}"]
+"#
+    )
+}
+
+fn python(name: &str) -> Vec<File> {
+    let pin = componentize_py();
+    let mut files = vec![
+        file(
+            "plugin.py",
+            PYTHON_PLUGIN
+                .replace("{{name}}", name)
+                .replace("{{type}}", &type_name(name)),
+        ),
+        file("test_plugin.py", PYTHON_TEST),
+        file("example.toml", example(name, "plugin.wasm")),
+        file(
+            ".gitignore",
+            "/plugin.wasm\n/.venv\n__pycache__/\n/cassettes\n",
+        ),
+        file("requirements.txt", format!("componentize-py=={pin}\n")),
+        file(
+            "README.md",
+            format!(
+                r#"# {name}
+
+A runbook step plugin in Python, made by `runbook plugin new --lang python`.
+It checks that a granted URL answers with the expected status; change
+`params_schema`, `plan` and `run` in `plugin.py` to what your step does
+(docs/plugin-authors.md).
+
+```sh
+python3 -m venv .venv && .venv/bin/pip install -r requirements.txt   # once
+python3 -m unittest                                                  # its own tests
+.venv/bin/python runbook_sdk/build.py plugin.py -o plugin.wasm       # the component, sealed
+runbook plugin inspect plugin.wasm
+runbook exec example.toml --set url=https://example.com/ --yes
+```
+
+`runbook_sdk/` is the SDK and `runbook_sdk/wit/plugin.wit` the contract of
+the `runbook` that made this project. The build picks the narrowest world
+for the capabilities the step declares, so the component imports only
+what it uses.
+"#
+            ),
+        ),
+        file("runbook_sdk/wit/plugin.wit", CONTRACT),
+    ];
+    for (source, text) in PYTHON_SDK {
+        files.push(file(format!("runbook_sdk/{source}"), *text));
     }
     files
 }

@@ -91,3 +91,68 @@ async fn a_new_rust_plugin_builds_passes_its_test_and_runs_in_its_example() {
     ]);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_python_plugin_passes_its_test_builds_sealed_and_runs_in_its_example() {
+    let service = SampleService::start(None).await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let project = folder.path().join("py-check");
+    let made = crate::support::runbook_cli(&[
+        "plugin",
+        "new",
+        "py-check",
+        "--lang",
+        "python",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made));
+    // Its own test, on this machine's Python.
+    let tested = Command::new("python3")
+        .args(["-m", "unittest", "-v"])
+        .current_dir(&project)
+        .output()
+        .expect("python3 runs");
+    assert!(tested.status.success(), "{}", text(&tested));
+    assert!(text(&tested).contains("ok"), "{}", text(&tested));
+    // Built with the pinned componentize-py that scripts/build-plugins
+    // installed, and sealed by this runbook.
+    let venv = std::env::var("RUNBOOK_PYTHON_VENV").map_or_else(
+        |_| runbook_testenv::workspace_root().join(".venv"),
+        std::path::PathBuf::from,
+    );
+    let built = {
+        let project = project.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(venv.join("bin/python"))
+                .args(["runbook_sdk/build.py", "plugin.py", "-o", "plugin.wasm"])
+                .current_dir(&project)
+                .env("RUNBOOK", env!("CARGO_BIN_EXE_runbook"))
+                .output()
+                .expect("the venv's python runs (scripts/build-plugins makes it)")
+        })
+        .await
+        .unwrap()
+    };
+    assert!(built.status.success(), "{}", text(&built));
+    let inspected = crate::support::runbook_cli(&[
+        "plugin",
+        "inspect",
+        project.join("plugin.wasm").to_str().unwrap(),
+    ]);
+    let said = text(&inspected);
+    assert_eq!(inspected.status.code(), Some(0), "{said}");
+    assert!(said.contains("(sealed)"), "{said}");
+    assert!(
+        !said.contains("runbook:plugin/aws"),
+        "honest imports: {said}"
+    );
+    let example = project.join("example.toml").display().to_string();
+    let healthy = format!("url={}/health", service.base_url());
+    let ran = tokio::task::spawn_blocking(move || {
+        crate::support::runbook_cli(&["exec", &example, "--set", &healthy, "--yes"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
+}
