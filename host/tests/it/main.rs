@@ -21,6 +21,7 @@ mod flags;
 mod format;
 mod hints;
 mod jobs;
+mod js_plugin;
 mod kube;
 mod lambda;
 mod lb;
