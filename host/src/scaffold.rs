@@ -13,6 +13,8 @@ pub enum Lang {
     Rust,
     /// Python, with the vendored `runbook_sdk` and componentize-py.
     Python,
+    /// JavaScript, with the vendored SDK and componentize-js.
+    Js,
 }
 
 /// One file of a new project: where, relative to its folder, and what.
@@ -77,6 +79,25 @@ const PYTHON_SDK: &[(&str, &str)] = &[
         include_str!("../../plugins/sdk-python/runbook_sdk/secrets.py"),
     ),
 ];
+const JS_SDK: &[(&str, &str)] = &[
+    ("index.js", include_str!("../../plugins/sdk-js/index.js")),
+    ("schema.js", include_str!("../../plugins/sdk-js/schema.js")),
+    (
+        "index.d.ts",
+        include_str!("../../plugins/sdk-js/index.d.ts"),
+    ),
+    ("build.mjs", include_str!("../../plugins/sdk-js/build.mjs")),
+    (
+        "package.json",
+        include_str!("../../plugins/sdk-js/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("../../plugins/sdk-js/package-lock.json"),
+    ),
+];
+const JS_STEP: &str = include_str!("scaffold/js_step.js.in");
+const JS_TEST: &str = include_str!("scaffold/js_test.mjs.in");
 const PYTHON_PLUGIN: &str = include_str!("scaffold/python_plugin.py.in");
 const PYTHON_TEST: &str = include_str!("scaffold/python_test.py.in");
 
@@ -119,6 +140,7 @@ pub fn project(name: &str, lang: Lang) -> Result<Vec<File>, String> {
     match lang {
         Lang::Rust => Ok(rust(name)),
         Lang::Python => Ok(python(name)),
+        Lang::Js => Ok(js(name)),
     }
 }
 
@@ -311,6 +333,66 @@ what it uses.
     ];
     for (source, text) in PYTHON_SDK {
         files.push(file(format!("runbook_sdk/{source}"), *text));
+    }
+    files
+}
+
+fn js(name: &str) -> Vec<File> {
+    let mut files = vec![
+        file("step.js", JS_STEP.replace("{{name}}", name)),
+        file("test/step.test.mjs", JS_TEST),
+        file("example.toml", example(name, "plugin.wasm")),
+        file(
+            "package.json",
+            format!(
+                r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "setup": "cd runbook-sdk && npm ci --no-audit --no-fund",
+    "test": "node --test test/",
+    "build": "node runbook-sdk/build.mjs step.js -o plugin.wasm"
+  }},
+  "engines": {{ "node": ">=20" }}
+}}
+"#
+            ),
+        ),
+        file(
+            ".gitignore",
+            "/plugin.wasm\n/runbook-sdk/node_modules\n/cassettes\n",
+        ),
+        file(
+            "README.md",
+            format!(
+                r#"# {name}
+
+A runbook step plugin in JavaScript, made by `runbook plugin new --lang js`.
+It checks that a granted URL answers with the expected status; change
+`params`, `plan` and `run` in `step.js` to what your step does
+(docs/plugin-authors.md).
+
+```sh
+npm run setup      # once: the pinned componentize-js and jco, in runbook-sdk/
+npm test           # its own tests, on this machine's Node
+npm run build      # plugin.wasm: the narrowest world, without wasi:http, sealed by `runbook`
+runbook plugin inspect plugin.wasm
+runbook exec example.toml --set url=https://example.com/ --yes
+```
+
+`runbook-sdk/` is the SDK and `runbook-sdk/wit/plugin.wit` the contract of
+the `runbook` that made this project; its `package-lock.json` pins the
+toolchain it was tested with. Sealing runs `runbook plugin seal`: `runbook`
+on PATH, or `$RUNBOOK`.
+"#
+            ),
+        ),
+        file("runbook-sdk/wit/plugin.wit", CONTRACT),
+    ];
+    for (source, text) in JS_SDK {
+        files.push(file(format!("runbook-sdk/{source}"), *text));
     }
     files
 }

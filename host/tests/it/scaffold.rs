@@ -156,3 +156,65 @@ async fn a_new_python_plugin_passes_its_test_builds_sealed_and_runs_in_its_examp
     .unwrap();
     assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_javascript_plugin_passes_its_test_builds_sealed_and_runs_in_its_example() {
+    let service = SampleService::start(None).await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let project = folder.path().join("js-check");
+    let made = crate::support::runbook_cli(&[
+        "plugin",
+        "new",
+        "js-check",
+        "--lang",
+        "js",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made));
+    let npm = move |at: &std::path::Path, args: &[&str]| {
+        Command::new("npm")
+            .args(args)
+            .current_dir(at)
+            .env("RUNBOOK", env!("CARGO_BIN_EXE_runbook"))
+            .output()
+            .expect("npm runs (Node.js 20)")
+    };
+    let tested = npm(&project, &["test"]);
+    assert!(tested.status.success(), "{}", text(&tested));
+    assert!(text(&tested).contains("# pass 1"), "{}", text(&tested));
+    // The toolchain `npm run setup` would install is the one
+    // scripts/build-plugins installed for plugins/sdk-js, from the same
+    // lockfile: lent rather than downloaded again.
+    std::os::unix::fs::symlink(
+        runbook_testenv::workspace_root().join("plugins/sdk-js/node_modules"),
+        project.join("runbook-sdk/node_modules"),
+    )
+    .unwrap();
+    let at = project.clone();
+    let built = tokio::task::spawn_blocking(move || npm(&at, &["run", "build"]))
+        .await
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let inspected = crate::support::runbook_cli(&[
+        "plugin",
+        "inspect",
+        folder.path().join("js-check/plugin.wasm").to_str().unwrap(),
+    ]);
+    let said = text(&inspected);
+    assert_eq!(inspected.status.code(), Some(0), "{said}");
+    assert!(said.contains("(sealed)"), "{said}");
+    assert!(!said.contains("wasi:http"), "honest imports: {said}");
+    let example = folder
+        .path()
+        .join("js-check/example.toml")
+        .display()
+        .to_string();
+    let healthy = format!("url={}/health", service.base_url());
+    let ran = tokio::task::spawn_blocking(move || {
+        crate::support::runbook_cli(&["exec", &example, "--set", &healthy, "--yes"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
+}
