@@ -35,6 +35,7 @@ mod plan_apply;
 mod promotion;
 mod python_plugin;
 mod registry;
+mod replays;
 mod report;
 mod rollback;
 mod rollout;
