@@ -7,19 +7,32 @@
 //! [`access`] holds the run's connection (client and discovered kinds),
 //! [`call`] the grant check and the one event of every call, [`verbs`] the
 //! six calls, [`rollout`] `kubectl rollout status`'s rules (pure) and
-//! [`wait`] the watch loop that applies them.
+//! [`wait`] the watch loop that applies them; [`taped`] the calls as a
+//! cassette keeps them.
 
 mod access;
 mod call;
 mod rollout;
+pub mod taped;
 mod verbs;
 mod wait;
 
-use super::{Capability, StepState};
+use super::{Capability, StepState, tape};
 use crate::wit::PluginError;
 use crate::wit::runbook::plugin::kube::{self as wit_kube, Condition, Host, ObjectRef, PatchKind};
 use call::Call;
+use std::ops::ControlFlow;
 use std::time::Duration;
+
+/// The call to make, or the cassette's answer returned at once.
+macro_rules! answered {
+    ($next:expr) => {
+        match $next {
+            ControlFlow::Break(answer) => return answer,
+            ControlFlow::Continue(call) => call,
+        }
+    };
+}
 
 pub use crate::grant::KubeGrant as Grant;
 pub use crate::grant::{KubeGrant, VERBS};
@@ -43,11 +56,19 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<StepState>) -> was
 }
 
 /// Every function takes its [`Call`] first: a `Call` exists only once the
-/// step's grant allowed it, so no verb can run unchecked.
+/// step's grant allowed it, so no verb can run unchecked. Each passes its
+/// request through the run's tape ([`tape::through`]: kept when the run
+/// records) and, once granted, asks the cassette when the run replays
+/// ([`Call::replay`]), before any I/O.
 impl Host for StepState {
     async fn get(&mut self, object: ObjectRef) -> Result<Option<String>, PluginError> {
-        let call = Call::on_object(&self.context, "get", &object)?;
-        verbs::get(call, &object).await
+        let context = &self.context;
+        tape::through(context, taped::Get { object }, |request| async move {
+            let call = Call::on_object(context, "get", &request.object)?;
+            let call = answered!(call.replay(&request));
+            verbs::get(call, &request.object).await
+        })
+        .await
     }
 
     async fn list(
@@ -57,23 +78,34 @@ impl Host for StepState {
         namespace: Option<String>,
         label_selector: Option<String>,
     ) -> Result<String, PluginError> {
-        let namespace = namespace.as_deref();
-        let requested = verbs::listed(&api_version, &kind, namespace);
-        let call = Call::begin(
-            &self.context,
-            "list",
+        let context = &self.context;
+        let request = taped::List {
+            api_version,
+            kind,
             namespace,
-            &api_version,
-            &kind,
-            requested,
-        )?;
-        verbs::list(
-            call,
-            &api_version,
-            &kind,
-            namespace,
-            label_selector.as_deref(),
-        )
+            label_selector,
+        };
+        tape::through(context, request, |request| async move {
+            let namespace = request.namespace.as_deref();
+            let requested = verbs::listed(&request.api_version, &request.kind, namespace);
+            let call = Call::begin(
+                context,
+                "list",
+                namespace,
+                &request.api_version,
+                &request.kind,
+                requested,
+            )?;
+            let call = answered!(call.replay(&request));
+            verbs::list(
+                call,
+                &request.api_version,
+                &request.kind,
+                namespace,
+                request.label_selector.as_deref(),
+            )
+            .await
+        })
         .await
     }
 
@@ -84,18 +116,34 @@ impl Host for StepState {
         namespace: Option<String>,
         body: String,
     ) -> Result<String, PluginError> {
-        // The namespace may be stated only in the body, and the grant
-        // check needs it: reading the body changes nothing.
-        let new = verbs::NewObject::parse(&api_version, &kind, namespace, &body)?;
-        let call = Call::begin(
-            &self.context,
-            "create",
-            new.namespace.as_deref(),
-            &api_version,
-            &kind,
-            new.describe(),
-        )?;
-        verbs::create(call, new).await
+        let context = &self.context;
+        let request = taped::Create {
+            api_version,
+            kind,
+            namespace,
+            body,
+        };
+        tape::through(context, request, |request| async move {
+            // The namespace may be stated only in the body, and the grant
+            // check needs it: reading the body changes nothing.
+            let new = verbs::NewObject::parse(
+                &request.api_version,
+                &request.kind,
+                request.namespace.clone(),
+                &request.body,
+            )?;
+            let call = Call::begin(
+                context,
+                "create",
+                new.namespace.as_deref(),
+                &request.api_version,
+                &request.kind,
+                new.describe(),
+            )?;
+            let call = answered!(call.replay(&request));
+            verbs::create(call, new).await
+        })
+        .await
     }
 
     async fn patch(
@@ -104,13 +152,28 @@ impl Host for StepState {
         kind: PatchKind,
         body: String,
     ) -> Result<String, PluginError> {
-        let call = Call::on_object(&self.context, "patch", &object)?;
-        verbs::patch(call, &object, kind, &body).await
+        let context = &self.context;
+        let request = taped::Patch {
+            object,
+            patch: kind,
+            body,
+        };
+        tape::through(context, request, |request| async move {
+            let call = Call::on_object(context, "patch", &request.object)?;
+            let call = answered!(call.replay(&request));
+            verbs::patch(call, &request.object, request.patch, &request.body).await
+        })
+        .await
     }
 
     async fn delete(&mut self, object: ObjectRef) -> Result<bool, PluginError> {
-        let call = Call::on_object(&self.context, "delete", &object)?;
-        verbs::delete(call, &object).await
+        let context = &self.context;
+        tape::through(context, taped::Delete { object }, |request| async move {
+            let call = Call::on_object(context, "delete", &request.object)?;
+            let call = answered!(call.replay(&request));
+            verbs::delete(call, &request.object).await
+        })
+        .await
     }
 
     async fn logs(
@@ -120,26 +183,55 @@ impl Host for StepState {
         container: Option<String>,
         tail_lines: Option<u32>,
     ) -> Result<String, PluginError> {
-        let requested = format!("v1/Pod {namespace}/{pod}");
-        let call = Call::begin(
-            &self.context,
-            "logs",
-            Some(&namespace),
-            "v1",
-            "Pod",
-            requested,
-        )?;
-        verbs::logs(call, &namespace, &pod, container.as_deref(), tail_lines).await
+        let context = &self.context;
+        let request = taped::Logs {
+            namespace,
+            pod,
+            container,
+            tail_lines,
+        };
+        tape::through(context, request, |request| async move {
+            let requested = format!("v1/Pod {}/{}", request.namespace, request.pod);
+            let call = Call::begin(
+                context,
+                "logs",
+                Some(&request.namespace),
+                "v1",
+                "Pod",
+                requested,
+            )?;
+            let call = answered!(call.replay(&request));
+            verbs::logs(
+                call,
+                &request.namespace,
+                &request.pod,
+                request.container.as_deref(),
+                request.tail_lines,
+            )
+            .await
+        })
+        .await
     }
 
+    /// Kept as one exchange, the wait's end: see [`taped`].
     async fn wait(
         &mut self,
         object: ObjectRef,
         condition: Condition,
         timeout_ms: u64,
     ) -> Result<String, PluginError> {
-        let call = Call::on_object(&self.context, "watch", &object)?;
-        let timeout = Duration::from_millis(timeout_ms);
-        wait::wait(call, &object, &condition, timeout).await
+        let context = &self.context;
+        let request = taped::Wait {
+            object,
+            condition,
+            timeout_ms,
+        };
+        tape::through(context, request, |request| async move {
+            let call = Call::on_object(context, "watch", &request.object)?;
+            let call = answered!(call.replay(&request));
+            let timeout = Duration::from_millis(request.timeout_ms);
+            wait::wait(call, &request.object, &request.condition, timeout).await
+        })
+        .await
     }
 }

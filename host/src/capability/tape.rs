@@ -11,7 +11,8 @@
 //!   denial, already redacted) are kept as one [`Exchange`];
 //! - after its grant check and before any I/O, each capability asks
 //!   [`StepContext::replayed`]: when the run replays, the answer comes
-//!   from the cassette instead of the network, a program or the cloud.
+//!   from the cassette instead of the network, a program, the cloud or
+//!   the cluster.
 //!   The grant checks run first either way, so a cassette cannot widen
 //!   what a step is granted.
 //!
@@ -20,6 +21,7 @@
 //! (`DIR/STEP.json`). The format is documented in `docs/plugin-authors.md`.
 
 use super::StepContext;
+use super::kube::taped;
 use super::secrets::SecretStore;
 use crate::grant::{AwsGrant, CommandGrant, FsGrant, KubeGrant, StepGrants, StepId, UrlGrant};
 use crate::redact::Redactor;
@@ -49,9 +51,9 @@ pub enum Tape {
 /// One capability call and the host's answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Exchange {
-    /// `http`, `aws`, `command`.
+    /// `http`, `aws`, `command`, `kube`.
     pub capability: String,
-    /// The function of its interface: `send`, `call`, `run`.
+    /// The function of its interface: `send`, `call`, `run`, `get`, `wait`, ...
     pub method: String,
     /// The request as the plugin made it (secret handles stay handles).
     pub request: Value,
@@ -409,6 +411,13 @@ fn target_of(exchange: &Exchange) -> Result<String, String> {
         ("aws", "call") => of::<aws::Request>(&exchange.request),
         ("aws", "send") => of::<aws::RestRequest>(&exchange.request),
         ("command", "run") => of::<command::Invocation>(&exchange.request),
+        ("kube", "get") => of::<taped::Get>(&exchange.request),
+        ("kube", "list") => of::<taped::List>(&exchange.request),
+        ("kube", "create") => of::<taped::Create>(&exchange.request),
+        ("kube", "patch") => of::<taped::Patch>(&exchange.request),
+        ("kube", "delete") => of::<taped::Delete>(&exchange.request),
+        ("kube", "logs") => of::<taped::Logs>(&exchange.request),
+        ("kube", "wait") => of::<taped::Wait>(&exchange.request),
         (capability, method) => Err(format!(
             "`{capability}.{method}` calls are not replayed by this host"
         )),

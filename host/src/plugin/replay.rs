@@ -6,8 +6,9 @@
 //! The step gets exactly the cassette's grants and parameters; its secrets
 //! are stand-ins (a handle stays a handle, and no value was ever kept), so
 //! the grant checks and the unsealing run as in a real run. Nothing
-//! reaches the network, a program or the cloud: a call the cassette does
-//! not hold fails, naming it and the closest call it does hold.
+//! reaches the network, a program, the cloud or a cluster: a call the
+//! cassette does not hold fails, naming it and the closest call it does
+//! hold.
 
 use super::{LoadedPlugin, PluginRuntime, ended, ended_run};
 use crate::capability::RunAccess;

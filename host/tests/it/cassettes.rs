@@ -1,10 +1,13 @@
 //! Cassettes: a real run recorded with `--record` (the library option
 //! behind it), then replayed with the service gone; cassettes edited into
 //! failure cases; calls the cassette does not hold, and expectations left
-//! unused; the smoke-test plugin's committed cassettes.
+//! unused; the smoke-test plugin's committed cassettes; `k8s-read` and
+//! `k8s-rollout` recorded against the Kubernetes emulator and replayed
+//! with it gone.
 
 use crate::support::{RunOptions, run, runbook_cli, runtime, text};
-use runbook::capability::tape::{Answer, Cassette, Ended, Exchange, Export};
+use runbook::capability::kube::KubeAccess;
+use runbook::capability::tape::{Answer, Cassette, Ended, ErrorRecord, Exchange, Export};
 use runbook::events::Status;
 use runbook::plugin::replay::{self, Replayed};
 use runbook_testenv::{Moto, SampleService};
@@ -322,4 +325,182 @@ fn plugin_test_exits_1_with_the_difference_and_speaks_json() {
     assert_eq!(report["calls"][0]["export"], "check");
     assert_eq!(report["calls"][0]["problems"], serde_json::json!([]));
     assert_eq!(report["calls"][1]["export"], "run");
+}
+
+/// A run with Kubernetes access through the emulator, recorded into `dir`.
+async fn recorded_on_the_cluster(
+    body: &str,
+    kubeconfig: PathBuf,
+    dir: &Path,
+    step: &str,
+) -> Cassette {
+    let options = RunOptions {
+        kube: Some(KubeAccess::from_file(kubeconfig, None)),
+        record: Some(dir.to_path_buf()),
+        ..RunOptions::default()
+    };
+    let finished = run(body, options).await;
+    let (status, summary, _) = finished.step(step);
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    Cassette::read(&dir.join(format!("{step}.json"))).unwrap()
+}
+
+/// The kube calls of a cassette's `run` calls, as `METHOD TARGET-ish`.
+fn kube_calls(cassette: &Cassette) -> Vec<String> {
+    cassette
+        .calls
+        .iter()
+        .filter(|call| call.export == Export::Run)
+        .flat_map(|call| &call.host_calls)
+        .filter(|exchange| exchange.capability == "kube")
+        .map(|exchange| {
+            format!(
+                "{} {}/{}",
+                exchange.method,
+                exchange.request["namespace"].as_str().unwrap_or("-"),
+                exchange.request["name"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+const K8S_READ: &str = "[runbook]\nname = \"read\"\n\n[[steps]]\nid = \"read\"\nuses = \"k8s-read\"\nwith.object = { api_version = \"apps/v1\", kind = \"Deployment\", namespace = \"shop\", name = \"api\" }\nwith.outputs = { image = \"/spec/template/spec/containers/0/image\", replicas = \"/spec/replicas\" }\ngrants.kube = { namespaces = [\"shop\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\"] }\n";
+
+/// A `k8s-read` of `shop/api` recorded against the emulator, which is
+/// gone when this returns.
+async fn recorded_k8s_read(dir: &Path) -> Cassette {
+    let (emulator, _config_dir, kubeconfig) = crate::kube::cluster().await;
+    let cassette = recorded_on_the_cluster(K8S_READ, kubeconfig, dir, "read").await;
+    drop(emulator);
+    cassette
+}
+
+#[tokio::test]
+async fn a_recorded_k8s_read_replays_without_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = recorded_k8s_read(dir.path()).await;
+    assert_eq!(cassette.plugin.name, "k8s-read");
+    assert!(cassette.grants.kube.is_some(), "{:?}", cassette.grants);
+    assert_eq!(kube_calls(&cassette), ["get shop/api"]);
+    let get = &cassette
+        .calls
+        .iter()
+        .find(|call| call.export == Export::Run)
+        .unwrap()
+        .host_calls[0];
+    assert_eq!(get.request["api_version"], "apps/v1");
+    assert_eq!(get.request["kind"], "Deployment");
+    let Answer::Response(object) = &get.answer else {
+        panic!("{get:?}");
+    };
+    // The object is kept as JSON, to read and edit.
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][0]["image"],
+        "app:1"
+    );
+    let Ended::Done { outputs, .. } = &cassette.calls.last().unwrap().result else {
+        panic!("{:?}", cassette.calls);
+    };
+    assert_eq!(outputs["image"], "app:1");
+    assert_eq!(outputs["replicas"], "3");
+
+    // The emulator is gone: the answer comes from the cassette.
+    let replayed = replay_with("k8s-read", &cassette).await;
+    assert!(replayed.passed, "{:?}", problems(&replayed));
+    assert_eq!(replayed.calls[0].expected_calls, 1);
+}
+
+#[tokio::test]
+async fn a_k8s_read_cassette_edited_to_a_404_or_a_403_reports_the_plugins_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = recorded_k8s_read(dir.path()).await;
+
+    // 404: `get` answers that the object does not exist.
+    let mut missing = cassette.clone();
+    run_calls(&mut missing)[0].answer = Answer::Response(serde_json::Value::Null);
+    let replayed = replay_with("k8s-read", &missing).await;
+    assert!(!replayed.passed);
+    let Ended::Error(error) = &replayed.calls[0].got else {
+        panic!("{:?}", replayed.calls[0].got);
+    };
+    let message = format!("{error:?}");
+    assert!(message.contains("shop/api does not exist"), "{message}");
+    assert!(
+        problems(&replayed)
+            .iter()
+            .any(|problem| problem.starts_with("result: expected done")),
+        "{:?}",
+        problems(&replayed)
+    );
+
+    // 403: the server refuses the read; the plugin fails with its words.
+    let mut forbidden = cassette.clone();
+    run_calls(&mut forbidden)[0].answer = Answer::Error(ErrorRecord::Failed {
+        message: "get: 403 Forbidden: deployments.apps \"api\" is forbidden".into(),
+    });
+    let replayed = replay_with("k8s-read", &forbidden).await;
+    assert!(!replayed.passed);
+    let Ended::Error(error) = &replayed.calls[0].got else {
+        panic!("{:?}", replayed.calls[0].got);
+    };
+    let message = format!("{error:?}");
+    assert!(message.contains("403 Forbidden"), "{message}");
+    // No call went unanswered or unused: only the result differs.
+    let problems = problems(&replayed);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[tokio::test]
+async fn a_k8s_read_cassette_cannot_widen_the_steps_kube_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cassette = recorded_k8s_read(dir.path()).await;
+    if let Some(kube) = &mut cassette.grants.kube {
+        kube.namespaces = vec!["payments".into()];
+    }
+    let replayed = replay_with("k8s-read", &cassette).await;
+    assert!(!replayed.passed);
+    let Ended::Error(error) = &replayed.calls[0].got else {
+        panic!("{:?}", replayed.calls[0].got);
+    };
+    assert!(format!("{error:?}").contains("Denied"), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_recorded_k8s_rollout_replays_without_the_cluster_and_its_wait_is_one_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emulator, _config_dir, kubeconfig) = crate::kube::cluster().await;
+    let body = "[runbook]\nname = \"deploy\"\n\n[[steps]]\nid = \"rollout\"\nuses = \"k8s-rollout\"\nwith.namespace = \"shop\"\nwith.workloads = [\"deployment/api\"]\nwith.images = { app = \"app:2\" }\nwith.timeout = \"20s\"\ngrants.kube = { namespaces = [\"shop\"], resources = [\"apps/v1/Deployment\"], verbs = [\"get\", \"patch\", \"watch\"] }\n";
+    let cassette = recorded_on_the_cluster(body, kubeconfig, dir.path(), "rollout").await;
+    drop(emulator);
+    let calls = kube_calls(&cassette);
+    assert!(
+        calls.iter().any(|call| call == "patch shop/api"),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|call| *call == "wait shop/api").count(),
+        1,
+        "{calls:?}"
+    );
+    let replayed = replay_with("k8s-rollout", &cassette).await;
+    assert!(replayed.passed, "{:?}", problems(&replayed));
+
+    // The rollout does not finish in time: the plugin's failure is reported.
+    let mut stuck = cassette.clone();
+    let wait = stuck
+        .calls
+        .iter_mut()
+        .flat_map(|call| call.host_calls.iter_mut())
+        .find(|exchange| exchange.capability == "kube" && exchange.method == "wait")
+        .unwrap();
+    wait.answer = Answer::Error(ErrorRecord::Timeout {
+        message: "apps/v1/Deployment shop/api did not reach rollout complete within 20s".into(),
+    });
+    let replayed = replay_with("k8s-rollout", &stuck).await;
+    assert!(!replayed.passed);
+    let got: Vec<&Ended> = replayed.calls.iter().map(|call| &call.got).collect();
+    assert!(
+        got.iter().any(|ended| !matches!(ended, Ended::Done { .. })),
+        "{got:?}"
+    );
 }

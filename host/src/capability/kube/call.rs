@@ -3,8 +3,10 @@
 //! went).
 
 use crate::capability::StepContext;
+use crate::capability::tape::Taped;
 use crate::wit::PluginError;
 use crate::wit::runbook::plugin::kube::ObjectRef;
+use std::ops::ControlFlow;
 
 /// One call the step's grant allowed: what it asks, recorded once at the
 /// end by [`Call::finish`].
@@ -58,6 +60,24 @@ impl<'a> Call<'a> {
             &object.kind,
             describe(object),
         )
+    }
+
+    /// In a replay, the cassette's answer to `request` (recorded as
+    /// answered from it) as `Break`; otherwise the call, to be made.
+    /// Asked once the grant allowed the call, before any I/O.
+    pub(super) fn replay<Q: Taped>(
+        self,
+        request: &Q,
+    ) -> ControlFlow<Result<Q::Answer, PluginError>, Self> {
+        let Some(answer) = self.context.replayed(request) else {
+            return ControlFlow::Continue(self);
+        };
+        let outcome = match &answer {
+            Ok(_) => "answered (from the cassette)".to_owned(),
+            Err(error) => format!("{} (from the cassette)", error.describe()),
+        };
+        self.record.finish(None, outcome, answer.is_ok());
+        ControlFlow::Break(answer)
     }
 
     /// Runs `work` unless the run is cancelled or `deadline` passes first.

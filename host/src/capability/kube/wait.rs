@@ -40,7 +40,8 @@ pub(super) async fn wait(
     call.finish(result, |_| format!("{} reached", condition_text(condition)))
 }
 
-fn condition_text(condition: &Condition) -> String {
+/// A condition as the audit and a cassette name it.
+pub(super) fn condition_text(condition: &Condition) -> String {
     match condition {
         Condition::RolloutComplete => "rollout complete".into(),
         Condition::StatusCondition((kind, status)) => format!("condition {kind}={status}"),
