@@ -378,6 +378,7 @@ impl RunAccess {
             checkpoints,
             tape: self.tape.clone(),
             exchanges: Default::default(),
+            clock_reads: Default::default(),
         }
     }
 }
@@ -419,6 +420,9 @@ pub struct StepContext {
     pub tape: tape::Tape,
     /// The calls of the current export call, when the run records.
     pub exchanges: std::sync::Mutex<Vec<tape::Exchange>>,
+    /// The clock readings of the current export call, when the run
+    /// records.
+    pub clock_reads: Arc<std::sync::Mutex<tape::ClockReads>>,
 }
 
 /// A step's checkpoints: key -> the value recorded first.

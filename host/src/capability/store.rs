@@ -40,6 +40,19 @@ impl StepState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        // A recorded run keeps the times the plugin reads; a replay gives
+        // them back in order.
+        match &context.tape {
+            super::tape::Tape::Off => {}
+            super::tape::Tape::Record(_) => {
+                let clock = super::tape::TapedClock::recording(context.clock_reads.clone());
+                builder.wall_clock(clock.clone()).monotonic_clock(clock);
+            }
+            super::tape::Tape::Replay(replay) => {
+                let clock = replay.clock();
+                builder.wall_clock(clock.clone()).monotonic_clock(clock);
+            }
+        }
         StepState {
             wasi: builder.build(),
             table: ResourceTable::new(),

@@ -496,7 +496,12 @@ impl StepContext {
             .lock()
             .map(|mut exchanges| std::mem::take(&mut *exchanges))
             .unwrap_or_default();
-        recorder.keep(self, plugin, call, exchanges);
+        let clock = self
+            .clock_reads
+            .lock()
+            .map(|mut reads| std::mem::take(&mut *reads))
+            .unwrap_or_default();
+        recorder.keep(self, plugin, call, exchanges, clock);
     }
 }
 
@@ -610,8 +615,165 @@ pub struct CallRecord {
     /// The capability calls it made, in order.
     #[serde(default)]
     pub host_calls: Vec<Exchange>,
+    /// The times it read, in order, so that a replay reads the same
+    /// (a plugin that keeps the time in its wait state, or measures).
+    #[serde(default, skip_serializing_if = "ClockReads::is_empty")]
+    pub clock: ClockReads,
     /// How it ended.
     pub result: Ended,
+}
+
+/// The clock readings of one export call: the wall clock (nanoseconds
+/// since the Unix epoch) and the monotonic clock (nanoseconds), each in
+/// the order the plugin read it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClockReads {
+    /// `wasi:clocks/wall-clock.now`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wall_ns: Vec<u128>,
+    /// `wasi:clocks/monotonic-clock.now`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monotonic_ns: Vec<u64>,
+}
+
+impl ClockReads {
+    /// Whether the call read no clock.
+    pub fn is_empty(&self) -> bool {
+        self.wall_ns.is_empty() && self.monotonic_ns.is_empty()
+    }
+}
+
+/// The clocks a step's WASI sees: the system's, kept when the run
+/// records; the recorded readings, in order, when it replays (then
+/// running on from the last one as time passes, so that a plugin waiting
+/// for time to pass is not stuck).
+#[derive(Clone)]
+pub struct TapedClock {
+    reads: Arc<Mutex<ClockReads>>,
+    replay: Option<Arc<Mutex<ReplayedClock>>>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayedClock {
+    recorded: ClockReads,
+    wall_next: usize,
+    monotonic_next: usize,
+    /// When the recorded readings ran out, and the last of each.
+    wall_after: Option<(std::time::Instant, u128)>,
+    monotonic_after: Option<(std::time::Instant, u64)>,
+}
+
+impl TapedClock {
+    /// The clock of a step whose run records into `reads`.
+    pub fn recording(reads: Arc<Mutex<ClockReads>>) -> Self {
+        TapedClock {
+            reads,
+            replay: None,
+        }
+    }
+
+    /// The clock of a replay of `recorded`.
+    pub fn replaying(recorded: ClockReads) -> Self {
+        TapedClock {
+            reads: Arc::default(),
+            replay: Some(Arc::new(Mutex::new(ReplayedClock {
+                recorded,
+                ..ReplayedClock::default()
+            }))),
+        }
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for TapedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        let nanos = match &self.replay {
+            Some(replay) => {
+                let mut replay = replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let replay = &mut *replay;
+                match replay.recorded.wall_ns.get(replay.wall_next) {
+                    Some(recorded) => {
+                        replay.wall_next += 1;
+                        *recorded
+                    }
+                    None => {
+                        let last = replay.recorded.wall_ns.last().copied().unwrap_or_else(system_wall_ns);
+                        let (since, from) = *replay
+                            .wall_after
+                            .get_or_insert((std::time::Instant::now(), last));
+                        from + since.elapsed().as_nanos()
+                    }
+                }
+            }
+            None => {
+                let now = system_wall_ns();
+                self.reads
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .wall_ns
+                    .push(now);
+                now
+            }
+        };
+        let seconds = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+        std::time::Duration::new(seconds, (nanos % 1_000_000_000) as u32)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for TapedClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        match &self.replay {
+            Some(replay) => {
+                let mut replay = replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let replay = &mut *replay;
+                match replay.recorded.monotonic_ns.get(replay.monotonic_next) {
+                    Some(recorded) => {
+                        replay.monotonic_next += 1;
+                        *recorded
+                    }
+                    None => {
+                        let last = replay.recorded.monotonic_ns.last().copied().unwrap_or(0);
+                        let (since, from) = *replay
+                            .monotonic_after
+                            .get_or_insert((std::time::Instant::now(), last));
+                        from.saturating_add(
+                            u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        )
+                    }
+                }
+            }
+            None => {
+                let now = monotonic_ns();
+                self.reads
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .monotonic_ns
+                    .push(now);
+                now
+            }
+        }
+    }
+}
+
+fn system_wall_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since this process first asked.
+fn monotonic_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One step's cassette: `DIR/STEP.json`.
@@ -907,6 +1069,7 @@ impl Recorder {
         plugin: &PluginInfo,
         call: ExportCall,
         host_calls: Vec<Exchange>,
+        clock: ClockReads,
     ) {
         let Ok(mut cassettes) = self.cassettes.lock() else {
             return;
@@ -928,6 +1091,7 @@ impl Recorder {
             state: call.state,
             outputs: call.outputs.map(|outputs| outputs.into_iter().collect()),
             host_calls,
+            clock,
             result: call.result,
         });
         let text = sealed_json(cassette, &context.redactor);
@@ -962,6 +1126,8 @@ fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
 #[derive(Debug, Default)]
 pub struct Replay {
     state: Mutex<ReplayState>,
+    /// The clock readings the call made when it was recorded.
+    clock: ClockReads,
 }
 
 #[derive(Debug, Default)]
@@ -1009,7 +1175,19 @@ impl Replay {
                 expected,
                 ..ReplayState::default()
             }),
+            clock: ClockReads::default(),
         })
+    }
+
+    /// The replay reads the clock as the call did when it was recorded.
+    pub fn with_clock(mut self, clock: ClockReads) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock a replayed call's WASI sees.
+    pub fn clock(&self) -> TapedClock {
+        TapedClock::replaying(self.clock.clone())
     }
 
     fn answered(&self) -> usize {
@@ -1148,6 +1326,33 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 #[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
+
+    #[test]
+    fn a_recorded_clock_keeps_each_reading_and_a_replay_gives_them_back_then_runs_on() {
+        let reads = Arc::new(Mutex::new(ClockReads::default()));
+        let recording = TapedClock::recording(reads.clone());
+        let first = HostWallClock::now(&recording);
+        let second = HostMonotonicClock::now(&recording);
+        let kept = reads.lock().unwrap().clone();
+        assert_eq!(kept.wall_ns, vec![first.as_nanos()]);
+        assert_eq!(kept.monotonic_ns, vec![second]);
+        let replaying = TapedClock::replaying(ClockReads {
+            wall_ns: vec![1_000_000_000_123, 1_000_000_000_456],
+            monotonic_ns: vec![7],
+        });
+        assert_eq!(HostWallClock::now(&replaying).as_nanos(), 1_000_000_000_123);
+        assert_eq!(HostWallClock::now(&replaying).as_nanos(), 1_000_000_000_456);
+        // Past the recording, time runs on from the last reading.
+        assert!(HostWallClock::now(&replaying).as_nanos() >= 1_000_000_000_456);
+        assert_eq!(HostMonotonicClock::now(&replaying), 7);
+        assert!(HostMonotonicClock::now(&replaying) >= 7);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1250,6 +1455,7 @@ mod tests {
                 export: Export::Run,
                 state: None,
                 outputs: None,
+                clock: ClockReads::default(),
                 host_calls: vec![Exchange {
                     capability: "http".into(),
                     method: "send".into(),

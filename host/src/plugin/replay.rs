@@ -129,7 +129,8 @@ pub async fn replay(
             let host_calls = entry
                 .map(|entry| entry.host_calls.as_slice())
                 .unwrap_or(&[]);
-            let replay = Arc::new(Replay::new(host_calls)?);
+            let clock = entry.map(|entry| entry.clock.clone()).unwrap_or_default();
+            let replay = Arc::new(Replay::new(host_calls)?.with_clock(clock));
             let access = RunAccess {
                 secrets: secrets.clone(),
                 redactor: redactor.clone(),
