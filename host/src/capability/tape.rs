@@ -692,7 +692,9 @@ impl wasmtime_wasi::HostWallClock for TapedClock {
     fn now(&self) -> std::time::Duration {
         let nanos = match &self.replay {
             Some(replay) => {
-                let mut replay = replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut replay = replay
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let replay = &mut *replay;
                 match replay.recorded.wall_ns.get(replay.wall_next) {
                     Some(recorded) => {
@@ -700,7 +702,12 @@ impl wasmtime_wasi::HostWallClock for TapedClock {
                         *recorded
                     }
                     None => {
-                        let last = replay.recorded.wall_ns.last().copied().unwrap_or_else(system_wall_ns);
+                        let last = replay
+                            .recorded
+                            .wall_ns
+                            .last()
+                            .copied()
+                            .unwrap_or_else(system_wall_ns);
                         let (since, from) = *replay
                             .wall_after
                             .get_or_insert((std::time::Instant::now(), last));
@@ -731,7 +738,9 @@ impl wasmtime_wasi::HostMonotonicClock for TapedClock {
     fn now(&self) -> u64 {
         match &self.replay {
             Some(replay) => {
-                let mut replay = replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut replay = replay
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let replay = &mut *replay;
                 match replay.recorded.monotonic_ns.get(replay.monotonic_next) {
                     Some(recorded) => {
@@ -791,6 +800,11 @@ pub struct Cassette {
     pub grants: GrantsRecord,
     /// Every export call, in order.
     pub calls: Vec<CallRecord>,
+    /// The folder the cassette was read from: a granted folder that is not
+    /// where it was recorded (another machine, another checkout) is looked
+    /// for there, as the runbook wrote it.
+    #[serde(skip)]
+    pub folder: Option<PathBuf>,
 }
 
 impl Cassette {
@@ -798,8 +812,9 @@ impl Cassette {
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
-        let cassette: Cassette = serde_json::from_str(&text)
+        let mut cassette: Cassette = serde_json::from_str(&text)
             .map_err(|error| format!("`{}` is not a cassette: {error}", path.display()))?;
+        cassette.folder = path.parent().map(Path::to_path_buf);
         if cassette.cassette != FORMAT {
             return Err(format!(
                 "`{}` is a cassette of format {}; this host reads format {FORMAT}",
@@ -1084,6 +1099,7 @@ impl Recorder {
                 params: params.clone(),
                 grants: GrantsRecord::from(&context.grants),
                 calls: Vec::new(),
+                folder: None,
             });
         cassette.params = params;
         cassette.calls.push(CallRecord {
@@ -1451,6 +1467,7 @@ mod tests {
             plugin: PluginInfo::default(),
             params: serde_json::json!({"token": "@@runbook-secret/T/abcdef@@"}),
             grants: GrantsRecord::default(),
+            folder: None,
             calls: vec![CallRecord {
                 export: Export::Run,
                 state: None,

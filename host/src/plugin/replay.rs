@@ -84,7 +84,19 @@ pub async fn replay(
     exports: &[Export],
     timeout: Duration,
 ) -> Result<Replayed, String> {
-    let grants = cassette.grants.to_grants()?;
+    let mut grants = cassette.grants.to_grants()?;
+    // A granted folder recorded on another machine: the one the runbook
+    // names, beside the cassette (where the recording runbook sits).
+    if let Some(folder) = &cassette.folder {
+        for grant in &mut grants.fs_read {
+            if !grant.host.exists() {
+                let beside = folder.join(&grant.written);
+                if let Ok(found) = beside.canonicalize() {
+                    grant.host = found;
+                }
+            }
+        }
+    }
     // Stand-ins: the plugin holds handles, and what it is given back
     // passes the redactor as in a run.
     let secrets = SecretStore::new(

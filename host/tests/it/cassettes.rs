@@ -504,3 +504,60 @@ async fn a_recorded_k8s_rollout_replays_without_the_cluster_and_its_wait_is_one_
         "{got:?}"
     );
 }
+
+/// A step that reads a granted folder, recorded on one machine, replays
+/// on another from the folder the runbook names beside the cassette, as
+/// the shipped cassettes keep their fixtures.
+#[tokio::test]
+async fn a_granted_folder_beside_the_cassette_stands_in_for_the_one_recorded_elsewhere() {
+    let recorded_at = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(recorded_at.path().join("files")).unwrap();
+    std::fs::write(
+        recorded_at.path().join("files/notes.txt"),
+        "first line\nsecond line\n",
+    )
+    .unwrap();
+    let file = recorded_at.path().join("runbook.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[runbook]\nname = \"files\"\n\n[[steps]]\nid = \"read\"\nuses = \"misbehave\"\nwith.mode = \"read-file\"\nwith.path = \"./files/notes.txt\"\ngrants.fs.read = [\"./files\"]\ngrants.http = [\"http://127.0.0.1:9\"]\n\n{}",
+            crate::support::plugins_table()
+        ),
+    )
+    .unwrap();
+    let cassettes = recorded_at.path().join("cassettes");
+    let finished = crate::support::run_file(
+        &runtime(),
+        &file,
+        RunOptions {
+            record: Some(cassettes.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    let (status, summary, _) = finished.step("read");
+    assert_eq!(status, Status::Succeeded, "{summary}");
+    // Another checkout: the cassette and the folder beside it, nothing else.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(elsewhere.path().join("files")).unwrap();
+    std::fs::copy(
+        recorded_at.path().join("files/notes.txt"),
+        elsewhere.path().join("files/notes.txt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        cassettes.join("read.json"),
+        elsewhere.path().join("read.json"),
+    )
+    .unwrap();
+    drop(recorded_at);
+    let cassette = Cassette::read(&elsewhere.path().join("read.json")).unwrap();
+    let replayed = replay_with("misbehave", &cassette).await;
+    assert!(replayed.passed, "{:?}", problems(&replayed));
+    // Without the folder, the read fails and the replay says it differs.
+    std::fs::remove_dir_all(elsewhere.path().join("files")).unwrap();
+    let cassette = Cassette::read(&elsewhere.path().join("read.json")).unwrap();
+    let replayed = replay_with("misbehave", &cassette).await;
+    assert!(!replayed.passed);
+}
