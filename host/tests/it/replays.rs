@@ -10,14 +10,7 @@ use std::path::{Path, PathBuf};
 /// this list when its cassettes land; never add one. `k8s-apply` waits
 /// for `fs` reads to be replayed (its manifests come from `grants.fs`).
 const WITHOUT_CASSETTES: &[&str] = &[
-    "canary-shift",
-    "command",
-    "dns-record",
-    "ecs-deploy",
     "k8s-apply",
-    "lambda-alias",
-    "lb-weights",
-    "metrics-gate",
     "registry-push",
     "static-site",
 ];
