@@ -216,7 +216,10 @@ fn alive(marker: &str) -> bool {
 #[tokio::test]
 async fn a_fork_bomb_is_held_to_its_process_limit_and_killed_at_its_deadline() {
     let marker = format!("bomb-{}", std::process::id());
-    let script = format!("b() {{ b | b & }}; b; sleep 60 # {marker}");
+    // `exec`: the shell becomes the sleep without forking, so it waits for
+    // its deadline even when the bomb has used up every process the
+    // limit allows (on a busy machine, before the shell gets there).
+    let script = format!("b() {{ b | b & }}; b; exec sleep 60 # {marker}");
     let started = std::time::Instant::now();
     let finished = shell(&script, "with.timeout = \"3s\"", "").await;
     let (status, summary, _) = finished.step("cmd");
