@@ -23,8 +23,21 @@ impl Moto {
     /// allowed every RDS action; returns it with that user's access key id
     /// and secret key.
     pub fn start_verifying_signatures() -> (Self, String, String) {
-        // moto checks signatures after this many calls: the three below.
-        let moto = Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+        Self::start_verifying_signatures_after(0, |_| {})
+    }
+
+    /// [`Moto::start_verifying_signatures`], with `setup` (making
+    /// `setup_calls` unsigned calls, such as putting secrets there) run
+    /// first, while moto still takes anything.
+    pub fn start_verifying_signatures_after(
+        setup_calls: usize,
+        setup: impl FnOnce(&Moto),
+    ) -> (Self, String, String) {
+        // moto checks signatures after this many calls: the setup's and
+        // the three below.
+        let calls = (setup_calls + 3).to_string();
+        let moto = Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", calls.as_str())]);
+        setup(&moto);
         moto.iam("CreateUser", &[("UserName", "deployer")]);
         let key = moto.iam("CreateAccessKey", &[("UserName", "deployer")]);
         let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"rds:*","Resource":"*"}]}"#;

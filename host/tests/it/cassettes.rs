@@ -10,7 +10,7 @@ use runbook::capability::kube::KubeAccess;
 use runbook::capability::tape::{Answer, Cassette, Ended, ErrorRecord, Exchange, Export};
 use runbook::events::Status;
 use runbook::plugin::replay::{self, Replayed};
-use runbook_testenv::{Moto, SampleService};
+use runbook_testenv::SampleService;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -181,31 +181,10 @@ async fn a_cassette_cannot_widen_the_steps_grants() {
     assert!(format!("{error:?}").contains("Denied"), "{error:?}");
 }
 
-/// moto with the `riskcast-db` instance.
-async fn rds() -> Moto {
-    tokio::task::spawn_blocking(|| {
-        let moto = Moto::start();
-        moto.rds(
-            "CreateDBInstance",
-            &[
-                ("DBInstanceIdentifier", "riskcast-db"),
-                ("DBInstanceClass", "db.t3.micro"),
-                ("Engine", "postgres"),
-                ("AllocatedStorage", "20"),
-                ("MasterUsername", "admin"),
-                ("MasterUserPassword", "password123"),
-            ],
-        );
-        moto
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_recorded_rds_snapshot_replays_without_moto_and_a_throttling_error_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let moto = rds().await;
+    let moto = crate::snapshots::rds().await;
     let body = "[runbook]\nname = \"snapshot\"\n\n[[steps]]\nid = \"snapshot\"\nuses = \"rds-snapshot\"\nwith.region = \"us-east-1\"\nwith.instance = \"riskcast-db\"\nwith.snapshot = \"riskcast-pre-migrate-1-2-3\"\nwith.poll = \"100ms\"\ngrants.aws = { services = [\"rds\"], actions = [\"CreateDBSnapshot\", \"DeleteDBSnapshot\", \"RestoreDBInstanceFromDBSnapshot\", \"Describe*\"], regions = [\"us-east-1\"] }\n";
     let mut options = crate::support::aws_at(&moto.url);
     options.record = Some(dir.path().to_path_buf());

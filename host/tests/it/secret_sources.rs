@@ -356,35 +356,8 @@ async fn a_secret_file_that_is_not_there_is_refused_at_its_line_before_any_step(
 /// its key, its policy), with a user whose policy allows RDS only; the
 /// moto, and that user's access key id and secret key.
 fn moto_with_a_user_allowed_rds_only() -> (Moto, String, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let moto = Moto::start_on(port, &[("INITIAL_NO_AUTH_ACTION_COUNT", "5")]);
-    create_secrets(&moto.url);
-    moto.iam("CreateUser", &[("UserName", "deployer")]);
-    let key = moto.iam("CreateAccessKey", &[("UserName", "deployer")]);
-    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"rds:*","Resource":"*"}]}"#;
-    moto.iam(
-        "PutUserPolicy",
-        &[
-            ("UserName", "deployer"),
-            ("PolicyName", "rds"),
-            ("PolicyDocument", policy),
-        ],
-    );
-    let field = |name: &str| {
-        let start = key
-            .find(&format!("<{name}>"))
-            .unwrap_or_else(|| panic!("no {name} in {key}"))
-            + name.len()
-            + 2;
-        let end = key[start..].find('<').expect("a closing tag") + start;
-        key[start..end].to_owned()
-    };
-    let (id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
-    (moto, id, secret)
+    // The two secrets are put there before moto checks signatures.
+    Moto::start_verifying_signatures_after(2, |moto| create_secrets(&moto.url))
 }
 
 #[tokio::test]

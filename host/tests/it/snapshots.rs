@@ -7,7 +7,7 @@ use runbook::events::{EventKind, Status};
 use runbook_testenv::{Moto, SlowRds};
 
 /// moto with the `riskcast-db` instance.
-async fn rds() -> Moto {
+pub(crate) async fn rds() -> Moto {
     tokio::task::spawn_blocking(|| {
         let moto = Moto::start();
         moto.rds(
