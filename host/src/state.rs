@@ -814,15 +814,7 @@ pub fn write_record(state: &Path, record: &DeploymentRecord) -> std::io::Result<
 /// resumed run whose record a crash may have left stale).
 pub fn read_record(state: &Path, run_id: &str) -> Option<serde_json::Value> {
     let text = match remote::of(state) {
-        Ok(Some(shared)) => {
-            shared
-                .remote
-                .records()
-                .ok()?
-                .into_iter()
-                .find(|(id, _)| id == run_id)?
-                .1
-        }
+        Ok(Some(shared)) => shared.remote.record(run_id).ok()??,
         Ok(None) => {
             std::fs::read_to_string(state.join("deployments").join(format!("{run_id}.json")))
                 .ok()?

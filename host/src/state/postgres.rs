@@ -456,4 +456,16 @@ impl Remote for Postgres {
                 .collect())
         })
     }
+
+    fn record(&self, run_id: &str) -> std::io::Result<Option<String>> {
+        let run_id = run_id.to_owned();
+        self.call(move |client| {
+            Ok(client
+                .query_opt(
+                    "SELECT record FROM runbook_records WHERE run_id = $1",
+                    &[&run_id],
+                )?
+                .map(|row| row.get(0)))
+        })
+    }
 }

@@ -107,6 +107,8 @@ pub trait Remote: Send + Sync {
     fn put_record(&self, run_id: &str, record: String) -> std::io::Result<()>;
     /// Every deployment record: (run, JSON).
     fn records(&self) -> std::io::Result<Vec<(String, String)>>;
+    /// One run's deployment record (JSON), when it has one.
+    fn record(&self, run_id: &str) -> std::io::Result<Option<String>>;
 }
 
 /// A state folder's `backend.json`: which backend it mirrors.
