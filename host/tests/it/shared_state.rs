@@ -715,3 +715,73 @@ async fn the_state_backend_is_reached_over_tls_with_the_teams_ca() {
         "1"
     );
 }
+
+/// A crash at each commit of the run to the database (the failpoint
+/// `backend.append`, passed at every durable record) and at the lease's
+/// taking: another machine then resumes the run once the lease expired,
+/// and every effect happened exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_commit_to_the_database_then_resume_elsewhere_leaves_each_effect_once() {
+    let counter = Counter::start().await.unwrap();
+    let cluster = Postgres::start();
+    let url = database(&cluster, "sweep");
+    let bin = Bin::new();
+    let reader = Machine::new(&bin, &url);
+    // Every place the run passes a failpoint of the backend, in order.
+    let probe = Machine::new(&bin, &url);
+    let probe_path = probe.put(&slow_counted_runbook("probe", &counter));
+    let trace = probe.folder.path().join("trace");
+    let traced = probe
+        .command(&["exec", probe_path.to_str().unwrap()], "alice")
+        .env("RUNBOOK_FAILPOINT_TRACE", &trace)
+        .output()
+        .unwrap();
+    exits(&traced, 0);
+    let points: Vec<(String, u64)> = crate::faults::trace_points(&trace)
+        .into_iter()
+        .filter(|(point, _)| point.starts_with("backend.") || point == "lock.take")
+        .collect();
+    assert!(
+        points.len() > 5,
+        "the binary passed {} backend failpoints: it must be built with `--features runbook/failpoints`",
+        points.len()
+    );
+    for (trial, (point, hit)) in points.iter().enumerate() {
+        let name = format!("sweep{trial}");
+        let label = format!("crash at {point}#{hit}");
+        let file = slow_counted_runbook(&name, &counter);
+        let first = Machine::new(&bin, &url);
+        let second = Arc::new(Machine::new(&bin, &url));
+        let path = first.put(&file);
+        second.put(&file);
+        let rule = format!("{point}=crash@{hit}");
+        let crashed = first
+            .command(&["exec", path.to_str().unwrap()], "alice")
+            .env("RUNBOOK_FAILPOINTS", &rule)
+            .output()
+            .unwrap();
+        assert_eq!(
+            crashed.status.code(),
+            Some(137),
+            "{label}: {}",
+            text(&crashed)
+        );
+        let Some(run) = run_of(&cluster, "sweep", &name) else {
+            assert!(
+                effects(&counter, &name)
+                    .values()
+                    .all(|effect| *effect == (0, 0)),
+                "{label}: effects without a run: {:?}",
+                effects(&counter, &name)
+            );
+            continue;
+        };
+        resume_to_the_end(&second, &run, &counter, &name, &label).await;
+        assert_eq!(
+            effects(&counter, &name),
+            counts(&name, [(1, 0), (1, 0), (1, 0), (1, 0)]),
+            "{label}: effects (done, undone)"
+        );
+        check_over(&reader, &run, &label);
+    }
+}
