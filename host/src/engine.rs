@@ -13,8 +13,8 @@ mod step;
 use crate::events::{Choice, EventKind, Status};
 use crate::plugin::PluginRuntime;
 use crate::runbook::{Plan, Policy};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use preflight::Plugins;
 use render::{Scope, StepOutcomes, StepOutputs, Unknown};
 use std::collections::BTreeMap;
@@ -296,16 +296,31 @@ impl Executor<'_> {
         // beside them are done.
         let mut undecided: Vec<(usize, String)> = Vec::new();
         let mut running = FuturesUnordered::new();
+        // Steps that finished and are not yet handled, in the order they
+        // finished.
+        let mut finished = std::collections::VecDeque::new();
+        let mut first_pending = 0;
         loop {
             if self.access.events.failure().is_some() {
                 // The run can no longer be recorded: start nothing more.
                 stopping.get_or_insert(Policy::Abort);
             }
             // Start every step that is ready, within the parallel limit.
-            let mut progressed = true;
+            // Steps before the first pending one are done or running: the
+            // scan starts there, so a long chain costs a step each time,
+            // not the whole plan.
+            while first_pending < plan.steps.len()
+                && !matches!(state.slots[first_pending], Slot::Pending)
+            {
+                first_pending += 1;
+            }
+            // Nothing new starts once the run stops, while a failure waits
+            // for a person, or after an interrupt.
+            let halted = stopping.is_some() || !undecided.is_empty() || self.cancel.is_cancelled();
+            let mut progressed = !halted;
             while progressed {
                 progressed = false;
-                for index in 0..plan.steps.len() {
+                for index in first_pending..plan.steps.len() {
                     if !matches!(state.slots[index], Slot::Pending)
                         || running.len() >= self.parallel
                     {
@@ -315,11 +330,7 @@ impl Executor<'_> {
                     let step = plan.step(planned);
                     // `always` steps run last, after any rollback, when
                     // `run.status` says how the run went.
-                    if step.always
-                        || stopping.is_some()
-                        || !undecided.is_empty()
-                        || self.cancel.is_cancelled()
-                    {
+                    if step.always {
                         continue;
                     }
                     if !planned
@@ -369,7 +380,26 @@ impl Executor<'_> {
                     progressed = true;
                 }
             }
-            let Some((index, result)) = running.next().await else {
+            let next = match finished.pop_front() {
+                Some(done) => Some(done),
+                None => {
+                    // The steps just started and those that finished before
+                    // them are made durable by one sync, before any of them
+                    // is called and before the run waits.
+                    self.access.events.settle();
+                    let next = running.next().await;
+                    // Steps that finished together: their ends share the
+                    // next sync. Every step polled here had its start
+                    // settled above.
+                    if next.is_some() {
+                        while let Some(Some(done)) = running.next().now_or_never() {
+                            finished.push_back(done);
+                        }
+                    }
+                    next
+                }
+            };
+            let Some((index, result)) = next else {
                 if undecided.is_empty() {
                     break;
                 }
@@ -390,6 +420,8 @@ impl Executor<'_> {
                         choice,
                     );
                 }
+                // A retry makes its step pending again.
+                first_pending = 0;
                 continue;
             };
             state.slots[index] = Slot::Done(result.status);
@@ -556,7 +588,9 @@ impl Executor<'_> {
                     }
                 }
                 let params = self.render(plan, &state, index);
-                let result = self.run_step(plan, index, params).await;
+                let step = self.run_step(plan, index, params);
+                self.access.events.settle();
+                let result = step.await;
                 state.slots[index] = Slot::Done(result.status);
                 self.record_result(plan, &mut state, index, result.status, result.outputs);
                 if result.status.is_failure() && report.failed_step.is_none() {

@@ -564,6 +564,8 @@ struct SinkInner {
     failure: Option<String>,
     /// Which events are synced.
     durability: Durability,
+    /// A grouped record waits for its sync ([`EventSink::settle`]).
+    pending: bool,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -593,8 +595,31 @@ impl EventSink {
         self.emit_for(None, kind);
     }
 
-    /// Records an event, for a step or for the run.
+    /// Records an event, for a step or for the run. One that must be
+    /// durable ([`Durability::must_sync`]) is synced before this returns.
     pub fn emit_for(&self, step: Option<&StepId>, kind: EventKind) {
+        self.record(step, kind, false);
+    }
+
+    /// Records a step's start or end whose sync may be shared with the
+    /// records that come with it: steps that finish together, and the end
+    /// of one step with the start of the next, are made durable by one
+    /// sync. The caller calls [`EventSink::settle`] before anything the
+    /// record must precede: the step's first call, or the run waiting.
+    pub fn emit_grouped_for(&self, step: Option<&StepId>, kind: EventKind) {
+        self.record(step, kind, true);
+    }
+
+    /// Makes the records that [`EventSink::emit_grouped_for`] left unsynced
+    /// durable (one sync for all of them); nothing when there are none.
+    pub fn settle(&self) {
+        let mut inner = self.lock();
+        if inner.pending {
+            sync_writers(&mut inner);
+        }
+    }
+
+    fn record(&self, step: Option<&StepId>, kind: EventKind, grouped: bool) {
         let event = Event {
             time: jiff::Timestamp::now().to_string(),
             step: step.cloned(),
@@ -621,14 +646,10 @@ impl EventSink {
             }
         }
         if durable && recording {
-            // The audit log before the journal: a head the journal records
-            // is never ahead of the log on disk.
-            for writer in inner.writers.iter_mut().rev() {
-                if let Err(error) = writer.sync()
-                    && inner.failure.is_none()
-                {
-                    inner.failure = Some(error.to_string());
-                }
+            if grouped {
+                inner.pending = true;
+            } else {
+                sync_writers(inner);
             }
         }
     }
@@ -646,7 +667,11 @@ impl EventSink {
 
     /// Flushes every writer.
     pub fn finish(&self) {
-        for writer in &mut self.lock().writers {
+        let mut inner = self.lock();
+        if inner.pending {
+            sync_writers(&mut inner);
+        }
+        for writer in &mut inner.writers {
             writer.finish();
         }
     }
@@ -655,6 +680,28 @@ impl EventSink {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One sync of every writer, which makes every line written so far
+/// durable. The audit log before the journal: a head the journal records
+/// is never ahead of the log on disk.
+fn sync_writers(inner: &mut SinkInner) {
+    inner.pending = false;
+    let recording = inner.failure.is_none()
+        && inner
+            .writers
+            .iter()
+            .all(|writer| writer.failure().is_none());
+    if !recording {
+        return;
+    }
+    for writer in inner.writers.iter_mut().rev() {
+        if let Err(error) = writer.sync()
+            && inner.failure.is_none()
+        {
+            inner.failure = Some(error.to_string());
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Journal {
     file: std::fs::File,
     path: PathBuf,
     failure: Option<String>,
+    /// Lines written since the last sync.
+    unsynced: bool,
 }
 
 impl Journal {
@@ -37,6 +39,7 @@ impl Journal {
             file,
             path: path.to_path_buf(),
             failure: None,
+            unsynced: false,
         })
     }
 
@@ -50,12 +53,17 @@ impl Journal {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
+        self.unsynced = true;
         self.file.write_all(&bytes)
     }
 
     fn sync_file(&mut self) -> std::io::Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
         crate::fault::point("journal.sync")?;
         self.file.sync_data()?;
+        self.unsynced = false;
         crate::fault::point("journal.synced")
     }
 

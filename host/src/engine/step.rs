@@ -49,13 +49,17 @@ impl Executor<'_> {
         ))
     }
 
-    /// Runs a step (with its retries) and records its start and end.
-    pub(super) async fn run_step(
-        &self,
-        plan: &Plan,
+    /// Records a step's start, then gives what runs it (with its retries)
+    /// and records its end. The start is recorded at once, its sync shared
+    /// with the records around it: the caller settles the event sink
+    /// before it polls what this returns, so no call of the step happens
+    /// before its start is durable.
+    pub(super) fn run_step<'s>(
+        &'s self,
+        plan: &'s Plan,
         index: usize,
         params: Result<String, String>,
-    ) -> StepResult {
+    ) -> impl std::future::Future<Output = StepResult> + 's {
         let planned = &plan.steps[index];
         let step = plan.step(planned);
         let (plugin_name, digest, idempotent) = match &step.action {
@@ -69,7 +73,7 @@ impl Executor<'_> {
             }
             Action::Manual(_) => ("manual".to_owned(), String::new(), true),
         };
-        self.access.events.emit_for(
+        self.access.events.emit_grouped_for(
             Some(&planned.id),
             EventKind::StepStarted {
                 name: planned.name.clone(),
@@ -79,6 +83,21 @@ impl Executor<'_> {
             },
         );
         let started = Instant::now();
+        async move { self.run_started(plan, index, params, started).await }
+    }
+
+    /// A step whose start is recorded: its call (or checklist) and its end.
+    async fn run_started(
+        &self,
+        plan: &Plan,
+        index: usize,
+        params: Result<String, String>,
+        started: Instant,
+    ) -> StepResult {
+        let planned = &plan.steps[index];
+        let step = plan.step(planned);
+        // Whoever started the step settled the sink before this runs: its
+        // start is durable, unless the disk refused it (checked below).
         // What an earlier attempt (in an earlier process, too) recorded for
         // the rollback before it changed anything: kept, and the step's
         // outputs carry it.
@@ -109,7 +128,10 @@ impl Executor<'_> {
         // Between the effect and its record: a crash here leaves the step
         // started and not finished.
         let _ = crate::fault::point("step.done");
-        self.access.events.emit_for(
+        // Synced with the records that come with it (the next step's start,
+        // other steps that finished together) before the run waits or
+        // calls anything: see `Executor::execute`.
+        self.access.events.emit_grouped_for(
             Some(&planned.id),
             EventKind::StepFinished {
                 status: result.status,

@@ -972,3 +972,48 @@ async fn a_killed_run_keeps_the_audit_records_of_the_calls_it_made() {
     );
     exits(&verify, 0);
 }
+
+/// How often a run of `body` synced its journal, as its failpoint trace
+/// counts them.
+fn journal_syncs(bin: &Bin, body: &str) -> u64 {
+    let file = TestRunbook::new(body);
+    let trace = file.dir.path().join("trace");
+    let output = bin.run(
+        &["exec", file.path.to_str().unwrap()],
+        &[("RUNBOOK_FAILPOINT_TRACE", trace.to_str().unwrap())],
+    );
+    exits(&output, 0);
+    // Each pass is a line, with how often the point was passed so far.
+    trace_points(&trace)
+        .into_iter()
+        .filter(|(name, _)| name == "journal.sync")
+        .count() as u64
+}
+
+/// Group commit: the end of one step and the start of the next share one
+/// fsync, and steps that start together share one, while each step that
+/// is not idempotent still has its start durable before it is called (the
+/// crash sweeps above break the run at each of these syncs).
+#[test]
+fn a_chain_pays_one_journal_sync_per_step_and_steps_started_together_share_one() {
+    let bin = Bin::new();
+    let steps = 12;
+    let chain: String = (0..steps)
+        .map(|i| format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop-once\"\n"))
+        .collect();
+    let syncs = journal_syncs(&bin, &format!("[runbook]\nname = \"chain\"\n{chain}"));
+    // One per step, plus the run's start and end and the audit head.
+    assert!(
+        syncs <= steps + 4,
+        "a chain of {steps} non-idempotent steps synced the journal {syncs} times: a step's end must share its sync with the next start"
+    );
+    let wide: String = (0..steps)
+        .map(|i| format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop-once\"\nneeds = []\n"))
+        .collect();
+    let syncs = journal_syncs(&bin, &format!("[runbook]\nname = \"wide\"\n{wide}"));
+    // The starts share one sync; the ends share theirs as they come.
+    assert!(
+        syncs <= steps + 4,
+        "{steps} non-idempotent steps started together synced the journal {syncs} times: their starts must share one sync"
+    );
+}
