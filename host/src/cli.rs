@@ -119,7 +119,7 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Check a runbook without running anything: shape, references, plugins, parameters.
     #[command(
-        after_help = "Example:\n  runbook validate deploy.toml\n  runbook validate deploy.toml --env production --set version=1.2.3"
+        after_help = "Example:\n  runbook validate deploy.toml\n  runbook validate deploy.toml --env production --set version=1.2.3\n\nPlugins the compile cache lacks are compiled by wasmtime's quick compiler,\nwhich is enough to check them; `runbook plugin warm deploy.toml` prepares the\noptimised code that `exec` runs (a CI image can do it ahead)."
     )]
     Validate(validate::ValidateArgs),
     /// Show what each step would do, without doing it; `--out` saves the plan for `exec`.
@@ -379,9 +379,25 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// The runtime, with the cache folder from the command line.
 pub fn plugin_runtime(cli: &Cli) -> anyhow::Result<crate::plugin::PluginRuntime> {
+    runtime_compiling(cli, crate::plugin::FirstCompile::Optimised)
+}
+
+/// The runtime of a command that calls each plugin once or twice and runs
+/// no step (`validate`): a component the cache does not have is compiled
+/// by the baseline compiler ([`crate::plugin::FirstCompile::Quick`]).
+pub fn quick_plugin_runtime(cli: &Cli) -> anyhow::Result<crate::plugin::PluginRuntime> {
+    runtime_compiling(cli, crate::plugin::FirstCompile::Quick)
+}
+
+fn runtime_compiling(
+    cli: &Cli,
+    first_compile: crate::plugin::FirstCompile,
+) -> anyhow::Result<crate::plugin::PluginRuntime> {
     Ok(crate::plugin::PluginRuntime::new(
         crate::plugin::RuntimeOptions {
             cache_dir: cli.cache_dir.clone(),
+            first_compile,
+            ..Default::default()
         },
     )?)
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 /// How often the epoch advances; a running guest notices a deadline or a
@@ -143,6 +143,73 @@ pub type CallResult<T> = Result<Result<T, PluginError>, CallError>;
 pub struct RuntimeOptions {
     /// The compiled-component cache; `None` for the user's cache folder.
     pub cache_dir: Option<PathBuf>,
+    /// The engine's settings: the measured defaults, which the benchmarks
+    /// change one at a time.
+    pub tuning: EngineTuning,
+    /// Which compiler makes the code of a component the cache does not
+    /// have yet.
+    pub first_compile: FirstCompile,
+}
+
+/// Which compiler compiles a component whose optimised code is not in the
+/// cache yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FirstCompile {
+    /// Cranelift, the optimising compiler: its code is kept in the cache
+    /// and every later run maps it. For commands that run steps.
+    #[default]
+    Optimised,
+    /// Winch, wasmtime's baseline compiler: about five times faster to
+    /// compile, slower code. For commands that call each plugin once or
+    /// twice (`validate`: `describe` and `check`), so that a fresh machine
+    /// checks a runbook in well under a second. Optimised code already in
+    /// the cache is used instead; Winch's is cached under its own key and
+    /// never runs a step. A component Winch cannot compile (one using the
+    /// tail-call, exception or GC proposals) falls back to Cranelift.
+    Quick,
+}
+
+/// The engine settings that change what a step costs, none of which
+/// weakens a limit: each was measured alone (`cargo bench --bench step`,
+/// `docs/benchmarks.md`) and the default is the one that paid. Memory and
+/// table limits, epoch deadlines and the compiled code's safety checks are
+/// not among them: they are fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineTuning {
+    /// The compiler of the code steps run.
+    pub compiler: Compiler,
+    /// Instances from a pool of slots reserved up front (`false`: mapped
+    /// and unmapped on demand, for each step).
+    pub pooling: bool,
+    /// How many component instances the pool holds at once (core instances,
+    /// memories, tables and stacks follow in proportion).
+    pub pool_instances: u32,
+    /// Bytes of each linear-memory slot kept mapped between steps and
+    /// reset with `memset`, rather than returned to the kernel.
+    pub keep_resident: usize,
+    /// Reset only the pages a step touched, where the kernel says which
+    /// (`PAGEMAP_SCAN`, Linux 6.7 and later).
+    pub pagemap_scan: bool,
+    /// Linear memories start as a copy-on-write mapping of the module's
+    /// data, not by copying it in.
+    pub memory_init_cow: bool,
+    /// Function tables are filled as they are first used, not at
+    /// instantiation.
+    pub table_lazy_init: bool,
+}
+
+impl Default for EngineTuning {
+    fn default() -> Self {
+        EngineTuning {
+            compiler: Compiler::Cranelift,
+            pooling: true,
+            pool_instances: 64,
+            keep_resident: 4 << 20,
+            pagemap_scan: true,
+            memory_init_cow: true,
+            table_lazy_init: true,
+        }
+    }
 }
 
 /// The process's plugin runtime.
@@ -150,8 +217,31 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<StepState>,
     cache: cache::ComponentCache,
+    /// The baseline compiler's engine, for [`FirstCompile::Quick`].
+    quick: Option<Tier>,
     http: HttpClient,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// An engine with its host functions and its part of the cache.
+struct Tier {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: cache::ComponentCache,
+}
+
+impl Tier {
+    fn new(engine: Engine, cache_dir: PathBuf) -> Result<Self, RuntimeError> {
+        let mut linker = Linker::<StepState>::new(&engine);
+        crate::capability::add_to_linker(&mut linker)
+            .map_err(|error| RuntimeError::link("the host functions", error))?;
+        let cache = cache::ComponentCache::new(cache_dir, &engine);
+        Ok(Tier {
+            engine,
+            linker,
+            cache,
+        })
+    }
 }
 
 /// A component made ready by [`PluginRuntime::warm`].
@@ -180,6 +270,8 @@ pub struct LoadedPlugin {
     pub embedded_capabilities: Option<Vec<String>>,
     /// Whether this load compiled the component (a cache miss).
     pub compiled: bool,
+    /// The engine its code was compiled for, in which its stores are made.
+    engine: Engine,
     pre: Pre,
 }
 
@@ -376,22 +468,42 @@ impl std::fmt::Debug for LoadedPlugin {
 impl PluginRuntime {
     /// Builds the engine, the linker and the cache, and starts the epoch ticker.
     pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
-        let engine = build_engine()?;
-        let mut linker = Linker::<StepState>::new(&engine);
-        crate::capability::add_to_linker(&mut linker)
-            .map_err(|error| RuntimeError::link("the host functions", error))?;
         let cache_dir = options.cache_dir.unwrap_or_else(cache::default_dir);
-        let cache = cache::ComponentCache::new(cache_dir, &engine);
+        let Tier {
+            engine,
+            linker,
+            cache,
+        } = Tier::new(
+            build_engine(
+                &options.tuning,
+                options.tuning.compiler,
+                options.tuning.pooling,
+            )?,
+            cache_dir.clone(),
+        )?;
+        let quick = match options.first_compile {
+            FirstCompile::Optimised => None,
+            FirstCompile::Quick => Some(Tier::new(
+                // Its code makes a store or two per plugin (`describe`,
+                // `check`): no pool is reserved for it.
+                build_engine(&options.tuning, Compiler::Winch, false)?,
+                cache_dir,
+            )?),
+        };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.clone();
+            let engines: Vec<Engine> = std::iter::once(engine.clone())
+                .chain(quick.as_ref().map(|tier| tier.engine.clone()))
+                .collect();
             let stop = Arc::clone(&ticker_stop);
             std::thread::Builder::new()
                 .name("epoch-ticker".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        for engine in &engines {
+                            engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(RuntimeError::Ticker)?;
@@ -400,9 +512,43 @@ impl PluginRuntime {
             engine,
             linker,
             cache,
+            quick,
             http: HttpClient::new().map_err(RuntimeError::Http)?,
             ticker_stop,
         })
+    }
+
+    /// The engine, host functions and cache that make a component's code:
+    /// the optimising compiler's, unless this runtime compiles quickly
+    /// first and the cache has no optimised code for it yet.
+    fn tier_for(&self, digest: &str) -> (&Engine, &Linker<StepState>, &cache::ComponentCache) {
+        match &self.quick {
+            Some(quick) if !self.cache.path_for(digest).exists() => {
+                (&quick.engine, &quick.linker, &quick.cache)
+            }
+            _ => (&self.engine, &self.linker, &self.cache),
+        }
+    }
+
+    /// The compiled component, from the cache or compiled now by the
+    /// compiler [`PluginRuntime::tier_for`] picks; a component the quick
+    /// compiler refuses is compiled by the optimising one.
+    fn compile(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, bool, &Engine, &Linker<StepState>), cache::CacheError> {
+        let (engine, linker, cache) = self.tier_for(digest);
+        match cache.get_or_compile(engine, digest, bytes) {
+            Ok((component, compiled)) => Ok((component, compiled, engine, linker)),
+            Err(cache::CacheError::Compile(reason)) if !std::ptr::eq(engine, &self.engine) => {
+                tracing::debug!("the quick compiler refused the component ({reason}); optimising");
+                let (component, compiled) =
+                    self.cache.get_or_compile(&self.engine, digest, bytes)?;
+                Ok((component, compiled, &self.engine, &self.linker))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The folder of compiled components, where plugins pulled from a
@@ -435,10 +581,9 @@ impl PluginRuntime {
                             .map_err(|error| error.to_string())
                             .and_then(|bytes| {
                                 let digest = hex::encode(Sha256::digest(&bytes));
-                                self.cache
-                                    .get_or_compile(&self.engine, &digest, &bytes)
+                                self.compile(&digest, &bytes)
                                     .map_err(|error| format!("{error:#}"))
-                                    .map(|(_, compiled)| Warmed {
+                                    .map(|(_, compiled, _, _)| Warmed {
                                         compiled,
                                         digest,
                                         elapsed: started.elapsed(),
@@ -493,16 +638,16 @@ impl PluginRuntime {
             path: path.to_path_buf(),
             reason,
         };
-        let (component, compiled) = self
-            .cache
-            .get_or_compile(&self.engine, &digest, bytes)
+        let (component, compiled, engine, linker) = self
+            .compile(&digest, bytes)
             .map_err(|error| invalid(format!("{error:#}")))?;
         let imports: Vec<String> = component
             .component_type()
-            .imports(&self.engine)
+            .imports(engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| {
+        let engine = engine.clone();
+        let instance_pre = linker.instantiate_pre(&component).map_err(|error| {
             let reason = format!("{error:#}");
             // wasmtime names the import it could not match; say which, and
             // how to build without it.
@@ -545,6 +690,7 @@ impl PluginRuntime {
             imports,
             embedded_capabilities: embedded_capabilities(bytes),
             compiled,
+            engine,
             pre,
         };
         let context = self.bare_context(StepId("describe".into()), Duration::from_secs(10));
@@ -803,7 +949,7 @@ impl PluginRuntime {
         // Whole milliseconds: the operator wrote "300ms", not "299ms 997us".
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = Duration::from_millis((left.as_secs_f64() * 1000.0).round() as u64);
-        let mut store = Store::new(&self.engine, StepState::new(context, memory_limit));
+        let mut store = Store::new(&plugin.engine, StepState::new(context, memory_limit));
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
@@ -931,29 +1077,60 @@ fn describe_trap(error: &wasmtime::Error) -> String {
     message
 }
 
+/// Which of wasmtime's compilers an engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiler {
+    /// The optimising compiler.
+    Cranelift,
+    /// The baseline compiler: one pass, fast to compile, slower code.
+    Winch,
+}
+
 /// The engine: component model, async, epoch interruption, and the pooling
 /// allocator when the machine lets it reserve its address space.
-fn build_engine() -> Result<Engine, RuntimeError> {
+fn build_engine(
+    tuning: &EngineTuning,
+    compiler: Compiler,
+    pooled: bool,
+) -> Result<Engine, RuntimeError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    match compiler {
+        Compiler::Cranelift => {
+            config.strategy(wasmtime::Strategy::Cranelift);
+            config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        }
+        Compiler::Winch => {
+            config.strategy(wasmtime::Strategy::Winch);
+        }
+    }
+    config.memory_init_cow(tuning.memory_init_cow);
+    config.table_lazy_init(tuning.table_lazy_init);
+    if !pooled {
+        return Engine::new(&config).map_err(|error| RuntimeError::Engine(error.to_string()));
+    }
+    let instances = tuning.pool_instances.max(1);
     let mut pooling = PoolingAllocationConfig::new();
     pooling
-        .total_component_instances(64)
-        .total_core_instances(512)
-        .total_memories(128)
-        .total_tables(256)
-        .total_stacks(64)
+        .total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
         .max_memories_per_component(crate::capability::store::MAX_MEMORIES as u32)
         .max_memory_size(crate::runbook::MAX_MEMORY as usize)
         // Steps are short and reuse the same few slots: resetting a slot's
         // first pages with memset (and, where the kernel can say which pages
         // were touched, only those) avoids the page faults that madvise
         // would cost on every step. Measured in docs/benchmarks.md.
-        .linear_memory_keep_resident(4 << 20)
+        .linear_memory_keep_resident(tuning.keep_resident)
         .table_keep_resident(64 << 10)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(if tuning.pagemap_scan {
+            wasmtime::Enabled::Auto
+        } else {
+            wasmtime::Enabled::No
+        });
     let mut pooled = config.clone();
     pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     match Engine::new(&pooled) {

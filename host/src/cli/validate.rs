@@ -47,7 +47,9 @@ pub async fn run(cli: &Cli, args: &ValidateArgs) -> Result<u8, Failure> {
         None if runbook.environments.is_empty() => vec![None],
         None => runbook.environments.keys().cloned().map(Some).collect(),
     };
-    let runtime = super::plugin_runtime(cli)?;
+    // Validation calls each plugin's `describe` and `check` once: what the
+    // cache lacks is compiled quickly, not optimised.
+    let runtime = super::quick_plugin_runtime(cli)?;
     let mut problems = Diagnostics::default();
     let mut checked = Vec::new();
     let mut warned = Vec::new();

@@ -334,6 +334,7 @@ async fn a_compiled_plugin_is_cached_and_not_compiled_again() {
     let cache = tempfile::tempdir().unwrap();
     let options = || runbook::plugin::RuntimeOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..Default::default()
     };
     let path = runbook_testenv::plugin_path("noop");
     let first = runbook::plugin::PluginRuntime::new(options()).unwrap();

@@ -374,3 +374,59 @@ fn plugin_warm_compiles_a_runbooks_plugins_ahead_and_then_finds_them_cached() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("failed"), "{}", text(&output));
 }
+
+/// `validate` on an empty cache compiles the runbook's plugins with the
+/// baseline compiler, cached under a key of its own, and no step ever runs
+/// that code: `plugin warm` (as `exec` would) still compiles every plugin
+/// with the optimising compiler, after which `validate` maps the optimised
+/// code and compiles nothing more.
+#[test]
+fn validate_compiles_quickly_what_the_cache_lacks_and_steps_never_run_that_code() {
+    let cache = tempfile::tempdir().unwrap();
+    let riskcast = runbook_testenv::workspace_root().join("runbooks/riskcast.toml");
+    let cached = || {
+        let mut names: Vec<String> = std::fs::read_dir(cache.path())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let runbook = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(args)
+            .env("RUNBOOK_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        output
+    };
+    let riskcast = riskcast.to_str().unwrap();
+    runbook(&["validate", riskcast, "--env", "local"]);
+    let quick = cached();
+    assert!(quick.len() >= 5, "{quick:?}");
+    let warm = runbook(&["plugin", "warm", riskcast, "--output", "json"]);
+    let warm: serde_json::Value = serde_json::from_slice(&warm.stdout).unwrap();
+    assert!(
+        warm["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|plugin| plugin["compiled"] == true),
+        "the quick code must not serve steps: warm compiles each plugin again, optimised: {warm}"
+    );
+    let both = cached();
+    assert_eq!(both.len(), 2 * quick.len(), "{both:?}");
+    assert!(quick.iter().all(|name| both.contains(name)));
+    runbook(&["validate", riskcast, "--env", "local"]);
+    assert_eq!(
+        cached(),
+        both,
+        "validate uses the optimised code once it is cached"
+    );
+}

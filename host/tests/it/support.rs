@@ -57,6 +57,7 @@ pub fn cache_dir() -> PathBuf {
 pub fn runtime() -> PluginRuntime {
     PluginRuntime::new(RuntimeOptions {
         cache_dir: Some(cache_dir()),
+        ..Default::default()
     })
     .expect("runtime starts")
 }
