@@ -307,8 +307,7 @@ impl Executor<'_> {
             }
             // Start every step that is ready, within the parallel limit.
             // Steps before the first pending one are done or running: the
-            // scan starts there, so a long chain costs a step each time,
-            // not the whole plan.
+            // scan starts there.
             while first_pending < plan.steps.len()
                 && !matches!(state.slots[first_pending], Slot::Pending)
             {
@@ -321,9 +320,10 @@ impl Executor<'_> {
             while progressed {
                 progressed = false;
                 for index in first_pending..plan.steps.len() {
-                    if !matches!(state.slots[index], Slot::Pending)
-                        || running.len() >= self.parallel
-                    {
+                    if running.len() >= self.parallel {
+                        break;
+                    }
+                    if !matches!(state.slots[index], Slot::Pending) {
                         continue;
                     }
                     let planned = &plan.steps[index];
@@ -376,8 +376,9 @@ impl Executor<'_> {
                     }
                     let params = self.render(plan, &state, index);
                     state.slots[index] = Slot::Running;
+                    // Starting a step makes no other step ready: only a
+                    // step ended unrun (above) calls for another pass.
                     running.push(async move { (index, self.run_step(plan, index, params).await) });
-                    progressed = true;
                 }
             }
             let next = match finished.pop_front() {
