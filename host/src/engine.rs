@@ -378,7 +378,10 @@ impl Executor<'_> {
                     state.slots[index] = Slot::Running;
                     // Starting a step makes no other step ready: only a
                     // step ended unrun (above) calls for another pass.
-                    running.push(async move { (index, self.run_step(plan, index, params).await) });
+                    // Its start is recorded here, now; the sync before
+                    // the loop waits makes it durable before it is polled.
+                    let step = self.run_step(plan, index, params);
+                    running.push(async move { (index, step.await) });
                 }
             }
             let next = match finished.pop_front() {

@@ -769,15 +769,16 @@ async fn a_step_cut_short_beside_a_failed_one_is_undone_when_resume_rolls_back()
         url = counter.url
     ));
     let state = file.dir.path().join(".runbook");
-    // Syncs: run_started, slow started, gate started, gate failed: die
-    // right after the failure is on disk, with `slow` still running.
+    // Syncs: run_started, the two steps' starts (started together, one
+    // sync), gate failed: die right after the failure is on disk, with
+    // `slow` still running.
     let killed = {
         let bin = Arc::clone(&bin);
         let path = file.path.to_str().unwrap().to_owned();
         blocking(move || {
             bin.run(
                 &["exec", &path],
-                &[("RUNBOOK_FAILPOINTS", "journal.synced=crash@4")],
+                &[("RUNBOOK_FAILPOINTS", "journal.synced=crash@3")],
             )
         })
         .await
@@ -974,8 +975,10 @@ async fn a_killed_run_keeps_the_audit_records_of_the_calls_it_made() {
 }
 
 /// How often a run of `body` synced its journal, as its failpoint trace
-/// counts them.
-fn journal_syncs(bin: &Bin, body: &str) -> u64 {
+/// counts them. With `in_turn` (steps that run one after another), also
+/// that no step ended (`step.done`) while a line written before it was
+/// still unsynced: each step's start was durable before it was called.
+fn journal_syncs(bin: &Bin, body: &str, in_turn: bool) -> u64 {
     let file = TestRunbook::new(body);
     let trace = file.dir.path().join("trace");
     let output = bin.run(
@@ -984,8 +987,21 @@ fn journal_syncs(bin: &Bin, body: &str) -> u64 {
     );
     exits(&output, 0);
     // Each pass is a line, with how often the point was passed so far.
-    trace_points(&trace)
-        .into_iter()
+    let points = trace_points(&trace);
+    let mut unsynced = false;
+    for (name, hit) in &points {
+        match name.as_str() {
+            "journal.write" => unsynced = true,
+            "journal.synced" => unsynced = false,
+            "step.done" => assert!(
+                !(in_turn && unsynced),
+                "step end #{hit} came after a journal line that was never synced: a step ran before its start was durable ({points:?})"
+            ),
+            _ => {}
+        }
+    }
+    points
+        .iter()
         .filter(|(name, _)| name == "journal.sync")
         .count() as u64
 }
@@ -1001,7 +1017,7 @@ fn a_chain_pays_one_journal_sync_per_step_and_steps_started_together_share_one()
     let chain: String = (0..steps)
         .map(|i| format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop-once\"\n"))
         .collect();
-    let syncs = journal_syncs(&bin, &format!("[runbook]\nname = \"chain\"\n{chain}"));
+    let syncs = journal_syncs(&bin, &format!("[runbook]\nname = \"chain\"\n{chain}"), true);
     // One per step, plus the run's start and end and the audit head.
     assert!(
         syncs <= steps + 4,
@@ -1010,7 +1026,7 @@ fn a_chain_pays_one_journal_sync_per_step_and_steps_started_together_share_one()
     let wide: String = (0..steps)
         .map(|i| format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop-once\"\nneeds = []\n"))
         .collect();
-    let syncs = journal_syncs(&bin, &format!("[runbook]\nname = \"wide\"\n{wide}"));
+    let syncs = journal_syncs(&bin, &format!("[runbook]\nname = \"wide\"\n{wide}"), false);
     // The starts share one sync; the ends share theirs as they come.
     assert!(
         syncs <= steps + 4,
